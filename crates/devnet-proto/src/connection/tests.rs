@@ -1,0 +1,291 @@
+//! Connection tests: two state machines wired back to back, a virtual clock.
+
+use super::*;
+
+const TOKEN: &str = "correct horse";
+
+fn config(token: &str) -> Config {
+    Config { token: token.into(), stream_window: 64 * 1024, ..Config::default() }
+}
+
+struct Pair {
+    client: Connection,
+    server: Connection,
+    now: Instant,
+}
+
+impl Pair {
+    fn new(client_token: &str) -> Self {
+        let now = Instant::now();
+        Self { client: Connection::client(config(client_token), now), server: Connection::server(config(TOKEN), now), now }
+    }
+
+    fn established() -> Self {
+        let mut pair = Self::new(TOKEN);
+        pair.pump();
+        assert!(pair.client.is_established() && pair.server.is_established());
+        assert!(matches!(pair.client.poll_event(), Some(Event::Connected { .. })));
+        assert!(matches!(pair.server.poll_event(), Some(Event::Connected { .. })));
+        pair
+    }
+
+    /// Moves bytes both ways until neither side has anything to send.
+    fn pump(&mut self) {
+        loop {
+            let c = self.client.transmit().to_vec();
+            self.client.advance_transmit(c.len());
+            let s = self.server.transmit().to_vec();
+            self.server.advance_transmit(s.len());
+            if c.is_empty() && s.is_empty() {
+                return;
+            }
+            if !c.is_empty() {
+                let _ = self.server.handle_input(&c, self.now);
+            }
+            if !s.is_empty() {
+                let _ = self.client.handle_input(&s, self.now);
+            }
+        }
+    }
+
+    fn events(conn: &mut Connection) -> Vec<Event> {
+        std::iter::from_fn(|| conn.poll_event()).collect()
+    }
+
+    fn open(&mut self, addr: &str) -> StreamId {
+        let id = self.client.open(addr.parse().expect("addr")).expect("open");
+        self.pump();
+        let Some(Event::OpenRequested { id: sid, .. }) = self.server.poll_event() else { panic!("no open request") };
+        assert_eq!(sid, id);
+        self.server.accept(id).expect("accept");
+        self.pump();
+        assert_eq!(self.client.poll_event(), Some(Event::Opened { id }));
+        id
+    }
+}
+
+#[test]
+fn handshake_with_the_right_token_connects() {
+    let pair = Pair::established();
+    assert_eq!(pair.client.stream_count(), 0);
+}
+
+#[test]
+fn wrong_token_is_rejected_with_a_reason_on_both_sides() {
+    let mut pair = Pair::new("wrong");
+    pair.pump();
+    assert!(pair.server.is_closed() && pair.client.is_closed());
+    assert_eq!(Pair::events(&mut pair.server), vec![Event::Closed { error: ConnectionError::Unauthorized }]);
+    let events = Pair::events(&mut pair.client);
+    let [Event::Closed { error: ConnectionError::Rejected { code: RejectCode::Unauthorized, message } }] = &events[..]
+    else {
+        panic!("unexpected {events:?}")
+    };
+    assert!(message.contains("token"), "{message}");
+}
+
+#[test]
+fn an_empty_server_token_accepts_nobody() {
+    let now = Instant::now();
+    let mut server = Connection::server(config(""), now);
+    let client = Connection::client(config(""), now);
+    let bytes = client.transmit().to_vec();
+    assert_eq!(server.handle_input(&bytes, now), Err(ConnectionError::Unauthorized));
+}
+
+#[test]
+fn version_mismatch_names_the_fix() {
+    let now = Instant::now();
+    let mut server = Connection::server(config(TOKEN), now);
+    let mut hello = b"DEVNET".to_vec();
+    hello.extend_from_slice(&(PROTOCOL_VERSION + 1).to_be_bytes());
+    let err = server.handle_input(&hello, now).expect_err("mismatch");
+    assert!(err.to_string().contains("same release"), "{err}");
+
+    // The client facing an older relay is told to upgrade the relay.
+    let mut client = Connection::client(config(TOKEN), now);
+    let mut old = b"DEVNET".to_vec();
+    old.extend_from_slice(&0u16.to_be_bytes());
+    let err = client.handle_input(&old, now).expect_err("mismatch");
+    assert!(err.to_string().contains("upgrade the relay"), "{err}");
+}
+
+#[test]
+fn garbage_is_refused_before_eight_bytes_arrive() {
+    let now = Instant::now();
+    let mut server = Connection::server(config(TOKEN), now);
+    assert_eq!(server.handle_input(b"GET ", now), Err(ConnectionError::NotDevnet));
+    // The reject carries the server preface so a devnet peer could read it.
+    assert!(server.transmit().starts_with(b"DEVNET"));
+}
+
+#[test]
+fn frames_before_the_handshake_are_violations() {
+    let now = Instant::now();
+    let mut server = Connection::server(config(TOKEN), now);
+    let mut bytes = preface().to_vec();
+    Frame::Open { id: 1, addr: "10.0.0.1:80".parse().expect("addr"), window: 1 }.encode(&mut bytes);
+    assert!(matches!(server.handle_input(&bytes, now), Err(ConnectionError::Violation(_))));
+}
+
+#[test]
+fn bytes_split_at_every_boundary_give_the_same_events() {
+    let now = Instant::now();
+    let mut whole = Connection::client(config(TOKEN), now);
+    let hello = whole.transmit().to_vec();
+    for cut in 0..hello.len() {
+        let mut server = Connection::server(config(TOKEN), now);
+        server.handle_input(&hello[..cut], now).expect("prefix");
+        server.handle_input(&hello[cut..], now).expect("rest");
+        assert!(server.is_established(), "cut at {cut}");
+    }
+    whole.advance_transmit(hello.len());
+}
+
+#[test]
+fn stream_data_flows_both_ways_and_half_closes() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:8080");
+    assert_eq!(pair.client.write(id, b"ping").expect("write"), 4);
+    pair.pump();
+    assert_eq!(pair.server.poll_event(), Some(Event::Readable { id }));
+    let mut buf = [0u8; 16];
+    assert_eq!(pair.server.read(id, &mut buf), 4);
+    assert_eq!(&buf[..4], b"ping");
+
+    pair.server.write(id, b"pong").expect("write");
+    pair.server.finish(id);
+    pair.pump();
+    assert_eq!(Pair::events(&mut pair.client), vec![Event::Readable { id }, Event::Finished { id }]);
+    assert!(!pair.client.is_read_closed(id), "data still buffered");
+    assert_eq!(pair.client.read(id, &mut buf), 4);
+    assert!(pair.client.is_read_closed(id));
+    pair.client.finish(id);
+    pair.pump();
+    assert_eq!(pair.client.stream_count(), 0, "finished both ways and drained: reaped");
+    assert_eq!(pair.server.poll_event(), Some(Event::Finished { id }));
+    assert_eq!(pair.server.stream_count(), 0);
+}
+
+#[test]
+fn open_failures_are_told_apart() {
+    let mut pair = Pair::established();
+    for status in [OpenStatus::Refused, OpenStatus::Unreachable, OpenStatus::TimedOut, OpenStatus::Denied] {
+        let id = pair.client.open("10.244.9.9:1".parse().expect("addr")).expect("open");
+        pair.pump();
+        let Some(Event::OpenRequested { id: sid, .. }) = pair.server.poll_event() else { panic!() };
+        pair.server.refuse(sid, status, "because");
+        pair.pump();
+        assert_eq!(pair.client.poll_event(), Some(Event::OpenFailed { id, status, message: "because".into() }));
+    }
+    assert_eq!(pair.client.stream_count(), 0);
+    assert_eq!(pair.server.stream_count(), 0);
+}
+
+#[test]
+fn sender_stops_at_the_window_and_resumes_on_credit() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:8080");
+    let data = vec![7u8; 200 * 1024];
+    let window = 64 * 1024;
+    assert_eq!(pair.client.send_capacity(id), window);
+    assert_eq!(pair.client.write(id, &data).expect("write"), window);
+    assert_eq!(pair.client.write(id, &data).expect("write"), 0, "window exhausted");
+    pair.pump();
+    assert_eq!(pair.server.readable(id), window);
+    // Reading less than a quarter window grants nothing yet.
+    pair.server.consume(id, window / 8);
+    pair.pump();
+    assert_eq!(pair.client.send_capacity(id), 0);
+    pair.server.consume(id, window / 8);
+    pair.pump();
+    assert_eq!(pair.client.send_capacity(id), window / 4);
+    assert_eq!(pair.client.poll_event(), Some(Event::Writable { id }));
+}
+
+#[test]
+fn a_peer_that_overruns_the_window_is_cut_off() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:8080");
+    let mut bytes = Vec::new();
+    for _ in 0..2 {
+        Frame::Data { id, payload: &[0u8; 40 * 1024] }.encode(&mut bytes);
+    }
+    let err = pair.server.handle_input(&bytes, pair.now).expect_err("overrun");
+    assert!(err.to_string().contains("window"), "{err}");
+}
+
+#[test]
+fn streams_are_independent() {
+    let mut pair = Pair::established();
+    let a = pair.open("10.244.1.10:1");
+    let b = pair.open("10.244.1.10:2");
+    assert_eq!(pair.client.write(a, &vec![0u8; 64 * 1024]).expect("write"), 64 * 1024);
+    // Stream a is blocked on the server not reading; b still has its full window.
+    assert_eq!(pair.client.send_capacity(b), 64 * 1024);
+    pair.client.reset(a, "client went away");
+    pair.pump();
+    let events = Pair::events(&mut pair.server);
+    assert!(events.contains(&Event::Reset { id: a, message: "client went away".into() }), "{events:?}");
+    assert_eq!(pair.server.stream_count(), 1);
+}
+
+#[test]
+fn datagrams_carry_their_address() {
+    let mut pair = Pair::established();
+    let dns: SocketAddr = "10.96.0.10:53".parse().expect("addr");
+    pair.client.send_datagram(5, dns, b"query").expect("send");
+    pair.pump();
+    assert_eq!(pair.server.poll_event(), Some(Event::Datagram { assoc: 5, addr: dns, payload: b"query".to_vec() }));
+}
+
+#[test]
+fn heartbeats_keep_a_live_connection_and_measure_rtt() {
+    let mut pair = Pair::established();
+    for _ in 0..20 {
+        pair.now += Duration::from_millis(500);
+        pair.client.handle_timeout(pair.now);
+        pair.server.handle_timeout(pair.now);
+        pair.pump();
+    }
+    assert!(pair.client.is_established() && pair.server.is_established());
+    assert_eq!(pair.client.rtt(), Some(Duration::ZERO));
+}
+
+#[test]
+fn a_black_holed_peer_is_declared_dead_within_dead_after() {
+    let mut pair = Pair::established();
+    let start = pair.now;
+    // From now on nothing the server sends reaches the client.
+    let mut t = start;
+    while !pair.client.is_closed() {
+        t += Duration::from_millis(100);
+        let deadline = pair.client.poll_timeout().expect("timer armed");
+        if t >= deadline {
+            pair.client.handle_timeout(t);
+        }
+        assert!(t - start <= Duration::from_secs(5), "not noticed within 5 s");
+    }
+    let events = Pair::events(&mut pair.client);
+    assert!(matches!(events.last(), Some(Event::Closed { error: ConnectionError::HeartbeatTimeout(_) })), "{events:?}");
+    // And the client did try: pings were queued.
+    assert!(!pair.client.transmit().is_empty());
+}
+
+#[test]
+fn go_away_stops_new_streams() {
+    let mut pair = Pair::established();
+    pair.server.go_away("relay shutting down");
+    pair.pump();
+    assert_eq!(pair.client.poll_event(), Some(Event::GoAway { message: "relay shutting down".into() }));
+    assert_eq!(pair.client.open("10.0.0.1:1".parse().expect("addr")), Err(StreamError::NotEstablished));
+}
+
+#[test]
+fn reused_stream_ids_are_violations() {
+    let mut pair = Pair::established();
+    let _ = pair.open("10.244.1.10:1");
+    let mut bytes = Vec::new();
+    Frame::Open { id: 1, addr: "10.244.1.10:1".parse().expect("addr"), window: 1 }.encode(&mut bytes);
+    assert!(matches!(pair.server.handle_input(&bytes, pair.now), Err(ConnectionError::Violation(_))));
+}
