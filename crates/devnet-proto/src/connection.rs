@@ -67,7 +67,8 @@ pub enum Event {
     Opened { id: StreamId },
     /// Client: the relay could not connect stream `id`; it is gone.
     OpenFailed { id: StreamId, status: OpenStatus, message: String },
-    /// Bytes arrived on a stream that had none buffered.
+    /// Bytes arrived on a stream. Emitted per received chunk; the
+    /// application reads what [`Connection::peek`] shows.
     Readable { id: StreamId },
     /// The stream's send window opened after being exhausted.
     Writable { id: StreamId },
@@ -267,6 +268,11 @@ impl Connection {
         self.stats
     }
 
+    /// Whether stream `id` is still tracked (not reset, not finished and drained both ways).
+    pub fn contains(&self, id: StreamId) -> bool {
+        self.streams.contains_key(&id)
+    }
+
     /// Number of streams currently tracked.
     pub fn stream_count(&self) -> usize {
         self.streams.len()
@@ -455,9 +461,8 @@ impl Connection {
                     )));
                 }
                 stream.recv_allowance -= len;
-                let was_empty = stream.recv.is_empty();
                 stream.recv.extend(payload);
-                if was_empty && !payload.is_empty() {
+                if !payload.is_empty() {
                     self.events.push_back(Event::Readable { id });
                 }
             }

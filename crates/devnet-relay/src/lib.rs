@@ -1,0 +1,153 @@
+//! # devnet-relay: the in-cluster end of the tunnel
+//!
+//! **Layer:** a thin tokio shell around [`devnet_proto::Connection`]. It
+//! accepts TLS sessions from devnet clients, authenticates them by token,
+//! dials TCP destinations and relays UDP datagrams for them, within a
+//! [`policy::Policy`] that admits only the cluster's CIDRs and never
+//! loopback, link-local, metadata endpoints or the relay itself.
+//!
+//! It also serves `/healthz`, `/readyz` and `/metrics` on a plain-HTTP
+//! health port, and shuts down gracefully: on SIGTERM it tells clients it is
+//! going away, stops accepting, and lets open streams drain for a grace
+//! period.
+//!
+//! **What it does not do:** decide routes, touch the node's network
+//! configuration, or talk to the Kubernetes API.
+
+pub mod metrics;
+pub mod policy;
+pub mod session;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::session::SessionEnd;
+
+/// Settings shared by every session.
+#[derive(Debug)]
+pub struct Shared {
+    /// Protocol settings; `token` is the one clients must present.
+    pub proto: devnet_proto::Config,
+    pub policy: Policy,
+    pub dial_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts sessions on `listener` until `shutdown` turns true, then waits
+/// for sessions to drain (bounded by the grace period).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let mut sessions = JoinSet::new();
+    info!(listen = %listener.local_addr()?, allowed = ?shared.policy.allowed(), "relay serving");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, shared, shutdown) = (acceptor.clone(), shared.clone(), shutdown.clone());
+                sessions.spawn(async move { handle_client(tcp, peer, acceptor, shared, shutdown).await });
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    info!(sessions = sessions.len(), "shutting down: draining sessions");
+    let drain = async { while sessions.join_next().await.is_some() {} };
+    if tokio::time::timeout(shared.shutdown_grace + Duration::from_secs(2), drain).await.is_err() {
+        warn!("grace period over; aborting remaining sessions");
+    }
+    Ok(())
+}
+
+async fn handle_client(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let metrics = shared.metrics.clone();
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            Metrics::add(&metrics.handshake_failures, 1);
+            warn!(%peer, error = %e, "TLS handshake failed (not a devnet client, or a client that does not trust this relay's CA)");
+            return;
+        }
+        Err(_) => {
+            Metrics::add(&metrics.handshake_failures, 1);
+            warn!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    Metrics::add(&metrics.sessions_total, 1);
+    Metrics::add(&metrics.sessions_active, 1);
+    match session::run(tls, peer, shared, shutdown).await {
+        SessionEnd::HandshakeFailed(error) => {
+            Metrics::add(&metrics.handshake_failures, 1);
+            warn!(%peer, %error, "client refused at the handshake");
+        }
+        SessionEnd::Ended(reason) => info!(%peer, %reason, "session ended"),
+    }
+    metrics.sessions_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Serves `/healthz`, `/readyz` and `/metrics` over plain HTTP/1.1.
+pub async fn serve_health(listener: TcpListener, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) {
+    loop {
+        let Ok((mut tcp, _)) = listener.accept().await else { continue };
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let mut req = [0u8; 1024];
+            let n = match tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut req)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let line = String::from_utf8_lossy(&req[..n]);
+            let path = line.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = match path {
+                "/healthz" => ("200 OK", "ok\n".to_owned()),
+                "/readyz" if *shutdown.borrow() => ("503 Service Unavailable", "shutting down\n".to_owned()),
+                "/readyz" => ("200 OK", "ready\n".to_owned()),
+                "/metrics" => ("200 OK", metrics.render()),
+                _ => ("404 Not Found", "try /healthz, /readyz or /metrics\n".to_owned()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tcp.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// Addresses of this host's interfaces, which the relay must never dial.
+pub fn own_addresses() -> Result<Vec<std::net::IpAddr>> {
+    Ok(if_addrs::get_if_addrs().context("listing interface addresses")?.into_iter().map(|i| i.ip()).collect())
+}

@@ -1,0 +1,122 @@
+//! `devnet-relay`: see the library docs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use devnet_relay::metrics::Metrics;
+use devnet_relay::policy::Policy;
+use devnet_relay::{Shared, tls};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tracing::info;
+
+#[derive(Parser, Debug)]
+#[command(name = "devnet-relay", version, about = "The in-cluster end of a devnet tunnel")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve clients.
+    Serve(ServeArgs),
+    /// Generate a CA (ca.pem) and a relay certificate (cert.pem, key.pem).
+    GenCert {
+        /// Directory to write the PEM files into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Parser, Debug)]
+struct ServeArgs {
+    /// Address for client sessions (TLS).
+    #[arg(long, default_value = "[::]:8443")]
+    listen: SocketAddr,
+    /// Address for /healthz, /readyz and /metrics (plain HTTP).
+    #[arg(long, default_value = "[::]:9090")]
+    health_listen: SocketAddr,
+    /// The relay certificate chain, PEM.
+    #[arg(long)]
+    cert: PathBuf,
+    /// The relay private key, PEM.
+    #[arg(long)]
+    key: PathBuf,
+    /// A file holding the token clients must present (never pass it as an argument:
+    /// arguments are visible to every user of the node).
+    #[arg(long, env = "DEVNET_RELAY_TOKEN_FILE")]
+    token_file: PathBuf,
+    /// A CIDR the relay may dial into (the cluster's pod and service CIDRs); repeat or comma-separate.
+    #[arg(long = "allow", required = true, value_delimiter = ',')]
+    allow: Vec<IpNet>,
+    /// How long a dial may take before the client is told it timed out.
+    #[arg(long, default_value_t = 5000)]
+    dial_timeout_ms: u64,
+    /// How long open streams may drain after SIGTERM.
+    #[arg(long, default_value_t = 5)]
+    shutdown_grace_secs: u64,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::GenCert { out } => tls::write_generated(&out).with_context(|| format!("writing certificates to {}", out.display())),
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(serve(args)),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("reading the token file {}", args.token_file.display()))?
+        .trim()
+        .to_owned();
+    anyhow::ensure!(!token.is_empty(), "the token file {} is empty: put the client token in it", args.token_file.display());
+    let mut own = devnet_relay::own_addresses()?;
+    if !args.listen.ip().is_unspecified() {
+        own.push(args.listen.ip());
+    }
+    let policy = Policy::new(args.allow, own).context("invalid --allow")?;
+    let tls = tls::server_config(&args.cert, &args.key)?;
+    let metrics = Arc::new(Metrics::default());
+    let shared = Arc::new(Shared {
+        proto: devnet_proto::Config {
+            name: format!("devnet-relay {}", env!("CARGO_PKG_VERSION")),
+            token,
+            ..Default::default()
+        },
+        policy,
+        dial_timeout: Duration::from_millis(args.dial_timeout_ms),
+        shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
+        metrics: metrics.clone(),
+    });
+    let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let health = TcpListener::bind(args.health_listen).await.with_context(|| format!("binding {}", args.health_listen))?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(devnet_relay::serve_health(health, metrics, shutdown_rx.clone()));
+    tokio::spawn(async move {
+        let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => return,
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        info!("signal received; shutting down gracefully");
+        let _ = shutdown_tx.send(true);
+    });
+    devnet_relay::serve(listener, tls, shared, shutdown_rx).await?;
+    info!("relay stopped");
+    Ok(())
+}

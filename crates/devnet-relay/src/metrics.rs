@@ -1,0 +1,42 @@
+//! Relay counters, exposed in the Prometheus text format on the health port.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($name:ident: $help:literal),* $(,)?) => {
+        /// Process-wide counters.
+        #[derive(Debug, Default)]
+        pub struct Metrics { $(pub $name: AtomicU64,)* }
+
+        impl Metrics {
+            /// Renders all counters as Prometheus text.
+            pub fn render(&self) -> String {
+                let mut out = String::new();
+                $(
+                    out.push_str(concat!("# HELP devnet_relay_", stringify!($name), " ", $help, "\n"));
+                    out.push_str(&format!(concat!("devnet_relay_", stringify!($name), " {}\n"), self.$name.load(Relaxed)));
+                )*
+                out
+            }
+        }
+    };
+}
+
+counters! {
+    sessions_active: "client sessions now connected",
+    sessions_total: "client sessions accepted since start",
+    handshake_failures: "sessions refused at the handshake (token, version, garbage, TLS)",
+    streams_opened: "TCP streams connected to a destination",
+    streams_denied: "TCP streams and datagrams refused by policy",
+    dial_failures: "TCP dials that failed (refused, unreachable, timed out)",
+    datagrams_relayed: "UDP datagrams relayed to destinations",
+    bytes_to_destinations: "stream bytes written to destinations",
+    bytes_from_destinations: "stream bytes read from destinations",
+}
+
+impl Metrics {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}

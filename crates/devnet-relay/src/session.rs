@@ -1,0 +1,467 @@
+//! One client session: a TLS stream driven through the sans-IO
+//! [`Connection`], with a task per dialled socket.
+//!
+//! Backpressure runs end to end. Towards a destination, bytes stay in the
+//! connection's receive buffer (and so count against the client's window)
+//! until the socket writer reports them written. From a destination, each
+//! socket reader holds a one-chunk gate that reopens only when the
+//! connection accepted the previous chunk within the stream's send window.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use devnet_proto::{Connection, ConnectionError, Event, OpenStatus, StreamId};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::Shared;
+use crate::metrics::Metrics;
+
+const READ_CHUNK: usize = 64 * 1024;
+const UDP_IDLE: Duration = Duration::from_secs(60);
+const MAX_UDP_ASSOCS: usize = 4096;
+
+/// Messages from socket tasks to the session.
+enum Up {
+    Dialed { id: StreamId, result: Result<TcpStream, (OpenStatus, String)> },
+    Data { id: StreamId, data: Vec<u8> },
+    Eof { id: StreamId },
+    ReadError { id: StreamId, message: String },
+    Written { id: StreamId, n: usize },
+    WriteError { id: StreamId, message: String },
+    Datagram { assoc: u32, from: SocketAddr, payload: Vec<u8> },
+    UdpIdle { assoc: u32 },
+}
+
+/// Messages from the session to a socket writer.
+enum Down {
+    Data(Vec<u8>),
+    Fin,
+}
+
+struct StreamIo {
+    down: mpsc::UnboundedSender<Down>,
+    gate: Arc<Semaphore>,
+    /// A chunk the connection could not yet take in full, and how much it took.
+    pending_up: Option<(Vec<u8>, usize)>,
+    eof_pending: bool,
+    /// Bytes of the connection's receive buffer already handed to the writer.
+    forwarded: usize,
+    reader: AbortHandle,
+    writer: AbortHandle,
+}
+
+impl Drop for StreamIo {
+    fn drop(&mut self) {
+        // The writer is left to flush what it has; the reader must stop.
+        self.reader.abort();
+    }
+}
+
+struct UdpAssoc {
+    socket: Arc<UdpSocket>,
+    reader: AbortHandle,
+}
+
+impl Drop for UdpAssoc {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// How a session ended, for the accept loop's logs and metrics.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// The handshake never completed.
+    HandshakeFailed(ConnectionError),
+    /// The session was established and later ended.
+    Ended(String),
+}
+
+/// Runs a session to completion.
+pub async fn run<S>(io: S, peer: SocketAddr, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> SessionEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut rd, mut wr) = tokio::io::split(io);
+    let mut session = Session {
+        conn: Connection::server(shared.proto.clone(), Instant::now().into_std()),
+        streams: HashMap::new(),
+        udp: HashMap::new(),
+        shared,
+        established: false,
+    };
+    let (up_tx, mut up_rx) = mpsc::unbounded_channel();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut needs_flush = false;
+    let mut drain_deadline: Option<Instant> = None;
+    let mut shutting_down = *shutdown.borrow();
+    let end = loop {
+        let timer = session.conn.poll_timeout().map(Instant::from_std);
+        let timer = match (timer, drain_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        tokio::select! {
+            read = rd.read(&mut buf) => match read {
+                Ok(0) => break SessionEnd::Ended("client closed the connection".into()),
+                Ok(n) => {
+                    let _ = session.conn.handle_input(&buf[..n], Instant::now().into_std());
+                }
+                Err(e) => break SessionEnd::Ended(format!("read error: {e}")),
+            },
+            written = write_or_flush(&mut wr, session.conn.transmit()),
+                if needs_flush || !session.conn.transmit().is_empty() => match written {
+                Ok(0) => needs_flush = false,
+                Ok(n) => {
+                    session.conn.advance_transmit(n);
+                    needs_flush = true;
+                }
+                Err(e) => break SessionEnd::Ended(format!("write error: {e}")),
+            },
+            Some(msg) = up_rx.recv() => session.handle_up(msg, &up_tx),
+            () = sleep_until_opt(timer) => {
+                let now = Instant::now();
+                session.conn.handle_timeout(now.into_std());
+                if drain_deadline.is_some_and(|d| now >= d) {
+                    session.conn.close("relay shut down");
+                }
+            }
+            changed = shutdown.changed(), if !shutting_down => {
+                shutting_down = true;
+                if changed.is_ok() {
+                    session.conn.go_away("relay shutting down");
+                    drain_deadline = Some(Instant::now() + session.shared.shutdown_grace);
+                }
+            }
+        }
+        if let Some(end) = session.handle_events(&up_tx) {
+            // Best effort: let the peer read why (a Reject frame).
+            let pending = session.conn.transmit().to_vec();
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                wr.write_all(&pending).await?;
+                wr.flush().await
+            })
+            .await;
+            break end;
+        }
+        if shutting_down && session.streams.is_empty() && session.conn.transmit().is_empty() {
+            session.conn.close("relay shut down");
+        }
+    };
+    let _ = wr.shutdown().await;
+    debug!(%peer, "session over");
+    end
+}
+
+/// Writes what is pending, or flushes when nothing is (TLS keeps records
+/// buffered until flushed). One future, so the write half is borrowed once.
+pub(crate) async fn write_or_flush<W: AsyncWrite + Unpin>(wr: &mut W, data: &[u8]) -> io::Result<usize> {
+    if data.is_empty() {
+        wr.flush().await.map(|()| 0)
+    } else {
+        wr.write(data).await
+    }
+}
+
+pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+struct Session {
+    conn: Connection,
+    streams: HashMap<StreamId, StreamIo>,
+    udp: HashMap<u32, UdpAssoc>,
+    shared: Arc<Shared>,
+    established: bool,
+}
+
+impl Session {
+    fn handle_events(&mut self, up_tx: &mpsc::UnboundedSender<Up>) -> Option<SessionEnd> {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                Event::Connected { peer } => {
+                    self.established = true;
+                    info!(client = %peer, "client authenticated");
+                }
+                Event::OpenRequested { id, addr } => self.open(id, addr, up_tx),
+                Event::Readable { id } => self.forward_down(id),
+                Event::Writable { id } => self.retry_up(id),
+                Event::Finished { id } => {
+                    self.forward_down(id);
+                    if let Some(s) = self.streams.get(&id) {
+                        let _ = s.down.send(Down::Fin);
+                    }
+                    self.reap(id);
+                }
+                Event::Reset { id, message } => {
+                    debug!(id, %message, "client reset stream");
+                    if let Some(s) = self.streams.remove(&id) {
+                        s.writer.abort();
+                    }
+                }
+                Event::Datagram { assoc, addr, payload } => self.send_datagram(assoc, addr, &payload, up_tx),
+                Event::Opened { .. } | Event::OpenFailed { .. } | Event::GoAway { .. } => {}
+                Event::Closed { error } => {
+                    return Some(if self.established {
+                        SessionEnd::Ended(error.to_string())
+                    } else {
+                        SessionEnd::HandshakeFailed(error)
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    fn open(&mut self, id: StreamId, addr: SocketAddr, up_tx: &mpsc::UnboundedSender<Up>) {
+        let target = match self.shared.policy.check(addr.ip()) {
+            Ok(ip) => SocketAddr::new(ip, addr.port()),
+            Err(denial) => {
+                Metrics::add(&self.shared.metrics.streams_denied, 1);
+                warn!(id, dst = %addr, reason = %denial, "refused TCP destination");
+                self.conn.refuse(id, OpenStatus::Denied, &format!("relay refuses {addr}: {denial}"));
+                return;
+            }
+        };
+        let timeout = self.shared.dial_timeout;
+        let up_tx = up_tx.clone();
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
+                Ok(Ok(stream)) => Ok(stream),
+                Ok(Err(e)) => Err(classify_dial_error(target, &e)),
+                Err(_) => Err((OpenStatus::TimedOut, format!("no answer from {target} within {timeout:?}"))),
+            };
+            let _ = up_tx.send(Up::Dialed { id, result });
+        });
+    }
+
+    fn handle_up(&mut self, msg: Up, up_tx: &mpsc::UnboundedSender<Up>) {
+        match msg {
+            Up::Dialed { id, result: Ok(stream) } => {
+                if self.conn.accept(id).is_err() {
+                    return; // the client gave up on the stream meanwhile
+                }
+                Metrics::add(&self.shared.metrics.streams_opened, 1);
+                let _ = stream.set_nodelay(true);
+                self.streams.insert(id, spawn_stream_tasks(id, stream, up_tx));
+            }
+            Up::Dialed { id, result: Err((status, message)) } => {
+                Metrics::add(&self.shared.metrics.dial_failures, 1);
+                debug!(id, ?status, %message, "dial failed");
+                self.conn.refuse(id, status, &message);
+            }
+            Up::Data { id, data } => {
+                Metrics::add(&self.shared.metrics.bytes_from_destinations, data.len() as u64);
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.pending_up = Some((data, 0));
+                    self.retry_up(id);
+                }
+            }
+            Up::Eof { id } => {
+                if let Some(s) = self.streams.get_mut(&id) {
+                    if s.pending_up.is_some() {
+                        s.eof_pending = true;
+                    } else {
+                        self.conn.finish(id);
+                        self.reap(id);
+                    }
+                }
+            }
+            Up::ReadError { id, message } | Up::WriteError { id, message } => {
+                if self.streams.remove(&id).is_some() {
+                    self.conn.reset(id, &message);
+                }
+            }
+            Up::Written { id, n } => {
+                Metrics::add(&self.shared.metrics.bytes_to_destinations, n as u64);
+                self.conn.consume(id, n);
+                if let Some(s) = self.streams.get_mut(&id) {
+                    s.forwarded -= n;
+                }
+                self.reap(id);
+            }
+            Up::Datagram { assoc, from, payload } => {
+                let _ = self.conn.send_datagram(assoc, from, &payload);
+            }
+            Up::UdpIdle { assoc } => {
+                self.udp.remove(&assoc);
+            }
+        }
+    }
+
+    /// Hands bytes the client sent on `id`, not yet handed over, to the writer.
+    fn forward_down(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get_mut(&id) else { return };
+        let (a, b) = self.conn.peek(id);
+        let total = a.len() + b.len();
+        if total <= s.forwarded {
+            return;
+        }
+        let mut chunk = Vec::with_capacity(total - s.forwarded);
+        if s.forwarded < a.len() {
+            chunk.extend_from_slice(&a[s.forwarded..]);
+            chunk.extend_from_slice(b);
+        } else {
+            chunk.extend_from_slice(&b[s.forwarded - a.len()..]);
+        }
+        s.forwarded = total;
+        let _ = s.down.send(Down::Data(chunk));
+    }
+
+    /// Pushes a pending chunk from a destination into the stream's window.
+    fn retry_up(&mut self, id: StreamId) {
+        let Some(s) = self.streams.get_mut(&id) else { return };
+        let Some((data, done)) = &mut s.pending_up else { return };
+        match self.conn.write(id, &data[*done..]) {
+            Ok(n) => *done += n,
+            Err(_) => return,
+        }
+        if *done == data.len() {
+            s.pending_up = None;
+            s.gate.add_permits(1);
+            if s.eof_pending {
+                self.conn.finish(id);
+                self.reap(id);
+            }
+        }
+    }
+
+    /// Drops our side of a stream once the connection has forgotten it,
+    /// which it does when both directions finished and every byte was written.
+    fn reap(&mut self, id: StreamId) {
+        if !self.conn.contains(id) {
+            self.streams.remove(&id);
+        }
+    }
+
+    fn send_datagram(&mut self, assoc: u32, addr: SocketAddr, payload: &[u8], up_tx: &mpsc::UnboundedSender<Up>) {
+        let target = match self.shared.policy.check(addr.ip()) {
+            Ok(ip) => SocketAddr::new(ip, addr.port()),
+            Err(denial) => {
+                Metrics::add(&self.shared.metrics.streams_denied, 1);
+                warn!(assoc, dst = %addr, reason = %denial, "refused UDP destination");
+                return;
+            }
+        };
+        if !self.udp.contains_key(&assoc) {
+            if self.udp.len() >= MAX_UDP_ASSOCS {
+                warn!(assoc, "UDP association limit reached; datagram dropped");
+                return;
+            }
+            let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+            let socket = match std::net::UdpSocket::bind(bind).and_then(|s| {
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s)
+            }) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    warn!(assoc, error = %e, "cannot open UDP socket");
+                    return;
+                }
+            };
+            let reader = tokio::spawn(udp_reader(assoc, socket.clone(), up_tx.clone())).abort_handle();
+            self.udp.insert(assoc, UdpAssoc { socket, reader });
+        }
+        if let Some(a) = self.udp.get(&assoc) {
+            Metrics::add(&self.shared.metrics.datagrams_relayed, 1);
+            // UDP semantics: a full socket buffer drops the datagram.
+            let _ = a.socket.try_send_to(payload, target);
+        }
+    }
+}
+
+fn classify_dial_error(target: SocketAddr, e: &io::Error) -> (OpenStatus, String) {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            (OpenStatus::Refused, format!("{target} refused the connection (nothing listens on that port)"))
+        }
+        io::ErrorKind::TimedOut => (OpenStatus::TimedOut, format!("connecting to {target} timed out")),
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+            (OpenStatus::Unreachable, format!("{target} is unreachable from the relay: {e}"))
+        }
+        _ => (OpenStatus::Unreachable, format!("cannot connect to {target}: {e}")),
+    }
+}
+
+fn spawn_stream_tasks(id: StreamId, stream: TcpStream, up_tx: &mpsc::UnboundedSender<Up>) -> StreamIo {
+    let (mut r, mut w) = stream.into_split();
+    let gate = Arc::new(Semaphore::new(1));
+    let reader = {
+        let (gate, up_tx) = (gate.clone(), up_tx.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = gate.acquire().await else { return };
+                permit.forget();
+                let mut data = vec![0u8; READ_CHUNK];
+                match r.read(&mut data).await {
+                    Ok(0) => {
+                        let _ = up_tx.send(Up::Eof { id });
+                        return;
+                    }
+                    Ok(n) => {
+                        data.truncate(n);
+                        if up_tx.send(Up::Data { id, data }).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = up_tx.send(Up::ReadError { id, message: format!("destination read error: {e}") });
+                        return;
+                    }
+                }
+            }
+        })
+        .abort_handle()
+    };
+    let (down, mut down_rx) = mpsc::unbounded_channel::<Down>();
+    let writer = {
+        let up_tx = up_tx.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = down_rx.recv().await {
+                match msg {
+                    Down::Data(data) => {
+                        if let Err(e) = w.write_all(&data).await {
+                            let _ = up_tx.send(Up::WriteError { id, message: format!("destination write error: {e}") });
+                            return;
+                        }
+                        let _ = up_tx.send(Up::Written { id, n: data.len() });
+                    }
+                    Down::Fin => {
+                        let _ = w.shutdown().await;
+                    }
+                }
+            }
+        })
+        .abort_handle()
+    };
+    StreamIo { down, gate, pending_up: None, eof_pending: false, forwarded: 0, reader, writer }
+}
+
+async fn udp_reader(assoc: u32, socket: Arc<UdpSocket>, up_tx: mpsc::UnboundedSender<Up>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(UDP_IDLE, socket.recv_from(&mut buf)).await {
+            Ok(Ok((n, from))) => {
+                if up_tx.send(Up::Datagram { assoc, from, payload: buf[..n].to_vec() }).is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => debug!(assoc, error = %e, "UDP receive error"),
+            Err(_) => {
+                let _ = up_tx.send(Up::UdpIdle { assoc });
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! TLS material for the relay and its clients.
+//!
+//! The relay presents a leaf certificate for the name [`RELAY_SERVER_NAME`]
+//! signed by a per-cluster CA; clients trust only that CA. The name is fixed
+//! because the relay is reached by pod IP, node port or port-forward alike.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// The DNS name in the relay's certificate and the client's SNI.
+pub const RELAY_SERVER_NAME: &str = "devnet-relay";
+
+/// A freshly generated CA and relay leaf, PEM encoded.
+#[derive(Debug)]
+pub struct GeneratedCerts {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// Generates a CA and a relay certificate signed by it.
+pub fn generate() -> Result<GeneratedCerts> {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca_params.distinguished_name.push(DnType::CommonName, "devnet relay CA");
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+    let leaf_key = KeyPair::generate()?;
+    let mut leaf_params = CertificateParams::new(vec![RELAY_SERVER_NAME.to_owned()])?;
+    leaf_params.distinguished_name.push(DnType::CommonName, RELAY_SERVER_NAME);
+    let leaf = leaf_params.signed_by(&leaf_key, &ca)?;
+    Ok(GeneratedCerts { ca_pem: ca.pem(), cert_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() })
+}
+
+/// Writes generated certificates as `ca.pem`, `cert.pem` and `key.pem`
+/// (the key readable by its owner only).
+pub fn write_generated(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let certs = generate()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("ca.pem"), &certs.ca_pem)?;
+    std::fs::write(dir.join("cert.pem"), &certs.cert_pem)?;
+    let mut key = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(dir.join("key.pem"))?;
+    std::io::Write::write_all(&mut key, certs.key_pem.as_bytes())?;
+    Ok(())
+}
+
+fn ensure_provider() {
+    // Several crates in one process may try; the first wins, the rest are no-ops.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The relay's TLS configuration from a certificate chain and key in PEM.
+pub fn server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    ensure_provider();
+    let certs = CertificateDer::pem_file_iter(cert_pem)
+        .with_context(|| format!("reading certificate {}", cert_pem.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing certificate {}", cert_pem.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert_pem.display());
+    let key = PrivateKeyDer::from_pem_file(key_pem).with_context(|| format!("reading key {}", key_pem.display()))?;
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+/// A client TLS configuration that trusts only the CA in `ca_pem`.
+pub fn client_config(ca_pem: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    ensure_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem).with_context(|| format!("reading CA {}", ca_pem.display()))? {
+        roots.add(cert.with_context(|| format!("parsing CA {}", ca_pem.display()))?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "{} holds no CA certificate", ca_pem.display());
+    Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+}
+
+/// The server name clients verify.
+pub fn relay_server_name() -> ServerName<'static> {
+    ServerName::try_from(RELAY_SERVER_NAME).expect("valid DNS name")
+}
