@@ -194,7 +194,7 @@ mod tests {
             .iter()
             .map(|s| s.parse().expect("cidr"))
             .collect();
-        Policy::new(allowed, vec!["10.244.1.5".parse().expect("ip"), "fd00:244:1::5".parse().expect("ip")])
+        Policy::new(allowed, vec!["10.244.1.5".parse().expect("ip"), "fd00:244:0:1::5".parse().expect("ip")])
             .expect("policy")
     }
 
@@ -204,7 +204,7 @@ mod tests {
         let table: &[(&str, Result<&str, Denial>)] = &[
             ("10.244.2.10", Ok("10.244.2.10")),
             ("10.96.0.10", Ok("10.96.0.10")),
-            ("fd00:244:2::10", Ok("fd00:244:2::10")),
+            ("fd00:244:0:2::10", Ok("fd00:244:0:2::10")),
             ("fd00:96::20", Ok("fd00:96::20")),
             ("::ffff:10.244.2.10", Ok("10.244.2.10")),
             ("64:ff9b::a60:140b", Ok("10.96.20.11")), // NAT64 of an allowed address
@@ -233,7 +233,7 @@ mod tests {
             ("255.255.255.255", Err(Denial::Broadcast)),
             ("10.244.1.5", Err(Denial::RelayItself)),
             ("::ffff:10.244.1.5", Err(Denial::RelayItself)),
-            ("fd00:244:1::5", Err(Denial::RelayItself)),
+            ("fd00:244:0:1::5", Err(Denial::RelayItself)),
             ("64:ff9b:1::a60:140b", Err(Denial::OpaqueTranslation)),
         ];
         for (input, want) in table {
