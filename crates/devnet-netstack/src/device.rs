@@ -1,0 +1,105 @@
+//! A smoltcp device backed by two packet queues and a buffer pool.
+//!
+//! The shell moves packets between the queues and the TUN device. Buffers
+//! are recycled through the pool, so steady-state traffic allocates nothing.
+//! When the transmit queue is full the device reports itself exhausted and
+//! smoltcp keeps the segment for later, rather than the packet being dropped.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::time::Instant;
+
+/// Recycled packet buffers, shared by the device and its receive tokens.
+#[derive(Debug, Clone, Default)]
+pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl BufferPool {
+    const MAX_POOLED: usize = 512;
+
+    /// A cleared buffer with at least `capacity` bytes reserved.
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut b = self.0.lock().map(|mut p| p.pop()).ok().flatten().unwrap_or_default();
+        b.clear();
+        b.reserve(capacity);
+        b
+    }
+
+    /// Returns a buffer for reuse.
+    pub fn give(&self, buf: Vec<u8>) {
+        if let Ok(mut p) = self.0.lock()
+            && p.len() < Self::MAX_POOLED
+        {
+            p.push(buf);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct QueueDevice {
+    pub(crate) rx: VecDeque<Vec<u8>>,
+    pub(crate) tx: VecDeque<Vec<u8>>,
+    pub(crate) pool: BufferPool,
+    pub(crate) mtu: usize,
+    pub(crate) tx_limit: usize,
+}
+
+impl QueueDevice {
+    pub(crate) fn new(mtu: usize, tx_limit: usize, pool: BufferPool) -> Self {
+        Self { rx: VecDeque::new(), tx: VecDeque::new(), pool, mtu, tx_limit }
+    }
+}
+
+pub(crate) struct RxToken {
+    packet: Vec<u8>,
+    pool: BufferPool,
+}
+
+impl phy::RxToken for RxToken {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let r = f(&self.packet);
+        self.pool.give(self.packet);
+        r
+    }
+}
+
+pub(crate) struct TxToken<'a> {
+    dev: &'a mut QueueDevice,
+}
+
+impl phy::TxToken for TxToken<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = self.dev.pool.take(len);
+        buf.resize(len, 0);
+        let r = f(&mut buf);
+        self.dev.tx.push_back(buf);
+        r
+    }
+}
+
+impl phy::Device for QueueDevice {
+    type RxToken<'a> = RxToken;
+    type TxToken<'a> = TxToken<'a>;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        if self.tx.len() >= self.tx_limit {
+            // Answering would need a transmit slot we lack: leave it queued.
+            return None;
+        }
+        let packet = self.rx.pop_front()?;
+        let pool = self.pool.clone();
+        Some((RxToken { packet, pool }, TxToken { dev: self }))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<Self::TxToken<'_>> {
+        (self.tx.len() < self.tx_limit).then_some(TxToken { dev: self })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        caps
+    }
+}

@@ -1,0 +1,505 @@
+//! # devnet-netstack: the laptop end of the tunnel, without I/O
+//!
+//! **Layer:** sans-IO. [`Tunnel`] takes IP packets read from the TUN device
+//! and a relay [`Connection`], and gives back IP packets to write to the TUN
+//! device and bytes to send to the relay. Time is a parameter; tests step a
+//! virtual clock and feed hand-built packets.
+//!
+//! **How a TCP connection is carried.** smoltcp runs as an any-IP stack. A
+//! SYN to an address inside the routed CIDRs is *held*: no socket exists for
+//! it yet, so nothing answers. The tunnel asks the relay to dial the same
+//! destination; only when the relay reports `Connected` is a listening
+//! smoltcp socket created for exactly that address and the SYN replayed into
+//! it, so the SYN-ACK means the far end really accepted. A refused dial is
+//! answered with a RST (the client's `connect()` fails at once with
+//! "connection refused"); an unreachable, timed-out or denied one with an
+//! ICMP unreachable ("no route to host"). Bytes then move between the smoltcp
+//! socket buffers and the stream, within the stream's flow-control window.
+//!
+//! **UDP** needs no state machine: each (client, destination) pair becomes a
+//! relay datagram association, and answers are built as UDP packets.
+//!
+//! **What it does not do:** read or write the TUN device, open sockets,
+//! route, or decide which CIDRs go through the tunnel (the engine does).
+
+mod device;
+mod packet;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use devnet_proto::{Connection, Event, OpenStatus, StreamId};
+use ipnet::IpNet;
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address, Ipv6Address};
+use tracing::{debug, trace};
+
+pub use device::BufferPool;
+
+use crate::device::QueueDevice;
+use crate::packet::{Inbound, Unreachable};
+
+/// Settings for a [`Tunnel`].
+#[derive(Debug, Clone)]
+pub struct TunnelConfig {
+    /// The TUN device's MTU. Large (64 KB) MTUs let the kernel hand over
+    /// whole TSO-sized segments, which is most of a userspace stack's speed.
+    pub mtu: usize,
+    /// Destinations the tunnel carries; packets to anything else are dropped.
+    pub cidrs: Vec<IpNet>,
+    /// smoltcp socket buffer per direction per connection. The receive side
+    /// is the window advertised to the local client.
+    pub tcp_buffer: usize,
+    /// Packets queued toward the TUN device before the stack reports itself
+    /// exhausted and holds further segments.
+    pub tx_queue: usize,
+}
+
+impl Default for TunnelConfig {
+    fn default() -> Self {
+        Self { mtu: 65_000, cidrs: Vec::new(), tcp_buffer: 1024 * 1024, tx_queue: 1024 }
+    }
+}
+
+/// Counters for `devnet status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelStats {
+    pub tcp_flows: usize,
+    pub pending_opens: usize,
+    pub udp_associations: usize,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub dropped_not_routed: u64,
+    pub dropped_malformed: u64,
+    pub refused: u64,
+    pub unreachable: u64,
+}
+
+#[derive(Debug)]
+enum Flow {
+    /// The SYN is held until the relay answers the open.
+    Opening { stream: StreamId, syn: Vec<u8> },
+    Established {
+        /// `None` once the stream is gone (reset, or the relay connection
+        /// dropped) while the socket still sends its RST or FIN.
+        stream: Option<StreamId>,
+        socket: SocketHandle,
+        fin_to_client: bool,
+        fin_to_relay: bool,
+    },
+}
+
+type FlowKey = (SocketAddr, SocketAddr);
+
+/// The userspace stack. See the crate docs.
+pub struct Tunnel {
+    config: TunnelConfig,
+    iface: Interface,
+    device: QueueDevice,
+    sockets: SocketSet<'static>,
+    flows: HashMap<FlowKey, Flow>,
+    by_stream: HashMap<StreamId, FlowKey>,
+    udp: HashMap<FlowKey, u32>,
+    udp_by_assoc: HashMap<u32, FlowKey>,
+    next_assoc: u32,
+    conn: Option<Connection>,
+    epoch: Instant,
+    stats: TunnelStats,
+}
+
+/// The addresses smoltcp itself uses. Only the routes through them matter:
+/// with any-IP on, the stack answers for every destination, and replies
+/// leave through a default route via its own address.
+const STACK_V4: Ipv4Address = Ipv4Address::new(169, 254, 77, 1);
+const STACK_V6: Ipv6Address = Ipv6Address::new(0xfe80, 0, 0, 0, 0, 0, 0xde7, 1);
+
+impl std::fmt::Debug for Tunnel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tunnel").field("config", &self.config).field("stats", &self.stats()).finish_non_exhaustive()
+    }
+}
+
+impl Tunnel {
+    /// A tunnel with no relay connection yet.
+    pub fn new(config: TunnelConfig, pool: BufferPool, now: Instant) -> Self {
+        let mut device = QueueDevice::new(config.mtu, config.tx_queue, pool);
+        let epoch = now;
+        let mut iface = Interface::new(IfaceConfig::new(HardwareAddress::Ip), &mut device, smol_now(epoch, now));
+        iface.set_any_ip(true);
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv4(STACK_V4), 32));
+            let _ = addrs.push(IpCidr::new(IpAddress::Ipv6(STACK_V6), 128));
+        });
+        let _ = iface.routes_mut().add_default_ipv4_route(STACK_V4);
+        let _ = iface.routes_mut().add_default_ipv6_route(STACK_V6);
+        Self {
+            config,
+            iface,
+            device,
+            sockets: SocketSet::new(Vec::new()),
+            flows: HashMap::new(),
+            by_stream: HashMap::new(),
+            udp: HashMap::new(),
+            udp_by_assoc: HashMap::new(),
+            next_assoc: 1,
+            conn: None,
+            epoch,
+            stats: TunnelStats::default(),
+        }
+    }
+
+    /// Installs a fresh, established relay connection. Flows carried by a
+    /// previous connection were already reset by [`detach`](Self::detach).
+    pub fn attach(&mut self, conn: Connection) {
+        self.conn = Some(conn);
+    }
+
+    /// Drops the relay connection: every flow it carried is reset, since a
+    /// new connection cannot resume them.
+    pub fn detach(&mut self) -> Option<Connection> {
+        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        for key in keys {
+            self.fail_flow(key, OpenStatus::Unreachable);
+        }
+        self.udp.clear();
+        self.udp_by_assoc.clear();
+        self.conn.take()
+    }
+
+    /// The relay connection, to feed it bytes and timeouts and to take its
+    /// transmit bytes. Call [`poll`](Self::poll) after feeding it.
+    pub fn connection_mut(&mut self) -> Option<&mut Connection> {
+        self.conn.as_mut()
+    }
+
+    /// The relay connection.
+    pub fn connection(&self) -> Option<&Connection> {
+        self.conn.as_ref()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> TunnelStats {
+        let pending = self.flows.values().filter(|f| matches!(f, Flow::Opening { .. })).count();
+        TunnelStats {
+            tcp_flows: self.flows.len() - pending,
+            pending_opens: pending,
+            udp_associations: self.udp.len(),
+            ..self.stats
+        }
+    }
+
+    /// A buffer for a packet read from the TUN device, from the pool.
+    pub fn buffer(&self) -> Vec<u8> {
+        self.device.pool.take(self.config.mtu)
+    }
+
+    /// Returns a buffer taken with [`pop_packet`](Self::pop_packet).
+    pub fn recycle(&self, buf: Vec<u8>) {
+        self.device.pool.give(buf);
+    }
+
+    /// The next packet to write to the TUN device.
+    pub fn pop_packet(&mut self) -> Option<Vec<u8>> {
+        let p = self.device.tx.pop_front();
+        if p.is_some() {
+            self.stats.packets_out += 1;
+        }
+        p
+    }
+
+    /// Whether the stack holds packets for the TUN device.
+    pub fn has_packets(&self) -> bool {
+        !self.device.tx.is_empty()
+    }
+
+    /// Handles one packet read from the TUN device. Call [`poll`](Self::poll)
+    /// after a batch of them.
+    pub fn handle_packet(&mut self, packet: Vec<u8>) {
+        self.stats.packets_in += 1;
+        let inbound = match packet::classify(&packet) {
+            Ok(i) => i,
+            Err(e) => {
+                trace!(?e, "dropping malformed packet");
+                self.stats.dropped_malformed += 1;
+                self.recycle(packet);
+                return;
+            }
+        };
+        match inbound {
+            Inbound::Tcp { src, dst, syn, ack, .. } => {
+                if !self.routed(dst.ip()) {
+                    self.stats.dropped_not_routed += 1;
+                    self.recycle(packet);
+                    return;
+                }
+                let key = (src, dst);
+                match self.flows.get(&key) {
+                    Some(Flow::Established { .. }) => self.device.rx.push_back(packet),
+                    Some(Flow::Opening { .. }) => self.recycle(packet), // a SYN retransmit
+                    None if syn && !ack => self.start_open(key, packet),
+                    // Segments of unknown connections: smoltcp answers with a RST.
+                    None => self.device.rx.push_back(packet),
+                }
+            }
+            Inbound::Udp { src, dst, payload } => {
+                if self.routed(dst.ip()) {
+                    self.send_udp((src, dst), &packet[payload.0..payload.1]);
+                } else {
+                    self.stats.dropped_not_routed += 1;
+                }
+                self.recycle(packet);
+            }
+            Inbound::Other => self.recycle(packet),
+        }
+    }
+
+    fn routed(&self, ip: IpAddr) -> bool {
+        self.config.cidrs.iter().any(|net| net.contains(&ip))
+    }
+
+    fn start_open(&mut self, key: FlowKey, syn: Vec<u8>) {
+        let opened = match self.conn.as_mut() {
+            Some(conn) if conn.is_established() => conn.open(key.1),
+            _ => {
+                debug!(dst = %key.1, "no relay connection: refusing");
+                self.answer_unreachable(&syn, Unreachable::Host);
+                self.recycle(syn);
+                return;
+            }
+        };
+        match opened {
+            Ok(stream) => {
+                debug!(src = %key.0, dst = %key.1, stream, "opening through relay");
+                self.by_stream.insert(stream, key);
+                self.flows.insert(key, Flow::Opening { stream, syn });
+            }
+            Err(e) => {
+                debug!(dst = %key.1, error = %e, "cannot open stream");
+                self.answer_unreachable(&syn, Unreachable::Host);
+                self.recycle(syn);
+            }
+        }
+    }
+
+    fn answer_unreachable(&mut self, original: &[u8], why: Unreachable) {
+        let mut out = self.device.pool.take(128);
+        packet::icmp_unreachable(&mut out, original, why);
+        self.stats.unreachable += 1;
+        self.device.tx.push_back(out);
+    }
+
+    fn send_udp(&mut self, key: FlowKey, payload: &[u8]) {
+        let Some(conn) = self.conn.as_mut().filter(|c| c.is_established()) else { return };
+        let assoc = match self.udp.get(&key) {
+            Some(a) => *a,
+            None => {
+                let a = self.next_assoc;
+                self.next_assoc = self.next_assoc.wrapping_add(1).max(1);
+                self.udp.insert(key, a);
+                self.udp_by_assoc.insert(a, key);
+                a
+            }
+        };
+        let _ = conn.send_datagram(assoc, key.1, payload);
+    }
+
+    /// When [`poll`](Self::poll) must next run, at the latest.
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let stack = self.iface.poll_delay(smol_now(self.epoch, now), &self.sockets).map(|d| now + Duration::from_micros(d.total_micros()));
+        let conn = self.conn.as_ref().and_then(Connection::poll_timeout);
+        match (stack, conn) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs the stack: handles relay events, moves bytes between sockets and
+    /// streams, and lets smoltcp send and receive. Returns the relay
+    /// connection's terminal error if it closed.
+    pub fn poll(&mut self, now: Instant) -> Option<devnet_proto::ConnectionError> {
+        let mut closed = None;
+        loop {
+            if let Some(conn) = self.conn.as_mut() {
+                conn.handle_timeout(now);
+            }
+            while let Some(event) = self.conn.as_mut().and_then(Connection::poll_event) {
+                if let Some(err) = self.handle_event(event) {
+                    closed = Some(err);
+                }
+            }
+            self.iface.poll(smol_now(self.epoch, now), &mut self.device, &mut self.sockets);
+            let progressed = self.pump();
+            if !progressed || !self.device.rx.is_empty() && self.device.tx.len() >= self.config.tx_queue {
+                break;
+            }
+        }
+        self.iface.poll(smol_now(self.epoch, now), &mut self.device, &mut self.sockets);
+        closed
+    }
+
+    fn handle_event(&mut self, event: Event) -> Option<devnet_proto::ConnectionError> {
+        match event {
+            Event::Opened { id } => self.complete_open(id),
+            Event::OpenFailed { id, status, message } => {
+                debug!(id, ?status, %message, "relay could not connect");
+                if let Some(key) = self.by_stream.remove(&id) {
+                    self.fail_flow(key, status);
+                }
+            }
+            Event::Reset { id, message } => {
+                debug!(id, %message, "relay reset stream");
+                if let Some(key) = self.by_stream.remove(&id) {
+                    self.orphan(key);
+                }
+            }
+            Event::Datagram { assoc, payload, .. } => {
+                if let Some(&(client, dst)) = self.udp_by_assoc.get(&assoc) {
+                    let mut out = self.device.pool.take(payload.len() + 48);
+                    packet::udp(&mut out, dst, client, &payload);
+                    self.device.tx.push_back(out);
+                }
+            }
+            Event::Closed { error } => return Some(error),
+            // Data, FIN and credit are picked up by `pump`, which looks at
+            // every stream's buffers anyway.
+            Event::Readable { .. } | Event::Writable { .. } | Event::Finished { .. } => {}
+            Event::Connected { .. } | Event::OpenRequested { .. } | Event::GoAway { .. } => {}
+        }
+        None
+    }
+
+    fn complete_open(&mut self, stream: StreamId) {
+        let Some(&key) = self.by_stream.get(&stream) else { return };
+        let Some(Flow::Opening { syn, .. }) = self.flows.remove(&key) else { return };
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.config.tcp_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.config.tcp_buffer]),
+        );
+        socket.set_nagle_enabled(false);
+        socket.set_ack_delay(None);
+        let endpoint = IpListenEndpoint { addr: Some(key.1.ip().into()), port: key.1.port() };
+        if socket.listen(endpoint).is_err() {
+            self.recycle(syn);
+            return;
+        }
+        let handle = self.sockets.add(socket);
+        self.flows.insert(key, Flow::Established { stream: Some(stream), socket: handle, fin_to_client: false, fin_to_relay: false });
+        // Replay the held SYN: smoltcp answers it with the SYN-ACK now.
+        self.device.rx.push_back(syn);
+    }
+
+    fn fail_flow(&mut self, key: FlowKey, status: OpenStatus) {
+        match self.flows.remove(&key) {
+            Some(Flow::Opening { syn, stream }) => {
+                self.by_stream.remove(&stream);
+                match status {
+                    OpenStatus::Refused => {
+                        let mut out = self.device.pool.take(64);
+                        let seq = match packet::classify(&syn) {
+                            Ok(Inbound::Tcp { seq, .. }) => seq,
+                            _ => 0,
+                        };
+                        packet::tcp_reset(&mut out, key.1, key.0, seq);
+                        self.stats.refused += 1;
+                        self.device.tx.push_back(out);
+                    }
+                    OpenStatus::Denied => self.answer_unreachable(&syn, Unreachable::Prohibited),
+                    _ => self.answer_unreachable(&syn, Unreachable::Host),
+                }
+                self.recycle(syn);
+            }
+            Some(flow @ Flow::Established { .. }) => {
+                self.flows.insert(key, flow);
+                self.orphan(key);
+            }
+            None => {}
+        }
+    }
+
+    /// Aborts the client's connection (smoltcp sends a RST) and forgets its
+    /// stream; the socket is removed once closed.
+    fn orphan(&mut self, key: FlowKey) {
+        if let Some(Flow::Established { stream, socket, .. }) = self.flows.get_mut(&key) {
+            if let Some(id) = stream.take() {
+                self.by_stream.remove(&id);
+            }
+            self.sockets.get_mut::<tcp::Socket>(*socket).abort();
+        }
+    }
+
+    /// Moves bytes between smoltcp sockets and relay streams. Returns whether
+    /// anything moved (so another smoltcp poll may send more).
+    fn pump(&mut self) -> bool {
+        let Self { flows, sockets, conn, by_stream, .. } = self;
+        let mut progressed = false;
+        let mut finished = Vec::new();
+        for (key, flow) in flows.iter_mut() {
+            let Flow::Established { stream, socket, fin_to_client, fin_to_relay } = flow else { continue };
+            let sock = sockets.get_mut::<tcp::Socket>(*socket);
+            let (Some(id), Some(conn)) = (*stream, conn.as_mut()) else {
+                if !sock.is_open() {
+                    finished.push(*key);
+                }
+                continue;
+            };
+            if matches!(sock.state(), tcp::State::Listen | tcp::State::SynReceived) {
+                continue;
+            }
+            // Client → relay, straight from smoltcp's buffer into frames.
+            while sock.can_recv() && conn.send_capacity(id) > 0 {
+                match sock.recv(|buf| {
+                    let n = conn.write(id, buf).unwrap_or(0);
+                    (n, n)
+                }) {
+                    Ok(n) if n > 0 => progressed = true,
+                    _ => break,
+                }
+            }
+            if !*fin_to_relay && !sock.may_recv() {
+                // The client sent FIN and every byte before it was forwarded.
+                conn.finish(id);
+                *fin_to_relay = true;
+                progressed = true;
+            }
+            // Relay → client.
+            while sock.can_send() {
+                let (a, _) = conn.peek(id);
+                let n = if a.is_empty() { 0 } else { sock.send_slice(a).unwrap_or(0) };
+                if n == 0 {
+                    break;
+                }
+                conn.consume(id, n);
+                progressed = true;
+            }
+            if !*fin_to_client && conn.is_read_closed(id) {
+                sock.close();
+                *fin_to_client = true;
+                progressed = true;
+            }
+            if matches!(sock.state(), tcp::State::Closed | tcp::State::TimeWait) {
+                if conn.contains(id) && !(*fin_to_client && *fin_to_relay) {
+                    conn.reset(id, "the client reset the connection");
+                }
+                finished.push(*key);
+            }
+        }
+        for key in finished {
+            if let Some(Flow::Established { socket, stream, .. }) = flows.remove(&key) {
+                sockets.remove(socket);
+                if let Some(id) = stream {
+                    by_stream.remove(&id);
+                }
+            }
+        }
+        progressed
+    }
+}
+
+fn smol_now(epoch: Instant, now: Instant) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(now.saturating_duration_since(epoch).as_micros() as i64)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! The tunnel against a real relay-side protocol state machine, with
+//! hand-built packets and a virtual clock.
+
+use std::time::{Duration, Instant};
+
+use devnet_proto::{Config, Connection, Event, OpenStatus};
+
+use super::*;
+use crate::packet::{self, Inbound, flags};
+
+struct Harness {
+    tunnel: Tunnel,
+    relay: Connection,
+    now: Instant,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("socket address")
+}
+
+impl Harness {
+    fn new() -> Self {
+        let now = Instant::now();
+        let config = TunnelConfig {
+            cidrs: vec!["10.96.0.0/16".parse().expect("cidr"), "fd00:96::/112".parse().expect("cidr")],
+            ..TunnelConfig::default()
+        };
+        let mut tunnel = Tunnel::new(config, BufferPool::default(), now);
+        let proto = Config { token: "t".into(), ..Config::default() };
+        let mut client = Connection::client(proto.clone(), now);
+        let mut relay = Connection::server(proto, now);
+        for _ in 0..2 {
+            let c = client.transmit().to_vec();
+            client.advance_transmit(c.len());
+            relay.handle_input(&c, now).expect("relay input");
+            let s = relay.transmit().to_vec();
+            relay.advance_transmit(s.len());
+            client.handle_input(&s, now).expect("client input");
+        }
+        assert!(client.is_established());
+        while relay.poll_event().is_some() {}
+        while client.poll_event().is_some() {}
+        tunnel.attach(client);
+        Self { tunnel, relay, now }
+    }
+
+    /// Delivers everything queued in both directions and polls the tunnel.
+    fn exchange(&mut self) {
+        for _ in 0..4 {
+            self.tunnel.poll(self.now);
+            let conn = self.tunnel.connection_mut().expect("attached");
+            let up = conn.transmit().to_vec();
+            conn.advance_transmit(up.len());
+            if !up.is_empty() {
+                self.relay.handle_input(&up, self.now).expect("relay input");
+            }
+            let down = self.relay.transmit().to_vec();
+            self.relay.advance_transmit(down.len());
+            if !down.is_empty() {
+                let conn = self.tunnel.connection_mut().expect("attached");
+                conn.handle_input(&down, self.now).expect("client input");
+            }
+        }
+        self.tunnel.poll(self.now);
+    }
+
+    fn packets(&mut self) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| self.tunnel.pop_packet()).collect()
+    }
+
+    fn syn(&mut self, from: &str, to: &str) {
+        let mut p = Vec::new();
+        packet::tcp_segment(&mut p, addr(from), addr(to), 1000, 0, flags::SYN);
+        self.tunnel.handle_packet(p);
+        self.exchange();
+    }
+
+    fn open_request(&mut self) -> StreamId {
+        match self.relay.poll_event() {
+            Some(Event::OpenRequested { id, .. }) => id,
+            other => panic!("expected an open request, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn syn_is_held_until_the_relay_connects_then_answered() {
+    let mut h = Harness::new();
+    h.syn("192.168.10.2:40000", "10.96.0.20:80");
+    let id = h.open_request();
+    assert!(h.packets().is_empty(), "no SYN-ACK before the relay connected");
+    assert_eq!(h.tunnel.stats().pending_opens, 1);
+
+    // A retransmitted SYN does not open a second stream.
+    h.syn("192.168.10.2:40000", "10.96.0.20:80");
+    assert_eq!(h.relay.poll_event(), None);
+
+    h.relay.accept(id).expect("accept");
+    h.exchange();
+    let packets = h.packets();
+    assert_eq!(packets.len(), 1, "{packets:?}");
+    let Ok(Inbound::Tcp { src, dst, syn, ack, .. }) = packet::classify(&packets[0]) else { panic!() };
+    assert_eq!((src, dst, syn, ack), (addr("10.96.0.20:80"), addr("192.168.10.2:40000"), true, true));
+    assert_eq!(h.tunnel.stats().tcp_flows, 1);
+}
+
+#[test]
+fn refused_dials_answer_with_a_reset() {
+    let mut h = Harness::new();
+    h.syn("192.168.10.2:40001", "10.96.0.20:81");
+    let id = h.open_request();
+    h.relay.refuse(id, OpenStatus::Refused, "nothing listens");
+    h.exchange();
+    let packets = h.packets();
+    let Ok(Inbound::Tcp { src, dst, syn, ack, .. }) = packet::classify(&packets[0]) else { panic!() };
+    assert_eq!((src, dst, syn, ack), (addr("10.96.0.20:81"), addr("192.168.10.2:40001"), false, true));
+    assert_eq!(packets[0][33] & flags::RST, flags::RST);
+    assert_eq!(h.tunnel.stats().pending_opens, 0);
+}
+
+#[test]
+fn unreachable_and_denied_answer_with_icmp() {
+    for (status, v4_code) in [(OpenStatus::Unreachable, 1u8), (OpenStatus::TimedOut, 1), (OpenStatus::Denied, 13)] {
+        let mut h = Harness::new();
+        h.syn("192.168.10.2:40002", "10.96.9.9:80");
+        let id = h.open_request();
+        h.relay.refuse(id, status, "no");
+        h.exchange();
+        let packets = h.packets();
+        assert_eq!(packets[0][9], 1, "ICMP");
+        assert_eq!((packets[0][20], packets[0][21]), (3, v4_code), "{status:?}");
+    }
+    let mut h = Harness::new();
+    h.syn("[fd00:10::2]:40003", "[fd00:96::99]:80");
+    let id = h.open_request();
+    h.relay.refuse(id, OpenStatus::Unreachable, "no");
+    h.exchange();
+    let packets = h.packets();
+    assert_eq!((packets[0][6], packets[0][40], packets[0][41]), (58, 1, 3), "ICMPv6 address unreachable");
+}
+
+#[test]
+fn destinations_outside_the_cidrs_are_dropped() {
+    let mut h = Harness::new();
+    h.syn("192.168.10.2:40004", "8.8.8.8:443");
+    assert_eq!(h.relay.poll_event(), None);
+    assert!(h.packets().is_empty());
+    assert_eq!(h.tunnel.stats().dropped_not_routed, 1);
+}
+
+#[test]
+fn udp_round_trips_through_an_association() {
+    let mut h = Harness::new();
+    let mut q = Vec::new();
+    packet::udp(&mut q, addr("192.168.10.2:5353"), addr("10.96.0.10:53"), b"query");
+    h.tunnel.handle_packet(q);
+    h.exchange();
+    let Some(Event::Datagram { assoc, addr: dst, payload }) = h.relay.poll_event() else { panic!() };
+    assert_eq!((dst, payload.as_slice()), (addr("10.96.0.10:53"), &b"query"[..]));
+    h.relay.send_datagram(assoc, dst, b"answer").expect("send");
+    h.exchange();
+    let packets = h.packets();
+    let Ok(Inbound::Udp { src, dst, payload }) = packet::classify(&packets[0]) else { panic!() };
+    assert_eq!((src, dst), (addr("10.96.0.10:53"), addr("192.168.10.2:5353")));
+    assert_eq!(&packets[0][payload.0..payload.1], b"answer");
+}
+
+#[test]
+fn losing_the_relay_resets_pending_opens() {
+    let mut h = Harness::new();
+    h.syn("192.168.10.2:40005", "10.96.0.20:80");
+    let _ = h.open_request();
+    assert!(h.tunnel.detach().is_some());
+    let packets = h.packets();
+    assert_eq!(packets.len(), 1);
+    assert_eq!(packets[0][9], 1, "ICMP unreachable for the held SYN");
+    // Without a relay, new SYNs are answered at once instead of hanging.
+    let mut p = Vec::new();
+    packet::tcp_segment(&mut p, addr("192.168.10.2:40006"), addr("10.96.0.20:80"), 1, 0, flags::SYN);
+    h.tunnel.handle_packet(p);
+    assert_eq!(h.packets().len(), 1);
+}
+
+#[test]
+fn a_silent_relay_is_reported_by_poll() {
+    let mut h = Harness::new();
+    let mut closed = None;
+    for _ in 0..60 {
+        h.now += Duration::from_millis(100);
+        if let Some(e) = h.tunnel.poll(h.now) {
+            closed = Some(e);
+            break;
+        }
+    }
+    assert!(matches!(closed, Some(devnet_proto::ConnectionError::HeartbeatTimeout(_))), "{closed:?}");
+}
