@@ -107,6 +107,7 @@ pub struct Tunnel {
     conn: Option<Connection>,
     epoch: Instant,
     stats: TunnelStats,
+    relay_name: Option<String>,
 }
 
 /// The addresses smoltcp itself uses. Only the routes through them matter:
@@ -147,6 +148,7 @@ impl Tunnel {
             conn: None,
             epoch,
             stats: TunnelStats::default(),
+            relay_name: None,
         }
     }
 
@@ -177,6 +179,11 @@ impl Tunnel {
     /// The relay connection.
     pub fn connection(&self) -> Option<&Connection> {
         self.conn.as_ref()
+    }
+
+    /// The relay's name from its handshake, once connected.
+    pub fn relay_name(&self) -> Option<&str> {
+        self.relay_name.as_deref()
     }
 
     /// Counters.
@@ -365,7 +372,8 @@ impl Tunnel {
             // Data, FIN and credit are picked up by `pump`, which looks at
             // every stream's buffers anyway.
             Event::Readable { .. } | Event::Writable { .. } | Event::Finished { .. } => {}
-            Event::Connected { .. } | Event::OpenRequested { .. } | Event::GoAway { .. } => {}
+            Event::Connected { peer } => self.relay_name = Some(peer),
+            Event::OpenRequested { .. } | Event::GoAway { .. } => {}
         }
         None
     }

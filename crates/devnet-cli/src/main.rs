@@ -1,0 +1,182 @@
+//! `devnet`: reach a Kubernetes cluster's pods, services and DNS from this
+//! machine.
+//!
+//! **Layer:** the command-line client. `connect` runs the engine in the
+//! foreground (as root); `status` and `disconnect` talk to a running engine
+//! over its control socket.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use devnet_engine::config::{DEFAULT_STATE_DIR, ProfileFile};
+use devnet_engine::control::{self, Request, Response};
+use devnet_engine::runner::SystemRunner;
+use tracing::info;
+
+#[derive(Parser, Debug)]
+#[command(name = "devnet", version, about = "Reach a Kubernetes cluster's network from this machine")]
+struct Cli {
+    /// Where the engine keeps its journal and control socket.
+    #[arg(long, global = true, env = "DEVNET_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Connect and stay in the foreground until Ctrl-C or `devnet disconnect` (needs root).
+    Connect(ConnectArgs),
+    /// Show the running engine's state.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask the running engine to disconnect and undo its network changes.
+    Disconnect,
+    /// Undo network changes a crashed engine left behind, then exit (needs root).
+    Cleanup,
+}
+
+#[derive(Args, Debug)]
+struct ConnectArgs {
+    /// A TOML profile; flags override its fields.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// The relay's address, IP:PORT.
+    #[arg(long)]
+    relay: Option<String>,
+    /// A file holding the relay token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) the relay's certificate must chain to.
+    #[arg(long)]
+    relay_ca: Option<PathBuf>,
+    /// A pod or service CIDR to route through the tunnel; repeat or comma-separate.
+    #[arg(long = "cidr", value_delimiter = ',')]
+    cidrs: Vec<String>,
+    /// The cluster DNS server (kube-dns ClusterIP).
+    #[arg(long)]
+    dns_server: Option<String>,
+    /// The cluster domain.
+    #[arg(long)]
+    cluster_domain: Option<String>,
+    /// The TUN device's name.
+    #[arg(long)]
+    tun_name: Option<String>,
+    /// The TUN device's MTU.
+    #[arg(long)]
+    mtu: Option<u16>,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Connect(args) => connect(args, cli.state_dir).await,
+        Command::Status { json } => match control::request(&cli.state_dir, Request::Status).await? {
+            Response::Status { status } => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status)?);
+                } else {
+                    println!("{}", status.human());
+                }
+                Ok(())
+            }
+            other => anyhow::bail!("unexpected answer from the engine: {other:?}"),
+        },
+        Command::Disconnect => match control::request(&cli.state_dir, Request::Disconnect).await? {
+            Response::Disconnecting => {
+                println!("disconnecting");
+                Ok(())
+            }
+            other => anyhow::bail!("unexpected answer from the engine: {other:?}"),
+        },
+        Command::Cleanup => {
+            let undone = devnet_engine::recover(&cli.state_dir, &SystemRunner)?;
+            if undone.is_empty() {
+                println!("nothing to undo");
+            }
+            for cmd in undone {
+                println!("undid: {cmd}");
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
+    let from_file = match &args.profile {
+        Some(path) => ProfileFile::load(path)?,
+        None => ProfileFile::default(),
+    };
+    let from_flags = ProfileFile {
+        relay: args.relay,
+        token_file: args.token_file,
+        relay_ca: args.relay_ca,
+        cidrs: args.cidrs,
+        dns_server: args.dns_server,
+        cluster_domain: args.cluster_domain,
+        tun_name: args.tun_name,
+        mtu: args.mtu,
+        state_dir: Some(state_dir),
+    };
+    let profile = from_file.overlay(from_flags).validate()?;
+    let engine = devnet_engine::start(profile, Arc::new(SystemRunner)).await.context("cannot connect")?;
+    let mut status = engine.status();
+    let mut printed = None;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                info!("interrupted; disconnecting");
+                engine.disconnect().await;
+                break;
+            }
+            _ = term.recv() => {
+                info!("terminated; disconnecting");
+                engine.disconnect().await;
+                break;
+            }
+            changed = status.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let s = status.borrow().clone();
+                if printed != Some((s.state, s.last_error.clone())) {
+                    match &s.last_error {
+                        Some(e) => eprintln!("devnet: {:?} ({e})", s.state),
+                        None => eprintln!("devnet: {:?} to relay {}", s.state, s.relay),
+                    }
+                    printed = Some((s.state, s.last_error));
+                }
+            }
+        }
+    }
+    engine.wait().await
+}

@@ -1,0 +1,298 @@
+//! The connection profile: what to reach and how, validated up front so a
+//! bad value fails with a message that names it and the fix, before any OS
+//! state is touched.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// A profile as written in a TOML file (every field optional there, so flags
+/// can fill in the rest).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProfileFile {
+    pub relay: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub relay_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    pub dns_server: Option<String>,
+    pub cluster_domain: Option<String>,
+    pub tun_name: Option<String>,
+    pub mtu: Option<u16>,
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ProfileFile {
+    /// Reads a profile file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_owned(), error: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), error: e.to_string() })
+    }
+
+    /// Fields set in `over` win over ours.
+    pub fn overlay(self, over: ProfileFile) -> Self {
+        Self {
+            relay: over.relay.or(self.relay),
+            token_file: over.token_file.or(self.token_file),
+            relay_ca: over.relay_ca.or(self.relay_ca),
+            cidrs: if over.cidrs.is_empty() { self.cidrs } else { over.cidrs },
+            dns_server: over.dns_server.or(self.dns_server),
+            cluster_domain: over.cluster_domain.or(self.cluster_domain),
+            tun_name: over.tun_name.or(self.tun_name),
+            mtu: over.mtu.or(self.mtu),
+            state_dir: over.state_dir.or(self.state_dir),
+        }
+    }
+}
+
+/// A validated connection profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Profile {
+    pub relay: SocketAddr,
+    #[serde(skip)]
+    pub token: String,
+    pub relay_ca: PathBuf,
+    pub cidrs: Vec<IpNet>,
+    pub dns_server: Option<IpAddr>,
+    pub cluster_domain: String,
+    pub tun_name: String,
+    pub mtu: u16,
+    pub state_dir: PathBuf,
+}
+
+/// Default place for the journal and the control socket.
+pub const DEFAULT_STATE_DIR: &str = "/run/devnet";
+pub const DEFAULT_TUN_NAME: &str = "devnet0";
+pub const DEFAULT_MTU: u16 = 65_000;
+
+/// A profile value that cannot be used, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read profile {path}: {error}")]
+    Read { path: PathBuf, error: String },
+    #[error("profile {path} is not valid: {error}")]
+    Parse { path: PathBuf, error: String },
+    #[error("no {0} given: set `{0}` in the profile or pass --{0}")]
+    Missing(&'static str),
+    #[error("relay address {0:?} is not IP:PORT (e.g. 10.60.20.11:31443 or [fd00::1]:31443)")]
+    BadRelay(String),
+    #[error("cannot read token file {path}: {error}")]
+    Token { path: PathBuf, error: String },
+    #[error("token file {0} is empty: put the relay token in it")]
+    EmptyToken(PathBuf),
+    #[error("{0:?} is not a CIDR (expected e.g. 10.96.0.0/12 or fd00:96::/112)")]
+    BadCidr(String),
+    #[error("CIDR {0} has host bits set: did you mean {1}?")]
+    HostBits(String, IpNet),
+    #[error("CIDR {0} is too broad: routing it would capture the whole internet (or most of it); list the cluster's pod and service CIDRs")]
+    TooBroad(IpNet),
+    #[error("CIDR {0} covers {1} ({2}), which must never go through the tunnel")]
+    Reserved(IpNet, IpAddr, &'static str),
+    #[error("CIDR {0} contains the relay address {1}: the tunnel would route to itself; reach the relay through a node port outside the CIDRs")]
+    CoversRelay(IpNet, IpAddr),
+    #[error("CIDRs {0} and {1} overlap: list each range once")]
+    Overlap(IpNet, IpNet),
+    #[error("DNS server {0:?} is not an IP address")]
+    BadDns(String),
+    #[error("DNS server {0} is outside every CIDR, so the tunnel cannot reach it: add its range to cidrs")]
+    DnsNotRouted(IpAddr),
+    #[error("cluster domain {0:?} is not a DNS name ({1})")]
+    BadDomain(String, &'static str),
+    #[error("interface name {0:?} is not valid: use 1-15 characters of [a-zA-Z0-9_-]")]
+    BadTunName(String),
+    #[error("MTU {0} is out of range: use 1280 to 65535")]
+    BadMtu(u16),
+}
+
+const RESERVED: [(&str, &str); 5] = [
+    ("127.0.0.1", "loopback"),
+    ("::1", "loopback"),
+    ("169.254.169.254", "the link-local/metadata range"),
+    ("fe80::1", "the IPv6 link-local range"),
+    ("224.0.0.1", "multicast"),
+];
+
+impl ProfileFile {
+    /// Validates every field. Nothing is touched on the system.
+    pub fn validate(self) -> Result<Profile, ConfigError> {
+        let relay_text = self.relay.ok_or(ConfigError::Missing("relay"))?;
+        let relay: SocketAddr = relay_text.parse().map_err(|_| ConfigError::BadRelay(relay_text.clone()))?;
+        let token_file = self.token_file.ok_or(ConfigError::Missing("token-file"))?;
+        let token = std::fs::read_to_string(&token_file)
+            .map_err(|e| ConfigError::Token { path: token_file.clone(), error: e.to_string() })?
+            .trim()
+            .to_owned();
+        if token.is_empty() {
+            return Err(ConfigError::EmptyToken(token_file));
+        }
+        let relay_ca = self.relay_ca.ok_or(ConfigError::Missing("relay-ca"))?;
+        if self.cidrs.is_empty() {
+            return Err(ConfigError::Missing("cidrs"));
+        }
+        let cidrs = parse_cidrs(&self.cidrs, relay.ip())?;
+        let dns_server = match self.dns_server {
+            None => None,
+            Some(text) => {
+                let ip: IpAddr = text.parse().map_err(|_| ConfigError::BadDns(text.clone()))?;
+                if !cidrs.iter().any(|n| n.contains(&ip)) {
+                    return Err(ConfigError::DnsNotRouted(ip));
+                }
+                Some(ip)
+            }
+        };
+        let cluster_domain = validate_domain(self.cluster_domain.as_deref().unwrap_or("cluster.local"))?;
+        let tun_name = self.tun_name.unwrap_or_else(|| DEFAULT_TUN_NAME.to_owned());
+        if tun_name.is_empty() || tun_name.len() > 15 || !tun_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(ConfigError::BadTunName(tun_name));
+        }
+        let mtu = self.mtu.unwrap_or(DEFAULT_MTU);
+        if mtu < 1280 {
+            return Err(ConfigError::BadMtu(mtu));
+        }
+        Ok(Profile {
+            relay,
+            token,
+            relay_ca,
+            cidrs,
+            dns_server,
+            cluster_domain,
+            tun_name,
+            mtu,
+            state_dir: self.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        })
+    }
+}
+
+/// Parses and checks the CIDRs to route.
+pub fn parse_cidrs(texts: &[String], relay: IpAddr) -> Result<Vec<IpNet>, ConfigError> {
+    let mut nets: Vec<IpNet> = Vec::new();
+    for text in texts {
+        let net: IpNet = text.trim().parse().map_err(|_| ConfigError::BadCidr(text.clone()))?;
+        if net.trunc() != net {
+            return Err(ConfigError::HostBits(text.clone(), net.trunc()));
+        }
+        if net.prefix_len() < 8 {
+            return Err(ConfigError::TooBroad(net));
+        }
+        for (addr, what) in RESERVED {
+            let addr: IpAddr = addr.parse().expect("literal");
+            if net.contains(&addr) {
+                return Err(ConfigError::Reserved(net, addr, what));
+            }
+        }
+        if net.contains(&relay) {
+            return Err(ConfigError::CoversRelay(net, relay));
+        }
+        if let Some(other) = nets.iter().find(|o| o.contains(&net.network()) || net.contains(&o.network())) {
+            return Err(ConfigError::Overlap(*other, net));
+        }
+        nets.push(net);
+    }
+    Ok(nets)
+}
+
+/// Checks a DNS domain name and returns it lower-cased without a trailing dot.
+pub fn validate_domain(name: &str) -> Result<String, ConfigError> {
+    let bad = |why| ConfigError::BadDomain(name.to_owned(), why);
+    let trimmed = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if trimmed.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if trimmed.len() > 253 {
+        return Err(bad("longer than 253 characters"));
+    }
+    for label in trimmed.split('.') {
+        if label.is_empty() {
+            return Err(bad("it has an empty label"));
+        }
+        if label.len() > 63 {
+            return Err(bad("a label is longer than 63 characters"));
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(bad("labels may hold only letters, digits and '-'"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(bad("a label starts or ends with '-'"));
+        }
+    }
+    Ok(trimmed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(dir: &Path) -> ProfileFile {
+        let token = dir.join("token");
+        std::fs::write(&token, "secret\n").expect("write token");
+        ProfileFile {
+            relay: Some("10.60.20.11:31443".into()),
+            token_file: Some(token),
+            relay_ca: Some(dir.join("ca.pem")),
+            cidrs: vec!["10.244.0.0/16".into(), "10.96.0.0/16".into(), "fd00:96::/112".into()],
+            dns_server: Some("10.96.0.10".into()),
+            ..Default::default()
+        }
+    }
+
+    fn tempdir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("devnet-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("mkdir");
+        d
+    }
+
+    #[test]
+    fn a_complete_profile_validates_with_defaults() {
+        let p = base(&tempdir("ok")).validate().expect("valid");
+        assert_eq!(p.token, "secret");
+        assert_eq!(p.cluster_domain, "cluster.local");
+        assert_eq!(p.tun_name, DEFAULT_TUN_NAME);
+        assert_eq!(p.cidrs.len(), 3);
+    }
+
+    #[test]
+    fn bad_values_name_the_problem_and_the_fix() {
+        let dir = tempdir("bad");
+        let cases: Vec<(Box<dyn Fn(&mut ProfileFile)>, &str)> = vec![
+            (Box::new(|p| p.relay = None), "no relay given"),
+            (Box::new(|p| p.relay = Some("relay.example".into())), "not IP:PORT"),
+            (Box::new(|p| p.cidrs = vec!["0.0.0.0/0".into()]), "too broad"),
+            (Box::new(|p| p.cidrs = vec!["::/0".into()]), "too broad"),
+            (Box::new(|p| p.cidrs = vec!["10.96.0.1/16".into()]), "did you mean 10.96.0.0/16"),
+            (Box::new(|p| p.cidrs = vec!["10.96.0.0/33".into()]), "not a CIDR"),
+            (Box::new(|p| p.cidrs = vec!["127.0.0.0/8".into()]), "loopback"),
+            (Box::new(|p| p.cidrs = vec!["169.254.0.0/16".into()]), "metadata"),
+            (Box::new(|p| p.cidrs = vec!["10.0.0.0/8".into()]), "contains the relay address"),
+            (Box::new(|p| p.cidrs = vec!["10.96.0.0/12".into(), "10.96.0.0/16".into()]), "overlap"),
+            (Box::new(|p| p.dns_server = Some("10.200.0.10".into())), "add its range"),
+            (Box::new(|p| p.dns_server = Some("dns".into())), "not an IP"),
+            (Box::new(|p| p.cluster_domain = Some("cluster..local".into())), "empty label"),
+            (Box::new(|p| p.cluster_domain = Some("clus ter.local".into())), "letters, digits"),
+            (Box::new(|p| p.tun_name = Some("a-very-long-interface-name".into())), "1-15 characters"),
+            (Box::new(|p| p.mtu = Some(500)), "1280"),
+        ];
+        for (mutate, fragment) in cases {
+            let mut p = base(&dir);
+            mutate(&mut p);
+            let err = p.validate().expect_err(fragment).to_string();
+            assert!(err.contains(fragment), "{err:?} should mention {fragment:?}");
+        }
+        std::fs::write(dir.join("token"), "  \n").expect("write");
+        let mut p = base(&dir);
+        p.token_file = Some(dir.join("token"));
+        std::fs::write(dir.join("token"), "").expect("write");
+        assert!(p.validate().expect_err("empty").to_string().contains("is empty"));
+    }
+
+    #[test]
+    fn unknown_profile_keys_are_refused() {
+        let dir = tempdir("keys");
+        let path = dir.join("p.toml");
+        std::fs::write(&path, "relay = \"10.0.0.1:1\"\ncidr = [\"10.96.0.0/16\"]\n").expect("write");
+        let err = ProfileFile::load(&path).expect_err("unknown key").to_string();
+        assert!(err.contains("cidr"), "{err}");
+    }
+}

@@ -1,0 +1,289 @@
+//! The data path: one task that moves packets between the TUN device and
+//! the [`Tunnel`], and bytes between the tunnel's relay connection and TLS.
+//!
+//! One task, not several, because the tunnel is a single state machine: a
+//! `select!` over "packet from TUN", "bytes from relay", "relay writable",
+//! "timer" and "command" feeds it and then drains what it produced. The relay
+//! link is re-dialled with backoff whenever it is lost; flows it carried are
+//! reset so clients see an error instead of a hang.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use devnet_netstack::{BufferPool, Tunnel, TunnelConfig};
+use devnet_proto::{Connection, ConnectionError, RejectCode};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tracing::{info, warn};
+
+use crate::config::Profile;
+use crate::control::Command;
+use crate::status::{LinkState, Status};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Packets read from the TUN device per wake-up before the stack runs.
+const TUN_BATCH: usize = 64;
+
+type Tls = TlsStream<TcpStream>;
+
+struct Link {
+    rd: ReadHalf<Tls>,
+    wr: WriteHalf<Tls>,
+    needs_flush: bool,
+}
+
+enum Relay {
+    Dialling(oneshot::Receiver<io::Result<Tls>>),
+    Up(Link),
+    Waiting(Instant),
+}
+
+pub(crate) async fn run(
+    profile: &Profile,
+    tun: tun_rs::AsyncDevice,
+    tls: Arc<rustls::ClientConfig>,
+    status: watch::Sender<Status>,
+    mut commands: mpsc::Receiver<Command>,
+) -> Result<()> {
+    let config = TunnelConfig { mtu: usize::from(profile.mtu), cidrs: profile.cidrs.clone(), ..TunnelConfig::default() };
+    let mut tunnel = Tunnel::new(config, BufferPool::default(), Instant::now().into_std());
+    let connector = TlsConnector::from(tls);
+    let proto = devnet_proto::Config {
+        name: format!("devnet {} on {}", env!("CARGO_PKG_VERSION"), hostname()),
+        token: profile.token.clone(),
+        ..Default::default()
+    };
+    let mut relay = Relay::Dialling(dial(profile.relay, connector.clone()));
+    let mut backoff = BACKOFF_MIN;
+    let mut scratch = vec![0u8; usize::from(profile.mtu) + 4];
+    let mut rbuf = vec![0u8; 256 * 1024];
+    let mut ever_connected = false;
+    let mut last_status = Instant::now();
+    let mut bytes = (0u64, 0u64);
+
+    loop {
+        let now = Instant::now();
+        let mut wake = tunnel.poll_at(now.into_std()).map(Instant::from_std);
+        if let Relay::Waiting(at) = relay {
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
+        let wake = wake.unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_millis(500));
+        let transmit: &[u8] = tunnel.connection().map_or(&[], Connection::transmit);
+        let (rd, wr, flush, dialling) = match &mut relay {
+            Relay::Up(link) => (Some(&mut link.rd), Some(&mut link.wr), link.needs_flush, None),
+            Relay::Dialling(rx) => (None, None, false, Some(rx)),
+            Relay::Waiting(_) => (None, None, false, None),
+        };
+        let can_write = wr.is_some() && (flush || !transmit.is_empty());
+
+        enum Wake {
+            Tun(io::Result<usize>),
+            RelayRead(io::Result<usize>),
+            RelayWrite(io::Result<usize>),
+            Dialled(io::Result<Tls>),
+            Command(Option<Command>),
+            Timer,
+        }
+        let woke = tokio::select! {
+            cmd = commands.recv() => Wake::Command(cmd),
+            r = tun.recv(&mut scratch) => Wake::Tun(r),
+            r = read_opt(rd, &mut rbuf) => Wake::RelayRead(r),
+            r = write_opt(wr, transmit), if can_write => Wake::RelayWrite(r),
+            r = recv_opt(dialling) => Wake::Dialled(r),
+            () = tokio::time::sleep_until(wake) => Wake::Timer,
+        };
+        let now = Instant::now();
+        let mut lost: Option<String> = None;
+        match woke {
+            Wake::Command(Some(Command::Disconnect) | None) => {
+                info!("disconnect requested");
+                if let Relay::Up(link) = &mut relay {
+                    if let Some(conn) = tunnel.connection_mut() {
+                        conn.close("client disconnected");
+                        let pending = conn.transmit().to_vec();
+                        let _ = tokio::time::timeout(Duration::from_millis(500), link.wr.write_all(&pending)).await;
+                    }
+                    let _ = tokio::time::timeout(Duration::from_millis(500), link.wr.shutdown()).await;
+                }
+                tunnel.detach();
+                flush_tun(&mut tunnel, &tun).await;
+                return Ok(());
+            }
+            Wake::Tun(Ok(n)) => {
+                take_packet(&mut tunnel, &scratch[..n]);
+                // Drain what else is ready, so the stack runs once per batch.
+                for _ in 1..TUN_BATCH {
+                    match tun.try_recv(&mut scratch) {
+                        Ok(n) => take_packet(&mut tunnel, &scratch[..n]),
+                        Err(_) => break,
+                    }
+                }
+            }
+            Wake::Tun(Err(e)) => {
+                return Err(anyhow::anyhow!("reading the TUN device failed: {e}"));
+            }
+            Wake::RelayRead(Ok(0)) => lost = Some("the relay closed the connection".into()),
+            Wake::RelayRead(Ok(n)) => {
+                bytes.1 += n as u64;
+                if let Some(conn) = tunnel.connection_mut() {
+                    let _ = conn.handle_input(&rbuf[..n], now.into_std());
+                }
+            }
+            Wake::RelayRead(Err(e)) => lost = Some(format!("reading from the relay failed: {e}")),
+            Wake::RelayWrite(Ok(n)) => {
+                if let (Relay::Up(link), Some(conn)) = (&mut relay, tunnel.connection_mut()) {
+                    if n == 0 {
+                        link.needs_flush = false;
+                    } else {
+                        conn.advance_transmit(n);
+                        bytes.0 += n as u64;
+                        link.needs_flush = true;
+                    }
+                }
+            }
+            Wake::RelayWrite(Err(e)) => lost = Some(format!("writing to the relay failed: {e}")),
+            Wake::Dialled(Ok(tls)) => {
+                let (rd, wr) = tokio::io::split(tls);
+                tunnel.attach(Connection::client(proto.clone(), now.into_std()));
+                relay = Relay::Up(Link { rd, wr, needs_flush: false });
+            }
+            Wake::Dialled(Err(e)) => lost = Some(format!("cannot reach the relay at {}: {e}", profile.relay)),
+            Wake::Timer => {
+                if matches!(relay, Relay::Waiting(at) if now >= at) {
+                    relay = Relay::Dialling(dial(profile.relay, connector.clone()));
+                }
+            }
+        }
+
+        if let Some(error) = tunnel.poll(now.into_std()) {
+            if !ever_connected && is_permanent(&error) {
+                // Retrying cannot fix a wrong token or version: stop and say so.
+                tunnel.detach();
+                return Err(anyhow::anyhow!("{error}"));
+            }
+            lost = Some(error.to_string());
+        }
+        let connected = tunnel.connection().is_some_and(Connection::is_established);
+        if connected && !matches!(status.borrow().state, LinkState::Connected) {
+            backoff = BACKOFF_MIN;
+            info!(relay = %profile.relay, "relay connected");
+            let name = tunnel.relay_name().map(str::to_owned);
+            status.send_modify(|s| {
+                s.state = LinkState::Connected;
+                s.relay_name = name;
+                s.last_error = None;
+            });
+            ever_connected = true;
+        }
+        if let Some(reason) = lost {
+            warn!(relay = %profile.relay, %reason, retry_in = ?backoff, "relay link lost");
+            tunnel.detach();
+            relay = Relay::Waiting(now + backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            status.send_modify(|s| {
+                if s.state == LinkState::Connected {
+                    s.reconnects += 1;
+                }
+                s.state = if ever_connected { LinkState::Reconnecting } else { LinkState::Connecting };
+                s.last_error = Some(reason);
+            });
+        }
+        flush_tun(&mut tunnel, &tun).await;
+
+        if now.duration_since(last_status) >= Duration::from_millis(250) {
+            last_status = now;
+            let stats = tunnel.stats();
+            let rtt = tunnel.connection().and_then(Connection::rtt);
+            status.send_modify(|s| {
+                s.tcp_flows = stats.tcp_flows;
+                s.pending_opens = stats.pending_opens;
+                s.udp_associations = stats.udp_associations;
+                s.packets_from_tun = stats.packets_in;
+                s.packets_to_tun = stats.packets_out;
+                s.refused = stats.refused;
+                s.unreachable = stats.unreachable;
+                s.bytes_to_relay = bytes.0;
+                s.bytes_from_relay = bytes.1;
+                s.relay_rtt_ms = rtt.map(|d| d.as_secs_f64() * 1000.0);
+            });
+        }
+    }
+}
+
+fn is_permanent(error: &ConnectionError) -> bool {
+    matches!(
+        error,
+        ConnectionError::VersionMismatch { .. }
+            | ConnectionError::NotDevnet
+            | ConnectionError::Rejected { code: RejectCode::Unauthorized | RejectCode::VersionMismatch, .. }
+    )
+}
+
+fn take_packet(tunnel: &mut Tunnel, packet: &[u8]) {
+    let mut buf = tunnel.buffer();
+    buf.extend_from_slice(packet);
+    tunnel.handle_packet(buf);
+}
+
+async fn flush_tun(tunnel: &mut Tunnel, tun: &tun_rs::AsyncDevice) {
+    while let Some(packet) = tunnel.pop_packet() {
+        if let Err(e) = tun.send(&packet).await {
+            warn!(error = %e, "writing to the TUN device failed; packet dropped");
+        }
+        tunnel.recycle(packet);
+    }
+}
+
+fn dial(addr: std::net::SocketAddr, connector: TlsConnector) -> oneshot::Receiver<io::Result<Tls>> {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let result = async {
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {CONNECT_TIMEOUT:?}")))??;
+            tcp.set_nodelay(true)?;
+            tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(devnet_relay::tls::relay_server_name(), tcp))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        }
+        .await;
+        let _ = tx.send(result);
+    });
+    rx
+}
+
+async fn read_opt(rd: Option<&mut ReadHalf<Tls>>, buf: &mut [u8]) -> io::Result<usize> {
+    match rd {
+        Some(rd) => rd.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes what is pending, or flushes when nothing is: TLS holds records
+/// until flushed. Returns 0 for a completed flush.
+async fn write_opt<W: AsyncWrite + Unpin>(wr: Option<&mut W>, data: &[u8]) -> io::Result<usize> {
+    match wr {
+        Some(wr) if data.is_empty() => wr.flush().await.map(|()| 0),
+        Some(wr) => wr.write(data).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_opt(rx: Option<&mut oneshot::Receiver<io::Result<Tls>>>) -> io::Result<Tls> {
+    match rx {
+        Some(rx) => rx.await.unwrap_or_else(|_| Err(io::Error::other("dial task vanished"))),
+        None => std::future::pending().await,
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "unknown".into())
+}

@@ -1,0 +1,80 @@
+//! What the engine reports: the state of the relay link, the OS state it
+//! owns, and traffic counters. Serialised as JSON for `devnet status --json`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The relay link's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkState {
+    /// Dialling the relay for the first time.
+    Connecting,
+    /// Handshake done; traffic flows.
+    Connected,
+    /// The link was lost; retrying.
+    Reconnecting,
+    /// Shut down.
+    Stopped,
+}
+
+/// A snapshot of the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub state: LinkState,
+    pub relay: SocketAddr,
+    /// The relay's name from its handshake.
+    pub relay_name: Option<String>,
+    pub relay_rtt_ms: Option<f64>,
+    /// Why the link was last lost or could not be made.
+    pub last_error: Option<String>,
+    pub reconnects: u64,
+    pub tun: String,
+    pub routes: Vec<IpNet>,
+    pub dns_server: Option<IpAddr>,
+    pub cluster_domain: String,
+    pub tcp_flows: usize,
+    pub pending_opens: usize,
+    pub udp_associations: usize,
+    pub packets_from_tun: u64,
+    pub packets_to_tun: u64,
+    pub bytes_to_relay: u64,
+    pub bytes_from_relay: u64,
+    pub refused: u64,
+    pub unreachable: u64,
+}
+
+impl Status {
+    /// A short human summary for `devnet status`.
+    pub fn human(&self) -> String {
+        let mut s = format!("state:    {:?}\nrelay:    {}", self.state, self.relay);
+        if let Some(name) = &self.relay_name {
+            s += &format!(" ({name})");
+        }
+        if let Some(rtt) = self.relay_rtt_ms {
+            s += &format!(", rtt {rtt:.2} ms");
+        }
+        if let Some(e) = &self.last_error {
+            s += &format!("\nlast error: {e}");
+        }
+        let routes: Vec<String> = self.routes.iter().map(ToString::to_string).collect();
+        s += &format!("\ntunnel:   {} -> {}", self.tun, routes.join(", "));
+        if let Some(dns) = self.dns_server {
+            s += &format!("\ndns:      {} for {}", dns, self.cluster_domain);
+        }
+        s += &format!(
+            "\nflows:    {} tcp ({} opening), {} udp; {} refused, {} unreachable\ntraffic:  {} B up, {} B down; {} reconnects",
+            self.tcp_flows,
+            self.pending_opens,
+            self.udp_associations,
+            self.refused,
+            self.unreachable,
+            self.bytes_to_relay,
+            self.bytes_from_relay,
+            self.reconnects
+        );
+        s
+    }
+}
