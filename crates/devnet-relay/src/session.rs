@@ -66,7 +66,10 @@ impl Drop for StreamIo {
 }
 
 struct UdpAssoc {
-    socket: Arc<UdpSocket>,
+    /// The sending side, used directly: a non-blocking UDP send completes or
+    /// fails at once, whereas tokio's `try_send_to` reports WouldBlock until
+    /// the reactor has seen the new socket, dropping the first datagram.
+    sender: std::net::UdpSocket,
     reader: AbortHandle,
 }
 
@@ -360,23 +363,27 @@ impl Session {
                 return;
             }
             let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-            let socket = match std::net::UdpSocket::bind(bind).and_then(|s| {
+            let sockets = std::net::UdpSocket::bind(bind).and_then(|s| {
                 s.set_nonblocking(true)?;
-                UdpSocket::from_std(s)
-            }) {
-                Ok(s) => Arc::new(s),
+                let sender = s.try_clone()?;
+                Ok((sender, UdpSocket::from_std(s)?))
+            });
+            let (sender, receiver) = match sockets {
+                Ok(pair) => pair,
                 Err(e) => {
                     warn!(assoc, error = %e, "cannot open UDP socket");
                     return;
                 }
             };
-            let reader = tokio::spawn(udp_reader(assoc, socket.clone(), up_tx.clone())).abort_handle();
-            self.udp.insert(assoc, UdpAssoc { socket, reader });
+            let reader = tokio::spawn(udp_reader(assoc, Arc::new(receiver), up_tx.clone())).abort_handle();
+            self.udp.insert(assoc, UdpAssoc { sender, reader });
         }
         if let Some(a) = self.udp.get(&assoc) {
             Metrics::add(&self.shared.metrics.datagrams_relayed, 1);
             // UDP semantics: a full socket buffer drops the datagram.
-            let _ = a.socket.try_send_to(payload, target);
+            if let Err(e) = a.sender.send_to(payload, target) {
+                debug!(assoc, dst = %target, error = %e, "UDP send failed; datagram dropped");
+            }
         }
     }
 }

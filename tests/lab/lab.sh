@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# The devnet lab: a simulated office and Kubernetes cluster in network
+# namespaces on one machine. Everything it makes lives in namespaces named
+# "<lab>-…" and in /tmp/devnet-lab-<lab>; the host's own routes, resolv.conf
+# and firewall are never touched.
+#
+#   lab.sh up <lab> [no-path]   build the network, start pods and the relay
+#   lab.sh down <lab>           kill everything in the lab and delete it
+#   lab.sh relay-start <lab>    (re)start the relay pod's process
+#   lab.sh relay-stop <lab> [SIGNAL]
+#   lab.sh exec <lab> <host> <command…>
+#
+# Topology (the seeds' office + cluster):
+#
+#   laptop 192.168.10.2 ── office router ── node net 10.60.20.0/24
+#          fd00:10::2        .1 / 10.60.20.1   node1 .11  pods 10.244.1.0/24  fd00:244:0:1::/64
+#                                              node2 .12  pods 10.244.2.0/24  fd00:244:0:2::/64
+#                                              node3 .13  pods 10.244.3.0/24  fd00:244:0:3::/64
+#   Services 10.96.0.0/16 and fd00:96::/112 are DNAT rules on every node (kube-proxy).
+#   The relay pod (10.244.1.5) is exposed as NodePort 10.60.20.11:31443.
+#   Scenario no-path: the office router has no route to pods or services.
+set -euo pipefail
+
+lab=${2:-}
+[[ -n "$lab" ]] || { echo "usage: lab.sh up|down|relay-start|relay-stop|exec <lab> …" >&2; exit 2; }
+[[ "$lab" =~ ^[a-z0-9]{1,6}$ ]] || { echo "lab name must be 1-6 lowercase letters/digits" >&2; exit 2; }
+dir=/tmp/devnet-lab-$lab
+bin=${DEVNET_BIN:-$(cd "$(dirname "$0")/../.." && pwd)/target/debug}
+
+ns() { echo "$lab-$1"; }
+in_ns() { local n; n=$(ns "$1"); shift; ip netns exec "$n" "$@"; }
+
+# The service table: name ClusterIPv4 ClusterIPv6 port proto pod-ip4 pod-ip6 target-port
+SERVICES=(
+  "web 10.96.0.20 fd00:96::20 80 tcp 10.244.1.10 fd00:244:0:1::10 8080"
+  "kube-dns 10.96.0.10 fd00:96::a 53 tcp 10.244.2.53 fd00:244:0:2::53 53"
+  "kube-dns 10.96.0.10 fd00:96::a 53 udp 10.244.2.53 fd00:244:0:2::53 53"
+  "echo 10.96.0.30 fd00:96::30 7 tcp 10.244.3.10 fd00:244:0:3::10 7"
+  "echo 10.96.0.30 fd00:96::30 7 udp 10.244.3.10 fd00:244:0:3::10 7"
+)
+
+new_ns() {
+  local n; n=$(ns "$1")
+  ip netns add "$n"
+  # ip netns exec bind-mounts /etc/netns/<ns>/* over /etc: give every
+  # namespace its own resolv.conf so nothing in the lab reads or writes the host's.
+  mkdir -p "/etc/netns/$n"
+  printf '# devnet lab %s: no resolver configured\noptions timeout:1 attempts:1\n' "$lab" >"/etc/netns/$n/resolv.conf"
+  in_ns "$1" ip link set lo up
+  in_ns "$1" sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0
+}
+
+veth() { # veth <hostA> <ifA> <hostB> <ifB>
+  local tmp="v$RANDOM$RANDOM"
+  ip link add "${tmp}a" type veth peer name "${tmp}b"
+  ip link set "${tmp}a" netns "$(ns "$1")"
+  ip link set "${tmp}b" netns "$(ns "$3")"
+  in_ns "$1" ip link set "${tmp}a" name "$2"
+  in_ns "$3" ip link set "${tmp}b" name "$4"
+  in_ns "$1" ip link set "$2" up
+  in_ns "$3" ip link set "$4" up
+}
+
+router() { in_ns "$1" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1; }
+
+spawn() { # spawn <host> <name> <command…>: run in the background, log and pid in $dir
+  local host=$1 name=$2; shift 2
+  # `ip netns exec` execs the command, so $! is the server's own pid.
+  ip netns exec "$(ns "$host")" "$@" >"$dir/$name.log" 2>&1 &
+  echo $! >"$dir/$name.pid"
+}
+
+pod() { # pod <node#> <name> <ip4> <ip6>
+  local node=node$1 name=$2 ip4=$3 ip6=$4
+  new_ns "$name"
+  local hostif="cali$name"
+  veth "$node" "$hostif" "$name" eth0
+  # Calico style: /32 and /128 routes to the veth; the pod's gateway is a
+  # link-local address the node answers for.
+  in_ns "$node" ip addr add 169.254.1.1/32 dev "$hostif"
+  in_ns "$node" ip -6 addr add fe80::1/64 dev "$hostif" nodad
+  in_ns "$node" ip route add "$ip4/32" dev "$hostif"
+  in_ns "$node" ip -6 route add "$ip6/128" dev "$hostif"
+  in_ns "$name" ip addr add "$ip4/32" dev eth0
+  in_ns "$name" ip -6 addr add "$ip6/128" dev eth0 nodad
+  in_ns "$name" ip route add 169.254.1.1 dev eth0
+  in_ns "$name" ip route add default via 169.254.1.1 dev eth0
+  in_ns "$name" ip -6 route add default via fe80::1 dev eth0
+}
+
+services() { # kube-proxy: DNAT every ClusterIP on every node
+  local node=$1 svc name v4 v6 port proto p4 p6 tport
+  for svc in "${SERVICES[@]}"; do
+    read -r name v4 v6 port proto p4 p6 tport <<<"$svc"
+    for chain in PREROUTING OUTPUT; do
+      in_ns "$node" iptables -t nat -A "$chain" -d "$v4" -p "$proto" --dport "$port" -j DNAT --to-destination "$p4:$tport"
+      in_ns "$node" ip6tables -t nat -A "$chain" -d "$v6" -p "$proto" --dport "$port" -j DNAT --to-destination "[$p6]:$tport"
+    done
+  done
+}
+
+up() {
+  local scenario=${3:-no-path}
+  [[ "$scenario" == no-path ]] || { echo "unknown scenario $scenario (this lab has: no-path)" >&2; exit 2; }
+  down_quiet
+  mkdir -p "$dir"
+  echo "$scenario" >"$dir/scenario"
+
+  new_ns laptop; new_ns office
+  veth laptop eth0 office lan0
+  in_ns laptop ip addr add 192.168.10.2/24 dev eth0
+  in_ns laptop ip -6 addr add fd00:10::2/64 dev eth0 nodad
+  in_ns laptop ip route add default via 192.168.10.1
+  in_ns laptop ip -6 route add default via fd00:10::1
+  in_ns office ip addr add 192.168.10.1/24 dev lan0
+  in_ns office ip -6 addr add fd00:10::1/64 dev lan0 nodad
+  router office
+  in_ns office ip link add br0 type bridge
+  in_ns office ip link set br0 up
+  in_ns office ip addr add 10.60.20.1/24 dev br0
+  in_ns office ip -6 addr add fd00:60::1/64 dev br0 nodad
+
+  local n m
+  for n in 1 2 3; do
+    new_ns "node$n"; router "node$n"
+    veth office "port$n" "node$n" eth0
+    in_ns office ip link set "port$n" master br0
+    in_ns "node$n" ip addr add "10.60.20.1$n/24" dev eth0
+    in_ns "node$n" ip -6 addr add "fd00:60::1$n/64" dev eth0 nodad
+    in_ns "node$n" ip route add default via 10.60.20.1
+    in_ns "node$n" ip -6 route add default via fd00:60::1
+    # Calico: the node's own block is blackholed; other nodes' blocks via them.
+    in_ns "node$n" ip route add blackhole "10.244.$n.0/24"
+    in_ns "node$n" ip -6 route add blackhole "fd00:244:0:$n::/64"
+    for m in 1 2 3; do
+      [[ $m == "$n" ]] && continue
+      in_ns "node$n" ip route add "10.244.$m.0/24" via "10.60.20.1$m"
+      in_ns "node$n" ip -6 route add "fd00:244:0:$m::/64" via "fd00:60::1$m"
+    done
+    services "node$n"
+  done
+
+  pod 1 web 10.244.1.10 fd00:244:0:1::10
+  pod 2 dns 10.244.2.53 fd00:244:0:2::53
+  pod 3 echo 10.244.3.10 fd00:244:0:3::10
+  pod 1 relay 10.244.1.5 fd00:244:0:1::5
+  # The relay is exposed as a NodePort on node1 (TLS and health).
+  in_ns node1 iptables -t nat -A PREROUTING -d 10.60.20.11 -p tcp --dport 31443 -j DNAT --to-destination 10.244.1.5:8443
+  in_ns node1 iptables -t nat -A PREROUTING -d 10.60.20.11 -p tcp --dport 31090 -j DNAT --to-destination 10.244.1.5:9090
+
+  spawn web web "$bin/devnet-labd" serve --name web
+  spawn echo echo "$bin/devnet-labd" serve --name echo
+  cat >"$dir/dnsmasq.conf" <<CONF
+no-resolv
+no-hosts
+no-daemon
+bind-dynamic
+user=root
+port=53
+local=/cluster.local/
+host-record=web.demo.svc.cluster.local,10.96.0.20,fd00:96::20
+host-record=echo.demo.svc.cluster.local,10.96.0.30,fd00:96::30
+host-record=kube-dns.kube-system.svc.cluster.local,10.96.0.10,fd00:96::a
+CONF
+  spawn dns dnsmasq dnsmasq --conf-file="$dir/dnsmasq.conf" --pid-file="$dir/dnsmasq.dnsmasq-pid"
+
+  # Relay credentials, as `devnet relay install` will create them.
+  "$bin/devnet-relay" gen-cert --out "$dir/relay-tls" 2>/dev/null
+  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/token"
+  relay_start
+  cat >"$dir/profile.toml" <<PROFILE
+relay = "10.60.20.11:31443"
+token-file = "$dir/token"
+relay-ca = "$dir/relay-tls/ca.pem"
+cidrs = ["10.244.0.0/16", "10.96.0.0/16", "fd00:244::/48", "fd00:96::/112"]
+dns-server = "10.96.0.10"
+cluster-domain = "cluster.local"
+state-dir = "$dir/laptop-state"
+PROFILE
+  wait_ready
+}
+
+relay_start() {
+  spawn relay relay env RUST_LOG=info "$bin/devnet-relay" serve \
+    --listen '[::]:8443' --health-listen '[::]:9090' \
+    --cert "$dir/relay-tls/cert.pem" --key "$dir/relay-tls/key.pem" --token-file "$dir/token" \
+    --allow 10.244.0.0/16,10.96.0.0/16,fd00:244::/48,fd00:96::/112
+  local i
+  for i in $(seq 100); do
+    in_ns laptop bash -c 'exec 3<>/dev/tcp/10.60.20.11/31090' 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "relay did not come up; its log:" >&2; cat "$dir/relay.log" >&2; exit 1
+}
+
+relay_stop() {
+  local sig=${3:-TERM}
+  [[ -f "$dir/relay.pid" ]] || return 0
+  kill -s "$sig" "$(cat "$dir/relay.pid")" 2>/dev/null || true
+  local i
+  for i in $(seq 100); do
+    kill -0 "$(cat "$dir/relay.pid")" 2>/dev/null || return 0
+    sleep 0.05
+  done
+}
+
+wait_ready() {
+  local i
+  for i in $(seq 100); do
+    if in_ns node1 bash -c 'exec 3<>/dev/tcp/10.96.0.20/80' 2>/dev/null \
+      && in_ns node1 dig +short +time=1 +tries=1 @10.96.0.10 web.demo.svc.cluster.local >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "lab services did not come up" >&2; exit 1
+}
+
+down_quiet() {
+  local n
+  for n in $(ip netns list | awk '{print $1}' | grep "^$lab-" || true); do
+    # Every process in the namespace goes with it.
+    ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+    ip netns del "$n" 2>/dev/null || true
+    rm -rf "/etc/netns/$n"
+  done
+  rm -rf "$dir"
+}
+
+case "$1" in
+  up) up "$@" ;;
+  down) down_quiet ;;
+  relay-start) relay_start ;;
+  relay-stop) relay_stop "$@" ;;
+  exec) shift 2; host=$1; shift; in_ns "$host" "$@" ;;
+  *) echo "unknown command $1" >&2; exit 2 ;;
+esac

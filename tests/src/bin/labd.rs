@@ -1,0 +1,298 @@
+//! `devnet-labd`: the lab's pod servers and laptop-side probes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use devnet_lab::pattern;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+const SEED: u64 = 0x5eed;
+
+#[derive(Parser)]
+#[command(about = "devnet lab servers and probes")]
+enum Cli {
+    /// Serve HTTP on 8080, TCP+UDP echo on 7, a sink on 9000 and a source on 9001.
+    Serve {
+        #[arg(long)]
+        name: String,
+    },
+    /// Probe from a client.
+    #[command(subcommand)]
+    Probe(Probe),
+}
+
+#[derive(Subcommand)]
+enum Probe {
+    /// Send N bytes to a sink and check its checksum of them.
+    Upload { to: SocketAddr, bytes: u64 },
+    /// Fetch N bytes from a source and check their checksum.
+    Download { from: SocketAddr, bytes: u64 },
+    /// Open N concurrent connections to an echo server; each must echo.
+    Many { to: SocketAddr, count: usize },
+    /// Try one connection and report how it ended, as JSON.
+    Connect {
+        to: SocketAddr,
+        #[arg(long, default_value_t = 15_000)]
+        timeout_ms: u64,
+    },
+    /// Send one UDP datagram to an echo server and wait for it back.
+    Udp { to: SocketAddr },
+    /// Request/response round trips on one connection: prints p50 and p99 in microseconds.
+    Rr { to: SocketAddr, count: usize },
+    /// New connections per second (connect, 1-byte echo, close) for some seconds.
+    Cps { to: SocketAddr, seconds: u64 },
+}
+
+fn main() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    match Cli::parse() {
+        Cli::Serve { name } => rt.block_on(serve(name)),
+        Cli::Probe(p) => rt.block_on(probe(p)),
+    }
+}
+
+async fn serve(name: String) -> Result<()> {
+    let http = TcpListener::bind("[::]:8080").await?;
+    let echo = TcpListener::bind("[::]:7").await?;
+    let udp = UdpSocket::bind("[::]:7").await?;
+    let sink = TcpListener::bind("[::]:9000").await?;
+    let source = TcpListener::bind("[::]:9001").await?;
+    let name = Arc::new(name);
+    tokio::spawn(accept_loop(http, move |s| {
+        let name = name.clone();
+        async move {
+            let mut r = BufReader::new(s);
+            let mut line = String::new();
+            r.read_line(&mut line).await?;
+            loop {
+                let mut h = String::new();
+                if r.read_line(&mut h).await? == 0 || h == "\r\n" || h == "\n" {
+                    break;
+                }
+            }
+            let body = format!("hello from {name}\n");
+            let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            r.get_mut().write_all(resp.as_bytes()).await?;
+            Ok(())
+        }
+    }));
+    tokio::spawn(accept_loop(echo, |mut s| async move {
+        let (mut r, mut w) = s.split();
+        tokio::io::copy(&mut r, &mut w).await?;
+        Ok(())
+    }));
+    tokio::spawn(accept_loop(sink, |mut s| async move {
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = s.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+        }
+        s.write_all(format!("{:x}\n", hash.finalize()).as_bytes()).await?;
+        Ok(())
+    }));
+    tokio::spawn(accept_loop(source, |s| async move {
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).await?;
+        let total: u64 = line.trim().parse()?;
+        let mut s = r.into_inner();
+        send_pattern(&mut s, total).await?;
+        s.shutdown().await?;
+        Ok(())
+    }));
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = udp.recv_from(&mut buf).await?;
+        let _ = udp.send_to(&buf[..n], from).await;
+    }
+}
+
+async fn accept_loop<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    loop {
+        if let Ok((s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(handler(s));
+        }
+    }
+}
+
+async fn send_pattern(s: &mut TcpStream, total: u64) -> Result<String> {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut sent = 0u64;
+    while sent < total {
+        let n = (total - sent).min(buf.len() as u64) as usize;
+        pattern(SEED, sent, &mut buf[..n]);
+        hash.update(&buf[..n]);
+        s.write_all(&buf[..n]).await?;
+        sent += n as u64;
+    }
+    Ok(format!("{:x}", hash.finalize()))
+}
+
+fn expected_sha(total: u64) -> String {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut done = 0u64;
+    while done < total {
+        let n = (total - done).min(buf.len() as u64) as usize;
+        pattern(SEED, done, &mut buf[..n]);
+        hash.update(&buf[..n]);
+        done += n as u64;
+    }
+    format!("{:x}", hash.finalize())
+}
+
+async fn probe(p: Probe) -> Result<()> {
+    match p {
+        Probe::Upload { to, bytes } => {
+            let start = Instant::now();
+            let mut s = TcpStream::connect(to).await.with_context(|| format!("connecting to {to}"))?;
+            let ours = send_pattern(&mut s, bytes).await?;
+            s.shutdown().await?;
+            let mut theirs = String::new();
+            s.read_to_string(&mut theirs).await?;
+            if theirs.trim() != ours {
+                bail!("checksum mismatch: sent {ours}, sink saw {}", theirs.trim());
+            }
+            println!("ok {bytes} bytes up in {:?}, sha256 {ours}", start.elapsed());
+        }
+        Probe::Download { from, bytes } => {
+            let start = Instant::now();
+            let mut s = TcpStream::connect(from).await.with_context(|| format!("connecting to {from}"))?;
+            s.write_all(format!("{bytes}\n").as_bytes()).await?;
+            let mut hash = Sha256::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut got = 0u64;
+            loop {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+                got += n as u64;
+            }
+            let ours = format!("{:x}", hash.finalize());
+            let want = expected_sha(bytes);
+            if got != bytes || ours != want {
+                bail!("download broken: got {got} of {bytes} bytes, sha256 {ours}, expected {want}");
+            }
+            println!("ok {bytes} bytes down in {:?}, sha256 {ours}", start.elapsed());
+        }
+        Probe::Many { to, count } => {
+            let ok = Arc::new(AtomicUsize::new(0));
+            let mut tasks = Vec::new();
+            for i in 0..count {
+                let ok = ok.clone();
+                tasks.push(tokio::spawn(async move {
+                    let r: Result<()> = async {
+                        let mut s = TcpStream::connect(to).await?;
+                        let msg = format!("hello {i:>10}\n");
+                        s.write_all(msg.as_bytes()).await?;
+                        let mut back = vec![0u8; msg.len()];
+                        s.read_exact(&mut back).await?;
+                        anyhow::ensure!(back == msg.as_bytes(), "echo mismatch");
+                        Ok(())
+                    }
+                    .await;
+                    match r {
+                        Ok(()) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => eprintln!("connection {i}: {e}"),
+                    }
+                }));
+            }
+            let all = async {
+                for t in tasks {
+                    let _ = t.await;
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(60), all).await.context("connections did not finish in 60 s")?;
+            let ok = ok.load(Ordering::Relaxed);
+            println!("{ok} of {count} connections echoed");
+            if ok != count {
+                bail!("{} connections failed", count - ok);
+            }
+        }
+        Probe::Connect { to, timeout_ms } => {
+            let start = Instant::now();
+            let r = tokio::time::timeout(Duration::from_millis(timeout_ms), TcpStream::connect(to)).await;
+            let (result, error) = match r {
+                Ok(Ok(_)) => ("connected", String::new()),
+                Ok(Err(e)) => (
+                    match e.kind() {
+                        std::io::ErrorKind::ConnectionRefused => "refused",
+                        std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => "unreachable",
+                        std::io::ErrorKind::TimedOut => "timeout",
+                        _ => "error",
+                    },
+                    e.to_string(),
+                ),
+                Err(_) => ("timeout", format!("no answer within {timeout_ms} ms")),
+            };
+            println!(
+                "{}",
+                serde_json::json!({"result": result, "ms": start.elapsed().as_millis() as u64, "error": error})
+            );
+        }
+        Probe::Udp { to } => {
+            let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let s = UdpSocket::bind(bind).await?;
+            s.connect(to).await?;
+            let mut buf = [0u8; 64];
+            for _ in 0..5 {
+                s.send(b"ping over udp").await?;
+                if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), s.recv(&mut buf)).await {
+                    anyhow::ensure!(&buf[..n] == b"ping over udp", "udp echo mismatch");
+                    println!("ok udp echo from {to}");
+                    return Ok(());
+                }
+            }
+            bail!("no UDP echo from {to}");
+        }
+        Probe::Rr { to, count } => {
+            let mut s = TcpStream::connect(to).await?;
+            s.set_nodelay(true)?;
+            let mut samples = Vec::with_capacity(count);
+            let mut b = [0u8; 1];
+            for _ in 0..count {
+                let t = Instant::now();
+                s.write_all(b"x").await?;
+                s.read_exact(&mut b).await?;
+                samples.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            samples.sort_by(f64::total_cmp);
+            let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
+            println!("{}", serde_json::json!({"p50_us": q(0.5), "p99_us": q(0.99), "count": count}));
+        }
+        Probe::Cps { to, seconds } => {
+            let end = Instant::now() + Duration::from_secs(seconds);
+            let mut n = 0u64;
+            let start = Instant::now();
+            while Instant::now() < end {
+                let mut s = TcpStream::connect(to).await?;
+                s.write_all(b"x").await?;
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await?;
+                n += 1;
+            }
+            println!("{}", serde_json::json!({"connections_per_second": n as f64 / start.elapsed().as_secs_f64()}));
+        }
+    }
+    Ok(())
+}
