@@ -47,6 +47,20 @@ enum Probe {
     Rr { to: SocketAddr, count: usize },
     /// New connections per second (connect, 1-byte echo, close) for some seconds.
     Cps { to: SocketAddr, seconds: u64 },
+    /// Speak the devnet protocol to a relay directly and ask it to open a
+    /// stream to `dst`; prints the outcome as JSON. With --mode, misbehave
+    /// instead: wrong-token, wrong-version or garbage; prints the error.
+    Relay {
+        relay: SocketAddr,
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        #[arg(long)]
+        token_file: std::path::PathBuf,
+        #[arg(long)]
+        dst: Option<SocketAddr>,
+        #[arg(long)]
+        mode: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -280,6 +294,7 @@ async fn probe(p: Probe) -> Result<()> {
             let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
             println!("{}", serde_json::json!({"p50_us": q(0.5), "p99_us": q(0.99), "count": count}));
         }
+        Probe::Relay { relay, ca, token_file, dst, mode } => relay_probe(relay, &ca, &token_file, dst, mode.as_deref()).await?,
         Probe::Cps { to, seconds } => {
             let end = Instant::now() + Duration::from_secs(seconds);
             let mut n = 0u64;
@@ -295,4 +310,92 @@ async fn probe(p: Probe) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A hand-driven devnet client, for checking the relay's answers.
+async fn relay_probe(
+    relay: SocketAddr,
+    ca: &std::path::Path,
+    token_file: &std::path::Path,
+    dst: Option<SocketAddr>,
+    mode: Option<&str>,
+) -> Result<()> {
+    use devnet_proto::{Config, Connection, Event};
+    let tls = devnet_relay::tls::client_config(ca)?;
+    let tcp = TcpStream::connect(relay).await?;
+    let mut s = tokio_rustls::TlsConnector::from(tls).connect(devnet_relay::tls::relay_server_name(), tcp).await?;
+    let mut token = std::fs::read_to_string(token_file)?.trim().to_owned();
+    let now = std::time::Instant::now();
+    let mut hello = Vec::new();
+    match mode {
+        Some("garbage") => {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: relay\r\n\r\n").await?;
+            s.flush().await?;
+            let mut back = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut back)).await;
+            // The relay answers with its preface and a Reject naming the problem.
+            let text = String::from_utf8_lossy(&back);
+            println!("{}", serde_json::json!({"closed": true, "answer": text}));
+            return Ok(());
+        }
+        Some("wrong-version") => {
+            hello.extend_from_slice(devnet_proto::MAGIC);
+            hello.extend_from_slice(&(devnet_proto::PROTOCOL_VERSION + 1).to_be_bytes());
+        }
+        Some("wrong-token") => token.push('x'),
+        Some(other) => bail!("unknown mode {other}"),
+        None => {}
+    }
+    let mut conn = Connection::client(Config { token, ..Config::default() }, now);
+    if hello.is_empty() {
+        hello = conn.transmit().to_vec();
+    }
+    let n = conn.transmit().len();
+    conn.advance_transmit(n);
+    s.write_all(&hello).await?;
+    s.flush().await?;
+    let mut opened = false;
+    let mut buf = vec![0u8; 65536];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let pending = conn.transmit().to_vec();
+        conn.advance_transmit(pending.len());
+        if !pending.is_empty() {
+            s.write_all(&pending).await?;
+            s.flush().await?;
+        }
+        while let Some(ev) = conn.poll_event() {
+            match ev {
+                Event::Connected { .. } => match dst {
+                    Some(dst) if !opened => {
+                        conn.open(dst)?;
+                        opened = true;
+                    }
+                    _ => {
+                        println!("{}", serde_json::json!({"connected": true}));
+                        return Ok(());
+                    }
+                },
+                Event::Opened { .. } => {
+                    println!("{}", serde_json::json!({"status": "Connected", "message": ""}));
+                    return Ok(());
+                }
+                Event::OpenFailed { status, message, .. } => {
+                    println!("{}", serde_json::json!({"status": format!("{status:?}"), "message": message}));
+                    return Ok(());
+                }
+                Event::Closed { error } => {
+                    println!("{}", serde_json::json!({"closed": true, "error": error.to_string()}));
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf)).await.context("relay did not answer")??;
+        if n == 0 {
+            println!("{}", serde_json::json!({"closed": true, "error": "relay closed the connection"}));
+            return Ok(());
+        }
+        let _ = conn.handle_input(&buf[..n], std::time::Instant::now());
+    }
 }
