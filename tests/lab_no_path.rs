@@ -113,7 +113,9 @@ impl Lab {
     fn wait_engine_exit(&self, within: Duration) -> Res {
         let start = Instant::now();
         let mut guard = self.engine.lock().expect("lock");
-        let Some(child) = guard.as_mut() else { return Ok(()) };
+        let Some(child) = guard.as_mut() else {
+            return Ok(());
+        };
         while start.elapsed() < within {
             if let Ok(Some(status)) = child.try_wait() {
                 *guard = None;
@@ -208,7 +210,12 @@ fn setup() -> Result<Lab, String> {
         }
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lab/lab.sh");
-    let out = Command::new("bash").arg(&script).args(["up", LAB]).env("DEVNET_BIN", &bin).output().map_err(|e| e.to_string())?;
+    let out = Command::new("bash")
+        .arg(&script)
+        .args(["up", LAB])
+        .env("DEVNET_BIN", &bin)
+        .output()
+        .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("building the lab failed: {}", text(&out)));
     }
@@ -293,7 +300,16 @@ fn dns_over_udp_and_tcp(lab: &Lab) -> Res {
         ("fd00:96::a", "+tcp", "AAAA", "fd00:96::20"),
     ] {
         let at = format!("@{server}");
-        let out = lab.laptop_ok(&["dig", "+short", "+time=2", "+tries=2", transport, &at, "web.demo.svc.cluster.local", rtype])?;
+        let out = lab.laptop_ok(&[
+            "dig",
+            "+short",
+            "+time=2",
+            "+tries=2",
+            transport,
+            &at,
+            "web.demo.svc.cluster.local",
+            rtype,
+        ])?;
         if out.trim() != want {
             return fail(format!("dig {transport} @{server} {rtype} answered {out:?}, want {want}"));
         }
@@ -490,7 +506,10 @@ fn sigkill_then_restart(lab: &Lab) -> Res {
     lab.wait_engine_exit(Duration::from_secs(5))?;
     let after = lab.laptop_snapshot()?;
     if after != lab.laptop_before {
-        return fail(format!("laptop differs after crash and restart:\nbefore:\n{}\nafter:\n{after}", lab.laptop_before));
+        return fail(format!(
+            "laptop differs after crash and restart:\nbefore:\n{}\nafter:\n{after}",
+            lab.laptop_before
+        ));
     }
     Ok(())
 }
@@ -504,7 +523,8 @@ fn bad_profile_leaves_nothing(lab: &Lab) -> Res {
         (vec!["--relay", "relay:443"], "not IP:PORT"),
         (vec!["--cluster-domain", "bad..domain"], "empty label"),
     ] {
-        let mut cmd = vec![devnet.as_str(), "--state-dir", "/tmp/devnet-lab-e2e/laptop-state", "connect", "--profile", &profile];
+        let mut cmd =
+            vec![devnet.as_str(), "--state-dir", "/tmp/devnet-lab-e2e/laptop-state", "connect", "--profile", &profile];
         cmd.extend(extra.iter());
         let out = lab.exec("laptop", &cmd)?;
         if out.status.success() || !text(&out).contains(want) {
@@ -515,7 +535,10 @@ fn bad_profile_leaves_nothing(lab: &Lab) -> Res {
     let bad_token = lab.dir.join("bad-token");
     std::fs::write(&bad_token, "not-the-token").map_err(|e| Failed::from(e.to_string()))?;
     let bad = bad_token.display().to_string();
-    let out = lab.exec("laptop", &[&devnet, "--state-dir", &lab.state_dir(), "connect", "--profile", &profile, "--token-file", &bad])?;
+    let out = lab.exec(
+        "laptop",
+        &[&devnet, "--state-dir", &lab.state_dir(), "connect", "--profile", &profile, "--token-file", &bad],
+    )?;
     if out.status.success() || !text(&out).contains("token") {
         return fail(format!("wrong token: {}", text(&out)));
     }

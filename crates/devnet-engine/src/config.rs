@@ -28,7 +28,8 @@ pub struct ProfileFile {
 impl ProfileFile {
     /// Reads a profile file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { path: path.to_owned(), error: e.to_string() })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.to_owned(), error: e.to_string() })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), error: e.to_string() })
     }
 
@@ -87,11 +88,15 @@ pub enum ConfigError {
     BadCidr(String),
     #[error("CIDR {0} has host bits set: did you mean {1}?")]
     HostBits(String, IpNet),
-    #[error("CIDR {0} is too broad: routing it would capture the whole internet (or most of it); list the cluster's pod and service CIDRs")]
+    #[error(
+        "CIDR {0} is too broad: routing it would capture the whole internet (or most of it); list the cluster's pod and service CIDRs"
+    )]
     TooBroad(IpNet),
     #[error("CIDR {0} covers {1} ({2}), which must never go through the tunnel")]
     Reserved(IpNet, IpAddr, &'static str),
-    #[error("CIDR {0} contains the relay address {1}: the tunnel would route to itself; reach the relay through a node port outside the CIDRs")]
+    #[error(
+        "CIDR {0} contains the relay address {1}: the tunnel would route to itself; reach the relay through a node port outside the CIDRs"
+    )]
     CoversRelay(IpNet, IpAddr),
     #[error("CIDRs {0} and {1} overlap: list each range once")]
     Overlap(IpNet, IpNet),
@@ -145,7 +150,10 @@ impl ProfileFile {
         };
         let cluster_domain = validate_domain(self.cluster_domain.as_deref().unwrap_or("cluster.local"))?;
         let tun_name = self.tun_name.unwrap_or_else(|| DEFAULT_TUN_NAME.to_owned());
-        if tun_name.is_empty() || tun_name.len() > 15 || !tun_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if tun_name.is_empty()
+            || tun_name.len() > 15
+            || !tun_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(ConfigError::BadTunName(tun_name));
         }
         let mtu = self.mtu.unwrap_or(DEFAULT_MTU);
@@ -256,7 +264,8 @@ mod tests {
     #[test]
     fn bad_values_name_the_problem_and_the_fix() {
         let dir = tempdir("bad");
-        let cases: Vec<(Box<dyn Fn(&mut ProfileFile)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut ProfileFile)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|p| p.relay = None), "no relay given"),
             (Box::new(|p| p.relay = Some("relay.example".into())), "not IP:PORT"),
             (Box::new(|p| p.cidrs = vec!["0.0.0.0/0".into()]), "too broad"),

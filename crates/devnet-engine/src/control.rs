@@ -64,10 +64,17 @@ pub async fn bind(path: &Path) -> Result<UnixListener> {
 }
 
 /// Serves requests until the listener fails.
-pub async fn serve(listener: UnixListener, path: PathBuf, status: watch::Receiver<Status>, commands: mpsc::Sender<Command>) {
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    status: watch::Receiver<Status>,
+    commands: mpsc::Sender<Command>,
+) {
     let owner = std::fs::metadata(&path).map(|m| m.uid()).unwrap_or(0);
     loop {
-        let Ok((stream, _)) = listener.accept().await else { return };
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
         let uid = stream.peer_cred().map(|c| c.uid()).ok();
         if uid != Some(0) && uid != Some(owner) {
             warn!(?uid, "control socket: caller is neither root nor the engine's user; refused");

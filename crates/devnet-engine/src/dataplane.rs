@@ -53,7 +53,8 @@ pub(crate) async fn run(
     status: watch::Sender<Status>,
     mut commands: mpsc::Receiver<Command>,
 ) -> Result<()> {
-    let config = TunnelConfig { mtu: usize::from(profile.mtu), cidrs: profile.cidrs.clone(), ..TunnelConfig::default() };
+    let config =
+        TunnelConfig { mtu: usize::from(profile.mtu), cidrs: profile.cidrs.clone(), ..TunnelConfig::default() };
     let mut tunnel = Tunnel::new(config, BufferPool::default(), Instant::now().into_std());
     let connector = TlsConnector::from(tls);
     let proto = devnet_proto::Config {
@@ -246,9 +247,9 @@ fn dial(addr: std::net::SocketAddr, connector: TlsConnector) -> oneshot::Receive
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let result = async {
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {CONNECT_TIMEOUT:?}")))??;
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {CONNECT_TIMEOUT:?}"))
+            })??;
             tcp.set_nodelay(true)?;
             tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(devnet_relay::tls::relay_server_name(), tcp))
                 .await
@@ -285,5 +286,7 @@ async fn recv_opt(rx: Option<&mut oneshot::Receiver<io::Result<Tls>>>) -> io::Re
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
 }

@@ -32,7 +32,8 @@ impl Journal {
     /// Opens the journal in `state_dir`, loading what a previous run left.
     pub fn open(state_dir: &Path) -> anyhow::Result<Self> {
         use anyhow::Context;
-        std::fs::create_dir_all(state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating state directory {}", state_dir.display()))?;
         let path = state_dir.join(Self::FILE);
         let entries = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)

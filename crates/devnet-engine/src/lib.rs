@@ -113,12 +113,10 @@ fn setup_os(profile: &Profile, journal: &mut Journal, runner: &dyn Runner) -> Re
     let route_cmds = platform::plan_add(&profile.cidrs, &profile.tun_name, &existing)?;
 
     journal.record(Entry::Tun { name: profile.tun_name.clone() })?;
-    let tun = tun_rs::DeviceBuilder::new()
-        .name(&profile.tun_name)
-        .mtu(profile.mtu)
-        .enable(true)
-        .build_async()
-        .with_context(|| format!("creating TUN device {} (are you root? is /dev/net/tun there?)", profile.tun_name))?;
+    let tun =
+        tun_rs::DeviceBuilder::new().name(&profile.tun_name).mtu(profile.mtu).enable(true).build_async().with_context(
+            || format!("creating TUN device {} (are you root? is /dev/net/tun there?)", profile.tun_name),
+        )?;
     platform::adopt_link(runner, &profile.tun_name)?;
     for net in &profile.cidrs {
         journal.record(Entry::Route { dst: *net, dev: profile.tun_name.clone() })?;

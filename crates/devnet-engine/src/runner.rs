@@ -24,7 +24,8 @@ impl Runner for SystemRunner {
     fn run(&self, argv: &[String]) -> Result<String, RunError> {
         let command = argv.join(" ");
         tracing::debug!(%command, "running");
-        let (program, args) = argv.split_first().ok_or_else(|| RunError { command: String::new(), stderr: "empty command".into() })?;
+        let (program, args) =
+            argv.split_first().ok_or_else(|| RunError { command: String::new(), stderr: "empty command".into() })?;
         let out = std::process::Command::new(program)
             .args(args)
             .output()
@@ -47,7 +48,10 @@ pub struct RecordingRunner {
 impl RecordingRunner {
     /// A runner that answers commands starting with `prefix` with `output`.
     pub fn with_outputs(outputs: &[(&str, &str)]) -> Self {
-        Self { commands: Mutex::default(), outputs: outputs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect() }
+        Self {
+            commands: Mutex::default(),
+            outputs: outputs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect(),
+        }
     }
 
     /// The commands run so far, each joined by spaces.
@@ -60,7 +64,12 @@ impl Runner for RecordingRunner {
     fn run(&self, argv: &[String]) -> Result<String, RunError> {
         let command = argv.join(" ");
         self.commands.lock().expect("lock").push(command.clone());
-        Ok(self.outputs.iter().find(|(p, _)| command.starts_with(p.as_str())).map(|(_, o)| o.clone()).unwrap_or_default())
+        Ok(self
+            .outputs
+            .iter()
+            .find(|(p, _)| command.starts_with(p.as_str()))
+            .map(|(_, o)| o.clone())
+            .unwrap_or_default())
     }
 }
 

@@ -298,7 +298,9 @@ impl Tunnel {
     }
 
     fn send_udp(&mut self, key: FlowKey, payload: &[u8]) {
-        let Some(conn) = self.conn.as_mut().filter(|c| c.is_established()) else { return };
+        let Some(conn) = self.conn.as_mut().filter(|c| c.is_established()) else {
+            return;
+        };
         let assoc = match self.udp.get(&key) {
             Some(a) => *a,
             None => {
@@ -314,7 +316,10 @@ impl Tunnel {
 
     /// When [`poll`](Self::poll) must next run, at the latest.
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        let stack = self.iface.poll_delay(smol_now(self.epoch, now), &self.sockets).map(|d| now + Duration::from_micros(d.total_micros()));
+        let stack = self
+            .iface
+            .poll_delay(smol_now(self.epoch, now), &self.sockets)
+            .map(|d| now + Duration::from_micros(d.total_micros()));
         let conn = self.conn.as_ref().and_then(Connection::poll_timeout);
         match (stack, conn) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -379,8 +384,12 @@ impl Tunnel {
     }
 
     fn complete_open(&mut self, stream: StreamId) {
-        let Some(&key) = self.by_stream.get(&stream) else { return };
-        let Some(Flow::Opening { syn, .. }) = self.flows.remove(&key) else { return };
+        let Some(&key) = self.by_stream.get(&stream) else {
+            return;
+        };
+        let Some(Flow::Opening { syn, .. }) = self.flows.remove(&key) else {
+            return;
+        };
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; self.config.tcp_buffer]),
             tcp::SocketBuffer::new(vec![0; self.config.tcp_buffer]),
@@ -393,7 +402,10 @@ impl Tunnel {
             return;
         }
         let handle = self.sockets.add(socket);
-        self.flows.insert(key, Flow::Established { stream: Some(stream), socket: handle, fin_to_client: false, fin_to_relay: false });
+        self.flows.insert(
+            key,
+            Flow::Established { stream: Some(stream), socket: handle, fin_to_client: false, fin_to_relay: false },
+        );
         // Replay the held SYN: smoltcp answers it with the SYN-ACK now.
         self.device.rx.push_back(syn);
     }
@@ -444,7 +456,9 @@ impl Tunnel {
         let mut progressed = false;
         let mut finished = Vec::new();
         for (key, flow) in flows.iter_mut() {
-            let Flow::Established { stream, socket, fin_to_client, fin_to_relay } = flow else { continue };
+            let Flow::Established { stream, socket, fin_to_client, fin_to_relay } = flow else {
+                continue;
+            };
             let sock = sockets.get_mut::<tcp::Socket>(*socket);
             let (Some(id), Some(conn)) = (*stream, conn.as_mut()) else {
                 if !sock.is_open() {

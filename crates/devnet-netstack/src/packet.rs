@@ -14,9 +14,19 @@ use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 /// What the stack needs to know about an inbound packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Inbound {
-    Tcp { src: SocketAddr, dst: SocketAddr, syn: bool, ack: bool, seq: u32 },
+    Tcp {
+        src: SocketAddr,
+        dst: SocketAddr,
+        syn: bool,
+        ack: bool,
+        seq: u32,
+    },
     /// `payload` is the byte range of the UDP payload within the packet.
-    Udp { src: SocketAddr, dst: SocketAddr, payload: (usize, usize) },
+    Udp {
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: (usize, usize),
+    },
     Other,
 }
 
@@ -190,7 +200,9 @@ pub(crate) enum Unreachable {
 /// source from the address it was sent to, so `connect()` fails at once
 /// with "no route to host" instead of hanging.
 pub(crate) fn icmp_unreachable(out: &mut Vec<u8>, original: &[u8], why: Unreachable) {
-    let Some(&first) = original.first() else { return };
+    let Some(&first) = original.first() else {
+        return;
+    };
     match first >> 4 {
         4 if original.len() >= 20 => {
             let src = IpAddr::V4(Ipv4Addr::new(original[12], original[13], original[14], original[15]));
@@ -236,7 +248,7 @@ pub(crate) fn icmp_unreachable(out: &mut Vec<u8>, original: &[u8], why: Unreacha
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smoltcp::wire::{IpAddress, Icmpv4Packet, Icmpv6Packet};
+    use smoltcp::wire::{Icmpv4Packet, Icmpv6Packet, IpAddress};
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().expect("socket address")

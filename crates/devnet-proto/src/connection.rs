@@ -422,7 +422,12 @@ impl Connection {
                 self.last_peer_stream_id = id;
                 if self.streams.len() >= self.config.max_streams {
                     let message = format!("relay stream limit of {} reached", self.config.max_streams);
-                    self.queue(&Frame::OpenResult { id, status: OpenStatus::Unreachable, window: 0, message: &message });
+                    self.queue(&Frame::OpenResult {
+                        id,
+                        status: OpenStatus::Unreachable,
+                        window: 0,
+                        message: &message,
+                    });
                     return Ok(());
                 }
                 if self.peer_going_away {
@@ -435,7 +440,9 @@ impl Connection {
                 if self.role != Role::Client {
                     return Err(ConnectionError::Violation("only the relay answers Open".into()));
                 }
-                let Some(stream) = self.streams.get_mut(&id) else { return Ok(()) };
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    return Ok(());
+                };
                 if stream.open {
                     return Err(ConnectionError::Violation(format!("second OpenResult for stream {id}")));
                 }
@@ -449,7 +456,9 @@ impl Connection {
                 }
             }
             Frame::Data { id, payload } => {
-                let Some(stream) = self.streams.get_mut(&id) else { return Ok(()) };
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    return Ok(());
+                };
                 if stream.remote_fin {
                     return Err(ConnectionError::Violation(format!("data after FIN on stream {id}")));
                 }
@@ -467,7 +476,9 @@ impl Connection {
                 }
             }
             Frame::Window { id, increment } => {
-                let Some(stream) = self.streams.get_mut(&id) else { return Ok(()) };
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    return Ok(());
+                };
                 let was_blocked = stream.send_credit == 0;
                 stream.send_credit = stream.send_credit.saturating_add(u64::from(increment));
                 if was_blocked && increment > 0 {
@@ -475,7 +486,9 @@ impl Connection {
                 }
             }
             Frame::Fin { id } => {
-                let Some(stream) = self.streams.get_mut(&id) else { return Ok(()) };
+                let Some(stream) = self.streams.get_mut(&id) else {
+                    return Ok(());
+                };
                 stream.remote_fin = true;
                 self.events.push_back(Event::Finished { id });
                 self.reap(id);
@@ -529,7 +542,9 @@ impl Connection {
                 self.close_with(ConnectionError::Rejected { code, message: message.to_owned() }, None);
                 Ok(())
             }
-            (_, other) => Err(ConnectionError::Violation(format!("expected a handshake frame, got {}", frame_name(&other)))),
+            (_, other) => {
+                Err(ConnectionError::Violation(format!("expected a handshake frame, got {}", frame_name(&other))))
+            }
         }
     }
 
@@ -616,7 +631,9 @@ impl Connection {
     /// credit in batches of a quarter window, so credit frames stay rare.
     pub fn consume(&mut self, id: StreamId, n: usize) {
         let threshold = self.config.stream_window / 4;
-        let Some(stream) = self.streams.get_mut(&id) else { return };
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
         let n = n.min(stream.recv.len());
         stream.recv.drain(..n);
         stream.recv_ungranted += n as u32;
@@ -641,7 +658,9 @@ impl Connection {
 
     /// Half-closes `id`: no more bytes will be written.
     pub fn finish(&mut self, id: StreamId) {
-        let Some(stream) = self.streams.get_mut(&id) else { return };
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
         if stream.local_fin {
             return;
         }

@@ -72,7 +72,9 @@ impl RejectCode {
             2 => Self::VersionMismatch,
             3 => Self::ProtocolViolation,
             4 => Self::Unavailable,
-            other => return Err(DecodeError::BadEnum { field: "reject code", value: other }),
+            other => {
+                return Err(DecodeError::BadEnum { field: "reject code", value: other });
+            }
         })
     }
 }
@@ -109,7 +111,9 @@ impl OpenStatus {
             2 => Self::Unreachable,
             3 => Self::TimedOut,
             4 => Self::Denied,
-            other => return Err(DecodeError::BadEnum { field: "open status", value: other }),
+            other => {
+                return Err(DecodeError::BadEnum { field: "open status", value: other });
+            }
         })
     }
 }
@@ -255,7 +259,9 @@ impl Frame<'_> {
     /// Returns `Ok(None)` when more bytes are needed, or the frame and the
     /// number of bytes it used.
     pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, DecodeError> {
-        let Some(len_bytes) = buf.get(..4) else { return Ok(None) };
+        let Some(len_bytes) = buf.get(..4) else {
+            return Ok(None);
+        };
         let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
         if len == 0 {
             return Err(DecodeError::Empty);
@@ -263,15 +269,16 @@ impl Frame<'_> {
         if len > MAX_FRAME_LEN {
             return Err(DecodeError::TooLarge(len));
         }
-        let Some(frame) = buf.get(4..4 + len) else { return Ok(None) };
+        let Some(frame) = buf.get(4..4 + len) else {
+            return Ok(None);
+        };
         let mut r = Reader { buf: &frame[1..] };
         let frame = match frame[0] {
             ty::HELLO => Frame::Hello { token: r.str("token")?, client: r.str("client name")? },
             ty::WELCOME => Frame::Welcome { server: r.str("server name")?, heartbeat_ms: r.u32("heartbeat")? },
-            ty::REJECT => Frame::Reject {
-                code: RejectCode::from_u8(r.u8("reject code")?)?,
-                message: r.str("reject message")?,
-            },
+            ty::REJECT => {
+                Frame::Reject { code: RejectCode::from_u8(r.u8("reject code")?)?, message: r.str("reject message")? }
+            }
             ty::OPEN => Frame::Open { id: r.u32("stream id")?, addr: r.addr()?, window: r.u32("window")? },
             ty::OPEN_RESULT => Frame::OpenResult {
                 id: r.u32("stream id")?,
@@ -436,14 +443,8 @@ mod tests {
         assert_eq!(Frame::decode(&[0xff, 0xff, 0xff, 0xff, 1]), Err(DecodeError::TooLarge(0xffff_ffff)));
         assert_eq!(Frame::decode(&[0, 0, 0, 1, 0x7f]), Err(DecodeError::UnknownType(0x7f)));
         assert_eq!(Frame::decode(&[0, 0, 0, 2, ty::FIN, 0]), Err(DecodeError::Truncated("stream id")));
-        assert_eq!(
-            Frame::decode(&[0, 0, 0, 6, ty::FIN, 0, 0, 0, 1, 9]),
-            Err(DecodeError::TrailingBytes(1))
-        );
-        assert_eq!(
-            Frame::decode(&[0, 0, 0, 8, ty::DATAGRAM, 0, 0, 0, 1, 5, 0, 0]),
-            Err(DecodeError::BadFamily(5))
-        );
+        assert_eq!(Frame::decode(&[0, 0, 0, 6, ty::FIN, 0, 0, 0, 1, 9]), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(Frame::decode(&[0, 0, 0, 8, ty::DATAGRAM, 0, 0, 0, 1, 5, 0, 0]), Err(DecodeError::BadFamily(5)));
         let err = Frame::decode(&[0, 0, 0, 4, ty::HELLO, 0, 1, 0xff]).expect_err("bad utf8");
         assert_eq!(err, DecodeError::BadUtf8("token"));
     }

@@ -25,8 +25,8 @@
 //!
 //! The frame layout is documented in [`frame`].
 
-pub mod frame;
 mod connection;
+pub mod frame;
 
 pub use connection::{Config, Connection, ConnectionError, Event, Role, Stats, StreamError, StreamId};
 pub use frame::{DecodeError, Frame, OpenStatus, RejectCode};

@@ -121,7 +121,9 @@ async fn handle_client(
 /// Serves `/healthz`, `/readyz` and `/metrics` over plain HTTP/1.1.
 pub async fn serve_health(listener: TcpListener, metrics: Arc<Metrics>, shutdown: watch::Receiver<bool>) {
     loop {
-        let Ok((mut tcp, _)) = listener.accept().await else { continue };
+        let Ok((mut tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
         tokio::spawn(async move {
             let mut req = [0u8; 1024];

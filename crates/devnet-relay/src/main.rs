@@ -70,7 +70,9 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::GenCert { out } => tls::write_generated(&out).with_context(|| format!("writing certificates to {}", out.display())),
+        Command::GenCert { out } => {
+            tls::write_generated(&out).with_context(|| format!("writing certificates to {}", out.display()))
+        }
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -84,7 +86,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("reading the token file {}", args.token_file.display()))?
         .trim()
         .to_owned();
-    anyhow::ensure!(!token.is_empty(), "the token file {} is empty: put the client token in it", args.token_file.display());
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty: put the client token in it",
+        args.token_file.display()
+    );
     let mut own = devnet_relay::own_addresses()?;
     if !args.listen.ip().is_unspecified() {
         own.push(args.listen.ip());
@@ -104,7 +110,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         metrics: metrics.clone(),
     });
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let health = TcpListener::bind(args.health_listen).await.with_context(|| format!("binding {}", args.health_listen))?;
+    let health =
+        TcpListener::bind(args.health_listen).await.with_context(|| format!("binding {}", args.health_listen))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(devnet_relay::serve_health(health, metrics, shutdown_rx.clone()));
     tokio::spawn(async move {

@@ -118,11 +118,7 @@ impl Policy {
         if self.own.contains(&addr) {
             return Err(Denial::RelayItself);
         }
-        if self.allowed.iter().any(|net| net.contains(&addr)) {
-            Ok(addr)
-        } else {
-            Err(Denial::NotAllowed)
-        }
+        if self.allowed.iter().any(|net| net.contains(&addr)) { Ok(addr) } else { Err(Denial::NotAllowed) }
     }
 }
 

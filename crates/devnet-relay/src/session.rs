@@ -167,11 +167,7 @@ where
 /// Writes what is pending, or flushes when nothing is (TLS keeps records
 /// buffered until flushed). One future, so the write half is borrowed once.
 pub(crate) async fn write_or_flush<W: AsyncWrite + Unpin>(wr: &mut W, data: &[u8]) -> io::Result<usize> {
-    if data.is_empty() {
-        wr.flush().await.map(|()| 0)
-    } else {
-        wr.write(data).await
-    }
+    if data.is_empty() { wr.flush().await.map(|()| 0) } else { wr.write(data).await }
 }
 
 pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -305,7 +301,9 @@ impl Session {
 
     /// Hands bytes the client sent on `id`, not yet handed over, to the writer.
     fn forward_down(&mut self, id: StreamId) {
-        let Some(s) = self.streams.get_mut(&id) else { return };
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
         let (a, b) = self.conn.peek(id);
         let total = a.len() + b.len();
         if total <= s.forwarded {
@@ -324,8 +322,12 @@ impl Session {
 
     /// Pushes a pending chunk from a destination into the stream's window.
     fn retry_up(&mut self, id: StreamId) {
-        let Some(s) = self.streams.get_mut(&id) else { return };
-        let Some((data, done)) = &mut s.pending_up else { return };
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let Some((data, done)) = &mut s.pending_up else {
+            return;
+        };
         match self.conn.write(id, &data[*done..]) {
             Ok(n) => *done += n,
             Err(_) => return,
@@ -408,7 +410,9 @@ fn spawn_stream_tasks(id: StreamId, stream: TcpStream, up_tx: &mpsc::UnboundedSe
         let (gate, up_tx) = (gate.clone(), up_tx.clone());
         tokio::spawn(async move {
             loop {
-                let Ok(permit) = gate.acquire().await else { return };
+                let Ok(permit) = gate.acquire().await else {
+                    return;
+                };
                 permit.forget();
                 let mut data = vec![0u8; READ_CHUNK];
                 match r.read(&mut data).await {

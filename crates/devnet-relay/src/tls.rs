@@ -44,7 +44,8 @@ pub fn write_generated(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("ca.pem"), &certs.ca_pem)?;
     std::fs::write(dir.join("cert.pem"), &certs.cert_pem)?;
-    let mut key = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(dir.join("key.pem"))?;
+    let mut key =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(dir.join("key.pem"))?;
     std::io::Write::write_all(&mut key, certs.key_pem.as_bytes())?;
     Ok(())
 }

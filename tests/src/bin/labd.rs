@@ -294,7 +294,9 @@ async fn probe(p: Probe) -> Result<()> {
             let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
             println!("{}", serde_json::json!({"p50_us": q(0.5), "p99_us": q(0.99), "count": count}));
         }
-        Probe::Relay { relay, ca, token_file, dst, mode } => relay_probe(relay, &ca, &token_file, dst, mode.as_deref()).await?,
+        Probe::Relay { relay, ca, token_file, dst, mode } => {
+            relay_probe(relay, &ca, &token_file, dst, mode.as_deref()).await?
+        }
         Probe::Cps { to, seconds } => {
             let end = Instant::now() + Duration::from_secs(seconds);
             let mut n = 0u64;

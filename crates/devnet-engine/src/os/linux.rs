@@ -84,7 +84,9 @@ pub fn plan_add(cidrs: &[IpNet], dev: &str, existing: &[KernelRoute]) -> Result<
     for net in cidrs {
         match existing.iter().find(|r| r.net() == Some(*net)) {
             Some(r) if r.is_ours_on(dev) => {}
-            Some(r) => return Err(RouteConflict { dst: *net, existing: r.describe() }),
+            Some(r) => {
+                return Err(RouteConflict { dst: *net, existing: r.describe() });
+            }
             None => commands.push(argv(&["ip", "route", "add", &net.to_string(), "dev", dev, "proto", ROUTE_PROTO])),
         }
     }
@@ -171,14 +173,12 @@ mod tests {
 
     #[test]
     fn adds_only_missing_routes_with_our_protocol() {
-        let cmds = plan_add(&nets(&["10.96.0.0/16", "10.245.0.0/16", "fd00:96::/112"]), "devnet0", &existing()).expect("plan");
+        let cmds =
+            plan_add(&nets(&["10.96.0.0/16", "10.245.0.0/16", "fd00:96::/112"]), "devnet0", &existing()).expect("plan");
         let cmds: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
         assert_eq!(
             cmds,
-            [
-                "ip route add 10.245.0.0/16 dev devnet0 proto 222",
-                "ip route add fd00:96::/112 dev devnet0 proto 222",
-            ]
+            ["ip route add 10.245.0.0/16 dev devnet0 proto 222", "ip route add fd00:96::/112 dev devnet0 proto 222",]
         );
     }
 

@@ -17,7 +17,11 @@ struct Pair {
 impl Pair {
     fn new(client_token: &str) -> Self {
         let now = Instant::now();
-        Self { client: Connection::client(config(client_token), now), server: Connection::server(config(TOKEN), now), now }
+        Self {
+            client: Connection::client(config(client_token), now),
+            server: Connection::server(config(TOKEN), now),
+            now,
+        }
     }
 
     fn established() -> Self {

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every test devnet has, from a fresh Debian machine: installs what the tests
+# need, checks formatting and lints, builds, and runs the unit tests and the
+# end-to-end lab tests (network namespaces; needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) != 0 ]]; then
+  echo "run-all.sh needs root: the lab builds network namespaces and TUN devices (try: sudo $0)" >&2
+  exit 1
+fi
+
+# Lab tools: iproute2 (namespaces, veth), iptables (kube-proxy DNAT inside the
+# lab's namespaces only), dnsmasq (the cluster DNS), dig and curl (clients).
+need=()
+for tool in ip:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps; do
+  command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
+done
+if ((${#need[@]})); then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --bins --locked
+cargo test --workspace --locked
