@@ -248,11 +248,13 @@ fn main() {
         trial("no_path_08_unused_pod_ip_fails_bounded", unused_ip_fails),
         trial("no_path_09_relay_refuses_outside_and_blocked", relay_refusals),
         trial("no_path_10_bad_clients_get_clear_errors", bad_clients),
-        trial("no_path_11_relay_restart_recovers", relay_restart),
-        trial("no_path_12_status_reports_traffic", status_reports),
-        trial("no_path_13_disconnect_leaves_nothing", disconnect_leaves_nothing),
-        trial("no_path_14_sigkill_then_restart_leaves_nothing", sigkill_then_restart),
-        trial("no_path_15_bad_profile_leaves_nothing", bad_profile_leaves_nothing),
+        trial("no_path_11_relay_health_and_metrics", relay_health_and_metrics),
+        trial("no_path_12_relay_graceful_shutdown", relay_graceful_shutdown),
+        trial("no_path_13_relay_killed_and_restarted", relay_restart),
+        trial("no_path_14_status_reports_the_link", status_reports),
+        trial("no_path_15_disconnect_leaves_nothing", disconnect_leaves_nothing),
+        trial("no_path_16_sigkill_then_restart_leaves_nothing", sigkill_then_restart),
+        trial("no_path_17_bad_profile_leaves_nothing", bad_profile_leaves_nothing),
     ];
     // Runs last (trials keep their order with one thread): tear the lab down
     // and compare the host namespace with what it was before.
@@ -430,6 +432,44 @@ fn bad_clients(lab: &Lab) -> Res {
     http_to_pod_and_clusterip(lab)
 }
 
+fn relay_health_and_metrics(lab: &Lab) -> Res {
+    let health = lab.curl("http://10.60.20.11:31090/healthz")?;
+    let ready = lab.curl("http://10.60.20.11:31090/readyz")?;
+    if health.trim() != "ok" || ready.trim() != "ready" {
+        return fail(format!("healthz {health:?}, readyz {ready:?}"));
+    }
+    let metrics = lab.curl("http://10.60.20.11:31090/metrics")?;
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("devnet_relay_{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    if value("sessions_active") < 1 || value("streams_denied") < 14 || value("handshake_failures") < 3 {
+        return fail(format!("metrics do not reflect the earlier tests:\n{metrics}"));
+    }
+    Ok(())
+}
+
+fn relay_graceful_shutdown(lab: &Lab) -> Res {
+    let out = lab.sh(&["relay-stop", LAB, "TERM"])?;
+    if !out.status.success() {
+        return fail(text(&out));
+    }
+    let log = std::fs::read_to_string(lab.dir.join("relay.log")).unwrap_or_default();
+    if !log.contains("shutting down gracefully") || !log.contains("relay stopped") {
+        return fail(format!("the relay did not shut down gracefully:\n{log}"));
+    }
+    lab.wait_status("reconnecting", Duration::from_secs(6))?;
+    let out = lab.sh(&["relay-start", LAB])?;
+    if !out.status.success() {
+        return fail(text(&out));
+    }
+    lab.wait_status("connected", Duration::from_secs(10))?;
+    http_to_pod_and_clusterip(lab)
+}
+
 fn relay_restart(lab: &Lab) -> Res {
     let killed = Instant::now();
     let out = lab.sh(&["relay-stop", LAB, "KILL"])?;
@@ -465,7 +505,7 @@ fn status_reports(lab: &Lab) -> Res {
             return fail(format!("status lacks {key}: {s}"));
         }
     }
-    if s["reconnects"].as_u64() < Some(1) || s["routes"].as_array().map(Vec::len) != Some(4) {
+    if s["reconnects"].as_u64() < Some(2) || s["routes"].as_array().map(Vec::len) != Some(4) {
         return fail(format!("status: {s}"));
     }
     Ok(())

@@ -311,6 +311,17 @@ mod tests {
         assert_eq!((icmp.msg_type().into(), icmp.msg_code()), (1u8, 1u8));
     }
 
+    proptest::proptest! {
+        /// Whatever arrives from the TUN device, classification never panics
+        /// and never points a payload range outside the packet.
+        #[test]
+        fn classify_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128)) {
+            if let Ok(Inbound::Udp { payload, .. }) = classify(&bytes) {
+                proptest::prop_assert!(payload.0 <= payload.1 && payload.1 <= bytes.len());
+            }
+        }
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert_eq!(classify(&[]), Err(PacketError::Malformed));

@@ -293,3 +293,14 @@ fn reused_stream_ids_are_violations() {
     Frame::Open { id: 1, addr: "10.244.1.10:1".parse().expect("addr"), window: 1 }.encode(&mut bytes);
     assert!(matches!(pair.server.handle_input(&bytes, pair.now), Err(ConnectionError::Violation(_))));
 }
+
+proptest::proptest! {
+    /// After a good handshake, any bytes from the peer either parse or close
+    /// the connection with an error; nothing panics.
+    #[test]
+    fn established_connections_survive_any_input(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+        let mut pair = Pair::established();
+        let _ = pair.server.handle_input(&bytes, pair.now);
+        let _ = pair.client.handle_input(&bytes, pair.now);
+    }
+}
