@@ -47,6 +47,9 @@ enum Down {
 }
 
 struct StreamIo {
+    /// Shared with the socket tasks; the session writes to it directly when
+    /// the writer task has nothing queued, saving a task hop per chunk.
+    socket: Arc<TcpStream>,
     down: mpsc::UnboundedSender<Down>,
     gate: Arc<Semaphore>,
     /// A chunk the connection could not yet take in full, and how much it took.
@@ -299,11 +302,26 @@ impl Session {
         }
     }
 
-    /// Hands bytes the client sent on `id`, not yet handed over, to the writer.
+    /// Hands bytes the client sent on `id` to the destination: written
+    /// straight to the socket when nothing is queued for the writer task and
+    /// the socket takes them, otherwise queued for the writer (in order).
     fn forward_down(&mut self, id: StreamId) {
-        let Some(s) = self.streams.get_mut(&id) else {
-            return;
-        };
+        let Some(s) = self.streams.get_mut(&id) else { return };
+        if s.forwarded == 0 {
+            loop {
+                let (a, _) = self.conn.peek(id);
+                if a.is_empty() {
+                    break;
+                }
+                match s.socket.try_write(a) {
+                    Ok(n) if n > 0 => {
+                        Metrics::add(&self.shared.metrics.bytes_to_destinations, n as u64);
+                        self.conn.consume(id, n);
+                    }
+                    _ => break,
+                }
+            }
+        }
         let (a, b) = self.conn.peek(id);
         let total = a.len() + b.len();
         if total <= s.forwarded {
@@ -404,18 +422,25 @@ fn classify_dial_error(target: SocketAddr, e: &io::Error) -> (OpenStatus, String
 }
 
 fn spawn_stream_tasks(id: StreamId, stream: TcpStream, up_tx: &mpsc::UnboundedSender<Up>) -> StreamIo {
-    let (mut r, mut w) = stream.into_split();
+    let socket = Arc::new(stream);
     let gate = Arc::new(Semaphore::new(1));
     let reader = {
-        let (gate, up_tx) = (gate.clone(), up_tx.clone());
+        let (gate, up_tx, socket) = (gate.clone(), up_tx.clone(), socket.clone());
         tokio::spawn(async move {
             loop {
-                let Ok(permit) = gate.acquire().await else {
-                    return;
-                };
+                let Ok(permit) = gate.acquire().await else { return };
                 permit.forget();
                 let mut data = vec![0u8; READ_CHUNK];
-                match r.read(&mut data).await {
+                let read = loop {
+                    if let Err(e) = socket.readable().await {
+                        break Err(e);
+                    }
+                    match socket.try_read(&mut data) {
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                        other => break other,
+                    }
+                };
+                match read {
                     Ok(0) => {
                         let _ = up_tx.send(Up::Eof { id });
                         return;
@@ -437,26 +462,38 @@ fn spawn_stream_tasks(id: StreamId, stream: TcpStream, up_tx: &mpsc::UnboundedSe
     };
     let (down, mut down_rx) = mpsc::unbounded_channel::<Down>();
     let writer = {
-        let up_tx = up_tx.clone();
+        let (up_tx, socket) = (up_tx.clone(), socket.clone());
         tokio::spawn(async move {
             while let Some(msg) = down_rx.recv().await {
                 match msg {
                     Down::Data(data) => {
-                        if let Err(e) = w.write_all(&data).await {
+                        if let Err(e) = write_all_shared(&socket, &data).await {
                             let _ = up_tx.send(Up::WriteError { id, message: format!("destination write error: {e}") });
                             return;
                         }
                         let _ = up_tx.send(Up::Written { id, n: data.len() });
                     }
                     Down::Fin => {
-                        let _ = w.shutdown().await;
+                        let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Write);
                     }
                 }
             }
         })
         .abort_handle()
     };
-    StreamIo { down, gate, pending_up: None, eof_pending: false, forwarded: 0, reader, writer }
+    StreamIo { socket, down, gate, pending_up: None, eof_pending: false, forwarded: 0, reader, writer }
+}
+
+async fn write_all_shared(socket: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 async fn udp_reader(assoc: u32, socket: Arc<UdpSocket>, up_tx: mpsc::UnboundedSender<Up>) {

@@ -17,7 +17,8 @@ const SEED: u64 = 0x5eed;
 #[derive(Parser)]
 #[command(about = "devnet lab servers and probes")]
 enum Cli {
-    /// Serve HTTP on 8080, TCP+UDP echo on 7, a sink on 9000 and a source on 9001.
+    /// Serve HTTP on 8080, TCP+UDP echo on 7 (and TCP echo on 17, so a benchmark
+    /// can give each path its own port and TIME_WAIT table), a sink on 9000 and a source on 9001.
     Serve {
         #[arg(long)]
         name: String,
@@ -74,6 +75,7 @@ fn main() -> Result<()> {
 async fn serve(name: String) -> Result<()> {
     let http = TcpListener::bind("[::]:8080").await?;
     let echo = TcpListener::bind("[::]:7").await?;
+    let echo_alt = TcpListener::bind("[::]:17").await?;
     let udp = UdpSocket::bind("[::]:7").await?;
     let sink = TcpListener::bind("[::]:9000").await?;
     let source = TcpListener::bind("[::]:9001").await?;
@@ -96,11 +98,13 @@ async fn serve(name: String) -> Result<()> {
             Ok(())
         }
     }));
-    tokio::spawn(accept_loop(echo, |mut s| async move {
-        let (mut r, mut w) = s.split();
-        tokio::io::copy(&mut r, &mut w).await?;
-        Ok(())
-    }));
+    for listener in [echo, echo_alt] {
+        tokio::spawn(accept_loop(listener, |mut s| async move {
+            let (mut r, mut w) = s.split();
+            tokio::io::copy(&mut r, &mut w).await?;
+            Ok(())
+        }));
+    }
     tokio::spawn(accept_loop(sink, |mut s| async move {
         let mut hash = Sha256::new();
         let mut buf = vec![0u8; 256 * 1024];
