@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # devnet benchmarks, in the lab (not a test: numbers, not pass/fail).
 #
-# In one lab run, the same measurements over two paths to the same pod:
-#   routed: the office router routes the pod block to its node (seed 001's static route);
-#   tunnel: no route; devnet's TUN + smoltcp + relay carry it.
-# Printed as a table with tunnel/routed ratios, and saved as JSON in bench/results/.
+# In one lab run, the same measurements over several paths to the same pod:
+#   routed:    the office router routes the pod block to its node (seed 001's static route);
+#   devnet:    no route; devnet's TUN + smoltcp + relay carry it;
+#   wireguard: userspace WireGuard (boringtun), server in the relay pod;
+#   openvpn:   OpenVPN (UDP, static key), server in the relay pod;
+#   sshuttle:  sshuttle over ssh to an sshd in the relay pod.
+# Printed as a table with ratios against the routed path and devnet/peer ratios,
+# and saved as JSON in bench/results/.
 #
 #   sudo bench/run.sh [seconds-per-iperf-run]
 set -euo pipefail
@@ -12,18 +16,28 @@ cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "needs root (network namespaces): sudo $0" >&2; exit 1; }
 secs=${1:-5}
 need=()
-for tool in ip:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl iperf3:iperf3 jq:jq; do
+for tool in ip:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl iperf3:iperf3 jq:jq \
+  openvpn:openvpn sshuttle:sshuttle sshd:openssh-server ssh:openssh-client wg:wireguard-tools ping:iputils-ping column:bsdextrautils; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if ((${#need[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# Userspace WireGuard: boringtun, from crates.io.
+command -v boringtun-cli >/dev/null || cargo install boringtun-cli --locked
+export PATH=$PATH:$HOME/.cargo/bin
 cargo build --workspace --bins --release --locked
 export DEVNET_BIN=$PWD/target/release
 lab=bench
 dir=/tmp/devnet-lab-$lab
 L() { ip netns exec "$lab-$1" "${@:2}"; }
-trap 'L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null 2>&1 || true; sleep 1; bash tests/lab/lab.sh down $lab' EXIT
+cleanup() {
+  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null 2>&1 || true
+  sleep 1
+  if declare -F wireguard_down >/dev/null; then wireguard_down; openvpn_down; sshuttle_down; fi
+  bash tests/lab/lab.sh down $lab
+}
+trap cleanup EXIT
 
 bash tests/lab/lab.sh up "$lab" no-path
 L echo iperf3 -s -D -p 5201 >/dev/null
@@ -48,27 +62,38 @@ L office ip route add 10.244.3.0/24 via 10.60.20.13
 routed=$(measure routed 7)
 L office ip route del 10.244.3.0/24 via 10.60.20.13
 
-# Tunnel path.
+# devnet.
 L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --profile "$dir/profile.toml" >"$dir/engine.log" 2>&1 &
 for _ in $(seq 50); do
   L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
   sleep 0.2
 done
-tunnel=$(measure tunnel 17)
+devnet=$(measure devnet 17)
 rss_kb=$(ps -o rss= -C devnet | sort -n | tail -1)
+L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
+sleep 1
+
+# Peers.
+source bench/peers.sh
+wireguard_up; wireguard=$(measure wireguard 27); wireguard_down
+openvpn_up; openvpn=$(measure openvpn 37); openvpn_down
+sshuttle_up; sshuttle=$(measure sshuttle 47); sshuttle_down
 
 mkdir -p bench/results
 out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).json
-jq -n --argjson routed "$routed" --argjson tunnel "$tunnel" --arg rss "$rss_kb" --arg cores "$(nproc)" \
-  '{routed: $routed, tunnel: $tunnel, engine_rss_kb: ($rss|tonumber), cores: ($cores|tonumber)}' >"$out"
+jq -n --argjson routed "$routed" --argjson devnet "$devnet" --argjson wireguard "$wireguard" \
+  --argjson openvpn "$openvpn" --argjson sshuttle "$sshuttle" --arg rss "$rss_kb" --arg cores "$(nproc)" \
+  '{paths: [$routed, $devnet, $wireguard, $openvpn, $sshuttle], devnet_engine_rss_kb: ($rss|tonumber), cores: ($cores|tonumber)}' >"$out"
+
+# One row per path; ratios are devnet's metric over that path's (higher is
+# better for throughput and connections, lower is better for latency).
 jq -r '
-  def r(a; b): if b == 0 then "n/a" else ((a / b * 1000 | round) / 1000 | tostring) end;
-  ["metric", "routed", "tunnel", "tunnel/routed"],
-  ["1 stream Gbit/s", (.routed.single_stream_bps/1e9*100|round/100), (.tunnel.single_stream_bps/1e9*100|round/100), r(.tunnel.single_stream_bps; .routed.single_stream_bps)],
-  ["8 streams Gbit/s", (.routed.eight_streams_bps/1e9*100|round/100), (.tunnel.eight_streams_bps/1e9*100|round/100), r(.tunnel.eight_streams_bps; .routed.eight_streams_bps)],
-  ["RR p50 us", (.routed.rr_p50_us|round), (.tunnel.rr_p50_us|round), r(.tunnel.rr_p50_us; .routed.rr_p50_us)],
-  ["RR p99 us", (.routed.rr_p99_us|round), (.tunnel.rr_p99_us|round), r(.tunnel.rr_p99_us; .routed.rr_p99_us)],
-  ["new conns/s", (.routed.connections_per_second|round), (.tunnel.connections_per_second|round), r(.tunnel.connections_per_second; .routed.connections_per_second)],
-  ["engine RSS MiB", "-", (.engine_rss_kb/1024*10|round/10), "-"]
+  def g(x): (x * 100 | round) / 100;
+  (.paths[] | select(.path == "devnet")) as $d
+  | ["path", "1 stream Gbit/s", "8 streams Gbit/s", "RR p50 us", "RR p99 us", "conns/s", "devnet/path: 1 stream", "8 streams", "p50", "conns/s"],
+    (.paths[] | [.path, g(.single_stream_bps/1e9), g(.eight_streams_bps/1e9), (.rr_p50_us|round), (.rr_p99_us|round),
+      (.connections_per_second|round), g($d.single_stream_bps/.single_stream_bps), g($d.eight_streams_bps/.eight_streams_bps),
+      g($d.rr_p50_us/.rr_p50_us), g($d.connections_per_second/.connections_per_second)])
   | @tsv' "$out" | column -t -s $'\t'
+echo "devnet engine RSS: $((rss_kb / 1024)) MiB; $(nproc) cores shared by every process in the lab"
 echo "saved $out"

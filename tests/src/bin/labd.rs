@@ -13,12 +13,13 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 const SEED: u64 = 0x5eed;
+const ALT_ECHO_PORTS: [u16; 4] = [17, 27, 37, 47];
 
 #[derive(Parser)]
 #[command(about = "devnet lab servers and probes")]
 enum Cli {
-    /// Serve HTTP on 8080, TCP+UDP echo on 7 (and TCP echo on 17, so a benchmark
-    /// can give each path its own port and TIME_WAIT table), a sink on 9000 and a source on 9001.
+    /// Serve HTTP on 8080, TCP+UDP echo on 7 (and TCP echo on ALT_ECHO_PORTS, so a
+    /// benchmark can give each path its own port and TIME_WAIT table), a sink on 9000 and a source on 9001.
     Serve {
         #[arg(long)]
         name: String,
@@ -75,7 +76,10 @@ fn main() -> Result<()> {
 async fn serve(name: String) -> Result<()> {
     let http = TcpListener::bind("[::]:8080").await?;
     let echo = TcpListener::bind("[::]:7").await?;
-    let echo_alt = TcpListener::bind("[::]:17").await?;
+    let mut echo_listeners = vec![echo];
+    for port in ALT_ECHO_PORTS {
+        echo_listeners.push(TcpListener::bind(("::", port)).await?);
+    }
     let udp = UdpSocket::bind("[::]:7").await?;
     let sink = TcpListener::bind("[::]:9000").await?;
     let source = TcpListener::bind("[::]:9001").await?;
@@ -98,7 +102,7 @@ async fn serve(name: String) -> Result<()> {
             Ok(())
         }
     }));
-    for listener in [echo, echo_alt] {
+    for listener in echo_listeners {
         tokio::spawn(accept_loop(listener, |mut s| async move {
             let (mut r, mut w) = s.split();
             tokio::io::copy(&mut r, &mut w).await?;
