@@ -116,6 +116,7 @@ async fn run(cli: Cli) -> Result<()> {
             other => anyhow::bail!("unexpected answer from the engine: {other:?}"),
         },
         Command::Cleanup => {
+            anyhow::ensure!(is_root(), "devnet cleanup needs root: it removes routes and devices (run it with sudo)");
             let undone = devnet_engine::recover(&cli.state_dir, &SystemRunner)?;
             if undone.is_empty() {
                 println!("nothing to undo");
@@ -126,6 +127,12 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Whether this process runs as root: `/proc/self` belongs to the effective uid.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
@@ -145,6 +152,10 @@ async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
         state_dir: Some(state_dir),
     };
     let profile = from_file.overlay(from_flags).validate()?;
+    anyhow::ensure!(
+        is_root(),
+        "devnet connect needs root: it creates a TUN device and routes (run it with sudo; `devnet status` then needs sudo too)"
+    );
     let engine = devnet_engine::start(profile, Arc::new(SystemRunner)).await.context("cannot connect")?;
     let mut status = engine.status();
     let mut printed = None;

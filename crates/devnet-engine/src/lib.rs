@@ -117,7 +117,7 @@ fn setup_os(profile: &Profile, journal: &mut Journal, runner: &dyn Runner) -> Re
         tun_rs::DeviceBuilder::new().name(&profile.tun_name).mtu(profile.mtu).enable(true).build_async().with_context(
             || format!("creating TUN device {} (are you root? is /dev/net/tun there?)", profile.tun_name),
         )?;
-    platform::adopt_link(runner, &profile.tun_name)?;
+    platform::adopt_link(runner, &profile.tun_name, profile.cidrs.iter().any(|n| matches!(n, ipnet::IpNet::V6(_))))?;
     for net in &profile.cidrs {
         journal.record(Entry::Route { dst: *net, dev: profile.tun_name.clone() })?;
     }

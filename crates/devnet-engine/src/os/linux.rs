@@ -103,11 +103,20 @@ pub fn plan_remove(cidrs: &[IpNet], dev: &str, existing: &[KernelRoute]) -> Vec<
         .collect()
 }
 
-/// Marks a TUN device as ours and brings it up with IPv6 router
-/// solicitations off (nothing answers them on a tunnel).
-pub fn adopt_link(runner: &dyn Runner, dev: &str) -> Result<(), RunError> {
+/// An IPv6 source address for the TUN device (a ULA /128), used when IPv6
+/// CIDRs are routed: a laptop on an IPv4-only network has no IPv6 address of
+/// its own, and without one the kernel cannot open IPv6 connections at all.
+pub const TUN_IPV6_SOURCE: &str = "fd64:de7e:de7e::1/128";
+
+/// Marks a TUN device as ours, brings it up with IPv6 router solicitations
+/// off (nothing answers them on a tunnel), and gives it an IPv6 source
+/// address when IPv6 destinations are routed through it.
+pub fn adopt_link(runner: &dyn Runner, dev: &str, routes_ipv6: bool) -> Result<(), RunError> {
     runner.run(&argv(&["ip", "link", "set", "dev", dev, "alias", LINK_ALIAS, "up"]))?;
     let _ = runner.run(&argv(&["sysctl", "-q", "-w", &format!("net.ipv6.conf.{dev}.router_solicitations=0")]));
+    if routes_ipv6 {
+        runner.run(&argv(&["ip", "-6", "addr", "replace", TUN_IPV6_SOURCE, "dev", dev, "nodad"]))?;
+    }
     Ok(())
 }
 
@@ -188,6 +197,22 @@ mod tests {
         assert!(err.to_string().contains("172.17.0.0/16 dev docker0 proto kernel"), "{err}");
         // Same device, other protocol: also not ours.
         assert!(plan_add(&nets(&["10.244.0.0/16"]), "devnet0", &existing()).is_err());
+    }
+
+    #[test]
+    fn adopting_the_device_runs_exactly_these_commands() {
+        let runner = RecordingRunner::default();
+        adopt_link(&runner, "devnet0", true).expect("adopt");
+        assert_eq!(
+            runner.take(),
+            [
+                "ip link set dev devnet0 alias devnet-managed up",
+                "sysctl -q -w net.ipv6.conf.devnet0.router_solicitations=0",
+                "ip -6 addr replace fd64:de7e:de7e::1/128 dev devnet0 nodad",
+            ]
+        );
+        adopt_link(&runner, "devnet0", false).expect("adopt");
+        assert_eq!(runner.take().len(), 2, "no IPv6 address without IPv6 routes");
     }
 
     #[test]
