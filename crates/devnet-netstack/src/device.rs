@@ -16,7 +16,9 @@ use smoltcp::time::Instant;
 pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl BufferPool {
-    const MAX_POOLED: usize = 512;
+    // Enough for a burst of full-size packets in flight; beyond that,
+    // buffers are freed rather than kept (each can be 64 KiB).
+    const MAX_POOLED: usize = 128;
 
     /// A cleared buffer with at least `capacity` bytes reserved.
     pub fn take(&self, capacity: usize) -> Vec<u8> {
