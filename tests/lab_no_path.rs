@@ -7,222 +7,27 @@
 //! skipped. The trials share one lab and run in order, because some of them
 //! (relay restart, disconnect, crash) change it for the ones after.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use devnet_lab::harness::{Lab, Res, host_snapshot, text};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 const LAB: &str = "e2e";
 
-struct Lab {
-    bin: PathBuf,
-    script: PathBuf,
-    dir: PathBuf,
-    engine: Mutex<Option<std::process::Child>>,
-    laptop_before: String,
+fn relay_probe(lab: &Lab, extra: &[&str]) -> Res<serde_json::Value> {
+    let ca = lab.dir.join("relay-tls/ca.pem").display().to_string();
+    let token = lab.dir.join("token").display().to_string();
+    let mut args = vec!["relay", "10.60.20.11:31443", "--ca", &ca, "--token-file", &token];
+    args.extend_from_slice(extra);
+    let out = lab.probe(&args)?;
+    serde_json::from_str(out.trim()).map_err(|e| format!("probe output {out:?}: {e}"))
 }
 
-type Res = Result<(), Failed>;
-
-fn fail<T>(msg: impl Into<String>) -> Result<T, Failed> {
-    Err(Failed::from(msg.into()))
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-impl Lab {
-    fn sh(&self, args: &[&str]) -> Result<Output, Failed> {
-        Command::new("bash")
-            .arg(&self.script)
-            .args(args)
-            .env("DEVNET_BIN", &self.bin)
-            .output()
-            .map_err(|e| Failed::from(format!("running lab.sh {args:?}: {e}")))
-    }
-
-    /// Runs a command in one of the lab's hosts.
-    fn exec(&self, host: &str, cmd: &[&str]) -> Result<Output, Failed> {
-        let mut args = vec!["exec", LAB, host];
-        args.extend_from_slice(cmd);
-        self.sh(&args)
-    }
-
-    /// Runs a command on the laptop and requires success.
-    fn laptop_ok(&self, cmd: &[&str]) -> Result<String, Failed> {
-        let out = self.exec("laptop", cmd)?;
-        if !out.status.success() {
-            return fail(format!("{cmd:?} failed on the laptop: {}", text(&out)));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn tool(&self, name: &str) -> String {
-        self.bin.join(name).display().to_string()
-    }
-
-    fn state_dir(&self) -> String {
-        self.dir.join("laptop-state").display().to_string()
-    }
-
-    fn connect(&self) -> Res {
-        let profile = self.dir.join("profile.toml");
-        let log = std::fs::File::create(self.dir.join("engine.log")).map_err(|e| Failed::from(e.to_string()))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &format!("{LAB}-laptop")])
-            .arg(self.bin.join("devnet"))
-            .args(["--state-dir", &self.state_dir(), "connect", "--profile"])
-            .arg(&profile)
-            .stdout(log.try_clone().map_err(|e| Failed::from(e.to_string()))?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| Failed::from(format!("starting devnet connect: {e}")))?;
-        *self.engine.lock().expect("lock") = Some(child);
-        self.wait_status("connected", Duration::from_secs(10))
-    }
-
-    fn status(&self) -> Result<serde_json::Value, Failed> {
-        let out = self.exec("laptop", &[&self.tool("devnet"), "--state-dir", &self.state_dir(), "status", "--json"])?;
-        if !out.status.success() {
-            return fail(format!("devnet status failed: {}", text(&out)));
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| Failed::from(format!("status is not JSON: {e}")))
-    }
-
-    fn wait_status(&self, state: &str, within: Duration) -> Res {
-        let start = Instant::now();
-        let mut last = String::new();
-        while start.elapsed() < within {
-            match self.status() {
-                Ok(s) if s["state"] == state => return Ok(()),
-                Ok(s) => last = s.to_string(),
-                Err(e) => last = format!("{e:?}"),
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        fail(format!("engine not {state} within {within:?}; last status: {last}; engine log:\n{}", self.engine_log()))
-    }
-
-    fn engine_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("engine.log")).unwrap_or_default()
-    }
-
-    fn wait_engine_exit(&self, within: Duration) -> Res {
-        let start = Instant::now();
-        let mut guard = self.engine.lock().expect("lock");
-        let Some(child) = guard.as_mut() else {
-            return Ok(());
-        };
-        while start.elapsed() < within {
-            if let Ok(Some(status)) = child.try_wait() {
-                *guard = None;
-                if !status.success() && status.code().is_some() {
-                    return fail(format!("engine exited with {status}; log:\n{}", self.engine_log()));
-                }
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        fail("engine did not exit")
-    }
-
-    /// Everything about the laptop's network that devnet may touch.
-    fn laptop_snapshot(&self) -> Result<String, Failed> {
-        let mut s = String::new();
-        for cmd in [
-            &["ip", "-o", "link", "show"][..],
-            &["ip", "-o", "addr", "show"],
-            &["ip", "route", "show", "table", "all"],
-            &["ip", "-6", "route", "show", "table", "all"],
-        ] {
-            s += &self.laptop_ok(cmd)?;
-        }
-        for f in ["journal.json", "engine.sock"] {
-            if Path::new(&self.state_dir()).join(f).exists() {
-                s += &format!("state file left: {f}\n");
-            }
-        }
-        Ok(s)
-    }
-
-    fn curl(&self, url: &str) -> Result<String, Failed> {
-        self.laptop_ok(&["curl", "-sS", "-m", "5", "-g", url])
-    }
-
-    fn probe(&self, args: &[&str]) -> Result<String, Failed> {
-        let mut cmd = vec![self.tool("devnet-labd"), "probe".into()];
-        cmd.extend(args.iter().map(|s| (*s).to_owned()));
-        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        self.laptop_ok(&cmd)
-    }
-
-    fn relay_probe(&self, extra: &[&str]) -> Result<serde_json::Value, Failed> {
-        let ca = self.dir.join("relay-tls/ca.pem").display().to_string();
-        let token = self.dir.join("token").display().to_string();
-        let mut args = vec!["relay", "10.60.20.11:31443", "--ca", &ca, "--token-file", &token];
-        args.extend_from_slice(extra);
-        let out = self.probe(&args)?;
-        serde_json::from_str(out.trim()).map_err(|e| Failed::from(format!("probe output {out:?}: {e}")))
-    }
-}
-
-/// What the host's own namespace looks like; it must not change.
-fn host_snapshot() -> String {
-    let mut s = String::new();
-    for cmd in [
-        &["ip", "-o", "link", "show"][..],
-        &["ip", "route", "show", "table", "all"],
-        &["ip", "-6", "route", "show", "table", "all"],
-    ] {
-        if let Ok(o) = Command::new(cmd[0]).args(&cmd[1..]).output() {
-            // Veth ends briefly appear in the host namespace while the lab
-            // builds; only compare what is there when the lab is idle.
-            s += &String::from_utf8_lossy(&o.stdout);
-        }
-    }
-    s += &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    if let Ok(o) = Command::new("iptables-save").output() {
-        // Rules only: the set of (empty) tables listed can change when the lab
-        // loads a netfilter module, which is not a change to the firewall.
-        s += &String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("-A")).collect::<Vec<_>>().join("\n");
-    }
-    s
-}
-
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/lab_no_path-<hash> → target/<profile>
-    exe.parent().and_then(Path::parent).expect("target dir").to_owned()
-}
-
-fn setup() -> Result<Lab, String> {
-    let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Err("the lab needs root (network namespaces, TUN devices): run the tests as root".into());
-    }
-    let bin = bin_dir();
-    for b in ["devnet", "devnet-relay", "devnet-labd"] {
-        if !bin.join(b).exists() {
-            return Err(format!("{} is missing: run `cargo build --workspace --bins` first", bin.join(b).display()));
-        }
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lab/lab.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .args(["up", LAB])
-        .env("DEVNET_BIN", &bin)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!("building the lab failed: {}", text(&out)));
-    }
-    let dir = PathBuf::from(format!("/tmp/devnet-lab-{LAB}"));
-    let mut lab = Lab { bin, script, dir, engine: Mutex::new(None), laptop_before: String::new() };
-    lab.laptop_before = lab.laptop_snapshot().map_err(|e| format!("{e:?}"))?;
-    lab.connect().map_err(|e| format!("devnet connect: {e:?}"))?;
+fn setup() -> Res<Lab> {
+    let lab = Lab::up(LAB)?;
+    lab.connect("connected")?;
     Ok(lab)
 }
 
@@ -233,8 +38,8 @@ fn main() {
     let trial = |name: &'static str, f: fn(&Lab) -> Res| {
         let lab = lab.clone();
         Trial::test(name, move || match &lab {
-            Ok(lab) => f(lab),
-            Err(e) => fail(format!("lab unavailable: {e}")),
+            Ok(lab) => f(lab).map_err(Failed::from),
+            Err(e) => Err(Failed::from(format!("lab unavailable: {e}"))),
         })
     };
     let mut trials = vec![
@@ -260,11 +65,11 @@ fn main() {
     // and compare the host namespace with what it was before.
     trials.push(Trial::test("no_path_99_host_namespace_unchanged", move || {
         if let Ok(lab) = &lab {
-            let _ = lab.sh(&["down", LAB]);
+            lab.down();
         }
         let after = host_snapshot();
         if after != host_before {
-            return fail(format!("host namespace changed:\nbefore:\n{host_before}\nafter:\n{after}"));
+            return Err(Failed::from(format!("host namespace changed:\nbefore:\n{host_before}\nafter:\n{after}")));
         }
         Ok(())
     }));
@@ -277,7 +82,7 @@ fn http_to_pod_and_clusterip(lab: &Lab) -> Res {
     for url in ["http://10.244.1.10:8080/", "http://10.96.0.20/"] {
         let body = lab.curl(url)?;
         if body.trim() != "hello from web" {
-            return fail(format!("{url} answered {body:?}"));
+            return Err(format!("{url} answered {body:?}"));
         }
     }
     Ok(())
@@ -287,7 +92,7 @@ fn ipv6_pod_and_clusterip(lab: &Lab) -> Res {
     for url in ["http://[fd00:244:0:1::10]:8080/", "http://[fd00:96::20]/"] {
         let body = lab.curl(url)?;
         if body.trim() != "hello from web" {
-            return fail(format!("{url} answered {body:?}"));
+            return Err(format!("{url} answered {body:?}"));
         }
     }
     Ok(())
@@ -313,7 +118,7 @@ fn dns_over_udp_and_tcp(lab: &Lab) -> Res {
             rtype,
         ])?;
         if out.trim() != want {
-            return fail(format!("dig {transport} @{server} {rtype} answered {out:?}, want {want}"));
+            return Err(format!("dig {transport} @{server} {rtype} answered {out:?}, want {want}"));
         }
     }
     Ok(())
@@ -336,14 +141,14 @@ fn bulk_each_way(lab: &Lab) -> Res {
 fn thousand_connections(lab: &Lab) -> Res {
     let out = lab.probe(&["many", "10.96.0.30:7", "1000"])?;
     if !out.contains("1000 of 1000") {
-        return fail(out);
+        return Err(out);
     }
     Ok(())
 }
 
-fn connect_probe(lab: &Lab, to: &str) -> Result<serde_json::Value, Failed> {
+fn connect_probe(lab: &Lab, to: &str) -> Res<serde_json::Value> {
     let out = lab.probe(&["connect", to, "--timeout-ms", "15000"])?;
-    serde_json::from_str(out.trim()).map_err(|e| Failed::from(format!("{out:?}: {e}")))
+    serde_json::from_str(out.trim()).map_err(|e| format!("{out:?}: {e}"))
 }
 
 fn closed_port_refused(lab: &Lab) -> Res {
@@ -356,10 +161,10 @@ fn closed_port_refused(lab: &Lab) -> Res {
             _ => r["result"] == "refused",
         };
         if !ok || r["ms"].as_u64().unwrap_or(u64::MAX) > 6000 {
-            return fail(format!("{to}: {r}"));
+            return Err(format!("{to}: {r}"));
         }
         if to != "10.96.0.20:81" && r["ms"].as_u64().unwrap_or(u64::MAX) > 1000 {
-            return fail(format!("{to} was not refused at once: {r}"));
+            return Err(format!("{to} was not refused at once: {r}"));
         }
     }
     Ok(())
@@ -369,7 +174,7 @@ fn unused_ip_fails(lab: &Lab) -> Res {
     for to in ["10.244.3.99:80", "[fd00:244:0:3::99]:80"] {
         let r = connect_probe(lab, to)?;
         if r["result"] != "unreachable" || r["ms"].as_u64().unwrap_or(u64::MAX) > 8000 {
-            return fail(format!("{to} should fail as unreachable within the relay's 5 s dial timeout: {r}"));
+            return Err(format!("{to} should fail as unreachable within the relay's 5 s dial timeout: {r}"));
         }
     }
     Ok(())
@@ -393,41 +198,41 @@ fn relay_refusals(lab: &Lab) -> Res {
         ("[::ffff:10.244.1.5]:9090", "relay's own address"),
     ];
     for (dst, why) in cases {
-        let r = lab.relay_probe(&["--dst", dst])?;
+        let r = relay_probe(lab, &["--dst", dst])?;
         if r["status"] != "Denied" || !r["message"].as_str().unwrap_or("").contains(why) {
-            return fail(format!("{dst}: expected Denied ({why}), got {r}"));
+            return Err(format!("{dst}: expected Denied ({why}), got {r}"));
         }
     }
     let log = std::fs::read_to_string(lab.dir.join("relay.log")).unwrap_or_default();
     if !log.contains("refused TCP destination") {
-        return fail("the relay did not log its refusals");
+        return Err("the relay did not log its refusals".into());
     }
     // And an allowed destination still connects.
-    let r = lab.relay_probe(&["--dst", "10.244.3.10:7"])?;
+    let r = relay_probe(lab, &["--dst", "10.244.3.10:7"])?;
     if r["status"] != "Connected" {
-        return fail(format!("allowed destination: {r}"));
+        return Err(format!("allowed destination: {r}"));
     }
     Ok(())
 }
 
 fn bad_clients(lab: &Lab) -> Res {
-    let r = lab.relay_probe(&["--mode", "wrong-token"])?;
+    let r = relay_probe(lab, &["--mode", "wrong-token"])?;
     if !r["error"].as_str().unwrap_or("").contains("wrong or missing token") {
-        return fail(format!("wrong token: {r}"));
+        return Err(format!("wrong token: {r}"));
     }
-    let r = lab.relay_probe(&["--mode", "wrong-version"])?;
+    let r = relay_probe(lab, &["--mode", "wrong-version"])?;
     if !r["error"].as_str().unwrap_or("").contains("protocol v2 but this relay speaks v1") {
-        return fail(format!("wrong version: {r}"));
+        return Err(format!("wrong version: {r}"));
     }
-    let r = lab.relay_probe(&["--mode", "garbage"])?;
+    let r = relay_probe(lab, &["--mode", "garbage"])?;
     if !r["answer"].as_str().unwrap_or("").contains("not speaking the devnet protocol") {
-        return fail(format!("garbage: {r}"));
+        return Err(format!("garbage: {r}"));
     }
     // The relay still serves: a good client connects, and the engine's
     // traffic still flows.
-    let r = lab.relay_probe(&[])?;
+    let r = relay_probe(lab, &[])?;
     if r["connected"] != true {
-        return fail(format!("good client after bad ones: {r}"));
+        return Err(format!("good client after bad ones: {r}"));
     }
     http_to_pod_and_clusterip(lab)
 }
@@ -436,7 +241,7 @@ fn relay_health_and_metrics(lab: &Lab) -> Res {
     let health = lab.curl("http://10.60.20.11:31090/healthz")?;
     let ready = lab.curl("http://10.60.20.11:31090/readyz")?;
     if health.trim() != "ok" || ready.trim() != "ready" {
-        return fail(format!("healthz {health:?}, readyz {ready:?}"));
+        return Err(format!("healthz {health:?}, readyz {ready:?}"));
     }
     let metrics = lab.curl("http://10.60.20.11:31090/metrics")?;
     let value = |name: &str| -> u64 {
@@ -447,45 +252,33 @@ fn relay_health_and_metrics(lab: &Lab) -> Res {
             .unwrap_or(0)
     };
     if value("sessions_active") < 1 || value("streams_denied") < 14 || value("handshake_failures") < 3 {
-        return fail(format!("metrics do not reflect the earlier tests:\n{metrics}"));
+        return Err(format!("metrics do not reflect the earlier tests:\n{metrics}"));
     }
     Ok(())
 }
 
 fn relay_graceful_shutdown(lab: &Lab) -> Res {
-    let out = lab.sh(&["relay-stop", LAB, "TERM"])?;
-    if !out.status.success() {
-        return fail(text(&out));
-    }
+    lab.sh_ok("relay-stop", &["TERM"])?;
     let log = std::fs::read_to_string(lab.dir.join("relay.log")).unwrap_or_default();
     if !log.contains("shutting down gracefully") || !log.contains("relay stopped") {
-        return fail(format!("the relay did not shut down gracefully:\n{log}"));
+        return Err(format!("the relay did not shut down gracefully:\n{log}"));
     }
     lab.wait_status("reconnecting", Duration::from_secs(6))?;
-    let out = lab.sh(&["relay-start", LAB])?;
-    if !out.status.success() {
-        return fail(text(&out));
-    }
+    lab.sh_ok("relay-start", &[])?;
     lab.wait_status("connected", Duration::from_secs(10))?;
     http_to_pod_and_clusterip(lab)
 }
 
 fn relay_restart(lab: &Lab) -> Res {
     let killed = Instant::now();
-    let out = lab.sh(&["relay-stop", LAB, "KILL"])?;
-    if !out.status.success() {
-        return fail(text(&out));
-    }
+    lab.sh_ok("relay-stop", &["KILL"])?;
     lab.wait_status("reconnecting", Duration::from_secs(6))?;
     let noticed = killed.elapsed();
     let s = lab.status()?;
     if s["last_error"].is_null() {
-        return fail(format!("status does not say why: {s}"));
+        return Err(format!("status does not say why: {s}"));
     }
-    let out = lab.sh(&["relay-start", LAB])?;
-    if !out.status.success() {
-        return fail(text(&out));
-    }
+    lab.sh_ok("relay-start", &[])?;
     lab.wait_status("connected", Duration::from_secs(10))?;
     http_to_pod_and_clusterip(lab)?;
     eprintln!("relay death noticed after {noticed:?}");
@@ -502,56 +295,42 @@ fn status_reports(lab: &Lab) -> Res {
     }
     for key in ["relay_rtt_ms", "relay_name"] {
         if s[key].is_null() {
-            return fail(format!("status lacks {key}: {s}"));
+            return Err(format!("status lacks {key}: {s}"));
         }
     }
     if s["reconnects"].as_u64() < Some(2) || s["routes"].as_array().map(Vec::len) != Some(4) {
-        return fail(format!("status: {s}"));
+        return Err(format!("status: {s}"));
     }
     Ok(())
 }
 
 fn disconnect_leaves_nothing(lab: &Lab) -> Res {
-    lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "disconnect"])?;
-    lab.wait_engine_exit(Duration::from_secs(5))?;
-    let after = lab.laptop_snapshot()?;
-    if after != lab.laptop_before {
-        return fail(format!("laptop differs after disconnect:\nbefore:\n{}\nafter:\n{after}", lab.laptop_before));
-    }
-    Ok(())
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnect")
 }
 
 fn sigkill_then_restart(lab: &Lab) -> Res {
-    lab.connect()?;
+    lab.connect("connected")?;
     lab.curl("http://10.96.0.20/")?;
-    if let Some(child) = lab.engine.lock().expect("lock").as_mut() {
-        let _ = child.kill(); // SIGKILL
-        let _ = child.wait();
-    }
-    *lab.engine.lock().expect("lock") = None;
+    lab.kill_engine();
     // The journal survived the crash and names what was made.
     let journal = std::fs::read_to_string(Path::new(&lab.state_dir()).join("journal.json"))
-        .map_err(|e| Failed::from(format!("no journal after the crash: {e}")))?;
+        .map_err(|e| format!("no journal after the crash: {e}"))?;
     if !journal.contains("devnet0") {
-        return fail(format!("journal: {journal}"));
+        return Err(format!("journal: {journal}"));
     }
     // The next start undoes it; `devnet cleanup` is that step alone.
     let out = lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "cleanup"])?;
-    let _ = out;
+    if !out.contains("the journal held 5 changes") {
+        return Err(format!("cleanup did not find the crashed engine's journal: {out}"));
+    }
+    lab.laptop_unchanged("after the crash and cleanup")?;
     // The control socket file of the dead engine may remain; a new engine
     // replaces it. Start and stop one to prove the machine is usable.
-    lab.connect()?;
+    lab.connect("connected")?;
     lab.curl("http://10.96.0.20/")?;
-    lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "disconnect"])?;
-    lab.wait_engine_exit(Duration::from_secs(5))?;
-    let after = lab.laptop_snapshot()?;
-    if after != lab.laptop_before {
-        return fail(format!(
-            "laptop differs after crash and restart:\nbefore:\n{}\nafter:\n{after}",
-            lab.laptop_before
-        ));
-    }
-    Ok(())
+    lab.disconnect()?;
+    lab.laptop_unchanged("after crash and restart")
 }
 
 fn bad_profile_leaves_nothing(lab: &Lab) -> Res {
@@ -568,23 +347,19 @@ fn bad_profile_leaves_nothing(lab: &Lab) -> Res {
         cmd.extend(extra.iter());
         let out = lab.exec("laptop", &cmd)?;
         if out.status.success() || !text(&out).contains(want) {
-            return fail(format!("{extra:?}: expected an error mentioning {want:?}, got: {}", text(&out)));
+            return Err(format!("{extra:?}: expected an error mentioning {want:?}, got: {}", text(&out)));
         }
     }
     // A wrong token is only found out at the relay: connect fails and undoes its changes.
     let bad_token = lab.dir.join("bad-token");
-    std::fs::write(&bad_token, "not-the-token").map_err(|e| Failed::from(e.to_string()))?;
+    std::fs::write(&bad_token, "not-the-token").map_err(|e| e.to_string())?;
     let bad = bad_token.display().to_string();
     let out = lab.exec(
         "laptop",
         &[&devnet, "--state-dir", &lab.state_dir(), "connect", "--profile", &profile, "--token-file", &bad],
     )?;
     if out.status.success() || !text(&out).contains("token") {
-        return fail(format!("wrong token: {}", text(&out)));
+        return Err(format!("wrong token: {}", text(&out)));
     }
-    let after = lab.laptop_snapshot()?;
-    if after != lab.laptop_before {
-        return fail(format!("laptop differs after failed connects:\n{after}"));
-    }
-    Ok(())
+    lab.laptop_unchanged("after failed connects")
 }

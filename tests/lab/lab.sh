@@ -9,6 +9,10 @@
 #   lab.sh relay-start <lab>    (re)start the relay pod's process
 #   lab.sh relay-stop <lab> [SIGNAL]
 #   lab.sh exec <lab> <host> <command…>
+#   lab.sh office-routes <lab> none|pods|all
+#                               seed 001's forwarding node: the office router
+#                               routes the pod (and service) CIDRs via node1,
+#                               which masquerades the office LAN
 #
 # Topology (the seeds' office + cluster):
 #
@@ -18,7 +22,8 @@
 #                                              node3 .13  pods 10.244.3.0/24  fd00:244:0:3::/64
 #   Services 10.96.0.0/16 and fd00:96::/112 are DNAT rules on every node (kube-proxy).
 #   The relay pod (10.244.1.5) is exposed as NodePort 10.60.20.11:31443.
-#   Scenario no-path: the office router has no route to pods or services.
+#   Scenario no-path: the office router has no route to pods or services
+#   (office-routes none); gateway: office-routes all; gateway-pods-only: office-routes pods.
 set -euo pipefail
 
 lab=${2:-}
@@ -174,6 +179,7 @@ token-file = "$dir/token"
 relay-ca = "$dir/relay-tls/ca.pem"
 cidrs = ["10.244.0.0/16", "10.96.0.0/16", "fd00:244::/48", "fd00:96::/112"]
 dns-server = "10.96.0.10"
+probe-targets = ["10.244.1.10:8080", "[fd00:244:0:1::10]:8080", "[fd00:96::a]:53"]
 cluster-domain = "cluster.local"
 state-dir = "$dir/laptop-state"
 PROFILE
@@ -216,6 +222,32 @@ wait_ready() {
   echo "lab services did not come up" >&2; exit 1
 }
 
+office_routes() {
+  local mode=${3:-}
+  local pods4=10.244.0.0/16 pods6=fd00:244::/48 svc4=10.96.0.0/16 svc6=fd00:96::/112
+  in_ns office ip route del "$pods4" 2>/dev/null || true
+  in_ns office ip route del "$svc4" 2>/dev/null || true
+  in_ns office ip -6 route del "$pods6" 2>/dev/null || true
+  in_ns office ip -6 route del "$svc6" 2>/dev/null || true
+  # node1 is the forwarding node: it masquerades the office LAN (seed 001).
+  if ! in_ns node1 iptables -t nat -C POSTROUTING -s 192.168.10.0/24 -j MASQUERADE 2>/dev/null; then
+    in_ns node1 iptables -t nat -A POSTROUTING -s 192.168.10.0/24 -j MASQUERADE
+    in_ns node1 ip6tables -t nat -A POSTROUTING -s fd00:10::/64 -j MASQUERADE
+  fi
+  case "$mode" in
+    none) ;;
+    pods)
+      in_ns office ip route add "$pods4" via 10.60.20.11
+      in_ns office ip -6 route add "$pods6" via fd00:60::11 ;;
+    all)
+      in_ns office ip route add "$pods4" via 10.60.20.11
+      in_ns office ip -6 route add "$pods6" via fd00:60::11
+      in_ns office ip route add "$svc4" via 10.60.20.11
+      in_ns office ip -6 route add "$svc6" via fd00:60::11 ;;
+    *) echo "office-routes takes none, pods or all" >&2; exit 2 ;;
+  esac
+}
+
 down_quiet() {
   local n
   for n in $(ip netns list | awk '{print $1}' | grep "^$lab-" || true); do
@@ -233,5 +265,6 @@ case "$1" in
   relay-start) relay_start ;;
   relay-stop) relay_stop "$@" ;;
   exec) shift 2; host=$1; shift; in_ns "$host" "$@" ;;
+  office-routes) office_routes "$@" ;;
   *) echo "unknown command $1" >&2; exit 2 ;;
 esac

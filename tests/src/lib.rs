@@ -9,6 +9,8 @@
 //! **What it does not do:** mock anything on the data path, or touch the
 //! host's own network namespace.
 
+pub mod harness;
+
 /// Deterministic test data: byte `i` of a stream is a function of `i` and
 /// the seed, so both ends can checksum a transfer without sharing a file.
 pub fn pattern(seed: u64, offset: u64, buf: &mut [u8]) {

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use devnet_engine::config::{DEFAULT_STATE_DIR, ProfileFile};
 use devnet_engine::control::{self, Request, Response};
 use devnet_engine::runner::SystemRunner;
+use devnet_engine::status::LinkState;
 use tracing::info;
 
 #[derive(Parser, Debug)]
@@ -61,6 +62,9 @@ struct ConnectArgs {
     /// The cluster DNS server (kube-dns ClusterIP).
     #[arg(long)]
     dns_server: Option<String>,
+    /// A live IP:PORT inside a CIDR (a pod or Service) used to prove a direct path; repeatable.
+    #[arg(long = "probe", value_delimiter = ',')]
+    probe_targets: Vec<String>,
     /// The cluster domain.
     #[arg(long)]
     cluster_domain: Option<String>,
@@ -117,12 +121,23 @@ async fn run(cli: Cli) -> Result<()> {
         },
         Command::Cleanup => {
             anyhow::ensure!(is_root(), "devnet cleanup needs root: it removes routes and devices (run it with sudo)");
-            let undone = devnet_engine::recover(&cli.state_dir, &SystemRunner)?;
-            if undone.is_empty() {
-                println!("nothing to undo");
+            if control::remove_stale(&cli.state_dir).await {
+                println!("removed the control socket of an engine that is gone");
             }
-            for cmd in undone {
+            let recovery = devnet_engine::recover(&cli.state_dir, &SystemRunner)?;
+            if recovery.journaled.is_empty() {
+                println!("nothing to undo: the journal is empty");
+                return Ok(());
+            }
+            println!("the journal held {} changes:", recovery.journaled.len());
+            for entry in &recovery.journaled {
+                println!("  {entry}");
+            }
+            for cmd in &recovery.undone {
                 println!("undid: {cmd}");
+            }
+            if recovery.undone.is_empty() {
+                println!("all were already gone (a TUN device and its routes vanish with the engine)");
             }
             Ok(())
         }
@@ -146,6 +161,7 @@ async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
         relay_ca: args.relay_ca,
         cidrs: args.cidrs,
         dns_server: args.dns_server,
+        probe_targets: args.probe_targets,
         cluster_domain: args.cluster_domain,
         tun_name: args.tun_name,
         mtu: args.mtu,
@@ -180,9 +196,15 @@ async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
                 }
                 let s = status.borrow().clone();
                 if printed != Some((s.state, s.last_error.clone())) {
-                    match &s.last_error {
-                        Some(e) => eprintln!("devnet: {:?} ({e})", s.state),
-                        None => eprintln!("devnet: {:?} to relay {}", s.state, s.relay),
+                    match (&s.last_error, s.state) {
+                        (Some(e), _) => eprintln!("devnet: {:?} ({e})", s.state),
+                        (None, LinkState::Direct) => {
+                            eprintln!("devnet: every CIDR is reachable directly; no tunnel needed")
+                        }
+                        (None, _) => eprintln!("devnet: {:?} to relay {}", s.state, s.relay),
+                    }
+                    for v in s.paths.iter().filter(|_| printed.is_none()) {
+                        eprintln!("devnet:   {} {:?}: {}", v.cidr, v.path, v.reason);
                     }
                     printed = Some((s.state, s.last_error));
                 }

@@ -19,6 +19,10 @@ pub struct ProfileFile {
     #[serde(default)]
     pub cidrs: Vec<String>,
     pub dns_server: Option<String>,
+    /// Live IP:PORTs inside the CIDRs used to prove a direct path (a pod, a
+    /// Service); the DNS server on port 53 is always one.
+    #[serde(default)]
+    pub probe_targets: Vec<String>,
     pub cluster_domain: Option<String>,
     pub tun_name: Option<String>,
     pub mtu: Option<u16>,
@@ -41,6 +45,7 @@ impl ProfileFile {
             relay_ca: over.relay_ca.or(self.relay_ca),
             cidrs: if over.cidrs.is_empty() { self.cidrs } else { over.cidrs },
             dns_server: over.dns_server.or(self.dns_server),
+            probe_targets: if over.probe_targets.is_empty() { self.probe_targets } else { over.probe_targets },
             cluster_domain: over.cluster_domain.or(self.cluster_domain),
             tun_name: over.tun_name.or(self.tun_name),
             mtu: over.mtu.or(self.mtu),
@@ -58,6 +63,7 @@ pub struct Profile {
     pub relay_ca: PathBuf,
     pub cidrs: Vec<IpNet>,
     pub dns_server: Option<IpAddr>,
+    pub probe_targets: Vec<SocketAddr>,
     pub cluster_domain: String,
     pub tun_name: String,
     pub mtu: u16,
@@ -100,6 +106,10 @@ pub enum ConfigError {
     CoversRelay(IpNet, IpAddr),
     #[error("CIDRs {0} and {1} overlap: list each range once")]
     Overlap(IpNet, IpNet),
+    #[error("probe target {0:?} is not IP:PORT (e.g. 10.244.1.10:8080 or [fd00::10]:80)")]
+    BadProbe(String),
+    #[error("probe target {0} is outside every CIDR: it cannot prove a path to any of them")]
+    ProbeNotRouted(SocketAddr),
     #[error("DNS server {0:?} is not an IP address")]
     BadDns(String),
     #[error("DNS server {0} is outside every CIDR, so the tunnel cannot reach it: add its range to cidrs")]
@@ -148,6 +158,14 @@ impl ProfileFile {
                 Some(ip)
             }
         };
+        let mut probe_targets = Vec::new();
+        for text in &self.probe_targets {
+            let target: SocketAddr = text.parse().map_err(|_| ConfigError::BadProbe(text.clone()))?;
+            if !cidrs.iter().any(|n| n.contains(&target.ip())) {
+                return Err(ConfigError::ProbeNotRouted(target));
+            }
+            probe_targets.push(target);
+        }
         let cluster_domain = validate_domain(self.cluster_domain.as_deref().unwrap_or("cluster.local"))?;
         let tun_name = self.tun_name.unwrap_or_else(|| DEFAULT_TUN_NAME.to_owned());
         if tun_name.is_empty()
@@ -166,11 +184,24 @@ impl ProfileFile {
             relay_ca,
             cidrs,
             dns_server,
+            probe_targets,
             cluster_domain,
             tun_name,
             mtu,
             state_dir: self.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         })
+    }
+}
+
+impl Profile {
+    /// The live target to probe for each CIDR: the DNS server (port 53) for
+    /// the CIDR that holds it, else the first probe target inside it.
+    pub fn probe_target_for(&self, cidr: &IpNet) -> Option<SocketAddr> {
+        self.dns_server
+            .map(|ip| SocketAddr::new(ip, 53))
+            .into_iter()
+            .chain(self.probe_targets.iter().copied())
+            .find(|t| cidr.contains(&t.ip()))
     }
 }
 
@@ -278,6 +309,8 @@ mod tests {
             (Box::new(|p| p.cidrs = vec!["10.96.0.0/12".into(), "10.96.0.0/16".into()]), "overlap"),
             (Box::new(|p| p.dns_server = Some("10.200.0.10".into())), "add its range"),
             (Box::new(|p| p.dns_server = Some("dns".into())), "not an IP"),
+            (Box::new(|p| p.probe_targets = vec!["10.244.1.10".into()]), "not IP:PORT"),
+            (Box::new(|p| p.probe_targets = vec!["10.1.1.1:80".into()]), "outside every CIDR"),
             (Box::new(|p| p.cluster_domain = Some("cluster..local".into())), "empty label"),
             (Box::new(|p| p.cluster_domain = Some("clus ter.local".into())), "letters, digits"),
             (Box::new(|p| p.tun_name = Some("a-very-long-interface-name".into())), "1-15 characters"),

@@ -63,6 +63,16 @@ pub async fn bind(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
+/// Removes the socket file a dead engine left behind; returns whether it did.
+/// A socket a live engine answers on is left alone.
+pub async fn remove_stale(state_dir: &Path) -> bool {
+    let path = socket_path(state_dir);
+    if !path.exists() || UnixStream::connect(&path).await.is_ok() {
+        return false;
+    }
+    std::fs::remove_file(&path).is_ok()
+}
+
 /// Serves requests until the listener fails.
 pub async fn serve(
     listener: UnixListener,

@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod control;
+pub mod detect;
 pub mod journal;
 pub mod os;
 pub mod runner;
@@ -58,21 +59,32 @@ impl EngineHandle {
     }
 }
 
+/// What [`recover`] found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Changes the journal listed (some may have vanished with the process).
+    pub journaled: Vec<String>,
+    /// Commands run to undo what was still there.
+    pub undone: Vec<String>,
+}
+
 /// Undoes whatever a previous run left in the journal at `state_dir`.
-pub fn recover(state_dir: &std::path::Path, runner: &dyn Runner) -> Result<Vec<String>> {
+pub fn recover(state_dir: &std::path::Path, runner: &dyn Runner) -> Result<Recovery> {
     let mut journal = Journal::open(state_dir)?;
     if journal.entries().is_empty() {
-        return Ok(Vec::new());
+        return Ok(Recovery::default());
     }
+    let journaled = journal.entries().iter().map(|e| format!("{e:?}")).collect();
     warn!(entries = journal.entries().len(), "undoing network changes left by a previous run");
-    platform::undo(&mut journal, runner)
+    let undone = platform::undo(&mut journal, runner)?;
+    Ok(Recovery { journaled, undone })
 }
 
 /// Sets up the OS state and starts the engine. On error nothing is left
 /// configured.
 pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHandle> {
-    let undone = recover(&profile.state_dir, runner.as_ref())?;
-    for cmd in &undone {
+    let recovery = recover(&profile.state_dir, runner.as_ref())?;
+    for cmd in &recovery.undone {
         info!(command = %cmd, "undid leftover");
     }
     let socket = control::socket_path(&profile.state_dir);
@@ -80,21 +92,51 @@ pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHa
     let tls = devnet_relay::tls::client_config(&profile.relay_ca)
         .with_context(|| format!("loading the relay CA from {}", profile.relay_ca.display()))?;
 
-    let mut journal = Journal::open(&profile.state_dir)?;
-    let tun = match setup_os(&profile, &mut journal, runner.as_ref()) {
-        Ok(tun) => tun,
+    // Decide each CIDR's path before any route of ours exists.
+    let paths = match detect::detect(&profile, runner.as_ref()).await {
+        Ok(p) => p,
         Err(e) => {
-            let _ = platform::undo(&mut journal, runner.as_ref());
             let _ = std::fs::remove_file(&socket);
-            return Err(e);
+            return Err(e.context("detecting paths"));
+        }
+    };
+    for v in &paths {
+        info!(cidr = %v.cidr, path = ?v.path, reason = %v.reason, "path chosen");
+    }
+    let mut tunnel_profile = profile.clone();
+    tunnel_profile.cidrs = paths.iter().filter(|v| v.path == devnet_path::Path::Tunnel).map(|v| v.cidr).collect();
+
+    let mut journal = Journal::open(&profile.state_dir)?;
+    let tun = if tunnel_profile.cidrs.is_empty() {
+        None
+    } else {
+        match setup_os(&tunnel_profile, &mut journal, runner.as_ref()) {
+            Ok(tun) => Some(tun),
+            Err(e) => {
+                let _ = platform::undo(&mut journal, runner.as_ref());
+                let _ = std::fs::remove_file(&socket);
+                return Err(e);
+            }
         }
     };
 
-    let (status_tx, status_rx) = watch::channel(initial_status(&profile));
-    let (cmd_tx, cmd_rx) = mpsc::channel(8);
+    let mut status = initial_status(&tunnel_profile);
+    status.paths = paths;
+    if tun.is_none() {
+        status.state = LinkState::Direct;
+    }
+    let (status_tx, status_rx) = watch::channel(status);
+    let (cmd_tx, mut cmd_rx) = mpsc::channel(8);
     let control_task = tokio::spawn(control::serve(listener, socket.clone(), status_rx.clone(), cmd_tx.clone()));
     let task = tokio::spawn(async move {
-        let result = dataplane::run(&profile, tun, tls, status_tx.clone(), cmd_rx).await;
+        let result = match tun {
+            Some(tun) => dataplane::run(&tunnel_profile, tun, tls, status_tx.clone(), cmd_rx).await,
+            None => {
+                // Every CIDR is routed by the network itself: nothing to carry.
+                let _ = cmd_rx.recv().await;
+                Ok(())
+            }
+        };
         control_task.abort();
         // The TUN device is gone with its file descriptor; its routes with it.
         // Undo the journal anyway: it checks what is left and removes only ours.
@@ -140,6 +182,7 @@ fn initial_status(profile: &Profile) -> Status {
         routes: profile.cidrs.clone(),
         dns_server: profile.dns_server,
         cluster_domain: profile.cluster_domain.clone(),
+        paths: Vec::new(),
         tcp_flows: 0,
         pending_opens: 0,
         udp_associations: 0,

@@ -16,6 +16,8 @@ pub enum LinkState {
     Connected,
     /// The link was lost; retrying.
     Reconnecting,
+    /// Every CIDR is reachable directly; no tunnel is needed.
+    Direct,
     /// Shut down.
     Stopped,
 }
@@ -32,7 +34,10 @@ pub struct Status {
     pub last_error: Option<String>,
     pub reconnects: u64,
     pub tun: String,
+    /// CIDRs routed through the tunnel.
     pub routes: Vec<IpNet>,
+    /// The path chosen for every CIDR, with the evidence.
+    pub paths: Vec<devnet_path::Verdict>,
     pub dns_server: Option<IpAddr>,
     pub cluster_domain: String,
     pub tcp_flows: usize,
@@ -59,8 +64,18 @@ impl Status {
         if let Some(e) = &self.last_error {
             s += &format!("\nlast error: {e}");
         }
-        let routes: Vec<String> = self.routes.iter().map(ToString::to_string).collect();
-        s += &format!("\ntunnel:   {} -> {}", self.tun, routes.join(", "));
+        for v in &self.paths {
+            s += &format!(
+                "\npath:     {:<18} {:<8} {}",
+                v.cidr.to_string(),
+                format!("{:?}", v.path).to_lowercase(),
+                v.reason
+            );
+        }
+        if !self.routes.is_empty() {
+            let routes: Vec<String> = self.routes.iter().map(ToString::to_string).collect();
+            s += &format!("\ntunnel:   {} -> {}", self.tun, routes.join(", "));
+        }
         if let Some(dns) = self.dns_server {
             s += &format!("\ndns:      {} for {}", dns, self.cluster_domain);
         }

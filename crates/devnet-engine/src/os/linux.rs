@@ -61,6 +61,31 @@ pub struct RouteConflict {
     pub existing: String,
 }
 
+#[derive(Debug, Deserialize)]
+struct RouteGet {
+    dev: Option<String>,
+    gateway: Option<std::net::IpAddr>,
+    prefsrc: Option<std::net::IpAddr>,
+}
+
+/// The route the kernel would use for `target` now (`ip route get`), or
+/// None when it has none ("Network is unreachable").
+pub fn route_get(runner: &dyn Runner, target: std::net::IpAddr) -> Result<Option<devnet_path::RouteUsed>, RunError> {
+    let out = match runner.run(&argv(&["ip", "-j", "route", "get", &target.to_string()])) {
+        Ok(out) => out,
+        Err(e) if e.stderr.contains("unreachable") => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let parsed: Vec<RouteGet> = serde_json::from_str(&out).map_err(|e| RunError {
+        command: format!("ip -j route get {target}"),
+        stderr: format!("unexpected output: {e}"),
+    })?;
+    Ok(parsed
+        .into_iter()
+        .next()
+        .and_then(|r| Some(devnet_path::RouteUsed { dev: r.dev?, gateway: r.gateway, src: r.prefsrc })))
+}
+
 /// Reads the main routing table, both families.
 pub fn routes(runner: &dyn Runner) -> Result<Vec<KernelRoute>, RunError> {
     let mut all = Vec::new();
@@ -213,6 +238,18 @@ mod tests {
         );
         adopt_link(&runner, "devnet0", false).expect("adopt");
         assert_eq!(runner.take().len(), 2, "no IPv6 address without IPv6 routes");
+    }
+
+    #[test]
+    fn route_get_reports_device_and_gateway() {
+        let runner = RecordingRunner::with_outputs(&[(
+            "ip -j route get 10.96.0.10",
+            r#"[{"dst":"10.96.0.10","gateway":"192.168.10.1","dev":"eth0","prefsrc":"192.168.10.2","flags":[],"uid":0,"cache":[]}]"#,
+        )]);
+        let r = route_get(&runner, "10.96.0.10".parse().expect("ip")).expect("ok").expect("route");
+        assert_eq!(r.dev, "eth0");
+        assert_eq!(r.gateway, Some("192.168.10.1".parse().expect("ip")));
+        assert_eq!(runner.take(), ["ip -j route get 10.96.0.10"]);
     }
 
     #[test]

@@ -1,0 +1,53 @@
+//! Path detection: for each CIDR, ask the OS which route it would use for a
+//! live target inside it and probe that target over TCP; `devnet_path`
+//! decides from the two. Runs before any route of ours exists, so our own
+//! routes never mask (or fake) a direct path.
+
+use std::time::{Duration, Instant};
+
+use devnet_path::{Observation, ProbeOutcome, Verdict};
+use tokio::net::TcpStream;
+
+use crate::config::Profile;
+use crate::os::platform;
+use crate::runner::Runner;
+
+/// How long a probe may take. Short: a direct path on a LAN answers in
+/// milliseconds, and every CIDR is probed at once.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// Decides the path of every CIDR in the profile.
+pub async fn detect(profile: &Profile, runner: &dyn Runner) -> anyhow::Result<Vec<Verdict>> {
+    let mut observations = Vec::new();
+    for cidr in &profile.cidrs {
+        let target = profile.probe_target_for(cidr);
+        let route = match target {
+            Some(t) => platform::route_get(runner, t.ip())?,
+            None => None,
+        };
+        observations.push(Observation { cidr: *cidr, target, route, probe: None });
+    }
+    // All probes at once: detection takes one probe timeout at most.
+    let probes: Vec<_> = observations
+        .iter()
+        .map(|o| match (o.target, &o.route) {
+            (Some(t), Some(_)) => Some(tokio::spawn(probe(t))),
+            _ => None,
+        })
+        .collect();
+    for (o, p) in observations.iter_mut().zip(probes) {
+        if let Some(p) = p {
+            o.probe = p.await.ok();
+        }
+    }
+    Ok(observations.into_iter().map(|o| devnet_path::decide(o, &profile.tun_name, true)).collect())
+}
+
+async fn probe(target: std::net::SocketAddr) -> ProbeOutcome {
+    let start = Instant::now();
+    let result = match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(target)).await {
+        Ok(r) => r.map(drop),
+        Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+    };
+    ProbeOutcome::from_connect(&result, start.elapsed(), PROBE_TIMEOUT)
+}

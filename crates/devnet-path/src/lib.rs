@@ -1,0 +1,196 @@
+//! # devnet-path: which way each cluster CIDR goes
+//!
+//! **Layer:** sans-IO decision logic. Given, per CIDR, what the OS said about
+//! routing to a live target inside it and what a real probe to that target
+//! returned, it decides the path: **direct** (the network already routes it:
+//! the office's BGP peering or static routes), **tunnel** (through the relay),
+//! or **unreachable** (neither works), and keeps the evidence so that `devnet
+//! status` and `devnet doctor` can say why.
+//!
+//! The rules, in order:
+//! 1. A route through our own TUN device is never evidence of a direct path.
+//! 2. A probe that connected, or was *refused* by the target (a RST proves the
+//!    packets got there and back), on a route not through our TUN: direct.
+//! 3. Otherwise, the tunnel when a relay is configured; else unreachable.
+//! 4. A CIDR with no live target to probe cannot be proven direct: tunnel.
+//!
+//! **What it does not do:** look up routes, send probes, or change anything;
+//! the engine does, and feeds the results in.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The route the OS would use for a probe target, as `ip route get` says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteUsed {
+    pub dev: String,
+    pub gateway: Option<IpAddr>,
+    pub src: Option<IpAddr>,
+}
+
+/// How a TCP probe to a live target ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum ProbeOutcome {
+    /// The target accepted the connection.
+    Connected { rtt_us: u64 },
+    /// The target answered with a reset: routed, but nothing listens there.
+    Refused { rtt_us: u64 },
+    /// No answer within the probe timeout.
+    TimedOut { after_ms: u64 },
+    /// The OS or a router said there is no way there.
+    Unreachable { error: String },
+}
+
+impl ProbeOutcome {
+    /// Whether the target answered at all (so packets were routed both ways).
+    pub fn answered(&self) -> bool {
+        matches!(self, Self::Connected { .. } | Self::Refused { .. })
+    }
+
+    /// Classifies a connect result.
+    pub fn from_connect(result: &std::io::Result<()>, elapsed: Duration, timeout: Duration) -> Self {
+        let rtt_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        match result {
+            Ok(()) => Self::Connected { rtt_us },
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Self::Refused { rtt_us },
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Self::TimedOut { after_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX) }
+            }
+            Err(e) => Self::Unreachable { error: e.to_string() },
+        }
+    }
+}
+
+/// What was found out about one CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    pub cidr: IpNet,
+    /// The live target probed, if the CIDR has one.
+    pub target: Option<SocketAddr>,
+    /// The route the OS chose for the target (None: no route at all).
+    pub route: Option<RouteUsed>,
+    pub probe: Option<ProbeOutcome>,
+}
+
+/// The path chosen for a CIDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Path {
+    Direct,
+    Tunnel,
+    Unreachable,
+}
+
+/// A decision and the evidence behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub cidr: IpNet,
+    pub path: Path,
+    /// One sentence: why.
+    pub reason: String,
+    pub evidence: Observation,
+}
+
+/// Decides the path for one CIDR. `tun` is our TUN device's name;
+/// `tunnel_available` says whether a relay is configured.
+pub fn decide(observation: Observation, tun: &str, tunnel_available: bool) -> Verdict {
+    let fallback = |why: String| if tunnel_available { (Path::Tunnel, why) } else { (Path::Unreachable, why) };
+    let (path, reason) = match (&observation.target, &observation.route, &observation.probe) {
+        (None, _, _) => fallback(format!("no live target in {} to prove a direct path", observation.cidr)),
+        (Some(t), None, _) => fallback(format!("the OS has no route to {}", t.ip())),
+        (Some(t), Some(r), _) if r.dev == tun => {
+            fallback(format!("the only route to {} is devnet's own device {}", t.ip(), r.dev))
+        }
+        (Some(t), Some(r), Some(p)) if p.answered() => (Path::Direct, direct_reason(t, r, p)),
+        (Some(t), Some(r), Some(p)) => fallback(format!(
+            "{} did not answer over {} ({})",
+            t,
+            describe_route(r),
+            match p {
+                ProbeOutcome::TimedOut { after_ms } => format!("timed out after {after_ms} ms"),
+                ProbeOutcome::Unreachable { error } => error.clone(),
+                _ => String::new(),
+            }
+        )),
+        (Some(t), Some(_), None) => fallback(format!("{t} was not probed")),
+    };
+    Verdict { cidr: observation.cidr, path, reason, evidence: observation }
+}
+
+fn describe_route(r: &RouteUsed) -> String {
+    match r.gateway {
+        Some(g) => format!("dev {} via {g}", r.dev),
+        None => format!("dev {}", r.dev),
+    }
+}
+
+fn direct_reason(t: &SocketAddr, r: &RouteUsed, p: &ProbeOutcome) -> String {
+    let rtt = match p {
+        ProbeOutcome::Connected { rtt_us } | ProbeOutcome::Refused { rtt_us } => *rtt_us,
+        _ => 0,
+    };
+    format!("{t} answered in {:.2} ms over {}", rtt as f64 / 1000.0, describe_route(r))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obs(target: Option<&str>, route: Option<(&str, Option<&str>)>, probe: Option<ProbeOutcome>) -> Observation {
+        Observation {
+            cidr: "10.96.0.0/16".parse().expect("cidr"),
+            target: target.map(|t| t.parse().expect("target")),
+            route: route.map(|(dev, gw)| RouteUsed {
+                dev: dev.into(),
+                gateway: gw.map(|g| g.parse().expect("gw")),
+                src: None,
+            }),
+            probe,
+        }
+    }
+
+    #[test]
+    fn decision_table() {
+        let ok = Some(ProbeOutcome::Connected { rtt_us: 420 });
+        let refused = Some(ProbeOutcome::Refused { rtt_us: 300 });
+        let timeout = Some(ProbeOutcome::TimedOut { after_ms: 500 });
+        let unreach = Some(ProbeOutcome::Unreachable { error: "No route to host".into() });
+        let eth = Some(("eth0", Some("192.168.10.1")));
+        let tun = Some(("devnet0", None));
+        let t = Some("10.96.0.10:53");
+        let table: Vec<(Observation, bool, Path, &str)> = vec![
+            (obs(t, eth, ok.clone()), true, Path::Direct, "answered in 0.42 ms over dev eth0 via 192.168.10.1"),
+            (obs(t, eth, refused), true, Path::Direct, "answered"),
+            (obs(t, eth, timeout.clone()), true, Path::Tunnel, "timed out after 500 ms"),
+            (obs(t, eth, unreach.clone()), true, Path::Tunnel, "No route to host"),
+            (obs(t, eth, timeout), false, Path::Unreachable, "did not answer"),
+            (obs(t, tun, ok.clone()), true, Path::Tunnel, "devnet's own device"),
+            (obs(t, None, None), true, Path::Tunnel, "no route"),
+            (obs(None, eth, None), true, Path::Tunnel, "no live target"),
+            (obs(None, eth, None), false, Path::Unreachable, "no live target"),
+            (obs(t, eth, None), true, Path::Tunnel, "not probed"),
+        ];
+        for (o, tunnel, want, fragment) in table {
+            let v = decide(o.clone(), "devnet0", tunnel);
+            assert_eq!(v.path, want, "{o:?}");
+            assert!(v.reason.contains(fragment), "{:?} lacks {fragment:?}", v.reason);
+            assert_eq!(v.evidence, o);
+        }
+    }
+
+    #[test]
+    fn connect_results_are_classified() {
+        use std::io::{Error, ErrorKind};
+        let (e, t) = (Duration::from_micros(1500), Duration::from_millis(500));
+        assert_eq!(ProbeOutcome::from_connect(&Ok(()), e, t), ProbeOutcome::Connected { rtt_us: 1500 });
+        let refused = Err(Error::from(ErrorKind::ConnectionRefused));
+        assert_eq!(ProbeOutcome::from_connect(&refused, e, t), ProbeOutcome::Refused { rtt_us: 1500 });
+        let timed_out = Err(Error::from(ErrorKind::TimedOut));
+        assert_eq!(ProbeOutcome::from_connect(&timed_out, e, t), ProbeOutcome::TimedOut { after_ms: 500 });
+        assert!(!ProbeOutcome::from_connect(&Err(Error::from(ErrorKind::HostUnreachable)), e, t).answered());
+    }
+}

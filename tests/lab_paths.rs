@@ -1,0 +1,171 @@
+//! End to end: devnet prefers a path the network already has, per CIDR.
+//! Scenarios from the seeds, on the lab's office router:
+//! - **gateway** (seed 001): static routes for pods and services via a
+//!   forwarding node that masquerades: every CIDR direct, no TUN device.
+//! - **gateway-pods-only**: the service CIDRs are not routed: pods direct,
+//!   services through the tunnel (split mode).
+//! - **no-path**: everything through the tunnel.
+//!
+//! Needs root; fails loudly without it. Trials run in order on one lab.
+
+use std::sync::Arc;
+
+use devnet_lab::harness::{Lab, Res, host_snapshot};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+const LAB: &str = "paths";
+
+fn main() {
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    let host_before = host_snapshot();
+    let lab = Lab::up(LAB).map(Arc::new);
+    let trial = |name: &'static str, f: fn(&Lab) -> Res| {
+        let lab = lab.clone();
+        Trial::test(name, move || match &lab {
+            Ok(lab) => f(lab).map_err(Failed::from),
+            Err(e) => Err(Failed::from(format!("lab unavailable: {e}"))),
+        })
+    };
+    let mut trials = vec![
+        trial("paths_01_gateway_every_cidr_direct_no_tun", gateway_all_direct),
+        trial("paths_02_gateway_pods_only_splits", pods_direct_services_tunnel),
+        trial("paths_03_no_path_everything_tunnelled", no_path_all_tunnel),
+    ];
+    trials.push(Trial::test("paths_99_host_namespace_unchanged", move || {
+        if let Ok(lab) = &lab {
+            lab.down();
+        }
+        let after = host_snapshot();
+        if after != host_before {
+            return Err(Failed::from(format!("host namespace changed:\nbefore:\n{host_before}\nafter:\n{after}")));
+        }
+        Ok(())
+    }));
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// The path status reports for each CIDR.
+fn paths(lab: &Lab) -> Res<Vec<(String, String, String)>> {
+    let s = lab.status()?;
+    let paths = s["paths"].as_array().ok_or_else(|| format!("no paths in status: {s}"))?;
+    Ok(paths
+        .iter()
+        .map(|p| {
+            (
+                p["cidr"].as_str().unwrap_or_default().to_owned(),
+                p["path"].as_str().unwrap_or_default().to_owned(),
+                p["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect())
+}
+
+fn expect_paths(lab: &Lab, want: &[(&str, &str)]) -> Res {
+    let got = paths(lab)?;
+    for (cidr, path) in want {
+        match got.iter().find(|(c, _, _)| c == cidr) {
+            Some((_, p, _)) if p == path => {}
+            other => return Err(format!("{cidr}: want {path}, got {other:?}; all: {got:?}")),
+        }
+    }
+    Ok(())
+}
+
+fn web_answers(lab: &Lab) -> Res {
+    for url in
+        ["http://10.244.1.10:8080/", "http://10.96.0.20/", "http://[fd00:244:0:1::10]:8080/", "http://[fd00:96::20]/"]
+    {
+        let body = lab.curl(url)?;
+        if body.trim() != "hello from web" {
+            return Err(format!("{url} answered {body:?}"));
+        }
+    }
+    let a = lab.laptop_ok(&["dig", "+short", "+time=2", "@10.96.0.10", "web.demo.svc.cluster.local"])?;
+    if a.trim() != "10.96.0.20" {
+        return Err(format!("dig answered {a:?}"));
+    }
+    Ok(())
+}
+
+fn gateway_all_direct(lab: &Lab) -> Res {
+    lab.sh_ok("office-routes", &["all"])?;
+    let sessions_before = lab.relay_metric("sessions_total")?;
+    lab.connect("direct")?;
+    expect_paths(
+        lab,
+        &[
+            ("10.244.0.0/16", "direct"),
+            ("10.96.0.0/16", "direct"),
+            ("fd00:244::/48", "direct"),
+            ("fd00:96::/112", "direct"),
+        ],
+    )?;
+    let (_, _, reason) = paths(lab)?.into_iter().next().ok_or("no paths")?;
+    if !reason.contains("answered") || !reason.contains("dev eth0 via 192.168.10.1") {
+        return Err(format!("the evidence should name the probe and the route: {reason}"));
+    }
+    // Nothing of devnet's is in the data path: no TUN device at all.
+    if lab.exec("laptop", &["ip", "link", "show", "devnet0"])?.status.success() {
+        return Err("a TUN device exists although every CIDR is direct".into());
+    }
+    web_answers(lab)?;
+    if lab.relay_metric("sessions_total")? != sessions_before {
+        return Err("the relay was used although every CIDR is direct".into());
+    }
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnecting from the gateway scenario")
+}
+
+fn pods_direct_services_tunnel(lab: &Lab) -> Res {
+    lab.sh_ok("office-routes", &["pods"])?;
+    lab.connect("connected")?;
+    expect_paths(
+        lab,
+        &[
+            ("10.244.0.0/16", "direct"),
+            ("fd00:244::/48", "direct"),
+            ("10.96.0.0/16", "tunnel"),
+            ("fd00:96::/112", "tunnel"),
+        ],
+    )?;
+    let routes = lab.laptop_ok(&["ip", "route", "show", "dev", "devnet0"])?;
+    let routes6 = lab.laptop_ok(&["ip", "-6", "route", "show", "dev", "devnet0"])?;
+    if !routes.contains("10.96.0.0/16")
+        || routes.contains("10.244.")
+        || !routes6.contains("fd00:96::/112")
+        || routes6.contains("fd00:244:")
+    {
+        return Err(format!("devnet0 should carry only the service CIDRs:\n{routes}{routes6}"));
+    }
+    // The pod goes direct (the relay opens nothing); the ClusterIP goes through it.
+    let opened = lab.relay_metric("streams_opened")?;
+    lab.curl("http://10.244.1.10:8080/")?;
+    if lab.relay_metric("streams_opened")? != opened {
+        return Err("a pod request went through the relay although pods are direct".into());
+    }
+    lab.curl("http://10.96.0.20/")?;
+    if lab.relay_metric("streams_opened")? != opened + 1 {
+        return Err("the ClusterIP request did not go through the relay".into());
+    }
+    web_answers(lab)?;
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnecting from the split scenario")
+}
+
+fn no_path_all_tunnel(lab: &Lab) -> Res {
+    lab.sh_ok("office-routes", &["none"])?;
+    lab.connect("connected")?;
+    expect_paths(
+        lab,
+        &[
+            ("10.244.0.0/16", "tunnel"),
+            ("10.96.0.0/16", "tunnel"),
+            ("fd00:244::/48", "tunnel"),
+            ("fd00:96::/112", "tunnel"),
+        ],
+    )?;
+    web_answers(lab)?;
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnecting from the no-path scenario")
+}

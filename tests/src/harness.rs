@@ -1,0 +1,270 @@
+//! Driving the lab from a test: build it, run commands in its hosts, start
+//! and stop the real `devnet` engine on the laptop, and snapshot what the
+//! engine may change. Errors are strings that say what failed and show the
+//! command's output, for the test report.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A result whose error is a message for the test report.
+pub type Res<T = ()> = Result<T, String>;
+
+/// A lab built by `lab/lab.sh` and the engine running in its laptop.
+#[derive(Debug)]
+pub struct Lab {
+    pub name: &'static str,
+    pub bin: PathBuf,
+    pub script: PathBuf,
+    pub dir: PathBuf,
+    engine: Mutex<Option<Child>>,
+    /// The laptop's network before devnet touched it.
+    pub laptop_before: String,
+}
+
+/// Both output streams of a command.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The directory holding the workspace's binaries (target/<profile>).
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>
+    exe.parent().and_then(Path::parent).expect("target dir").to_owned()
+}
+
+impl Lab {
+    /// Builds lab `name` (1-6 characters). Fails, never skips, without root.
+    pub fn up(name: &'static str) -> Res<Self> {
+        let uid = Command::new("id").arg("-u").output().map_err(|e| e.to_string())?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            return Err("the lab needs root (network namespaces, TUN devices): run the tests as root".into());
+        }
+        let bin = bin_dir();
+        for b in ["devnet", "devnet-relay", "devnet-labd"] {
+            if !bin.join(b).exists() {
+                return Err(format!(
+                    "{} is missing: run `cargo build --workspace --bins` first",
+                    bin.join(b).display()
+                ));
+            }
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lab/lab.sh");
+        let dir = PathBuf::from(format!("/tmp/devnet-lab-{name}"));
+        let mut lab = Lab { name, bin, script, dir, engine: Mutex::new(None), laptop_before: String::new() };
+        let out = lab.sh(&["up", name])?;
+        if !out.status.success() {
+            return Err(format!("building the lab failed: {}", text(&out)));
+        }
+        lab.laptop_before = lab.laptop_snapshot()?;
+        Ok(lab)
+    }
+
+    /// Tears the lab down.
+    pub fn down(&self) {
+        if let Some(mut child) = self.engine.lock().expect("lock").take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.sh(&["down", self.name]);
+    }
+
+    /// Runs `lab.sh <args…>`.
+    pub fn sh(&self, args: &[&str]) -> Res<Output> {
+        Command::new("bash")
+            .arg(&self.script)
+            .args(args)
+            .env("DEVNET_BIN", &self.bin)
+            .output()
+            .map_err(|e| format!("running lab.sh {args:?}: {e}"))
+    }
+
+    /// Runs `lab.sh <command> <lab> <args…>` and requires success.
+    pub fn sh_ok(&self, command: &str, args: &[&str]) -> Res {
+        let mut all = vec![command, self.name];
+        all.extend_from_slice(args);
+        let out = self.sh(&all)?;
+        if !out.status.success() {
+            return Err(format!("lab.sh {all:?} failed: {}", text(&out)));
+        }
+        Ok(())
+    }
+
+    /// Runs a command in one of the lab's hosts.
+    pub fn exec(&self, host: &str, cmd: &[&str]) -> Res<Output> {
+        let mut args = vec!["exec", self.name, host];
+        args.extend_from_slice(cmd);
+        self.sh(&args)
+    }
+
+    /// Runs a command on the laptop and requires success; returns stdout.
+    pub fn laptop_ok(&self, cmd: &[&str]) -> Res<String> {
+        let out = self.exec("laptop", cmd)?;
+        if !out.status.success() {
+            return Err(format!("{cmd:?} failed on the laptop: {}", text(&out)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Path of one of the workspace's binaries.
+    pub fn tool(&self, name: &str) -> String {
+        self.bin.join(name).display().to_string()
+    }
+
+    /// The engine's state directory on the laptop.
+    pub fn state_dir(&self) -> String {
+        self.dir.join("laptop-state").display().to_string()
+    }
+
+    /// Starts `devnet connect` on the laptop and waits for `state`.
+    pub fn connect(&self, state: &str) -> Res {
+        let profile = self.dir.join("profile.toml");
+        let log = std::fs::File::create(self.dir.join("engine.log")).map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &format!("{}-laptop", self.name)])
+            .arg(self.bin.join("devnet"))
+            .args(["--state-dir", &self.state_dir(), "connect", "--profile"])
+            .arg(&profile)
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting devnet connect: {e}"))?;
+        *self.engine.lock().expect("lock") = Some(child);
+        self.wait_status(state, Duration::from_secs(10))
+    }
+
+    /// `devnet status --json`.
+    pub fn status(&self) -> Res<serde_json::Value> {
+        let out = self.exec("laptop", &[&self.tool("devnet"), "--state-dir", &self.state_dir(), "status", "--json"])?;
+        if !out.status.success() {
+            return Err(format!("devnet status failed: {}", text(&out)));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("status is not JSON: {e}"))
+    }
+
+    /// Waits until the engine reports `state`.
+    pub fn wait_status(&self, state: &str, within: Duration) -> Res {
+        let start = Instant::now();
+        let mut last = String::new();
+        while start.elapsed() < within {
+            match self.status() {
+                Ok(s) if s["state"] == state => return Ok(()),
+                Ok(s) => last = s.to_string(),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("engine not {state} within {within:?}; last status: {last}; engine log:\n{}", self.engine_log()))
+    }
+
+    /// What the engine printed.
+    pub fn engine_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("engine.log")).unwrap_or_default()
+    }
+
+    /// `devnet disconnect`, then waits for the engine to exit cleanly.
+    pub fn disconnect(&self) -> Res {
+        self.laptop_ok(&[&self.tool("devnet"), "--state-dir", &self.state_dir(), "disconnect"])?;
+        self.wait_engine_exit(Duration::from_secs(5))
+    }
+
+    /// Kills the engine with SIGKILL.
+    pub fn kill_engine(&self) {
+        if let Some(mut child) = self.engine.lock().expect("lock").take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the engine process to exit; a non-zero exit is an error.
+    pub fn wait_engine_exit(&self, within: Duration) -> Res {
+        let start = Instant::now();
+        let mut guard = self.engine.lock().expect("lock");
+        let Some(child) = guard.as_mut() else { return Ok(()) };
+        while start.elapsed() < within {
+            if let Ok(Some(status)) = child.try_wait() {
+                *guard = None;
+                if !status.success() && status.code().is_some() {
+                    return Err(format!("engine exited with {status}; log:\n{}", self.engine_log()));
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("engine did not exit".into())
+    }
+
+    /// Everything about the laptop's network that devnet may touch.
+    pub fn laptop_snapshot(&self) -> Res<String> {
+        let mut s = String::new();
+        for cmd in [
+            &["ip", "-o", "link", "show"][..],
+            &["ip", "-o", "addr", "show"],
+            &["ip", "route", "show", "table", "all"],
+            &["ip", "-6", "route", "show", "table", "all"],
+        ] {
+            s += &self.laptop_ok(cmd)?;
+        }
+        for f in ["journal.json", "engine.sock"] {
+            if Path::new(&self.state_dir()).join(f).exists() {
+                s += &format!("state file left: {f}\n");
+            }
+        }
+        Ok(s)
+    }
+
+    /// Requires the laptop's network to be as it was before devnet.
+    pub fn laptop_unchanged(&self, when: &str) -> Res {
+        let after = self.laptop_snapshot()?;
+        if after != self.laptop_before {
+            return Err(format!("laptop differs {when}:\nbefore:\n{}\nafter:\n{after}", self.laptop_before));
+        }
+        Ok(())
+    }
+
+    /// An HTTP GET from the laptop; returns the body.
+    pub fn curl(&self, url: &str) -> Res<String> {
+        self.laptop_ok(&["curl", "-sS", "-m", "5", "-g", url])
+    }
+
+    /// `devnet-labd probe <args…>` on the laptop; returns stdout.
+    pub fn probe(&self, args: &[&str]) -> Res<String> {
+        let labd = self.tool("devnet-labd");
+        let mut cmd = vec![labd.as_str(), "probe"];
+        cmd.extend_from_slice(args);
+        self.laptop_ok(&cmd)
+    }
+
+    /// A relay counter from its /metrics, read from the laptop through the NodePort.
+    pub fn relay_metric(&self, name: &str) -> Res<u64> {
+        let metrics = self.curl("http://10.60.20.11:31090/metrics")?;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("devnet_relay_{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("no metric {name} in:\n{metrics}"))
+    }
+}
+
+/// What the host's own namespace looks like; it must not change.
+pub fn host_snapshot() -> String {
+    let mut s = String::new();
+    for cmd in [
+        &["ip", "-o", "link", "show"][..],
+        &["ip", "route", "show", "table", "all"],
+        &["ip", "-6", "route", "show", "table", "all"],
+    ] {
+        if let Ok(o) = Command::new(cmd[0]).args(&cmd[1..]).output() {
+            s += &String::from_utf8_lossy(&o.stdout);
+        }
+    }
+    s += &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    if let Ok(o) = Command::new("iptables-save").output() {
+        // Rules only: the set of (empty) tables listed can change when the lab
+        // loads a netfilter module, which is not a change to the firewall.
+        s += &String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("-A")).collect::<Vec<_>>().join("\n");
+    }
+    s
+}
