@@ -39,6 +39,7 @@ fn main() {
         let lab = lab.clone();
         Trial::test(name, move || match &lab {
             Ok(lab) => f(lab).map_err(Failed::from),
+            // (No reset here: the trials build on each other's state.)
             Err(e) => Err(Failed::from(format!("lab unavailable: {e}"))),
         })
     };
@@ -321,7 +322,7 @@ fn sigkill_then_restart(lab: &Lab) -> Res {
     }
     // The next start undoes it; `devnet cleanup` is that step alone.
     let out = lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "cleanup"])?;
-    if !out.contains("the journal held 5 changes") {
+    if !out.contains("the journal held 7 changes") {
         return Err(format!("cleanup did not find the crashed engine's journal: {out}"));
     }
     lab.laptop_unchanged("after the crash and cleanup")?;

@@ -9,6 +9,7 @@
 //! Needs root; fails loudly without it. Trials run in order on one lab.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use devnet_lab::harness::{Lab, Res, host_snapshot};
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -23,7 +24,10 @@ fn main() {
     let trial = |name: &'static str, f: fn(&Lab) -> Res| {
         let lab = lab.clone();
         Trial::test(name, move || match &lab {
-            Ok(lab) => f(lab).map_err(Failed::from),
+            Ok(lab) => f(lab).map_err(|e| {
+                lab.reset();
+                Failed::from(e)
+            }),
             Err(e) => Err(Failed::from(format!("lab unavailable: {e}"))),
         })
     };
@@ -31,6 +35,7 @@ fn main() {
         trial("paths_01_gateway_every_cidr_direct_no_tun", gateway_all_direct),
         trial("paths_02_gateway_pods_only_splits", pods_direct_services_tunnel),
         trial("paths_03_no_path_everything_tunnelled", no_path_all_tunnel),
+        trial("paths_04_moves_followed_both_ways_with_dns_throughout", moves),
     ];
     trials.push(Trial::test("paths_99_host_namespace_unchanged", move || {
         if let Ok(lab) = &lab {
@@ -129,8 +134,9 @@ fn pods_direct_services_tunnel(lab: &Lab) -> Res {
             ("fd00:96::/112", "tunnel"),
         ],
     )?;
-    let routes = lab.laptop_ok(&["ip", "route", "show", "dev", "devnet0"])?;
-    let routes6 = lab.laptop_ok(&["ip", "-6", "route", "show", "dev", "devnet0"])?;
+    // devnet's routes live in its own table (3559), consulted by one rule.
+    let routes = lab.laptop_ok(&["ip", "route", "show", "table", "3559", "dev", "devnet0"])?;
+    let routes6 = lab.laptop_ok(&["ip", "-6", "route", "show", "table", "3559", "dev", "devnet0"])?;
     if !routes.contains("10.96.0.0/16")
         || routes.contains("10.244.")
         || !routes6.contains("fd00:96::/112")
@@ -168,4 +174,45 @@ fn no_path_all_tunnel(lab: &Lab) -> Res {
     web_answers(lab)?;
     lab.disconnect()?;
     lab.laptop_unchanged("after disconnecting from the no-path scenario")
+}
+
+/// Waits until every CIDR has `path`, resolving a cluster name on every
+/// round: lookups must keep working while devnet follows the move.
+fn follow(lab: &Lab, path: &str, within: Duration) -> Res<Duration> {
+    let start = Instant::now();
+    loop {
+        let answer =
+            lab.laptop_ok(&["dig", "+short", "+time=1", "+tries=10", "@10.96.0.10", "web.demo.svc.cluster.local"])?;
+        // dig reports each timed-out try on stdout before the answer.
+        if answer.lines().last().map(str::trim) != Some("10.96.0.20") {
+            return Err(format!("a lookup failed during the move after {:?}: {answer:?}", start.elapsed()));
+        }
+        if paths(lab)?.iter().all(|(_, p, _)| p == path) {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > within {
+            return Err(format!("paths not all {path} after {within:?}: {:?}", paths(lab)?));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn moves(lab: &Lab) -> Res {
+    lab.sh_ok("office-routes", &["all"])?;
+    lab.connect("direct")?;
+    // Leave the office: the routes vanish upstream, where the laptop cannot see it.
+    lab.sh_ok("office-routes", &["none"])?;
+    let to_tunnel = follow(lab, "tunnel", Duration::from_secs(10))?;
+    web_answers(lab)?;
+    // Back at the office.
+    lab.sh_ok("office-routes", &["all"])?;
+    let to_direct = follow(lab, "direct", Duration::from_secs(10))?;
+    web_answers(lab)?;
+    let routes = lab.laptop_ok(&["ip", "route", "show", "table", "3559"])?;
+    if !routes.trim().is_empty() {
+        return Err(format!("tunnel routes left while every CIDR is direct: {routes}"));
+    }
+    eprintln!("followed the move to the tunnel in {to_tunnel:?} and back in {to_direct:?}");
+    lab.disconnect()?;
+    lab.laptop_unchanged("after the moves")
 }

@@ -170,6 +170,13 @@ impl Lab {
         self.wait_engine_exit(Duration::from_secs(5))
     }
 
+    /// After a failed trial: stop any engine and undo what it left, so the
+    /// next trial starts from a clean laptop.
+    pub fn reset(&self) {
+        self.kill_engine();
+        let _ = self.exec("laptop", &[&self.tool("devnet"), "--state-dir", &self.state_dir(), "cleanup"]);
+    }
+
     /// Kills the engine with SIGKILL.
     pub fn kill_engine(&self) {
         if let Some(mut child) = self.engine.lock().expect("lock").take() {
@@ -204,6 +211,8 @@ impl Lab {
             &["ip", "-o", "addr", "show"],
             &["ip", "route", "show", "table", "all"],
             &["ip", "-6", "route", "show", "table", "all"],
+            &["ip", "-4", "rule", "show"],
+            &["ip", "-6", "rule", "show"],
         ] {
             s += &self.laptop_ok(cmd)?;
         }

@@ -23,7 +23,14 @@ use tokio_rustls::client::TlsStream;
 use tracing::{info, warn};
 
 use crate::config::Profile;
-use crate::control::Command;
+/// What the engine tells the data path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Control {
+    /// The tunnel now carries these CIDRs.
+    SetCidrs(Vec<ipnet::IpNet>),
+    /// Close the relay link and stop.
+    Disconnect,
+}
 use crate::status::{LinkState, Status};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -51,7 +58,7 @@ pub(crate) async fn run(
     tun: tun_rs::AsyncDevice,
     tls: Arc<rustls::ClientConfig>,
     status: watch::Sender<Status>,
-    mut commands: mpsc::Receiver<Command>,
+    mut commands: mpsc::Receiver<Control>,
 ) -> Result<()> {
     let config =
         TunnelConfig { mtu: usize::from(profile.mtu), cidrs: profile.cidrs.clone(), ..TunnelConfig::default() };
@@ -90,7 +97,7 @@ pub(crate) async fn run(
             RelayRead(io::Result<usize>),
             RelayWrite(io::Result<usize>),
             Dialled(io::Result<Tls>),
-            Command(Option<Command>),
+            Command(Option<Control>),
             Timer,
         }
         let woke = tokio::select! {
@@ -104,7 +111,8 @@ pub(crate) async fn run(
         let now = Instant::now();
         let mut lost: Option<String> = None;
         match woke {
-            Wake::Command(Some(Command::Disconnect) | None) => {
+            Wake::Command(Some(Control::SetCidrs(cidrs))) => tunnel.set_cidrs(cidrs),
+            Wake::Command(Some(Control::Disconnect) | None) => {
                 info!("disconnect requested");
                 if let Relay::Up(link) = &mut relay {
                     if let Some(conn) = tunnel.connection_mut() {

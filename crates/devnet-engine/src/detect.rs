@@ -1,12 +1,13 @@
 //! Path detection: for each CIDR, ask the OS which route it would use for a
-//! live target inside it and probe that target over TCP; `devnet_path`
-//! decides from the two. Runs before any route of ours exists, so our own
-//! routes never mask (or fake) a direct path.
+//! live target inside it *without devnet*, and probe that target over TCP on
+//! that route; `devnet_path` decides from the two. Both the look-up and the
+//! probe carry the bypass mark, so devnet's own routes never mask (or fake)
+//! a direct path, and detection can run again while connected.
 
 use std::time::{Duration, Instant};
 
 use devnet_path::{Observation, ProbeOutcome, Verdict};
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 
 use crate::config::Profile;
 use crate::os::platform;
@@ -22,7 +23,8 @@ pub async fn detect(profile: &Profile, runner: &dyn Runner) -> anyhow::Result<Ve
     for cidr in &profile.cidrs {
         let target = profile.probe_target_for(cidr);
         let route = match target {
-            Some(t) => platform::route_get(runner, t.ip())?,
+            // `ip` runs as a child process: keep the runtime's other work going.
+            Some(t) => tokio::task::block_in_place(|| platform::route_get(runner, t.ip()))?,
             None => None,
         };
         observations.push(Observation { cidr: *cidr, target, route, probe: None });
@@ -45,9 +47,17 @@ pub async fn detect(profile: &Profile, runner: &dyn Runner) -> anyhow::Result<Ve
 
 async fn probe(target: std::net::SocketAddr) -> ProbeOutcome {
     let start = Instant::now();
-    let result = match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(target)).await {
-        Ok(r) => r.map(drop),
+    let result = match tokio::time::timeout(PROBE_TIMEOUT, connect_bypassing_devnet(target)).await {
+        Ok(r) => r,
         Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
     };
     ProbeOutcome::from_connect(&result, start.elapsed(), PROBE_TIMEOUT)
+}
+
+/// A TCP connect whose packets carry the bypass mark, so they take the route
+/// the machine has without devnet.
+async fn connect_bypassing_devnet(target: std::net::SocketAddr) -> std::io::Result<()> {
+    let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket2::SockRef::from(&socket).set_mark(platform::BYPASS_MARK)?;
+    socket.connect(target).await.map(drop)
 }

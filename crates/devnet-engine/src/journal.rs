@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 pub enum Entry {
     /// A TUN device we created.
     Tun { name: String },
-    /// A route we added.
+    /// A route we added (in our table).
     Route { dst: IpNet, dev: String },
+    /// The policy rule sending unmarked traffic to our table.
+    Rule { ipv6: bool },
 }
 
 /// The on-disk journal.

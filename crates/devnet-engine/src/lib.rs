@@ -20,6 +20,7 @@ pub mod runner;
 pub mod status;
 
 mod dataplane;
+mod netstate;
 
 use std::sync::Arc;
 
@@ -28,8 +29,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::Profile;
-use crate::control::Command;
-use crate::journal::{Entry, Journal};
+use crate::dataplane::Control;
+use crate::journal::Journal;
+use crate::netstate::NetState;
 use crate::os::platform;
 use crate::runner::Runner;
 use crate::status::{LinkState, Status};
@@ -37,7 +39,7 @@ use crate::status::{LinkState, Status};
 /// A running engine.
 #[derive(Debug)]
 pub struct EngineHandle {
-    commands: mpsc::Sender<Command>,
+    commands: mpsc::Sender<control::Command>,
     status: watch::Receiver<Status>,
     task: tokio::task::JoinHandle<Result<()>>,
 }
@@ -50,7 +52,7 @@ impl EngineHandle {
 
     /// Asks the engine to disconnect and clean up.
     pub async fn disconnect(&self) {
-        let _ = self.commands.send(Command::Disconnect).await;
+        let _ = self.commands.send(control::Command::Disconnect).await;
     }
 
     /// Waits until the engine stopped and undid its OS changes.
@@ -92,36 +94,30 @@ pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHa
     let tls = devnet_relay::tls::client_config(&profile.relay_ca)
         .with_context(|| format!("loading the relay CA from {}", profile.relay_ca.display()))?;
 
-    // Decide each CIDR's path before any route of ours exists.
-    let paths = match detect::detect(&profile, runner.as_ref()).await {
-        Ok(p) => p,
+    // Decide each CIDR's path, then make the OS match.
+    let mut tracker = devnet_path::Tracker::default();
+    let journal = Journal::open(&profile.state_dir)?;
+    let mut net = NetState::new(profile.clone(), runner.clone(), journal);
+    let first = async {
+        tracker.update(detect::detect(&profile, runner.as_ref()).await.context("detecting paths")?);
+        net.apply(&tracker.tunnelled())
+    }
+    .await;
+    let tun = match first {
+        Ok(tun) => tun,
         Err(e) => {
+            let _ = net.teardown();
             let _ = std::fs::remove_file(&socket);
-            return Err(e.context("detecting paths"));
+            return Err(e);
         }
     };
-    for v in &paths {
+    for v in tracker.current() {
         info!(cidr = %v.cidr, path = ?v.path, reason = %v.reason, "path chosen");
     }
-    let mut tunnel_profile = profile.clone();
-    tunnel_profile.cidrs = paths.iter().filter(|v| v.path == devnet_path::Path::Tunnel).map(|v| v.cidr).collect();
 
-    let mut journal = Journal::open(&profile.state_dir)?;
-    let tun = if tunnel_profile.cidrs.is_empty() {
-        None
-    } else {
-        match setup_os(&tunnel_profile, &mut journal, runner.as_ref()) {
-            Ok(tun) => Some(tun),
-            Err(e) => {
-                let _ = platform::undo(&mut journal, runner.as_ref());
-                let _ = std::fs::remove_file(&socket);
-                return Err(e);
-            }
-        }
-    };
-
-    let mut status = initial_status(&tunnel_profile);
-    status.paths = paths;
+    let mut status = initial_status(&profile);
+    status.paths = tracker.current().to_vec();
+    status.routes = net.routed().to_vec();
     if tun.is_none() {
         status.state = LinkState::Direct;
     }
@@ -129,18 +125,40 @@ pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHa
     let (cmd_tx, mut cmd_rx) = mpsc::channel(8);
     let control_task = tokio::spawn(control::serve(listener, socket.clone(), status_rx.clone(), cmd_tx.clone()));
     let task = tokio::spawn(async move {
-        let result = match tun {
-            Some(tun) => dataplane::run(&tunnel_profile, tun, tls, status_tx.clone(), cmd_rx).await,
-            None => {
-                // Every CIDR is routed by the network itself: nothing to carry.
-                let _ = cmd_rx.recv().await;
-                Ok(())
+        let mut dataplane: Option<Dataplane> = None;
+        if let Some(tun) = tun {
+            dataplane = Some(Dataplane::spawn(&profile, net.routed().to_vec(), tun, tls.clone(), status_tx.clone()));
+        }
+        let result = loop {
+            let finished = async {
+                match dataplane.as_mut() {
+                    Some(d) => (&mut d.task).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = cmd_rx.recv() => {
+                    if let Some(d) = dataplane.take() {
+                        let _ = d.control.send(Control::Disconnect).await;
+                        break d.task.await.unwrap_or_else(|e| Err(anyhow::anyhow!("data path panicked: {e}")));
+                    }
+                    break Ok(());
+                }
+                done = finished => {
+                    break done.unwrap_or_else(|e| Err(anyhow::anyhow!("data path panicked: {e}")));
+                }
+                () = tokio::time::sleep(if tracker.has_pending() { CONFIRM_INTERVAL } else { RECHECK_INTERVAL }) => {
+                    if let Err(e) = recheck(&profile, runner.as_ref(), &mut tracker, &mut net, &mut dataplane, &tls, &status_tx).await {
+                        warn!(error = %format!("{e:#}"), "path re-check failed; keeping the current paths");
+                    }
+                }
             }
         };
         control_task.abort();
-        // The TUN device is gone with its file descriptor; its routes with it.
-        // Undo the journal anyway: it checks what is left and removes only ours.
-        let undone = platform::undo(&mut journal, runner.as_ref());
+        // The TUN device is gone with the data path; its routes with it. The
+        // journal still lists them: undo checks what is left and removes
+        // only what is ours (the rules, at least).
+        let undone = net.teardown();
         let _ = std::fs::remove_file(&socket);
         status_tx.send_modify(|s| s.state = LinkState::Stopped);
         info!("disconnected; network changes undone");
@@ -149,25 +167,62 @@ pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHa
     Ok(EngineHandle { commands: cmd_tx, status: status_rx, task })
 }
 
-fn setup_os(profile: &Profile, journal: &mut Journal, runner: &dyn Runner) -> Result<tun_rs::AsyncDevice> {
-    let existing = platform::routes(runner)?;
-    // Check every route before making anything, so a conflict leaves no trace.
-    let route_cmds = platform::plan_add(&profile.cidrs, &profile.tun_name, &existing)?;
+/// How often paths are checked again while connected.
+const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-    journal.record(Entry::Tun { name: profile.tun_name.clone() })?;
-    let tun =
-        tun_rs::DeviceBuilder::new().name(&profile.tun_name).mtu(profile.mtu).enable(true).build_async().with_context(
-            || format!("creating TUN device {} (are you root? is /dev/net/tun there?)", profile.tun_name),
-        )?;
-    platform::adopt_link(runner, &profile.tun_name, profile.cidrs.iter().any(|n| matches!(n, ipnet::IpNet::V6(_))))?;
-    for net in &profile.cidrs {
-        journal.record(Entry::Route { dst: *net, dev: profile.tun_name.clone() })?;
+/// A change takes two agreeing checks (see [`devnet_path::Tracker`]); the
+/// confirming one follows quickly, so a move between office and home is
+/// followed within about one interval plus two probe timeouts.
+const CONFIRM_INTERVAL: std::time::Duration = std::time::Duration::from_millis(300);
+
+struct Dataplane {
+    control: mpsc::Sender<Control>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Dataplane {
+    fn spawn(
+        profile: &Profile,
+        cidrs: Vec<ipnet::IpNet>,
+        tun: tun_rs::AsyncDevice,
+        tls: Arc<rustls::ClientConfig>,
+        status: watch::Sender<Status>,
+    ) -> Self {
+        let (control, rx) = mpsc::channel(8);
+        let mut profile = profile.clone();
+        profile.cidrs = cidrs;
+        let task = tokio::spawn(async move { dataplane::run(&profile, tun, tls, status, rx).await });
+        Self { control, task }
     }
-    for cmd in route_cmds {
-        runner.run(&cmd)?;
+}
+
+async fn recheck(
+    profile: &Profile,
+    runner: &dyn Runner,
+    tracker: &mut devnet_path::Tracker,
+    net: &mut NetState,
+    dataplane: &mut Option<Dataplane>,
+    tls: &Arc<rustls::ClientConfig>,
+    status: &watch::Sender<Status>,
+) -> Result<()> {
+    let fresh = detect::detect(profile, runner).await?;
+    let changed = tracker.update(fresh);
+    status.send_modify(|s| s.paths = tracker.current().to_vec());
+    if !changed {
+        return Ok(());
     }
-    info!(tun = %profile.tun_name, routes = ?profile.cidrs, "network configured");
-    Ok(tun)
+    let want = tracker.tunnelled();
+    for v in tracker.current() {
+        info!(cidr = %v.cidr, path = ?v.path, reason = %v.reason, "path re-checked");
+    }
+    if let Some(tun) = net.apply(&want)? {
+        *dataplane = Some(Dataplane::spawn(profile, want.clone(), tun, tls.clone(), status.clone()));
+        status.send_modify(|s| s.state = LinkState::Connecting);
+    } else if let Some(d) = dataplane.as_ref() {
+        let _ = d.control.send(Control::SetCidrs(want.clone())).await;
+    }
+    status.send_modify(|s| s.routes = want);
+    Ok(())
 }
 
 fn initial_status(profile: &Profile) -> Status {

@@ -181,6 +181,12 @@ impl Tunnel {
         self.conn.as_ref()
     }
 
+    /// Changes which destinations the tunnel carries (a path re-check moved
+    /// CIDRs between direct and tunnel). Flows already open keep going.
+    pub fn set_cidrs(&mut self, cidrs: Vec<IpNet>) {
+        self.config.cidrs = cidrs;
+    }
+
     /// The relay's name from its handshake, once connected.
     pub fn relay_name(&self) -> Option<&str> {
         self.relay_name.as_deref()

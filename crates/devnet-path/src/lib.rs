@@ -121,6 +121,61 @@ pub fn decide(observation: Observation, tun: &str, tunnel_available: bool) -> Ve
     Verdict { cidr: observation.cidr, path, reason, evidence: observation }
 }
 
+/// Smooths re-checks: a CIDR's path changes only when two checks in a row
+/// agree on the new path, so one lost probe under load does not flip a
+/// working path. The first check is taken as it is.
+#[derive(Debug, Default, Clone)]
+pub struct Tracker {
+    current: Vec<Verdict>,
+    pending: Vec<(IpNet, Path)>,
+}
+
+impl Tracker {
+    /// The paths in force.
+    pub fn current(&self) -> &[Verdict] {
+        &self.current
+    }
+
+    /// Feeds one round of verdicts; returns whether any path in force changed.
+    pub fn update(&mut self, fresh: Vec<Verdict>) -> bool {
+        if self.current.is_empty() {
+            self.current = fresh;
+            return !self.current.is_empty();
+        }
+        let mut changed = false;
+        let mut pending = Vec::new();
+        for v in fresh {
+            match self.current.iter_mut().find(|c| c.cidr == v.cidr) {
+                Some(c) if c.path == v.path => *c = v, // refresh the evidence
+                Some(c) => {
+                    if self.pending.contains(&(v.cidr, v.path)) {
+                        *c = v;
+                        changed = true;
+                    } else {
+                        pending.push((v.cidr, v.path));
+                    }
+                }
+                None => {
+                    self.current.push(v);
+                    changed = true;
+                }
+            }
+        }
+        self.pending = pending;
+        changed
+    }
+
+    /// Whether a change was seen once and awaits confirmation: check again soon.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// CIDRs whose path in force is the tunnel.
+    pub fn tunnelled(&self) -> Vec<IpNet> {
+        self.current.iter().filter(|v| v.path == Path::Tunnel).map(|v| v.cidr).collect()
+    }
+}
+
 fn describe_route(r: &RouteUsed) -> String {
     match r.gateway {
         Some(g) => format!("dev {} via {g}", r.dev),
@@ -180,6 +235,30 @@ mod tests {
             assert!(v.reason.contains(fragment), "{:?} lacks {fragment:?}", v.reason);
             assert_eq!(v.evidence, o);
         }
+    }
+
+    fn verdict(path: Path) -> Verdict {
+        Verdict {
+            cidr: "10.96.0.0/16".parse().expect("cidr"),
+            path,
+            reason: String::new(),
+            evidence: obs(None, None, None),
+        }
+    }
+
+    #[test]
+    fn a_path_changes_only_after_two_agreeing_checks() {
+        let mut t = Tracker::default();
+        assert!(t.update(vec![verdict(Path::Direct)]), "the first check is taken as it is");
+        assert!(!t.update(vec![verdict(Path::Tunnel)]), "one failed probe does not flip it");
+        assert!(!t.update(vec![verdict(Path::Direct)]), "and a recovery clears the doubt");
+        assert_eq!(t.tunnelled(), vec![]);
+        assert!(!t.update(vec![verdict(Path::Tunnel)]));
+        assert!(t.has_pending(), "a change awaits confirmation");
+        assert!(t.update(vec![verdict(Path::Tunnel)]), "two in a row switch");
+        assert!(!t.has_pending());
+        assert_eq!(t.tunnelled(), vec!["10.96.0.0/16".parse::<IpNet>().expect("cidr")]);
+        assert!(!t.update(vec![verdict(Path::Tunnel)]), "no change, no switch");
     }
 
     #[test]

@@ -1,5 +1,14 @@
-//! Linux: routes through iproute2, marked with our own route protocol number
-//! so that only routes we added are ever changed or removed.
+//! Linux: routes and rules through iproute2.
+//!
+//! Our routes live in a table of their own ([`ROUTE_TABLE`]), consulted by
+//! one rule ([`RULE_PREF`]) for every packet *not* carrying [`BYPASS_MARK`].
+//! That way path detection can still ask "how would this go without devnet?"
+//! (`ip route get … mark`) and probe over that path (sockets with the mark)
+//! while devnet's routes are in place, which is what re-checking after a
+//! network change needs. Every route carries protocol [`ROUTE_PROTO`]; only
+//! routes with it, in our table, on our device are ever changed or removed.
+
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -10,6 +19,16 @@ use crate::runner::{RunError, Runner, argv};
 /// The `proto` number on every route we add (unassigned in
 /// /etc/iproute2/rt_protos). It is how we recognise our own routes.
 pub const ROUTE_PROTO: &str = "222";
+
+/// Our routing table.
+pub const ROUTE_TABLE: &str = "3559";
+
+/// Priority of our rule: before `main` (32766), after `local` (0).
+pub const RULE_PREF: &str = "5350";
+
+/// Packets with this mark skip our table: probes and route look-ups that ask
+/// what the network does without devnet.
+pub const BYPASS_MARK: u32 = 0xde7e;
 
 /// The alias set on TUN devices we create, marking them as ours.
 pub const LINK_ALIAS: &str = "devnet-managed";
@@ -31,7 +50,7 @@ impl KernelRoute {
         if self.dst == "default" {
             return None;
         }
-        self.dst.parse().ok().or_else(|| self.dst.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+        self.dst.parse().ok().or_else(|| self.dst.parse::<IpAddr>().ok().map(IpNet::from))
     }
 
     fn is_ours_on(&self, dev: &str) -> bool {
@@ -53,31 +72,71 @@ impl KernelRoute {
     }
 }
 
-/// A route we may not add.
+/// A CIDR we may not route through the tunnel.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a route for {dst} already exists ({existing}) and is not ours: remove it or leave {dst} out of the CIDRs")]
+#[error(
+    "{dst} overlaps the existing route {existing}, which devnet would take over: \
+     leave {dst} out of the CIDRs, or remove that route (a VPN, a container bridge or the home LAN may own it)"
+)]
 pub struct RouteConflict {
     pub dst: IpNet,
     pub existing: String,
 }
 
+fn family_flag(net: &IpNet) -> &'static str {
+    match net {
+        IpNet::V4(_) => "-4",
+        IpNet::V6(_) => "-6",
+    }
+}
+
+fn show_routes(runner: &dyn Runner, table: &str) -> Result<Vec<KernelRoute>, RunError> {
+    let mut all = Vec::new();
+    for family in ["-4", "-6"] {
+        let out = match runner.run(&argv(&["ip", "-j", family, "route", "show", "table", table])) {
+            Ok(out) => out,
+            // A table that never held a route does not exist yet: it is empty.
+            Err(e) if e.stderr.contains("table does not exist") => continue,
+            Err(e) => return Err(e),
+        };
+        if !out.trim().is_empty() {
+            all.extend(serde_json::from_str::<Vec<KernelRoute>>(&out).map_err(|e| RunError {
+                command: format!("ip -j {family} route show table {table}"),
+                stderr: format!("unexpected output: {e}"),
+            })?);
+        }
+    }
+    Ok(all)
+}
+
+/// The main routing table, both families: what the machine routes without us.
+pub fn routes(runner: &dyn Runner) -> Result<Vec<KernelRoute>, RunError> {
+    show_routes(runner, "main")
+}
+
+/// Our table, both families.
+pub fn our_routes(runner: &dyn Runner) -> Result<Vec<KernelRoute>, RunError> {
+    show_routes(runner, ROUTE_TABLE)
+}
+
 #[derive(Debug, Deserialize)]
 struct RouteGet {
     dev: Option<String>,
-    gateway: Option<std::net::IpAddr>,
-    prefsrc: Option<std::net::IpAddr>,
+    gateway: Option<IpAddr>,
+    prefsrc: Option<IpAddr>,
 }
 
-/// The route the kernel would use for `target` now (`ip route get`), or
-/// None when it has none ("Network is unreachable").
-pub fn route_get(runner: &dyn Runner, target: std::net::IpAddr) -> Result<Option<devnet_path::RouteUsed>, RunError> {
-    let out = match runner.run(&argv(&["ip", "-j", "route", "get", &target.to_string()])) {
+/// The route the kernel would use for `target` without devnet (the lookup
+/// carries [`BYPASS_MARK`]), or None when there is none.
+pub fn route_get(runner: &dyn Runner, target: IpAddr) -> Result<Option<devnet_path::RouteUsed>, RunError> {
+    let mark = format!("{BYPASS_MARK:#x}");
+    let out = match runner.run(&argv(&["ip", "-j", "route", "get", &target.to_string(), "mark", &mark])) {
         Ok(out) => out,
         Err(e) if e.stderr.contains("unreachable") => return Ok(None),
         Err(e) => return Err(e),
     };
     let parsed: Vec<RouteGet> = serde_json::from_str(&out).map_err(|e| RunError {
-        command: format!("ip -j route get {target}"),
+        command: format!("ip -j route get {target} mark {mark}"),
         stderr: format!("unexpected output: {e}"),
     })?;
     Ok(parsed
@@ -86,46 +145,94 @@ pub fn route_get(runner: &dyn Runner, target: std::net::IpAddr) -> Result<Option
         .and_then(|r| Some(devnet_path::RouteUsed { dev: r.dev?, gateway: r.gateway, src: r.prefsrc })))
 }
 
-/// Reads the main routing table, both families.
-pub fn routes(runner: &dyn Runner) -> Result<Vec<KernelRoute>, RunError> {
-    let mut all = Vec::new();
-    for family in ["-4", "-6"] {
-        let out = runner.run(&argv(&["ip", "-j", family, "route", "show", "table", "main"]))?;
-        if !out.trim().is_empty() {
-            all.extend(serde_json::from_str::<Vec<KernelRoute>>(&out).map_err(|e| RunError {
-                command: format!("ip -j {family} route show"),
-                stderr: format!("unexpected output: {e}"),
-            })?);
-        }
-    }
-    Ok(all)
-}
-
-/// The commands that add routes for `cidrs` through `dev`. Routes already
-/// present and ours are skipped (applying twice changes nothing); an exact
-/// prefix owned by someone else is a conflict.
-pub fn plan_add(cidrs: &[IpNet], dev: &str, existing: &[KernelRoute]) -> Result<Vec<Vec<String>>, RouteConflict> {
-    let mut commands = Vec::new();
+/// Refuses tunnel CIDRs that overlap a route the machine already has (other
+/// than the default route and link-local ranges), naming it.
+pub fn check_overlaps(cidrs: &[IpNet], main: &[KernelRoute]) -> Result<(), RouteConflict> {
     for net in cidrs {
-        match existing.iter().find(|r| r.net() == Some(*net)) {
-            Some(r) if r.is_ours_on(dev) => {}
-            Some(r) => {
+        for r in main {
+            let Some(other) = r.net() else { continue };
+            let link_local = matches!(other, IpNet::V6(n) if n.network().is_unicast_link_local());
+            if !link_local && (net.contains(&other.network()) || other.contains(&net.network())) {
                 return Err(RouteConflict { dst: *net, existing: r.describe() });
             }
-            None => commands.push(argv(&["ip", "route", "add", &net.to_string(), "dev", dev, "proto", ROUTE_PROTO])),
         }
     }
-    Ok(commands)
+    Ok(())
+}
+
+/// The commands that add routes for `cidrs` through `dev` in our table,
+/// skipping those already there (applying twice changes nothing).
+pub fn plan_add(cidrs: &[IpNet], dev: &str, ours: &[KernelRoute]) -> Vec<Vec<String>> {
+    cidrs
+        .iter()
+        .filter(|net| !ours.iter().any(|r| r.net() == Some(**net) && r.is_ours_on(dev)))
+        .map(|net| {
+            argv(&[
+                "ip",
+                family_flag(net),
+                "route",
+                "add",
+                &net.to_string(),
+                "dev",
+                dev,
+                "table",
+                ROUTE_TABLE,
+                "proto",
+                ROUTE_PROTO,
+            ])
+        })
+        .collect()
 }
 
 /// The commands that remove our routes for `cidrs` on `dev`, skipping any
 /// that are gone or not ours.
-pub fn plan_remove(cidrs: &[IpNet], dev: &str, existing: &[KernelRoute]) -> Vec<Vec<String>> {
+pub fn plan_remove(cidrs: &[IpNet], dev: &str, ours: &[KernelRoute]) -> Vec<Vec<String>> {
     cidrs
         .iter()
-        .filter(|net| existing.iter().any(|r| r.net() == Some(**net) && r.is_ours_on(dev)))
-        .map(|net| argv(&["ip", "route", "del", &net.to_string(), "dev", dev, "proto", ROUTE_PROTO]))
+        .filter(|net| ours.iter().any(|r| r.net() == Some(**net) && r.is_ours_on(dev)))
+        .map(|net| {
+            argv(&[
+                "ip",
+                family_flag(net),
+                "route",
+                "del",
+                &net.to_string(),
+                "dev",
+                dev,
+                "table",
+                ROUTE_TABLE,
+                "proto",
+                ROUTE_PROTO,
+            ])
+        })
         .collect()
+}
+
+fn rule_argv(op: &str, family: &str) -> Vec<String> {
+    let mark = format!("{BYPASS_MARK:#x}");
+    argv(&["ip", family, "rule", op, "pref", RULE_PREF, "not", "fwmark", &mark, "lookup", ROUTE_TABLE])
+}
+
+/// Whether our rule exists for `family` ("-4" or "-6").
+pub fn has_rule(runner: &dyn Runner, family: &str) -> Result<bool, RunError> {
+    let out = runner.run(&argv(&["ip", "-j", family, "rule", "show"]))?;
+    // `"not": null` marks an inverted match, so look at keys, not values.
+    let rules: Vec<serde_json::Value> = serde_json::from_str(&out).map_err(|e| RunError {
+        command: format!("ip -j {family} rule show"),
+        stderr: format!("unexpected output: {e}"),
+    })?;
+    let mark = format!("{BYPASS_MARK:#x}");
+    Ok(rules.iter().any(|r| {
+        r["priority"].as_u64().map(|p| p.to_string()).as_deref() == Some(RULE_PREF)
+            && r["table"].as_str() == Some(ROUTE_TABLE)
+            && r["fwmark"].as_str() == Some(mark.as_str())
+            && r.get("not").is_some()
+    }))
+}
+
+/// The command that adds our rule for `family`, if it is missing.
+pub fn plan_rule(runner: &dyn Runner, family: &str) -> Result<Option<Vec<String>>, RunError> {
+    Ok((!has_rule(runner, family)?).then(|| rule_argv("add", family)))
 }
 
 /// An IPv6 source address for the TUN device (a ULA /128), used when IPv6
@@ -135,11 +242,11 @@ pub const TUN_IPV6_SOURCE: &str = "fd64:de7e:de7e::1/128";
 
 /// Marks a TUN device as ours, brings it up with IPv6 router solicitations
 /// off (nothing answers them on a tunnel), and gives it an IPv6 source
-/// address when IPv6 destinations are routed through it.
-pub fn adopt_link(runner: &dyn Runner, dev: &str, routes_ipv6: bool) -> Result<(), RunError> {
+/// address.
+pub fn adopt_link(runner: &dyn Runner, dev: &str, ipv6: bool) -> Result<(), RunError> {
     runner.run(&argv(&["ip", "link", "set", "dev", dev, "alias", LINK_ALIAS, "up"]))?;
     let _ = runner.run(&argv(&["sysctl", "-q", "-w", &format!("net.ipv6.conf.{dev}.router_solicitations=0")]));
-    if routes_ipv6 {
+    if ipv6 {
         runner.run(&argv(&["ip", "-6", "addr", "replace", TUN_IPV6_SOURCE, "dev", dev, "nodad"]))?;
     }
     Ok(())
@@ -152,28 +259,37 @@ struct Link {
 }
 
 /// Undoes everything the journal holds that still exists and is ours, then
-/// empties the journal. Foreign look-alikes (same prefix, other protocol or
-/// device; a same-named link without our alias) are left alone.
+/// empties the journal. Foreign look-alikes (same prefix in another table or
+/// with another protocol or device; a same-named link without our alias; a
+/// rule that differs from ours) are left alone.
 pub fn undo(journal: &mut Journal, runner: &dyn Runner) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
-    let existing = routes(runner)?;
+    let ours = our_routes(runner)?;
     for entry in journal.entries().to_vec().into_iter().rev() {
         match &entry {
             Entry::Route { dst, dev } => {
-                for cmd in plan_remove(&[*dst], dev, &existing) {
+                for cmd in plan_remove(&[*dst], dev, &ours) {
                     // A route that vanished with its device meanwhile is fine.
                     if runner.run(&cmd).is_ok() {
                         done.push(cmd.join(" "));
                     }
                 }
             }
+            Entry::Rule { ipv6 } => {
+                let family = if *ipv6 { "-6" } else { "-4" };
+                if has_rule(runner, family)? {
+                    let cmd = rule_argv("del", family);
+                    runner.run(&cmd)?;
+                    done.push(cmd.join(" "));
+                }
+            }
             Entry::Tun { name } => {
                 let shown = runner.run(&argv(&["ip", "-j", "link", "show", "dev", name]));
-                let ours = shown
+                let is_ours = shown
                     .ok()
                     .and_then(|out| serde_json::from_str::<Vec<Link>>(&out).ok())
                     .is_some_and(|links| links.iter().any(|l| l.ifalias.as_deref() == Some(LINK_ALIAS)));
-                if ours {
+                if is_ours {
                     let cmd = argv(&["ip", "link", "del", "dev", name]);
                     runner.run(&cmd)?;
                     done.push(cmd.join(" "));
@@ -190,38 +306,113 @@ mod tests {
     use super::*;
     use crate::runner::RecordingRunner;
 
-    const ROUTES_V4: &str = r#"[
+    const MAIN_V4: &str = r#"[
         {"dst":"default","gateway":"192.168.10.1","dev":"eth0","flags":[]},
-        {"dst":"10.96.0.0/16","dev":"devnet0","protocol":"222","scope":"link","flags":[]},
+        {"dst":"192.168.10.0/24","dev":"eth0","protocol":"kernel","scope":"link","prefsrc":"192.168.10.2","flags":[]},
         {"dst":"172.17.0.0/16","dev":"docker0","protocol":"kernel","scope":"link","prefsrc":"172.17.0.1","flags":[]},
+        {"dst":"10.96.5.0/24","gateway":"10.8.0.1","dev":"tun1","flags":[]}
+    ]"#;
+    const OURS_V4: &str = r#"[
+        {"dst":"10.96.0.0/16","dev":"devnet0","protocol":"222","scope":"link","flags":[]},
         {"dst":"10.244.0.0/16","dev":"devnet0","protocol":"static","scope":"link","flags":[]}
     ]"#;
+    const RULES_V4: &str = r#"[{"priority":0,"src":"all","table":"local"},
+        {"priority":5350,"not":null,"src":"all","fwmark":"0xde7e","table":"3559"},
+        {"priority":32766,"src":"all","table":"main"}]"#;
 
     fn nets(s: &[&str]) -> Vec<IpNet> {
         s.iter().map(|n| n.parse().expect("net")).collect()
     }
 
-    fn existing() -> Vec<KernelRoute> {
-        serde_json::from_str(ROUTES_V4).expect("json")
+    fn parse(json: &str) -> Vec<KernelRoute> {
+        serde_json::from_str(json).expect("json")
     }
 
     #[test]
-    fn adds_only_missing_routes_with_our_protocol() {
-        let cmds =
-            plan_add(&nets(&["10.96.0.0/16", "10.245.0.0/16", "fd00:96::/112"]), "devnet0", &existing()).expect("plan");
-        let cmds: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+    fn adds_only_missing_routes_in_our_table_with_our_protocol() {
+        let cmds: Vec<String> =
+            plan_add(&nets(&["10.96.0.0/16", "10.245.0.0/16", "fd00:96::/112"]), "devnet0", &parse(OURS_V4))
+                .iter()
+                .map(|c| c.join(" "))
+                .collect();
         assert_eq!(
             cmds,
-            ["ip route add 10.245.0.0/16 dev devnet0 proto 222", "ip route add fd00:96::/112 dev devnet0 proto 222",]
+            [
+                "ip -4 route add 10.245.0.0/16 dev devnet0 table 3559 proto 222",
+                "ip -6 route add fd00:96::/112 dev devnet0 table 3559 proto 222",
+            ]
         );
     }
 
     #[test]
-    fn a_foreign_route_for_the_same_prefix_is_a_conflict_that_names_it() {
-        let err = plan_add(&nets(&["172.17.0.0/16"]), "devnet0", &existing()).expect_err("conflict");
-        assert!(err.to_string().contains("172.17.0.0/16 dev docker0 proto kernel"), "{err}");
-        // Same device, other protocol: also not ours.
-        assert!(plan_add(&nets(&["10.244.0.0/16"]), "devnet0", &existing()).is_err());
+    fn overlapping_routes_are_conflicts_that_name_the_route() {
+        let main = parse(MAIN_V4);
+        let err = check_overlaps(&nets(&["10.96.0.0/16"]), &main).expect_err("covers the VPN's /24");
+        assert!(err.to_string().contains("10.96.5.0/24 via 10.8.0.1 dev tun1"), "{err}");
+        let err = check_overlaps(&nets(&["172.17.3.0/24"]), &main).expect_err("inside the docker bridge");
+        assert!(err.to_string().contains("docker0"), "{err}");
+        // The default route and unrelated prefixes are fine.
+        check_overlaps(&nets(&["10.244.0.0/16", "fd00:96::/112"]), &main).expect("no overlap");
+        let v6 = parse(
+            r#"[{"dst":"fe80::/64","dev":"eth0","protocol":"kernel"},{"dst":"default","gateway":"fe80::1","dev":"eth0"}]"#,
+        );
+        check_overlaps(&nets(&["fd00:96::/112"]), &v6).expect("link-local is not an overlap");
+    }
+
+    #[test]
+    fn removes_only_our_routes() {
+        let cmds = plan_remove(&nets(&["10.96.0.0/16", "10.244.0.0/16", "10.1.0.0/16"]), "devnet0", &parse(OURS_V4));
+        assert_eq!(
+            cmds,
+            vec![argv(&[
+                "ip",
+                "-4",
+                "route",
+                "del",
+                "10.96.0.0/16",
+                "dev",
+                "devnet0",
+                "table",
+                "3559",
+                "proto",
+                "222"
+            ])]
+        );
+    }
+
+    #[test]
+    fn route_get_bypasses_our_table() {
+        let runner = RecordingRunner::with_outputs(&[(
+            "ip -j route get 10.96.0.10",
+            r#"[{"dst":"10.96.0.10","gateway":"192.168.10.1","dev":"eth0","prefsrc":"192.168.10.2","flags":[],"uid":0,"cache":[]}]"#,
+        )]);
+        let r = route_get(&runner, "10.96.0.10".parse().expect("ip")).expect("ok").expect("route");
+        assert_eq!(r.dev, "eth0");
+        assert_eq!(r.gateway, Some("192.168.10.1".parse().expect("ip")));
+        assert_eq!(runner.take(), ["ip -j route get 10.96.0.10 mark 0xde7e"]);
+    }
+
+    #[test]
+    fn a_table_that_does_not_exist_is_empty() {
+        #[derive(Debug)]
+        struct NoTable;
+        impl Runner for NoTable {
+            fn run(&self, argv: &[String]) -> Result<String, RunError> {
+                Err(RunError { command: argv.join(" "), stderr: "Error: ipv4: FIB table does not exist.".into() })
+            }
+        }
+        assert_eq!(our_routes(&NoTable).expect("empty"), vec![]);
+    }
+
+    #[test]
+    fn the_rule_is_added_once() {
+        let present = RecordingRunner::with_outputs(&[("ip -j -4 rule show", RULES_V4)]);
+        assert_eq!(plan_rule(&present, "-4").expect("ok"), None);
+        let absent = RecordingRunner::with_outputs(&[("ip -j -6 rule show", "[]")]);
+        assert_eq!(
+            plan_rule(&absent, "-6").expect("ok").map(|c| c.join(" ")).as_deref(),
+            Some("ip -6 rule add pref 5350 not fwmark 0xde7e lookup 3559")
+        );
     }
 
     #[test]
@@ -241,44 +432,30 @@ mod tests {
     }
 
     #[test]
-    fn route_get_reports_device_and_gateway() {
-        let runner = RecordingRunner::with_outputs(&[(
-            "ip -j route get 10.96.0.10",
-            r#"[{"dst":"10.96.0.10","gateway":"192.168.10.1","dev":"eth0","prefsrc":"192.168.10.2","flags":[],"uid":0,"cache":[]}]"#,
-        )]);
-        let r = route_get(&runner, "10.96.0.10".parse().expect("ip")).expect("ok").expect("route");
-        assert_eq!(r.dev, "eth0");
-        assert_eq!(r.gateway, Some("192.168.10.1".parse().expect("ip")));
-        assert_eq!(runner.take(), ["ip -j route get 10.96.0.10"]);
-    }
-
-    #[test]
-    fn removes_only_our_routes() {
-        let cmds = plan_remove(&nets(&["10.96.0.0/16", "10.244.0.0/16", "10.1.0.0/16"]), "devnet0", &existing());
-        assert_eq!(cmds, vec![argv(&["ip", "route", "del", "10.96.0.0/16", "dev", "devnet0", "proto", "222"])]);
-    }
-
-    #[test]
     fn undo_removes_owned_state_and_empties_the_journal() {
         let dir = std::env::temp_dir().join(format!("devnet-undo-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut journal = Journal::open(&dir).expect("journal");
         journal.record(Entry::Tun { name: "devnet0".into() }).expect("record");
+        journal.record(Entry::Rule { ipv6: false }).expect("record");
         for dst in ["10.96.0.0/16", "10.244.0.0/16"] {
             journal.record(Entry::Route { dst: dst.parse().expect("net"), dev: "devnet0".into() }).expect("record");
         }
         let runner = RecordingRunner::with_outputs(&[
-            ("ip -j -4 route show", ROUTES_V4),
+            ("ip -j -4 route show table 3559", OURS_V4),
+            ("ip -j -4 rule show", RULES_V4),
             ("ip -j link show dev devnet0", r#"[{"ifname":"devnet0","ifalias":"devnet-managed"}]"#),
         ]);
         undo(&mut journal, &runner).expect("undo");
         assert_eq!(
             runner.take(),
             [
-                "ip -j -4 route show table main",
-                "ip -j -6 route show table main",
+                "ip -j -4 route show table 3559",
+                "ip -j -6 route show table 3559",
                 // 10.244.0.0/16 is proto static: a look-alike, not ours.
-                "ip route del 10.96.0.0/16 dev devnet0 proto 222",
+                "ip -4 route del 10.96.0.0/16 dev devnet0 table 3559 proto 222",
+                "ip -j -4 rule show",
+                "ip -4 rule del pref 5350 not fwmark 0xde7e lookup 3559",
                 "ip -j link show dev devnet0",
                 "ip link del dev devnet0",
             ]

@@ -1,0 +1,97 @@
+//! The OS state the engine owns while connected, kept in step with the paths
+//! chosen: the TUN device (created the first time a CIDR needs the tunnel),
+//! our policy rule per address family, and one route per tunnelled CIDR in
+//! our table. Every change is journaled before it is made.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+use tracing::info;
+
+use crate::config::Profile;
+use crate::journal::{Entry, Journal};
+use crate::os::platform;
+use crate::runner::Runner;
+
+pub(crate) struct NetState {
+    profile: Profile,
+    runner: Arc<dyn Runner>,
+    journal: Journal,
+    tun_created: bool,
+    rules: [bool; 2],
+    routed: Vec<IpNet>,
+}
+
+impl NetState {
+    pub(crate) fn new(profile: Profile, runner: Arc<dyn Runner>, journal: Journal) -> Self {
+        Self { profile, runner, journal, tun_created: false, rules: [false; 2], routed: Vec::new() }
+    }
+
+    /// CIDRs now routed through the tunnel.
+    pub(crate) fn routed(&self) -> &[IpNet] {
+        &self.routed
+    }
+
+    /// Routes exactly `want` through the tunnel. Returns the TUN device when
+    /// this call created it (the first time any CIDR needs the tunnel).
+    pub(crate) fn apply(&mut self, want: &[IpNet]) -> Result<Option<tun_rs::AsyncDevice>> {
+        let runner = self.runner.clone();
+        let runner = runner.as_ref();
+        let added: Vec<IpNet> = want.iter().filter(|n| !self.routed.contains(n)).copied().collect();
+        let removed: Vec<IpNet> = self.routed.iter().filter(|n| !want.contains(n)).copied().collect();
+        // Refuse before making anything if a new CIDR would take over a route.
+        platform::check_overlaps(&added, &platform::routes(runner)?)?;
+
+        let mut new_tun = None;
+        if !added.is_empty() && !self.tun_created {
+            let name = self.profile.tun_name.clone();
+            self.journal.record(Entry::Tun { name: name.clone() })?;
+            let tun = tun_rs::DeviceBuilder::new()
+                .name(&name)
+                .mtu(self.profile.mtu)
+                .enable(true)
+                .build_async()
+                .with_context(|| format!("creating TUN device {name} (are you root? is /dev/net/tun there?)"))?;
+            let any_v6 = self.profile.cidrs.iter().any(|n| matches!(n, IpNet::V6(_)));
+            platform::adopt_link(runner, &name, any_v6)?;
+            self.tun_created = true;
+            new_tun = Some(tun);
+        }
+        for (i, family, ipv6) in [(0, "-4", false), (1, "-6", true)] {
+            let needed = added.iter().any(|n| matches!(n, IpNet::V6(_)) == ipv6);
+            if needed && !self.rules[i] {
+                self.journal.record(Entry::Rule { ipv6 })?;
+                if let Some(cmd) = platform::plan_rule(runner, family)? {
+                    runner.run(&cmd)?;
+                }
+                self.rules[i] = true;
+            }
+        }
+        let dev = self.profile.tun_name.clone();
+        let ours = platform::our_routes(runner)?;
+        for cmd in platform::plan_remove(&removed, &dev, &ours) {
+            runner.run(&cmd)?;
+        }
+        for net in &removed {
+            self.journal.forget(&Entry::Route { dst: *net, dev: dev.clone() })?;
+        }
+        for net in &added {
+            self.journal.record(Entry::Route { dst: *net, dev: dev.clone() })?;
+        }
+        for cmd in platform::plan_add(&added, &dev, &ours) {
+            runner.run(&cmd)?;
+        }
+        if !added.is_empty() || !removed.is_empty() {
+            info!(tunnel = ?want, added = ?added, removed = ?removed, "tunnel routes updated");
+        }
+        self.routed = want.to_vec();
+        Ok(new_tun)
+    }
+
+    /// Undoes everything (the journal knows what).
+    pub(crate) fn teardown(&mut self) -> Result<Vec<String>> {
+        self.routed.clear();
+        platform::undo(&mut self.journal, self.runner.as_ref())
+    }
+}
