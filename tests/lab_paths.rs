@@ -36,6 +36,7 @@ fn main() {
         trial("paths_02_gateway_pods_only_splits", pods_direct_services_tunnel),
         trial("paths_03_no_path_everything_tunnelled", no_path_all_tunnel),
         trial("paths_04_moves_followed_both_ways_with_dns_throughout", moves),
+        trial("paths_05_doctor_explains_in_the_seeds_terms", doctor),
     ];
     trials.push(Trial::test("paths_99_host_namespace_unchanged", move || {
         if let Ok(lab) = &lab {
@@ -215,4 +216,38 @@ fn moves(lab: &Lab) -> Res {
     eprintln!("followed the move to the tunnel in {to_tunnel:?} and back in {to_direct:?}");
     lab.disconnect()?;
     lab.laptop_unchanged("after the moves")
+}
+
+fn run_doctor(lab: &Lab) -> Res<String> {
+    let profile = lab.dir.join("profile.toml").display().to_string();
+    lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "doctor", "--profile", &profile])
+}
+
+fn doctor(lab: &Lab) -> Res {
+    // Services not advertised: doctor names Calico's serviceClusterIPs.
+    lab.sh_ok("office-routes", &["pods"])?;
+    let out = run_doctor(lab)?;
+    for want in ["pod IPs are routed, ClusterIPs are not", "serviceClusterIPs", "10.96.0.0/16"] {
+        if !out.contains(want) {
+            return Err(format!("doctor (no engine) should say {want:?}:\n{out}"));
+        }
+    }
+    // The same with an engine connected: doctor uses the engine's evidence.
+    lab.connect("connected")?;
+    let out = run_doctor(lab)?;
+    if !out.contains("serviceClusterIPs") {
+        return Err(format!("doctor (engine connected) lost the finding:\n{out}"));
+    }
+    lab.disconnect()?;
+    // No route at all: doctor points at BGP peering or a forwarding node.
+    lab.sh_ok("office-routes", &["none"])?;
+    let out = run_doctor(lab)?;
+    // (The office router's "no route" ICMP errors are rate-limited, so a
+    // probe may see silence rather than an error; both findings name the fixes.)
+    for want in ["10.244.0.0/16", "BGP", "forwarding node"] {
+        if !out.contains(want) {
+            return Err(format!("doctor (no path) should say {want:?}:\n{out}"));
+        }
+    }
+    lab.laptop_unchanged("after doctor")
 }

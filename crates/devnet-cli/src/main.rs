@@ -40,6 +40,14 @@ enum Command {
     Disconnect,
     /// Undo network changes a crashed engine left behind, then exit (needs root).
     Cleanup,
+    /// Explain which way each CIDR goes and what the office network could fix.
+    Doctor {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        profile: ConnectArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +109,7 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Connect(args) => connect(args, cli.state_dir).await,
+        Command::Doctor { json, profile } => doctor(profile, cli.state_dir, json).await,
         Command::Status { json } => match control::request(&cli.state_dir, Request::Status).await? {
             Response::Status { status } => {
                 if json {
@@ -150,7 +159,7 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
+fn load_profile(args: ConnectArgs, state_dir: PathBuf) -> Result<devnet_engine::config::Profile> {
     let from_file = match &args.profile {
         Some(path) => ProfileFile::load(path)?,
         None => ProfileFile::default(),
@@ -167,7 +176,42 @@ async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
         mtu: args.mtu,
         state_dir: Some(state_dir),
     };
-    let profile = from_file.overlay(from_flags).validate()?;
+    Ok(from_file.overlay(from_flags).validate()?)
+}
+
+/// Findings from a running engine's evidence, or from a fresh detection.
+async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()> {
+    let profile = load_profile(args, state_dir.clone())?;
+    let verdicts = match control::request(&state_dir, Request::Status).await {
+        // An engine is connected: its routes would capture our probes, so
+        // use the evidence it gathered with the bypass mark.
+        Ok(Response::Status { status }) => status.paths,
+        _ => devnet_engine::detect::detect_with(&profile, &SystemRunner, is_root()).await?,
+    };
+    let roles = devnet_engine::detect::roles(&profile);
+    let pairs: Vec<_> = verdicts
+        .iter()
+        .filter_map(|v| profile.cidrs.iter().position(|c| *c == v.cidr).map(|i| (v.clone(), roles[i])))
+        .collect();
+    let findings = devnet_path::doctor::diagnose(&pairs);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"paths": verdicts, "findings": findings}))?);
+        return Ok(());
+    }
+    for v in &verdicts {
+        println!("{:<18} {:<7} {}", v.cidr.to_string(), format!("{:?}", v.path).to_lowercase(), v.reason);
+    }
+    for f in &findings {
+        println!("\n[{}] {}\n  {}", format!("{:?}", f.severity).to_lowercase(), f.title, f.detail);
+        if let Some(fix) = &f.fix {
+            println!("  fix: {fix}");
+        }
+    }
+    Ok(())
+}
+
+async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
+    let profile = load_profile(args, state_dir)?;
     anyhow::ensure!(
         is_root(),
         "devnet connect needs root: it creates a TUN device and routes (run it with sudo; `devnet status` then needs sudo too)"

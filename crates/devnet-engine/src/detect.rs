@@ -17,8 +17,16 @@ use crate::runner::Runner;
 /// milliseconds, and every CIDR is probed at once.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
 
-/// Decides the path of every CIDR in the profile.
+/// Decides the path of every CIDR in the profile. Probes carry the bypass
+/// mark, which needs root (CAP_NET_ADMIN); see [`detect_with`].
 pub async fn detect(profile: &Profile, runner: &dyn Runner) -> anyhow::Result<Vec<Verdict>> {
+    detect_with(profile, runner, true).await
+}
+
+/// [`detect`], choosing whether probes carry the bypass mark. Unmarked
+/// probes are right only while no engine has routes in place (`devnet
+/// doctor` run by a user without an engine).
+pub async fn detect_with(profile: &Profile, runner: &dyn Runner, mark: bool) -> anyhow::Result<Vec<Verdict>> {
     let mut observations = Vec::new();
     for cidr in &profile.cidrs {
         let target = profile.probe_target_for(cidr);
@@ -33,7 +41,7 @@ pub async fn detect(profile: &Profile, runner: &dyn Runner) -> anyhow::Result<Ve
     let probes: Vec<_> = observations
         .iter()
         .map(|o| match (o.target, &o.route) {
-            (Some(t), Some(_)) => Some(tokio::spawn(probe(t))),
+            (Some(t), Some(_)) => Some(tokio::spawn(probe(t, mark))),
             _ => None,
         })
         .collect();
@@ -45,9 +53,9 @@ pub async fn detect(profile: &Profile, runner: &dyn Runner) -> anyhow::Result<Ve
     Ok(observations.into_iter().map(|o| devnet_path::decide(o, &profile.tun_name, true)).collect())
 }
 
-async fn probe(target: std::net::SocketAddr) -> ProbeOutcome {
+async fn probe(target: std::net::SocketAddr, mark: bool) -> ProbeOutcome {
     let start = Instant::now();
-    let result = match tokio::time::timeout(PROBE_TIMEOUT, connect_bypassing_devnet(target)).await {
+    let result = match tokio::time::timeout(PROBE_TIMEOUT, connect_bypassing_devnet(target, mark)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
     };
@@ -56,8 +64,25 @@ async fn probe(target: std::net::SocketAddr) -> ProbeOutcome {
 
 /// A TCP connect whose packets carry the bypass mark, so they take the route
 /// the machine has without devnet.
-async fn connect_bypassing_devnet(target: std::net::SocketAddr) -> std::io::Result<()> {
+async fn connect_bypassing_devnet(target: std::net::SocketAddr, mark: bool) -> std::io::Result<()> {
     let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket2::SockRef::from(&socket).set_mark(platform::BYPASS_MARK)?;
+    if mark {
+        socket2::SockRef::from(&socket).set_mark(platform::BYPASS_MARK)?;
+    }
     socket.connect(target).await.map(drop)
+}
+
+/// What each CIDR of the profile holds, for doctor: the one holding the DNS
+/// server, or a probe target on port 53, is a service CIDR; the rest pods.
+pub fn roles(profile: &Profile) -> Vec<devnet_path::doctor::Role> {
+    use devnet_path::doctor::Role;
+    profile
+        .cidrs
+        .iter()
+        .map(|c| {
+            let dns = profile.dns_server.is_some_and(|d| c.contains(&d));
+            let port_53 = profile.probe_targets.iter().any(|t| t.port() == 53 && c.contains(&t.ip()));
+            if dns || port_53 { Role::Services } else { Role::Pods }
+        })
+        .collect()
 }

@@ -17,6 +17,8 @@
 //! **What it does not do:** look up routes, send probes, or change anything;
 //! the engine does, and feeds the results in.
 
+pub mod doctor;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 

@@ -1,0 +1,187 @@
+//! `devnet doctor`: turns path verdicts into findings in the seeds' terms,
+//! each with the fix. Pure: verdicts in, findings out.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::{Path, ProbeOutcome, Verdict};
+
+/// What a CIDR holds. With explicit profiles the service CIDR is the one
+/// holding the cluster DNS server; discovery will say it outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Pods,
+    Services,
+}
+
+/// How much a finding matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// How things are; nothing to do.
+    Info,
+    /// Works, through the tunnel; the office network could do better.
+    Warning,
+}
+
+/// One thing doctor noticed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub title: String,
+    pub detail: String,
+    /// What to change, when something should change.
+    pub fix: Option<String>,
+}
+
+fn list(nets: &[IpNet]) -> String {
+    nets.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// Findings for a set of verdicts and the role of each CIDR.
+pub fn diagnose(verdicts: &[(Verdict, Role)]) -> Vec<Finding> {
+    let with = |role: Role, path: Path| -> Vec<IpNet> {
+        verdicts.iter().filter(|(v, r)| *r == role && v.path == path).map(|(v, _)| v.cidr).collect()
+    };
+    let (pods_direct, pods_tunnel) = (with(Role::Pods, Path::Direct), with(Role::Pods, Path::Tunnel));
+    let (svc_direct, svc_tunnel) = (with(Role::Services, Path::Direct), with(Role::Services, Path::Tunnel));
+    let mut findings = Vec::new();
+
+    if !verdicts.is_empty() && verdicts.iter().all(|(v, _)| v.path == Path::Direct) {
+        findings.push(Finding {
+            severity: Severity::Info,
+            title: "the office network routes every cluster CIDR".into(),
+            detail: format!(
+                "{} answered directly; devnet puts nothing in the data path",
+                list(&verdicts.iter().map(|(v, _)| v.cidr).collect::<Vec<_>>())
+            ),
+            fix: None,
+        });
+    }
+    if !pods_direct.is_empty() && !svc_tunnel.is_empty() {
+        findings.push(Finding {
+            severity: Severity::Warning,
+            title: "pod IPs are routed, ClusterIPs are not".into(),
+            detail: format!(
+                "{} answered directly but {} did not: the service CIDR is not advertised to the office network, so devnet tunnels it",
+                list(&pods_direct),
+                list(&svc_tunnel)
+            ),
+            fix: Some(format!(
+                "with Calico BGP peering (seed 000), list {} in BGPConfiguration.spec.serviceClusterIPs; with a forwarding node (seed 001), add a static route for it via that node on the office router",
+                list(&svc_tunnel)
+            )),
+        });
+    }
+    if !svc_direct.is_empty() && !pods_tunnel.is_empty() {
+        findings.push(Finding {
+            severity: Severity::Warning,
+            title: "ClusterIPs are routed, pod IPs are not".into(),
+            detail: format!(
+                "{} answered directly but {} did not: pod blocks are not advertised, which is what Calico's IPIP or VXLAN overlay mode does",
+                list(&svc_direct),
+                list(&pods_tunnel)
+            ),
+            fix: Some(format!(
+                "set ipipMode: Never and vxlanMode: Never on the Calico IPPool for {} so BIRD advertises the pod blocks (seed 000), or add static routes for it via a forwarding node (seed 001)",
+                list(&pods_tunnel)
+            )),
+        });
+    }
+    for (v, _) in verdicts.iter().filter(|(v, _)| v.path != Path::Direct) {
+        let Some(target) = v.evidence.target else {
+            findings.push(Finding {
+                severity: Severity::Warning,
+                title: format!("{} cannot be tested", v.cidr),
+                detail: "no live target inside it is known, so a direct path cannot be proven".into(),
+                fix: Some("add a pod or Service IP:PORT inside it to probe-targets".into()),
+            });
+            continue;
+        };
+        let (title, detail, fix) = match &v.evidence.probe {
+            Some(ProbeOutcome::TimedOut { .. }) => (
+                format!("nothing in {} answers from this network", v.cidr),
+                format!(
+                    "probes to {target} leave over {} and vanish: no router on the way has a route (and its ICMP errors are rate-limited or filtered), or one has it but a later hop does not (seed 004), or a firewall drops them",
+                    v.evidence
+                        .route
+                        .as_ref()
+                        .map_or("?".into(), |r| r.gateway.map_or(r.dev.clone(), |g| format!("{g} on {}", r.dev)))
+                ),
+                "peer the office router with Calico over BGP (seeds 000, 002) or route the CIDR through a forwarding node with SNAT (seed 001), and give every router on the way the route (seed 004); until then devnet tunnels it",
+            ),
+            Some(ProbeOutcome::Unreachable { error }) => (
+                format!("the office network has no route to {}", v.cidr),
+                format!("probing {target}: {error}"),
+                "peer the office router with Calico over BGP (seeds 000, 002), or route the CIDR through a forwarding node with SNAT (seed 001); until then devnet tunnels it",
+            ),
+            _ => continue,
+        };
+        findings.push(Finding { severity: Severity::Warning, title, detail, fix: Some(fix.into()) });
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Observation, RouteUsed};
+
+    fn verdict(cidr: &str, path: Path, probe: Option<ProbeOutcome>) -> Verdict {
+        Verdict {
+            cidr: cidr.parse().expect("cidr"),
+            path,
+            reason: String::new(),
+            evidence: Observation {
+                cidr: cidr.parse().expect("cidr"),
+                target: Some("10.0.0.1:53".parse().expect("target")),
+                route: Some(RouteUsed {
+                    dev: "eth0".into(),
+                    gateway: Some("192.168.10.1".parse().expect("gw")),
+                    src: None,
+                }),
+                probe,
+            },
+        }
+    }
+
+    fn titles(findings: &[Finding]) -> Vec<&str> {
+        findings.iter().map(|f| f.title.as_str()).collect()
+    }
+
+    #[test]
+    fn findings_in_the_seeds_terms() {
+        let ok = || Some(ProbeOutcome::Connected { rtt_us: 300 });
+        let no_route = || Some(ProbeOutcome::Unreachable { error: "Network is unreachable".into() });
+        let lost = || Some(ProbeOutcome::TimedOut { after_ms: 700 });
+
+        let all_direct = diagnose(&[
+            (verdict("10.244.0.0/16", Path::Direct, ok()), Role::Pods),
+            (verdict("10.96.0.0/16", Path::Direct, ok()), Role::Services),
+        ]);
+        assert_eq!(titles(&all_direct), ["the office network routes every cluster CIDR"]);
+
+        let pods_only = diagnose(&[
+            (verdict("10.244.0.0/16", Path::Direct, ok()), Role::Pods),
+            (verdict("10.96.0.0/16", Path::Tunnel, no_route()), Role::Services),
+        ]);
+        assert_eq!(titles(&pods_only)[0], "pod IPs are routed, ClusterIPs are not");
+        assert!(pods_only[0].fix.as_deref().unwrap_or("").contains("serviceClusterIPs"));
+        assert!(titles(&pods_only).contains(&"the office network has no route to 10.96.0.0/16"));
+
+        let overlay = diagnose(&[
+            (verdict("10.244.0.0/16", Path::Tunnel, no_route()), Role::Pods),
+            (verdict("10.96.0.0/16", Path::Direct, ok()), Role::Services),
+        ]);
+        assert!(overlay[0].fix.as_deref().unwrap_or("").contains("ipipMode: Never"));
+
+        let black_hole = diagnose(&[(verdict("10.244.0.0/16", Path::Tunnel, lost()), Role::Pods)]);
+        assert_eq!(titles(&black_hole), ["nothing in 10.244.0.0/16 answers from this network"]);
+        assert!(black_hole[0].detail.contains("192.168.10.1 on eth0"));
+
+        let mut untested = verdict("10.244.0.0/16", Path::Tunnel, None);
+        untested.evidence.target = None;
+        assert!(diagnose(&[(untested, Role::Pods)])[0].fix.as_deref().unwrap_or("").contains("probe-targets"));
+    }
+}
