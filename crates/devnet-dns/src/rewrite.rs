@@ -1,0 +1,130 @@
+//! Rewriting queries for the cluster DNS and its answers back.
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::Name;
+use hickory_proto::serialize::binary::BinDecodable;
+
+use crate::{NamePolicy, Route};
+
+/// What to do with one query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handling {
+    /// Send `packet` to the cluster DNS; pass its answer to [`restore`]
+    /// with `original` and `asked`.
+    Cluster { packet: Vec<u8>, original: Name, asked: Name },
+    /// Send the query unchanged to the usual resolvers.
+    Upstream,
+    /// Answer at once with this packet (a malformed query gets FORMERR).
+    Answer(Vec<u8>),
+}
+
+/// A packet that cannot be handled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a DNS message: {0}")]
+pub struct RewriteError(String);
+
+/// Decides how to handle a query packet.
+pub fn query(packet: &[u8], policy: &NamePolicy) -> Result<Handling, RewriteError> {
+    let mut msg = match Message::from_bytes(packet) {
+        Ok(m) => m,
+        Err(e) => {
+            // Answer FORMERR when at least the id can be read.
+            if packet.len() >= 12 {
+                let mut resp = Message::new(
+                    u16::from_be_bytes([packet[0], packet[1]]),
+                    MessageType::Response,
+                    hickory_proto::op::OpCode::Query,
+                );
+                resp.metadata.response_code = ResponseCode::FormErr;
+                return resp.to_vec().map(Handling::Answer).map_err(|e| RewriteError(e.to_string()));
+            }
+            return Err(RewriteError(e.to_string()));
+        }
+    };
+    if msg.metadata.message_type != MessageType::Query || msg.queries.len() != 1 {
+        return Ok(Handling::Upstream);
+    }
+    let original = msg.queries[0].name().clone();
+    match policy.route(&original) {
+        Route::Upstream => Ok(Handling::Upstream),
+        Route::Cluster(asked) => {
+            msg.queries[0].set_name(asked.clone());
+            let packet = msg.to_vec().map_err(|e| RewriteError(e.to_string()))?;
+            Ok(Handling::Cluster { packet, original, asked })
+        }
+    }
+}
+
+/// Restores the client's name in the cluster DNS's answer, so a query for
+/// `web.demo` gets records for `web.demo`, not for the longer name asked.
+pub fn restore(answer: &[u8], original: &Name, asked: &Name) -> Result<Vec<u8>, RewriteError> {
+    let mut msg = Message::from_bytes(answer).map_err(|e| RewriteError(e.to_string()))?;
+    if original == asked {
+        return Ok(answer.to_vec());
+    }
+    for q in &mut msg.queries {
+        if q.name() == asked {
+            q.set_name(original.clone());
+        }
+    }
+    for r in &mut msg.answers {
+        if r.name == *asked {
+            r.name = original.clone();
+        }
+    }
+    msg.to_vec().map_err(|e| RewriteError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record, RecordType};
+
+    use super::*;
+
+    fn policy() -> NamePolicy {
+        NamePolicy::new("cluster.local", &["demo".into()], None).expect("policy")
+    }
+
+    fn query_for(name: &str) -> Vec<u8> {
+        let mut m = Message::new(0x1234, MessageType::Query, hickory_proto::op::OpCode::Query);
+        m.metadata.recursion_desired = true;
+        m.add_query(Query::query(Name::from_ascii(name).expect("name"), RecordType::A));
+        m.to_vec().expect("encode")
+    }
+
+    #[test]
+    fn short_names_are_asked_in_full_and_answered_as_asked() {
+        let Handling::Cluster { packet, original, asked } = query(&query_for("web.demo."), &policy()).expect("ok")
+        else {
+            panic!("should go to the cluster")
+        };
+        let sent = Message::from_bytes(&packet).expect("decode");
+        assert_eq!(sent.queries[0].name().to_ascii(), "web.demo.svc.cluster.local.");
+        assert_eq!(sent.metadata.id, 0x1234);
+
+        // The cluster answers for the long name...
+        let mut answer = sent.clone();
+        answer.metadata.message_type = MessageType::Response;
+        answer.add_answer(Record::from_rdata(asked.clone(), 5, RData::A(A(Ipv4Addr::new(10, 96, 0, 20)))));
+        let restored = restore(&answer.to_vec().expect("encode"), &original, &asked).expect("restore");
+        // ...and the client sees its own name.
+        let got = Message::from_bytes(&restored).expect("decode");
+        assert_eq!(got.queries[0].name().to_ascii(), "web.demo.");
+        assert_eq!(got.answers[0].name.to_ascii(), "web.demo.");
+        assert_eq!(got.answers[0].data, RData::A(A(Ipv4Addr::new(10, 96, 0, 20))));
+    }
+
+    #[test]
+    fn public_names_go_upstream_and_garbage_gets_formerr() {
+        assert_eq!(query(&query_for("www.example.com."), &policy()).expect("ok"), Handling::Upstream);
+        let mut junk = query_for("web.demo.");
+        junk.truncate(14);
+        let Handling::Answer(resp) = query(&junk, &policy()).expect("answered") else { panic!("should answer") };
+        assert_eq!(Message::from_bytes(&resp).expect("decode").metadata.response_code, ResponseCode::FormErr);
+        assert!(query(&[1, 2], &policy()).is_err());
+    }
+}
