@@ -48,6 +48,7 @@ fn main() {
         trial("no_path_02_ipv6_pod_and_clusterip", ipv6_pod_and_clusterip),
         trial("no_path_03_dns_over_udp_and_tcp", dns_over_udp_and_tcp),
         trial("no_path_04_udp_echo", udp_echo),
+        trial("no_path_04b_system_resolver_cluster_names_only", system_resolver),
         trial("no_path_05_256mib_each_way_intact", bulk_each_way),
         trial("no_path_06_1000_concurrent_connections", thousand_connections),
         trial("no_path_07_closed_port_refused_at_once", closed_port_refused),
@@ -322,7 +323,7 @@ fn sigkill_then_restart(lab: &Lab) -> Res {
     }
     // The next start undoes it; `devnet cleanup` is that step alone.
     let out = lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "cleanup"])?;
-    if !out.contains("the journal held 7 changes") {
+    if !out.contains("the journal held 8 changes") {
         return Err(format!("cleanup did not find the crashed engine's journal: {out}"));
     }
     lab.laptop_unchanged("after the crash and cleanup")?;
@@ -363,4 +364,31 @@ fn bad_profile_leaves_nothing(lab: &Lab) -> Res {
         return Err(format!("wrong token: {}", text(&out)));
     }
     lab.laptop_unchanged("after failed connects")
+}
+
+fn system_resolver(lab: &Lab) -> Res {
+    for name in ["web.demo.svc.cluster.local", "web.demo", "web.demo.svc"] {
+        let addrs = lab.getent(name)?;
+        if !addrs.iter().any(|a| a == "10.96.0.20" || a == "fd00:96::20") {
+            return Err(format!("getent hosts {name} gave {addrs:?}"));
+        }
+    }
+    // Public-looking names resolve through the office DNS as before, and
+    // never reach the cluster DNS, even with a namespace named `com`.
+    let addrs = lab.getent("www.example.com")?;
+    if addrs != ["192.0.2.80"] {
+        return Err(format!("getent hosts www.example.com gave {addrs:?}"));
+    }
+    let _ = lab.exec("laptop", &["getent", "hosts", "google.com"]);
+    let _ = lab.exec("laptop", &["getent", "hosts", "nosuchservice.other"]);
+    let log = lab.cluster_dns_queries();
+    if !log.contains("web.demo.svc.cluster.local") {
+        return Err(format!("the cluster DNS log shows no cluster query:\n{log}"));
+    }
+    for leak in ["example.com", "google.com", "other"] {
+        if log.lines().any(|l| l.contains("query[") && l.contains(leak)) {
+            return Err(format!("{leak} reached the cluster DNS:\n{log}"));
+        }
+    }
+    Ok(())
 }

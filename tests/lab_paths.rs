@@ -116,6 +116,11 @@ fn gateway_all_direct(lab: &Lab) -> Res {
         return Err("a TUN device exists although every CIDR is direct".into());
     }
     web_answers(lab)?;
+    // The system resolver answers cluster names over the direct path too.
+    let addrs = lab.getent("web.demo")?;
+    if !addrs.iter().any(|a| a == "10.96.0.20" || a == "fd00:96::20") {
+        return Err(format!("getent hosts web.demo gave {addrs:?}"));
+    }
     if lab.relay_metric("sessions_total")? != sessions_before {
         return Err("the relay was used although every CIDR is direct".into());
     }

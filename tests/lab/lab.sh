@@ -112,6 +112,9 @@ up() {
   echo "$scenario" >"$dir/scenario"
 
   new_ns laptop; new_ns office
+  # The laptop resolves through the office DNS, as DHCP would set it up.
+  printf '# devnet lab %s laptop: the office DNS\nnameserver 192.168.10.1\noptions timeout:1 attempts:2\n' "$lab" \
+    >"/etc/netns/$(ns laptop)/resolv.conf"
   veth laptop eth0 office lan0
   in_ns laptop ip addr add 192.168.10.2/24 dev eth0
   in_ns laptop ip -6 addr add fd00:10::2/64 dev eth0 nodad
@@ -166,8 +169,25 @@ local=/cluster.local/
 host-record=web.demo.svc.cluster.local,10.96.0.20,fd00:96::20
 host-record=echo.demo.svc.cluster.local,10.96.0.30,fd00:96::30
 host-record=kube-dns.kube-system.svc.cluster.local,10.96.0.10,fd00:96::a
+log-queries
+log-facility=$dir/cluster-dns-queries.log
 CONF
   spawn dns dnsmasq dnsmasq --conf-file="$dir/dnsmasq.conf" --pid-file="$dir/dnsmasq.dnsmasq-pid"
+  # The office DNS: public-looking names of its own, no cluster domain, and
+  # no way out (the lab has no internet).
+  cat >"$dir/office-dns.conf" <<CONF
+no-resolv
+no-hosts
+no-daemon
+bind-dynamic
+user=root
+port=53
+host-record=www.example.com,192.0.2.80
+host-record=intranet.office.example,192.168.10.80
+log-queries
+log-facility=$dir/office-dns-queries.log
+CONF
+  spawn office office-dns dnsmasq --conf-file="$dir/office-dns.conf" --pid-file="$dir/office-dns.dnsmasq-pid"
 
   # Relay credentials, as `devnet relay install` will create them.
   "$bin/devnet-relay" gen-cert --out "$dir/relay-tls" 2>/dev/null
@@ -180,6 +200,8 @@ relay-ca = "$dir/relay-tls/ca.pem"
 cidrs = ["10.244.0.0/16", "10.96.0.0/16", "fd00:244::/48", "fd00:96::/112"]
 dns-server = "10.96.0.10"
 probe-targets = ["10.244.1.10:8080", "[fd00:244:0:1::10]:8080", "[fd00:96::a]:53"]
+namespaces = ["demo", "kube-system", "com"]
+resolv-conf = "/etc/netns/$(ns laptop)/resolv.conf"
 cluster-domain = "cluster.local"
 state-dir = "$dir/laptop-state"
 PROFILE

@@ -216,7 +216,8 @@ impl Lab {
         ] {
             s += &self.laptop_ok(cmd)?;
         }
-        for f in ["journal.json", "engine.sock"] {
+        s += &std::fs::read_to_string(format!("/etc/netns/{}-laptop/resolv.conf", self.name)).unwrap_or_default();
+        for f in ["journal.json", "engine.sock", "resolv.conf.orig"] {
             if Path::new(&self.state_dir()).join(f).exists() {
                 s += &format!("state file left: {f}\n");
             }
@@ -276,4 +277,18 @@ pub fn host_snapshot() -> String {
         s += &String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.starts_with("-A")).collect::<Vec<_>>().join("\n");
     }
     s
+}
+
+impl Lab {
+    /// `getent hosts <name>` on the laptop: the system resolver, as any
+    /// program would use it. Returns the addresses.
+    pub fn getent(&self, name: &str) -> Res<Vec<String>> {
+        let out = self.laptop_ok(&["getent", "hosts", name])?;
+        Ok(out.lines().filter_map(|l| l.split_whitespace().next().map(str::to_owned)).collect())
+    }
+
+    /// The names the cluster DNS was asked for so far (its query log).
+    pub fn cluster_dns_queries(&self) -> String {
+        std::fs::read_to_string(self.dir.join("cluster-dns-queries.log")).unwrap_or_default()
+    }
 }

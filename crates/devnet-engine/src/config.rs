@@ -24,6 +24,15 @@ pub struct ProfileFile {
     #[serde(default)]
     pub probe_targets: Vec<String>,
     pub cluster_domain: Option<String>,
+    /// The cluster's namespaces: `svc.ns` resolves for these.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Where a bare `svc` is looked up.
+    pub default_namespace: Option<String>,
+    /// The resolv.conf to manage (default /etc/resolv.conf).
+    pub resolv_conf: Option<PathBuf>,
+    /// The loopback address devnet's DNS stub listens on (port 53).
+    pub dns_stub: Option<String>,
     pub tun_name: Option<String>,
     pub mtu: Option<u16>,
     pub state_dir: Option<PathBuf>,
@@ -47,6 +56,10 @@ impl ProfileFile {
             dns_server: over.dns_server.or(self.dns_server),
             probe_targets: if over.probe_targets.is_empty() { self.probe_targets } else { over.probe_targets },
             cluster_domain: over.cluster_domain.or(self.cluster_domain),
+            namespaces: if over.namespaces.is_empty() { self.namespaces } else { over.namespaces },
+            default_namespace: over.default_namespace.or(self.default_namespace),
+            resolv_conf: over.resolv_conf.or(self.resolv_conf),
+            dns_stub: over.dns_stub.or(self.dns_stub),
             tun_name: over.tun_name.or(self.tun_name),
             mtu: over.mtu.or(self.mtu),
             state_dir: over.state_dir.or(self.state_dir),
@@ -65,6 +78,10 @@ pub struct Profile {
     pub dns_server: Option<IpAddr>,
     pub probe_targets: Vec<SocketAddr>,
     pub cluster_domain: String,
+    pub namespaces: Vec<String>,
+    pub default_namespace: Option<String>,
+    pub resolv_conf: PathBuf,
+    pub dns_stub: IpAddr,
     pub tun_name: String,
     pub mtu: u16,
     pub state_dir: PathBuf,
@@ -74,6 +91,9 @@ pub struct Profile {
 pub const DEFAULT_STATE_DIR: &str = "/run/devnet";
 pub const DEFAULT_TUN_NAME: &str = "devnet0";
 pub const DEFAULT_MTU: u16 = 65_000;
+/// A loopback address of its own, so the stub never competes for port 53
+/// with systemd-resolved (127.0.0.53) or a local dnsmasq (127.0.0.1).
+pub const DEFAULT_DNS_STUB: &str = "127.0.0.153";
 
 /// A profile value that cannot be used, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,6 +136,10 @@ pub enum ConfigError {
     DnsNotRouted(IpAddr),
     #[error("cluster domain {0:?} is not a DNS name ({1})")]
     BadDomain(String, &'static str),
+    #[error("{0}: fix the namespaces / default-namespace entries")]
+    BadNamespace(String),
+    #[error("DNS stub address {0:?} must be a loopback IP address, e.g. 127.0.0.153")]
+    BadStub(String),
     #[error("interface name {0:?} is not valid: use 1-15 characters of [a-zA-Z0-9_-]")]
     BadTunName(String),
     #[error("MTU {0} is out of range: use 1280 to 65535")]
@@ -167,6 +191,13 @@ impl ProfileFile {
             probe_targets.push(target);
         }
         let cluster_domain = validate_domain(self.cluster_domain.as_deref().unwrap_or("cluster.local"))?;
+        devnet_dns::NamePolicy::new(&cluster_domain, &self.namespaces, self.default_namespace.as_deref())
+            .map_err(|e| ConfigError::BadNamespace(e.to_string()))?;
+        let stub_text = self.dns_stub.unwrap_or_else(|| DEFAULT_DNS_STUB.to_owned());
+        let dns_stub: IpAddr = stub_text.parse().map_err(|_| ConfigError::BadStub(stub_text.clone()))?;
+        if !dns_stub.is_loopback() {
+            return Err(ConfigError::BadStub(stub_text));
+        }
         let tun_name = self.tun_name.unwrap_or_else(|| DEFAULT_TUN_NAME.to_owned());
         if tun_name.is_empty()
             || tun_name.len() > 15
@@ -186,6 +217,10 @@ impl ProfileFile {
             dns_server,
             probe_targets,
             cluster_domain,
+            namespaces: self.namespaces,
+            default_namespace: self.default_namespace,
+            resolv_conf: self.resolv_conf.unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
+            dns_stub,
             tun_name,
             mtu,
             state_dir: self.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
@@ -261,6 +296,28 @@ pub fn validate_domain(name: &str) -> Result<String, ConfigError> {
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A valid profile whose files live in `dir`.
+    pub(crate) fn profile(dir: &Path) -> Profile {
+        let token = dir.join("token");
+        std::fs::write(&token, "secret\n").expect("write token");
+        ProfileFile {
+            relay: Some("10.60.20.11:31443".into()),
+            token_file: Some(token),
+            relay_ca: Some(dir.join("ca.pem")),
+            cidrs: vec!["10.244.0.0/16".into(), "10.96.0.0/16".into()],
+            dns_server: Some("10.96.0.10".into()),
+            state_dir: Some(dir.to_owned()),
+            ..Default::default()
+        }
+        .validate()
+        .expect("valid profile")
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -315,6 +372,8 @@ mod tests {
             (Box::new(|p| p.cluster_domain = Some("clus ter.local".into())), "letters, digits"),
             (Box::new(|p| p.tun_name = Some("a-very-long-interface-name".into())), "1-15 characters"),
             (Box::new(|p| p.mtu = Some(500)), "1280"),
+            (Box::new(|p| p.namespaces = vec!["Team_A".into()]), "Team_A"),
+            (Box::new(|p| p.dns_stub = Some("192.168.1.1".into())), "loopback"),
         ];
         for (mutate, fragment) in cases {
             let mut p = base(&dir);

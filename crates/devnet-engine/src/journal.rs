@@ -18,6 +18,8 @@ pub enum Entry {
     Route { dst: IpNet, dev: String },
     /// The policy rule sending unmarked traffic to our table.
     Rule { ipv6: bool },
+    /// A resolv.conf we rewrote; `backup` holds the original, byte for byte.
+    ResolvConf { path: std::path::PathBuf, backup: std::path::PathBuf },
 }
 
 /// The on-disk journal.

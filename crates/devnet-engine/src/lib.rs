@@ -14,6 +14,7 @@
 pub mod config;
 pub mod control;
 pub mod detect;
+mod dns;
 pub mod journal;
 pub mod os;
 pub mod runner;
@@ -100,11 +101,24 @@ pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHa
     let mut net = NetState::new(profile.clone(), runner.clone(), journal);
     let first = async {
         tracker.update(detect::detect(&profile, runner.as_ref()).await.context("detecting paths")?);
-        net.apply(&tracker.tunnelled())
+        let tun = net.apply(&tracker.tunnelled())?;
+        // Cluster names: the stub first, then the resolver pointed at it.
+        let stub = match profile.dns_server {
+            Some(_) => {
+                let stub = dns::start_stub(&profile, dns::upstreams(&profile)?).await?;
+                if let Err(e) = net.configure_dns() {
+                    stub.abort();
+                    return Err(e);
+                }
+                Some(stub)
+            }
+            None => None,
+        };
+        Ok::<_, anyhow::Error>((tun, stub))
     }
     .await;
-    let tun = match first {
-        Ok(tun) => tun,
+    let (tun, dns_stub) = match first {
+        Ok(pair) => pair,
         Err(e) => {
             let _ = net.teardown();
             let _ = std::fs::remove_file(&socket);
@@ -155,6 +169,9 @@ pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHa
             }
         };
         control_task.abort();
+        if let Some(stub) = dns_stub {
+            stub.abort();
+        }
         // The TUN device is gone with the data path; its routes with it. The
         // journal still lists them: undo checks what is left and removes
         // only what is ours (the rules, at least).

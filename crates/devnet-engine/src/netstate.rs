@@ -89,6 +89,11 @@ impl NetState {
         Ok(new_tun)
     }
 
+    /// Points the system resolver at devnet's DNS stub (journaled).
+    pub(crate) fn configure_dns(&mut self) -> Result<()> {
+        crate::dns::configure_resolv_conf(&self.profile, &mut self.journal).map(drop)
+    }
+
     /// Undoes everything (the journal knows what).
     pub(crate) fn teardown(&mut self) -> Result<Vec<String>> {
         self.routed.clear();

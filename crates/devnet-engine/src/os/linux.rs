@@ -283,6 +283,11 @@ pub fn undo(journal: &mut Journal, runner: &dyn Runner) -> anyhow::Result<Vec<St
                     done.push(cmd.join(" "));
                 }
             }
+            Entry::ResolvConf { path, backup } => {
+                if let Some(done_what) = crate::dns::restore_resolv_conf(path, backup)? {
+                    done.push(done_what);
+                }
+            }
             Entry::Tun { name } => {
                 let shown = runner.run(&argv(&["ip", "-j", "link", "show", "dev", name]));
                 let is_ours = shown

@@ -1,0 +1,229 @@
+//! Cluster DNS for the laptop: a stub resolver on a loopback address that
+//! sends cluster names (as `devnet_dns::NamePolicy` decides) to the cluster
+//! DNS and everything else to the laptop's own nameservers, and the
+//! resolv.conf backend that points the system at it.
+//!
+//! The cluster DNS server is reached at its ClusterIP like any other
+//! address, so queries follow whatever path that CIDR has (direct or
+//! tunnel) and keep working while it switches.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use devnet_dns::rewrite::{self, Handling};
+use devnet_dns::{NamePolicy, resolv_conf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tracing::{debug, info, warn};
+
+use crate::config::Profile;
+use crate::journal::{Entry, Journal};
+
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Stub {
+    policy: NamePolicy,
+    cluster: SocketAddr,
+    upstreams: Vec<SocketAddr>,
+}
+
+/// Starts the stub on `profile.dns_stub`:53 (UDP and TCP).
+pub(crate) async fn start_stub(profile: &Profile, upstreams: Vec<IpAddr>) -> Result<tokio::task::JoinHandle<()>> {
+    let cluster = SocketAddr::new(profile.dns_server.context("no DNS server configured")?, 53);
+    let policy = NamePolicy::new(&profile.cluster_domain, &profile.namespaces, profile.default_namespace.as_deref())?;
+    let listen = SocketAddr::new(profile.dns_stub, 53);
+    let udp = Arc::new(UdpSocket::bind(listen).await.with_context(|| format!("binding the DNS stub on {listen}"))?);
+    let tcp = TcpListener::bind(listen).await.with_context(|| format!("binding the DNS stub on {listen}/tcp"))?;
+    let stub = Arc::new(Stub {
+        policy,
+        cluster,
+        upstreams: upstreams.into_iter().map(|ip| SocketAddr::new(ip, 53)).collect(),
+    });
+    info!(%listen, %cluster, upstreams = ?stub.upstreams, "DNS stub serving");
+    Ok(tokio::spawn(async move {
+        let udp_loop = {
+            let (udp, stub) = (udp.clone(), stub.clone());
+            async move {
+                let mut buf = vec![0u8; 4096];
+                loop {
+                    let Ok((n, from)) = udp.recv_from(&mut buf).await else { continue };
+                    let (query, udp, stub) = (buf[..n].to_vec(), udp.clone(), stub.clone());
+                    tokio::spawn(async move {
+                        if let Some(answer) = stub.answer(&query, false).await {
+                            let _ = udp.send_to(&answer, from).await;
+                        }
+                    });
+                }
+            }
+        };
+        let tcp_loop = async move {
+            loop {
+                let Ok((conn, _)) = tcp.accept().await else { continue };
+                let stub = stub.clone();
+                tokio::spawn(async move {
+                    let _ = serve_tcp(conn, &stub).await;
+                });
+            }
+        };
+        tokio::join!(udp_loop, tcp_loop);
+    }))
+}
+
+async fn serve_tcp(mut conn: TcpStream, stub: &Stub) -> std::io::Result<()> {
+    loop {
+        let len = conn.read_u16().await? as usize;
+        let mut query = vec![0u8; len];
+        conn.read_exact(&mut query).await?;
+        if let Some(answer) = stub.answer(&query, true).await {
+            conn.write_u16(answer.len() as u16).await?;
+            conn.write_all(&answer).await?;
+        }
+    }
+}
+
+impl Stub {
+    async fn answer(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        match rewrite::query(query, &self.policy) {
+            Ok(Handling::Answer(packet)) => Some(packet),
+            Ok(Handling::Cluster { packet, original, asked }) => {
+                debug!(%original, %asked, "cluster name");
+                let answer = forward(&[self.cluster], &packet, tcp).await?;
+                rewrite::restore(&answer, &original, &asked).ok()
+            }
+            Ok(Handling::Upstream) => forward(&self.upstreams, query, tcp).await,
+            Err(e) => {
+                debug!(error = %e, "dropping a packet that is not DNS");
+                None
+            }
+        }
+    }
+}
+
+/// Sends a query to each server in turn until one answers.
+async fn forward(servers: &[SocketAddr], query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    for server in servers {
+        let attempt = async {
+            if tcp {
+                let mut s = TcpStream::connect(server).await?;
+                s.write_u16(query.len() as u16).await?;
+                s.write_all(query).await?;
+                let len = s.read_u16().await? as usize;
+                let mut answer = vec![0u8; len];
+                s.read_exact(&mut answer).await?;
+                Ok::<_, std::io::Error>(answer)
+            } else {
+                let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+                let s = UdpSocket::bind(bind).await?;
+                s.connect(server).await?;
+                s.send(query).await?;
+                let mut answer = vec![0u8; 4096];
+                let n = s.recv(&mut answer).await?;
+                answer.truncate(n);
+                Ok(answer)
+            }
+        };
+        match tokio::time::timeout(FORWARD_TIMEOUT, attempt).await {
+            Ok(Ok(answer)) => return Some(answer),
+            Ok(Err(e)) => debug!(%server, error = %e, "DNS server failed"),
+            Err(_) => debug!(%server, "DNS server timed out"),
+        }
+    }
+    None
+}
+
+/// The nameservers the system uses now: where the stub forwards the rest.
+pub(crate) fn upstreams(profile: &Profile) -> Result<Vec<IpAddr>> {
+    let path = &profile.resolv_conf;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(resolv_conf::nameservers(&text).into_iter().filter(|ip| *ip != profile.dns_stub).collect())
+}
+
+/// Points `profile.resolv_conf` at the stub, journaling first and keeping the
+/// original byte for byte. Returns the nameservers the file had.
+pub(crate) fn configure_resolv_conf(profile: &Profile, journal: &mut Journal) -> Result<Vec<IpAddr>> {
+    let path = &profile.resolv_conf;
+    let original = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    anyhow::ensure!(
+        !resolv_conf::is_managed(&original),
+        "{} is still marked as devnet's from an earlier run: run `devnet cleanup`",
+        path.display()
+    );
+    let backup = profile.state_dir.join("resolv.conf.orig");
+    write_file(&backup, &original)?;
+    journal.record(Entry::ResolvConf { path: path.clone(), backup: backup.clone() })?;
+    write_file(path, &resolv_conf::managed(&original, profile.dns_stub))?;
+    info!(path = %path.display(), stub = %profile.dns_stub, "resolver configured");
+    Ok(resolv_conf::nameservers(&original).into_iter().filter(|ip| *ip != profile.dns_stub).collect())
+}
+
+/// Puts the original resolv.conf back, if the file is still ours; a file
+/// someone else rewrote meanwhile is left as it is.
+pub(crate) fn restore_resolv_conf(path: &Path, backup: &Path) -> Result<Option<String>> {
+    let current = std::fs::read_to_string(path).unwrap_or_default();
+    let original = match std::fs::read_to_string(backup) {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", backup.display())),
+    };
+    let action = if resolv_conf::is_managed(&current) {
+        write_file(path, &original)?;
+        Some(format!("restored {}", path.display()))
+    } else {
+        warn!(path = %path.display(), "resolv.conf was changed by someone else since devnet wrote it; leaving it");
+        None
+    };
+    std::fs::remove_file(backup).ok();
+    Ok(action)
+}
+
+/// Replaces a file's contents atomically (write beside, then rename). Where
+/// the file is a mount point (a bind-mounted resolv.conf in a container or a
+/// network namespace) rename fails, and the file is rewritten in place.
+fn write_file(path: &Path, contents: &str) -> Result<()> {
+    let tmp: PathBuf = path.with_extension(format!("devnet-{}.tmp", std::process::id()));
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+    }
+    if std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_round_trips_and_foreign_edits_are_kept() {
+        let dir = std::env::temp_dir().join(format!("devnet-dns-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("resolv.conf");
+        let original = "search office.example\nnameserver 192.168.10.1\n";
+        std::fs::write(&path, original).expect("write");
+        let mut profile = crate::config::tests_support::profile(&dir);
+        profile.resolv_conf = path.clone();
+        let mut journal = Journal::open(&dir).expect("journal");
+        let upstreams = configure_resolv_conf(&profile, &mut journal).expect("configure");
+        assert_eq!(upstreams, vec!["192.168.10.1".parse::<IpAddr>().expect("ip")]);
+        let managed = std::fs::read_to_string(&path).expect("read");
+        assert!(resolv_conf::is_managed(&managed) && managed.contains("nameserver 127.0.0.153"));
+        // Configuring over our own file is refused (a crashed run's leftover).
+        assert!(configure_resolv_conf(&profile, &mut journal).is_err());
+        let backup = profile.state_dir.join("resolv.conf.orig");
+        assert!(restore_resolv_conf(&path, &backup).expect("restore").is_some());
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), original, "restored byte for byte");
+
+        // Someone else rewrote it after us: theirs stays.
+        configure_resolv_conf(&profile, &mut journal).expect("configure");
+        std::fs::write(&path, "nameserver 9.9.9.9\n").expect("foreign write");
+        assert_eq!(restore_resolv_conf(&path, &backup).expect("restore"), None);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "nameserver 9.9.9.9\n");
+    }
+}
