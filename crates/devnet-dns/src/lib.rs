@@ -16,8 +16,10 @@
 //!
 //! **What it does not do:** open sockets or write files; the engine does.
 
+pub mod macos;
 pub mod resolv_conf;
 pub mod rewrite;
+pub mod windows;
 
 use std::collections::BTreeSet;
 
@@ -84,6 +86,16 @@ impl NamePolicy {
     /// The cluster domain, fully qualified.
     pub fn domain(&self) -> &Name {
         &self.domain
+    }
+
+    /// The domains the OS should send to devnet's stub on systems with
+    /// per-domain resolvers (macOS, Windows, systemd-resolved): the cluster
+    /// domain and each namespace that is not a public suffix (so `svc.ns`
+    /// works). Bare names need a search domain and are left to the stub.
+    pub fn resolver_domains(&self) -> Vec<String> {
+        let mut domains = vec![self.domain.to_ascii().trim_end_matches('.').to_owned()];
+        domains.extend(self.namespaces.iter().filter(|ns| !is_public_suffix(ns)).cloned());
+        domains
     }
 
     /// Where a query for `qname` goes.
@@ -162,6 +174,13 @@ mod tests {
         // Without a default namespace, bare names stay upstream.
         let p = NamePolicy::new("cluster.local", &namespaces, None).expect("policy");
         assert_eq!(p.route(&name("web.")), Route::Upstream);
+    }
+
+    #[test]
+    fn resolver_domains_skip_namespaces_named_like_public_suffixes() {
+        let namespaces: Vec<String> = ["demo", "com", "team-a"].iter().map(|s| (*s).to_owned()).collect();
+        let p = NamePolicy::new("cluster.local", &namespaces, None).expect("policy");
+        assert_eq!(p.resolver_domains(), ["cluster.local", "demo", "team-a"]);
     }
 
     #[test]
