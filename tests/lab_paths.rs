@@ -37,6 +37,7 @@ fn main() {
         trial("paths_03_no_path_everything_tunnelled", no_path_all_tunnel),
         trial("paths_04_moves_followed_both_ways_with_dns_throughout", moves),
         trial("paths_05_doctor_explains_in_the_seeds_terms", doctor),
+        trial("paths_06_overlapping_route_refused_and_named", overlap_refused),
     ];
     trials.push(Trial::test("paths_99_host_namespace_unchanged", move || {
         if let Ok(lab) = &lab {
@@ -255,4 +256,19 @@ fn doctor(lab: &Lab) -> Res {
         }
     }
     lab.laptop_unchanged("after doctor")
+}
+
+fn overlap_refused(lab: &Lab) -> Res {
+    lab.sh_ok("office-routes", &["none"])?;
+    // A corporate VPN already routes part of the service CIDR.
+    lab.laptop_ok(&["ip", "route", "add", "10.96.5.0/24", "via", "192.168.10.1"])?;
+    let profile = lab.dir.join("profile.toml").display().to_string();
+    let out =
+        lab.exec("laptop", &[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "connect", "--profile", &profile])?;
+    lab.laptop_ok(&["ip", "route", "del", "10.96.5.0/24", "via", "192.168.10.1"])?;
+    let said = devnet_lab::harness::text(&out);
+    if out.status.success() || !said.contains("10.96.5.0/24 via 192.168.10.1") || !said.contains("allow-overlap") {
+        return Err(format!("connect should refuse the overlap and name the route:\n{said}"));
+    }
+    lab.laptop_unchanged("after the refused connect")
 }

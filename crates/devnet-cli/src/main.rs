@@ -175,6 +175,7 @@ fn load_profile(args: ConnectArgs, state_dir: PathBuf) -> Result<devnet_engine::
         default_namespace: None,
         resolv_conf: None,
         dns_stub: None,
+        allow_overlap: Vec::new(),
         cluster_domain: args.cluster_domain,
         tun_name: args.tun_name,
         mtu: args.mtu,

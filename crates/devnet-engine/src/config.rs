@@ -33,6 +33,9 @@ pub struct ProfileFile {
     pub resolv_conf: Option<PathBuf>,
     /// The loopback address devnet's DNS stub listens on (port 53).
     pub dns_stub: Option<String>,
+    /// CIDRs (from `cidrs`) that may take over routes the machine already has.
+    #[serde(default)]
+    pub allow_overlap: Vec<String>,
     pub tun_name: Option<String>,
     pub mtu: Option<u16>,
     pub state_dir: Option<PathBuf>,
@@ -60,6 +63,7 @@ impl ProfileFile {
             default_namespace: over.default_namespace.or(self.default_namespace),
             resolv_conf: over.resolv_conf.or(self.resolv_conf),
             dns_stub: over.dns_stub.or(self.dns_stub),
+            allow_overlap: if over.allow_overlap.is_empty() { self.allow_overlap } else { over.allow_overlap },
             tun_name: over.tun_name.or(self.tun_name),
             mtu: over.mtu.or(self.mtu),
             state_dir: over.state_dir.or(self.state_dir),
@@ -82,6 +86,7 @@ pub struct Profile {
     pub default_namespace: Option<String>,
     pub resolv_conf: PathBuf,
     pub dns_stub: IpAddr,
+    pub allow_overlap: Vec<IpNet>,
     pub tun_name: String,
     pub mtu: u16,
     pub state_dir: PathBuf,
@@ -136,6 +141,8 @@ pub enum ConfigError {
     DnsNotRouted(IpAddr),
     #[error("cluster domain {0:?} is not a DNS name ({1})")]
     BadDomain(String, &'static str),
+    #[error("allow-overlap entry {0:?} is not one of the cidrs: list the CIDR exactly as in cidrs")]
+    BadAllowOverlap(String),
     #[error("{0}: fix the namespaces / default-namespace entries")]
     BadNamespace(String),
     #[error("DNS stub address {0:?} must be a loopback IP address, e.g. 127.0.0.153")]
@@ -198,6 +205,13 @@ impl ProfileFile {
         if !dns_stub.is_loopback() {
             return Err(ConfigError::BadStub(stub_text));
         }
+        let mut allow_overlap = Vec::new();
+        for text in &self.allow_overlap {
+            match text.parse::<IpNet>() {
+                Ok(net) if cidrs.contains(&net) => allow_overlap.push(net),
+                _ => return Err(ConfigError::BadAllowOverlap(text.clone())),
+            }
+        }
         let tun_name = self.tun_name.unwrap_or_else(|| DEFAULT_TUN_NAME.to_owned());
         if tun_name.is_empty()
             || tun_name.len() > 15
@@ -221,6 +235,7 @@ impl ProfileFile {
             default_namespace: self.default_namespace,
             resolv_conf: self.resolv_conf.unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
             dns_stub,
+            allow_overlap,
             tun_name,
             mtu,
             state_dir: self.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
@@ -374,6 +389,7 @@ mod tests {
             (Box::new(|p| p.mtu = Some(500)), "1280"),
             (Box::new(|p| p.namespaces = vec!["Team_A".into()]), "Team_A"),
             (Box::new(|p| p.dns_stub = Some("192.168.1.1".into())), "loopback"),
+            (Box::new(|p| p.allow_overlap = vec!["10.1.0.0/16".into()]), "not one of the cidrs"),
         ];
         for (mutate, fragment) in cases {
             let mut p = base(&dir);

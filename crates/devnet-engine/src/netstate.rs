@@ -40,8 +40,10 @@ impl NetState {
         let runner = runner.as_ref();
         let added: Vec<IpNet> = want.iter().filter(|n| !self.routed.contains(n)).copied().collect();
         let removed: Vec<IpNet> = self.routed.iter().filter(|n| !want.contains(n)).copied().collect();
-        // Refuse before making anything if a new CIDR would take over a route.
-        platform::check_overlaps(&added, &platform::routes(runner)?)?;
+        // Refuse before making anything if a new CIDR would take over a route
+        // (unless the profile allows that CIDR to).
+        let checked: Vec<IpNet> = added.iter().filter(|n| !self.profile.allow_overlap.contains(n)).copied().collect();
+        platform::check_overlaps(&checked, &platform::routes(runner)?)?;
 
         let mut new_tun = None;
         if !added.is_empty() && !self.tun_created {

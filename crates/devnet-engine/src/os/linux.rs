@@ -76,7 +76,8 @@ impl KernelRoute {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{dst} overlaps the existing route {existing}, which devnet would take over: \
-     leave {dst} out of the CIDRs, or remove that route (a VPN, a container bridge or the home LAN may own it)"
+     leave {dst} out of the CIDRs, remove that route (a VPN, a container bridge or the home LAN may own it), \
+     or allow it with allow-overlap = [\"{dst}\"] in the profile"
 )]
 pub struct RouteConflict {
     pub dst: IpNet,
