@@ -5,6 +5,10 @@
 //! - **gateway-pods-only**: the service CIDRs are not routed: pods direct,
 //!   services through the tunnel (split mode).
 //! - **no-path**: everything through the tunnel.
+//! - **bgp** (seeds 000/002): bird2 on the nodes as Calico's BIRD, peering
+//!   with bird2 on the office router; pods and services advertised: all direct.
+//! - **bgp-pods-only**: `serviceClusterIPs` not set: services tunnelled, and
+//!   doctor says so.
 //!
 //! Needs root; fails loudly without it. Trials run in order on one lab.
 
@@ -38,6 +42,8 @@ fn main() {
         trial("paths_04_moves_followed_both_ways_with_dns_throughout", moves),
         trial("paths_05_doctor_explains_in_the_seeds_terms", doctor),
         trial("paths_06_overlapping_route_refused_and_named", overlap_refused),
+        trial("paths_07_bgp_pods_and_services_advertised_all_direct", bgp_all_direct),
+        trial("paths_08_bgp_pods_only_services_tunnelled_doctor_says_why", bgp_pods_only),
     ];
     trials.push(Trial::test("paths_99_host_namespace_unchanged", move || {
         if let Ok(lab) = &lab {
@@ -271,4 +277,51 @@ fn overlap_refused(lab: &Lab) -> Res {
         return Err(format!("connect should refuse the overlap and name the route:\n{said}"));
     }
     lab.laptop_unchanged("after the refused connect")
+}
+
+fn bgp_all_direct(lab: &Lab) -> Res {
+    lab.sh_ok("office-routes", &["none"])?;
+    lab.sh_ok("bgp", &["all"])?;
+    lab.connect("direct")?;
+    expect_paths(
+        lab,
+        &[
+            ("10.244.0.0/16", "direct"),
+            ("10.96.0.0/16", "direct"),
+            ("fd00:244::/48", "direct"),
+            ("fd00:96::/112", "direct"),
+        ],
+    )?;
+    if lab.exec("laptop", &["ip", "link", "show", "devnet0"])?.status.success() {
+        return Err("a TUN device exists although BGP routes every CIDR".into());
+    }
+    web_answers(lab)?;
+    let addrs = lab.getent("web.demo")?;
+    if !addrs.iter().any(|a| a == "10.96.0.20" || a == "fd00:96::20") {
+        return Err(format!("getent hosts web.demo gave {addrs:?}"));
+    }
+    lab.disconnect()?;
+    lab.laptop_unchanged("after the bgp scenario")
+}
+
+fn bgp_pods_only(lab: &Lab) -> Res {
+    lab.sh_ok("bgp", &["pods"])?;
+    lab.connect("connected")?;
+    expect_paths(
+        lab,
+        &[
+            ("10.244.0.0/16", "direct"),
+            ("fd00:244::/48", "direct"),
+            ("10.96.0.0/16", "tunnel"),
+            ("fd00:96::/112", "tunnel"),
+        ],
+    )?;
+    web_answers(lab)?;
+    let out = run_doctor(lab)?;
+    if !out.contains("serviceClusterIPs") {
+        return Err(format!("doctor should name serviceClusterIPs:\n{out}"));
+    }
+    lab.disconnect()?;
+    lab.sh_ok("bgp", &["off"])?;
+    lab.laptop_unchanged("after the bgp-pods-only scenario")
 }

@@ -11,15 +11,16 @@ if [[ $(id -u) != 0 ]]; then
 fi
 
 # Lab tools: iproute2 (namespaces, veth), iptables (kube-proxy DNAT inside the
-# lab's namespaces only), dnsmasq (the cluster DNS), dig and curl (clients).
+# lab's namespaces only), dnsmasq (the cluster and office DNS), bird2 (Calico's
+# BIRD and the office switch), dig and curl (clients).
 need=()
-for tool in ip:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps; do
+for tool in ip:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps bird:bird2; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 cargo fmt --all --check

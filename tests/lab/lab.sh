@@ -9,6 +9,11 @@
 #   lab.sh relay-start <lab>    (re)start the relay pod's process
 #   lab.sh relay-stop <lab> [SIGNAL]
 #   lab.sh exec <lab> <host> <command…>
+#   lab.sh bgp <lab> all|pods|off
+#                               Calico's BIRD on every node peering with the
+#                               office switch (bird2, eBGP 64513 <-> 65200):
+#                               pod blocks, and with "all" the service CIDR
+#                               (BGPConfiguration.serviceClusterIPs), advertised
 #   lab.sh office-routes <lab> none|pods|all
 #                               seed 001's forwarding node: the office router
 #                               routes the pod (and service) CIDRs via node1,
@@ -95,6 +100,10 @@ pod() { # pod <node#> <name> <ip4> <ip6>
 
 services() { # kube-proxy: DNAT every ClusterIP on every node
   local node=$1 svc name v4 v6 port proto p4 p6 tport
+  # Like kube-proxy with --cluster-cidr: traffic to a ClusterIP from outside
+  # the pod network is masqueraded, so replies come back through this node.
+  in_ns "$node" iptables -t nat -A POSTROUTING ! -s 10.244.0.0/16 -m conntrack --ctstate DNAT --ctorigdst 10.96.0.0/16 -j MASQUERADE
+  in_ns "$node" ip6tables -t nat -A POSTROUTING ! -s fd00:244::/48 -m conntrack --ctstate DNAT --ctorigdst fd00:96::/112 -j MASQUERADE
   for svc in "${SERVICES[@]}"; do
     read -r name v4 v6 port proto p4 p6 tport <<<"$svc"
     for chain in PREROUTING OUTPUT; do
@@ -270,6 +279,65 @@ office_routes() {
   esac
 }
 
+bird_start() { # bird_start <host> <config>
+  spawn "$1" "bird-$1" bird -f -c "$2" -s "$dir/bird-$1.ctl" -P "$dir/bird-$1.bird-pid"
+}
+
+bird_stop() {
+  local f
+  for f in "$dir"/bird-*.pid; do
+    [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null || true
+  done
+  sleep 0.3
+  rm -f "$dir"/bird-*.pid "$dir"/bird-*.ctl
+}
+
+bgp() {
+  local mode=${3:-} n timers='connect retry time 1; hold time 6; keepalive time 2; error wait time 1, 5;'
+  bird_stop
+  [[ $mode == off ]] && return 0
+  [[ $mode == all || $mode == pods ]] || { echo "bgp takes all, pods or off" >&2; exit 2; }
+  {
+    echo "router id 10.60.20.1;"
+    echo "protocol device {}"
+    echo "protocol kernel { ipv4 { import none; export all; }; }"
+    echo "protocol kernel { ipv6 { import none; export all; }; }"
+    for n in 1 2 3; do
+      echo "protocol bgp node${n}v4 { local 10.60.20.1 as 65200; neighbor 10.60.20.1$n as 64513; $timers ipv4 { import all; export none; }; }"
+      echo "protocol bgp node${n}v6 { local fd00:60::1 as 65200; neighbor fd00:60::1$n as 64513; $timers ipv6 { import all; export none; }; }"
+    done
+  } >"$dir/bird-office.conf"
+  bird_start office "$dir/bird-office.conf"
+  for n in 1 2 3; do
+    {
+      echo "router id 10.60.20.1$n;"
+      echo "protocol device {}"
+      # The pod block is announced as Calico's BIRD does; the kernel already
+      # has it (blackhole) and the routes to the other nodes.
+      echo "protocol static { ipv4; route 10.244.$n.0/24 blackhole; }"
+      echo "protocol static { ipv6; route fd00:244:0:$n::/64 blackhole; }"
+      if [[ $mode == all ]]; then
+        echo "protocol static { ipv4; route 10.96.0.0/16 blackhole; }"
+        echo "protocol static { ipv6; route fd00:96::/112 blackhole; }"
+      fi
+      echo "protocol bgp officev4 { local 10.60.20.1$n as 64513; neighbor 10.60.20.1 as 65200; $timers ipv4 { import none; export all; }; }"
+      echo "protocol bgp officev6 { local fd00:60::1$n as 64513; neighbor fd00:60::1 as 65200; $timers ipv6 { import none; export all; }; }"
+    } >"$dir/bird-node$n.conf"
+    bird_start "node$n" "$dir/bird-node$n.conf"
+  done
+  # Wait for the office router to learn the pod blocks (and services).
+  local want=3 i
+  [[ $mode == all ]] && want=4
+  for i in $(seq 150); do
+    local got got6
+    got=$(in_ns office ip route show proto bird | grep -c -E '^10\.(244|96)\.' || true)
+    got6=$(in_ns office ip -6 route show proto bird | grep -c -E '^fd00:(244|96):' || true)
+    ((got >= want && got6 >= want)) && return 0
+    sleep 0.1
+  done
+  echo "BGP did not converge:" >&2; in_ns office ip route >&2; cat "$dir"/bird-*.log >&2; exit 1
+}
+
 down_quiet() {
   local n
   for n in $(ip netns list | awk '{print $1}' | grep "^$lab-" || true); do
@@ -288,5 +356,6 @@ case "$1" in
   relay-stop) relay_stop "$@" ;;
   exec) shift 2; host=$1; shift; in_ns "$host" "$@" ;;
   office-routes) office_routes "$@" ;;
+  bgp) bgp "$@" ;;
   *) echo "unknown command $1" >&2; exit 2 ;;
 esac
