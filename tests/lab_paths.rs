@@ -44,6 +44,7 @@ fn main() {
         trial("paths_06_overlapping_route_refused_and_named", overlap_refused),
         trial("paths_07_bgp_pods_and_services_advertised_all_direct", bgp_all_direct),
         trial("paths_08_bgp_pods_only_services_tunnelled_doctor_says_why", bgp_pods_only),
+        trial("paths_09_crash_in_each_mode_restores_exactly_and_spares_look_alikes", crash_in_each_mode),
     ];
     trials.push(Trial::test("paths_99_host_namespace_unchanged", move || {
         if let Ok(lab) = &lab {
@@ -324,4 +325,36 @@ fn bgp_pods_only(lab: &Lab) -> Res {
     lab.disconnect()?;
     lab.sh_ok("bgp", &["off"])?;
     lab.laptop_unchanged("after the bgp-pods-only scenario")
+}
+
+/// Foreign entries that look like devnet's: same table, a neighbouring rule,
+/// a similar device name. Cleanup must leave every one of them.
+const LOOK_ALIKES: &[&[&str]] = &[
+    &["ip", "route", "add", "10.99.0.0/16", "via", "192.168.10.1", "table", "3559", "proto", "static"],
+    &["ip", "rule", "add", "pref", "5351", "fwmark", "0x1", "lookup", "3559"],
+    &["ip", "link", "add", "devnet1", "type", "veth", "peer", "name", "devnet1p"],
+];
+
+fn crash_in_each_mode(lab: &Lab) -> Res {
+    for cmd in LOOK_ALIKES {
+        lab.laptop_ok(cmd)?;
+    }
+    let before = lab.laptop_snapshot()?;
+    for (mode, state) in [("all", "direct"), ("pods", "connected"), ("none", "connected")] {
+        lab.sh_ok("office-routes", &[mode])?;
+        lab.connect(state)?;
+        web_answers(lab)?;
+        lab.kill_engine(); // SIGKILL
+        let out = lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "cleanup"])?;
+        let after = lab.laptop_snapshot()?;
+        if after != before {
+            return Err(format!(
+                "mode {mode}: after SIGKILL and cleanup the laptop differs:\n{out}\nbefore:\n{before}\nafter:\n{after}"
+            ));
+        }
+    }
+    lab.laptop_ok(&["ip", "route", "del", "10.99.0.0/16", "table", "3559"])?;
+    lab.laptop_ok(&["ip", "rule", "del", "pref", "5351"])?;
+    lab.laptop_ok(&["ip", "link", "del", "devnet1"])?;
+    lab.laptop_unchanged("after the crash tests")
 }
