@@ -1,15 +1,19 @@
 //! # devnet-engine: the privileged part of devnet
 //!
-//! **Layer:** the I/O shell around [`devnet_netstack::Tunnel`]. It owns the
-//! OS state (TUN device, routes), the TLS link to the relay, and the control
-//! socket. Commands come in (over [`control`] or [`EngineHandle`]), status
-//! goes out ([`status::Status`]).
+//! **Layer:** the I/O shell around the sans-IO crates. It decides each
+//! CIDR's path ([`detect`], `devnet_path`) and re-checks it every few
+//! seconds, owns the OS state that follows from that (TUN device, policy
+//! rule, routes, resolv.conf), runs the DNS stub and the TLS link to the
+//! relay ([`devnet_netstack::Tunnel`]), and serves the control socket.
+//! Commands come in (over [`control`] or [`EngineHandle`]), status goes out
+//! ([`status::Status`]).
 //!
 //! Every OS change is journaled before it is made ([`journal`]), undone on
 //! disconnect, and undone at the next start if the engine died first.
 //!
-//! **What it does not do:** parse packets or speak the wire protocol (the
-//! sans-IO crates do), or discover clusters (profiles are explicit for now).
+//! **What it does not do:** parse packets, speak the wire protocol or decide
+//! paths and names (the sans-IO crates do), or discover clusters (profiles
+//! are explicit for now).
 
 pub mod config;
 pub mod control;
