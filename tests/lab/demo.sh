@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The main job on the embedded lab: build devnet, build the simulated office
-# and cluster (scenario no-path: the laptop reaches only a node's NodePort),
-# connect, and reach pods, ClusterIPs and service names through the tunnel.
+# and cluster, connect, and reach pods, ClusterIPs and service names through
+# the path devnet chose: first at "home" (no route: the tunnel), then at the
+# "office", where Calico's BIRD peers with the office switch (direct).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [[ $(id -u) == 0 ]] || { echo "the lab needs root: sudo $0" >&2; exit 1; }
 need=()
-for tool in ip:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl; do
+for tool in ip:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl bird:bird2; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if ((${#need[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 cargo build --workspace --bins --release --locked
 export DEVNET_BIN=$PWD/target/release
@@ -34,16 +35,31 @@ for _ in $(seq 50); do
   ip netns exec "$lab-laptop" "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
   sleep 0.2
 done
-echo; echo "== devnet connected; the path it chose for every CIDR is the tunnel (devnet0 -> relay):"
+echo; echo "== devnet connected at home: no route to the cluster, so every CIDR goes through the tunnel:"
 run "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status
-run ip route show dev devnet0
 run curl -sS http://10.244.1.10:8080/          # a pod IP
 run curl -sS http://10.96.0.20/                # a ClusterIP
 run curl -sS -g 'http://[fd00:96::20]/'        # an IPv6 ClusterIP
-run dig +short @10.96.0.10 web.demo.svc.cluster.local         # DNS over UDP
-run dig +short +tcp @10.96.0.10 web.demo.svc.cluster.local AAAA  # DNS over TCP
-run "$DEVNET_BIN/devnet-labd" probe rr 10.96.0.30:7 1000
+run getent hosts web.demo.svc.cluster.local    # the system resolver, cluster name
+run getent hosts web.demo                      # ... and the short form
+run getent hosts www.example.com               # public names still go to the office DNS
+run dig +short +tcp @10.96.0.10 web.demo.svc.cluster.local AAAA  # DNS over TCP to kube-dns
+
+echo; echo "== walk into the office: Calico's BIRD on every node peers with the office switch (seed 000)"
+bash tests/lab/lab.sh bgp "$lab" all
+for _ in $(seq 50); do
+  ip netns exec "$lab-laptop" "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null \
+    | grep -q '"tunnel"' || break
+  sleep 0.2
+done
+echo "devnet noticed and moved every CIDR to the direct path:"
+run "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status
+run curl -sS http://10.96.0.20/
+run getent hosts web.demo
+
 echo; echo "== disconnect: everything devnet added is gone"
 run "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect
 sleep 1
 run ip route
+run ip rule
+run cat /etc/resolv.conf
