@@ -7,6 +7,8 @@
 //! - **no-path**: everything through the tunnel.
 //! - **bgp** (seeds 000/002): bird2 on the nodes as Calico's BIRD, peering
 //!   with bird2 on the office router; pods and services advertised: all direct.
+//! - **gateway mode** (seed 001 without router changes): the profile names
+//!   the forwarding node on the laptop's LAN; devnet routes through it.
 //! - **bgp-pods-only**: `serviceClusterIPs` not set: services tunnelled, and
 //!   doctor says so.
 //!
@@ -45,6 +47,7 @@ fn main() {
         trial("paths_07_bgp_pods_and_services_advertised_all_direct", bgp_all_direct),
         trial("paths_08_bgp_pods_only_services_tunnelled_doctor_says_why", bgp_pods_only),
         trial("paths_09_crash_in_each_mode_restores_exactly_and_spares_look_alikes", crash_in_each_mode),
+        trial("paths_10_gateway_mode_routes_via_the_forwarding_node", gateway_mode),
     ];
     trials.push(Trial::test("paths_99_host_namespace_unchanged", move || {
         if let Ok(lab) = &lab {
@@ -357,4 +360,58 @@ fn crash_in_each_mode(lab: &Lab) -> Res {
     lab.laptop_ok(&["ip", "rule", "del", "pref", "5351"])?;
     lab.laptop_ok(&["ip", "link", "del", "devnet1"])?;
     lab.laptop_unchanged("after the crash tests")
+}
+
+fn gateway_mode(lab: &Lab) -> Res {
+    // Seed 001's node-30 sits on the office LAN; the office router routes nothing.
+    lab.sh_ok("office-routes", &["none"])?;
+    let base = std::fs::read_to_string(lab.dir.join("profile.toml")).map_err(|e| e.to_string())?;
+    let profile = lab.dir.join("profile-gateway.toml");
+    std::fs::write(&profile, format!("{base}gateways = [\"192.168.10.30\", \"fd00:10::30\"]\n"))
+        .map_err(|e| e.to_string())?;
+    lab.connect_with(&profile, "direct")?;
+    expect_paths(
+        lab,
+        &[
+            ("10.244.0.0/16", "gateway"),
+            ("10.96.0.0/16", "gateway"),
+            ("fd00:244::/48", "gateway"),
+            ("fd00:96::/112", "gateway"),
+        ],
+    )?;
+    if lab.exec("laptop", &["ip", "link", "show", "devnet0"])?.status.success() {
+        return Err("a TUN device exists although the forwarding node carries every CIDR".into());
+    }
+    let routes = lab.laptop_ok(&["ip", "route", "show", "table", "3559"])?;
+    if !routes.contains("10.96.0.0/16 via 192.168.10.30") {
+        return Err(format!("no route via the forwarding node in devnet's table:\n{routes}"));
+    }
+    web_answers(lab)?;
+    let p = profile.display().to_string();
+    let doctor = lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "doctor", "--profile", &p])?;
+    if !doctor.contains("forwarding node 192.168.10.30") || !doctor.contains("masquerades") {
+        return Err(format!("doctor should explain the SNAT of seed 001:\n{doctor}"));
+    }
+    // Back to an office that routes everything: the node's routes go.
+    lab.sh_ok("office-routes", &["all"])?;
+    let start = Instant::now();
+    while paths(lab)?.iter().any(|(_, p, _)| p != "direct") {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(format!("did not move to direct: {:?}", paths(lab)?));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let routes = lab.laptop_ok(&["ip", "route", "show", "table", "3559"])?;
+    if !routes.trim().is_empty() {
+        return Err(format!("routes left in devnet's table: {routes}"));
+    }
+    lab.disconnect()?;
+    lab.sh_ok("office-routes", &["none"])?;
+    lab.laptop_unchanged("after gateway mode")?;
+    // A crash in gateway mode: the trial table, its rule and the routes via
+    // the node are journaled and undone like everything else.
+    lab.connect_with(&profile, "direct")?;
+    lab.kill_engine();
+    lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "cleanup"])?;
+    lab.laptop_unchanged("after a crash in gateway mode")
 }

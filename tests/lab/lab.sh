@@ -27,6 +27,7 @@
 #                                              node3 .13  pods 10.244.3.0/24  fd00:244:0:3::/64
 #   Services 10.96.0.0/16 and fd00:96::/112 are DNAT rules on every node (kube-proxy).
 #   The relay pod (10.244.1.5) is exposed as NodePort 10.60.20.11:31443.
+#   A forwarding node (seed 001's node-30) sits on the office LAN at 192.168.10.30.
 #   Scenario no-path: the office router has no route to pods or services
 #   (office-routes none); gateway: office-routes all; gateway-pods-only: office-routes pods.
 set -euo pipefail
@@ -124,18 +125,44 @@ up() {
   # The laptop resolves through the office DNS, as DHCP would set it up.
   printf '# devnet lab %s laptop: the office DNS\nnameserver 192.168.10.1\noptions timeout:1 attempts:2\n' "$lab" \
     >"/etc/netns/$(ns laptop)/resolv.conf"
+  # The office LAN is a bridge on the office router: the laptop and seed
+  # 001's forwarding node sit on it.
+  in_ns office ip link add lanbr type bridge
+  in_ns office ip link set lanbr up
   veth laptop eth0 office lan0
+  in_ns office ip link set lan0 master lanbr
   in_ns laptop ip addr add 192.168.10.2/24 dev eth0
   in_ns laptop ip -6 addr add fd00:10::2/64 dev eth0 nodad
   in_ns laptop ip route add default via 192.168.10.1
   in_ns laptop ip -6 route add default via fd00:10::1
-  in_ns office ip addr add 192.168.10.1/24 dev lan0
-  in_ns office ip -6 addr add fd00:10::1/64 dev lan0 nodad
+  in_ns office ip addr add 192.168.10.1/24 dev lanbr
+  in_ns office ip -6 addr add fd00:10::1/64 dev lanbr nodad
   router office
   in_ns office ip link add br0 type bridge
   in_ns office ip link set br0 up
   in_ns office ip addr add 10.60.20.1/24 dev br0
   in_ns office ip -6 addr add fd00:60::1/64 dev br0 nodad
+
+  # Seed 001's node-30: a small node with a leg on the office LAN and one on
+  # the node LAN, forwarding to pods and services with MASQUERADE. Nothing
+  # routes through it unless a laptop is told to (devnet's gateway mode).
+  new_ns fwd; router fwd
+  veth fwd eth0 office lan1
+  in_ns office ip link set lan1 master lanbr
+  veth fwd eth1 office port4
+  in_ns office ip link set port4 master br0
+  in_ns fwd ip addr add 192.168.10.30/24 dev eth0
+  in_ns fwd ip -6 addr add fd00:10::30/64 dev eth0 nodad
+  in_ns fwd ip addr add 10.60.20.30/24 dev eth1
+  in_ns fwd ip -6 addr add fd00:60::30/64 dev eth1 nodad
+  for n in 1 2 3; do
+    in_ns fwd ip route add "10.244.$n.0/24" via "10.60.20.1$n"
+    in_ns fwd ip -6 route add "fd00:244:0:$n::/64" via "fd00:60::1$n"
+  done
+  in_ns fwd ip route add 10.96.0.0/16 via 10.60.20.11
+  in_ns fwd ip -6 route add fd00:96::/112 via fd00:60::11
+  in_ns fwd iptables -t nat -A POSTROUTING -o eth1 -s 192.168.10.0/24 -j MASQUERADE
+  in_ns fwd ip6tables -t nat -A POSTROUTING -o eth1 -s fd00:10::/64 -j MASQUERADE
 
   local n m
   for n in 1 2 3; do

@@ -120,7 +120,11 @@ impl Lab {
 
     /// Starts `devnet connect` on the laptop and waits for `state`.
     pub fn connect(&self, state: &str) -> Res {
-        let profile = self.dir.join("profile.toml");
+        self.connect_with(&self.dir.join("profile.toml"), state)
+    }
+
+    /// [`connect`](Self::connect) with another profile.
+    pub fn connect_with(&self, profile: &Path, state: &str) -> Res {
         let log = std::fs::File::create(self.dir.join("engine.log")).map_err(|e| e.to_string())?;
         let child = Command::new("ip")
             .args(["netns", "exec", &format!("{}-laptop", self.name)])

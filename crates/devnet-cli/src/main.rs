@@ -176,6 +176,7 @@ fn load_profile(args: ConnectArgs, state_dir: PathBuf) -> Result<devnet_engine::
         resolv_conf: None,
         dns_stub: None,
         allow_overlap: Vec::new(),
+        gateways: Vec::new(),
         cluster_domain: args.cluster_domain,
         tun_name: args.tun_name,
         mtu: args.mtu,

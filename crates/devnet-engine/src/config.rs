@@ -33,6 +33,10 @@ pub struct ProfileFile {
     pub resolv_conf: Option<PathBuf>,
     /// The loopback address devnet's DNS stub listens on (port 53).
     pub dns_stub: Option<String>,
+    /// Forwarding nodes on this machine's LAN (seed 001's node-30), at most
+    /// one per address family, tried when no direct path answers.
+    #[serde(default)]
+    pub gateways: Vec<String>,
     /// CIDRs (from `cidrs`) that may take over routes the machine already has.
     #[serde(default)]
     pub allow_overlap: Vec<String>,
@@ -64,6 +68,7 @@ impl ProfileFile {
             resolv_conf: over.resolv_conf.or(self.resolv_conf),
             dns_stub: over.dns_stub.or(self.dns_stub),
             allow_overlap: if over.allow_overlap.is_empty() { self.allow_overlap } else { over.allow_overlap },
+            gateways: if over.gateways.is_empty() { self.gateways } else { over.gateways },
             tun_name: over.tun_name.or(self.tun_name),
             mtu: over.mtu.or(self.mtu),
             state_dir: over.state_dir.or(self.state_dir),
@@ -87,6 +92,7 @@ pub struct Profile {
     pub resolv_conf: PathBuf,
     pub dns_stub: IpAddr,
     pub allow_overlap: Vec<IpNet>,
+    pub gateways: Vec<IpAddr>,
     pub tun_name: String,
     pub mtu: u16,
     pub state_dir: PathBuf,
@@ -141,6 +147,12 @@ pub enum ConfigError {
     DnsNotRouted(IpAddr),
     #[error("cluster domain {0:?} is not a DNS name ({1})")]
     BadDomain(String, &'static str),
+    #[error(
+        "gateway {0:?} is not an IP address, or a second one of its family (list at most one IPv4 and one IPv6 node)"
+    )]
+    BadGateway(String),
+    #[error("gateway {0} is inside the cluster CIDRs: it must be a node on this machine's own network")]
+    GatewayInCidrs(IpAddr),
     #[error("allow-overlap entry {0:?} is not one of the cidrs: list the CIDR exactly as in cidrs")]
     BadAllowOverlap(String),
     #[error("{0}: fix the namespaces / default-namespace entries")]
@@ -212,6 +224,17 @@ impl ProfileFile {
                 _ => return Err(ConfigError::BadAllowOverlap(text.clone())),
             }
         }
+        let mut gateways: Vec<IpAddr> = Vec::new();
+        for text in &self.gateways {
+            let ip: IpAddr = text.parse().map_err(|_| ConfigError::BadGateway(text.clone()))?;
+            if gateways.iter().any(|g| g.is_ipv4() == ip.is_ipv4()) {
+                return Err(ConfigError::BadGateway(text.clone()));
+            }
+            if cidrs.iter().any(|n| n.contains(&ip)) {
+                return Err(ConfigError::GatewayInCidrs(ip));
+            }
+            gateways.push(ip);
+        }
         let tun_name = self.tun_name.unwrap_or_else(|| DEFAULT_TUN_NAME.to_owned());
         if tun_name.is_empty()
             || tun_name.len() > 15
@@ -236,6 +259,7 @@ impl ProfileFile {
             resolv_conf: self.resolv_conf.unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
             dns_stub,
             allow_overlap,
+            gateways,
             tun_name,
             mtu,
             state_dir: self.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
@@ -390,6 +414,8 @@ mod tests {
             (Box::new(|p| p.namespaces = vec!["Team_A".into()]), "Team_A"),
             (Box::new(|p| p.dns_stub = Some("192.168.1.1".into())), "loopback"),
             (Box::new(|p| p.allow_overlap = vec!["10.1.0.0/16".into()]), "not one of the cidrs"),
+            (Box::new(|p| p.gateways = vec!["10.244.0.5".into()]), "inside the cluster CIDRs"),
+            (Box::new(|p| p.gateways = vec!["192.168.1.2".into(), "192.168.1.3".into()]), "at most one IPv4"),
         ];
         for (mutate, fragment) in cases {
             let mut p = base(&dir);

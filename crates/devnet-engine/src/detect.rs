@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use devnet_path::{Observation, ProbeOutcome, Verdict};
+use devnet_path::{GatewayTrial, Observation, ProbeOutcome, Verdict};
 use tokio::net::TcpSocket;
 
 use crate::config::Profile;
@@ -35,7 +35,7 @@ pub async fn detect_with(profile: &Profile, runner: &dyn Runner, mark: bool) -> 
             Some(t) => tokio::task::block_in_place(|| platform::route_get(runner, t.ip()))?,
             None => None,
         };
-        observations.push(Observation { cidr: *cidr, target, route, probe: None });
+        observations.push(Observation { cidr: *cidr, target, route, probe: None, gateway: None });
     }
     // All probes at once: detection takes one probe timeout at most.
     let probes: Vec<_> = observations
@@ -50,24 +50,50 @@ pub async fn detect_with(profile: &Profile, runner: &dyn Runner, mark: bool) -> 
             o.probe = p.await.ok();
         }
     }
+    // No direct answer: try the forwarding node of the target's family, if
+    // one is configured, through the trial table (probes with GATEWAY_MARK).
+    let mut trials = Vec::new();
+    for o in observations.iter_mut() {
+        let answered = o.probe.as_ref().is_some_and(ProbeOutcome::answered);
+        let (Some(target), false) = (o.target, answered) else { continue };
+        let Some(gw) = profile.gateways.iter().copied().find(|g| g.is_ipv4() == target.is_ipv4()) else { continue };
+        // On-link: the kernel reaches it without a next hop.
+        let on_link =
+            tokio::task::block_in_place(|| platform::route_get(runner, gw))?.is_some_and(|r| r.gateway.is_none());
+        o.gateway = Some(GatewayTrial { gateway: gw, on_link, probe: None });
+        if on_link && mark {
+            trials.push((o.cidr, tokio::spawn(probe_with(target, Some(platform::GATEWAY_MARK)))));
+        }
+    }
+    for (cidr, t) in trials {
+        if let (Some(o), Ok(outcome)) = (observations.iter_mut().find(|o| o.cidr == cidr), t.await)
+            && let Some(g) = o.gateway.as_mut()
+        {
+            g.probe = Some(outcome);
+        }
+    }
     Ok(observations.into_iter().map(|o| devnet_path::decide(o, &profile.tun_name, true)).collect())
 }
 
 async fn probe(target: std::net::SocketAddr, mark: bool) -> ProbeOutcome {
+    probe_with(target, mark.then_some(platform::BYPASS_MARK)).await
+}
+
+async fn probe_with(target: std::net::SocketAddr, mark: Option<u32>) -> ProbeOutcome {
     let start = Instant::now();
-    let result = match tokio::time::timeout(PROBE_TIMEOUT, connect_bypassing_devnet(target, mark)).await {
+    let result = match tokio::time::timeout(PROBE_TIMEOUT, connect_marked(target, mark)).await {
         Ok(r) => r,
         Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
     };
     ProbeOutcome::from_connect(&result, start.elapsed(), PROBE_TIMEOUT)
 }
 
-/// A TCP connect whose packets carry the bypass mark, so they take the route
-/// the machine has without devnet.
-async fn connect_bypassing_devnet(target: std::net::SocketAddr, mark: bool) -> std::io::Result<()> {
+/// A TCP connect whose packets carry `mark`: the bypass mark takes the route
+/// the machine has without devnet, the gateway mark the trial table.
+async fn connect_marked(target: std::net::SocketAddr, mark: Option<u32>) -> std::io::Result<()> {
     let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    if mark {
-        socket2::SockRef::from(&socket).set_mark(platform::BYPASS_MARK)?;
+    if let Some(mark) = mark {
+        socket2::SockRef::from(&socket).set_mark(mark)?;
     }
     socket.connect(target).await.map(drop)
 }

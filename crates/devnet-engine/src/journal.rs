@@ -18,6 +18,10 @@ pub enum Entry {
     Route { dst: IpNet, dev: String },
     /// The policy rule sending unmarked traffic to our table.
     Rule { ipv6: bool },
+    /// A route via a forwarding node in `table` (the main path or the trial table).
+    ViaRoute { dst: IpNet, via: std::net::IpAddr, table: String },
+    /// The rule sending gateway probes to the trial table.
+    GatewayRule { ipv6: bool },
     /// A resolv.conf we rewrote; `backup` holds the original, byte for byte.
     ResolvConf { path: std::path::PathBuf, backup: std::path::PathBuf },
 }

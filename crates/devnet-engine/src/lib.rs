@@ -104,8 +104,9 @@ pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHa
     let journal = Journal::open(&profile.state_dir)?;
     let mut net = NetState::new(profile.clone(), runner.clone(), journal);
     let first = async {
+        net.prepare_gateways()?;
         tracker.update(detect::detect(&profile, runner.as_ref()).await.context("detecting paths")?);
-        let tun = net.apply(&tracker.tunnelled())?;
+        let tun = net.apply(&tracker.tunnelled(), &tracker.via_gateway())?;
         // Cluster names: the stub first, then the resolver pointed at it.
         let stub = match profile.dns_server {
             Some(_) => {
@@ -236,7 +237,7 @@ async fn recheck(
     for v in tracker.current() {
         info!(cidr = %v.cidr, path = ?v.path, reason = %v.reason, "path re-checked");
     }
-    if let Some(tun) = net.apply(&want)? {
+    if let Some(tun) = net.apply(&want, &tracker.via_gateway())? {
         *dataplane = Some(Dataplane::spawn(profile, want.clone(), tun, tls.clone(), status.clone()));
         status.send_modify(|s| s.state = LinkState::Connecting);
     } else if let Some(d) = dataplane.as_ref() {

@@ -3,6 +3,7 @@
 //! our policy rule per address family, and one route per tunnelled CIDR in
 //! our table. Every change is journaled before it is made.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -21,11 +22,43 @@ pub(crate) struct NetState {
     tun_created: bool,
     rules: [bool; 2],
     routed: Vec<IpNet>,
+    via: Vec<(IpNet, IpAddr)>,
 }
 
 impl NetState {
     pub(crate) fn new(profile: Profile, runner: Arc<dyn Runner>, journal: Journal) -> Self {
-        Self { profile, runner, journal, tun_created: false, rules: [false; 2], routed: Vec::new() }
+        Self { profile, runner, journal, tun_created: false, rules: [false; 2], routed: Vec::new(), via: Vec::new() }
+    }
+
+    /// Sets up the trial table for the configured forwarding nodes: a route
+    /// for every CIDR of the node's family via the node, used only by probes
+    /// carrying the gateway mark. A node not on a directly connected network
+    /// is skipped (detection will say so).
+    pub(crate) fn prepare_gateways(&mut self) -> Result<()> {
+        let runner = self.runner.clone();
+        let runner = runner.as_ref();
+        for gw in self.profile.gateways.clone() {
+            let family = if gw.is_ipv4() { "-4" } else { "-6" };
+            let on_link = platform::route_get(runner, gw)?.is_some_and(|r| r.gateway.is_none());
+            if !on_link {
+                tracing::warn!(gateway = %gw, "the forwarding node is not on a directly connected network; not using it");
+                continue;
+            }
+            self.journal.record(Entry::GatewayRule { ipv6: gw.is_ipv6() })?;
+            if let Some(cmd) = platform::plan_gateway_rule(runner, family)? {
+                runner.run(&cmd)?;
+            }
+            let routes: Vec<(IpNet, IpAddr)> =
+                self.profile.cidrs.iter().filter(|n| n.network().is_ipv4() == gw.is_ipv4()).map(|n| (*n, gw)).collect();
+            for (dst, via) in &routes {
+                self.journal.record(Entry::ViaRoute { dst: *dst, via: *via, table: platform::GATEWAY_TABLE.into() })?;
+            }
+            let existing = platform::table_routes(runner, platform::GATEWAY_TABLE)?;
+            for cmd in platform::plan_via_add(&routes, platform::GATEWAY_TABLE, &existing) {
+                runner.run(&cmd)?;
+            }
+        }
+        Ok(())
     }
 
     /// CIDRs now routed through the tunnel.
@@ -33,16 +66,24 @@ impl NetState {
         &self.routed
     }
 
-    /// Routes exactly `want` through the tunnel. Returns the TUN device when
-    /// this call created it (the first time any CIDR needs the tunnel).
-    pub(crate) fn apply(&mut self, want: &[IpNet]) -> Result<Option<tun_rs::AsyncDevice>> {
+    /// Routes exactly `want` through the tunnel and `via` through their
+    /// forwarding nodes. Returns the TUN device when this call created it
+    /// (the first time any CIDR needs the tunnel).
+    pub(crate) fn apply(&mut self, want: &[IpNet], via: &[(IpNet, IpAddr)]) -> Result<Option<tun_rs::AsyncDevice>> {
         let runner = self.runner.clone();
         let runner = runner.as_ref();
         let added: Vec<IpNet> = want.iter().filter(|n| !self.routed.contains(n)).copied().collect();
         let removed: Vec<IpNet> = self.routed.iter().filter(|n| !want.contains(n)).copied().collect();
+        let via_added: Vec<(IpNet, IpAddr)> = via.iter().filter(|r| !self.via.contains(r)).copied().collect();
+        let via_removed: Vec<(IpNet, IpAddr)> = self.via.iter().filter(|r| !via.contains(r)).copied().collect();
         // Refuse before making anything if a new CIDR would take over a route
         // (unless the profile allows that CIDR to).
-        let checked: Vec<IpNet> = added.iter().filter(|n| !self.profile.allow_overlap.contains(n)).copied().collect();
+        let checked: Vec<IpNet> = added
+            .iter()
+            .copied()
+            .chain(via_added.iter().map(|(n, _)| *n))
+            .filter(|n| !self.profile.allow_overlap.contains(n))
+            .collect();
         platform::check_overlaps(&checked, &platform::routes(runner)?)?;
 
         let mut new_tun = None;
@@ -61,7 +102,8 @@ impl NetState {
             new_tun = Some(tun);
         }
         for (i, family, ipv6) in [(0, "-4", false), (1, "-6", true)] {
-            let needed = added.iter().any(|n| matches!(n, IpNet::V6(_)) == ipv6);
+            let needed =
+                added.iter().chain(via_added.iter().map(|(n, _)| n)).any(|n| matches!(n, IpNet::V6(_)) == ipv6);
             if needed && !self.rules[i] {
                 self.journal.record(Entry::Rule { ipv6 })?;
                 if let Some(cmd) = platform::plan_rule(runner, family)? {
@@ -84,10 +126,23 @@ impl NetState {
         for cmd in platform::plan_add(&added, &dev, &ours) {
             runner.run(&cmd)?;
         }
-        if !added.is_empty() || !removed.is_empty() {
-            info!(tunnel = ?want, added = ?added, removed = ?removed, "tunnel routes updated");
+        for cmd in platform::plan_via_remove(&via_removed, platform::ROUTE_TABLE, &ours) {
+            runner.run(&cmd)?;
+        }
+        for (dst, gw) in &via_removed {
+            self.journal.forget(&Entry::ViaRoute { dst: *dst, via: *gw, table: platform::ROUTE_TABLE.into() })?;
+        }
+        for (dst, gw) in &via_added {
+            self.journal.record(Entry::ViaRoute { dst: *dst, via: *gw, table: platform::ROUTE_TABLE.into() })?;
+        }
+        for cmd in platform::plan_via_add(&via_added, platform::ROUTE_TABLE, &ours) {
+            runner.run(&cmd)?;
+        }
+        if !added.is_empty() || !removed.is_empty() || !via_added.is_empty() || !via_removed.is_empty() {
+            info!(tunnel = ?want, via = ?via, "routes updated");
         }
         self.routed = want.to_vec();
+        self.via = via.to_vec();
         Ok(new_tun)
     }
 

@@ -89,7 +89,18 @@ pub fn diagnose(verdicts: &[(Verdict, Role)]) -> Vec<Finding> {
             )),
         });
     }
-    for (v, _) in verdicts.iter().filter(|(v, _)| v.path != Path::Direct) {
+    for (v, _) in verdicts.iter().filter(|(v, _)| v.path == Path::Gateway) {
+        let node = v.evidence.gateway.as_ref().map_or_else(String::new, |g| g.gateway.to_string());
+        findings.push(Finding {
+            severity: Severity::Warning,
+            title: format!("{} goes through the forwarding node {node}", v.cidr),
+            detail: "seed 001's setup: the node masquerades, so pods see the node's address instead of this laptop's; \
+                     anything in the cluster that calls back to the laptop (a registry such as Eureka, a debugger) will not reach it"
+                .into(),
+            fix: Some("peer the office router with Calico over BGP with natOutgoing off (seed 002), so pods see real source addresses".into()),
+        });
+    }
+    for (v, _) in verdicts.iter().filter(|(v, _)| v.path == Path::Tunnel || v.path == Path::Unreachable) {
         let Some(target) = v.evidence.target else {
             findings.push(Finding {
                 severity: Severity::Warning,
@@ -142,6 +153,7 @@ mod tests {
                     src: None,
                 }),
                 probe,
+                gateway: None,
             },
         }
     }
@@ -179,6 +191,13 @@ mod tests {
         let black_hole = diagnose(&[(verdict("10.244.0.0/16", Path::Tunnel, lost()), Role::Pods)]);
         assert_eq!(titles(&black_hole), ["nothing in 10.244.0.0/16 answers from this network"]);
         assert!(black_hole[0].detail.contains("192.168.10.1 on eth0"));
+
+        let mut via_node = verdict("10.244.0.0/16", Path::Gateway, ok());
+        via_node.evidence.gateway =
+            Some(crate::GatewayTrial { gateway: "192.168.10.30".parse().expect("ip"), on_link: true, probe: ok() });
+        let snat = diagnose(&[(via_node, Role::Pods)]);
+        assert_eq!(titles(&snat), ["10.244.0.0/16 goes through the forwarding node 192.168.10.30"]);
+        assert!(snat[0].detail.contains("masquerades"));
 
         let mut untested = verdict("10.244.0.0/16", Path::Tunnel, None);
         untested.evidence.target = None;

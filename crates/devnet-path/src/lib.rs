@@ -76,6 +76,20 @@ pub struct Observation {
     /// The route the OS chose for the target (None: no route at all).
     pub route: Option<RouteUsed>,
     pub probe: Option<ProbeOutcome>,
+    /// When no direct path answered and a forwarding node is configured: the
+    /// node, and how the target answered through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayTrial>,
+}
+
+/// A probe through a configured forwarding node (seed 001's node-30).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayTrial {
+    pub gateway: IpAddr,
+    /// Whether the node is on a directly connected network; devnet only
+    /// routes through on-link nodes.
+    pub on_link: bool,
+    pub probe: Option<ProbeOutcome>,
 }
 
 /// The path chosen for a CIDR.
@@ -83,6 +97,8 @@ pub struct Observation {
 #[serde(rename_all = "kebab-case")]
 pub enum Path {
     Direct,
+    /// Through a configured forwarding node, by a route devnet adds.
+    Gateway,
     Tunnel,
     Unreachable,
 }
@@ -119,6 +135,26 @@ pub fn decide(observation: Observation, tun: &str, tunnel_available: bool) -> Ve
             }
         )),
         (Some(t), Some(_), None) => fallback(format!("{t} was not probed")),
+    };
+    // No direct path: a configured forwarding node that answered beats the tunnel.
+    let (path, reason) = match (&observation.target, &observation.gateway) {
+        (Some(t), Some(g)) if path != Path::Direct => match &g.probe {
+            Some(p) if g.on_link && p.answered() => {
+                let rtt = match p {
+                    ProbeOutcome::Connected { rtt_us } | ProbeOutcome::Refused { rtt_us } => *rtt_us,
+                    _ => 0,
+                };
+                (
+                    Path::Gateway,
+                    format!("{t} answered in {:.2} ms via the forwarding node {}", rtt as f64 / 1000.0, g.gateway),
+                )
+            }
+            _ if !g.on_link => {
+                (path, format!("{reason}; the forwarding node {} is not on a directly connected network", g.gateway))
+            }
+            _ => (path, format!("{reason}; nor via the forwarding node {}", g.gateway)),
+        },
+        _ => (path, reason),
     };
     Verdict { cidr: observation.cidr, path, reason, evidence: observation }
 }
@@ -176,6 +212,15 @@ impl Tracker {
     pub fn tunnelled(&self) -> Vec<IpNet> {
         self.current.iter().filter(|v| v.path == Path::Tunnel).map(|v| v.cidr).collect()
     }
+
+    /// CIDRs whose path in force is a forwarding node, with the node.
+    pub fn via_gateway(&self) -> Vec<(IpNet, IpAddr)> {
+        self.current
+            .iter()
+            .filter(|v| v.path == Path::Gateway)
+            .filter_map(|v| v.evidence.gateway.as_ref().map(|g| (v.cidr, g.gateway)))
+            .collect()
+    }
 }
 
 fn describe_route(r: &RouteUsed) -> String {
@@ -207,6 +252,7 @@ mod tests {
                 src: None,
             }),
             probe,
+            gateway: None,
         }
     }
 
@@ -237,6 +283,31 @@ mod tests {
             assert!(v.reason.contains(fragment), "{:?} lacks {fragment:?}", v.reason);
             assert_eq!(v.evidence, o);
         }
+    }
+
+    #[test]
+    fn a_forwarding_node_that_answers_beats_the_tunnel() {
+        let eth = Some(("eth0", Some("192.168.10.1")));
+        let t = Some("10.96.0.10:53");
+        let timeout = Some(ProbeOutcome::TimedOut { after_ms: 700 });
+        let gw = |on_link, probe| GatewayTrial { gateway: "192.168.10.30".parse().expect("ip"), on_link, probe };
+        let mut o = obs(t, eth, timeout.clone());
+        o.gateway = Some(gw(true, Some(ProbeOutcome::Connected { rtt_us: 500 })));
+        let v = decide(o, "devnet0", true);
+        assert_eq!(v.path, Path::Gateway);
+        assert!(v.reason.contains("via the forwarding node 192.168.10.30"), "{}", v.reason);
+        let mut o = obs(t, eth, timeout.clone());
+        o.gateway = Some(gw(false, Some(ProbeOutcome::Connected { rtt_us: 500 })));
+        let v = decide(o, "devnet0", true);
+        assert_eq!(v.path, Path::Tunnel, "never through an off-link node");
+        assert!(v.reason.contains("not on a directly connected network"), "{}", v.reason);
+        let mut o = obs(t, eth, timeout);
+        o.gateway = Some(gw(true, Some(ProbeOutcome::TimedOut { after_ms: 700 })));
+        assert_eq!(decide(o, "devnet0", true).path, Path::Tunnel);
+        // A direct path wins over the node.
+        let mut o = obs(t, eth, Some(ProbeOutcome::Connected { rtt_us: 100 }));
+        o.gateway = Some(gw(true, Some(ProbeOutcome::Connected { rtt_us: 500 })));
+        assert_eq!(decide(o, "devnet0", true).path, Path::Direct);
     }
 
     fn verdict(path: Path) -> Verdict {

@@ -30,6 +30,13 @@ pub const RULE_PREF: &str = "5350";
 /// what the network does without devnet.
 pub const BYPASS_MARK: u32 = 0xde7e;
 
+/// The table holding trial routes via the configured forwarding node, and
+/// the rule that sends probes with [`GATEWAY_MARK`] to it: how devnet asks
+/// "would this CIDR work through the node?" without routing anything else.
+pub const GATEWAY_TABLE: &str = "3560";
+pub const GATEWAY_RULE_PREF: &str = "5340";
+pub const GATEWAY_MARK: u32 = 0xde7f;
+
 /// The alias set on TUN devices we create, marking them as ours.
 pub const LINK_ALIAS: &str = "devnet-managed";
 
@@ -120,6 +127,78 @@ pub fn our_routes(runner: &dyn Runner) -> Result<Vec<KernelRoute>, RunError> {
     show_routes(runner, ROUTE_TABLE)
 }
 
+/// The routes in `table`, both families.
+pub fn table_routes(runner: &dyn Runner, table: &str) -> Result<Vec<KernelRoute>, RunError> {
+    show_routes(runner, table)
+}
+
+fn via_argv(op: &str, net: &IpNet, via: IpAddr, table: &str) -> Vec<String> {
+    argv(&[
+        "ip",
+        family_flag(net),
+        "route",
+        op,
+        &net.to_string(),
+        "via",
+        &via.to_string(),
+        "table",
+        table,
+        "proto",
+        ROUTE_PROTO,
+    ])
+}
+
+fn is_ours_via(r: &KernelRoute, net: &IpNet, via: IpAddr) -> bool {
+    r.net() == Some(*net)
+        && r.protocol.as_deref() == Some(ROUTE_PROTO)
+        && r.gateway.as_deref().and_then(|g| g.parse::<IpAddr>().ok()) == Some(via)
+}
+
+/// The commands that route each CIDR via its forwarding node in `table`,
+/// skipping routes already there.
+pub fn plan_via_add(routes: &[(IpNet, IpAddr)], table: &str, existing: &[KernelRoute]) -> Vec<Vec<String>> {
+    routes
+        .iter()
+        .filter(|(net, via)| !existing.iter().any(|r| is_ours_via(r, net, *via)))
+        .map(|(net, via)| via_argv("add", net, *via, table))
+        .collect()
+}
+
+/// The commands that remove our via-routes in `table`, skipping any gone.
+pub fn plan_via_remove(routes: &[(IpNet, IpAddr)], table: &str, existing: &[KernelRoute]) -> Vec<Vec<String>> {
+    routes
+        .iter()
+        .filter(|(net, via)| existing.iter().any(|r| is_ours_via(r, net, *via)))
+        .map(|(net, via)| via_argv("del", net, *via, table))
+        .collect()
+}
+
+fn gateway_rule_argv(op: &str, family: &str) -> Vec<String> {
+    let mark = format!("{GATEWAY_MARK:#x}");
+    argv(&["ip", family, "rule", op, "pref", GATEWAY_RULE_PREF, "fwmark", &mark, "lookup", GATEWAY_TABLE])
+}
+
+/// Whether the gateway-probe rule exists for `family`.
+pub fn has_gateway_rule(runner: &dyn Runner, family: &str) -> Result<bool, RunError> {
+    let out = runner.run(&argv(&["ip", "-j", family, "rule", "show"]))?;
+    let rules: Vec<serde_json::Value> = serde_json::from_str(&out).map_err(|e| RunError {
+        command: format!("ip -j {family} rule show"),
+        stderr: format!("unexpected output: {e}"),
+    })?;
+    let mark = format!("{GATEWAY_MARK:#x}");
+    Ok(rules.iter().any(|r| {
+        r["priority"].as_u64().map(|p| p.to_string()).as_deref() == Some(GATEWAY_RULE_PREF)
+            && r["table"].as_str() == Some(GATEWAY_TABLE)
+            && r["fwmark"].as_str() == Some(mark.as_str())
+            && r.get("not").is_none()
+    }))
+}
+
+/// The command that adds the gateway-probe rule for `family`, if missing.
+pub fn plan_gateway_rule(runner: &dyn Runner, family: &str) -> Result<Option<Vec<String>>, RunError> {
+    Ok((!has_gateway_rule(runner, family)?).then(|| gateway_rule_argv("add", family)))
+}
+
 #[derive(Debug, Deserialize)]
 struct RouteGet {
     dev: Option<String>,
@@ -130,7 +209,16 @@ struct RouteGet {
 /// The route the kernel would use for `target` without devnet (the lookup
 /// carries [`BYPASS_MARK`]), or None when there is none.
 pub fn route_get(runner: &dyn Runner, target: IpAddr) -> Result<Option<devnet_path::RouteUsed>, RunError> {
-    let mark = format!("{BYPASS_MARK:#x}");
+    route_get_marked(runner, target, BYPASS_MARK)
+}
+
+/// The route the kernel would use for `target` for packets marked `mark`.
+pub fn route_get_marked(
+    runner: &dyn Runner,
+    target: IpAddr,
+    mark: u32,
+) -> Result<Option<devnet_path::RouteUsed>, RunError> {
+    let mark = format!("{mark:#x}");
     let out = match runner.run(&argv(&["ip", "-j", "route", "get", &target.to_string(), "mark", &mark])) {
         Ok(out) => out,
         Err(e) if e.stderr.contains("unreachable") => return Ok(None),
@@ -284,6 +372,22 @@ pub fn undo(journal: &mut Journal, runner: &dyn Runner) -> anyhow::Result<Vec<St
                     done.push(cmd.join(" "));
                 }
             }
+            Entry::ViaRoute { dst, via, table } => {
+                let existing = table_routes(runner, table)?;
+                for cmd in plan_via_remove(&[(*dst, *via)], table, &existing) {
+                    if runner.run(&cmd).is_ok() {
+                        done.push(cmd.join(" "));
+                    }
+                }
+            }
+            Entry::GatewayRule { ipv6 } => {
+                let family = if *ipv6 { "-6" } else { "-4" };
+                if has_gateway_rule(runner, family)? {
+                    let cmd = gateway_rule_argv("del", family);
+                    runner.run(&cmd)?;
+                    done.push(cmd.join(" "));
+                }
+            }
             Entry::ResolvConf { path, backup } => {
                 if let Some(done_what) = crate::dns::restore_resolv_conf(path, backup)? {
                     done.push(done_what);
@@ -363,6 +467,25 @@ mod tests {
             r#"[{"dst":"fe80::/64","dev":"eth0","protocol":"kernel"},{"dst":"default","gateway":"fe80::1","dev":"eth0"}]"#,
         );
         check_overlaps(&nets(&["fd00:96::/112"]), &v6).expect("link-local is not an overlap");
+    }
+
+    #[test]
+    fn via_routes_are_planned_once_and_only_ours_removed() {
+        let existing = parse(
+            r#"[{"dst":"10.96.0.0/16","gateway":"192.168.10.30","dev":"eth0","protocol":"222","flags":[]},
+                {"dst":"10.244.0.0/16","gateway":"192.168.10.30","dev":"eth0","protocol":"static","flags":[]}]"#,
+        );
+        let gw: IpAddr = "192.168.10.30".parse().expect("ip");
+        let want = [("10.96.0.0/16".parse().expect("net"), gw), ("10.244.0.0/16".parse().expect("net"), gw)];
+        let add: Vec<String> = plan_via_add(&want, GATEWAY_TABLE, &existing).iter().map(|c| c.join(" ")).collect();
+        assert_eq!(add, ["ip -4 route add 10.244.0.0/16 via 192.168.10.30 table 3560 proto 222"]);
+        let del: Vec<String> = plan_via_remove(&want, GATEWAY_TABLE, &existing).iter().map(|c| c.join(" ")).collect();
+        assert_eq!(del, ["ip -4 route del 10.96.0.0/16 via 192.168.10.30 table 3560 proto 222"]);
+        let runner = RecordingRunner::with_outputs(&[("ip -j -4 rule show", "[]")]);
+        assert_eq!(
+            plan_gateway_rule(&runner, "-4").expect("ok").map(|c| c.join(" ")).as_deref(),
+            Some("ip -4 rule add pref 5340 fwmark 0xde7f lookup 3560")
+        );
     }
 
     #[test]
