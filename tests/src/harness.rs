@@ -130,7 +130,7 @@ impl Lab {
             .args(["netns", "exec", &format!("{}-laptop", self.name)])
             .arg(self.bin.join("devnet"))
             .args(["--state-dir", &self.state_dir(), "connect", "--profile"])
-            .arg(&profile)
+            .arg(profile)
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
