@@ -8,11 +8,9 @@
 //! (relay restart, disconnect, crash) change it for the ones after.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devnet_lab::harness::{Lab, Res, host_snapshot, text};
-use libtest_mimic::{Arguments, Failed, Trial};
+use devnet_lab::harness::{self, Lab, Res, text};
 
 const LAB: &str = "e2e";
 
@@ -32,52 +30,32 @@ fn setup() -> Res<Lab> {
 }
 
 fn main() {
-    let args = Arguments::from_args();
-    let host_before = host_snapshot();
-    let lab = setup().map(Arc::new);
-    let trial = |name: &'static str, f: fn(&Lab) -> Res| {
-        let lab = lab.clone();
-        Trial::test(name, move || match &lab {
-            Ok(lab) => f(lab).map_err(Failed::from),
-            // (No reset here: the trials build on each other's state.)
-            Err(e) => Err(Failed::from(format!("lab unavailable: {e}"))),
-        })
-    };
-    let mut trials = vec![
-        trial("no_path_01_http_to_pod_and_clusterip", http_to_pod_and_clusterip),
-        trial("no_path_02_ipv6_pod_and_clusterip", ipv6_pod_and_clusterip),
-        trial("no_path_03_dns_over_udp_and_tcp", dns_over_udp_and_tcp),
-        trial("no_path_04_udp_echo", udp_echo),
-        trial("no_path_04b_system_resolver_cluster_names_only", system_resolver),
-        trial("no_path_05_256mib_each_way_intact", bulk_each_way),
-        trial("no_path_06_1000_concurrent_connections", thousand_connections),
-        trial("no_path_07_closed_port_refused_at_once", closed_port_refused),
-        trial("no_path_08_unused_pod_ip_fails_bounded", unused_ip_fails),
-        trial("no_path_09_relay_refuses_outside_and_blocked", relay_refusals),
-        trial("no_path_10_bad_clients_get_clear_errors", bad_clients),
-        trial("no_path_11_relay_health_and_metrics", relay_health_and_metrics),
-        trial("no_path_12_relay_graceful_shutdown", relay_graceful_shutdown),
-        trial("no_path_13_relay_killed_and_restarted", relay_restart),
-        trial("no_path_14_status_reports_the_link", status_reports),
-        trial("no_path_15_disconnect_leaves_nothing", disconnect_leaves_nothing),
-        trial("no_path_16_sigkill_then_restart_leaves_nothing", sigkill_then_restart),
-        trial("no_path_17_bad_profile_leaves_nothing", bad_profile_leaves_nothing),
-    ];
-    // Runs last (trials keep their order with one thread): tear the lab down
-    // and compare the host namespace with what it was before.
-    trials.push(Trial::test("no_path_99_host_namespace_unchanged", move || {
-        if let Ok(lab) = &lab {
-            lab.down();
-        }
-        let after = host_snapshot();
-        if after != host_before {
-            return Err(Failed::from(format!("host namespace changed:\nbefore:\n{host_before}\nafter:\n{after}")));
-        }
-        Ok(())
-    }));
-    let mut args = args;
-    args.test_threads = Some(1);
-    libtest_mimic::run(&args, trials).exit();
+    // Keep: the trials build on each other's state (relay restarts, disconnect, crash).
+    harness::run(
+        "no_path",
+        setup,
+        &[
+            ("no_path_01_http_to_pod_and_clusterip", http_to_pod_and_clusterip),
+            ("no_path_02_ipv6_pod_and_clusterip", ipv6_pod_and_clusterip),
+            ("no_path_03_dns_over_udp_and_tcp", dns_over_udp_and_tcp),
+            ("no_path_04_udp_echo", udp_echo),
+            ("no_path_04b_system_resolver_cluster_names_only", system_resolver),
+            ("no_path_05_256mib_each_way_intact", bulk_each_way),
+            ("no_path_06_1000_concurrent_connections", thousand_connections),
+            ("no_path_07_closed_port_refused_at_once", closed_port_refused),
+            ("no_path_08_unused_pod_ip_fails_bounded", unused_ip_fails),
+            ("no_path_09_relay_refuses_outside_and_blocked", relay_refusals),
+            ("no_path_10_bad_clients_get_clear_errors", bad_clients),
+            ("no_path_11_relay_health_and_metrics", relay_health_and_metrics),
+            ("no_path_12_relay_graceful_shutdown", relay_graceful_shutdown),
+            ("no_path_13_relay_killed_and_restarted", relay_restart),
+            ("no_path_14_status_reports_the_link", status_reports),
+            ("no_path_15_disconnect_leaves_nothing", disconnect_leaves_nothing),
+            ("no_path_16_sigkill_then_restart_leaves_nothing", sigkill_then_restart),
+            ("no_path_17_bad_profile_leaves_nothing", bad_profile_leaves_nothing),
+        ],
+        harness::OnFailure::Keep,
+    )
 }
 
 fn http_to_pod_and_clusterip(lab: &Lab) -> Res {

@@ -14,52 +14,30 @@
 //!
 //! Needs root; fails loudly without it. Trials run in order on one lab.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devnet_lab::harness::{Lab, Res, host_snapshot};
-use libtest_mimic::{Arguments, Failed, Trial};
+use devnet_lab::harness::{self, Lab, Res};
 
 const LAB: &str = "paths";
 
 fn main() {
-    let mut args = Arguments::from_args();
-    args.test_threads = Some(1);
-    let host_before = host_snapshot();
-    let lab = Lab::up(LAB).map(Arc::new);
-    let trial = |name: &'static str, f: fn(&Lab) -> Res| {
-        let lab = lab.clone();
-        Trial::test(name, move || match &lab {
-            Ok(lab) => f(lab).map_err(|e| {
-                lab.reset();
-                Failed::from(e)
-            }),
-            Err(e) => Err(Failed::from(format!("lab unavailable: {e}"))),
-        })
-    };
-    let mut trials = vec![
-        trial("paths_01_gateway_every_cidr_direct_no_tun", gateway_all_direct),
-        trial("paths_02_gateway_pods_only_splits", pods_direct_services_tunnel),
-        trial("paths_03_no_path_everything_tunnelled", no_path_all_tunnel),
-        trial("paths_04_moves_followed_both_ways_with_dns_throughout", moves),
-        trial("paths_05_doctor_explains_in_the_seeds_terms", doctor),
-        trial("paths_06_overlapping_route_refused_and_named", overlap_refused),
-        trial("paths_07_bgp_pods_and_services_advertised_all_direct", bgp_all_direct),
-        trial("paths_08_bgp_pods_only_services_tunnelled_doctor_says_why", bgp_pods_only),
-        trial("paths_09_crash_in_each_mode_restores_exactly_and_spares_look_alikes", crash_in_each_mode),
-        trial("paths_10_gateway_mode_routes_via_the_forwarding_node", gateway_mode),
-    ];
-    trials.push(Trial::test("paths_99_host_namespace_unchanged", move || {
-        if let Ok(lab) = &lab {
-            lab.down();
-        }
-        let after = host_snapshot();
-        if after != host_before {
-            return Err(Failed::from(format!("host namespace changed:\nbefore:\n{host_before}\nafter:\n{after}")));
-        }
-        Ok(())
-    }));
-    libtest_mimic::run(&args, trials).exit();
+    harness::run(
+        "paths",
+        || Lab::up(LAB),
+        &[
+            ("paths_01_gateway_every_cidr_direct_no_tun", gateway_all_direct),
+            ("paths_02_gateway_pods_only_splits", pods_direct_services_tunnel),
+            ("paths_03_no_path_everything_tunnelled", no_path_all_tunnel),
+            ("paths_04_moves_followed_both_ways_with_dns_throughout", moves),
+            ("paths_05_doctor_explains_in_the_seeds_terms", doctor),
+            ("paths_06_overlapping_route_refused_and_named", overlap_refused),
+            ("paths_07_bgp_pods_and_services_advertised_all_direct", bgp_all_direct),
+            ("paths_08_bgp_pods_only_services_tunnelled_doctor_says_why", bgp_pods_only),
+            ("paths_09_crash_in_each_mode_restores_exactly_and_spares_look_alikes", crash_in_each_mode),
+            ("paths_10_gateway_mode_routes_via_the_forwarding_node", gateway_mode),
+        ],
+        harness::OnFailure::Reset,
+    )
 }
 
 /// The path status reports for each CIDR.
@@ -77,6 +55,38 @@ fn paths(lab: &Lab) -> Res<Vec<(String, String, String)>> {
         })
         .collect())
 }
+
+/// Every CIDR routed by the network.
+const ALL_DIRECT: &[(&str, &str)] = &[
+    ("10.244.0.0/16", "direct"),
+    ("10.96.0.0/16", "direct"),
+    ("fd00:244::/48", "direct"),
+    ("fd00:96::/112", "direct"),
+];
+
+/// Pod blocks routed, the service CIDR not (BGP without serviceClusterIPs).
+const PODS_DIRECT_SERVICES_TUNNEL: &[(&str, &str)] = &[
+    ("10.244.0.0/16", "direct"),
+    ("fd00:244::/48", "direct"),
+    ("10.96.0.0/16", "tunnel"),
+    ("fd00:96::/112", "tunnel"),
+];
+
+/// Nothing routed: everything through the relay.
+const ALL_TUNNEL: &[(&str, &str)] = &[
+    ("10.244.0.0/16", "tunnel"),
+    ("10.96.0.0/16", "tunnel"),
+    ("fd00:244::/48", "tunnel"),
+    ("fd00:96::/112", "tunnel"),
+];
+
+/// Everything through the forwarding node.
+const ALL_VIA_GATEWAY: &[(&str, &str)] = &[
+    ("10.244.0.0/16", "gateway"),
+    ("10.96.0.0/16", "gateway"),
+    ("fd00:244::/48", "gateway"),
+    ("fd00:96::/112", "gateway"),
+];
 
 fn expect_paths(lab: &Lab, want: &[(&str, &str)]) -> Res {
     let got = paths(lab)?;
@@ -109,15 +119,7 @@ fn gateway_all_direct(lab: &Lab) -> Res {
     lab.sh_ok("office-routes", &["all"])?;
     let sessions_before = lab.relay_metric("sessions_total")?;
     lab.connect("direct")?;
-    expect_paths(
-        lab,
-        &[
-            ("10.244.0.0/16", "direct"),
-            ("10.96.0.0/16", "direct"),
-            ("fd00:244::/48", "direct"),
-            ("fd00:96::/112", "direct"),
-        ],
-    )?;
+    expect_paths(lab, ALL_DIRECT)?;
     let (_, _, reason) = paths(lab)?.into_iter().next().ok_or("no paths")?;
     if !reason.contains("answered") || !reason.contains("dev eth0 via 192.168.10.1") {
         return Err(format!("the evidence should name the probe and the route: {reason}"));
@@ -142,15 +144,7 @@ fn gateway_all_direct(lab: &Lab) -> Res {
 fn pods_direct_services_tunnel(lab: &Lab) -> Res {
     lab.sh_ok("office-routes", &["pods"])?;
     lab.connect("connected")?;
-    expect_paths(
-        lab,
-        &[
-            ("10.244.0.0/16", "direct"),
-            ("fd00:244::/48", "direct"),
-            ("10.96.0.0/16", "tunnel"),
-            ("fd00:96::/112", "tunnel"),
-        ],
-    )?;
+    expect_paths(lab, PODS_DIRECT_SERVICES_TUNNEL)?;
     // devnet's routes live in its own table (3559), consulted by one rule.
     let routes = lab.laptop_ok(&["ip", "route", "show", "table", "3559", "dev", "devnet0"])?;
     let routes6 = lab.laptop_ok(&["ip", "-6", "route", "show", "table", "3559", "dev", "devnet0"])?;
@@ -179,15 +173,7 @@ fn pods_direct_services_tunnel(lab: &Lab) -> Res {
 fn no_path_all_tunnel(lab: &Lab) -> Res {
     lab.sh_ok("office-routes", &["none"])?;
     lab.connect("connected")?;
-    expect_paths(
-        lab,
-        &[
-            ("10.244.0.0/16", "tunnel"),
-            ("10.96.0.0/16", "tunnel"),
-            ("fd00:244::/48", "tunnel"),
-            ("fd00:96::/112", "tunnel"),
-        ],
-    )?;
+    expect_paths(lab, ALL_TUNNEL)?;
     web_answers(lab)?;
     lab.disconnect()?;
     lab.laptop_unchanged("after disconnecting from the no-path scenario")
@@ -287,15 +273,7 @@ fn bgp_all_direct(lab: &Lab) -> Res {
     lab.sh_ok("office-routes", &["none"])?;
     lab.sh_ok("bgp", &["all"])?;
     lab.connect("direct")?;
-    expect_paths(
-        lab,
-        &[
-            ("10.244.0.0/16", "direct"),
-            ("10.96.0.0/16", "direct"),
-            ("fd00:244::/48", "direct"),
-            ("fd00:96::/112", "direct"),
-        ],
-    )?;
+    expect_paths(lab, ALL_DIRECT)?;
     if lab.exec("laptop", &["ip", "link", "show", "devnet0"])?.status.success() {
         return Err("a TUN device exists although BGP routes every CIDR".into());
     }
@@ -311,15 +289,7 @@ fn bgp_all_direct(lab: &Lab) -> Res {
 fn bgp_pods_only(lab: &Lab) -> Res {
     lab.sh_ok("bgp", &["pods"])?;
     lab.connect("connected")?;
-    expect_paths(
-        lab,
-        &[
-            ("10.244.0.0/16", "direct"),
-            ("fd00:244::/48", "direct"),
-            ("10.96.0.0/16", "tunnel"),
-            ("fd00:96::/112", "tunnel"),
-        ],
-    )?;
+    expect_paths(lab, PODS_DIRECT_SERVICES_TUNNEL)?;
     web_answers(lab)?;
     let out = run_doctor(lab)?;
     if !out.contains("serviceClusterIPs") {
@@ -370,15 +340,7 @@ fn gateway_mode(lab: &Lab) -> Res {
     std::fs::write(&profile, format!("{base}gateways = [\"192.168.10.30\", \"fd00:10::30\"]\n"))
         .map_err(|e| e.to_string())?;
     lab.connect_with(&profile, "direct")?;
-    expect_paths(
-        lab,
-        &[
-            ("10.244.0.0/16", "gateway"),
-            ("10.96.0.0/16", "gateway"),
-            ("fd00:244::/48", "gateway"),
-            ("fd00:96::/112", "gateway"),
-        ],
-    )?;
+    expect_paths(lab, ALL_VIA_GATEWAY)?;
     if lab.exec("laptop", &["ip", "link", "show", "devnet0"])?.status.success() {
         return Err("a TUN device exists although the forwarding node carries every CIDR".into());
     }

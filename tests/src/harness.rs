@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -295,4 +296,53 @@ impl Lab {
     pub fn cluster_dns_queries(&self) -> String {
         std::fs::read_to_string(self.dir.join("cluster-dns-queries.log")).unwrap_or_default()
     }
+}
+
+/// A lab test: a name and a function of the shared lab.
+pub type TrialFn = (&'static str, fn(&Lab) -> Res);
+
+/// After a failed trial: whether to stop the engine and undo what it left
+/// (trials that stand alone), or leave the lab as it is (trials that build
+/// on each other's state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    Reset,
+    Keep,
+}
+
+/// Runs lab trials in order, one thread, on one lab built by `setup`; then
+/// tears the lab down and checks, as a last trial named `<prefix>_99_…`,
+/// that the host's own namespace did not change.
+pub fn run(prefix: &str, setup: fn() -> Res<Lab>, trials: &[TrialFn], on_failure: OnFailure) -> ! {
+    use libtest_mimic::{Arguments, Failed, Trial};
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    let host_before = host_snapshot();
+    let lab = setup().map(Arc::new);
+    let mut list: Vec<Trial> = trials
+        .iter()
+        .map(|&(name, f)| {
+            let lab = lab.clone();
+            Trial::test(name, move || match &lab {
+                Ok(lab) => f(lab).map_err(|e| {
+                    if on_failure == OnFailure::Reset {
+                        lab.reset();
+                    }
+                    Failed::from(e)
+                }),
+                Err(e) => Err(Failed::from(format!("lab unavailable: {e}"))),
+            })
+        })
+        .collect();
+    list.push(Trial::test(format!("{prefix}_99_host_namespace_unchanged"), move || {
+        if let Ok(lab) = &lab {
+            lab.down();
+        }
+        let after = host_snapshot();
+        if after != host_before {
+            return Err(Failed::from(format!("host namespace changed:\nbefore:\n{host_before}\nafter:\n{after}")));
+        }
+        Ok(())
+    }));
+    libtest_mimic::run(&args, list).exit()
 }

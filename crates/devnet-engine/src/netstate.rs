@@ -45,7 +45,7 @@ impl NetState {
                 continue;
             }
             self.journal.record(Entry::GatewayRule { ipv6: gw.is_ipv6() })?;
-            if let Some(cmd) = platform::plan_gateway_rule(runner, family)? {
+            if let Some(cmd) = platform::GATEWAY_RULE.plan(runner, family)? {
                 runner.run(&cmd)?;
             }
             let routes: Vec<(IpNet, IpAddr)> =
@@ -106,7 +106,7 @@ impl NetState {
                 added.iter().chain(via_added.iter().map(|(n, _)| n)).any(|n| matches!(n, IpNet::V6(_)) == ipv6);
             if needed && !self.rules[i] {
                 self.journal.record(Entry::Rule { ipv6 })?;
-                if let Some(cmd) = platform::plan_rule(runner, family)? {
+                if let Some(cmd) = platform::TUNNEL_RULE.plan(runner, family)? {
                     runner.run(&cmd)?;
                 }
                 self.rules[i] = true;

@@ -173,32 +173,6 @@ pub fn plan_via_remove(routes: &[(IpNet, IpAddr)], table: &str, existing: &[Kern
         .collect()
 }
 
-fn gateway_rule_argv(op: &str, family: &str) -> Vec<String> {
-    let mark = format!("{GATEWAY_MARK:#x}");
-    argv(&["ip", family, "rule", op, "pref", GATEWAY_RULE_PREF, "fwmark", &mark, "lookup", GATEWAY_TABLE])
-}
-
-/// Whether the gateway-probe rule exists for `family`.
-pub fn has_gateway_rule(runner: &dyn Runner, family: &str) -> Result<bool, RunError> {
-    let out = runner.run(&argv(&["ip", "-j", family, "rule", "show"]))?;
-    let rules: Vec<serde_json::Value> = serde_json::from_str(&out).map_err(|e| RunError {
-        command: format!("ip -j {family} rule show"),
-        stderr: format!("unexpected output: {e}"),
-    })?;
-    let mark = format!("{GATEWAY_MARK:#x}");
-    Ok(rules.iter().any(|r| {
-        r["priority"].as_u64().map(|p| p.to_string()).as_deref() == Some(GATEWAY_RULE_PREF)
-            && r["table"].as_str() == Some(GATEWAY_TABLE)
-            && r["fwmark"].as_str() == Some(mark.as_str())
-            && r.get("not").is_none()
-    }))
-}
-
-/// The command that adds the gateway-probe rule for `family`, if missing.
-pub fn plan_gateway_rule(runner: &dyn Runner, family: &str) -> Result<Option<Vec<String>>, RunError> {
-    Ok((!has_gateway_rule(runner, family)?).then(|| gateway_rule_argv("add", family)))
-}
-
 #[derive(Debug, Deserialize)]
 struct RouteGet {
     dev: Option<String>,
@@ -297,31 +271,66 @@ pub fn plan_remove(cidrs: &[IpNet], dev: &str, ours: &[KernelRoute]) -> Vec<Vec<
         .collect()
 }
 
-fn rule_argv(op: &str, family: &str) -> Vec<String> {
-    let mark = format!("{BYPASS_MARK:#x}");
-    argv(&["ip", family, "rule", op, "pref", RULE_PREF, "not", "fwmark", &mark, "lookup", ROUTE_TABLE])
+/// One of our policy rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyRule {
+    pub pref: &'static str,
+    pub mark: u32,
+    /// `not fwmark …`: every packet *without* the mark.
+    pub inverted: bool,
+    pub table: &'static str,
 }
 
-/// Whether our rule exists for `family` ("-4" or "-6").
-pub fn has_rule(runner: &dyn Runner, family: &str) -> Result<bool, RunError> {
-    let out = runner.run(&argv(&["ip", "-j", family, "rule", "show"]))?;
-    // `"not": null` marks an inverted match, so look at keys, not values.
-    let rules: Vec<serde_json::Value> = serde_json::from_str(&out).map_err(|e| RunError {
-        command: format!("ip -j {family} rule show"),
-        stderr: format!("unexpected output: {e}"),
-    })?;
-    let mark = format!("{BYPASS_MARK:#x}");
-    Ok(rules.iter().any(|r| {
-        r["priority"].as_u64().map(|p| p.to_string()).as_deref() == Some(RULE_PREF)
-            && r["table"].as_str() == Some(ROUTE_TABLE)
-            && r["fwmark"].as_str() == Some(mark.as_str())
-            && r.get("not").is_some()
-    }))
-}
+/// Unmarked traffic consults our table first.
+pub const TUNNEL_RULE: PolicyRule =
+    PolicyRule { pref: RULE_PREF, mark: BYPASS_MARK, inverted: true, table: ROUTE_TABLE };
 
-/// The command that adds our rule for `family`, if it is missing.
-pub fn plan_rule(runner: &dyn Runner, family: &str) -> Result<Option<Vec<String>>, RunError> {
-    Ok((!has_rule(runner, family)?).then(|| rule_argv("add", family)))
+/// Gateway probes consult the trial table.
+pub const GATEWAY_RULE: PolicyRule =
+    PolicyRule { pref: GATEWAY_RULE_PREF, mark: GATEWAY_MARK, inverted: false, table: GATEWAY_TABLE };
+
+impl PolicyRule {
+    fn argv(&self, op: &str, family: &str) -> Vec<String> {
+        let mark = format!("{:#x}", self.mark);
+        let mut cmd = argv(&["ip", family, "rule", op, "pref", self.pref]);
+        if self.inverted {
+            cmd.push("not".into());
+        }
+        cmd.extend(argv(&["fwmark", &mark, "lookup", self.table]));
+        cmd
+    }
+
+    /// Whether this rule exists for `family` ("-4" or "-6").
+    pub fn exists(&self, runner: &dyn Runner, family: &str) -> Result<bool, RunError> {
+        let out = runner.run(&argv(&["ip", "-j", family, "rule", "show"]))?;
+        // `"not": null` marks an inverted match, so look at keys, not values.
+        let rules: Vec<serde_json::Value> = serde_json::from_str(&out).map_err(|e| RunError {
+            command: format!("ip -j {family} rule show"),
+            stderr: format!("unexpected output: {e}"),
+        })?;
+        let mark = format!("{:#x}", self.mark);
+        Ok(rules.iter().any(|r| {
+            r["priority"].as_u64().map(|p| p.to_string()).as_deref() == Some(self.pref)
+                && r["table"].as_str() == Some(self.table)
+                && r["fwmark"].as_str() == Some(mark.as_str())
+                && r.get("not").is_some() == self.inverted
+        }))
+    }
+
+    /// The command that adds this rule for `family`, if it is missing.
+    pub fn plan(&self, runner: &dyn Runner, family: &str) -> Result<Option<Vec<String>>, RunError> {
+        Ok((!self.exists(runner, family)?).then(|| self.argv("add", family)))
+    }
+
+    /// Removes this rule for `family` if it exists; returns the command run.
+    fn remove(&self, runner: &dyn Runner, family: &str) -> Result<Option<String>, RunError> {
+        if !self.exists(runner, family)? {
+            return Ok(None);
+        }
+        let cmd = self.argv("del", family);
+        runner.run(&cmd)?;
+        Ok(Some(cmd.join(" ")))
+    }
 }
 
 /// An IPv6 source address for the TUN device (a ULA /128), used when IPv6
@@ -365,12 +374,7 @@ pub fn undo(journal: &mut Journal, runner: &dyn Runner) -> anyhow::Result<Vec<St
                 }
             }
             Entry::Rule { ipv6 } => {
-                let family = if *ipv6 { "-6" } else { "-4" };
-                if has_rule(runner, family)? {
-                    let cmd = rule_argv("del", family);
-                    runner.run(&cmd)?;
-                    done.push(cmd.join(" "));
-                }
+                done.extend(TUNNEL_RULE.remove(runner, if *ipv6 { "-6" } else { "-4" })?);
             }
             Entry::ViaRoute { dst, via, table } => {
                 let existing = table_routes(runner, table)?;
@@ -381,12 +385,7 @@ pub fn undo(journal: &mut Journal, runner: &dyn Runner) -> anyhow::Result<Vec<St
                 }
             }
             Entry::GatewayRule { ipv6 } => {
-                let family = if *ipv6 { "-6" } else { "-4" };
-                if has_gateway_rule(runner, family)? {
-                    let cmd = gateway_rule_argv("del", family);
-                    runner.run(&cmd)?;
-                    done.push(cmd.join(" "));
-                }
+                done.extend(GATEWAY_RULE.remove(runner, if *ipv6 { "-6" } else { "-4" })?);
             }
             Entry::ResolvConf { path, backup } => {
                 if let Some(done_what) = crate::dns::restore_resolv_conf(path, backup)? {
@@ -483,7 +482,7 @@ mod tests {
         assert_eq!(del, ["ip -4 route del 10.96.0.0/16 via 192.168.10.30 table 3560 proto 222"]);
         let runner = RecordingRunner::with_outputs(&[("ip -j -4 rule show", "[]")]);
         assert_eq!(
-            plan_gateway_rule(&runner, "-4").expect("ok").map(|c| c.join(" ")).as_deref(),
+            GATEWAY_RULE.plan(&runner, "-4").expect("ok").map(|c| c.join(" ")).as_deref(),
             Some("ip -4 rule add pref 5340 fwmark 0xde7f lookup 3560")
         );
     }
@@ -536,10 +535,11 @@ mod tests {
     #[test]
     fn the_rule_is_added_once() {
         let present = RecordingRunner::with_outputs(&[("ip -j -4 rule show", RULES_V4)]);
-        assert_eq!(plan_rule(&present, "-4").expect("ok"), None);
+        assert_eq!(TUNNEL_RULE.plan(&present, "-4").expect("ok"), None);
+        assert!(GATEWAY_RULE.plan(&present, "-4").expect("ok").is_some(), "a different rule");
         let absent = RecordingRunner::with_outputs(&[("ip -j -6 rule show", "[]")]);
         assert_eq!(
-            plan_rule(&absent, "-6").expect("ok").map(|c| c.join(" ")).as_deref(),
+            TUNNEL_RULE.plan(&absent, "-6").expect("ok").map(|c| c.join(" ")).as_deref(),
             Some("ip -6 rule add pref 5350 not fwmark 0xde7e lookup 3559")
         );
     }
