@@ -223,27 +223,29 @@ pub fn check_overlaps(cidrs: &[IpNet], main: &[KernelRoute]) -> Result<(), Route
     Ok(())
 }
 
+fn dev_argv(op: &str, net: &IpNet, dev: &str) -> Vec<String> {
+    argv(&[
+        "ip",
+        family_flag(net),
+        "route",
+        op,
+        &net.to_string(),
+        "dev",
+        dev,
+        "table",
+        ROUTE_TABLE,
+        "proto",
+        ROUTE_PROTO,
+    ])
+}
+
 /// The commands that add routes for `cidrs` through `dev` in our table,
 /// skipping those already there (applying twice changes nothing).
 pub fn plan_add(cidrs: &[IpNet], dev: &str, ours: &[KernelRoute]) -> Vec<Vec<String>> {
     cidrs
         .iter()
         .filter(|net| !ours.iter().any(|r| r.net() == Some(**net) && r.is_ours_on(dev)))
-        .map(|net| {
-            argv(&[
-                "ip",
-                family_flag(net),
-                "route",
-                "add",
-                &net.to_string(),
-                "dev",
-                dev,
-                "table",
-                ROUTE_TABLE,
-                "proto",
-                ROUTE_PROTO,
-            ])
-        })
+        .map(|net| dev_argv("add", net, dev))
         .collect()
 }
 
@@ -253,21 +255,7 @@ pub fn plan_remove(cidrs: &[IpNet], dev: &str, ours: &[KernelRoute]) -> Vec<Vec<
     cidrs
         .iter()
         .filter(|net| ours.iter().any(|r| r.net() == Some(**net) && r.is_ours_on(dev)))
-        .map(|net| {
-            argv(&[
-                "ip",
-                family_flag(net),
-                "route",
-                "del",
-                &net.to_string(),
-                "dev",
-                dev,
-                "table",
-                ROUTE_TABLE,
-                "proto",
-                ROUTE_PROTO,
-            ])
-        })
+        .map(|net| dev_argv("del", net, dev))
         .collect()
 }
 
