@@ -157,3 +157,45 @@ impl NetState {
         platform::undo(&mut self.journal, self.runner.as_ref())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runner::RecordingRunner;
+
+    /// The exact commands for routing a CIDR via a forwarding node, and that
+    /// applying the same paths again changes nothing.
+    #[test]
+    fn golden_commands_for_a_gateway_route_and_idempotence() {
+        let dir = std::env::temp_dir().join(format!("devnet-netstate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let profile = crate::config::tests_support::profile(&dir);
+        let runner = Arc::new(RecordingRunner::with_outputs(&[
+            ("ip -j -4 route show table main", r#"[{"dst":"default","gateway":"192.168.10.1","dev":"eth0"}]"#),
+            ("ip -j -4 rule show", "[]"),
+        ]));
+        let journal = Journal::open(&dir).expect("journal");
+        let mut net = NetState::new(profile, runner.clone(), journal);
+        let via = [("10.96.0.0/16".parse().expect("net"), "192.168.10.30".parse().expect("ip"))];
+        assert!(net.apply(&[], &via).expect("apply").is_none(), "no TUN for a gateway route");
+        assert_eq!(
+            runner.take(),
+            [
+                "ip -j -4 route show table main",
+                "ip -j -6 route show table main",
+                "ip -j -4 rule show",
+                "ip -4 rule add pref 5350 not fwmark 0xde7e lookup 3559",
+                "ip -j -4 route show table 3559",
+                "ip -j -6 route show table 3559",
+                "ip -4 route add 10.96.0.0/16 via 192.168.10.30 table 3559 proto 222",
+            ]
+        );
+        net.apply(&[], &via).expect("apply again");
+        let again = runner.take();
+        assert!(again.iter().all(|c| c.starts_with("ip -j")), "only reads the second time: {again:?}");
+        // The journal lists what was made, so a crash can be undone.
+        let journal = Journal::open(&dir).expect("journal");
+        assert_eq!(journal.entries().len(), 2, "{:?}", journal.entries());
+    }
+}
