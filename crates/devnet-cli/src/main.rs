@@ -249,7 +249,7 @@ async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
                     match (&s.last_error, s.state) {
                         (Some(e), _) => eprintln!("devnet: {:?} ({e})", s.state),
                         (None, LinkState::Direct) => {
-                            eprintln!("devnet: every CIDR is reachable directly; no tunnel needed")
+                            eprintln!("devnet: no CIDR needs the tunnel (each is routed directly or via a forwarding node)")
                         }
                         (None, _) => eprintln!("devnet: {:?} to relay {}", s.state, s.relay),
                     }

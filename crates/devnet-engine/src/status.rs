@@ -16,7 +16,7 @@ pub enum LinkState {
     Connected,
     /// The link was lost; retrying.
     Reconnecting,
-    /// Every CIDR is reachable directly; no tunnel is needed.
+    /// No CIDR needs the tunnel: each is routed directly or via a forwarding node.
     Direct,
     /// Shut down.
     Stopped,
