@@ -114,6 +114,10 @@ services() { # kube-proxy: DNAT every ClusterIP on every node
   done
 }
 
+dnsmasq_base() { # what every lab DNS server shares: authoritative for its own records only
+  printf '%s\n' no-resolv no-hosts no-daemon bind-dynamic user=root port=53
+}
+
 up() {
   local scenario=${3:-no-path}
   [[ "$scenario" == no-path ]] || { echo "unknown scenario $scenario (this lab has: no-path)" >&2; exit 2; }
@@ -194,13 +198,7 @@ up() {
 
   spawn web web "$bin/devnet-labd" serve --name web
   spawn echo echo "$bin/devnet-labd" serve --name echo
-  cat >"$dir/dnsmasq.conf" <<CONF
-no-resolv
-no-hosts
-no-daemon
-bind-dynamic
-user=root
-port=53
+  { dnsmasq_base; cat <<CONF
 local=/cluster.local/
 host-record=web.demo.svc.cluster.local,10.96.0.20,fd00:96::20
 host-record=echo.demo.svc.cluster.local,10.96.0.30,fd00:96::30
@@ -208,21 +206,17 @@ host-record=kube-dns.kube-system.svc.cluster.local,10.96.0.10,fd00:96::a
 log-queries
 log-facility=$dir/cluster-dns-queries.log
 CONF
+  } >"$dir/dnsmasq.conf"
   spawn dns dnsmasq dnsmasq --conf-file="$dir/dnsmasq.conf" --pid-file="$dir/dnsmasq.dnsmasq-pid"
   # The office DNS: public-looking names of its own, no cluster domain, and
   # no way out (the lab has no internet).
-  cat >"$dir/office-dns.conf" <<CONF
-no-resolv
-no-hosts
-no-daemon
-bind-dynamic
-user=root
-port=53
+  { dnsmasq_base; cat <<CONF
 host-record=www.example.com,192.0.2.80
 host-record=intranet.office.example,192.168.10.80
 log-queries
 log-facility=$dir/office-dns-queries.log
 CONF
+  } >"$dir/office-dns.conf"
   spawn office office-dns dnsmasq --conf-file="$dir/office-dns.conf" --pid-file="$dir/office-dns.dnsmasq-pid"
 
   # Relay credentials, as `devnet relay install` will create them.

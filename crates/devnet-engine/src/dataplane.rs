@@ -276,12 +276,10 @@ async fn read_opt(rd: Option<&mut ReadHalf<Tls>>, buf: &mut [u8]) -> io::Result<
     }
 }
 
-/// Writes what is pending, or flushes when nothing is: TLS holds records
-/// until flushed. Returns 0 for a completed flush.
+/// [`devnet_relay::session::write_or_flush`] when the link is up.
 async fn write_opt<W: AsyncWrite + Unpin>(wr: Option<&mut W>, data: &[u8]) -> io::Result<usize> {
     match wr {
-        Some(wr) if data.is_empty() => wr.flush().await.map(|()| 0),
-        Some(wr) => wr.write(data).await,
+        Some(wr) => devnet_relay::session::write_or_flush(wr, data).await,
         None => std::future::pending().await,
     }
 }

@@ -169,7 +169,7 @@ where
 
 /// Writes what is pending, or flushes when nothing is (TLS keeps records
 /// buffered until flushed). One future, so the write half is borrowed once.
-pub(crate) async fn write_or_flush<W: AsyncWrite + Unpin>(wr: &mut W, data: &[u8]) -> io::Result<usize> {
+pub async fn write_or_flush<W: AsyncWrite + Unpin>(wr: &mut W, data: &[u8]) -> io::Result<usize> {
     if data.is_empty() { wr.flush().await.map(|()| 0) } else { wr.write(data).await }
 }
 
