@@ -9,6 +9,7 @@
 //! **What it does not do:** mock anything on the data path, or touch the
 //! host's own network namespace.
 
+pub mod apiserver;
 pub mod harness;
 
 /// Deterministic test data: byte `i` of a stream is a function of `i` and

@@ -1,0 +1,332 @@
+//! The stand-in's controllers and kubelet, cut down to what devnet's relay
+//! needs: a Deployment gets one Pod; the Pod runs as a real process in a lab
+//! network namespace (the pod's IP lives there), with its Secret volumes
+//! written to files, its `runAsUser` honoured (`setpriv`), and its status
+//! (Pending with the image-pull reason, Running, Ready once the readiness
+//! probe's port answers, CrashLoopBackOff) written back as the real kubelet
+//! would.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use sha2::Digest;
+use tokio::process::Child;
+use tokio::sync::Mutex;
+
+use super::Server;
+use super::store::{Kind, kind_named};
+
+/// Where pods run.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// The network namespace the pod's process runs in.
+    pub netns: String,
+    pub pod_ips: Vec<IpAddr>,
+    pub node: String,
+    pub host_ip: IpAddr,
+    /// Image name prefix → the binary that image runs.
+    pub images: Vec<(String, PathBuf)>,
+    /// Where Secret volumes and pod logs are written.
+    pub work_dir: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Kubelet {
+    runtime: Option<Runtime>,
+    running: Mutex<HashMap<String, Child>>,
+}
+
+impl Kubelet {
+    pub fn new(runtime: Option<Runtime>) -> Self {
+        Kubelet { runtime, running: Mutex::new(HashMap::new()) }
+    }
+
+    async fn kill(&self, pod: &str) {
+        if let Some(mut child) = self.running.lock().await.remove(pod) {
+            if let Some(pid) = child.id() {
+                // SIGTERM first, as the kubelet does, then SIGKILL after a grace period.
+                let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+            }
+            if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// Called after every successful write.
+pub async fn after_write(server: &Arc<Server>, kind: &Kind, obj: &Value) {
+    if kind.kind == "Deployment" {
+        reconcile_deployment(server, obj).await;
+    }
+}
+
+/// Called for every object a delete removed.
+pub async fn after_delete(server: &Arc<Server>, obj: &Value) {
+    match obj["kind"].as_str() {
+        Some("Deployment") => {
+            let pods = owned_pods(server, obj).await;
+            let pod_kind = kind_named("Pod");
+            for pod in pods {
+                let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                server.kubelet.kill(&name).await;
+                let ns = pod["metadata"]["namespace"].as_str().map(str::to_owned);
+                let _ = server.store.lock().await.delete(&pod_kind, ns.as_deref(), &name);
+            }
+        }
+        Some("Pod") => server.kubelet.kill(obj["metadata"]["name"].as_str().unwrap_or_default()).await,
+        _ => {}
+    }
+}
+
+async fn owned_pods(server: &Arc<Server>, deployment: &Value) -> Vec<Value> {
+    let uid = deployment["metadata"]["uid"].clone();
+    let store = server.store.lock().await;
+    store
+        .all_of(&kind_named("Pod"))
+        .into_iter()
+        .filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid)
+        .collect()
+}
+
+async fn reconcile_deployment(server: &Arc<Server>, deploy: &Value) {
+    let template = &deploy["spec"]["template"];
+    let hash = hex8(&serde_json::to_vec(template).unwrap_or_default());
+    let name = format!("{}-{hash}", deploy["metadata"]["name"].as_str().unwrap_or("deploy"));
+    let ns = deploy["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
+    let existing = owned_pods(server, deploy).await;
+    if existing.iter().any(|p| p["metadata"]["name"] == name.as_str()) {
+        return;
+    }
+    // A new template: the old pod goes (the relay has one replica and
+    // strategy Recreate), the new one comes.
+    for old in existing {
+        let old_name = old["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        server.kubelet.kill(&old_name).await;
+        let _ = server.store.lock().await.delete(&kind_named("Pod"), Some(&ns), &old_name);
+    }
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": name, "namespace": ns,
+            "labels": template["metadata"]["labels"],
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "controller": true,
+                                 "name": deploy["metadata"]["name"], "uid": deploy["metadata"]["uid"]}],
+        },
+        "spec": template["spec"],
+        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
+                   "containerStatuses": [{"name": template["spec"]["containers"][0]["name"], "ready": false,
+                                          "state": {"waiting": {"reason": "ContainerCreating"}}}]},
+    });
+    server.store.lock().await.put_internal(&kind_named("Pod"), pod.clone());
+    let server = server.clone();
+    let deploy = deploy.clone();
+    tokio::spawn(async move { run_pod(server, deploy, pod).await });
+}
+
+fn hex8(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes).iter().take(5).map(|b| format!("{b:02x}")).collect::<String>()[..8].to_owned()
+}
+
+async fn set_status(server: &Arc<Server>, pod: &Value, status: Value) -> Value {
+    let mut store = server.store.lock().await;
+    let kind = kind_named("Pod");
+    let ns = pod["metadata"]["namespace"].as_str().map(str::to_owned);
+    let Ok(mut current) = store.get(&kind, ns.as_deref(), pod["metadata"]["name"].as_str().unwrap_or_default()) else {
+        return pod.clone(); // deleted meanwhile
+    };
+    current["status"] = status;
+    store.put_internal(&kind, current.clone());
+    current
+}
+
+async fn set_deployment_ready(server: &Arc<Server>, deploy: &Value, ready: u64) {
+    let mut store = server.store.lock().await;
+    let kind = kind_named("Deployment");
+    let ns = deploy["metadata"]["namespace"].as_str().map(str::to_owned);
+    let Ok(mut current) = store.get(&kind, ns.as_deref(), deploy["metadata"]["name"].as_str().unwrap_or_default()) else {
+        return;
+    };
+    if current["metadata"]["uid"] != deploy["metadata"]["uid"] {
+        return;
+    }
+    current["status"] = json!({
+        "observedGeneration": current["metadata"]["generation"], "replicas": 1, "updatedReplicas": 1,
+        "readyReplicas": ready, "availableReplicas": ready,
+        "conditions": [{"type": "Available", "status": if ready > 0 { "True" } else { "False" }}],
+    });
+    store.put_internal(&kind, current);
+}
+
+fn waiting(container: &str, reason: &str, message: &str) -> Value {
+    json!({"phase": "Pending",
+           "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+           "containerStatuses": [{"name": container, "ready": false, "restartCount": 0,
+                                  "state": {"waiting": {"reason": reason, "message": message}}}]})
+}
+
+async fn run_pod(server: Arc<Server>, deploy: Value, pod: Value) {
+    let spec = &pod["spec"];
+    let container = &spec["containers"][0];
+    let cname = container["name"].as_str().unwrap_or("main").to_owned();
+    let Some(rt) = server.kubelet.runtime.clone() else {
+        let status = json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."}]});
+        set_status(&server, &pod, status).await;
+        return;
+    };
+    let image = container["image"].as_str().unwrap_or_default().to_owned();
+    let Some(binary) = rt.images.iter().find(|(prefix, _)| image.starts_with(prefix.as_str())).map(|(_, b)| b.clone())
+    else {
+        let message = format!(
+            "failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": not found"
+        );
+        set_status(&server, &pod, waiting(&cname, "ErrImagePull", &message)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let message = format!("Back-off pulling image \"{image}\"");
+        set_status(&server, &pod, waiting(&cname, "ImagePullBackOff", &message)).await;
+        return;
+    };
+    let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
+    let run_as = spec["securityContext"]["runAsUser"].as_u64().or(container["securityContext"]["runAsUser"].as_u64());
+
+    // Volumes: each Secret volume becomes a folder of files.
+    let pod_dir = rt.work_dir.join(&pod_name);
+    let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+    for vol in spec["volumes"].as_array().into_iter().flatten() {
+        let vname = vol["name"].as_str().unwrap_or_default();
+        let Some(secret) = vol["secret"]["secretName"].as_str() else { continue };
+        let dir = pod_dir.join(vname);
+        let data = {
+            let store = server.store.lock().await;
+            store.get(&kind_named("Secret"), Some(&ns), secret).map(|s| s["data"].clone())
+        };
+        let Ok(data) = data else {
+            let message = format!("MountVolume.SetUp failed for volume \"{vname}\" : secret \"{secret}\" not found");
+            set_status(&server, &pod, waiting(&cname, "ContainerCreating", &message)).await;
+            return;
+        };
+        if let Err(e) = write_secret_volume(&dir, &data, run_as) {
+            set_status(&server, &pod, waiting(&cname, "CreateContainerError", &e.to_string())).await;
+            return;
+        }
+        for m in container["volumeMounts"].as_array().into_iter().flatten() {
+            if m["name"] == vname
+                && let Some(path) = m["mountPath"].as_str()
+            {
+                mounts.push((path.trim_end_matches('/').to_owned(), dir.clone()));
+            }
+        }
+    }
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|a| {
+            let mut a = a.to_owned();
+            for (path, dir) in &mounts {
+                a = a.replace(path.as_str(), &dir.display().to_string());
+            }
+            a
+        })
+        .collect();
+
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(["netns", "exec", &rt.netns]);
+    if let Some(uid) = run_as {
+        cmd.args(["setpriv", &format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "--"]);
+    }
+    cmd.arg(&binary).args(&args);
+    for env in container["env"].as_array().into_iter().flatten() {
+        if let (Some(k), Some(v)) = (env["name"].as_str(), env["value"].as_str()) {
+            cmd.env(k, v);
+        }
+    }
+    let log = std::fs::File::create(pod_dir.join("container.log"));
+    if let Ok(log) = log {
+        if let Ok(err) = log.try_clone() {
+            cmd.stderr(err);
+        }
+        cmd.stdout(log);
+    }
+    cmd.kill_on_drop(true);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            set_status(&server, &pod, waiting(&cname, "RunContainerError", &e.to_string())).await;
+            return;
+        }
+    };
+    server.kubelet.running.lock().await.insert(pod_name.clone(), child);
+    let ips: Vec<Value> = rt.pod_ips.iter().map(|ip| json!({"ip": ip.to_string()})).collect();
+    let running = |ready: bool| {
+        json!({"phase": "Running", "hostIP": rt.host_ip.to_string(), "podIP": rt.pod_ips[0].to_string(), "podIPs": ips,
+               "conditions": [{"type": "PodScheduled", "status": "True"},
+                              {"type": "Ready", "status": if ready { "True" } else { "False" }}],
+               "containerStatuses": [{"name": cname, "ready": ready, "restartCount": 0, "image": image,
+                                      "state": {"running": {"startedAt": "2026-11-25T00:00:00Z"}}}]})
+    };
+    let mut pod_now = set_status(&server, &pod, running(false)).await;
+    let _ = &mut pod_now;
+    let probe_port = container["readinessProbe"]["httpGet"]["port"].as_u64().or(container["ports"][0]["containerPort"].as_u64());
+    for _ in 0..200 {
+        if !server.kubelet.running.lock().await.contains_key(&pod_name) {
+            return; // deleted
+        }
+        if let Some(exit) = exited(&server, &pod_name).await {
+            let status = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [{"name": cname, "ready": false, "restartCount": 1,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff", "message": format!("back-off restarting failed container {cname}")}},
+                    "lastState": {"terminated": {"exitCode": exit, "reason": "Error"}}}]});
+            set_status(&server, &pod, status).await;
+            return;
+        }
+        let ready = match probe_port {
+            Some(port) => {
+                let addr = SocketAddr::new(rt.pod_ips[0], port as u16);
+                tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await.is_ok_and(|r| r.is_ok())
+            }
+            None => true,
+        };
+        if ready {
+            set_status(&server, &pod, running(true)).await;
+            set_deployment_ready(&server, &deploy, 1).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn exited(server: &Arc<Server>, pod: &str) -> Option<i32> {
+    let mut running = server.kubelet.running.lock().await;
+    let child = running.get_mut(pod)?;
+    match child.try_wait() {
+        Ok(Some(status)) => Some(status.code().unwrap_or(-1)),
+        _ => None,
+    }
+}
+
+fn write_secret_volume(dir: &std::path::Path, data: &Value, owner: Option<u64>) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, chown};
+    std::fs::create_dir_all(dir)?;
+    let uid = owner.map(|u| u as u32);
+    chown(dir, uid, uid)?;
+    if let Some(dir_parent) = dir.parent() {
+        chown(dir_parent, uid, uid)?;
+    }
+    for (key, value) in data.as_object().into_iter().flatten() {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(value.as_str().unwrap_or_default())?;
+        let path = dir.join(key);
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o400).open(&path)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        chown(&path, uid, uid)?;
+    }
+    Ok(())
+}
