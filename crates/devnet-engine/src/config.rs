@@ -43,6 +43,13 @@ pub struct ProfileFile {
     pub tun_name: Option<String>,
     pub mtu: Option<u16>,
     pub state_dir: Option<PathBuf>,
+    /// The relay token itself (from the keyring; never read from or
+    /// written to a file).
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// The relay CA in PEM (from the keyring), instead of `relay-ca`.
+    #[serde(skip)]
+    pub relay_ca_pem: Option<String>,
 }
 
 impl ProfileFile {
@@ -72,6 +79,8 @@ impl ProfileFile {
             tun_name: over.tun_name.or(self.tun_name),
             mtu: over.mtu.or(self.mtu),
             state_dir: over.state_dir.or(self.state_dir),
+            token: over.token.or(self.token),
+            relay_ca_pem: over.relay_ca_pem.or(self.relay_ca_pem),
         }
     }
 }
@@ -83,6 +92,9 @@ pub struct Profile {
     #[serde(skip)]
     pub token: String,
     pub relay_ca: PathBuf,
+    /// The relay CA in PEM, when it came from the keyring (wins over `relay_ca`).
+    #[serde(skip)]
+    pub relay_ca_pem: Option<String>,
     pub cidrs: Vec<IpNet>,
     pub dns_server: Option<IpAddr>,
     pub probe_targets: Vec<SocketAddr>,
@@ -178,15 +190,26 @@ impl ProfileFile {
     pub fn validate(self) -> Result<Profile, ConfigError> {
         let relay_text = self.relay.ok_or(ConfigError::Missing("relay"))?;
         let relay: SocketAddr = relay_text.parse().map_err(|_| ConfigError::BadRelay(relay_text.clone()))?;
-        let token_file = self.token_file.ok_or(ConfigError::Missing("token-file"))?;
-        let token = std::fs::read_to_string(&token_file)
-            .map_err(|e| ConfigError::Token { path: token_file.clone(), error: e.to_string() })?
-            .trim()
-            .to_owned();
-        if token.is_empty() {
-            return Err(ConfigError::EmptyToken(token_file));
-        }
-        let relay_ca = self.relay_ca.ok_or(ConfigError::Missing("relay-ca"))?;
+        let token = match self.token {
+            Some(t) => t,
+            None => {
+                let token_file = self.token_file.ok_or(ConfigError::Missing("token-file"))?;
+                let token = std::fs::read_to_string(&token_file)
+                    .map_err(|e| ConfigError::Token { path: token_file.clone(), error: e.to_string() })?
+                    .trim()
+                    .to_owned();
+                if token.is_empty() {
+                    return Err(ConfigError::EmptyToken(token_file));
+                }
+                token
+            }
+        };
+        let relay_ca_pem = self.relay_ca_pem;
+        let relay_ca = match (self.relay_ca, &relay_ca_pem) {
+            (Some(p), _) => p,
+            (None, Some(_)) => PathBuf::new(),
+            (None, None) => return Err(ConfigError::Missing("relay-ca")),
+        };
         if self.cidrs.is_empty() {
             return Err(ConfigError::Missing("cidrs"));
         }
@@ -250,6 +273,7 @@ impl ProfileFile {
             relay,
             token,
             relay_ca,
+            relay_ca_pem,
             cidrs,
             dns_server,
             probe_targets,

@@ -15,7 +15,6 @@ use anyhow::Result;
 use devnet_netstack::{BufferPool, Tunnel, TunnelConfig};
 use devnet_proto::{Connection, ConnectionError, RejectCode};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
@@ -23,6 +22,7 @@ use tokio_rustls::client::TlsStream;
 use tracing::{info, warn};
 
 use crate::config::Profile;
+use crate::transport::{Dial, RelayStream};
 /// What the engine tells the data path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Control {
@@ -39,7 +39,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Packets read from the TUN device per wake-up before the stack runs.
 const TUN_BATCH: usize = 64;
 
-type Tls = TlsStream<TcpStream>;
+type Tls = TlsStream<RelayStream>;
 
 struct Link {
     rd: ReadHalf<Tls>,
@@ -56,6 +56,7 @@ enum Relay {
 pub(crate) async fn run(
     profile: &Profile,
     tun: tun_rs::AsyncDevice,
+    dialer: Arc<dyn Dial>,
     tls: Arc<rustls::ClientConfig>,
     status: watch::Sender<Status>,
     mut commands: mpsc::Receiver<Control>,
@@ -69,7 +70,7 @@ pub(crate) async fn run(
         token: profile.token.clone(),
         ..Default::default()
     };
-    let mut relay = Relay::Dialling(dial(profile.relay, connector.clone()));
+    let mut relay = Relay::Dialling(dial(dialer.clone(), connector.clone(), status.clone()));
     let mut backoff = BACKOFF_MIN;
     let mut scratch = vec![0u8; usize::from(profile.mtu) + 4];
     let mut rbuf = vec![0u8; 256 * 1024];
@@ -164,10 +165,10 @@ pub(crate) async fn run(
                 tunnel.attach(Connection::client(proto.clone(), now.into_std()));
                 relay = Relay::Up(Link { rd, wr, needs_flush: false });
             }
-            Wake::Dialled(Err(e)) => lost = Some(format!("cannot reach the relay at {}: {e}", profile.relay)),
+            Wake::Dialled(Err(e)) => lost = Some(format!("cannot reach the relay: {e}")),
             Wake::Timer => {
                 if matches!(relay, Relay::Waiting(at) if now >= at) {
-                    relay = Relay::Dialling(dial(profile.relay, connector.clone()));
+                    relay = Relay::Dialling(dial(dialer.clone(), connector.clone(), status.clone()));
                 }
             }
         }
@@ -251,15 +252,14 @@ async fn flush_tun(tunnel: &mut Tunnel, tun: &tun_rs::AsyncDevice) {
     }
 }
 
-fn dial(addr: std::net::SocketAddr, connector: TlsConnector) -> oneshot::Receiver<io::Result<Tls>> {
+fn dial(dialer: Arc<dyn Dial>, connector: TlsConnector, status: watch::Sender<Status>) -> oneshot::Receiver<io::Result<Tls>> {
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let result = async {
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await.map_err(|_| {
-                io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {CONNECT_TIMEOUT:?}"))
-            })??;
-            tcp.set_nodelay(true)?;
-            tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(devnet_relay::tls::relay_server_name(), tcp))
+            let (stream, transport) = dialer.dial().await?;
+            info!(%transport, "relay transport open");
+            status.send_modify(|s| s.transport = Some(transport));
+            tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(devnet_relay::tls::relay_server_name(), stream))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
         }

@@ -23,6 +23,7 @@ pub mod journal;
 pub mod os;
 pub mod runner;
 pub mod status;
+pub mod transport;
 
 mod dataplane;
 mod netstate;
@@ -90,14 +91,29 @@ pub fn recover(state_dir: &std::path::Path, runner: &dyn Runner) -> Result<Recov
 /// Sets up the OS state and starts the engine. On error nothing is left
 /// configured.
 pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHandle> {
+    let direct = transport::DirectDial { addrs: vec![profile.relay], timeout: std::time::Duration::from_secs(3) };
+    start_with(profile, runner, Arc::new(direct), Vec::new()).await
+}
+
+/// [`start`] with the relay reached through `dialer`, and what cluster
+/// discovery found (shown in status).
+pub async fn start_with(
+    profile: Profile,
+    runner: Arc<dyn Runner>,
+    dialer: Arc<dyn transport::Dial>,
+    discovered: Vec<status::Discovered>,
+) -> Result<EngineHandle> {
     let recovery = recover(&profile.state_dir, runner.as_ref())?;
     for cmd in &recovery.undone {
         info!(command = %cmd, "undid leftover");
     }
     let socket = control::socket_path(&profile.state_dir);
     let listener = control::bind(&socket).await?;
-    let tls = devnet_relay::tls::client_config(&profile.relay_ca)
-        .with_context(|| format!("loading the relay CA from {}", profile.relay_ca.display()))?;
+    let tls = match &profile.relay_ca_pem {
+        Some(pem) => devnet_relay::tls::client_config_from_pem(pem).context("loading the relay CA")?,
+        None => devnet_relay::tls::client_config(&profile.relay_ca)
+            .with_context(|| format!("loading the relay CA from {}", profile.relay_ca.display()))?,
+    };
 
     // Decide each CIDR's path, then make the OS match.
     let mut tracker = devnet_path::Tracker::default();
@@ -135,6 +151,7 @@ pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHa
     }
 
     let mut status = initial_status(&profile);
+    status.discovered = discovered;
     status.paths = tracker.current().to_vec();
     status.routes = net.routed().to_vec();
     if tun.is_none() {
@@ -146,7 +163,7 @@ pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHa
     let task = tokio::spawn(async move {
         let mut dataplane: Option<Dataplane> = None;
         if let Some(tun) = tun {
-            dataplane = Some(Dataplane::spawn(&profile, net.routed().to_vec(), tun, tls.clone(), status_tx.clone()));
+            dataplane = Some(Dataplane::spawn(&profile, net.routed().to_vec(), tun, &dialer, tls.clone(), status_tx.clone()));
         }
         let result = loop {
             let finished = async {
@@ -167,7 +184,7 @@ pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHa
                     break done.unwrap_or_else(|e| Err(anyhow::anyhow!("data path panicked: {e}")));
                 }
                 () = tokio::time::sleep(if tracker.has_pending() { CONFIRM_INTERVAL } else { RECHECK_INTERVAL }) => {
-                    if let Err(e) = recheck(&profile, runner.as_ref(), &mut tracker, &mut net, &mut dataplane, &tls, &status_tx).await {
+                    if let Err(e) = recheck(&profile, runner.as_ref(), &mut tracker, &mut net, &mut dataplane, &dialer, &tls, &status_tx).await {
                         warn!(error = %format!("{e:#}"), "path re-check failed; keeping the current paths");
                     }
                 }
@@ -207,13 +224,15 @@ impl Dataplane {
         profile: &Profile,
         cidrs: Vec<ipnet::IpNet>,
         tun: tun_rs::AsyncDevice,
+        dialer: &Arc<dyn transport::Dial>,
         tls: Arc<rustls::ClientConfig>,
         status: watch::Sender<Status>,
     ) -> Self {
+        let dialer = dialer.clone();
         let (control, rx) = mpsc::channel(8);
         let mut profile = profile.clone();
         profile.cidrs = cidrs;
-        let task = tokio::spawn(async move { dataplane::run(&profile, tun, tls, status, rx).await });
+        let task = tokio::spawn(async move { dataplane::run(&profile, tun, dialer, tls, status, rx).await });
         Self { control, task }
     }
 }
@@ -224,6 +243,7 @@ async fn recheck(
     tracker: &mut devnet_path::Tracker,
     net: &mut NetState,
     dataplane: &mut Option<Dataplane>,
+    dialer: &Arc<dyn transport::Dial>,
     tls: &Arc<rustls::ClientConfig>,
     status: &watch::Sender<Status>,
 ) -> Result<()> {
@@ -238,7 +258,7 @@ async fn recheck(
         info!(cidr = %v.cidr, path = ?v.path, reason = %v.reason, "path re-checked");
     }
     if let Some(tun) = net.apply(&want, &tracker.via_gateway())? {
-        *dataplane = Some(Dataplane::spawn(profile, want.clone(), tun, tls.clone(), status.clone()));
+        *dataplane = Some(Dataplane::spawn(profile, want.clone(), tun, dialer, tls.clone(), status.clone()));
         status.send_modify(|s| s.state = LinkState::Connecting);
     } else if let Some(d) = dataplane.as_ref() {
         let _ = d.control.send(Control::SetCidrs(want.clone())).await;
@@ -252,6 +272,8 @@ fn initial_status(profile: &Profile) -> Status {
         state: LinkState::Connecting,
         relay: profile.relay,
         relay_name: None,
+        transport: None,
+        discovered: Vec::new(),
         relay_rtt_ms: None,
         last_error: None,
         reconnects: 0,

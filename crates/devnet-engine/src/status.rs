@@ -22,6 +22,14 @@ pub enum LinkState {
     Stopped,
 }
 
+/// One discovered fact: `pod CIDR 10.244.0.0/16 from Calico IPPool default`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Discovered {
+    pub what: String,
+    pub value: String,
+    pub source: String,
+}
+
 /// A snapshot of the engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -29,6 +37,13 @@ pub struct Status {
     pub relay: SocketAddr,
     /// The relay's name from its handshake.
     pub relay_name: Option<String>,
+    /// How the relay is reached now: `direct 10.60.20.11:31443`, or
+    /// `port-forward devnet/devnet-relay-… via https://…`.
+    #[serde(default)]
+    pub transport: Option<String>,
+    /// What cluster discovery found, and where.
+    #[serde(default)]
+    pub discovered: Vec<Discovered>,
     pub relay_rtt_ms: Option<f64>,
     /// Why the link was last lost or could not be made.
     pub last_error: Option<String>,
@@ -60,6 +75,12 @@ impl Status {
         }
         if let Some(rtt) = self.relay_rtt_ms {
             s += &format!(", rtt {rtt:.2} ms");
+        }
+        if let Some(t) = &self.transport {
+            s += &format!("\nvia:      {t}");
+        }
+        for d in &self.discovered {
+            s += &format!("\nfound:    {:<12} {:<18} from {}", d.what, d.value, d.source);
         }
         if let Some(e) = &self.last_error {
             s += &format!("\nlast error: {e}");

@@ -79,6 +79,18 @@ pub fn client_config(ca_pem: &Path) -> Result<Arc<rustls::ClientConfig>> {
     Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
 }
 
+/// A client TLS configuration that trusts only the CA in `pem` (as kept in
+/// the keyring, never on disk).
+pub fn client_config_from_pem(pem: &str) -> Result<Arc<rustls::ClientConfig>> {
+    ensure_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.context("parsing the relay CA")?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "the relay CA holds no certificate");
+    Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+}
+
 /// The server name clients verify.
 pub fn relay_server_name() -> ServerName<'static> {
     ServerName::try_from(RELAY_SERVER_NAME).expect("valid DNS name")

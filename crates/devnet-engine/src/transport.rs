@@ -1,0 +1,77 @@
+//! How the data path reaches the relay: a [`Dial`] gives a byte stream, TLS
+//! runs over it. [`DirectDial`] is TCP to the relay pod's IP or a node port;
+//! the CLI adds the API server's port-forward (`devnet-kube`) behind the
+//! same trait, and [`Fallback`] tries each in order, so every reconnect
+//! takes the fastest transport that works now.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+/// A byte stream to the relay, before TLS.
+pub trait RelayIo: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> RelayIo for T {}
+
+pub type RelayStream = Box<dyn RelayIo>;
+pub type DialFuture = Pin<Box<dyn Future<Output = io::Result<(RelayStream, String)>> + Send>>;
+
+/// Opens a stream to the relay and says which transport it took (for status).
+pub trait Dial: Send + Sync + fmt::Debug {
+    fn dial(&self) -> DialFuture;
+}
+
+/// TCP straight to the relay: each address in turn, each with a short
+/// timeout so a cut path falls through quickly to the next transport.
+#[derive(Debug, Clone)]
+pub struct DirectDial {
+    pub addrs: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+
+impl Dial for DirectDial {
+    fn dial(&self) -> DialFuture {
+        let (addrs, timeout) = (self.addrs.clone(), self.timeout);
+        Box::pin(async move {
+            let mut last = io::Error::new(io::ErrorKind::NotFound, "no relay address to dial");
+            for addr in addrs {
+                match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                    Ok(Ok(tcp)) => {
+                        tcp.set_nodelay(true)?;
+                        return Ok((Box::new(tcp) as RelayStream, format!("direct {addr}")));
+                    }
+                    Ok(Err(e)) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
+                    Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, format!("{addr}: no answer within {timeout:?}")),
+                }
+                debug!(%addr, error = %last, "direct transport failed");
+            }
+            Err(last)
+        })
+    }
+}
+
+/// Tries each transport in order; the first stream wins.
+#[derive(Debug)]
+pub struct Fallback(pub Vec<Box<dyn Dial>>);
+
+impl Dial for Fallback {
+    fn dial(&self) -> DialFuture {
+        let attempts: Vec<DialFuture> = self.0.iter().map(|d| d.dial()).collect();
+        Box::pin(async move {
+            let mut errors = Vec::new();
+            for attempt in attempts {
+                match attempt.await {
+                    Ok(s) => return Ok(s),
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            Err(io::Error::other(errors.join("; then ")))
+        })
+    }
+}

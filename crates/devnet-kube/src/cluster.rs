@@ -1,0 +1,356 @@
+//! Cluster access: the kubeconfig as kubectl reads it (`--kubeconfig`, else
+//! every file in `KUBECONFIG`, else `~/.kube/config`; `--context`, else the
+//! current context), credentials from it (token, client certificate, exec
+//! plugin), and API errors turned into one line that names the fix.
+//!
+//! Exec plugins (`aws eks get-token`, `gke-gcloud-auth-plugin`, …) run as
+//! the user who invoked devnet, never as root: when devnet runs under sudo,
+//! the plugin is started with the invoking user's uid, gid and home, and
+//! its token is handed to the client.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+use tracing::debug;
+
+use crate::discover::Sources;
+
+/// The user devnet acts for: the sudo caller when running as root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvokingUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+impl InvokingUser {
+    /// `SUDO_UID`/`SUDO_GID` and that user's home from /etc/passwd.
+    pub fn from_sudo() -> Option<Self> {
+        let uid: u32 = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+        let gid: u32 = std::env::var("SUDO_GID").ok().and_then(|g| g.parse().ok()).unwrap_or(uid);
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let home = passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() > 5 && f[2] == uid.to_string())
+            .map(|f| PathBuf::from(f[5]))
+            .unwrap_or_else(|| PathBuf::from("/nonexistent"));
+        Some(InvokingUser { uid, gid, home })
+    }
+}
+
+/// Where to find the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// Run exec plugins as this user (None: as ourselves).
+    pub invoking_user: Option<InvokingUser>,
+}
+
+/// A cluster problem, worded for the person at the keyboard.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error("no kubeconfig at {0}: set KUBECONFIG, pass --kubeconfig, or run your cluster's login command first")]
+    NoKubeconfig(PathBuf),
+    #[error("kubeconfig {path} is not valid: {error}; fix the file (`kubectl config view` shows what kubectl makes of it)")]
+    BadKubeconfig { path: PathBuf, error: String },
+    #[error("context {name:?} is not in the kubeconfig (it has: {available}); pick one with --context")]
+    UnknownContext { name: String, available: String },
+    #[error("the kubeconfig has no current context; pass --context (one of: {0})")]
+    NoContext(String),
+    #[error("the kubeconfig's exec plugin {command:?} failed: {error}; run it by hand to log in again")]
+    ExecPlugin { command: String, error: String },
+    #[error(
+        "the API server at {server} rejected the credentials of context {context:?} (401 Unauthorized): they have expired or are wrong; log in again (re-run your cluster's get-credentials command) and retry"
+    )]
+    Unauthorized { server: String, context: String },
+    #[error("cannot reach the API server at {server}: {error}; check your network or VPN, and that the cluster is up")]
+    Unreachable { server: String, error: String },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the API server at {server} said: {message}")]
+    Api { server: String, code: u16, reason: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A connected cluster.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: kube::Client,
+    pub context: String,
+    pub server: String,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("context", &self.context).field("server", &self.server).finish()
+    }
+}
+
+fn kubeconfig_paths(opts: &ClusterOptions) -> Vec<PathBuf> {
+    if let Some(p) = &opts.kubeconfig {
+        return vec![p.clone()];
+    }
+    if let Ok(list) = std::env::var("KUBECONFIG")
+        && !list.is_empty()
+    {
+        return std::env::split_paths(&list).collect();
+    }
+    let home = match &opts.invoking_user {
+        Some(u) => u.home.clone(),
+        None => std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root")),
+    };
+    vec![home.join(".kube/config")]
+}
+
+/// Reads and merges the kubeconfig files, as kubectl does.
+pub fn load_kubeconfig(opts: &ClusterOptions) -> Result<Kubeconfig, KubeError> {
+    let mut merged: Option<Kubeconfig> = None;
+    let paths = kubeconfig_paths(opts);
+    for path in &paths {
+        if !path.exists() {
+            if paths.len() == 1 {
+                return Err(KubeError::NoKubeconfig(path.clone()));
+            }
+            continue;
+        }
+        let kc = Kubeconfig::read_from(path).map_err(|e| KubeError::BadKubeconfig {
+            path: path.clone(),
+            error: format!("{e}").replace('\n', " "),
+        })?;
+        merged = Some(match merged {
+            None => kc,
+            Some(m) => m.merge(kc).map_err(|e| KubeError::BadKubeconfig { path: path.clone(), error: e.to_string() })?,
+        });
+    }
+    merged.ok_or_else(|| KubeError::NoKubeconfig(paths.first().cloned().unwrap_or_default()))
+}
+
+impl Cluster {
+    /// Loads the kubeconfig, picks the context, gets credentials, and checks
+    /// the API server answers and accepts them.
+    pub async fn connect(opts: &ClusterOptions) -> Result<Cluster, KubeError> {
+        let mut kc = load_kubeconfig(opts)?;
+        let names: Vec<String> = kc.contexts.iter().map(|c| c.name.clone()).collect();
+        let context = match (&opts.context, &kc.current_context) {
+            (Some(c), _) => c.clone(),
+            (None, Some(c)) if !c.is_empty() => c.clone(),
+            _ => return Err(KubeError::NoContext(names.join(", "))),
+        };
+        let Some(ctx) = kc.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.clone()) else {
+            return Err(KubeError::UnknownContext { name: context, available: names.join(", ") });
+        };
+        // Run an exec plugin ourselves, as the invoking user, and hand the
+        // client the token it printed.
+        if let Some(user) = ctx.user.as_deref()
+            && let Some(auth) = kc.auth_infos.iter_mut().find(|a| a.name == user).and_then(|a| a.auth_info.as_mut())
+            && let Some(exec) = auth.exec.take()
+        {
+            let token = run_exec_plugin(&exec, opts.invoking_user.as_ref())?;
+            auth.token = Some(token.into());
+        }
+        let options = KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
+        let mut config = kube::Config::from_custom_kubeconfig(kc, &options)
+            .await
+            .map_err(|e| KubeError::BadKubeconfig { path: kubeconfig_paths(opts)[0].clone(), error: e.to_string() })?;
+        config.connect_timeout = Some(Duration::from_secs(5));
+        config.read_timeout = None; // watches and port-forwards stay open
+        let server = config.cluster_url.to_string();
+        let client = kube::Client::try_from(config).map_err(|e| KubeError::Other(e.to_string()))?;
+        let cluster = Cluster { client, context, server };
+        cluster.get("/version").await?;
+        Ok(cluster)
+    }
+
+    /// Turns a kube error into a [`KubeError`].
+    pub fn explain(&self, e: kube::Error) -> KubeError {
+        match e {
+            kube::Error::Api(s) if s.code == 401 => {
+                KubeError::Unauthorized { server: self.server.clone(), context: self.context.clone() }
+            }
+            kube::Error::Api(s) if s.code == 403 => KubeError::Forbidden(s.message.clone()),
+            kube::Error::Api(s) => {
+                KubeError::Api { server: self.server.clone(), code: s.code, reason: s.reason.clone(), message: s.message.clone() }
+            }
+            kube::Error::HyperError(e) => KubeError::Unreachable { server: self.server.clone(), error: root_cause(&e) },
+            kube::Error::Service(e) => KubeError::Unreachable { server: self.server.clone(), error: root_cause(e.as_ref()) },
+            other => KubeError::Other(format!("talking to the API server at {}: {other}", self.server)),
+        }
+    }
+
+    async fn request(&self, method: &str, path: &str, body: Option<&Value>, content_type: &str) -> Result<Value, KubeError> {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type)
+            .body(body.map(|b| serde_json::to_vec(b).unwrap_or_default()).unwrap_or_default())
+            .map_err(|e| KubeError::Other(e.to_string()))?;
+        self.client.request::<Value>(req).await.map_err(|e| self.explain(e))
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, KubeError> {
+        self.request("GET", path, None, "application/json").await
+    }
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, KubeError> {
+        self.request("POST", path, Some(body), "application/json").await
+    }
+    /// Server-side apply (create or update, owned by field manager devnet).
+    pub async fn apply(&self, path: &str, body: &Value) -> Result<Value, KubeError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        self.request("PATCH", &format!("{path}{sep}fieldManager=devnet&force=true"), Some(body), "application/apply-patch+yaml")
+            .await
+    }
+    pub async fn delete(&self, path: &str) -> Result<Value, KubeError> {
+        self.request("DELETE", path, None, "application/json").await
+    }
+
+    /// Whether the user may do `verb` on `resource` (with `group`) in `namespace`.
+    pub async fn can_i(&self, verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> Result<bool, KubeError> {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let review = json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": resource,
+                                            "subresource": subresource, "namespace": namespace.unwrap_or("")}},
+        });
+        let answer = self.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", &review).await?;
+        Ok(answer["status"]["allowed"].as_bool() == Some(true))
+    }
+
+    /// Fetches what discovery reads. Missing sources become notes; only an
+    /// unreachable server or rejected credentials fail.
+    pub async fn gather(&self, domain_override: Option<String>) -> Result<Sources, KubeError> {
+        let mut s = Sources { domain_override, ..Default::default() };
+        let mut unavailable = Vec::new();
+        let mut items = async |what: &str, path: &str| -> Result<Option<Vec<Value>>, KubeError> {
+            match self.get(path).await {
+                Ok(list) => Ok(Some(list["items"].as_array().cloned().unwrap_or_default())),
+                Err(e @ (KubeError::Unauthorized { .. } | KubeError::Unreachable { .. })) => Err(e),
+                Err(e) => {
+                    debug!(%what, error = %e, "source unavailable");
+                    unavailable.push(format!("{what}: {}", short(&e)));
+                    Ok(None)
+                }
+            }
+        };
+        s.calico_v3_pools = items("Calico IPPools (projectcalico.org/v3)", "/apis/projectcalico.org/v3/ippools").await?;
+        s.calico_v1_pools = items("Calico IPPools (crd.projectcalico.org/v1)", "/apis/crd.projectcalico.org/v1/ippools").await?;
+        s.nodes = items("Nodes", "/api/v1/nodes").await?;
+        s.service_cidrs = items("ServiceCIDRs (networking.k8s.io/v1)", "/apis/networking.k8s.io/v1/servicecidrs").await?;
+        let no_pod_source = s.calico_v3_pools.as_ref().is_none_or(Vec::is_empty)
+            && s.calico_v1_pools.as_ref().is_none_or(Vec::is_empty)
+            && s.nodes.iter().flatten().all(|n| n["spec"]["podCIDRs"].is_null() && n["spec"]["podCIDR"].is_null());
+        if no_pod_source {
+            s.pods = items("Pods", "/api/v1/pods?limit=500&fieldSelector=status.phase%3DRunning").await?;
+        }
+        s.unavailable = unavailable;
+        if s.service_cidrs.as_ref().is_none_or(Vec::is_empty) {
+            // Ask the allocator: a dry-run Service with a ClusterIP outside
+            // any sane range is refused with the valid range named.
+            for (ip, family) in [("1.1.1.1", "IPv4"), ("2001:db8::1", "IPv6")] {
+                let probe = json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "devnet-probe", "namespace": "default"},
+                    "spec": {"clusterIP": ip, "clusterIPs": [ip], "ipFamilies": [family], "ports": [{"port": 80}]}});
+                match self.post("/api/v1/namespaces/default/services?dryRun=All", &probe).await {
+                    Err(KubeError::Api { message, .. }) => s.rejected_cluster_ip.push(message),
+                    Err(e @ (KubeError::Unauthorized { .. } | KubeError::Unreachable { .. })) => return Err(e),
+                    Err(e) => s.unavailable.push(format!("dry-run ClusterIP probe: {}", short(&e))),
+                    Ok(_) => s.unavailable.push(format!("dry-run ClusterIP probe: {ip} was accepted")),
+                }
+            }
+        }
+        let mut one = async |what: &str, path: &str| -> Result<Option<Value>, KubeError> {
+            match self.get(path).await {
+                Ok(v) => Ok(Some(v)),
+                Err(e @ (KubeError::Unauthorized { .. } | KubeError::Unreachable { .. })) => Err(e),
+                Err(e) => {
+                    s.unavailable.push(format!("{what}: {}", short(&e)));
+                    Ok(None)
+                }
+            }
+        };
+        let kubeadm = one("kube-system/kubeadm-config", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config").await?;
+        let kubelet = one("kube-system/kubelet-config", "/api/v1/namespaces/kube-system/configmaps/kubelet-config").await?;
+        let mut dns = one("kube-system/kube-dns", "/api/v1/namespaces/kube-system/services/kube-dns").await?;
+        if dns.is_none() {
+            let labelled = one("Services labelled k8s-app=kube-dns", "/api/v1/namespaces/kube-system/services?labelSelector=k8s-app%3Dkube-dns").await?;
+            dns = labelled.and_then(|l| l["items"].as_array().and_then(|i| i.first().cloned()));
+        }
+        s.kubeadm_config = kubeadm;
+        s.kubelet_config = kubelet;
+        s.kube_dns = dns;
+        Ok(s)
+    }
+
+    /// The cluster's namespace names (for `svc.ns` short names).
+    pub async fn namespaces(&self) -> Vec<String> {
+        match self.get("/api/v1/namespaces").await {
+            Ok(list) => list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_owned))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn short(e: &KubeError) -> String {
+    match e {
+        KubeError::Api { code: 404, .. } => "not served by this cluster".to_owned(),
+        KubeError::Api { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// Runs a kubeconfig exec plugin (client.authentication.k8s.io) and returns
+/// its token.
+fn run_exec_plugin(exec: &kube::config::ExecConfig, user: Option<&InvokingUser>) -> Result<String, KubeError> {
+    use std::os::unix::process::CommandExt;
+    let command = exec.command.clone().unwrap_or_default();
+    let fail = |error: String| KubeError::ExecPlugin { command: command.clone(), error };
+    let mut cmd = std::process::Command::new(&command);
+    cmd.args(exec.args.iter().flatten());
+    for env in exec.env.iter().flatten() {
+        if let (Some(k), Some(v)) = (env.get("name"), env.get("value")) {
+            cmd.env(k, v);
+        }
+    }
+    let api = exec.api_version.clone().unwrap_or_else(|| "client.authentication.k8s.io/v1".into());
+    cmd.env("KUBERNETES_EXEC_INFO", json!({"apiVersion": api, "kind": "ExecCredential", "spec": {"interactive": false}}).to_string());
+    if let Some(u) = user {
+        // Never as root: the plugin reads the user's cloud credentials and
+        // may write caches in their home.
+        cmd.uid(u.uid).gid(u.gid).env("HOME", &u.home).current_dir(&u.home);
+        cmd.env_remove("SUDO_COMMAND");
+        if let Ok(name) = std::env::var("SUDO_USER") {
+            cmd.env("USER", &name).env("LOGNAME", &name);
+        }
+    }
+    let out = cmd.output().map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(format!("{} ({})", String::from_utf8_lossy(&out.stderr).trim(), out.status)));
+    }
+    let cred: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("its output is not an ExecCredential: {e}")))?;
+    cred["status"]["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| fail("its ExecCredential has no status.token (client certificates from plugins are not supported yet)".into()))
+}
+
+/// The kubeconfig path a message should name.
+pub fn describe_kubeconfig(opts: &ClusterOptions) -> String {
+    kubeconfig_paths(opts).iter().map(|p: &PathBuf| p.display().to_string()).collect::<Vec<_>>().join(":")
+}

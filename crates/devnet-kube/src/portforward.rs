@@ -1,0 +1,42 @@
+//! The API server's pod port-forward as a byte stream to the relay: one
+//! WebSocket upgrade (`v4.channel.k8s.io`) per relay session. The tunnel's
+//! multiplexed session runs inside it, TLS end to end with the relay, so
+//! the API server carries bytes it cannot read.
+//!
+//! A dropped port-forward ends the stream; a black-holed one is found by
+//! the session's keepalive (devnet-proto's ping), and either way the data
+//! path dials again, which comes back here for a fresh upgrade.
+
+use std::io;
+
+use tokio::io::DuplexStream;
+
+use crate::cluster::Cluster;
+use crate::relay::{NAMESPACE, TUNNEL_PORT};
+
+/// Opens a port-forward to the relay pod's tunnel port.
+pub async fn open(cluster: &Cluster) -> io::Result<(DuplexStream, String)> {
+    let st = crate::relay::state(cluster).await.map_err(|e| io::Error::other(e.to_string()))?;
+    let pod = st
+        .pod
+        .filter(|_| st.ready)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no ready relay pod in namespace {NAMESPACE}")))?;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(cluster.client.clone(), NAMESPACE);
+    let mut forwarder = pods.portforward(&pod, &[TUNNEL_PORT]).await.map_err(|e| {
+        io::Error::new(io::ErrorKind::ConnectionRefused, format!("port-forward to {NAMESPACE}/{pod}: {}", cluster.explain(e)))
+    })?;
+    let stream = forwarder
+        .take_stream(TUNNEL_PORT)
+        .ok_or_else(|| io::Error::other("the port-forward gave no stream"))?;
+    let errors = forwarder.take_error(TUNNEL_PORT);
+    // The forwarder's task pumps the WebSocket; it ends when either side closes.
+    tokio::spawn(async move {
+        if let Some(errors) = errors
+            && let Some(message) = errors.await
+        {
+            tracing::warn!(%message, "the API server reported a port-forward error");
+        }
+        let _ = forwarder.join().await;
+    });
+    Ok((stream, format!("port-forward {NAMESPACE}/{pod}:{TUNNEL_PORT} via {}", cluster.server)))
+}

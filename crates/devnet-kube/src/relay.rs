@@ -1,0 +1,453 @@
+//! The relay's lifecycle in the cluster: `devnet relay install | status |
+//! uninstall`, and what `devnet connect` does before tunnelling.
+//!
+//! [`manifests`] is pure (golden-tested): a namespace, a ServiceAccount with
+//! no token and no RBAC (the relay only dials addresses), a Secret with the
+//! relay's TLS key pair, CA and token, a Deployment (one replica, requests
+//! and limits, probes, non-root, read-only root filesystem, no
+//! capabilities), a NodePort Service, and a NetworkPolicy that admits only
+//! the tunnel port and lets the relay reach only the cluster's CIDRs and DNS.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use ipnet::IpNet;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, KubeError};
+
+pub const NAMESPACE: &str = "devnet";
+pub const NAME: &str = "devnet-relay";
+pub const TUNNEL_PORT: u16 = 8443;
+pub const HEALTH_PORT: u16 = 9090;
+/// The node port asked for (the API server picks another if it is taken).
+pub const NODE_PORT: u16 = 31443;
+/// This client's version; the relay it installs is the same.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const VERSION_LABEL: &str = "devnet.dev/version";
+const PROTOCOL_LABEL: &str = "devnet.dev/protocol";
+const MOUNT: &str = "/etc/devnet-relay";
+
+/// What the relay is installed with.
+#[derive(Debug, Clone)]
+pub struct RelayParams {
+    pub image: String,
+    /// What the relay may dial: the cluster's pod and service CIDRs.
+    pub allow: Vec<IpNet>,
+    /// The cluster DNS servers (egress on 53).
+    pub dns: Vec<std::net::IpAddr>,
+    pub credentials: Credentials,
+}
+
+/// What a client needs to reach the relay, plus what the relay serves with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Credentials {
+    pub token: String,
+    pub ca_pem: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub cert_pem: String,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub key_pem: String,
+}
+
+impl Credentials {
+    /// A fresh CA, relay key pair and token.
+    pub fn generate() -> anyhow::Result<Self> {
+        let certs = devnet_relay::tls::generate()?;
+        let mut raw = [0u8; 24];
+        getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        let token = raw.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Credentials { token, ca_pem: certs.ca_pem, cert_pem: certs.cert_pem, key_pem: certs.key_pem })
+    }
+
+    /// Only what a client keeps (the relay's private key stays in the cluster).
+    pub fn for_client(&self) -> Credentials {
+        Credentials { token: self.token.clone(), ca_pem: self.ca_pem.clone(), cert_pem: String::new(), key_pem: String::new() }
+    }
+}
+
+fn labels() -> Value {
+    json!({"app.kubernetes.io/name": NAME, "app.kubernetes.io/managed-by": "devnet",
+           VERSION_LABEL: VERSION, PROTOCOL_LABEL: devnet_proto::PROTOCOL_VERSION.to_string()})
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
+/// Every object of an install, in the order they are applied.
+pub fn manifests(p: &RelayParams) -> Vec<Value> {
+    let selector = json!({"app.kubernetes.io/name": NAME});
+    let allow = p.allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let egress_to: Vec<Value> = p.allow.iter().map(|c| json!({"ipBlock": {"cidr": c.to_string()}})).collect();
+    let dns_to: Vec<Value> = p
+        .dns
+        .iter()
+        .map(|ip| json!({"ipBlock": {"cidr": IpNet::from(*ip).to_string()}}))
+        .collect();
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": labels()}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
+               "automountServiceAccountToken": false}),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
+               "data": {"token": b64(&p.credentials.token), "ca.crt": b64(&p.credentials.ca_pem),
+                        "tls.crt": b64(&p.credentials.cert_pem), "tls.key": b64(&p.credentials.key_pem)}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
+               "spec": {
+                 "replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": selector},
+                 "template": {
+                   "metadata": {"labels": labels()},
+                   "spec": {
+                     "serviceAccountName": NAME, "automountServiceAccountToken": false,
+                     "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                                         "seccompProfile": {"type": "RuntimeDefault"}},
+                     "containers": [{
+                       "name": "relay", "image": p.image, "imagePullPolicy": "IfNotPresent",
+                       "args": ["serve", "--listen", format!("[::]:{TUNNEL_PORT}"), "--health-listen", format!("[::]:{HEALTH_PORT}"),
+                                "--cert", format!("{MOUNT}/tls.crt"), "--key", format!("{MOUNT}/tls.key"),
+                                "--token-file", format!("{MOUNT}/token"), "--allow", allow],
+                       "ports": [{"name": "tunnel", "containerPort": TUNNEL_PORT, "protocol": "TCP"},
+                                 {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
+                       "resources": {"requests": {"cpu": "50m", "memory": "32Mi"},
+                                     "limits": {"cpu": "1", "memory": "256Mi"}},
+                       "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "periodSeconds": 2},
+                       "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "periodSeconds": 10},
+                       "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                           "capabilities": {"drop": ["ALL"]}},
+                       "volumeMounts": [{"name": "credentials", "mountPath": MOUNT, "readOnly": true}],
+                     }],
+                     "volumes": [{"name": "credentials", "secret": {"secretName": NAME, "defaultMode": 0o400}}],
+                   }}}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
+               "spec": {"type": "NodePort", "selector": selector,
+                        "ports": [{"name": "tunnel", "port": TUNNEL_PORT, "targetPort": TUNNEL_PORT, "nodePort": NODE_PORT}]}}),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
+               "spec": {
+                 "podSelector": {"matchLabels": selector},
+                 "policyTypes": ["Ingress", "Egress"],
+                 // Laptops come from anywhere (node port or port-forward);
+                 // only the tunnel port is open. Probes come from the kubelet,
+                 // which NetworkPolicy does not filter.
+                 "ingress": [{"ports": [{"protocol": "TCP", "port": TUNNEL_PORT}]}],
+                 "egress": [{"to": egress_to},
+                            {"to": dns_to, "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}],
+               }}),
+    ]
+}
+
+/// The REST path an object is applied at.
+pub fn path_of(obj: &Value) -> String {
+    let api = obj["apiVersion"].as_str().unwrap_or("v1");
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let plural = match kind {
+        "NetworkPolicy" => "networkpolicies".to_owned(),
+        k => format!("{}s", k.to_lowercase()),
+    };
+    let base = if api.contains('/') { format!("/apis/{api}") } else { format!("/api/{api}") };
+    match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{base}/namespaces/{ns}/{plural}/{name}"),
+        None => format!("{base}/{plural}/{name}"),
+    }
+}
+
+/// The rights an install needs, as (verb, group, resource, namespace).
+pub const INSTALL_RIGHTS: &[(&str, &str, &str, Option<&str>)] = &[
+    ("create", "", "namespaces", None),
+    ("patch", "", "serviceaccounts", Some(NAMESPACE)),
+    ("patch", "", "secrets", Some(NAMESPACE)),
+    ("patch", "apps", "deployments", Some(NAMESPACE)),
+    ("patch", "", "services", Some(NAMESPACE)),
+    ("patch", "networking.k8s.io", "networkpolicies", Some(NAMESPACE)),
+];
+
+/// The rights `connect` needs once the relay runs.
+pub const CONNECT_RIGHTS: &[(&str, &str, &str, Option<&str>)] = &[
+    ("list", "", "pods", Some(NAMESPACE)),
+    ("get", "", "secrets", Some(NAMESPACE)),
+    ("create", "", "pods/portforward", Some(NAMESPACE)),
+];
+
+/// The rights among `rights` the user lacks, as RBAC rules to ask for.
+pub async fn missing_rights(cluster: &Cluster, rights: &[(&str, &str, &str, Option<&str>)]) -> Result<Vec<String>, KubeError> {
+    let mut missing = Vec::new();
+    for (verb, group, resource, ns) in rights {
+        if !cluster.can_i(verb, group, resource, *ns).await? {
+            let scope = ns.map_or("cluster-wide".to_owned(), |ns| format!("in namespace {ns}"));
+            missing.push(format!("{{apiGroups: [\"{group}\"], resources: [\"{resource}\"], verbs: [\"{verb}\"]}} {scope}"));
+        }
+    }
+    Ok(missing)
+}
+
+/// The relay as found in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RelayState {
+    pub installed: bool,
+    pub version: Option<String>,
+    pub protocol: Option<String>,
+    pub ready: bool,
+    pub pod: Option<String>,
+    pub pod_ips: Vec<std::net::IpAddr>,
+    pub host_ip: Option<std::net::IpAddr>,
+    pub node_port: Option<u16>,
+    /// The pod's own reason when it is not running (ErrImagePull, …).
+    pub problem: Option<String>,
+}
+
+impl RelayState {
+    /// What to run when this client and the relay disagree on versions.
+    pub fn version_advice(&self) -> Option<String> {
+        let theirs = self.version.as_deref()?;
+        if theirs == VERSION {
+            return None;
+        }
+        let ours = semver_tuple(VERSION);
+        let older = semver_tuple(theirs) < ours;
+        Some(if older {
+            format!("the relay in namespace {NAMESPACE} is {theirs}, older than this client ({VERSION}): run `devnet relay install` to upgrade it")
+        } else {
+            format!("the relay in namespace {NAMESPACE} is {theirs}, newer than this client ({VERSION}): upgrade devnet on this machine")
+        })
+    }
+
+    /// Whether the wire protocol matches (a mismatch cannot work).
+    pub fn protocol_matches(&self) -> bool {
+        self.protocol.as_deref().is_none_or(|p| p == devnet_proto::PROTOCOL_VERSION.to_string())
+    }
+}
+
+fn semver_tuple(v: &str) -> (u64, u64, u64) {
+    let mut it = v.split(['.', '-']).map(|p| p.parse::<u64>().unwrap_or(0));
+    (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0))
+}
+
+/// Reads the relay's Deployment, pod and Service.
+pub async fn state(cluster: &Cluster) -> Result<RelayState, KubeError> {
+    let mut st = RelayState {
+        installed: false, version: None, protocol: None, ready: false, pod: None,
+        pod_ips: Vec::new(), host_ip: None, node_port: None, problem: None,
+    };
+    let deploy = match cluster.get(&format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{NAME}")).await {
+        Ok(d) => d,
+        Err(KubeError::Api { code: 404, .. }) => return Ok(st),
+        Err(e) => return Err(e),
+    };
+    st.installed = true;
+    st.version = deploy["metadata"]["labels"][VERSION_LABEL].as_str().map(str::to_owned);
+    st.protocol = deploy["metadata"]["labels"][PROTOCOL_LABEL].as_str().map(str::to_owned);
+    let pods = cluster
+        .get(&format!("/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app.kubernetes.io%2Fname%3D{NAME}"))
+        .await?;
+    if let Some(pod) = pods["items"].as_array().and_then(|p| p.last()) {
+        st.pod = pod["metadata"]["name"].as_str().map(str::to_owned);
+        let status = &pod["status"];
+        st.ready = status["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
+        st.pod_ips = status["podIPs"].as_array().into_iter().flatten().filter_map(|i| i["ip"].as_str()?.parse().ok()).collect();
+        st.host_ip = status["hostIP"].as_str().and_then(|i| i.parse().ok());
+        st.problem = pod_problem(pod);
+    }
+    if let Ok(svc) = cluster.get(&format!("/api/v1/namespaces/{NAMESPACE}/services/{NAME}")).await {
+        st.node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().and_then(|p| u16::try_from(p).ok());
+    }
+    Ok(st)
+}
+
+/// The pod's own words for why it is not running, if it is stuck.
+pub fn pod_problem(pod: &Value) -> Option<String> {
+    let status = &pod["status"];
+    for cs in status["containerStatuses"].as_array().into_iter().flatten() {
+        if let Some(w) = cs["state"]["waiting"].as_object() {
+            let reason = w.get("reason").and_then(Value::as_str).unwrap_or_default();
+            if ["ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"].contains(&reason) {
+                let message = w.get("message").and_then(Value::as_str).unwrap_or_default();
+                return Some(format!("{reason}: {message}"));
+            }
+        }
+    }
+    for c in status["conditions"].as_array().into_iter().flatten() {
+        if c["type"] == "PodScheduled" && c["status"] == "False" {
+            return Some(format!("{}: {}", c["reason"].as_str().unwrap_or("Unschedulable"), c["message"].as_str().unwrap_or_default()));
+        }
+    }
+    None
+}
+
+/// Applies every object (server-side apply: installing twice changes nothing,
+/// a new version replaces the old).
+pub async fn install(cluster: &Cluster, params: &RelayParams) -> Result<(), KubeError> {
+    let missing = missing_rights(cluster, INSTALL_RIGHTS).await?;
+    if !missing.is_empty() {
+        return Err(KubeError::Forbidden(format!(
+            "installing the relay needs rights you lack; ask a cluster admin to grant {} (or to run `devnet relay install` once)",
+            missing.join(", ")
+        )));
+    }
+    for obj in manifests(params) {
+        if obj["kind"] == "Namespace" {
+            match cluster.post("/api/v1/namespaces", &obj).await {
+                Ok(_) | Err(KubeError::Api { code: 409, .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        cluster.apply(&path_of(&obj), &obj).await?;
+    }
+    Ok(())
+}
+
+/// Removes everything `install` made (the namespace takes the rest along).
+pub async fn uninstall(cluster: &Cluster) -> Result<bool, KubeError> {
+    match cluster.delete(&format!("/api/v1/namespaces/{NAMESPACE}")).await {
+        Ok(_) => Ok(true),
+        Err(KubeError::Api { code: 404, .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads the client's half of the credentials from the relay's Secret.
+pub async fn fetch_credentials(cluster: &Cluster) -> Result<Credentials, KubeError> {
+    let secret = cluster.get(&format!("/api/v1/namespaces/{NAMESPACE}/secrets/{NAME}")).await?;
+    let field = |k: &str| -> Result<String, KubeError> {
+        let raw = secret["data"][k].as_str().unwrap_or_default();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .map_err(|e| KubeError::Other(format!("secret {NAMESPACE}/{NAME} field {k} is not base64: {e}")))?;
+        String::from_utf8(bytes).map_err(|_| KubeError::Other(format!("secret {NAMESPACE}/{NAME} field {k} is not text")))
+    };
+    Ok(Credentials { token: field("token")?, ca_pem: field("ca.crt")?, cert_pem: String::new(), key_pem: String::new() })
+}
+
+/// Waits for the relay pod to be ready, reporting each change of phase, and
+/// failing early with the pod's own reason when it is stuck.
+pub async fn wait_ready(
+    cluster: &Cluster,
+    timeout: Duration,
+    mut progress: impl FnMut(&str),
+) -> Result<RelayState, KubeError> {
+    let start = Instant::now();
+    let mut last = String::new();
+    let mut stuck_since: Option<Instant> = None;
+    loop {
+        let st = state(cluster).await?;
+        let now = match (&st.pod, st.ready, &st.problem) {
+            (None, _, _) => "waiting for the relay pod to be created".to_owned(),
+            (Some(p), true, _) => format!("relay pod {p} is ready"),
+            (Some(p), false, Some(problem)) => format!("relay pod {p}: {problem}"),
+            (Some(p), false, None) => format!("relay pod {p} is starting"),
+        };
+        if now != last {
+            progress(&now);
+            last = now;
+        }
+        if st.ready {
+            return Ok(st);
+        }
+        if let Some(problem) = &st.problem {
+            // Image pulls and crash loops rarely fix themselves; a few
+            // seconds of grace lets a transient pull error clear.
+            let since = *stuck_since.get_or_insert_with(Instant::now);
+            if since.elapsed() > Duration::from_secs(3) {
+                return Err(KubeError::Other(format!(
+                    "the relay pod in namespace {NAMESPACE} cannot start: {problem}; check the image (--relay-image) and `kubectl -n {NAMESPACE} describe pod`"
+                )));
+            }
+        } else {
+            stuck_since = None;
+        }
+        if start.elapsed() > timeout {
+            return Err(KubeError::Other(format!(
+                "the relay pod in namespace {NAMESPACE} was not ready within {timeout:?} (last: {last}); see `kubectl -n {NAMESPACE} describe pod`"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> RelayParams {
+        RelayParams {
+            image: "ghcr.io/devnet/relay:0.1.0".into(),
+            allow: vec!["10.244.0.0/16".parse().expect("net"), "10.96.0.0/16".parse().expect("net")],
+            dns: vec!["10.96.0.10".parse().expect("ip")],
+            credentials: Credentials { token: "t0k".into(), ca_pem: "CA".into(), cert_pem: "CERT".into(), key_pem: "KEY".into() },
+        }
+    }
+
+    #[test]
+    fn install_objects_are_locked_down() {
+        let objs = manifests(&params());
+        let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().expect("kind")).collect();
+        assert_eq!(kinds, ["Namespace", "ServiceAccount", "Secret", "Deployment", "Service", "NetworkPolicy"]);
+        let deploy = &objs[3];
+        let pod = &deploy["spec"]["template"]["spec"];
+        let c = &pod["containers"][0];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["automountServiceAccountToken"], false, "the relay needs no API access");
+        assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+        assert_eq!(c["resources"]["limits"]["memory"], "256Mi");
+        assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+        let args: Vec<&str> = c["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("str")).collect();
+        assert_eq!(args.last(), Some(&"10.244.0.0/16,10.96.0.0/16"), "the relay may dial only the cluster's CIDRs");
+        assert_eq!(objs[1]["automountServiceAccountToken"], false);
+        let np = &objs[5]["spec"];
+        assert_eq!(np["ingress"], json!([{"ports": [{"protocol": "TCP", "port": 8443}]}]));
+        assert_eq!(np["egress"][0]["to"], json!([{"ipBlock": {"cidr": "10.244.0.0/16"}}, {"ipBlock": {"cidr": "10.96.0.0/16"}}]));
+        assert_eq!(objs[2]["data"]["token"], b64("t0k"));
+    }
+
+    #[test]
+    fn paths_are_the_rest_paths() {
+        let objs = manifests(&params());
+        let paths: Vec<String> = objs.iter().map(path_of).collect();
+        assert_eq!(
+            paths,
+            [
+                "/api/v1/namespaces/devnet",
+                "/api/v1/namespaces/devnet/serviceaccounts/devnet-relay",
+                "/api/v1/namespaces/devnet/secrets/devnet-relay",
+                "/apis/apps/v1/namespaces/devnet/deployments/devnet-relay",
+                "/api/v1/namespaces/devnet/services/devnet-relay",
+                "/apis/networking.k8s.io/v1/namespaces/devnet/networkpolicies/devnet-relay",
+            ]
+        );
+    }
+
+    #[test]
+    fn version_advice_says_what_to_run() {
+        let mut st = state_with(Some("0.0.9"));
+        assert!(st.version_advice().expect("advice").contains("run `devnet relay install` to upgrade it"));
+        st.version = Some("9.0.0".into());
+        assert!(st.version_advice().expect("advice").contains("upgrade devnet on this machine"));
+        st.version = Some(VERSION.into());
+        assert_eq!(st.version_advice(), None);
+    }
+
+    fn state_with(version: Option<&str>) -> RelayState {
+        RelayState {
+            installed: true, version: version.map(str::to_owned), protocol: None, ready: true, pod: None,
+            pod_ips: vec![], host_ip: None, node_port: None, problem: None,
+        }
+    }
+
+    #[test]
+    fn stuck_pods_are_explained_in_their_own_words() {
+        let pod = json!({"status": {"phase": "Pending", "containerStatuses": [{"state": {"waiting": {
+            "reason": "ImagePullBackOff", "message": "Back-off pulling image \"x\""}}}]}});
+        assert_eq!(pod_problem(&pod).as_deref(), Some("ImagePullBackOff: Back-off pulling image \"x\""));
+        let pending = json!({"status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient memory."}]}});
+        assert!(pod_problem(&pending).expect("problem").contains("Insufficient memory"));
+        let creating = json!({"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]}});
+        assert_eq!(pod_problem(&creating), None);
+    }
+}
