@@ -16,6 +16,8 @@ use devnet_engine::runner::SystemRunner;
 use devnet_engine::status::LinkState;
 use tracing::info;
 
+mod kube;
+
 #[derive(Parser, Debug)]
 #[command(name = "devnet", version, about = "Reach a Kubernetes cluster's network from this machine")]
 struct Cli {
@@ -40,6 +42,21 @@ enum Command {
     Disconnect,
     /// Undo network changes a crashed engine left behind, then exit (needs root).
     Cleanup,
+    /// Install, check or remove the relay in the cluster.
+    Relay {
+        #[command(subcommand)]
+        action: RelayAction,
+        #[command(flatten)]
+        kube: kube::KubeArgs,
+    },
+    /// The keyring helper devnet runs as the invoking user under sudo.
+    #[command(hide = true)]
+    Credential {
+        #[arg(value_parser = ["load", "store", "forget"])]
+        action: String,
+        #[arg(long)]
+        account: String,
+    },
     /// Explain which way each CIDR goes and what the office network could fix.
     Doctor {
         /// Print JSON instead of text.
@@ -50,8 +67,20 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum RelayAction {
+    /// Install or upgrade the relay (discovers the CIDRs it may reach).
+    Install,
+    /// Show the relay's version, pod and readiness.
+    Status,
+    /// Remove the relay's namespace and everything in it.
+    Uninstall,
+}
+
 #[derive(Args, Debug)]
 struct ConnectArgs {
+    #[command(flatten)]
+    kube: kube::KubeArgs,
     /// A TOML profile; flags override its fields.
     #[arg(long)]
     profile: Option<PathBuf>,
@@ -109,6 +138,8 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Connect(args) => connect(args, cli.state_dir).await,
+        Command::Relay { action, kube } => relay(action, kube).await,
+        Command::Credential { action, account } => credential(&action, &account),
         Command::Doctor { json, profile } => doctor(profile, cli.state_dir, json).await,
         Command::Status { json } => match control::request(&cli.state_dir, Request::Status).await? {
             Response::Status { status } => {
@@ -154,15 +185,24 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 /// Whether this process runs as root: `/proc/self` belongs to the effective uid.
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 fn load_profile(args: ConnectArgs, state_dir: PathBuf) -> Result<devnet_engine::config::Profile> {
+    load_profile_over(ProfileFile::default(), args, state_dir)
+}
+
+/// The profile from `discovered` (the cluster), then the profile file, then flags.
+fn load_profile_over(
+    discovered: ProfileFile,
+    args: ConnectArgs,
+    state_dir: PathBuf,
+) -> Result<devnet_engine::config::Profile> {
     let from_file = match &args.profile {
-        Some(path) => ProfileFile::load(path)?,
-        None => ProfileFile::default(),
+        Some(path) => discovered.overlay(ProfileFile::load(path)?),
+        None => discovered,
     };
     let from_flags = ProfileFile {
         relay: args.relay,
@@ -181,13 +221,43 @@ fn load_profile(args: ConnectArgs, state_dir: PathBuf) -> Result<devnet_engine::
         tun_name: args.tun_name,
         mtu: args.mtu,
         state_dir: Some(state_dir),
+        token: None,
+        relay_ca_pem: None,
     };
     Ok(from_file.overlay(from_flags).validate()?)
 }
 
 /// Findings from a running engine's evidence, or from a fresh detection.
 async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()> {
-    let profile = load_profile(args, state_dir.clone())?;
+    let mut facts = Vec::new();
+    let mut notes = Vec::new();
+    let profile = if args.kube.wanted() {
+        let (cluster, found) = kube::discover_cluster(&args.kube, args.cluster_domain.clone()).await?;
+        facts = kube::discovered(&cluster, &found);
+        notes = found.notes.clone();
+        for p in found.calico_pools.iter().filter(|p| p.is_overlay()) {
+            notes.push(format!(
+                "Calico pool {} ({}) uses {}: pod IPs are not routable from outside the cluster unless the office peers with Calico over BGP; devnet tunnels them",
+                p.pool,
+                p.cidr,
+                if p.ipip == "Always" { "IPIP" } else { "VXLAN" }
+            ));
+        }
+        let mut file = ProfileFile {
+            cidrs: found.cidrs().iter().map(ToString::to_string).collect(),
+            dns_server: found.dns_servers.first().map(|f| f.value.to_string()),
+            cluster_domain: Some(found.cluster_domain.value.clone()),
+            // Doctor only probes paths: no relay is dialled.
+            relay: Some("192.0.2.1:9".into()),
+            token: Some("unused".into()),
+            relay_ca_pem: Some(String::new()),
+            ..Default::default()
+        };
+        file.probe_targets = found.dns_servers.iter().map(|f| std::net::SocketAddr::new(f.value, 53).to_string()).collect();
+        load_profile_over(file, args, state_dir.clone())?
+    } else {
+        load_profile(args, state_dir.clone())?
+    };
     let verdicts = match control::request(&state_dir, Request::Status).await {
         // An engine is connected: its routes would capture our probes, so
         // use the evidence it gathered with the bypass mark.
@@ -201,8 +271,15 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
         .collect();
     let findings = devnet_path::doctor::diagnose(&pairs);
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"paths": verdicts, "findings": findings}))?);
+        let doc = serde_json::json!({"discovered": facts, "discovery_notes": notes, "paths": verdicts, "findings": findings});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
+    }
+    for f in &facts {
+        println!("found {:<13} {:<20} from {}", f.what, f.value, f.source);
+    }
+    for n in &notes {
+        println!("note: {n}");
     }
     for v in &verdicts {
         println!("{:<18} {:<7} {}", v.cidr.to_string(), format!("{:?}", v.path).to_lowercase(), v.reason);
@@ -217,12 +294,20 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
 }
 
 async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
-    let profile = load_profile(args, state_dir)?;
     anyhow::ensure!(
         is_root(),
         "devnet connect needs root: it creates a TUN device and routes (run it with sudo; `devnet status` then needs sudo too)"
     );
-    let engine = devnet_engine::start(profile, Arc::new(SystemRunner)).await.context("cannot connect")?;
+    let engine = if args.kube.wanted() {
+        let prepared = kube::prepare(&args.kube, args.cluster_domain.clone()).await?;
+        let profile = load_profile_over(prepared.file, args, state_dir)?;
+        devnet_engine::start_with(profile, Arc::new(SystemRunner), prepared.dialer, prepared.discovered)
+            .await
+            .context("cannot connect")?
+    } else {
+        let profile = load_profile(args, state_dir)?;
+        devnet_engine::start(profile, Arc::new(SystemRunner)).await.context("cannot connect")?
+    };
     let mut status = engine.status();
     let mut printed = None;
     let ctrl_c = tokio::signal::ctrl_c();
@@ -251,7 +336,12 @@ async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
                         (None, LinkState::Direct) => {
                             eprintln!("devnet: no CIDR needs the tunnel (each is routed directly or via a forwarding node)")
                         }
-                        (None, _) => eprintln!("devnet: {:?} to relay {}", s.state, s.relay),
+                        (None, _) => eprintln!(
+                            "devnet: {:?} to relay {} ({})",
+                            s.state,
+                            s.relay,
+                            s.transport.as_deref().unwrap_or("dialling")
+                        ),
                     }
                     for v in s.paths.iter().filter(|_| printed.is_none()) {
                         eprintln!("devnet:   {} {:?}: {}", v.cidr, v.path, v.reason);
@@ -262,4 +352,62 @@ async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
         }
     }
     engine.wait().await
+}
+
+async fn relay(action: RelayAction, args: kube::KubeArgs) -> Result<()> {
+    use devnet_kube::relay as r;
+    match action {
+        RelayAction::Install => {
+            let (cluster, found) = kube::discover_cluster(&args, None).await?;
+            let creds = r::Credentials::generate()?;
+            let params = r::RelayParams {
+                image: args.relay_image.clone().unwrap_or_else(|| format!("ghcr.io/devnet-dev/devnet-relay:{}", r::VERSION)),
+                allow: found.cidrs(),
+                dns: found.dns_servers.iter().map(|f| f.value).collect(),
+                credentials: creds,
+            };
+            r::install(&cluster, &params).await?;
+            let st = r::wait_ready(&cluster, std::time::Duration::from_secs(120), |m| eprintln!("devnet: {m}")).await?;
+            println!("relay {} installed in namespace {} (pod {})", r::VERSION, r::NAMESPACE, st.pod.unwrap_or_default());
+            Ok(())
+        }
+        RelayAction::Status => {
+            let cluster = devnet_kube::Cluster::connect(&args.options()).await?;
+            let st = r::state(&cluster).await?;
+            println!("{}", serde_json::to_string_pretty(&st)?);
+            if let Some(a) = st.version_advice() {
+                println!("{a}");
+            }
+            Ok(())
+        }
+        RelayAction::Uninstall => {
+            let cluster = devnet_kube::Cluster::connect(&args.options()).await?;
+            let account = devnet_kube::credentials::account(&cluster.server);
+            let removed = r::uninstall(&cluster).await?;
+            let _ = devnet_kube::credentials::forget(&account);
+            println!("{}", if removed { "relay uninstalled" } else { "no relay was installed" });
+            Ok(())
+        }
+    }
+}
+
+/// The keyring helper: JSON credentials on stdin (store) or stdout (load).
+fn credential(action: &str, account: &str) -> Result<()> {
+    use devnet_kube::credentials as c;
+    match action {
+        "load" => {
+            if let Some(creds) = c::load(account)? {
+                println!("{}", serde_json::to_string(&creds)?);
+            }
+        }
+        "store" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+            c::store(account, &serde_json::from_str(&text)?)?;
+        }
+        _ => {
+            c::forget(account)?;
+        }
+    }
+    Ok(())
 }

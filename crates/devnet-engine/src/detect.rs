@@ -82,7 +82,7 @@ async fn probe(target: std::net::SocketAddr, mark: bool) -> ProbeOutcome {
 async fn probe_with(target: std::net::SocketAddr, mark: Option<u32>) -> ProbeOutcome {
     let start = Instant::now();
     let result = match tokio::time::timeout(PROBE_TIMEOUT, connect_marked(target, mark)).await {
-        Ok(r) => r,
+        Ok(r) => r.map(drop),
         Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
     };
     ProbeOutcome::from_connect(&result, start.elapsed(), PROBE_TIMEOUT)
@@ -90,12 +90,15 @@ async fn probe_with(target: std::net::SocketAddr, mark: Option<u32>) -> ProbeOut
 
 /// A TCP connect whose packets carry `mark`: the bypass mark takes the route
 /// the machine has without devnet, the gateway mark the trial table.
-async fn connect_marked(target: std::net::SocketAddr, mark: Option<u32>) -> std::io::Result<()> {
+pub(crate) async fn connect_marked(
+    target: std::net::SocketAddr,
+    mark: Option<u32>,
+) -> std::io::Result<tokio::net::TcpStream> {
     let socket = if target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(mark) = mark {
         socket2::SockRef::from(&socket).set_mark(mark)?;
     }
-    socket.connect(target).await.map(drop)
+    socket.connect(target).await
 }
 
 /// What each CIDR of the profile holds, for doctor: the one holding the DNS

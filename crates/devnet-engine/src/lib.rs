@@ -91,7 +91,8 @@ pub fn recover(state_dir: &std::path::Path, runner: &dyn Runner) -> Result<Recov
 /// Sets up the OS state and starts the engine. On error nothing is left
 /// configured.
 pub async fn start(profile: Profile, runner: Arc<dyn Runner>) -> Result<EngineHandle> {
-    let direct = transport::DirectDial { addrs: vec![profile.relay], timeout: std::time::Duration::from_secs(3) };
+    let direct =
+        transport::DirectDial { addrs: vec![profile.relay], timeout: std::time::Duration::from_secs(3), bypass: false };
     start_with(profile, runner, Arc::new(direct), Vec::new()).await
 }
 

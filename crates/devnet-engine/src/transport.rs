@@ -12,7 +12,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tracing::debug;
 
 /// A byte stream to the relay, before TLS.
@@ -29,19 +28,24 @@ pub trait Dial: Send + Sync + fmt::Debug {
 
 /// TCP straight to the relay: each address in turn, each with a short
 /// timeout so a cut path falls through quickly to the next transport.
+/// With `bypass`, the socket carries the engine's bypass mark, so a relay
+/// pod IP inside a tunnelled CIDR is dialled the way the machine would
+/// without devnet, never into the tunnel itself.
 #[derive(Debug, Clone)]
 pub struct DirectDial {
     pub addrs: Vec<SocketAddr>,
     pub timeout: Duration,
+    pub bypass: bool,
 }
 
 impl Dial for DirectDial {
     fn dial(&self) -> DialFuture {
         let (addrs, timeout) = (self.addrs.clone(), self.timeout);
+        let mark = self.bypass.then_some(crate::os::platform::BYPASS_MARK);
         Box::pin(async move {
             let mut last = io::Error::new(io::ErrorKind::NotFound, "no relay address to dial");
             for addr in addrs {
-                match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                match tokio::time::timeout(timeout, crate::detect::connect_marked(addr, mark)).await {
                     Ok(Ok(tcp)) => {
                         tcp.set_nodelay(true)?;
                         return Ok((Box::new(tcp) as RelayStream, format!("direct {addr}")));

@@ -217,6 +217,11 @@ impl RelayState {
         })
     }
 
+    /// Whether the installed relay is older than this client.
+    pub fn is_older(&self) -> bool {
+        self.version.as_deref().is_some_and(|v| semver_tuple(v) < semver_tuple(VERSION))
+    }
+
     /// Whether the wire protocol matches (a mismatch cannot work).
     pub fn protocol_matches(&self) -> bool {
         self.protocol.as_deref().is_none_or(|p| p == devnet_proto::PROTOCOL_VERSION.to_string())
