@@ -14,6 +14,17 @@
 #                               office switch (bird2, eBGP 64513 <-> 65200):
 #                               pod blocks, and with "all" the service CIDR
 #                               (BGPConfiguration.serviceClusterIPs), advertised
+#   lab.sh api <lab>            the control plane: a STAND-IN Kubernetes API
+#                               server (a real one cannot run here) at
+#                               https://10.60.20.10:6443 serving the lab's
+#                               objects; its kubelet runs the relay pod when
+#                               `devnet relay install` creates it (the relay
+#                               started by `up` is stopped). Writes
+#                               $dir/kubeconfig (contexts lab, lab-nopf,
+#                               lab-expired, lab-exec, lab-down).
+#   lab.sh firewall <lab> api-only|open
+#                               the office lets the laptop reach only the API
+#                               server (DROP, like a corporate firewall), or all
 #   lab.sh office-routes <lab> none|pods|all
 #                               seed 001's forwarding node: the office router
 #                               routes the pod (and service) CIDRs via node1,
@@ -274,6 +285,147 @@ wait_ready() {
   echo "lab services did not come up" >&2; exit 1
 }
 
+api() {
+  new_ns api
+  veth api eth0 office port9
+  in_ns office ip link set port9 master br0
+  in_ns api ip addr add 10.60.20.10/24 dev eth0
+  in_ns api ip route add default via 10.60.20.1
+  local n
+  for n in 1 2 3; do
+    in_ns api ip route add "10.244.$n.0/24" via "10.60.20.1$n"
+    in_ns api ip -6 addr add fd00:60::10/64 dev eth0 nodad 2>/dev/null || true
+    in_ns api ip -6 route add "fd00:244:0:$n::/64" via "fd00:60::1$n"
+  done
+  relay_stop
+  local a=$dir/api
+  mkdir -p "$a/manifests" "$a/exec-out"
+  chmod 1777 "$a/exec-out"
+  cat >"$a/manifests/cluster.yaml" <<'YAML'
+# The lab cluster as its API server would describe it.
+apiVersion: v1
+kind: Node
+metadata: {name: node1, labels: {kubernetes.io/hostname: node1}}
+spec: {podCIDR: 10.244.1.0/24, podCIDRs: [10.244.1.0/24, "fd00:244:0:1::/64"]}
+status: {addresses: [{type: InternalIP, address: 10.60.20.11}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node2}
+spec: {podCIDR: 10.244.2.0/24, podCIDRs: [10.244.2.0/24, "fd00:244:0:2::/64"]}
+status: {addresses: [{type: InternalIP, address: 10.60.20.12}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: node3}
+spec: {podCIDR: 10.244.3.0/24, podCIDRs: [10.244.3.0/24, "fd00:244:0:3::/64"]}
+status: {addresses: [{type: InternalIP, address: 10.60.20.13}]}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kubeadm-config, namespace: kube-system}
+data:
+  ClusterConfiguration: |
+    apiVersion: kubeadm.k8s.io/v1beta3
+    kind: ClusterConfiguration
+    networking:
+      dnsDomain: cluster.local
+      podSubnet: 10.244.0.0/16,fd00:244::/48
+      serviceSubnet: 10.96.0.0/16,fd00:96::/112
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec: {clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10, "fd00:96::a"], ports: [{name: dns, port: 53, protocol: UDP}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec: {clusterIP: 10.96.0.20, clusterIPs: [10.96.0.20, "fd00:96::20"], ports: [{port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: com}
+YAML
+  cat >"$a/users.yaml" <<'YAML'
+users:
+- name: dev
+  token: dev-token
+  rules:
+  - {verbs: ["*"], resources: ["*"]}
+- name: reader
+  token: reader-token
+  rules:
+  - {verbs: [get, list, watch], resources: ["*"]}
+  - {verbs: [create], resources: [services], namespaces: [default]}
+- name: old-session
+  token: expired-token
+  expired: true
+YAML
+  spawn api apiserver "$bin/standin-apiserver" --listen 10.60.20.10:6443 --tls-dir "$a" \
+    --manifests "$a/manifests" --users "$a/users.yaml" --service-range 10.96.0.0/16,fd00:96::/112 \
+    --pod-netns "$(ns relay)" --pod-ip 10.244.1.5,fd00:244:0:1::5 --host-ip 10.60.20.11 \
+    --image "ghcr.io/devnet-dev/devnet-relay=$bin/devnet-relay" --work-dir "$a/pods"
+  local i up=
+  for i in $(seq 100); do
+    if in_ns api bash -c 'exec 3<>/dev/tcp/10.60.20.10/6443' 2>/dev/null; then up=1; break; fi
+    sleep 0.05
+  done
+  [[ -n "$up" ]] || { echo "the stand-in API server did not start:" >&2; cat "$dir/apiserver.log" >&2; exit 1; }
+  # An exec credential plugin that records who ran it.
+  cat >"$a/exec-plugin.sh" <<'SH'
+#!/bin/sh
+id -u >"$(dirname "$0")/exec-out/uid"
+printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"dev-token"}}\n'
+SH
+  chmod 755 "$a/exec-plugin.sh"
+  local ca; ca=$(base64 -w0 <"$a/ca.crt")
+  cat >"$dir/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+current-context: lab
+clusters:
+- name: lab
+  cluster: {server: "https://10.60.20.10:6443", certificate-authority-data: "$ca"}
+- name: lab-down
+  cluster: {server: "https://10.60.20.10:6449", certificate-authority-data: "$ca"}
+users:
+- {name: dev, user: {token: dev-token}}
+- {name: reader, user: {token: reader-token}}
+- {name: expired, user: {token: expired-token}}
+- name: exec
+  user:
+    exec: {apiVersion: client.authentication.k8s.io/v1, command: "$a/exec-plugin.sh", interactiveMode: Never}
+contexts:
+- {name: lab, context: {cluster: lab, user: dev}}
+- {name: lab-reader, context: {cluster: lab, user: reader}}
+- {name: lab-expired, context: {cluster: lab, user: expired}}
+- {name: lab-exec, context: {cluster: lab, user: exec}}
+- {name: lab-down, context: {cluster: lab-down, user: dev}}
+KC
+  cat >"$dir/kube-profile.toml" <<PROFILE
+# What the cluster cannot tell: where this laptop keeps its state and resolver.
+resolv-conf = "/etc/netns/$(ns laptop)/resolv.conf"
+state-dir = "$dir/laptop-state"
+PROFILE
+}
+
+firewall() {
+  local mode=${3:-}
+  in_ns office iptables -D FORWARD -s 192.168.10.0/24 -d 10.60.20.0/24 -j LABFW 2>/dev/null || true
+  in_ns office iptables -F LABFW 2>/dev/null || true
+  in_ns office iptables -X LABFW 2>/dev/null || true
+  case "$mode" in
+    open) ;;
+    api-only)
+      in_ns office iptables -N LABFW
+      in_ns office iptables -A LABFW -d 10.60.20.10 -p tcp --dport 6443 -j RETURN
+      in_ns office iptables -A LABFW -j DROP
+      in_ns office iptables -I FORWARD -s 192.168.10.0/24 -d 10.60.20.0/24 -j LABFW ;;
+    *) echo "firewall takes api-only or open" >&2; exit 2 ;;
+  esac
+}
+
 office_routes() {
   local mode=${3:-}
   local pods4=10.244.0.0/16 pods6=fd00:244::/48 svc4=10.96.0.0/16 svc6=fd00:96::/112
@@ -377,6 +529,8 @@ case "$1" in
   relay-stop) relay_stop "$@" ;;
   exec) shift 2; host=$1; shift; in_ns "$host" "$@" ;;
   office-routes) office_routes "$@" ;;
+  api) api ;;
+  firewall) firewall "$@" ;;
   bgp) bgp "$@" ;;
   *) echo "unknown command $1" >&2; exit 2 ;;
 esac

@@ -211,7 +211,7 @@ impl Store {
         if self.objects.contains_key(&key) {
             return Err(StoreError::AlreadyExists(name));
         }
-        if kind.kind == "Service" {
+        if kind.kind == "Service" && !service_ranges.is_empty() {
             check_cluster_ip(&obj, &name, service_ranges)?;
         }
         obj["metadata"]["name"] = json!(name);
