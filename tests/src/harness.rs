@@ -126,18 +126,38 @@ impl Lab {
 
     /// [`connect`](Self::connect) with another profile.
     pub fn connect_with(&self, profile: &Path, state: &str) -> Res {
+        let profile = profile.display().to_string();
+        self.connect_args(&["--profile", &profile], &[], state, Duration::from_secs(10))
+    }
+
+    /// `devnet connect <args…>` on the laptop with extra environment, waiting
+    /// up to `within` for `state`.
+    pub fn connect_args(&self, args: &[&str], env: &[(&str, &str)], state: &str, within: Duration) -> Res {
         let log = std::fs::File::create(self.dir.join("engine.log")).map_err(|e| e.to_string())?;
         let child = Command::new("ip")
             .args(["netns", "exec", &format!("{}-laptop", self.name)])
             .arg(self.bin.join("devnet"))
-            .args(["--state-dir", &self.state_dir(), "connect", "--profile"])
-            .arg(profile)
+            .args(["--state-dir", &self.state_dir(), "connect"])
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
             .map_err(|e| format!("starting devnet connect: {e}"))?;
         *self.engine.lock().expect("lock") = Some(child);
-        self.wait_status(state, Duration::from_secs(10))
+        self.wait_status(state, within)
+    }
+
+    /// Runs `devnet <args…>` on the laptop to completion.
+    pub fn devnet(&self, args: &[&str], env: &[(&str, &str)]) -> Res<Output> {
+        Command::new("ip")
+            .args(["netns", "exec", &format!("{}-laptop", self.name)])
+            .arg(self.bin.join("devnet"))
+            .args(["--state-dir", &self.state_dir()])
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .map_err(|e| format!("running devnet {args:?}: {e}"))
     }
 
     /// `devnet status --json`.

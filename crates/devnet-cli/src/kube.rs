@@ -22,16 +22,16 @@ use devnet_kube::{Cluster, ClusterOptions, InvokingUser, KubeError};
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct KubeArgs {
     /// The kubeconfig context (default: the current context).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub context: Option<String>,
     /// The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
     /// The relay image `devnet connect` and `devnet relay install` deploy.
-    #[arg(long, env = "DEVNET_RELAY_IMAGE")]
+    #[arg(long, env = "DEVNET_RELAY_IMAGE", global = true)]
     pub relay_image: Option<String>,
     /// Never install or upgrade the relay; fail instead.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub no_install: bool,
 }
 
@@ -66,7 +66,8 @@ fn say(msg: &str) {
 
 /// Discovery's findings as status lines.
 pub fn discovered(cluster: &Cluster, d: &Discovery) -> Vec<Discovered> {
-    let mut out = vec![Discovered { what: "cluster".into(), value: cluster.context.clone(), source: cluster.server.clone() }];
+    let mut out =
+        vec![Discovered { what: "cluster".into(), value: cluster.context.clone(), source: cluster.server.clone() }];
     let fact = |what: &str, value: String, source: String| Discovered { what: what.into(), value, source };
     out.extend(d.pod_cidrs.iter().map(|f| fact("pod CIDR", f.value.to_string(), f.source.to_string())));
     out.extend(d.service_cidrs.iter().map(|f| fact("service CIDR", f.value.to_string(), f.source.to_string())));
@@ -105,8 +106,9 @@ pub async fn prepare(args: &KubeArgs, domain: Option<String>) -> Result<Prepared
             c.for_client()
         }
         None => match keyring_load(&account)? {
-            Some(c) => c,
-            None => {
+            // Only if it belongs to the relay installed now.
+            Some(c) if state.ca_sha256.as_ref().is_none_or(|fp| *fp == relay::ca_fingerprint(&c.ca_pem)) => c,
+            _ => {
                 say("fetching the relay's credentials once from the API server into the keyring");
                 let c = relay::fetch_credentials(&cluster).await.map_err(|e| match e {
                     KubeError::Forbidden(m) => anyhow::anyhow!(
@@ -129,7 +131,8 @@ pub async fn prepare(args: &KubeArgs, domain: Option<String>) -> Result<Prepared
     let mut direct: Vec<SocketAddr> = state.pod_ips.iter().map(|ip| SocketAddr::new(*ip, relay::TUNNEL_PORT)).collect();
     direct.extend(node);
     let may_portforward = cluster.can_i("create", "", "pods/portforward", Some(relay::NAMESPACE)).await?;
-    let direct_dial = DirectDial { addrs: direct.clone(), timeout: Duration::from_millis(800), bypass: crate::is_root() };
+    let direct_dial =
+        DirectDial { addrs: direct.clone(), timeout: Duration::from_millis(800), bypass: crate::is_root() };
     let mut transports: Vec<Box<dyn Dial>> = vec![Box::new(direct_dial.clone())];
     if may_portforward {
         transports.push(Box::new(PortForward { cluster: cluster.clone() }));
@@ -144,8 +147,14 @@ pub async fn prepare(args: &KubeArgs, domain: Option<String>) -> Result<Prepared
     }
 
     let relay_addr = node.or(direct.first().copied()).context("the relay pod has no IP and no node port")?;
-    let dns = found.dns_servers.iter().map(|f| f.value).find(|ip| ip.is_ipv4()).or(found.dns_servers.first().map(|f| f.value));
-    let mut probes: Vec<String> = state.pod_ips.iter().map(|ip| SocketAddr::new(*ip, relay::TUNNEL_PORT).to_string()).collect();
+    let dns = found
+        .dns_servers
+        .iter()
+        .map(|f| f.value)
+        .find(|ip| ip.is_ipv4())
+        .or(found.dns_servers.first().map(|f| f.value));
+    let mut probes: Vec<String> =
+        state.pod_ips.iter().map(|ip| SocketAddr::new(*ip, relay::TUNNEL_PORT).to_string()).collect();
     probes.extend(found.dns_servers.iter().map(|f| SocketAddr::new(f.value, 53).to_string()));
     let file = ProfileFile {
         relay: Some(relay_addr.to_string()),
@@ -163,10 +172,16 @@ pub async fn prepare(args: &KubeArgs, domain: Option<String>) -> Result<Prepared
 
 /// Makes sure a relay of this version runs; returns its state, and the
 /// credentials when this call (re)installed it.
-async fn ensure_relay(cluster: &Cluster, args: &KubeArgs, found: &Discovery) -> Result<(relay::RelayState, Option<Credentials>)> {
+async fn ensure_relay(
+    cluster: &Cluster,
+    args: &KubeArgs,
+    found: &Discovery,
+) -> Result<(relay::RelayState, Option<Credentials>)> {
     let state = relay::state(cluster).await?;
     let advice = state.version_advice();
-    let needs_install = !state.installed || !state.protocol_matches() || state.is_older();
+    // A relay stuck on a bad image or a crash is re-applied too (with the
+    // image asked for now), rather than waited on.
+    let needs_install = !state.installed || !state.protocol_matches() || state.is_older() || state.problem.is_some();
     if !needs_install {
         if let Some(a) = advice {
             say(&a);
@@ -186,7 +201,12 @@ async fn ensure_relay(cluster: &Cluster, args: &KubeArgs, found: &Discovery) -> 
             ))
         );
     }
-    say(if state.installed { "upgrading the relay" } else { "installing the relay" });
+    say(match (&state.installed, &state.problem) {
+        (false, _) => "installing the relay".to_owned(),
+        (true, Some(problem)) => format!("re-installing the relay, whose pod is stuck ({problem})"),
+        (true, None) => "upgrading the relay".to_owned(),
+    }
+    .as_str());
     let creds = Credentials::generate()?;
     let params = RelayParams {
         image: args.image(),

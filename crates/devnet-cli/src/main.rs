@@ -253,7 +253,8 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
             relay_ca_pem: Some(String::new()),
             ..Default::default()
         };
-        file.probe_targets = found.dns_servers.iter().map(|f| std::net::SocketAddr::new(f.value, 53).to_string()).collect();
+        file.probe_targets =
+            found.dns_servers.iter().map(|f| std::net::SocketAddr::new(f.value, 53).to_string()).collect();
         load_profile_over(file, args, state_dir.clone())?
     } else {
         load_profile(args, state_dir.clone())?
@@ -271,7 +272,8 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
         .collect();
     let findings = devnet_path::doctor::diagnose(&pairs);
     if json {
-        let doc = serde_json::json!({"discovered": facts, "discovery_notes": notes, "paths": verdicts, "findings": findings});
+        let doc =
+            serde_json::json!({"discovered": facts, "discovery_notes": notes, "paths": verdicts, "findings": findings});
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
@@ -361,14 +363,22 @@ async fn relay(action: RelayAction, args: kube::KubeArgs) -> Result<()> {
             let (cluster, found) = kube::discover_cluster(&args, None).await?;
             let creds = r::Credentials::generate()?;
             let params = r::RelayParams {
-                image: args.relay_image.clone().unwrap_or_else(|| format!("ghcr.io/devnet-dev/devnet-relay:{}", r::VERSION)),
+                image: args
+                    .relay_image
+                    .clone()
+                    .unwrap_or_else(|| format!("ghcr.io/devnet-dev/devnet-relay:{}", r::VERSION)),
                 allow: found.cidrs(),
                 dns: found.dns_servers.iter().map(|f| f.value).collect(),
                 credentials: creds,
             };
             r::install(&cluster, &params).await?;
             let st = r::wait_ready(&cluster, std::time::Duration::from_secs(120), |m| eprintln!("devnet: {m}")).await?;
-            println!("relay {} installed in namespace {} (pod {})", r::VERSION, r::NAMESPACE, st.pod.unwrap_or_default());
+            println!(
+                "relay {} installed in namespace {} (pod {})",
+                r::VERSION,
+                r::NAMESPACE,
+                st.pod.unwrap_or_default()
+            );
             Ok(())
         }
         RelayAction::Status => {

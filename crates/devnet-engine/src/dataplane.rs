@@ -252,7 +252,11 @@ async fn flush_tun(tunnel: &mut Tunnel, tun: &tun_rs::AsyncDevice) {
     }
 }
 
-fn dial(dialer: Arc<dyn Dial>, connector: TlsConnector, status: watch::Sender<Status>) -> oneshot::Receiver<io::Result<Tls>> {
+fn dial(
+    dialer: Arc<dyn Dial>,
+    connector: TlsConnector,
+    status: watch::Sender<Status>,
+) -> oneshot::Receiver<io::Result<Tls>> {
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
         let result = async {

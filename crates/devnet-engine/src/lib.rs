@@ -164,7 +164,8 @@ pub async fn start_with(
     let task = tokio::spawn(async move {
         let mut dataplane: Option<Dataplane> = None;
         if let Some(tun) = tun {
-            dataplane = Some(Dataplane::spawn(&profile, net.routed().to_vec(), tun, &dialer, tls.clone(), status_tx.clone()));
+            dataplane =
+                Some(Dataplane::spawn(&profile, net.routed().to_vec(), tun, &dialer, tls.clone(), status_tx.clone()));
         }
         let result = loop {
             let finished = async {
@@ -238,6 +239,7 @@ impl Dataplane {
     }
 }
 
+#[expect(clippy::too_many_arguments, reason = "the loop's state, passed apart to keep borrows disjoint")]
 async fn recheck(
     profile: &Profile,
     runner: &dyn Runner,

@@ -51,7 +51,9 @@ impl Dial for DirectDial {
                         return Ok((Box::new(tcp) as RelayStream, format!("direct {addr}")));
                     }
                     Ok(Err(e)) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
-                    Err(_) => last = io::Error::new(io::ErrorKind::TimedOut, format!("{addr}: no answer within {timeout:?}")),
+                    Err(_) => {
+                        last = io::Error::new(io::ErrorKind::TimedOut, format!("{addr}: no answer within {timeout:?}"))
+                    }
                 }
                 debug!(%addr, error = %last, "direct transport failed");
             }

@@ -55,7 +55,9 @@ pub struct ClusterOptions {
 pub enum KubeError {
     #[error("no kubeconfig at {0}: set KUBECONFIG, pass --kubeconfig, or run your cluster's login command first")]
     NoKubeconfig(PathBuf),
-    #[error("kubeconfig {path} is not valid: {error}; fix the file (`kubectl config view` shows what kubectl makes of it)")]
+    #[error(
+        "kubeconfig {path} is not valid: {error}; fix the file (`kubectl config view` shows what kubectl makes of it)"
+    )]
     BadKubeconfig { path: PathBuf, error: String },
     #[error("context {name:?} is not in the kubeconfig (it has: {available}); pick one with --context")]
     UnknownContext { name: String, available: String },
@@ -118,13 +120,13 @@ pub fn load_kubeconfig(opts: &ClusterOptions) -> Result<Kubeconfig, KubeError> {
             }
             continue;
         }
-        let kc = Kubeconfig::read_from(path).map_err(|e| KubeError::BadKubeconfig {
-            path: path.clone(),
-            error: format!("{e}").replace('\n', " "),
-        })?;
+        let kc = Kubeconfig::read_from(path)
+            .map_err(|e| KubeError::BadKubeconfig { path: path.clone(), error: format!("{e}").replace('\n', " ") })?;
         merged = Some(match merged {
             None => kc,
-            Some(m) => m.merge(kc).map_err(|e| KubeError::BadKubeconfig { path: path.clone(), error: e.to_string() })?,
+            Some(m) => {
+                m.merge(kc).map_err(|e| KubeError::BadKubeconfig { path: path.clone(), error: e.to_string() })?
+            }
         });
     }
     merged.ok_or_else(|| KubeError::NoKubeconfig(paths.first().cloned().unwrap_or_default()))
@@ -173,16 +175,27 @@ impl Cluster {
                 KubeError::Unauthorized { server: self.server.clone(), context: self.context.clone() }
             }
             kube::Error::Api(s) if s.code == 403 => KubeError::Forbidden(s.message.clone()),
-            kube::Error::Api(s) => {
-                KubeError::Api { server: self.server.clone(), code: s.code, reason: s.reason.clone(), message: s.message.clone() }
-            }
+            kube::Error::Api(s) => KubeError::Api {
+                server: self.server.clone(),
+                code: s.code,
+                reason: s.reason.clone(),
+                message: s.message.clone(),
+            },
             kube::Error::HyperError(e) => KubeError::Unreachable { server: self.server.clone(), error: root_cause(&e) },
-            kube::Error::Service(e) => KubeError::Unreachable { server: self.server.clone(), error: root_cause(e.as_ref()) },
+            kube::Error::Service(e) => {
+                KubeError::Unreachable { server: self.server.clone(), error: root_cause(e.as_ref()) }
+            }
             other => KubeError::Other(format!("talking to the API server at {}: {other}", self.server)),
         }
     }
 
-    async fn request(&self, method: &str, path: &str, body: Option<&Value>, content_type: &str) -> Result<Value, KubeError> {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        content_type: &str,
+    ) -> Result<Value, KubeError> {
         let req = http::Request::builder()
             .method(method)
             .uri(path)
@@ -201,15 +214,26 @@ impl Cluster {
     /// Server-side apply (create or update, owned by field manager devnet).
     pub async fn apply(&self, path: &str, body: &Value) -> Result<Value, KubeError> {
         let sep = if path.contains('?') { '&' } else { '?' };
-        self.request("PATCH", &format!("{path}{sep}fieldManager=devnet&force=true"), Some(body), "application/apply-patch+yaml")
-            .await
+        self.request(
+            "PATCH",
+            &format!("{path}{sep}fieldManager=devnet&force=true"),
+            Some(body),
+            "application/apply-patch+yaml",
+        )
+        .await
     }
     pub async fn delete(&self, path: &str) -> Result<Value, KubeError> {
         self.request("DELETE", path, None, "application/json").await
     }
 
     /// Whether the user may do `verb` on `resource` (with `group`) in `namespace`.
-    pub async fn can_i(&self, verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> Result<bool, KubeError> {
+    pub async fn can_i(
+        &self,
+        verb: &str,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<bool, KubeError> {
         let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
         let review = json!({
             "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
@@ -236,10 +260,13 @@ impl Cluster {
                 }
             }
         };
-        s.calico_v3_pools = items("Calico IPPools (projectcalico.org/v3)", "/apis/projectcalico.org/v3/ippools").await?;
-        s.calico_v1_pools = items("Calico IPPools (crd.projectcalico.org/v1)", "/apis/crd.projectcalico.org/v1/ippools").await?;
+        s.calico_v3_pools =
+            items("Calico IPPools (projectcalico.org/v3)", "/apis/projectcalico.org/v3/ippools").await?;
+        s.calico_v1_pools =
+            items("Calico IPPools (crd.projectcalico.org/v1)", "/apis/crd.projectcalico.org/v1/ippools").await?;
         s.nodes = items("Nodes", "/api/v1/nodes").await?;
-        s.service_cidrs = items("ServiceCIDRs (networking.k8s.io/v1)", "/apis/networking.k8s.io/v1/servicecidrs").await?;
+        s.service_cidrs =
+            items("ServiceCIDRs (networking.k8s.io/v1)", "/apis/networking.k8s.io/v1/servicecidrs").await?;
         let no_pod_source = s.calico_v3_pools.as_ref().is_none_or(Vec::is_empty)
             && s.calico_v1_pools.as_ref().is_none_or(Vec::is_empty)
             && s.nodes.iter().flatten().all(|n| n["spec"]["podCIDRs"].is_null() && n["spec"]["podCIDR"].is_null());
@@ -272,11 +299,17 @@ impl Cluster {
                 }
             }
         };
-        let kubeadm = one("kube-system/kubeadm-config", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config").await?;
-        let kubelet = one("kube-system/kubelet-config", "/api/v1/namespaces/kube-system/configmaps/kubelet-config").await?;
+        let kubeadm =
+            one("kube-system/kubeadm-config", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config").await?;
+        let kubelet =
+            one("kube-system/kubelet-config", "/api/v1/namespaces/kube-system/configmaps/kubelet-config").await?;
         let mut dns = one("kube-system/kube-dns", "/api/v1/namespaces/kube-system/services/kube-dns").await?;
         if dns.is_none() {
-            let labelled = one("Services labelled k8s-app=kube-dns", "/api/v1/namespaces/kube-system/services?labelSelector=k8s-app%3Dkube-dns").await?;
+            let labelled = one(
+                "Services labelled k8s-app=kube-dns",
+                "/api/v1/namespaces/kube-system/services?labelSelector=k8s-app%3Dkube-dns",
+            )
+            .await?;
             dns = labelled.and_then(|l| l["items"].as_array().and_then(|i| i.first().cloned()));
         }
         s.kubeadm_config = kubeadm;
@@ -329,11 +362,15 @@ fn run_exec_plugin(exec: &kube::config::ExecConfig, user: Option<&InvokingUser>)
         }
     }
     let api = exec.api_version.clone().unwrap_or_else(|| "client.authentication.k8s.io/v1".into());
-    cmd.env("KUBERNETES_EXEC_INFO", json!({"apiVersion": api, "kind": "ExecCredential", "spec": {"interactive": false}}).to_string());
+    cmd.env(
+        "KUBERNETES_EXEC_INFO",
+        json!({"apiVersion": api, "kind": "ExecCredential", "spec": {"interactive": false}}).to_string(),
+    );
     if let Some(u) = user {
         // Never as root: the plugin reads the user's cloud credentials and
         // may write caches in their home.
-        cmd.uid(u.uid).gid(u.gid).env("HOME", &u.home).current_dir(&u.home);
+        cmd.uid(u.uid).gid(u.gid).env("HOME", &u.home);
+        cmd.current_dir(if u.home.is_dir() { u.home.as_path() } else { std::path::Path::new("/") });
         cmd.env_remove("SUDO_COMMAND");
         if let Ok(name) = std::env::var("SUDO_USER") {
             cmd.env("USER", &name).env("LOGNAME", &name);
@@ -343,11 +380,11 @@ fn run_exec_plugin(exec: &kube::config::ExecConfig, user: Option<&InvokingUser>)
     if !out.status.success() {
         return Err(fail(format!("{} ({})", String::from_utf8_lossy(&out.stderr).trim(), out.status)));
     }
-    let cred: Value = serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("its output is not an ExecCredential: {e}")))?;
-    cred["status"]["token"]
-        .as_str()
-        .map(str::to_owned)
-        .ok_or_else(|| fail("its ExecCredential has no status.token (client certificates from plugins are not supported yet)".into()))
+    let cred: Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| fail(format!("its output is not an ExecCredential: {e}")))?;
+    cred["status"]["token"].as_str().map(str::to_owned).ok_or_else(|| {
+        fail("its ExecCredential has no status.token (client certificates from plugins are not supported yet)".into())
+    })
 }
 
 /// The kubeconfig path a message should name.

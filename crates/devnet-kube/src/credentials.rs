@@ -15,7 +15,9 @@ const SERVICE: &str = "devnet-relay";
 /// A keyring failure, with the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
-    #[error("the OS keyring is not available ({0}); on Linux devnet uses the kernel keyring (keyutils), which a container may block")]
+    #[error(
+        "the OS keyring is not available ({0}); on Linux devnet uses the kernel keyring (keyutils), which a container may block"
+    )]
     Unavailable(String),
     #[error("the keyring entry for {0} is damaged; run `devnet relay credentials --forget` and connect again")]
     Damaged(String),

@@ -162,7 +162,8 @@ pub fn discover(sources: &Sources) -> Result<Discovery, DiscoveryError> {
         }
         for pool in pools.iter().flatten() {
             let Some(mode) = calico_pool(pool, &mut notes) else { continue };
-            let source = if v3 { Source::CalicoV3Pool(mode.pool.clone()) } else { Source::CalicoV1Pool(mode.pool.clone()) };
+            let source =
+                if v3 { Source::CalicoV3Pool(mode.pool.clone()) } else { Source::CalicoV1Pool(mode.pool.clone()) };
             pod_cidrs.push(Found { value: mode.cidr, source });
             calico_pools.push(mode);
         }
@@ -189,7 +190,9 @@ pub fn discover(sources: &Sources) -> Result<Discovery, DiscoveryError> {
         let name = str_at(sc, &["metadata", "name"]).unwrap_or("?").to_owned();
         for c in sc.pointer("/spec/cidrs").and_then(Value::as_array).into_iter().flatten() {
             match c.as_str().map(str::parse::<IpNet>) {
-                Some(Ok(net)) => service_cidrs.push(Found { value: net.trunc(), source: Source::ServiceCidr(name.clone()) }),
+                Some(Ok(net)) => {
+                    service_cidrs.push(Found { value: net.trunc(), source: Source::ServiceCidr(name.clone()) })
+                }
                 _ => notes.push(format!("ServiceCIDR {name} has an unreadable CIDR {c}")),
             }
         }
@@ -197,9 +200,8 @@ pub fn discover(sources: &Sources) -> Result<Discovery, DiscoveryError> {
     if service_cidrs.is_empty() {
         for message in &sources.rejected_cluster_ip {
             match parse_valid_range(message) {
-                Some(nets) => {
-                    service_cidrs.extend(nets.into_iter().map(|value| Found { value, source: Source::RejectedClusterIp }))
-                }
+                Some(nets) => service_cidrs
+                    .extend(nets.into_iter().map(|value| Found { value, source: Source::RejectedClusterIp })),
                 None => notes.push(format!("the dry-run ClusterIP probe named no range: {message}")),
             }
         }
@@ -428,7 +430,9 @@ mod tests {
             assert_eq!(got, want, "{msg}");
         }
         assert_eq!(
-            parse_valid_range(r#"Service "x" is invalid: spec.ipFamilies[0]: Invalid value: "IPv6": not configured on this cluster"#),
+            parse_valid_range(
+                r#"Service "x" is invalid: spec.ipFamilies[0]: Invalid value: "IPv6": not configured on this cluster"#
+            ),
             None
         );
     }

@@ -17,17 +17,18 @@ use crate::relay::{NAMESPACE, TUNNEL_PORT};
 /// Opens a port-forward to the relay pod's tunnel port.
 pub async fn open(cluster: &Cluster) -> io::Result<(DuplexStream, String)> {
     let st = crate::relay::state(cluster).await.map_err(|e| io::Error::other(e.to_string()))?;
-    let pod = st
-        .pod
-        .filter(|_| st.ready)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no ready relay pod in namespace {NAMESPACE}")))?;
+    let pod = st.pod.filter(|_| st.ready).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::NotFound, format!("no ready relay pod in namespace {NAMESPACE}"))
+    })?;
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(cluster.client.clone(), NAMESPACE);
     let mut forwarder = pods.portforward(&pod, &[TUNNEL_PORT]).await.map_err(|e| {
-        io::Error::new(io::ErrorKind::ConnectionRefused, format!("port-forward to {NAMESPACE}/{pod}: {}", cluster.explain(e)))
+        io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!("port-forward to {NAMESPACE}/{pod}: {}", cluster.explain(e)),
+        )
     })?;
-    let stream = forwarder
-        .take_stream(TUNNEL_PORT)
-        .ok_or_else(|| io::Error::other("the port-forward gave no stream"))?;
+    let stream =
+        forwarder.take_stream(TUNNEL_PORT).ok_or_else(|| io::Error::other("the port-forward gave no stream"))?;
     let errors = forwarder.take_error(TUNNEL_PORT);
     // The forwarder's task pumps the WebSocket; it ends when either side closes.
     tokio::spawn(async move {

@@ -28,6 +28,15 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const VERSION_LABEL: &str = "devnet.dev/version";
 const PROTOCOL_LABEL: &str = "devnet.dev/protocol";
 const MOUNT: &str = "/etc/devnet-relay";
+/// The relay CA's fingerprint on the Deployment: public, and enough for a
+/// client to tell that its keyring entry belongs to an older install.
+const CA_ANNOTATION: &str = "devnet.dev/ca-sha256";
+
+/// The fingerprint [`CA_ANNOTATION`] carries.
+pub fn ca_fingerprint(ca_pem: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(ca_pem.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// What the relay is installed with.
 #[derive(Debug, Clone)]
@@ -63,7 +72,12 @@ impl Credentials {
 
     /// Only what a client keeps (the relay's private key stays in the cluster).
     pub fn for_client(&self) -> Credentials {
-        Credentials { token: self.token.clone(), ca_pem: self.ca_pem.clone(), cert_pem: String::new(), key_pem: String::new() }
+        Credentials {
+            token: self.token.clone(),
+            ca_pem: self.ca_pem.clone(),
+            cert_pem: String::new(),
+            key_pem: String::new(),
+        }
     }
 }
 
@@ -81,11 +95,8 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
     let selector = json!({"app.kubernetes.io/name": NAME});
     let allow = p.allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     let egress_to: Vec<Value> = p.allow.iter().map(|c| json!({"ipBlock": {"cidr": c.to_string()}})).collect();
-    let dns_to: Vec<Value> = p
-        .dns
-        .iter()
-        .map(|ip| json!({"ipBlock": {"cidr": IpNet::from(*ip).to_string()}}))
-        .collect();
+    let dns_to: Vec<Value> =
+        p.dns.iter().map(|ip| json!({"ipBlock": {"cidr": IpNet::from(*ip).to_string()}})).collect();
     vec![
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": labels()}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
@@ -96,48 +107,49 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
                "data": {"token": b64(&p.credentials.token), "ca.crt": b64(&p.credentials.ca_pem),
                         "tls.crt": b64(&p.credentials.cert_pem), "tls.key": b64(&p.credentials.key_pem)}}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
-               "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
-               "spec": {
-                 "replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": selector},
-                 "template": {
-                   "metadata": {"labels": labels()},
-                   "spec": {
-                     "serviceAccountName": NAME, "automountServiceAccountToken": false,
-                     "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
-                                         "seccompProfile": {"type": "RuntimeDefault"}},
-                     "containers": [{
-                       "name": "relay", "image": p.image, "imagePullPolicy": "IfNotPresent",
-                       "args": ["serve", "--listen", format!("[::]:{TUNNEL_PORT}"), "--health-listen", format!("[::]:{HEALTH_PORT}"),
-                                "--cert", format!("{MOUNT}/tls.crt"), "--key", format!("{MOUNT}/tls.key"),
-                                "--token-file", format!("{MOUNT}/token"), "--allow", allow],
-                       "ports": [{"name": "tunnel", "containerPort": TUNNEL_PORT, "protocol": "TCP"},
-                                 {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
-                       "resources": {"requests": {"cpu": "50m", "memory": "32Mi"},
-                                     "limits": {"cpu": "1", "memory": "256Mi"}},
-                       "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "periodSeconds": 2},
-                       "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "periodSeconds": 10},
-                       "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
-                                           "capabilities": {"drop": ["ALL"]}},
-                       "volumeMounts": [{"name": "credentials", "mountPath": MOUNT, "readOnly": true}],
-                     }],
-                     "volumes": [{"name": "credentials", "secret": {"secretName": NAME, "defaultMode": 0o400}}],
-                   }}}}),
+        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels(),
+                     "annotations": {CA_ANNOTATION: ca_fingerprint(&p.credentials.ca_pem)}},
+        "spec": {
+          "replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": selector},
+          "template": {
+            "metadata": {"labels": labels()},
+            "spec": {
+              "serviceAccountName": NAME, "automountServiceAccountToken": false,
+              "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                                  "seccompProfile": {"type": "RuntimeDefault"}},
+              "containers": [{
+                "name": "relay", "image": p.image, "imagePullPolicy": "IfNotPresent",
+                "args": ["serve", "--listen", format!("[::]:{TUNNEL_PORT}"), "--health-listen", format!("[::]:{HEALTH_PORT}"),
+                         "--cert", format!("{MOUNT}/tls.crt"), "--key", format!("{MOUNT}/tls.key"),
+                         "--token-file", format!("{MOUNT}/token"), "--allow", allow],
+                "ports": [{"name": "tunnel", "containerPort": TUNNEL_PORT, "protocol": "TCP"},
+                          {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
+                "resources": {"requests": {"cpu": "50m", "memory": "32Mi"},
+                              "limits": {"cpu": "1", "memory": "256Mi"}},
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "periodSeconds": 2},
+                "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "periodSeconds": 10},
+                "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "credentials", "mountPath": MOUNT, "readOnly": true}],
+              }],
+              "volumes": [{"name": "credentials", "secret": {"secretName": NAME, "defaultMode": 0o400}}],
+            }}}}),
         json!({"apiVersion": "v1", "kind": "Service",
                "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
                "spec": {"type": "NodePort", "selector": selector,
                         "ports": [{"name": "tunnel", "port": TUNNEL_PORT, "targetPort": TUNNEL_PORT, "nodePort": NODE_PORT}]}}),
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-               "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
-               "spec": {
-                 "podSelector": {"matchLabels": selector},
-                 "policyTypes": ["Ingress", "Egress"],
-                 // Laptops come from anywhere (node port or port-forward);
-                 // only the tunnel port is open. Probes come from the kubelet,
-                 // which NetworkPolicy does not filter.
-                 "ingress": [{"ports": [{"protocol": "TCP", "port": TUNNEL_PORT}]}],
-                 "egress": [{"to": egress_to},
-                            {"to": dns_to, "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}],
-               }}),
+        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
+        "spec": {
+          "podSelector": {"matchLabels": selector},
+          "policyTypes": ["Ingress", "Egress"],
+          // Laptops come from anywhere (node port or port-forward);
+          // only the tunnel port is open. Probes come from the kubelet,
+          // which NetworkPolicy does not filter.
+          "ingress": [{"ports": [{"protocol": "TCP", "port": TUNNEL_PORT}]}],
+          "egress": [{"to": egress_to},
+                     {"to": dns_to, "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}],
+        }}),
     ]
 }
 
@@ -175,12 +187,17 @@ pub const CONNECT_RIGHTS: &[(&str, &str, &str, Option<&str>)] = &[
 ];
 
 /// The rights among `rights` the user lacks, as RBAC rules to ask for.
-pub async fn missing_rights(cluster: &Cluster, rights: &[(&str, &str, &str, Option<&str>)]) -> Result<Vec<String>, KubeError> {
+pub async fn missing_rights(
+    cluster: &Cluster,
+    rights: &[(&str, &str, &str, Option<&str>)],
+) -> Result<Vec<String>, KubeError> {
     let mut missing = Vec::new();
     for (verb, group, resource, ns) in rights {
         if !cluster.can_i(verb, group, resource, *ns).await? {
             let scope = ns.map_or("cluster-wide".to_owned(), |ns| format!("in namespace {ns}"));
-            missing.push(format!("{{apiGroups: [\"{group}\"], resources: [\"{resource}\"], verbs: [\"{verb}\"]}} {scope}"));
+            missing.push(format!(
+                "{{apiGroups: [\"{group}\"], resources: [\"{resource}\"], verbs: [\"{verb}\"]}} {scope}"
+            ));
         }
     }
     Ok(missing)
@@ -197,6 +214,8 @@ pub struct RelayState {
     pub pod_ips: Vec<std::net::IpAddr>,
     pub host_ip: Option<std::net::IpAddr>,
     pub node_port: Option<u16>,
+    /// The fingerprint of the CA the relay serves with.
+    pub ca_sha256: Option<String>,
     /// The pod's own reason when it is not running (ErrImagePull, …).
     pub problem: Option<String>,
 }
@@ -211,9 +230,13 @@ impl RelayState {
         let ours = semver_tuple(VERSION);
         let older = semver_tuple(theirs) < ours;
         Some(if older {
-            format!("the relay in namespace {NAMESPACE} is {theirs}, older than this client ({VERSION}): run `devnet relay install` to upgrade it")
+            format!(
+                "the relay in namespace {NAMESPACE} is {theirs}, older than this client ({VERSION}): run `devnet relay install` to upgrade it"
+            )
         } else {
-            format!("the relay in namespace {NAMESPACE} is {theirs}, newer than this client ({VERSION}): upgrade devnet on this machine")
+            format!(
+                "the relay in namespace {NAMESPACE} is {theirs}, newer than this client ({VERSION}): upgrade devnet on this machine"
+            )
         })
     }
 
@@ -236,8 +259,16 @@ fn semver_tuple(v: &str) -> (u64, u64, u64) {
 /// Reads the relay's Deployment, pod and Service.
 pub async fn state(cluster: &Cluster) -> Result<RelayState, KubeError> {
     let mut st = RelayState {
-        installed: false, version: None, protocol: None, ready: false, pod: None,
-        pod_ips: Vec::new(), host_ip: None, node_port: None, problem: None,
+        installed: false,
+        version: None,
+        protocol: None,
+        ready: false,
+        pod: None,
+        pod_ips: Vec::new(),
+        host_ip: None,
+        node_port: None,
+        ca_sha256: None,
+        problem: None,
     };
     let deploy = match cluster.get(&format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{NAME}")).await {
         Ok(d) => d,
@@ -247,14 +278,20 @@ pub async fn state(cluster: &Cluster) -> Result<RelayState, KubeError> {
     st.installed = true;
     st.version = deploy["metadata"]["labels"][VERSION_LABEL].as_str().map(str::to_owned);
     st.protocol = deploy["metadata"]["labels"][PROTOCOL_LABEL].as_str().map(str::to_owned);
+    st.ca_sha256 = deploy["metadata"]["annotations"][CA_ANNOTATION].as_str().map(str::to_owned);
     let pods = cluster
         .get(&format!("/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app.kubernetes.io%2Fname%3D{NAME}"))
         .await?;
     if let Some(pod) = pods["items"].as_array().and_then(|p| p.last()) {
         st.pod = pod["metadata"]["name"].as_str().map(str::to_owned);
         let status = &pod["status"];
-        st.ready = status["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True");
-        st.pod_ips = status["podIPs"].as_array().into_iter().flatten().filter_map(|i| i["ip"].as_str()?.parse().ok()).collect();
+        st.ready = status["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        st.pod_ips =
+            status["podIPs"].as_array().into_iter().flatten().filter_map(|i| i["ip"].as_str()?.parse().ok()).collect();
         st.host_ip = status["hostIP"].as_str().and_then(|i| i.parse().ok());
         st.problem = pod_problem(pod);
     }
@@ -270,7 +307,17 @@ pub fn pod_problem(pod: &Value) -> Option<String> {
     for cs in status["containerStatuses"].as_array().into_iter().flatten() {
         if let Some(w) = cs["state"]["waiting"].as_object() {
             let reason = w.get("reason").and_then(Value::as_str).unwrap_or_default();
-            if ["ErrImagePull", "ImagePullBackOff", "CrashLoopBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError", "RunContainerError"].contains(&reason) {
+            if [
+                "ErrImagePull",
+                "ImagePullBackOff",
+                "CrashLoopBackOff",
+                "InvalidImageName",
+                "CreateContainerConfigError",
+                "CreateContainerError",
+                "RunContainerError",
+            ]
+            .contains(&reason)
+            {
                 let message = w.get("message").and_then(Value::as_str).unwrap_or_default();
                 return Some(format!("{reason}: {message}"));
             }
@@ -278,7 +325,11 @@ pub fn pod_problem(pod: &Value) -> Option<String> {
     }
     for c in status["conditions"].as_array().into_iter().flatten() {
         if c["type"] == "PodScheduled" && c["status"] == "False" {
-            return Some(format!("{}: {}", c["reason"].as_str().unwrap_or("Unschedulable"), c["message"].as_str().unwrap_or_default()));
+            return Some(format!(
+                "{}: {}",
+                c["reason"].as_str().unwrap_or("Unschedulable"),
+                c["message"].as_str().unwrap_or_default()
+            ));
         }
     }
     None
@@ -323,9 +374,15 @@ pub async fn fetch_credentials(cluster: &Cluster) -> Result<Credentials, KubeErr
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(raw)
             .map_err(|e| KubeError::Other(format!("secret {NAMESPACE}/{NAME} field {k} is not base64: {e}")))?;
-        String::from_utf8(bytes).map_err(|_| KubeError::Other(format!("secret {NAMESPACE}/{NAME} field {k} is not text")))
+        String::from_utf8(bytes)
+            .map_err(|_| KubeError::Other(format!("secret {NAMESPACE}/{NAME} field {k} is not text")))
     };
-    Ok(Credentials { token: field("token")?, ca_pem: field("ca.crt")?, cert_pem: String::new(), key_pem: String::new() })
+    Ok(Credentials {
+        token: field("token")?,
+        ca_pem: field("ca.crt")?,
+        cert_pem: String::new(),
+        key_pem: String::new(),
+    })
 }
 
 /// Waits for the relay pod to be ready, reporting each change of phase, and
@@ -383,7 +440,12 @@ mod tests {
             image: "ghcr.io/devnet/relay:0.1.0".into(),
             allow: vec!["10.244.0.0/16".parse().expect("net"), "10.96.0.0/16".parse().expect("net")],
             dns: vec!["10.96.0.10".parse().expect("ip")],
-            credentials: Credentials { token: "t0k".into(), ca_pem: "CA".into(), cert_pem: "CERT".into(), key_pem: "KEY".into() },
+            credentials: Credentials {
+                token: "t0k".into(),
+                ca_pem: "CA".into(),
+                cert_pem: "CERT".into(),
+                key_pem: "KEY".into(),
+            },
         }
     }
 
@@ -406,7 +468,10 @@ mod tests {
         assert_eq!(objs[1]["automountServiceAccountToken"], false);
         let np = &objs[5]["spec"];
         assert_eq!(np["ingress"], json!([{"ports": [{"protocol": "TCP", "port": 8443}]}]));
-        assert_eq!(np["egress"][0]["to"], json!([{"ipBlock": {"cidr": "10.244.0.0/16"}}, {"ipBlock": {"cidr": "10.96.0.0/16"}}]));
+        assert_eq!(
+            np["egress"][0]["to"],
+            json!([{"ipBlock": {"cidr": "10.244.0.0/16"}}, {"ipBlock": {"cidr": "10.96.0.0/16"}}])
+        );
         assert_eq!(objs[2]["data"]["token"], b64("t0k"));
     }
 
@@ -439,8 +504,16 @@ mod tests {
 
     fn state_with(version: Option<&str>) -> RelayState {
         RelayState {
-            installed: true, version: version.map(str::to_owned), protocol: None, ready: true, pod: None,
-            pod_ips: vec![], host_ip: None, node_port: None, problem: None,
+            installed: true,
+            version: version.map(str::to_owned),
+            protocol: None,
+            ready: true,
+            pod: None,
+            pod_ips: vec![],
+            host_ip: None,
+            node_port: None,
+            ca_sha256: None,
+            problem: None,
         }
     }
 
@@ -452,7 +525,8 @@ mod tests {
         let pending = json!({"status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
             "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient memory."}]}});
         assert!(pod_problem(&pending).expect("problem").contains("Insufficient memory"));
-        let creating = json!({"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]}});
+        let creating =
+            json!({"status": {"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]}});
         assert_eq!(pod_problem(&creating), None);
     }
 }

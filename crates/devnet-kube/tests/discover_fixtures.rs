@@ -20,11 +20,7 @@ fn load(name: &str) -> Sources {
             .unwrap_or_default()
     };
     let of = |api: &str, kind: &str| -> Vec<Value> {
-        objects
-            .iter()
-            .filter(|o| o["apiVersion"] == api && o["kind"] == kind)
-            .cloned()
-            .collect()
+        objects.iter().filter(|o| o["apiVersion"] == api && o["kind"] == kind).cloned().collect()
     };
     let some = |v: Vec<Value>| (!v.is_empty()).then_some(v);
     let configmap = |name: &str| of("v1", "ConfigMap").into_iter().find(|o| o["metadata"]["name"] == name);
@@ -92,7 +88,10 @@ fn dual_stack_with_servicecidr_api() {
         nets(&d.pod_cidrs),
         [("10.244.0.0/23".into(), Source::NodePodCidrs), ("fd00:244::/63".into(), Source::NodePodCidrs)]
     );
-    assert_eq!(d.service_cidrs.iter().map(|f| f.value.to_string()).collect::<Vec<_>>(), ["10.96.0.0/16", "fd00:96::/108"]);
+    assert_eq!(
+        d.service_cidrs.iter().map(|f| f.value.to_string()).collect::<Vec<_>>(),
+        ["10.96.0.0/16", "fd00:96::/108"]
+    );
     assert_eq!(d.dns_servers.len(), 2, "both families' DNS addresses");
     assert_eq!(d.cidrs().len(), 4);
 }

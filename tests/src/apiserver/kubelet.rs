@@ -87,11 +87,7 @@ pub async fn after_delete(server: &Arc<Server>, obj: &Value) {
 async fn owned_pods(server: &Arc<Server>, deployment: &Value) -> Vec<Value> {
     let uid = deployment["metadata"]["uid"].clone();
     let store = server.store.lock().await;
-    store
-        .all_of(&kind_named("Pod"))
-        .into_iter()
-        .filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid)
-        .collect()
+    store.all_of(&kind_named("Pod")).into_iter().filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid).collect()
 }
 
 async fn reconcile_deployment(server: &Arc<Server>, deploy: &Value) {
@@ -149,7 +145,8 @@ async fn set_deployment_ready(server: &Arc<Server>, deploy: &Value, ready: u64) 
     let mut store = server.store.lock().await;
     let kind = kind_named("Deployment");
     let ns = deploy["metadata"]["namespace"].as_str().map(str::to_owned);
-    let Ok(mut current) = store.get(&kind, ns.as_deref(), deploy["metadata"]["name"].as_str().unwrap_or_default()) else {
+    let Ok(mut current) = store.get(&kind, ns.as_deref(), deploy["metadata"]["name"].as_str().unwrap_or_default())
+    else {
         return;
     };
     if current["metadata"]["uid"] != deploy["metadata"]["uid"] {
@@ -183,9 +180,8 @@ async fn run_pod(server: Arc<Server>, deploy: Value, pod: Value) {
     let image = container["image"].as_str().unwrap_or_default().to_owned();
     let Some(binary) = rt.images.iter().find(|(prefix, _)| image.starts_with(prefix.as_str())).map(|(_, b)| b.clone())
     else {
-        let message = format!(
-            "failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": not found"
-        );
+        let message =
+            format!("failed to pull and unpack image \"{image}\": failed to resolve reference \"{image}\": not found");
         set_status(&server, &pod, waiting(&cname, "ErrImagePull", &message)).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let message = format!("Back-off pulling image \"{image}\"");
@@ -275,7 +271,8 @@ async fn run_pod(server: Arc<Server>, deploy: Value, pod: Value) {
     };
     let mut pod_now = set_status(&server, &pod, running(false)).await;
     let _ = &mut pod_now;
-    let probe_port = container["readinessProbe"]["httpGet"]["port"].as_u64().or(container["ports"][0]["containerPort"].as_u64());
+    let probe_port =
+        container["readinessProbe"]["httpGet"]["port"].as_u64().or(container["ports"][0]["containerPort"].as_u64());
     for _ in 0..200 {
         if !server.kubelet.running.lock().await.contains_key(&pod_name) {
             return; // deleted
@@ -291,7 +288,9 @@ async fn run_pod(server: Arc<Server>, deploy: Value, pod: Value) {
         let ready = match probe_port {
             Some(port) => {
                 let addr = SocketAddr::new(rt.pod_ips[0], port as u16);
-                tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await.is_ok_and(|r| r.is_ok())
+                tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr))
+                    .await
+                    .is_ok_and(|r| r.is_ok())
             }
             None => true,
         };

@@ -72,9 +72,8 @@ pub async fn serve(config: Config) -> Result<()> {
     if let Some(dir) = &config.manifests {
         store.load_dir(dir).with_context(|| format!("loading manifests from {}", dir.display()))?;
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let server = Arc::new(Server {
         store: Mutex::new(store),
         users,
@@ -283,7 +282,12 @@ fn store_error(e: StoreError, target: &Target) -> Response<Body> {
             json!({"name": name, "group": target.group, "kind": kind}),
         ),
         StoreError::BadRequest(message) => status(400, "BadRequest", &message, json!({})),
-        StoreError::MethodNotAllowed => status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource", json!({})),
+        StoreError::MethodNotAllowed => status(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+            json!({}),
+        ),
         StoreError::UnknownResource => {
             status(404, "NotFound", "the server could not find the requested resource", json!({}))
         }
@@ -335,7 +339,8 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> {
         None => target.plural.clone(),
     };
     if let Decision::Deny(message) = user.authorize(verb, &target, &resource, kind.namespaced) {
-        let details = json!({"name": target.name.clone().unwrap_or_default(), "group": target.group, "kind": target.plural});
+        let details =
+            json!({"name": target.name.clone().unwrap_or_default(), "group": target.group, "kind": target.plural});
         return status(403, "Forbidden", &message, details);
     }
 
@@ -355,8 +360,7 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> {
         }
         ("watch", None) => watch(server, kind, target, query).await,
         ("create" | "update" | "patch", None) => {
-            let content_type =
-                req.headers().get("content-type").and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
+            let content_type = req.headers().get("content-type").and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
             let body = match read_json(req).await {
                 Ok(v) => v,
                 Err(r) => return r,
@@ -365,8 +369,16 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> {
             let result = {
                 let mut store = server.store.lock().await;
                 match verb {
-                    "create" => store.create(&kind, target.namespace.as_deref(), body, dry_run, &server.config.service_ranges),
-                    "update" => store.update(&kind, target.namespace.as_deref(), target.name.as_deref().unwrap_or_default(), body, dry_run),
+                    "create" => {
+                        store.create(&kind, target.namespace.as_deref(), body, dry_run, &server.config.service_ranges)
+                    }
+                    "update" => store.update(
+                        &kind,
+                        target.namespace.as_deref(),
+                        target.name.as_deref().unwrap_or_default(),
+                        body,
+                        dry_run,
+                    ),
                     _ => store.patch(
                         &kind,
                         target.namespace.as_deref(),

@@ -61,7 +61,10 @@ pub async fn admin(server: &Arc<Server>, action: &str) -> Response<Body> {
         _ => return status(404, "NotFound", "no such lab control", json!({})),
     }
     let opened = c.opened.load(std::sync::atomic::Ordering::Relaxed);
-    super::json_response(StatusCode::OK, &json!({"portforwards_opened": opened, "mode": format!("{:?}", *c.mode.borrow())}))
+    super::json_response(
+        StatusCode::OK,
+        &json!({"portforwards_opened": opened, "mode": format!("{:?}", *c.mode.borrow())}),
+    )
 }
 
 pub async fn handle(server: Arc<Server>, req: Request<Incoming>, target: Target, query: Query) -> Response<Body> {

@@ -89,7 +89,9 @@ impl User {
             return Decision::Allow;
         }
         let what = match &target.name {
-            Some(name) if verb != "create" || target.subresource.is_some() => format!("{} \"{name}\"", target.qualified()),
+            Some(name) if verb != "create" || target.subresource.is_some() => {
+                format!("{} \"{name}\"", target.qualified())
+            }
             _ => target.qualified(),
         };
         let scope = match ns {

@@ -21,7 +21,13 @@ pub struct Kind {
     pub namespaced: bool,
 }
 
-const fn k(group: &'static str, version: &'static str, plural: &'static str, kind: &'static str, namespaced: bool) -> Kind {
+const fn k(
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    kind: &'static str,
+    namespaced: bool,
+) -> Kind {
     Kind { group, version, plural, kind, namespaced }
 }
 
@@ -88,7 +94,13 @@ impl Store {
         let mut store = Store { objects: BTreeMap::new(), served, revision: 1000, events: broadcast::channel(1024).0 };
         for ns in ["default", "kube-system", "kube-public"] {
             let kind = store.kind("", "v1", "namespaces").expect("namespaces");
-            let _ = store.create(&kind, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), false, &[]);
+            let _ = store.create(
+                &kind,
+                None,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                false,
+                &[],
+            );
         }
         store
     }
@@ -102,8 +114,8 @@ impl Store {
         files.sort();
         for file in files {
             let text = std::fs::read_to_string(&file)?;
-            let docs: Vec<Value> = serde_saphyr::from_multiple(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            let docs: Vec<Value> =
+                serde_saphyr::from_multiple(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
             for doc in docs.into_iter().filter(|d| d.is_object()) {
                 self.load(doc).map_err(|e| anyhow::anyhow!("{}: {e:?}", file.display()))?;
             }
@@ -134,7 +146,13 @@ impl Store {
         let key: Key = ("", "namespaces", String::new(), ns.to_owned());
         if !self.objects.contains_key(&key) {
             let kind = KINDS[0].clone();
-            let _ = self.create(&kind, None, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}), false, &[]);
+            let _ = self.create(
+                &kind,
+                None,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+                false,
+                &[],
+            );
         }
     }
 
@@ -147,7 +165,12 @@ impl Store {
     }
 
     fn key(kind: &Kind, ns: Option<&str>, name: &str) -> Key {
-        (kind.group, kind.plural, if kind.namespaced { ns.unwrap_or("default").to_owned() } else { String::new() }, name.to_owned())
+        (
+            kind.group,
+            kind.plural,
+            if kind.namespaced { ns.unwrap_or("default").to_owned() } else { String::new() },
+            name.to_owned(),
+        )
     }
 
     fn bump(&mut self, obj: &mut Value) {
@@ -173,7 +196,8 @@ impl Store {
             .map(|(_, v)| v.clone())
             .filter(|o| selected(o, query))
             .collect();
-        let api = if kind.group.is_empty() { kind.version.to_owned() } else { format!("{}/{}", kind.group, kind.version) };
+        let api =
+            if kind.group.is_empty() { kind.version.to_owned() } else { format!("{}/{}", kind.group, kind.version) };
         json!({"kind": format!("{}List", kind.kind), "apiVersion": api,
                "metadata": {"resourceVersion": self.revision.to_string()}, "items": items})
     }
@@ -230,7 +254,14 @@ impl Store {
     }
 
     /// Replaces an object (PUT), checking `resourceVersion` when given.
-    pub fn update(&mut self, kind: &Kind, ns: Option<&str>, name: &str, mut obj: Value, dry_run: bool) -> Result<(Value, bool), StoreError> {
+    pub fn update(
+        &mut self,
+        kind: &Kind,
+        ns: Option<&str>,
+        name: &str,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<(Value, bool), StoreError> {
         let key = Self::key(kind, ns, name);
         let old = self.objects.get(&key).ok_or_else(|| StoreError::NotFound(name.to_owned()))?;
         if let Some(rv) = obj["metadata"]["resourceVersion"].as_str()
@@ -266,7 +297,14 @@ impl Store {
         self.store_changed(kind, key, old, obj, dry_run)
     }
 
-    fn store_changed(&mut self, kind: &Kind, key: Key, old: Value, mut obj: Value, dry_run: bool) -> Result<(Value, bool), StoreError> {
+    fn store_changed(
+        &mut self,
+        kind: &Kind,
+        key: Key,
+        old: Value,
+        mut obj: Value,
+        dry_run: bool,
+    ) -> Result<(Value, bool), StoreError> {
         if kind.kind == "Deployment" && old["spec"] != obj["spec"] {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             obj["metadata"]["generation"] = json!(generation);
@@ -318,7 +356,11 @@ impl Store {
     }
 
     pub fn all_of(&self, kind: &Kind) -> Vec<Value> {
-        self.objects.iter().filter(|((g, p, _, _), _)| *g == kind.group && *p == kind.plural).map(|(_, v)| v.clone()).collect()
+        self.objects
+            .iter()
+            .filter(|((g, p, _, _), _)| *g == kind.group && *p == kind.plural)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 }
 
@@ -332,7 +374,9 @@ fn check_cluster_ip(svc: &Value, name: &str, ranges: &[IpNet]) -> Result<(), Sto
         return Ok(());
     };
     let invalid = |message: String| StoreError::Invalid { kind: "Service".into(), name: name.to_owned(), message };
-    let addr: IpAddr = ip.parse().map_err(|_| invalid(format!("spec.clusterIPs[0]: Invalid value: \"{ip}\": must be a valid IP address")))?;
+    let addr: IpAddr = ip
+        .parse()
+        .map_err(|_| invalid(format!("spec.clusterIPs[0]: Invalid value: \"{ip}\": must be a valid IP address")))?;
     let family: Vec<&IpNet> = ranges.iter().filter(|r| r.addr().is_ipv4() == addr.is_ipv4()).collect();
     if family.is_empty() {
         let fam = if addr.is_ipv4() { "IPv4" } else { "IPv6" };

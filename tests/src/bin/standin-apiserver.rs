@@ -10,7 +10,9 @@ use devnet_lab::apiserver::{Config, kubelet::Runtime, serve};
 use ipnet::IpNet;
 
 #[derive(Debug, Parser)]
-#[command(about = "A stand-in Kubernetes API server for the devnet lab (REST, watch, dry-run, portforward over WebSocket)")]
+#[command(
+    about = "A stand-in Kubernetes API server for the devnet lab (REST, watch, dry-run, portforward over WebSocket)"
+)]
 struct Args {
     #[arg(long)]
     listen: SocketAddr,

@@ -1,0 +1,311 @@
+//! End to end with Kubernetes: `devnet connect --context lab` from nothing
+//! but a kubeconfig.
+//!
+//! **The API server here is a stand-in** (`devnet-lab`'s `standin-apiserver`):
+//! a real one cannot run on these machines. It speaks the real REST,
+//! dry-run, RBAC-error and `pods/portforward` (WebSocket) protocols over TLS,
+//! and its kubelet runs the real `devnet-relay` binary as the relay pod, in
+//! the lab's pod namespace. Everything else is real: namespaces, routes,
+//! TUN, DNS servers, the kernel keyring.
+//!
+//! The office firewall lets the laptop reach only the API server
+//! (`lab.sh firewall api-only`), so the relay is reached through the
+//! port-forward; with the firewall open, directly through its node port.
+//!
+//! Needs root; fails loudly without it. Trials run in order on one lab.
+
+use std::time::{Duration, Instant};
+
+use devnet_lab::harness::{self, Lab, Res, text};
+
+const LAB: &str = "kube";
+
+fn main() {
+    harness::run(
+        "kube",
+        setup,
+        &[
+            ("kube_01_connect_discovers_installs_and_tunnels_through_the_api_server", through_portforward),
+            ("kube_02_direct_transport_when_reachable_portforward_when_cut", direct_then_cut),
+            ("kube_03_portforward_dropped_or_blackholed_reconnects", portforward_drops),
+            ("kube_04_bad_inputs_fail_in_one_line_and_leave_nothing", bad_inputs),
+            ("kube_05_exec_plugin_runs_as_the_invoking_user_not_root", exec_plugin_as_user),
+            ("kube_06_relay_pod_that_cannot_start_is_reported_in_its_own_words", image_pull_failure),
+        ],
+        harness::OnFailure::Reset,
+    )
+}
+
+fn setup() -> Res<Lab> {
+    let lab = Lab::up(LAB)?;
+    lab.sh_ok("api", &[])?;
+    Ok(lab)
+}
+
+fn kubeconfig(lab: &Lab) -> String {
+    lab.dir.join("kubeconfig").display().to_string()
+}
+
+fn profile(lab: &Lab) -> String {
+    lab.dir.join("kube-profile.toml").display().to_string()
+}
+
+/// `devnet connect --context <ctx>` and wait for Connected.
+fn connect(lab: &Lab, context: &str, env: &[(&str, &str)]) -> Res {
+    let (kc, p) = (kubeconfig(lab), profile(lab));
+    lab.connect_args(
+        &["--context", context, "--kubeconfig", &kc, "--profile", &p],
+        env,
+        "connected",
+        Duration::from_secs(30),
+    )
+}
+
+fn transport(lab: &Lab) -> Res<String> {
+    Ok(lab.status()?["transport"].as_str().unwrap_or_default().to_owned())
+}
+
+fn wait_transport(lab: &Lab, prefix: &str, within: Duration) -> Res {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < within {
+        if let Ok(s) = lab.status() {
+            last = s.to_string();
+            if s["state"] == "connected" && s["transport"].as_str().is_some_and(|t| t.starts_with(prefix)) {
+                return Ok(());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("transport never became {prefix} within {within:?}; last status {last}\n{}", lab.engine_log()))
+}
+
+/// The cluster's web Service by ClusterIP, and its short DNS name through
+/// the laptop's own resolver.
+fn reach_cluster(lab: &Lab) -> Res {
+    let body = lab.curl("http://10.96.0.20/")?;
+    if !body.contains("hello from web") {
+        return Err(format!("unexpected answer from the web ClusterIP: {body}"));
+    }
+    let addrs = lab.getent("web.demo")?;
+    if !addrs.iter().any(|a| a == "10.96.0.20" || a == "fd00:96::20") {
+        return Err(format!("web.demo resolved to {addrs:?}"));
+    }
+    Ok(())
+}
+
+/// Asks the stand-in API server (from its own namespace) for a lab control.
+fn standin(lab: &Lab, action: &str) -> Res<String> {
+    let url = format!("https://10.60.20.10:6443/standin/{action}");
+    let out = lab.exec("api", &["curl", "-sk", "-m", "3", &url])?;
+    if !out.status.success() {
+        return Err(format!("stand-in control {action} failed: {}", text(&out)));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn api_get(lab: &Lab, path: &str) -> Res<serde_json::Value> {
+    let url = format!("https://10.60.20.10:6443{path}");
+    let out = lab.exec("api", &["curl", "-sk", "-m", "3", "-H", "Authorization: Bearer dev-token", &url])?;
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{path}: {e}: {}", text(&out)))
+}
+
+fn through_portforward(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
+    connect(lab, "lab", &[])?;
+    let s = lab.status()?;
+    let t = transport(lab)?;
+    if !t.starts_with("port-forward devnet/devnet-relay-") {
+        return Err(format!("expected the port-forward transport with only the API server reachable, got {t:?}"));
+    }
+    // What discovery found, and from where, is in status.
+    let found: Vec<String> = s["discovered"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            format!(
+                "{} {} <- {}",
+                d["what"].as_str().unwrap_or(""),
+                d["value"].as_str().unwrap_or(""),
+                d["source"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    for want in [
+        "pod CIDR 10.244.1.0/24 <- Node.spec.podCIDRs",
+        "service CIDR 10.96.0.0/16 <- the API server's answer to a dry-run ClusterIP",
+        "service CIDR fd00:96::/112 <- the API server's answer to a dry-run ClusterIP",
+        "cluster DNS 10.96.0.10 <- kube-system/kube-dns Service",
+        "domain cluster.local <- kube-system/kubeadm-config",
+    ] {
+        if !found.iter().any(|f| f == want) {
+            return Err(format!("status lacks {want:?}; it has {found:#?}"));
+        }
+    }
+    reach_cluster(lab)?;
+    // The relay was installed as the manifests say, and it runs non-root.
+    let deploy = api_get(lab, "/apis/apps/v1/namespaces/devnet/deployments/devnet-relay")?;
+    if deploy["status"]["readyReplicas"] != 1 {
+        return Err(format!("relay Deployment not ready: {deploy}"));
+    }
+    let np = api_get(lab, "/apis/networking.k8s.io/v1/namespaces/devnet/networkpolicies/devnet-relay")?;
+    if np["spec"]["ingress"][0]["ports"][0]["port"] != 8443 {
+        return Err(format!("NetworkPolicy does not restrict ingress to the tunnel port: {np}"));
+    }
+    let relay_uid = lab.exec("relay", &["sh", "-c", "ps -o uid= -C devnet-relay | head -1"])?;
+    if String::from_utf8_lossy(&relay_uid.stdout).trim() != "65532" {
+        return Err(format!("the relay pod's process is not running as uid 65532: {}", text(&relay_uid)));
+    }
+    // The token never lands on the laptop's disk (the kernel keyring holds
+    // it; see devnet-kube's credentials tests).
+    let secret = api_get(lab, "/api/v1/namespaces/devnet/secrets/devnet-relay")?;
+    let token = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        secret["data"]["token"].as_str().unwrap_or(""),
+    )
+    .map_err(|e| format!("secret token: {e}"))?;
+    let token = String::from_utf8_lossy(&token).into_owned();
+    let grep = std::process::Command::new("grep").args(["-rl", &token]).arg(lab.dir.join("laptop-state")).output();
+    if token.is_empty() || grep.is_ok_and(|o| !o.stdout.is_empty()) {
+        return Err("the relay token is empty or was written to the laptop's state directory".into());
+    }
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnect")
+}
+
+fn direct_then_cut(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["open"])?;
+    connect(lab, "lab", &[])?;
+    wait_transport(lab, "direct ", Duration::from_secs(5))?;
+    reach_cluster(lab)?;
+    // The office firewall closes: the established link black-holes, the
+    // keepalive notices, and the reconnect falls through to the API server.
+    lab.sh_ok("firewall", &["api-only"])?;
+    wait_transport(lab, "port-forward ", Duration::from_secs(20))?;
+    reach_cluster(lab)?;
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnect")
+}
+
+fn portforward_drops(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
+    connect(lab, "lab", &[])?;
+    let before = lab.status()?["reconnects"].as_u64().unwrap_or(0);
+    standin(lab, "drop-portforwards")?;
+    wait_reconnected(lab, before + 1)?;
+    reach_cluster(lab)?;
+    // Black-holed: bytes stop, nothing closes. Only the keepalive can tell.
+    let before = lab.status()?["reconnects"].as_u64().unwrap_or(0);
+    standin(lab, "blackhole-portforwards")?;
+    let start = Instant::now();
+    while lab.status()?["state"] == "connected" {
+        if start.elapsed() > Duration::from_secs(10) {
+            standin(lab, "heal-portforwards")?;
+            return Err("a black-holed port-forward was not noticed within 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    standin(lab, "heal-portforwards")?;
+    wait_reconnected(lab, before + 1)?;
+    reach_cluster(lab)?;
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnect")
+}
+
+fn wait_reconnected(lab: &Lab, at_least: u64) -> Res {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < Duration::from_secs(15) {
+        let s = lab.status()?;
+        if s["state"] == "connected" && s["reconnects"].as_u64().unwrap_or(0) >= at_least {
+            return Ok(());
+        }
+        last = s.to_string();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("no reconnect after the port-forward broke; last status {last}\n{}", lab.engine_log()))
+}
+
+fn bad_inputs(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
+    let broken = lab.dir.join("broken-kubeconfig");
+    std::fs::write(&broken, "apiVersion: v1\nclusters: [this is: not, valid").map_err(|e| e.to_string())?;
+    let (kc, p) = (kubeconfig(lab), profile(lab));
+    let missing = lab.dir.join("no-such-kubeconfig").display().to_string();
+    let broken = broken.display().to_string();
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("missing kubeconfig", &missing, &["lab", "no kubeconfig at", "KUBECONFIG"]),
+        ("broken kubeconfig", &broken, &["lab", "is not valid", "kubectl config view"]),
+        ("unknown context", &kc, &["nope", "context \"nope\" is not in the kubeconfig", "--context"]),
+        ("expired token", &kc, &["lab-expired", "401 Unauthorized", "log in again"]),
+        ("no pods/portforward", &kc, &["lab-reader", "pods/portforward", "ask a cluster admin"]),
+        ("API server down", &kc, &["lab-down", "cannot reach the API server", "VPN"]),
+    ];
+    for (what, config, spec) in cases {
+        let (context, wants) = (spec[0], &spec[1..]);
+        let out = lab.devnet(&["connect", "--context", context, "--kubeconfig", config, "--profile", &p], &[])?;
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        let last = err.lines().rev().find(|l| l.starts_with("error:")).unwrap_or_default();
+        if out.status.success() || wants.iter().any(|w| !last.contains(w)) {
+            return Err(format!(
+                "{what}: expected one error line with {wants:?}, got (exit {:?}):\n{err}",
+                out.status.code()
+            ));
+        }
+        lab.laptop_unchanged(&format!("after the {what} error"))?;
+    }
+    Ok(())
+}
+
+fn exec_plugin_as_user(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
+    let record = lab.dir.join("api/exec-out/uid");
+    let _ = std::fs::remove_file(&record);
+    // As if run with `sudo` by the user nobody (65534).
+    connect(lab, "lab-exec", &[("SUDO_UID", "65534"), ("SUDO_GID", "65534"), ("SUDO_USER", "nobody")])?;
+    let uid = std::fs::read_to_string(&record).map_err(|e| format!("the exec plugin did not run: {e}"))?;
+    if uid.trim() != "65534" {
+        return Err(format!("the exec plugin ran as uid {}, not as the invoking user 65534", uid.trim()));
+    }
+    reach_cluster(lab)?;
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnect")
+}
+
+fn image_pull_failure(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
+    let kc = kubeconfig(lab);
+    let out = lab.devnet(&["relay", "uninstall", "--context", "lab", "--kubeconfig", &kc], &[])?;
+    if !out.status.success() || !text(&out).contains("relay uninstalled") {
+        return Err(format!("relay uninstall: {}", text(&out)));
+    }
+    let p = profile(lab);
+    let out = lab.devnet(
+        &[
+            "connect",
+            "--context",
+            "lab",
+            "--kubeconfig",
+            &kc,
+            "--profile",
+            &p,
+            "--relay-image",
+            "registry.invalid/devnet-relay:0.1.0",
+        ],
+        &[],
+    )?;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    if out.status.success()
+        || !(err.contains("ErrImagePull") || err.contains("ImagePullBackOff"))
+        || !err.contains("registry.invalid")
+    {
+        return Err(format!("expected the pod's image-pull reason, got:\n{err}"));
+    }
+    lab.laptop_unchanged("after the image-pull error")?;
+    // With the right image the next connect upgrades the broken install in place.
+    connect(lab, "lab", &[])?;
+    reach_cluster(lab)?;
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnect")
+}
