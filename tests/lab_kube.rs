@@ -157,8 +157,15 @@ fn through_portforward(lab: &Lab) -> Res {
     if String::from_utf8_lossy(&relay_uid.stdout).trim() != "65532" {
         return Err(format!("the relay pod's process is not running as uid 65532: {}", text(&relay_uid)));
     }
-    // The token never lands on the laptop's disk (the kernel keyring holds
-    // it; see devnet-kube's credentials tests).
+    // The client's half of the credentials is in the kernel keyring, where
+    // another process finds it; the token never lands on the laptop's disk.
+    let account = "https://10.60.20.10:6443#devnet";
+    let stored = lab.devnet(&["credential", "load", "--account", account], &[])?;
+    let creds: serde_json::Value =
+        serde_json::from_slice(&stored.stdout).map_err(|e| format!("keyring: {e}: {}", text(&stored)))?;
+    if creds.get("key_pem").is_some() {
+        return Err(format!("the keyring must hold only the client's token and CA: {creds}"));
+    }
     let secret = api_get(lab, "/api/v1/namespaces/devnet/secrets/devnet-relay")?;
     let token = base64::Engine::decode(
         &base64::engine::general_purpose::STANDARD,
@@ -167,7 +174,7 @@ fn through_portforward(lab: &Lab) -> Res {
     .map_err(|e| format!("secret token: {e}"))?;
     let token = String::from_utf8_lossy(&token).into_owned();
     let grep = std::process::Command::new("grep").args(["-rl", &token]).arg(lab.dir.join("laptop-state")).output();
-    if token.is_empty() || grep.is_ok_and(|o| !o.stdout.is_empty()) {
+    if token.is_empty() || creds["token"] != token.as_str() || grep.is_ok_and(|o| !o.stdout.is_empty()) {
         return Err("the relay token is empty or was written to the laptop's state directory".into());
     }
     lab.disconnect()?;
@@ -177,6 +184,12 @@ fn through_portforward(lab: &Lab) -> Res {
 fn direct_then_cut(lab: &Lab) -> Res {
     lab.sh_ok("firewall", &["open"])?;
     connect(lab, "lab", &[])?;
+    if lab.engine_log().contains("fetching the relay's credentials") {
+        return Err(format!(
+            "the second connect should take the relay credentials from the keyring:\n{}",
+            lab.engine_log()
+        ));
+    }
     wait_transport(lab, "direct ", Duration::from_secs(5))?;
     reach_cluster(lab)?;
     // The office firewall closes: the established link black-holes, the

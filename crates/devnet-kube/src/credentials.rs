@@ -1,8 +1,8 @@
 //! The relay's client credentials (token and CA) in the OS keyring, one
 //! entry per cluster: fetched once through the API, never written to disk
 //! in clear. On Linux the store is the kernel keyring (keyutils: the
-//! user's session keyring, linked to their persistent keyring), which works
-//! headless; on macOS the Keychain and on Windows the Credential Manager.
+//! session keyring, with the entry also linked into the user's persistent
+//! keyring so the next process finds it), which works headless; on macOS the Keychain and on Windows the Credential Manager.
 //!
 //! Under sudo the entry belongs to the invoking user: `devnet` re-runs
 //! itself as that user for keyring calls (see the CLI's `credential`
@@ -29,18 +29,24 @@ pub fn account(server: &str) -> String {
 }
 
 fn entry(account: &str) -> Result<keyring::Entry, CredentialError> {
+    #[cfg(target_os = "linux")]
+    possess_session_keyring()?;
     keyring::Entry::new(SERVICE, account).map_err(|e| CredentialError::Unavailable(e.to_string()))
 }
 
-/// The same entry in the session keyring only. Some kernels and containers
-/// refuse links into the per-user persistent keyring (EACCES, which
-/// `keyring` reports as "no entry"); the session keyring still works.
+/// Makes sure this process possesses a session keyring. A desktop login
+/// has one (pam_keyinit); a service, a cron job or `sudo` without
+/// pam_keyinit has none, and then the kernel hands out the shared
+/// user-session keyring *without possession*: every add, search and link
+/// is refused (EACCES, which `keyring` reports as "no entry"). With a
+/// session keyring of our own, `keyring` links the per-user persistent
+/// keyring into it, and entries outlive the process there.
 #[cfg(target_os = "linux")]
-fn session_only_entry(account: &str) -> Result<keyring::Entry, CredentialError> {
-    let mut cred = keyring::keyutils::KeyutilsCredential::new_with_target(None, SERVICE, account)
-        .map_err(|e| CredentialError::Unavailable(e.to_string()))?;
-    cred.persistent = None;
-    Ok(keyring::Entry::new_with_credential(Box::new(cred)))
+fn possess_session_keyring() -> Result<(), CredentialError> {
+    use linux_keyutils::{KeyRing, KeyRingIdentifier};
+    KeyRing::from_special_id(KeyRingIdentifier::Session, true)
+        .map(drop)
+        .map_err(|e| CredentialError::Unavailable(format!("no session keyring: {e:?}")))
 }
 
 /// The stored credentials, if any.
@@ -55,15 +61,7 @@ pub fn load(account: &str) -> Result<Option<Credentials>, CredentialError> {
 /// Stores (replaces) the client's half of `creds`.
 pub fn store(account: &str, creds: &Credentials) -> Result<(), CredentialError> {
     let text = serde_json::to_string(&creds.for_client()).map_err(|e| CredentialError::Unavailable(e.to_string()))?;
-    match entry(account)?.set_password(&text) {
-        Ok(()) => Ok(()),
-        #[cfg(target_os = "linux")]
-        Err(keyring::Error::NoEntry) => {
-            tracing::debug!("the persistent keyring refused the link; keeping the entry in the session keyring");
-            session_only_entry(account)?.set_password(&text).map_err(|e| CredentialError::Unavailable(e.to_string()))
-        }
-        Err(e) => Err(CredentialError::Unavailable(e.to_string())),
-    }
+    entry(account)?.set_password(&text).map_err(|e| CredentialError::Unavailable(e.to_string()))
 }
 
 /// Forgets the stored credentials; `Ok(false)` when there were none.

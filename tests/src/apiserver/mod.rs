@@ -66,14 +66,20 @@ pub struct Server {
 
 /// Runs the stand-in until the process is killed.
 pub async fn serve(config: Config) -> Result<()> {
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    serve_on(listener, config).await
+}
+
+/// [`serve`] on a listener already bound (tests bind port 0 on loopback).
+pub async fn serve_on(listener: tokio::net::TcpListener, mut config: Config) -> Result<()> {
+    config.listen = listener.local_addr()?;
     let tls = tls_config(&config)?;
     let users = Users::load(&config.users)?;
     let mut store = Store::new(config.servicecidr_api);
     if let Some(dir) = &config.manifests {
         store.load_dir(dir).with_context(|| format!("loading manifests from {}", dir.display()))?;
     }
-    let listener =
-        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let server = Arc::new(Server {
         store: Mutex::new(store),
         users,
