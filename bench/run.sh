@@ -6,7 +6,10 @@
 #   devnet:    no route; devnet's TUN + smoltcp + relay carry it;
 #   wireguard: userspace WireGuard (boringtun), server in the relay pod;
 #   openvpn:   OpenVPN (UDP, static key), server in the relay pod;
-#   sshuttle:  sshuttle over ssh to an sshd in the relay pod.
+#   sshuttle:  sshuttle over ssh to an sshd in the relay pod;
+#   kube-direct / kube-portforward: `devnet connect --context lab` against the
+#              lab's stand-in API server, relay reached by node port or
+#              through the API server's port-forward.
 # Printed as a table with ratios against the routed path and devnet/peer ratios,
 # and saved as JSON in bench/results/.
 #
@@ -24,6 +27,7 @@ if ((${#need[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 # Userspace WireGuard: boringtun, from crates.io.
+command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends bc >/dev/null; }
 command -v boringtun-cli >/dev/null || cargo install boringtun-cli --locked
 export PATH=$PATH:$HOME/.cargo/bin
 cargo build --workspace --bins --release --locked
@@ -73,6 +77,35 @@ rss_kb=$(ps -o rss= -C devnet | sort -n | tail -1)
 L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
 sleep 1
 
+# devnet with Kubernetes (the lab's STAND-IN API server; its kubelet runs the
+# real relay binary, so "from nothing" has no image pull in it): time from
+# `devnet connect --context lab` to the first HTTP answer from a ClusterIP,
+# then the direct (node port) and API-server port-forward transports.
+bash tests/lab/lab.sh api "$lab"
+kube_connect() { # kube_connect <firewall>: connect, print seconds to the first answer
+  bash tests/lab/lab.sh firewall "$lab" "$1"
+  local start end
+  start=$(date +%s.%N)
+  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --context lab --kubeconfig "$dir/kubeconfig" \
+    --profile "$dir/kube-profile.toml" >"$dir/engine-kube.log" 2>&1 &
+  for _ in $(seq 600); do
+    L laptop curl -s -m 1 -o /dev/null http://10.96.0.20/ 2>/dev/null && break
+    sleep 0.05
+  done
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc
+}
+kube_disconnect() {
+  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
+  sleep 1
+}
+from_nothing_s=$(kube_connect open); kube_disconnect
+installed_direct_s=$(kube_connect open)
+kube_direct=$(measure kube-direct 57); kube_disconnect
+installed_portforward_s=$(kube_connect api-only)
+kube_portforward=$(measure kube-portforward 67); kube_disconnect
+bash tests/lab/lab.sh firewall "$lab" open
+
 # Peers.
 source bench/peers.sh
 wireguard_up; wireguard=$(measure wireguard 27); wireguard_down
@@ -83,7 +116,12 @@ mkdir -p bench/results
 out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).json
 jq -n --argjson routed "$routed" --argjson devnet "$devnet" --argjson wireguard "$wireguard" \
   --argjson openvpn "$openvpn" --argjson sshuttle "$sshuttle" --arg rss "$rss_kb" --arg cores "$(nproc)" \
-  '{paths: [$routed, $devnet, $wireguard, $openvpn, $sshuttle], devnet_engine_rss_kb: ($rss|tonumber), cores: ($cores|tonumber)}' >"$out"
+  --argjson kube_direct "$kube_direct" --argjson kube_portforward "$kube_portforward" \
+  --arg nothing "$from_nothing_s" --arg direct_s "$installed_direct_s" --arg pf_s "$installed_portforward_s" \
+  '{paths: [$routed, $devnet, $kube_direct, $kube_portforward, $wireguard, $openvpn, $sshuttle],
+    connect_to_first_request_s: {from_nothing: ($nothing|tonumber), relay_installed_direct: ($direct_s|tonumber),
+                                 relay_installed_portforward: ($pf_s|tonumber)},
+    devnet_engine_rss_kb: ($rss|tonumber), cores: ($cores|tonumber)}' >"$out"
 
 # One row per path; ratios are devnet's metric over that path's (higher is
 # better for throughput and connections, lower is better for latency).
@@ -95,5 +133,6 @@ jq -r '
       (.connections_per_second|round), g($d.single_stream_bps/.single_stream_bps), g($d.eight_streams_bps/.eight_streams_bps),
       g($d.rr_p50_us/.rr_p50_us), g($d.connections_per_second/.connections_per_second)])
   | @tsv' "$out" | column -t -s $'\t'
+jq -r '.connect_to_first_request_s | "connect to first request: from nothing \(.from_nothing)s (goal < 15 s + image pull); relay installed: direct \(.relay_installed_direct)s, port-forward \(.relay_installed_portforward)s (goal < 2 s)"' "$out"
 echo "devnet engine RSS: $((rss_kb / 1024)) MiB; $(nproc) cores shared by every process in the lab"
 echo "saved $out"

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 const SEED: u64 = 0x5eed;
-const ALT_ECHO_PORTS: [u16; 4] = [17, 27, 37, 47];
+const ALT_ECHO_PORTS: [u16; 6] = [17, 27, 37, 47, 57, 67];
 
 #[derive(Parser)]
 #[command(about = "devnet lab servers and probes")]
