@@ -144,6 +144,19 @@ fn through_portforward(lab: &Lab) -> Res {
         }
     }
     reach_cluster(lab)?;
+    // Doctor shows the same discovery, and why pods are not routable.
+    let (kc, p) = (kubeconfig(lab), profile(lab));
+    let out = lab.devnet(&["doctor", "--json", "--context", "lab", "--kubeconfig", &kc, "--profile", &p], &[])?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("doctor: {e}: {}", text(&out)))?;
+    let sources: Vec<&str> =
+        doc["discovered"].as_array().into_iter().flatten().filter_map(|d| d["source"].as_str()).collect();
+    if !sources.contains(&"Node.spec.podCIDRs") || !sources.contains(&"kube-system/kubeadm-config") {
+        return Err(format!("doctor --context does not show where discovery looked: {doc}"));
+    }
+    if doc["paths"].as_array().is_none_or(Vec::is_empty) {
+        return Err(format!("doctor --context shows no paths: {doc}"));
+    }
     // The relay was installed as the manifests say, and it runs non-root.
     let deploy = api_get(lab, "/apis/apps/v1/namespaces/devnet/deployments/devnet-relay")?;
     if deploy["status"]["readyReplicas"] != 1 {

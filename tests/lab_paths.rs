@@ -35,6 +35,7 @@ fn main() {
             ("paths_08_bgp_pods_only_services_tunnelled_doctor_says_why", bgp_pods_only),
             ("paths_09_crash_in_each_mode_restores_exactly_and_spares_look_alikes", crash_in_each_mode),
             ("paths_10_gateway_mode_routes_via_the_forwarding_node", gateway_mode),
+            ("paths_11_a_local_route_change_is_rechecked_at_once", local_change),
         ],
         harness::OnFailure::Reset,
     )
@@ -376,4 +377,49 @@ fn gateway_mode(lab: &Lab) -> Res {
     lab.kill_engine();
     lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "cleanup"])?;
     lab.laptop_unchanged("after a crash in gateway mode")
+}
+
+/// A route appearing on the laptop itself (a VPN, a new network) is seen
+/// through rtnetlink and re-checked at once, not at the next poll: the log
+/// says the kernel's event started it.
+fn local_change(lab: &Lab) -> Res {
+    lab.sh_ok("office-routes", &["none"])?;
+    lab.connect("connected")?;
+    expect_paths(lab, ALL_TUNNEL)?;
+    let marker = "network changed on this machine";
+    let before = lab.engine_log().matches(marker).count();
+    // Seed 001's node-30 forwards to the pods and masquerades: a route to it
+    // is a working direct path for the pod CIDR.
+    lab.laptop_ok(&["ip", "route", "add", "10.244.0.0/16", "via", "192.168.10.30"])?;
+    let result = (|| {
+        wait_path(lab, "10.244.0.0/16", "direct", Duration::from_secs(10))?;
+        if lab.engine_log().matches(marker).count() <= before {
+            return Err(format!("the switch was not started by the route event:\n{}", lab.engine_log()));
+        }
+        let body = lab.curl("http://10.244.1.10:8080/")?;
+        if body.trim() != "hello from web" {
+            return Err(format!("the pod answered {body:?} over the local route"));
+        }
+        Ok(())
+    })();
+    lab.laptop_ok(&["ip", "route", "del", "10.244.0.0/16", "via", "192.168.10.30"])?;
+    result?;
+    wait_path(lab, "10.244.0.0/16", "tunnel", Duration::from_secs(10))?;
+    web_answers(lab)?;
+    lab.disconnect()?;
+    lab.laptop_unchanged("after the local route came and went")
+}
+
+fn wait_path(lab: &Lab, cidr: &str, want: &str, within: Duration) -> Res {
+    let start = Instant::now();
+    loop {
+        let got = paths(lab)?;
+        if got.iter().any(|(c, p, _)| c == cidr && p == want) {
+            return Ok(());
+        }
+        if start.elapsed() > within {
+            return Err(format!("{cidr} not {want} within {within:?}: {got:?}\n{}", lab.engine_log()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

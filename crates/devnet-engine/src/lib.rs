@@ -161,8 +161,25 @@ pub async fn start_with(
     let (status_tx, status_rx) = watch::channel(status);
     let (cmd_tx, mut cmd_rx) = mpsc::channel(8);
     let control_task = tokio::spawn(control::serve(listener, socket.clone(), status_rx.clone(), cmd_tx.clone()));
+    // Local network changes trigger a re-check at once; remote ones (the
+    // office router learning or losing a route) only show in probes, so
+    // polling stays.
+    let mut changes = match platform::network_changes() {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            warn!(error = %e, "cannot watch network changes; re-checking every {RECHECK_INTERVAL:?} only");
+            None
+        }
+    };
     let task = tokio::spawn(async move {
         let mut dataplane: Option<Dataplane> = None;
+        // Our own route and device changes echo back as events: after a
+        // re-check that changed the OS, those are drained, not acted on.
+        let drain_echoes = async |changes: &mut Option<mpsc::Receiver<()>>| {
+            tokio::time::sleep(CHANGE_SETTLE).await;
+            while changes.as_mut().is_some_and(|rx| rx.try_recv().is_ok()) {}
+        };
+        drain_echoes(&mut changes).await;
         if let Some(tun) = tun {
             dataplane =
                 Some(Dataplane::spawn(&profile, net.routed().to_vec(), tun, &dialer, tls.clone(), status_tx.clone()));
@@ -186,8 +203,20 @@ pub async fn start_with(
                     break done.unwrap_or_else(|e| Err(anyhow::anyhow!("data path panicked: {e}")));
                 }
                 () = tokio::time::sleep(if tracker.has_pending() { CONFIRM_INTERVAL } else { RECHECK_INTERVAL }) => {
-                    if let Err(e) = recheck(&profile, runner.as_ref(), &mut tracker, &mut net, &mut dataplane, &dialer, &tls, &status_tx).await {
-                        warn!(error = %format!("{e:#}"), "path re-check failed; keeping the current paths");
+                    match recheck(&profile, runner.as_ref(), &mut tracker, &mut net, &mut dataplane, &dialer, &tls, &status_tx).await {
+                        Ok(true) => drain_echoes(&mut changes).await,
+                        Ok(false) => {}
+                        Err(e) => warn!(error = %format!("{e:#}"), "path re-check failed; keeping the current paths"),
+                    }
+                }
+                Some(()) = async { match changes.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
+                    // Let the burst (address, then routes) finish first.
+                    drain_echoes(&mut changes).await;
+                    info!("network changed on this machine; re-checking paths now");
+                    match recheck(&profile, runner.as_ref(), &mut tracker, &mut net, &mut dataplane, &dialer, &tls, &status_tx).await {
+                        Ok(true) => drain_echoes(&mut changes).await,
+                        Ok(false) => {}
+                        Err(e) => warn!(error = %format!("{e:#}"), "path re-check failed; keeping the current paths"),
                     }
                 }
             }
@@ -207,6 +236,10 @@ pub async fn start_with(
     });
     Ok(EngineHandle { commands: cmd_tx, status: status_rx, task })
 }
+
+/// How long a burst of kernel network events takes to settle (also: our own
+/// route changes echoing back).
+const CHANGE_SETTLE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How often paths are checked again while connected.
 const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -239,6 +272,7 @@ impl Dataplane {
     }
 }
 
+/// Detects again and makes the OS follow; returns whether anything changed.
 #[expect(clippy::too_many_arguments, reason = "the loop's state, passed apart to keep borrows disjoint")]
 async fn recheck(
     profile: &Profile,
@@ -249,12 +283,12 @@ async fn recheck(
     dialer: &Arc<dyn transport::Dial>,
     tls: &Arc<rustls::ClientConfig>,
     status: &watch::Sender<Status>,
-) -> Result<()> {
+) -> Result<bool> {
     let fresh = detect::detect(profile, runner).await?;
     let changed = tracker.update(fresh);
     status.send_modify(|s| s.paths = tracker.current().to_vec());
     if !changed {
-        return Ok(());
+        return Ok(false);
     }
     let want = tracker.tunnelled();
     for v in tracker.current() {
@@ -267,7 +301,7 @@ async fn recheck(
         let _ = d.control.send(Control::SetCidrs(want.clone())).await;
     }
     status.send_modify(|s| s.routes = want);
-    Ok(())
+    Ok(true)
 }
 
 fn initial_status(profile: &Profile) -> Status {
