@@ -398,6 +398,45 @@ pub fn undo(journal: &mut Journal, runner: &dyn Runner) -> anyhow::Result<Vec<St
     Ok(done)
 }
 
+/// Route, address and link changes on this machine, from the kernel
+/// (rtnetlink multicast groups), so a new Wi-Fi, a VPN coming up or an
+/// unplugged cable starts a re-check at once instead of at the next poll.
+/// Each readable burst yields one `()`; the engine debounces.
+pub fn network_changes() -> std::io::Result<tokio::sync::mpsc::Receiver<()>> {
+    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
+    // RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
+    const GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
+    use std::os::fd::AsFd;
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind(&SocketAddr::new(0, GROUPS))?;
+    // tokio has no netlink type, but a netlink socket is a datagram socket:
+    // its fd, duplicated into an owned one, reads fine as a UnixDatagram
+    // (recv(2) either way), with no unsafe code.
+    let fd = socket.as_fd().try_clone_to_owned()?;
+    drop(socket);
+    let datagram = std::os::unix::net::UnixDatagram::from(fd);
+    datagram.set_nonblocking(true)?;
+    let datagram = tokio::net::UnixDatagram::from_std(datagram)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match datagram.recv(&mut buf).await {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {} // overrun: still a change
+                Err(_) => return,
+            }
+            // Drain what is queued: one wake-up per burst.
+            while datagram.try_recv(&mut buf).is_ok() {}
+            match tx.try_send(()) {
+                Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(())) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => return,
+            }
+        }
+    });
+    Ok(rx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,43 +624,4 @@ mod tests {
         undo(&mut journal, &runner).expect("undo");
         assert!(!runner.take().iter().any(|c| c.starts_with("ip link del")));
     }
-}
-
-/// Route, address and link changes on this machine, from the kernel
-/// (rtnetlink multicast groups), so a new Wi-Fi, a VPN coming up or an
-/// unplugged cable starts a re-check at once instead of at the next poll.
-/// Each readable burst yields one `()`; the engine debounces.
-pub fn network_changes() -> std::io::Result<tokio::sync::mpsc::Receiver<()>> {
-    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-    // RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
-    const GROUPS: u32 = 0x1 | 0x10 | 0x40 | 0x100 | 0x400;
-    use std::os::fd::AsFd;
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind(&SocketAddr::new(0, GROUPS))?;
-    // tokio has no netlink type, but a netlink socket is a datagram socket:
-    // its fd, duplicated into an owned one, reads fine as a UnixDatagram
-    // (recv(2) either way), with no unsafe code.
-    let fd = socket.as_fd().try_clone_to_owned()?;
-    drop(socket);
-    let datagram = std::os::unix::net::UnixDatagram::from(fd);
-    datagram.set_nonblocking(true)?;
-    let datagram = tokio::net::UnixDatagram::from_std(datagram)?;
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match datagram.recv(&mut buf).await {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {} // overrun: still a change
-                Err(_) => return,
-            }
-            // Drain what is queued: one wake-up per burst.
-            while datagram.try_recv(&mut buf).is_ok() {}
-            match tx.try_send(()) {
-                Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(())) => {}
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => return,
-            }
-        }
-    });
-    Ok(rx)
 }
