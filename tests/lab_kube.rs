@@ -166,9 +166,21 @@ fn through_portforward(lab: &Lab) -> Res {
     if np["spec"]["ingress"][0]["ports"][0]["port"] != 8443 {
         return Err(format!("NetworkPolicy does not restrict ingress to the tunnel port: {np}"));
     }
-    let relay_uid = lab.exec("relay", &["sh", "-c", "ps -o uid= -C devnet-relay | head -1"])?;
-    if String::from_utf8_lossy(&relay_uid.stdout).trim() != "65532" {
-        return Err(format!("the relay pod's process is not running as uid 65532: {}", text(&relay_uid)));
+    // Every process in the relay pod's namespace (ps alone would also see
+    // other labs' relays) runs as the Deployment's runAsUser.
+    let pids = std::process::Command::new("ip").args(["netns", "pids", &format!("{LAB}-relay")]).output();
+    let pids =
+        pids.map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_owned).collect::<Vec<_>>());
+    let pids = pids.map_err(|e| e.to_string())?;
+    if pids.is_empty() {
+        return Err("no process runs in the relay pod's namespace".into());
+    }
+    for pid in &pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or_default();
+        if uid.split_whitespace().nth(1) != Some("65532") {
+            return Err(format!("process {pid} in the relay pod runs as {uid}, not uid 65532"));
+        }
     }
     // The client's half of the credentials is in the kernel keyring, where
     // another process finds it; the token never lands on the laptop's disk.
