@@ -230,10 +230,26 @@ fn doctor(lab: &Lab) -> Res {
     // Services not advertised: doctor names Calico's serviceClusterIPs.
     lab.sh_ok("office-routes", &["pods"])?;
     let out = run_doctor(lab)?;
-    for want in ["pod IPs are routed, ClusterIPs are not", "serviceClusterIPs", "10.96.0.0/16"] {
+    for want in [
+        "pod IPs are routed, ClusterIPs are not",
+        "serviceClusterIPs",
+        "10.96.0.0/16",
+        "the office DNS does not forward cluster.local",
+        "server=/cluster.local/10.96.0.10",
+    ] {
         if !out.contains(want) {
             return Err(format!("doctor (no engine) should say {want:?}:\n{out}"));
         }
+    }
+    // The seeds' DNS forwarder on the office DNS, with the services routed.
+    lab.sh_ok("office-routes", &["all"])?;
+    lab.sh_ok("office-dns", &["forward"])?;
+    let out = run_doctor(lab);
+    lab.sh_ok("office-dns", &["plain"])?;
+    lab.sh_ok("office-routes", &["pods"])?;
+    let out = out?;
+    if !out.contains("the office DNS forwards cluster.local") {
+        return Err(format!("doctor should see the office DNS forwarding cluster.local:\n{out}"));
     }
     // The same with an engine connected: doctor uses the engine's evidence.
     lab.connect("connected")?;

@@ -22,6 +22,9 @@
 #                               started by `up` is stopped). Writes
 #                               $dir/kubeconfig (contexts lab, lab-nopf,
 #                               lab-expired, lab-exec, lab-down).
+#   lab.sh office-dns <lab> plain|forward
+#                               the office DNS without, or with, a conditional
+#                               forwarder for cluster.local to kube-dns
 #   lab.sh firewall <lab> api-only|open
 #                               the office lets the laptop reach only the API
 #                               server (DROP, like a corporate firewall), or all
@@ -219,15 +222,7 @@ log-facility=$dir/cluster-dns-queries.log
 CONF
   } >"$dir/dnsmasq.conf"
   spawn dns dnsmasq dnsmasq --conf-file="$dir/dnsmasq.conf" --pid-file="$dir/dnsmasq.dnsmasq-pid"
-  # The office DNS: public-looking names of its own, no cluster domain, and
-  # no way out (the lab has no internet).
-  { dnsmasq_base; cat <<CONF
-host-record=www.example.com,192.0.2.80
-host-record=intranet.office.example,192.168.10.80
-log-queries
-log-facility=$dir/office-dns-queries.log
-CONF
-  } >"$dir/office-dns.conf"
+  office_dns_conf plain
   spawn office office-dns dnsmasq --conf-file="$dir/office-dns.conf" --pid-file="$dir/office-dns.dnsmasq-pid"
 
   # Relay credentials, as `devnet relay install` will create them.
@@ -247,6 +242,31 @@ cluster-domain = "cluster.local"
 state-dir = "$dir/laptop-state"
 PROFILE
   wait_ready
+}
+
+office_dns_conf() { # office_dns_conf plain|forward: the office DNS's configuration
+  # Public-looking names of its own, no way out (the lab has no internet),
+  # and with "forward" the seeds' conditional forwarder for cluster.local.
+  { dnsmasq_base; cat <<CONF
+host-record=www.example.com,192.0.2.80
+host-record=intranet.office.example,192.168.10.80
+log-queries
+log-facility=$dir/office-dns-queries.log
+CONF
+    if [[ $1 == forward ]]; then echo "server=/cluster.local/10.96.0.10"; fi
+  } >"$dir/office-dns.conf"
+}
+
+office_dns() { # lab.sh office-dns <lab> plain|forward
+  local mode=${3:-}
+  [[ $mode == plain || $mode == forward ]] || { echo "office-dns takes plain or forward" >&2; exit 2; }
+  office_dns_conf "$mode"
+  kill "$(cat "$dir/office-dns.pid")" 2>/dev/null || true
+  local i
+  for i in $(seq 50); do kill -0 "$(cat "$dir/office-dns.pid")" 2>/dev/null || break; sleep 0.05; done
+  spawn office office-dns dnsmasq --conf-file="$dir/office-dns.conf" --pid-file="$dir/office-dns.dnsmasq-pid"
+  for i in $(seq 50); do in_ns laptop dig +short +time=1 +tries=1 @192.168.10.1 www.example.com >/dev/null 2>&1 && return 0; sleep 0.05; done
+  echo "the office DNS did not come back" >&2; exit 1
 }
 
 relay_start() {
@@ -530,6 +550,7 @@ case "$1" in
   exec) shift 2; host=$1; shift; in_ns "$host" "$@" ;;
   office-routes) office_routes "$@" ;;
   api) api ;;
+  office-dns) office_dns "$@" ;;
   firewall) firewall "$@" ;;
   bgp) bgp "$@" ;;
   *) echo "unknown command $1" >&2; exit 2 ;;

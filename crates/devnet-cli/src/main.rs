@@ -270,7 +270,12 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
         .iter()
         .filter_map(|v| profile.cidrs.iter().position(|c| *c == v.cidr).map(|i| (v.clone(), roles[i])))
         .collect();
-    let findings = devnet_path::doctor::diagnose(&pairs);
+    let mut findings = devnet_path::doctor::diagnose(&pairs);
+    if let (Some(cluster_dns), Some((server, name, said))) =
+        (profile.dns_server, devnet_engine::office_forwarding(&profile).await)
+    {
+        findings.push(devnet_path::doctor::dns_forwarding(&profile.cluster_domain, &name, server, cluster_dns, &said));
+    }
     if json {
         let doc =
             serde_json::json!({"discovered": facts, "discovery_notes": notes, "paths": verdicts, "findings": findings});

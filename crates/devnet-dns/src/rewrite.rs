@@ -128,3 +128,57 @@ mod tests {
         assert!(query(&[1, 2], &policy()).is_err());
     }
 }
+
+/// What an office DNS server made of a cluster name (for doctor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    /// It answered with records: it forwards the cluster domain.
+    Records,
+    /// It answered with this response code and no records.
+    Code(String),
+}
+
+/// An A query for `name` (doctor's probe of the office DNS).
+pub fn probe_query(name: &str, id: u16) -> Result<Vec<u8>, RewriteError> {
+    use hickory_proto::op::{OpCode, Query};
+    use hickory_proto::rr::RecordType;
+    let name = Name::from_ascii(name).map_err(|e| RewriteError(format!("{name:?} is not a DNS name: {e}")))?;
+    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = true;
+    msg.queries.push(Query::query(name, RecordType::A));
+    msg.to_vec().map_err(|e| RewriteError(e.to_string()))
+}
+
+/// Reads the answer to [`probe_query`].
+pub fn probe_answer(answer: &[u8], id: u16) -> Result<ProbeAnswer, RewriteError> {
+    let msg = Message::from_bytes(answer).map_err(|e| RewriteError(e.to_string()))?;
+    if msg.metadata.id != id {
+        return Err(RewriteError(format!("answer id {} is not the query's {id}", msg.metadata.id)));
+    }
+    if msg.metadata.response_code == ResponseCode::NoError && !msg.answers.is_empty() {
+        return Ok(ProbeAnswer::Records);
+    }
+    Ok(ProbeAnswer::Code(msg.metadata.response_code.to_string()))
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::*;
+
+    #[test]
+    fn probe_round_trip_reads_codes_and_records() {
+        use hickory_proto::rr::{RData, Record, rdata::A};
+        let name = Name::from_ascii("kube-dns.kube-system.svc.cluster.local.").expect("name");
+        let q = probe_query("kube-dns.kube-system.svc.cluster.local.", 7).expect("query");
+        let mut nx = Message::from_bytes(&q).expect("query");
+        nx.metadata.message_type = MessageType::Response;
+        nx.metadata.response_code = ResponseCode::NXDomain;
+        let code = probe_answer(&nx.to_vec().expect("bytes"), 7).expect("answer");
+        assert!(matches!(code, ProbeAnswer::Code(ref c) if c.contains("Non-Existent")), "{code:?}");
+        let mut ok = Message::from_bytes(&q).expect("query");
+        ok.metadata.message_type = MessageType::Response;
+        ok.answers.push(Record::from_rdata(name, 5, RData::A(A::new(10, 96, 0, 10))));
+        assert_eq!(probe_answer(&ok.to_vec().expect("bytes"), 7), Ok(ProbeAnswer::Records));
+        assert!(probe_answer(&ok.to_vec().expect("bytes"), 8).is_err(), "a stray answer is not taken");
+    }
+}

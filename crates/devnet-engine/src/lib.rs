@@ -19,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod detect;
 mod dns;
+pub use dns::office_forwarding;
 pub mod journal;
 pub mod os;
 pub mod runner;
