@@ -75,6 +75,38 @@ pub fn restore(answer: &[u8], original: &Name, asked: &Name) -> Result<Vec<u8>, 
     msg.to_vec().map_err(|e| RewriteError(e.to_string()))
 }
 
+/// What an office DNS server made of a cluster name (for doctor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    /// It answered with records: it forwards the cluster domain.
+    Records,
+    /// It answered with this response code and no records.
+    Code(String),
+}
+
+/// An A query for `name` (doctor's probe of the office DNS).
+pub fn probe_query(name: &str, id: u16) -> Result<Vec<u8>, RewriteError> {
+    use hickory_proto::op::{OpCode, Query};
+    use hickory_proto::rr::RecordType;
+    let name = Name::from_ascii(name).map_err(|e| RewriteError(format!("{name:?} is not a DNS name: {e}")))?;
+    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = true;
+    msg.queries.push(Query::query(name, RecordType::A));
+    msg.to_vec().map_err(|e| RewriteError(e.to_string()))
+}
+
+/// Reads the answer to [`probe_query`].
+pub fn probe_answer(answer: &[u8], id: u16) -> Result<ProbeAnswer, RewriteError> {
+    let msg = Message::from_bytes(answer).map_err(|e| RewriteError(e.to_string()))?;
+    if msg.metadata.id != id {
+        return Err(RewriteError(format!("answer id {} is not the query's {id}", msg.metadata.id)));
+    }
+    if msg.metadata.response_code == ResponseCode::NoError && !msg.answers.is_empty() {
+        return Ok(ProbeAnswer::Records);
+    }
+    Ok(ProbeAnswer::Code(msg.metadata.response_code.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -127,38 +159,6 @@ mod tests {
         assert_eq!(Message::from_bytes(&resp).expect("decode").metadata.response_code, ResponseCode::FormErr);
         assert!(query(&[1, 2], &policy()).is_err());
     }
-}
-
-/// What an office DNS server made of a cluster name (for doctor).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeAnswer {
-    /// It answered with records: it forwards the cluster domain.
-    Records,
-    /// It answered with this response code and no records.
-    Code(String),
-}
-
-/// An A query for `name` (doctor's probe of the office DNS).
-pub fn probe_query(name: &str, id: u16) -> Result<Vec<u8>, RewriteError> {
-    use hickory_proto::op::{OpCode, Query};
-    use hickory_proto::rr::RecordType;
-    let name = Name::from_ascii(name).map_err(|e| RewriteError(format!("{name:?} is not a DNS name: {e}")))?;
-    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
-    msg.metadata.recursion_desired = true;
-    msg.queries.push(Query::query(name, RecordType::A));
-    msg.to_vec().map_err(|e| RewriteError(e.to_string()))
-}
-
-/// Reads the answer to [`probe_query`].
-pub fn probe_answer(answer: &[u8], id: u16) -> Result<ProbeAnswer, RewriteError> {
-    let msg = Message::from_bytes(answer).map_err(|e| RewriteError(e.to_string()))?;
-    if msg.metadata.id != id {
-        return Err(RewriteError(format!("answer id {} is not the query's {id}", msg.metadata.id)));
-    }
-    if msg.metadata.response_code == ResponseCode::NoError && !msg.answers.is_empty() {
-        return Ok(ProbeAnswer::Records);
-    }
-    Ok(ProbeAnswer::Code(msg.metadata.response_code.to_string()))
 }
 
 #[cfg(test)]

@@ -195,6 +195,28 @@ fn write_file(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
+/// Asks the laptop's own nameserver (the office DNS) for a name every
+/// cluster has, to tell whether it forwards the cluster domain (doctor).
+/// Reads the original resolv.conf when devnet manages it now.
+pub async fn office_forwarding(profile: &Profile) -> Option<(IpAddr, String, devnet_path::doctor::OfficeDns)> {
+    use devnet_path::doctor::OfficeDns;
+    let backup = profile.state_dir.join("resolv.conf.orig");
+    let text = std::fs::read_to_string(&backup).or_else(|_| std::fs::read_to_string(&profile.resolv_conf)).ok()?;
+    let server = resolv_conf::nameservers(&text).into_iter().find(|ip| *ip != profile.dns_stub)?;
+    let name = format!("kube-dns.kube-system.svc.{}.", profile.cluster_domain.trim_end_matches('.'));
+    let id = (std::process::id() & 0xffff) as u16;
+    let query = rewrite::probe_query(&name, id).ok()?;
+    let said = match forward(&[SocketAddr::new(server, 53)], &query, false).await {
+        None => OfficeDns::Silent,
+        Some(answer) => match rewrite::probe_answer(&answer, id) {
+            Ok(rewrite::ProbeAnswer::Records) => OfficeDns::Forwards,
+            Ok(rewrite::ProbeAnswer::Code(code)) => OfficeDns::Refuses(code),
+            Err(e) => OfficeDns::Refuses(format!("garbage ({e})")),
+        },
+    };
+    Some((server, name.trim_end_matches('.').to_owned(), said))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,26 +248,4 @@ mod tests {
         assert_eq!(restore_resolv_conf(&path, &backup).expect("restore"), None);
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "nameserver 9.9.9.9\n");
     }
-}
-
-/// Asks the laptop's own nameserver (the office DNS) for a name every
-/// cluster has, to tell whether it forwards the cluster domain (doctor).
-/// Reads the original resolv.conf when devnet manages it now.
-pub async fn office_forwarding(profile: &Profile) -> Option<(IpAddr, String, devnet_path::doctor::OfficeDns)> {
-    use devnet_path::doctor::OfficeDns;
-    let backup = profile.state_dir.join("resolv.conf.orig");
-    let text = std::fs::read_to_string(&backup).or_else(|_| std::fs::read_to_string(&profile.resolv_conf)).ok()?;
-    let server = resolv_conf::nameservers(&text).into_iter().find(|ip| *ip != profile.dns_stub)?;
-    let name = format!("kube-dns.kube-system.svc.{}.", profile.cluster_domain.trim_end_matches('.'));
-    let id = (std::process::id() & 0xffff) as u16;
-    let query = rewrite::probe_query(&name, id).ok()?;
-    let said = match forward(&[SocketAddr::new(server, 53)], &query, false).await {
-        None => OfficeDns::Silent,
-        Some(answer) => match rewrite::probe_answer(&answer, id) {
-            Ok(rewrite::ProbeAnswer::Records) => OfficeDns::Forwards,
-            Ok(rewrite::ProbeAnswer::Code(code)) => OfficeDns::Refuses(code),
-            Err(e) => OfficeDns::Refuses(format!("garbage ({e})")),
-        },
-    };
-    Some((server, name.trim_end_matches('.').to_owned(), said))
 }

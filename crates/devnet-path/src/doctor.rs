@@ -134,6 +134,51 @@ pub fn diagnose(verdicts: &[(Verdict, Role)]) -> Vec<Finding> {
     findings
 }
 
+/// What the office DNS (the laptop's own nameserver) said to a cluster name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OfficeDns {
+    /// It resolved it: the cluster domain is forwarded.
+    Forwards,
+    /// It answered without records (NXDOMAIN, REFUSED, …).
+    Refuses(String),
+    /// It did not answer in time.
+    Silent,
+}
+
+/// The seeds' DNS forwarder for the cluster domain: present or not on the
+/// office DNS `server`, probed with `name` (a name every cluster has).
+pub fn dns_forwarding(
+    domain: &str,
+    name: &str,
+    server: std::net::IpAddr,
+    cluster_dns: std::net::IpAddr,
+    said: &OfficeDns,
+) -> Finding {
+    match said {
+        OfficeDns::Forwards => Finding {
+            severity: Severity::Info,
+            title: format!("the office DNS forwards {domain}"),
+            detail: format!("{server} resolved {name}; cluster names work without devnet's resolver too"),
+            fix: None,
+        },
+        OfficeDns::Refuses(_) | OfficeDns::Silent => Finding {
+            severity: Severity::Warning,
+            title: format!("the office DNS does not forward {domain}"),
+            detail: format!(
+                "{server} {} for {name}, so cluster names resolve only through devnet's resolver on this machine",
+                match said {
+                    OfficeDns::Refuses(code) => format!("answered {code}"),
+                    _ => "did not answer".to_owned(),
+                }
+            ),
+            fix: Some(format!(
+                "add a conditional forwarder for {domain} to the cluster DNS {cluster_dns} on the office DNS (dnsmasq: `server=/{domain}/{cluster_dns}`; BIND: `zone \"{domain}\" {{ type forward; forwarders {{ {cluster_dns}; }}; }};`), reachable once the service CIDR is routed"
+            )),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,51 +247,6 @@ mod tests {
         let mut untested = verdict("10.244.0.0/16", Path::Tunnel, None);
         untested.evidence.target = None;
         assert!(diagnose(&[(untested, Role::Pods)])[0].fix.as_deref().unwrap_or("").contains("probe-targets"));
-    }
-}
-
-/// What the office DNS (the laptop's own nameserver) said to a cluster name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OfficeDns {
-    /// It resolved it: the cluster domain is forwarded.
-    Forwards,
-    /// It answered without records (NXDOMAIN, REFUSED, …).
-    Refuses(String),
-    /// It did not answer in time.
-    Silent,
-}
-
-/// The seeds' DNS forwarder for the cluster domain: present or not on the
-/// office DNS `server`, probed with `name` (a name every cluster has).
-pub fn dns_forwarding(
-    domain: &str,
-    name: &str,
-    server: std::net::IpAddr,
-    cluster_dns: std::net::IpAddr,
-    said: &OfficeDns,
-) -> Finding {
-    match said {
-        OfficeDns::Forwards => Finding {
-            severity: Severity::Info,
-            title: format!("the office DNS forwards {domain}"),
-            detail: format!("{server} resolved {name}; cluster names work without devnet's resolver too"),
-            fix: None,
-        },
-        OfficeDns::Refuses(_) | OfficeDns::Silent => Finding {
-            severity: Severity::Warning,
-            title: format!("the office DNS does not forward {domain}"),
-            detail: format!(
-                "{server} {} for {name}, so cluster names resolve only through devnet's resolver on this machine",
-                match said {
-                    OfficeDns::Refuses(code) => format!("answered {code}"),
-                    _ => "did not answer".to_owned(),
-                }
-            ),
-            fix: Some(format!(
-                "add a conditional forwarder for {domain} to the cluster DNS {cluster_dns} on the office DNS (dnsmasq: `server=/{domain}/{cluster_dns}`; BIND: `zone \"{domain}\" {{ type forward; forwarders {{ {cluster_dns}; }}; }};`), reachable once the service CIDR is routed"
-            )),
-        },
     }
 }
 
