@@ -184,6 +184,14 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+impl ConnectArgs {
+    /// Whether to start from the kubeconfig: asked for, or nothing else
+    /// says where the relay is (plain `devnet connect` uses the current context).
+    fn uses_cluster(&self) -> bool {
+        self.kube.wanted() || (self.profile.is_none() && self.relay.is_none())
+    }
+}
+
 /// Whether this process runs as root: `/proc/self` belongs to the effective uid.
 pub(crate) fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -231,7 +239,7 @@ fn load_profile_over(
 async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()> {
     let mut facts = Vec::new();
     let mut notes = Vec::new();
-    let profile = if args.kube.wanted() {
+    let profile = if args.uses_cluster() {
         let (cluster, found) = kube::discover_cluster(&args.kube, args.cluster_domain.clone()).await?;
         facts = kube::discovered(&cluster, &found);
         notes = found.notes.clone();
@@ -305,7 +313,7 @@ async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
         is_root(),
         "devnet connect needs root: it creates a TUN device and routes (run it with sudo; `devnet status` then needs sudo too)"
     );
-    let engine = if args.kube.wanted() {
+    let engine = if args.uses_cluster() {
         let prepared = kube::prepare(&args.kube, args.cluster_domain.clone()).await?;
         let profile = load_profile_over(prepared.file, args, state_dir)?;
         devnet_engine::start_with(profile, Arc::new(SystemRunner), prepared.dialer, prepared.discovered)
