@@ -26,7 +26,7 @@ pub trait Dial: Send + Sync + fmt::Debug {
     fn dial(&self) -> DialFuture;
 }
 
-/// TCP straight to the relay: each address in turn, each with a short
+/// TCP straight to the relay: every address at once, each with a short
 /// timeout so a cut path falls through quickly to the next transport.
 /// With `bypass`, the socket carries the engine's bypass mark, so a relay
 /// pod IP inside a tunnelled CIDR is dialled the way the machine would
@@ -43,21 +43,39 @@ impl Dial for DirectDial {
         let (addrs, timeout) = (self.addrs.clone(), self.timeout);
         let mark = self.bypass.then_some(crate::os::platform::BYPASS_MARK);
         Box::pin(async move {
-            let mut last = io::Error::new(io::ErrorKind::NotFound, "no relay address to dial");
+            // All at once: an address behind a dropping firewall must not
+            // delay one that answers (the first connection wins).
+            let mut attempts = tokio::task::JoinSet::new();
             for addr in addrs {
-                match tokio::time::timeout(timeout, crate::detect::connect_marked(addr, mark)).await {
-                    Ok(Ok(tcp)) => {
+                attempts.spawn(async move {
+                    match tokio::time::timeout(timeout, crate::detect::connect_marked(addr, mark)).await {
+                        Ok(Ok(tcp)) => Ok((tcp, addr)),
+                        Ok(Err(e)) => Err(io::Error::new(e.kind(), format!("{addr}: {e}"))),
+                        Err(_) => Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("{addr}: no answer within {timeout:?}"),
+                        )),
+                    }
+                });
+            }
+            let mut errors = Vec::new();
+            while let Some(done) = attempts.join_next().await {
+                match done {
+                    Ok(Ok((tcp, addr))) => {
                         tcp.set_nodelay(true)?;
                         return Ok((Box::new(tcp) as RelayStream, format!("direct {addr}")));
                     }
-                    Ok(Err(e)) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
-                    Err(_) => {
-                        last = io::Error::new(io::ErrorKind::TimedOut, format!("{addr}: no answer within {timeout:?}"))
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "direct transport failed");
+                        errors.push(e.to_string());
                     }
+                    Err(e) => errors.push(e.to_string()),
                 }
-                debug!(%addr, error = %last, "direct transport failed");
             }
-            Err(last)
+            if errors.is_empty() {
+                return Err(io::Error::new(io::ErrorKind::NotFound, "no relay address to dial"));
+            }
+            Err(io::Error::other(errors.join(", ")))
         })
     }
 }

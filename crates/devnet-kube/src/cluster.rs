@@ -156,13 +156,11 @@ impl Cluster {
             auth.token = Some(token.into());
         }
         let options = KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
-        let mut config = kube::Config::from_custom_kubeconfig(kc, &options)
+        let config = kube::Config::from_custom_kubeconfig(kc, &options)
             .await
             .map_err(|e| KubeError::BadKubeconfig { path: kubeconfig_paths(opts)[0].clone(), error: e.to_string() })?;
-        config.connect_timeout = Some(Duration::from_secs(5));
-        config.read_timeout = None; // watches and port-forwards stay open
         let server = config.cluster_url.to_string();
-        let client = kube::Client::try_from(config).map_err(|e| KubeError::Other(e.to_string()))?;
+        let client = build_client(config).map_err(|e| KubeError::Other(e.to_string()))?;
         let cluster = Cluster { client, context, server };
         cluster.get("/version").await?;
         Ok(cluster)
@@ -247,41 +245,65 @@ impl Cluster {
     /// Fetches what discovery reads. Missing sources become notes; only an
     /// unreachable server or rejected credentials fail.
     pub async fn gather(&self, domain_override: Option<String>) -> Result<Sources, KubeError> {
+        // The independent reads go out together: on a distant API server the
+        // round trips, not the bytes, are what `connect` waits for.
+        let (v3, v1, nodes, service_cidrs, kubeadm, kubelet, dns) = tokio::join!(
+            self.fetch("Calico IPPools (projectcalico.org/v3)", "/apis/projectcalico.org/v3/ippools"),
+            self.fetch("Calico IPPools (crd.projectcalico.org/v1)", "/apis/crd.projectcalico.org/v1/ippools"),
+            self.fetch("Nodes", "/api/v1/nodes"),
+            self.fetch("ServiceCIDRs (networking.k8s.io/v1)", "/apis/networking.k8s.io/v1/servicecidrs"),
+            self.fetch("kube-system/kubeadm-config", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"),
+            self.fetch("kube-system/kubelet-config", "/api/v1/namespaces/kube-system/configmaps/kubelet-config"),
+            self.fetch("kube-system/kube-dns", "/api/v1/namespaces/kube-system/services/kube-dns"),
+        );
         let mut s = Sources { domain_override, ..Default::default() };
-        let mut unavailable = Vec::new();
-        let mut items = async |what: &str, path: &str| -> Result<Option<Vec<Value>>, KubeError> {
-            match self.get(path).await {
-                Ok(list) => Ok(Some(list["items"].as_array().cloned().unwrap_or_default())),
-                Err(e @ (KubeError::Unauthorized { .. } | KubeError::Unreachable { .. })) => Err(e),
-                Err(e) => {
-                    debug!(%what, error = %e, "source unavailable");
-                    unavailable.push(format!("{what}: {}", short(&e)));
+        let mut take = |r: Fetched| -> Result<Option<Value>, KubeError> {
+            match r? {
+                Ok(v) => Ok(Some(v)),
+                Err(note) => {
+                    s.unavailable.push(note);
                     Ok(None)
                 }
             }
         };
-        s.calico_v3_pools =
-            items("Calico IPPools (projectcalico.org/v3)", "/apis/projectcalico.org/v3/ippools").await?;
-        s.calico_v1_pools =
-            items("Calico IPPools (crd.projectcalico.org/v1)", "/apis/crd.projectcalico.org/v1/ippools").await?;
-        s.nodes = items("Nodes", "/api/v1/nodes").await?;
-        s.service_cidrs =
-            items("ServiceCIDRs (networking.k8s.io/v1)", "/apis/networking.k8s.io/v1/servicecidrs").await?;
-        let no_pod_source = s.calico_v3_pools.as_ref().is_none_or(Vec::is_empty)
-            && s.calico_v1_pools.as_ref().is_none_or(Vec::is_empty)
-            && s.nodes.iter().flatten().all(|n| n["spec"]["podCIDRs"].is_null() && n["spec"]["podCIDR"].is_null());
-        if no_pod_source {
-            s.pods = items("Pods", "/api/v1/pods?limit=500&fieldSelector=status.phase%3DRunning").await?;
+        let items = |v: Option<Value>| v.map(|l| l["items"].as_array().cloned().unwrap_or_default());
+        let v3 = items(take(v3)?);
+        let v1 = items(take(v1)?);
+        let nodes = items(take(nodes)?);
+        let service_cidrs = items(take(service_cidrs)?);
+        let kubeadm = take(kubeadm)?;
+        let kubelet = take(kubelet)?;
+        let mut dns = take(dns)?;
+        if dns.is_none() {
+            let labelled = take(
+                self.fetch(
+                    "Services labelled k8s-app=kube-dns",
+                    "/api/v1/namespaces/kube-system/services?labelSelector=k8s-app%3Dkube-dns",
+                )
+                .await,
+            )?;
+            dns = labelled.and_then(|l| l["items"].as_array().and_then(|i| i.first().cloned()));
         }
-        s.unavailable = unavailable;
-        if s.service_cidrs.as_ref().is_none_or(Vec::is_empty) {
+        let no_pod_source = v3.as_ref().is_none_or(Vec::is_empty)
+            && v1.as_ref().is_none_or(Vec::is_empty)
+            && nodes.iter().flatten().all(|n| n["spec"]["podCIDRs"].is_null() && n["spec"]["podCIDR"].is_null());
+        if no_pod_source {
+            let pods = take(self.fetch("Pods", "/api/v1/pods?limit=500&fieldSelector=status.phase%3DRunning").await)?;
+            s.pods = items(pods);
+        }
+        if service_cidrs.as_ref().is_none_or(Vec::is_empty) {
             // Ask the allocator: a dry-run Service with a ClusterIP outside
             // any sane range is refused with the valid range named.
-            for (ip, family) in [("1.1.1.1", "IPv4"), ("2001:db8::1", "IPv6")] {
-                let probe = json!({"apiVersion": "v1", "kind": "Service",
+            let probe = |ip: &str, family: &str| {
+                json!({"apiVersion": "v1", "kind": "Service",
                     "metadata": {"name": "devnet-probe", "namespace": "default"},
-                    "spec": {"clusterIP": ip, "clusterIPs": [ip], "ipFamilies": [family], "ports": [{"port": 80}]}});
-                match self.post("/api/v1/namespaces/default/services?dryRun=All", &probe).await {
+                    "spec": {"clusterIP": ip, "clusterIPs": [ip], "ipFamilies": [family], "ports": [{"port": 80}]}})
+            };
+            let path = "/api/v1/namespaces/default/services?dryRun=All";
+            let (p4, p6) = (probe("1.1.1.1", "IPv4"), probe("2001:db8::1", "IPv6"));
+            let (a4, a6) = tokio::join!(self.post(path, &p4), self.post(path, &p6));
+            for (ip, answer) in [("1.1.1.1", a4), ("2001:db8::1", a6)] {
+                match answer {
                     Err(KubeError::Api { message, .. }) => s.rejected_cluster_ip.push(message),
                     Err(e @ (KubeError::Unauthorized { .. } | KubeError::Unreachable { .. })) => return Err(e),
                     Err(e) => s.unavailable.push(format!("dry-run ClusterIP probe: {}", short(&e))),
@@ -289,33 +311,27 @@ impl Cluster {
                 }
             }
         }
-        let mut one = async |what: &str, path: &str| -> Result<Option<Value>, KubeError> {
-            match self.get(path).await {
-                Ok(v) => Ok(Some(v)),
-                Err(e @ (KubeError::Unauthorized { .. } | KubeError::Unreachable { .. })) => Err(e),
-                Err(e) => {
-                    s.unavailable.push(format!("{what}: {}", short(&e)));
-                    Ok(None)
-                }
-            }
-        };
-        let kubeadm =
-            one("kube-system/kubeadm-config", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config").await?;
-        let kubelet =
-            one("kube-system/kubelet-config", "/api/v1/namespaces/kube-system/configmaps/kubelet-config").await?;
-        let mut dns = one("kube-system/kube-dns", "/api/v1/namespaces/kube-system/services/kube-dns").await?;
-        if dns.is_none() {
-            let labelled = one(
-                "Services labelled k8s-app=kube-dns",
-                "/api/v1/namespaces/kube-system/services?labelSelector=k8s-app%3Dkube-dns",
-            )
-            .await?;
-            dns = labelled.and_then(|l| l["items"].as_array().and_then(|i| i.first().cloned()));
-        }
+        s.calico_v3_pools = v3;
+        s.calico_v1_pools = v1;
+        s.nodes = nodes;
+        s.service_cidrs = service_cidrs;
         s.kubeadm_config = kubeadm;
         s.kubelet_config = kubelet;
         s.kube_dns = dns;
         Ok(s)
+    }
+
+    /// One source: the object, or a note saying why it is missing; only an
+    /// unreachable server or rejected credentials are errors.
+    async fn fetch(&self, what: &str, path: &str) -> Fetched {
+        match self.get(path).await {
+            Ok(v) => Ok(Ok(v)),
+            Err(e @ (KubeError::Unauthorized { .. } | KubeError::Unreachable { .. })) => Err(e),
+            Err(e) => {
+                debug!(%what, error = %e, "source unavailable");
+                Ok(Err(format!("{what}: {}", short(&e))))
+            }
+        }
     }
 
     /// The cluster's namespace names (for `svc.ns` short names).
@@ -330,6 +346,32 @@ impl Cluster {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// A source's object, or why it is unavailable.
+type Fetched = Result<Result<Value, String>, KubeError>;
+
+/// kube's default stack, but with TCP_NODELAY: the port-forward carries the
+/// tunnel's small frames (a SYN's Open, an echo's byte) back to back, and
+/// Nagle plus delayed ACKs would hold each for tens of milliseconds.
+fn build_client(config: kube::Config) -> Result<kube::Client, kube::Error> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use kube::client::ConfigExt;
+    use tower::ServiceBuilder;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    // An API server behind a dropping firewall must fail, not hang.
+    http.set_connect_timeout(Some(Duration::from_secs(5)));
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let hyper = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .layer(config.extra_headers_layer()?)
+        .option_layer(config.auth_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(hyper);
+    Ok(kube::Client::new(service, config.default_namespace))
 }
 
 fn short(e: &KubeError) -> String {

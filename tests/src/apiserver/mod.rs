@@ -91,6 +91,8 @@ pub async fn serve_on(listener: tokio::net::TcpListener, mut config: Config) -> 
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, _) = listener.accept().await?;
+        // Port-forwards carry small frames back to back (see devnet-kube).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let server = server.clone();
         tokio::spawn(async move {
