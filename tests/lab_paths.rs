@@ -36,6 +36,7 @@ fn main() {
             ("paths_09_crash_in_each_mode_restores_exactly_and_spares_look_alikes", crash_in_each_mode),
             ("paths_10_gateway_mode_routes_via_the_forwarding_node", gateway_mode),
             ("paths_11_a_local_route_change_is_rechecked_at_once", local_change),
+            ("paths_12_a_symlinked_resolv_conf_comes_back_as_the_same_link", resolv_conf_symlink),
         ],
         harness::OnFailure::Reset,
     )
@@ -438,4 +439,52 @@ fn wait_path(lab: &Lab, cidr: &str, want: &str, within: Duration) -> Res {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// systemd-resolved's and NetworkManager's resolv.conf is a symlink: devnet
+/// replaces it for the session and puts the same link back on disconnect and
+/// after a crash, never writing through it into the other manager's file.
+fn resolv_conf_symlink(lab: &Lab) -> Res {
+    lab.sh_ok("office-routes", &["none"])?;
+    let conf = std::path::PathBuf::from(format!("/etc/netns/{}-laptop/resolv.conf", lab.name));
+    let original = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
+    let target = lab.dir.join("stub-resolv.conf");
+    std::fs::write(&target, &original).map_err(|e| e.to_string())?;
+    std::fs::remove_file(&conf).map_err(|e| e.to_string())?;
+    std::os::unix::fs::symlink(&target, &conf).map_err(|e| e.to_string())?;
+    let is_the_link = |when: &str| -> Res {
+        match std::fs::read_link(&conf) {
+            Ok(t) if t == target => {}
+            other => {
+                return Err(format!(
+                    "{when}: resolv.conf should be the link to {} again, is {other:?}",
+                    target.display()
+                ));
+            }
+        }
+        if std::fs::read_to_string(&target).map_err(|e| e.to_string())? != original {
+            return Err(format!("{when}: the link's target was written through"));
+        }
+        Ok(())
+    };
+    let result = (|| {
+        lab.connect("connected")?;
+        if std::fs::read_link(&conf).is_ok() {
+            return Err("while connected resolv.conf should be devnet's file, not the link".into());
+        }
+        let addrs = lab.getent("web.demo")?;
+        if !addrs.iter().any(|a| a == "10.96.0.20" || a == "fd00:96::20") {
+            return Err(format!("web.demo resolved to {addrs:?}"));
+        }
+        lab.disconnect()?;
+        is_the_link("after disconnect")?;
+        lab.connect("connected")?;
+        lab.kill_engine();
+        lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "cleanup"])?;
+        is_the_link("after SIGKILL and cleanup")
+    })();
+    let _ = std::fs::remove_file(&conf);
+    std::fs::write(&conf, &original).map_err(|e| e.to_string())?;
+    result?;
+    lab.laptop_unchanged("after the symlinked resolv.conf")
 }

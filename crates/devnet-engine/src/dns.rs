@@ -153,24 +153,42 @@ pub(crate) fn configure_resolv_conf(profile: &Profile, journal: &mut Journal) ->
     );
     let backup = profile.state_dir.join("resolv.conf.orig");
     write_file(&backup, &original)?;
-    journal.record(Entry::ResolvConf { path: path.clone(), backup: backup.clone() })?;
-    write_file(path, &resolv_conf::managed(&original, profile.dns_stub))?;
+    // A symlink (to systemd-resolved's or NetworkManager's file) is replaced
+    // by our file for the session and put back as the same link: writing
+    // through it would edit the other manager's file instead.
+    let symlink = std::fs::read_link(path).ok();
+    journal.record(Entry::ResolvConf { path: path.clone(), backup: backup.clone(), symlink: symlink.clone() })?;
+    let managed = resolv_conf::managed(&original, profile.dns_stub);
+    match symlink {
+        Some(_) => replace_with_file(path, &managed)?,
+        None => write_file(path, &managed)?,
+    }
     info!(path = %path.display(), stub = %profile.dns_stub, "resolver configured");
     Ok(resolv_conf::nameservers(&original).into_iter().filter(|ip| *ip != profile.dns_stub).collect())
 }
 
-/// Puts the original resolv.conf back, if the file is still ours; a file
-/// someone else rewrote meanwhile is left as it is.
-pub(crate) fn restore_resolv_conf(path: &Path, backup: &Path) -> Result<Option<String>> {
+/// Puts the original resolv.conf back (the same symlink, when it was one), if
+/// the file is still ours; a file someone else rewrote meanwhile is left as
+/// it is.
+pub(crate) fn restore_resolv_conf(path: &Path, backup: &Path, symlink: Option<&Path>) -> Result<Option<String>> {
     let current = std::fs::read_to_string(path).unwrap_or_default();
     let original = match std::fs::read_to_string(backup) {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", backup.display())),
     };
-    let action = if resolv_conf::is_managed(&current) {
-        write_file(path, &original)?;
-        Some(format!("restored {}", path.display()))
+    let ours = resolv_conf::is_managed(&current) && std::fs::read_link(path).is_err();
+    let action = if ours {
+        match symlink {
+            Some(target) => {
+                relink(path, target)?;
+                Some(format!("restored {} as a link to {}", path.display(), target.display()))
+            }
+            None => {
+                write_file(path, &original)?;
+                Some(format!("restored {}", path.display()))
+            }
+        }
     } else {
         warn!(path = %path.display(), "resolv.conf was changed by someone else since devnet wrote it; leaving it");
         None
@@ -193,6 +211,25 @@ fn write_file(path: &Path, contents: &str) -> Result<()> {
         std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Replaces `path` (a symlink) with a regular file, atomically: the rename
+/// replaces the link itself, never its target.
+fn replace_with_file(path: &Path, contents: &str) -> Result<()> {
+    let tmp: PathBuf = path.with_extension(format!("devnet-{}.tmp", std::process::id()));
+    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("replacing the symlink {} (a bind mount cannot be replaced)", path.display())
+    })
+}
+
+/// Makes `path` a symlink to `target` again, atomically.
+fn relink(path: &Path, target: &Path) -> Result<()> {
+    let tmp: PathBuf = path.with_extension(format!("devnet-{}.link", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("putting the link {} back", path.display()))
 }
 
 /// Asks the laptop's own nameserver (the office DNS) for a name every
@@ -239,13 +276,43 @@ mod tests {
         // Configuring over our own file is refused (a crashed run's leftover).
         assert!(configure_resolv_conf(&profile, &mut journal).is_err());
         let backup = profile.state_dir.join("resolv.conf.orig");
-        assert!(restore_resolv_conf(&path, &backup).expect("restore").is_some());
+        assert!(restore_resolv_conf(&path, &backup, None).expect("restore").is_some());
         assert_eq!(std::fs::read_to_string(&path).expect("read"), original, "restored byte for byte");
 
         // Someone else rewrote it after us: theirs stays.
         configure_resolv_conf(&profile, &mut journal).expect("configure");
         std::fs::write(&path, "nameserver 9.9.9.9\n").expect("foreign write");
-        assert_eq!(restore_resolv_conf(&path, &backup).expect("restore"), None);
+        assert_eq!(restore_resolv_conf(&path, &backup, None).expect("restore"), None);
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "nameserver 9.9.9.9\n");
+    }
+
+    /// systemd-resolved's and NetworkManager's resolv.conf is a symlink: the
+    /// link is replaced for the session, never written through, and comes
+    /// back as the same link.
+    #[test]
+    fn a_symlinked_resolv_conf_comes_back_as_the_same_link() {
+        let dir = std::env::temp_dir().join(format!("devnet-dns-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let target = dir.join("stub-resolv.conf");
+        let stub = "nameserver 127.0.0.53\noptions edns0 trust-ad\n";
+        std::fs::write(&target, stub).expect("write");
+        let path = dir.join("resolv.conf");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        let mut profile = crate::config::tests_support::profile(&dir);
+        profile.resolv_conf = path.clone();
+        let mut journal = Journal::open(&dir).expect("journal");
+        let upstreams = configure_resolv_conf(&profile, &mut journal).expect("configure");
+        assert_eq!(upstreams, vec!["127.0.0.53".parse::<IpAddr>().expect("ip")], "non-cluster names go to resolved");
+        assert!(std::fs::read_link(&path).is_err(), "our file replaced the link");
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), stub, "the link's target is untouched");
+        let Some(Entry::ResolvConf { symlink, backup, .. }) = journal.entries().last().cloned() else {
+            panic!("journaled")
+        };
+        assert_eq!(symlink.as_deref(), Some(target.as_path()));
+        assert!(restore_resolv_conf(&path, &backup, symlink.as_deref()).expect("restore").is_some());
+        assert_eq!(std::fs::read_link(&path).expect("a link again"), target);
+        assert_eq!(std::fs::read_to_string(&target).expect("read"), stub);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -22,8 +22,15 @@ pub enum Entry {
     ViaRoute { dst: IpNet, via: std::net::IpAddr, table: String },
     /// The rule sending gateway probes to the trial table.
     GatewayRule { ipv6: bool },
-    /// A resolv.conf we rewrote; `backup` holds the original, byte for byte.
-    ResolvConf { path: std::path::PathBuf, backup: std::path::PathBuf },
+    /// A resolv.conf we rewrote; `backup` holds the original, byte for byte,
+    /// and `symlink` where the path pointed when it was a symlink (systemd-
+    /// resolved's stub-resolv.conf, NetworkManager's), to put the link back.
+    ResolvConf {
+        path: std::path::PathBuf,
+        backup: std::path::PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        symlink: Option<std::path::PathBuf>,
+    },
 }
 
 /// The on-disk journal.

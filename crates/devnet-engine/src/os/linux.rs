@@ -375,8 +375,8 @@ pub fn undo(journal: &mut Journal, runner: &dyn Runner) -> anyhow::Result<Vec<St
             Entry::GatewayRule { ipv6 } => {
                 done.extend(GATEWAY_RULE.remove(runner, if *ipv6 { "-6" } else { "-4" })?);
             }
-            Entry::ResolvConf { path, backup } => {
-                if let Some(done_what) = crate::dns::restore_resolv_conf(path, backup)? {
+            Entry::ResolvConf { path, backup, symlink } => {
+                if let Some(done_what) = crate::dns::restore_resolv_conf(path, backup, symlink.as_deref())? {
                     done.push(done_what);
                 }
             }
