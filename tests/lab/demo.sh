@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # The main job on the embedded lab: build devnet, build the simulated office
-# and cluster, connect, and reach pods, ClusterIPs and service names through
-# the path devnet chose: first at "home" (no route: the tunnel), then at the
+# and cluster, `devnet connect --context lab` from nothing but a kubeconfig,
+# and reach pods, ClusterIPs and service names through the path devnet chose:
+# first at "home", where only the API server is reachable (discovery, relay
+# install, tunnel through the API server's port-forward), then at the
 # "office", where Calico's BIRD peers with the office switch (direct).
+#
+# The lab's API server is a STAND-IN (a real one cannot run here): it speaks
+# the real REST and port-forward protocols over TLS, and its kubelet runs the
+# real relay binary as the relay pod.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [[ $(id -u) == 0 ]] || { echo "the lab needs root: sudo $0" >&2; exit 1; }
@@ -26,16 +32,20 @@ cleanup() {
 trap cleanup EXIT
 
 bash tests/lab/lab.sh up "$lab" no-path
-echo "== lab up (scenario no-path). Before connecting, the laptop cannot reach the cluster:"
+bash tests/lab/lab.sh api "$lab"
+bash tests/lab/lab.sh firewall "$lab" api-only
+echo "== lab up. At home the laptop reaches only the API server (https://10.60.20.10:6443); not the cluster:"
 run curl -sS -m 2 http://10.96.0.20/ || true
 
-ip netns exec "$lab-laptop" "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --profile "$dir/profile.toml" \
-  >"$dir/engine.log" 2>&1 &
-for _ in $(seq 50); do
+echo; echo "laptop\$ devnet connect --context lab     # kubeconfig: $dir/kubeconfig"
+ip netns exec "$lab-laptop" "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --context lab \
+  --kubeconfig "$dir/kubeconfig" --profile "$dir/kube-profile.toml" >"$dir/engine.log" 2>&1 &
+for _ in $(seq 150); do
   ip netns exec "$lab-laptop" "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
   sleep 0.2
 done
-echo; echo "== devnet connected at home: no route to the cluster, so every CIDR goes through the tunnel:"
+grep '^devnet:' "$dir/engine.log" | head -20
+echo; echo "== devnet connected at home: every CIDR through the tunnel, the relay through the API server's port-forward:"
 run "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status
 run curl -sS http://10.244.1.10:8080/          # a pod IP
 run curl -sS http://10.96.0.20/                # a ClusterIP
@@ -45,7 +55,8 @@ run getent hosts web.demo                      # ... and the short form
 run getent hosts www.example.com               # public names still go to the office DNS
 run dig +short +tcp @10.96.0.10 web.demo.svc.cluster.local AAAA  # DNS over TCP to kube-dns
 
-echo; echo "== walk into the office: Calico's BIRD on every node peers with the office switch (seed 000)"
+echo; echo "== walk into the office: no firewall, and Calico's BIRD on every node peers with the office switch (seed 000)"
+bash tests/lab/lab.sh firewall "$lab" open
 bash tests/lab/lab.sh bgp "$lab" all
 for _ in $(seq 50); do
   ip netns exec "$lab-laptop" "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null \
