@@ -58,7 +58,7 @@ run dig +short +tcp @10.96.0.10 web.demo.svc.cluster.local AAAA  # DNS over TCP 
 echo; echo "== walk into the office: no firewall, and Calico's BIRD on every node peers with the office switch (seed 000)"
 bash tests/lab/lab.sh firewall "$lab" open
 bash tests/lab/lab.sh bgp "$lab" all
-for _ in $(seq 50); do
+for _ in $(seq 150); do
   ip netns exec "$lab-laptop" "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null \
     | grep -q '"tunnel"' || break
   sleep 0.2

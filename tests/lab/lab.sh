@@ -366,6 +366,24 @@ spec: {clusterIP: 10.96.0.20, clusterIPs: [10.96.0.20, "fd00:96::20"], ports: [{
 apiVersion: v1
 kind: Namespace
 metadata: {name: com}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: demo, labels: {app: web}}
+spec: {nodeName: node1, containers: [{name: web, image: devnet-labd, ports: [{containerPort: 8080}]}]}
+status: {phase: Running, hostIP: 10.60.20.11, podIP: 10.244.1.10, podIPs: [{ip: 10.244.1.10}, {ip: "fd00:244:0:1::10"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec: {nodeName: node2, containers: [{name: dns, image: dnsmasq, ports: [{containerPort: 53, protocol: UDP}, {containerPort: 53, protocol: TCP}]}]}
+status: {phase: Running, hostIP: 10.60.20.12, podIP: 10.244.2.53, podIPs: [{ip: 10.244.2.53}, {ip: "fd00:244:0:2::53"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: echo, namespace: demo, labels: {app: echo}}
+spec: {nodeName: node3, containers: [{name: echo, image: devnet-labd, ports: [{containerPort: 7}]}]}
+status: {phase: Running, hostIP: 10.60.20.13, podIP: 10.244.3.10, podIPs: [{ip: 10.244.3.10}, {ip: "fd00:244:0:3::10"}]}
 YAML
   cat >"$a/users.yaml" <<'YAML'
 users:

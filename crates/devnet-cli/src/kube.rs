@@ -84,7 +84,10 @@ pub fn discovered(cluster: &Cluster, d: &Discovery) -> Vec<Discovered> {
 }
 
 /// Connects to the cluster and discovers its networks.
-pub async fn discover_cluster(args: &KubeArgs, domain: Option<String>) -> Result<(Cluster, Discovery)> {
+pub async fn discover_cluster(
+    args: &KubeArgs,
+    domain: Option<String>,
+) -> Result<(Cluster, Discovery, Vec<SocketAddr>)> {
     let cluster = Cluster::connect(&args.options()).await?;
     say(&format!("cluster {} at {}", cluster.context, cluster.server));
     let sources = cluster.gather(domain).await?;
@@ -92,12 +95,14 @@ pub async fn discover_cluster(args: &KubeArgs, domain: Option<String>) -> Result
     for f in discovered(&cluster, &found).iter().skip(1) {
         say(&format!("found {} {} (from {})", f.what, f.value, f.source));
     }
-    Ok((cluster, found))
+    let pod_cidrs: Vec<_> = found.pod_cidrs.iter().map(|f| f.value).collect();
+    let probes = devnet_kube::discover::pod_probe_targets(sources.pods.as_deref().unwrap_or_default(), &pod_cidrs);
+    Ok((cluster, found, probes))
 }
 
 /// Everything `devnet connect --context` does before the engine starts.
 pub async fn prepare(args: &KubeArgs, domain: Option<String>) -> Result<Prepared> {
-    let (cluster, found) = discover_cluster(args, domain).await?;
+    let (cluster, found, pod_probes) = discover_cluster(args, domain).await?;
     let (state, fresh) = ensure_relay(&cluster, args, &found).await?;
     let account = devnet_kube::credentials::account(&cluster.server);
     let creds = match fresh {
@@ -153,8 +158,9 @@ pub async fn prepare(args: &KubeArgs, domain: Option<String>) -> Result<Prepared
         .map(|f| f.value)
         .find(|ip| ip.is_ipv4())
         .or(found.dns_servers.first().map(|f| f.value));
-    let mut probes: Vec<String> =
-        state.pod_ips.iter().map(|ip| SocketAddr::new(*ip, relay::TUNNEL_PORT).to_string()).collect();
+    // Live targets: a pod per pod CIDR, the relay pod, the cluster DNS.
+    let mut probes: Vec<String> = pod_probes.iter().map(ToString::to_string).collect();
+    probes.extend(state.pod_ips.iter().map(|ip| SocketAddr::new(*ip, relay::TUNNEL_PORT).to_string()));
     probes.extend(found.dns_servers.iter().map(|f| SocketAddr::new(f.value, 53).to_string()));
     let file = ProfileFile {
         relay: Some(relay_addr.to_string()),

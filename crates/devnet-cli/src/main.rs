@@ -240,7 +240,7 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
     let mut facts = Vec::new();
     let mut notes = Vec::new();
     let profile = if args.uses_cluster() {
-        let (cluster, found) = kube::discover_cluster(&args.kube, args.cluster_domain.clone()).await?;
+        let (cluster, found, pod_probes) = kube::discover_cluster(&args.kube, args.cluster_domain.clone()).await?;
         facts = kube::discovered(&cluster, &found);
         notes = found.notes.clone();
         for p in found.calico_pools.iter().filter(|p| p.is_overlay()) {
@@ -261,8 +261,8 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
             relay_ca_pem: Some(String::new()),
             ..Default::default()
         };
-        file.probe_targets =
-            found.dns_servers.iter().map(|f| std::net::SocketAddr::new(f.value, 53).to_string()).collect();
+        file.probe_targets = pod_probes.iter().map(ToString::to_string).collect();
+        file.probe_targets.extend(found.dns_servers.iter().map(|f| std::net::SocketAddr::new(f.value, 53).to_string()));
         load_profile_over(file, args, state_dir.clone())?
     } else {
         load_profile(args, state_dir.clone())?
@@ -373,7 +373,7 @@ async fn relay(action: RelayAction, args: kube::KubeArgs) -> Result<()> {
     use devnet_kube::relay as r;
     match action {
         RelayAction::Install => {
-            let (cluster, found) = kube::discover_cluster(&args, None).await?;
+            let (cluster, found, _) = kube::discover_cluster(&args, None).await?;
             let creds = r::Credentials::generate()?;
             let params = r::RelayParams {
                 image: args

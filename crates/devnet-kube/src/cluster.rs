@@ -247,7 +247,9 @@ impl Cluster {
     pub async fn gather(&self, domain_override: Option<String>) -> Result<Sources, KubeError> {
         // The independent reads go out together: on a distant API server the
         // round trips, not the bytes, are what `connect` waits for.
-        let (v3, v1, nodes, service_cidrs, kubeadm, kubelet, dns) = tokio::join!(
+        // Running pods are the last-resort pod CIDR source and the live
+        // targets that prove a direct path to each pod CIDR.
+        let (v3, v1, nodes, service_cidrs, kubeadm, kubelet, dns, pods) = tokio::join!(
             self.fetch("Calico IPPools (projectcalico.org/v3)", "/apis/projectcalico.org/v3/ippools"),
             self.fetch("Calico IPPools (crd.projectcalico.org/v1)", "/apis/crd.projectcalico.org/v1/ippools"),
             self.fetch("Nodes", "/api/v1/nodes"),
@@ -255,6 +257,7 @@ impl Cluster {
             self.fetch("kube-system/kubeadm-config", "/api/v1/namespaces/kube-system/configmaps/kubeadm-config"),
             self.fetch("kube-system/kubelet-config", "/api/v1/namespaces/kube-system/configmaps/kubelet-config"),
             self.fetch("kube-system/kube-dns", "/api/v1/namespaces/kube-system/services/kube-dns"),
+            self.fetch("Pods", "/api/v1/pods?limit=500&fieldSelector=status.phase%3DRunning"),
         );
         let mut s = Sources { domain_override, ..Default::default() };
         let mut take = |r: Fetched| -> Result<Option<Value>, KubeError> {
@@ -284,13 +287,7 @@ impl Cluster {
             )?;
             dns = labelled.and_then(|l| l["items"].as_array().and_then(|i| i.first().cloned()));
         }
-        let no_pod_source = v3.as_ref().is_none_or(Vec::is_empty)
-            && v1.as_ref().is_none_or(Vec::is_empty)
-            && nodes.iter().flatten().all(|n| n["spec"]["podCIDRs"].is_null() && n["spec"]["podCIDR"].is_null());
-        if no_pod_source {
-            let pods = take(self.fetch("Pods", "/api/v1/pods?limit=500&fieldSelector=status.phase%3DRunning").await)?;
-            s.pods = items(pods);
-        }
+        s.pods = items(take(pods)?);
         if service_cidrs.as_ref().is_none_or(Vec::is_empty) {
             // Ask the allocator: a dry-run Service with a ClusterIP outside
             // any sane range is refused with the valid range named.

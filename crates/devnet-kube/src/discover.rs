@@ -348,6 +348,36 @@ pub fn parse_valid_range(message: &str) -> Option<Vec<IpNet>> {
     (!nets.is_empty()).then_some(nets)
 }
 
+/// Live targets that prove a direct path to each pod CIDR: per CIDR, a
+/// running pod (not on the host network) that declares a TCP port, as
+/// `IP:port`. The path check connects to it; a CIDR without one can only be
+/// tunnelled, never proven direct.
+pub fn pod_probe_targets(pods: &[Value], cidrs: &[IpNet]) -> Vec<std::net::SocketAddr> {
+    let mut targets = Vec::new();
+    for cidr in cidrs {
+        let found = pods.iter().find_map(|pod| {
+            if pod.pointer("/status/phase").and_then(Value::as_str) != Some("Running")
+                || pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true)
+            {
+                return None;
+            }
+            let port = pod.pointer("/spec/containers")?.as_array()?.iter().find_map(|c| {
+                c.get("ports")?.as_array()?.iter().find_map(|p| {
+                    let tcp = p.get("protocol").and_then(Value::as_str).is_none_or(|proto| proto == "TCP");
+                    tcp.then(|| p.get("containerPort")?.as_u64().and_then(|n| u16::try_from(n).ok()))?
+                })
+            })?;
+            let ips = pod.pointer("/status/podIPs").and_then(Value::as_array)?;
+            ips.iter()
+                .filter_map(|i| i.get("ip")?.as_str()?.parse::<IpAddr>().ok())
+                .find(|ip| cidr.contains(ip))
+                .map(|ip| std::net::SocketAddr::new(ip, port))
+        });
+        targets.extend(found);
+    }
+    targets
+}
+
 /// A Service's ClusterIPs (`clusterIPs`, else `clusterIP`), without `None`.
 fn cluster_ips(svc: &Value) -> Vec<IpAddr> {
     let many = svc.pointer("/spec/clusterIPs").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -407,6 +437,29 @@ fn kubelet_domain(cm: &Value, notes: &mut Vec<String>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probe_targets_are_running_pods_with_a_tcp_port_in_each_cidr() {
+        let pods: Vec<Value> = serde_json::from_str(
+            r#"[
+            {"spec": {"containers": [{"ports": [{"containerPort": 53, "protocol": "UDP"}, {"containerPort": 9153}]}]},
+             "status": {"phase": "Running", "podIPs": [{"ip": "10.244.2.53"}, {"ip": "fd00:244:0:2::53"}]}},
+            {"spec": {"containers": [{"ports": [{"containerPort": 8080}]}]},
+             "status": {"phase": "Pending", "podIPs": [{"ip": "10.244.1.9"}]}},
+            {"spec": {"hostNetwork": true, "containers": [{"ports": [{"containerPort": 10250}]}]},
+             "status": {"phase": "Running", "podIPs": [{"ip": "10.244.1.1"}]}},
+            {"spec": {"containers": [{"name": "no-ports"}, {"ports": [{"containerPort": 8080, "protocol": "TCP"}]}]},
+             "status": {"phase": "Running", "podIPs": [{"ip": "10.244.1.10"}]}}
+            ]"#,
+        )
+        .expect("pods");
+        let cidrs: Vec<IpNet> = ["10.244.1.0/24", "10.244.2.0/23", "fd00:244:0:2::/63", "10.244.9.0/24"]
+            .iter()
+            .map(|c| c.parse().expect("cidr"))
+            .collect();
+        let got: Vec<String> = pod_probe_targets(&pods, &cidrs).iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["10.244.1.10:8080", "10.244.2.53:9153", "[fd00:244:0:2::53]:9153"]);
+    }
 
     #[test]
     fn valid_range_messages_from_real_servers() {
