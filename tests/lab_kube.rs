@@ -31,6 +31,7 @@ fn main() {
             ("kube_04_bad_inputs_fail_in_one_line_and_leave_nothing", bad_inputs),
             ("kube_05_exec_plugin_runs_as_the_invoking_user_not_root", exec_plugin_as_user),
             ("kube_06_relay_pod_that_cannot_start_is_reported_in_its_own_words", image_pull_failure),
+            ("kube_07_office_with_bgp_every_discovered_cidr_proven_direct", office_bgp_direct),
         ],
         harness::OnFailure::Reset,
     )
@@ -346,4 +347,34 @@ fn image_pull_failure(lab: &Lab) -> Res {
     reach_cluster(lab)?;
     lab.disconnect()?;
     lab.laptop_unchanged("after disconnect")
+}
+
+/// At the office (Calico's BIRD peering with the switch), discovery's live
+/// pods prove each node's pod block direct, and kube-dns the services: no
+/// CIDR is tunnelled, no TUN device exists.
+fn office_bgp_direct(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["open"])?;
+    lab.sh_ok("bgp", &["all"])?;
+    let result = (|| {
+        connect_state(lab, "direct")?;
+        let s = lab.status()?;
+        let paths = s["paths"].as_array().cloned().unwrap_or_default();
+        if paths.len() != 6 || paths.iter().any(|p| p["path"] != "direct") {
+            return Err(format!("every discovered CIDR should be direct: {paths:#?}"));
+        }
+        let links = lab.laptop_ok(&["ip", "-o", "link", "show"])?;
+        if links.contains("devnet0") {
+            return Err(format!("no TUN device should exist when every CIDR is direct:\n{links}"));
+        }
+        reach_cluster(lab)?;
+        lab.disconnect()
+    })();
+    lab.sh_ok("bgp", &["off"])?;
+    result?;
+    lab.laptop_unchanged("after the office")
+}
+
+fn connect_state(lab: &Lab, state: &str) -> Res {
+    let (kc, p) = (kubeconfig(lab), profile(lab));
+    lab.connect_args(&["--context", "lab", "--kubeconfig", &kc, "--profile", &p], &[], state, Duration::from_secs(30))
 }
