@@ -106,10 +106,7 @@ pub async fn prepare(args: &KubeArgs, domain: Option<String>) -> Result<Prepared
     let (state, fresh) = ensure_relay(&cluster, args, &found).await?;
     let account = devnet_kube::credentials::account(&cluster.server);
     let creds = match fresh {
-        Some(c) => {
-            keyring_store(&account, &c)?;
-            c.for_client()
-        }
+        Some(c) => c.for_client(),
         None => match keyring_load(&account)? {
             // Only if it belongs to the relay installed now.
             Some(c) if state.ca_sha256.as_ref().is_none_or(|fp| *fp == relay::ca_fingerprint(&c.ca_pem)) => c,
@@ -213,6 +210,17 @@ async fn ensure_relay(
         (true, None) => "upgrading the relay".to_owned(),
     }
     .as_str());
+    let (state, creds) = install_relay(cluster, args, found).await?;
+    Ok((state, Some(creds)))
+}
+
+/// Installs (or re-applies) the relay with fresh credentials, waits for its
+/// pod, and keeps the client's half of the credentials in the keyring.
+pub async fn install_relay(
+    cluster: &Cluster,
+    args: &KubeArgs,
+    found: &Discovery,
+) -> Result<(relay::RelayState, Credentials)> {
     let creds = Credentials::generate()?;
     let params = RelayParams {
         image: args.image(),
@@ -222,7 +230,8 @@ async fn ensure_relay(
     };
     relay::install(cluster, &params).await?;
     let state = relay::wait_ready(cluster, Duration::from_secs(120), say).await?;
-    Ok((state, Some(creds)))
+    keyring_store(&devnet_kube::credentials::account(&cluster.server), &creds)?;
+    Ok((state, creds))
 }
 
 /// The API server's port-forward as an engine transport.

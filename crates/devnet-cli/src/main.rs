@@ -374,18 +374,7 @@ async fn relay(action: RelayAction, args: kube::KubeArgs) -> Result<()> {
     match action {
         RelayAction::Install => {
             let (cluster, found, _) = kube::discover_cluster(&args, None).await?;
-            let creds = r::Credentials::generate()?;
-            let params = r::RelayParams {
-                image: args
-                    .relay_image
-                    .clone()
-                    .unwrap_or_else(|| format!("ghcr.io/devnet-dev/devnet-relay:{}", r::VERSION)),
-                allow: found.cidrs(),
-                dns: found.dns_servers.iter().map(|f| f.value).collect(),
-                credentials: creds,
-            };
-            r::install(&cluster, &params).await?;
-            let st = r::wait_ready(&cluster, std::time::Duration::from_secs(120), |m| eprintln!("devnet: {m}")).await?;
+            let (st, _) = kube::install_relay(&cluster, &args, &found).await?;
             println!(
                 "relay {} installed in namespace {} (pod {})",
                 r::VERSION,
