@@ -32,6 +32,7 @@ fn main() {
             ("kube_05_exec_plugin_runs_as_the_invoking_user_not_root", exec_plugin_as_user),
             ("kube_06_relay_pod_that_cannot_start_is_reported_in_its_own_words", image_pull_failure),
             ("kube_07_office_with_bgp_every_discovered_cidr_proven_direct", office_bgp_direct),
+            ("kube_08_relay_uninstall_removes_it_and_forgets_the_credentials", uninstall),
         ],
         harness::OnFailure::Reset,
     )
@@ -377,4 +378,38 @@ fn office_bgp_direct(lab: &Lab) -> Res {
 fn connect_state(lab: &Lab, state: &str) -> Res {
     let (kc, p) = (kubeconfig(lab), profile(lab));
     lab.connect_args(&["--context", "lab", "--kubeconfig", &kc, "--profile", &p], &[], state, Duration::from_secs(30))
+}
+
+/// `devnet relay uninstall`: the namespace and everything in it go, the pod's
+/// process stops, and the keyring entry is forgotten.
+fn uninstall(lab: &Lab) -> Res {
+    let kc = kubeconfig(lab);
+    let out = lab.devnet(&["relay", "uninstall", "--context", "lab", "--kubeconfig", &kc], &[])?;
+    if !out.status.success() || !text(&out).contains("relay uninstalled") {
+        return Err(format!("relay uninstall: {}", text(&out)));
+    }
+    let ns = api_get(lab, "/api/v1/namespaces/devnet")?;
+    if ns["code"] != 404 {
+        return Err(format!("namespace devnet still there: {ns}"));
+    }
+    let start = Instant::now();
+    loop {
+        let pids = std::process::Command::new("ip").args(["netns", "pids", &format!("{LAB}-relay")]).output();
+        if pids.is_ok_and(|o| o.stdout.is_empty()) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err("the relay pod's process still runs after uninstall".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stored = lab.devnet(&["credential", "load", "--account", "https://10.60.20.10:6443#devnet"], &[])?;
+    if !stored.stdout.is_empty() {
+        return Err(format!("the keyring still holds the relay credentials: {}", text(&stored)));
+    }
+    let out = lab.devnet(&["relay", "uninstall", "--context", "lab", "--kubeconfig", &kc], &[])?;
+    if !out.status.success() || !text(&out).contains("no relay was installed") {
+        return Err(format!("a second uninstall should say there is nothing to remove: {}", text(&out)));
+    }
+    Ok(())
 }
