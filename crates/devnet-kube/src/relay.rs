@@ -21,8 +21,6 @@ pub const NAMESPACE: &str = "devnet";
 pub const NAME: &str = "devnet-relay";
 pub const TUNNEL_PORT: u16 = 8443;
 pub const HEALTH_PORT: u16 = 9090;
-/// The node port asked for (the API server picks another if it is taken).
-pub const NODE_PORT: u16 = 31443;
 /// This client's version; the relay it installs is the same.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const VERSION_LABEL: &str = "devnet.dev/version";
@@ -137,7 +135,9 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
         json!({"apiVersion": "v1", "kind": "Service",
                "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
                "spec": {"type": "NodePort", "selector": selector,
-                        "ports": [{"name": "tunnel", "port": TUNNEL_PORT, "targetPort": TUNNEL_PORT, "nodePort": NODE_PORT}]}}),
+                        // The node port is the API server's to allocate (a
+                        // fixed one may be taken); status reads it back.
+                        "ports": [{"name": "tunnel", "port": TUNNEL_PORT, "targetPort": TUNNEL_PORT}]}}),
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
         "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
         "spec": {

@@ -11,6 +11,10 @@ use tokio::sync::broadcast;
 
 use super::Query;
 
+/// Where the NodePort allocator starts (the lab's node1 forwards 31443 to
+/// the relay pod, as kube-proxy would for the port allocated here).
+pub const NODE_PORT_BASE: u64 = 31443;
+
 /// A served resource type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kind {
@@ -238,6 +242,9 @@ impl Store {
         if kind.kind == "Service" && !service_ranges.is_empty() {
             check_cluster_ip(&obj, &name, service_ranges)?;
         }
+        if kind.kind == "Service" && !dry_run {
+            self.allocate_node_ports(&mut obj, None);
+        }
         obj["metadata"]["name"] = json!(name);
         obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{:012x}", self.revision + 1));
         obj["metadata"]["creationTimestamp"] = json!("2026-11-25T00:00:00Z");
@@ -297,6 +304,34 @@ impl Store {
         self.store_changed(kind, key, old, obj, dry_run)
     }
 
+    /// The NodePort allocator: a `NodePort` Service's ports without a
+    /// `nodePort` get the lowest free one from [`NODE_PORT_BASE`]; on update
+    /// a port keeps the one it had (as server-side apply keeps fields the
+    /// client does not own).
+    fn allocate_node_ports(&mut self, svc: &mut Value, old: Option<&Value>) {
+        if svc["spec"]["type"] != "NodePort" {
+            return;
+        }
+        let mut taken: Vec<u64> = self
+            .objects
+            .values()
+            .filter(|o| o["kind"] == "Service")
+            .flat_map(|o| o["spec"]["ports"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p["nodePort"].as_u64())
+            .collect();
+        let Some(ports) = svc["spec"]["ports"].as_array_mut() else { return };
+        for port in ports.iter_mut().filter(|p| p["nodePort"].is_null()) {
+            let kept = old
+                .and_then(|o| o["spec"]["ports"].as_array())
+                .and_then(|ps| ps.iter().find(|p| p["port"] == port["port"]))
+                .and_then(|p| p["nodePort"].as_u64());
+            let chosen =
+                kept.unwrap_or_else(|| (NODE_PORT_BASE..).find(|n| !taken.contains(n)).unwrap_or(NODE_PORT_BASE));
+            taken.push(chosen);
+            port["nodePort"] = json!(chosen);
+        }
+    }
+
     fn store_changed(
         &mut self,
         kind: &Kind,
@@ -305,6 +340,9 @@ impl Store {
         mut obj: Value,
         dry_run: bool,
     ) -> Result<(Value, bool), StoreError> {
+        if kind.kind == "Service" {
+            self.allocate_node_ports(&mut obj, Some(&old));
+        }
         if kind.kind == "Deployment" && old["spec"] != obj["spec"] {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             obj["metadata"]["generation"] = json!(generation);
@@ -438,6 +476,23 @@ pub fn matches_watch(ev: &Event, kind: &Kind, ns: Option<&str>, query: &Query) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_ports_are_allocated_and_kept_across_apply() {
+        let mut store = Store::new(false);
+        let kind = kind_named("Service");
+        let svc = |name: &str| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                                      "spec": {"type": "NodePort", "ports": [{"port": 8443}]}})
+        };
+        let (a, _) = store.create(&kind, Some("default"), svc("a"), false, &[]).expect("a");
+        let (b, _) = store.create(&kind, Some("default"), svc("b"), false, &[]).expect("b");
+        assert_eq!(a["spec"]["ports"][0]["nodePort"], 31443);
+        assert_eq!(b["spec"]["ports"][0]["nodePort"], 31444, "the next free port");
+        let (again, _) = store.patch(&kind, Some("default"), "a", svc("a"), true, false).expect("apply");
+        assert_eq!(again["spec"]["ports"][0]["nodePort"], 31443, "re-applying keeps the allocated port");
+        assert_eq!(again["metadata"]["resourceVersion"], a["metadata"]["resourceVersion"], "and changes nothing");
+    }
 
     #[test]
     fn merge_patch_follows_rfc7386() {
