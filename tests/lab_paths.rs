@@ -217,6 +217,8 @@ fn moves(lab: &Lab) -> Res {
     if !routes.trim().is_empty() {
         return Err(format!("tunnel routes left while every CIDR is direct: {routes}"));
     }
+    // The relay link stays up for the way back, but nothing uses it.
+    lab.wait_status("direct", Duration::from_secs(5))?;
     eprintln!("followed the move to the tunnel in {to_tunnel:?} and back in {to_direct:?}");
     lab.disconnect()?;
     lab.laptop_unchanged("after the moves")

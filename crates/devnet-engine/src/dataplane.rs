@@ -75,6 +75,11 @@ pub(crate) async fn run(
     let mut scratch = vec![0u8; usize::from(profile.mtu) + 4];
     let mut rbuf = vec![0u8; 256 * 1024];
     let mut ever_connected = false;
+    // Whether the relay link is up now, and whether any CIDR uses it: with
+    // none (every CIDR went direct) the link stays up for a quick way back,
+    // and status says Direct.
+    let mut link_up = false;
+    let mut tunnelling = !profile.cidrs.is_empty();
     let mut last_status = Instant::now();
     let mut bytes = (0u64, 0u64);
 
@@ -112,7 +117,10 @@ pub(crate) async fn run(
         let now = Instant::now();
         let mut lost: Option<String> = None;
         match woke {
-            Wake::Command(Some(Control::SetCidrs(cidrs))) => tunnel.set_cidrs(cidrs),
+            Wake::Command(Some(Control::SetCidrs(cidrs))) => {
+                tunnelling = !cidrs.is_empty();
+                tunnel.set_cidrs(cidrs);
+            }
             Wake::Command(Some(Control::Disconnect) | None) => {
                 info!("disconnect requested");
                 if let Relay::Up(link) = &mut relay {
@@ -182,24 +190,29 @@ pub(crate) async fn run(
             lost = Some(error.to_string());
         }
         let connected = tunnel.connection().is_some_and(Connection::is_established);
-        if connected && !matches!(status.borrow().state, LinkState::Connected) {
+        let headline = if tunnelling { LinkState::Connected } else { LinkState::Direct };
+        if connected && !link_up {
             backoff = BACKOFF_MIN;
             info!(relay = %profile.relay, "relay connected");
             let name = tunnel.relay_name().map(str::to_owned);
             status.send_modify(|s| {
-                s.state = LinkState::Connected;
+                s.state = headline;
                 s.relay_name = name;
                 s.last_error = None;
             });
             ever_connected = true;
+            link_up = true;
+        } else if connected && status.borrow().state != headline {
+            status.send_modify(|s| s.state = headline);
         }
         if let Some(reason) = lost {
             warn!(relay = %profile.relay, %reason, retry_in = ?backoff, "relay link lost");
             tunnel.detach();
             relay = Relay::Waiting(now + backoff);
             backoff = (backoff * 2).min(BACKOFF_MAX);
+            let was_up = std::mem::replace(&mut link_up, false);
             status.send_modify(|s| {
-                if s.state == LinkState::Connected {
+                if was_up {
                     s.reconnects += 1;
                 }
                 s.state = if ever_connected { LinkState::Reconnecting } else { LinkState::Connecting };

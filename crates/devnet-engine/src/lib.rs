@@ -287,8 +287,8 @@ async fn recheck(
 ) -> Result<bool> {
     let fresh = detect::detect(profile, runner).await?;
     let changed = tracker.update(fresh);
-    status.send_modify(|s| s.paths = tracker.current().to_vec());
     if !changed {
+        status.send_modify(|s| s.paths = tracker.current().to_vec());
         return Ok(false);
     }
     let want = tracker.tunnelled();
@@ -301,7 +301,11 @@ async fn recheck(
     } else if let Some(d) = dataplane.as_ref() {
         let _ = d.control.send(Control::SetCidrs(want.clone())).await;
     }
-    status.send_modify(|s| s.routes = want);
+    // Status shows a new path only once the OS follows it.
+    status.send_modify(|s| {
+        s.paths = tracker.current().to_vec();
+        s.routes = want;
+    });
     Ok(true)
 }
 
