@@ -3,10 +3,8 @@
 //! typed client drives it on loopback, and devnet-kube's error mapping turns
 //! its answers into the one-line messages users see.
 
-use std::path::PathBuf;
-
 use devnet_kube::{Cluster, ClusterOptions, KubeError};
-use devnet_lab::apiserver::{Config, serve_on};
+use devnet_lab::apiserver::Loopback;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams, WatchEvent, WatchParams};
@@ -25,41 +23,11 @@ const USERS: &str = "users:
   expired: true
 ";
 
-async fn start(name: &str) -> (PathBuf, String) {
-    let dir = std::env::temp_dir().join(format!("devnet-standin-api-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("users.yaml"), USERS).expect("users");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
-    let addr = listener.local_addr().expect("addr");
-    let config = Config {
-        listen: addr,
-        tls_dir: dir.clone(),
-        manifests: None,
-        users: dir.join("users.yaml"),
-        service_ranges: vec!["10.96.0.0/16".parse().expect("range")],
-        servicecidr_api: false,
-        kubelet: None,
-    };
-    tokio::spawn(async move { serve_on(listener, config).await.expect("stand-in") });
-    while !dir.join("ca.crt").exists() {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let ca = base64::Engine::encode(
-        &base64::engine::general_purpose::STANDARD,
-        std::fs::read(dir.join("ca.crt")).expect("ca"),
-    );
-    let mut kc = format!(
-        "apiVersion: v1\nkind: Config\ncurrent-context: dev\nclusters:\n- name: c\n  cluster: {{server: \"https://{addr}\", certificate-authority-data: \"{ca}\"}}\nusers:\n"
-    );
-    for u in ["dev", "viewer", "old"] {
-        kc += &format!("- {{name: {u}, user: {{token: {u}}}}}\n");
-    }
-    kc += "contexts:\n";
-    for u in ["dev", "viewer", "old"] {
-        kc += &format!("- {{name: {u}, context: {{cluster: c, user: {u}}}}}\n");
-    }
-    std::fs::write(dir.join("kubeconfig"), kc).expect("kubeconfig");
-    (dir.clone(), dir.join("kubeconfig").display().to_string())
+async fn start(name: &str) -> (Loopback, String) {
+    let ranges = vec!["10.96.0.0/16".parse().expect("range")];
+    let s = Loopback::start(name, USERS, &["dev", "viewer", "old"], None, ranges, false).await.expect("stand-in");
+    let kc = s.kubeconfig.display().to_string();
+    (s, kc)
 }
 
 async fn cluster(kubeconfig: &str, context: &str) -> Result<Cluster, KubeError> {
@@ -77,7 +45,7 @@ fn cm(name: &str) -> ConfigMap {
 
 #[tokio::test]
 async fn errors_are_worded_as_the_real_server_words_them() {
-    let (dir, kc) = start("errors").await;
+    let (_stand_in, kc) = start("errors").await;
     let dev = cluster(&kc, "dev").await.expect("dev connects");
     let cms: Api<ConfigMap> = Api::namespaced(dev.client.clone(), "default");
     cms.create(&PostParams::default(), &cm("a")).await.expect("create");
@@ -105,12 +73,11 @@ async fn errors_are_worded_as_the_real_server_words_them() {
     let err = cluster(&kc, "old").await.expect_err("an expired token is refused");
     assert!(matches!(err, KubeError::Unauthorized { .. }), "{err:?}");
     assert!(err.to_string().contains("log in again"), "{err}");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
 async fn watch_sees_what_is_created_after_it_started() {
-    let (dir, kc) = start("watch").await;
+    let (_stand_in, kc) = start("watch").await;
     let dev = cluster(&kc, "dev").await.expect("connect");
     let cms: Api<ConfigMap> = Api::namespaced(dev.client.clone(), "kube-system");
     cms.create(&PostParams::default(), &cm("before")).await.expect("create");
@@ -125,5 +92,4 @@ async fn watch_sees_what_is_created_after_it_started() {
         .expect("event");
     let WatchEvent::Added(obj) = first else { panic!("expected ADDED, got {first:?}") };
     assert_eq!(obj.metadata.name.as_deref(), Some("after"), "only changes after the resourceVersion");
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -158,11 +158,7 @@ pub(crate) fn configure_resolv_conf(profile: &Profile, journal: &mut Journal) ->
     // through it would edit the other manager's file instead.
     let symlink = std::fs::read_link(path).ok();
     journal.record(Entry::ResolvConf { path: path.clone(), backup: backup.clone(), symlink: symlink.clone() })?;
-    let managed = resolv_conf::managed(&original, profile.dns_stub);
-    match symlink {
-        Some(_) => replace_with_file(path, &managed)?,
-        None => write_file(path, &managed)?,
-    }
+    write_file(path, &resolv_conf::managed(&original, profile.dns_stub))?;
     info!(path = %path.display(), stub = %profile.dns_stub, "resolver configured");
     Ok(resolv_conf::nameservers(&original).into_iter().filter(|ip| *ip != profile.dns_stub).collect())
 }
@@ -206,22 +202,15 @@ fn write_file(path: &Path, contents: &str) -> Result<()> {
     if let Ok(meta) = std::fs::metadata(path) {
         let _ = std::fs::set_permissions(&tmp, meta.permissions());
     }
-    if std::fs::rename(&tmp, path).is_err() {
+    // A symlink is replaced by the rename, never written through: its
+    // target belongs to another manager (systemd-resolved, NetworkManager).
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
+        anyhow::ensure!(!is_link, "replacing the symlink {}: {e}", path.display());
         std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
-}
-
-/// Replaces `path` (a symlink) with a regular file, atomically: the rename
-/// replaces the link itself, never its target.
-fn replace_with_file(path: &Path, contents: &str) -> Result<()> {
-    let tmp: PathBuf = path.with_extension(format!("devnet-{}.tmp", std::process::id()));
-    std::fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("replacing the symlink {} (a bind mount cannot be replaced)", path.display())
-    })
 }
 
 /// Makes `path` a symlink to `target` again, atomically.

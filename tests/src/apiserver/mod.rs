@@ -495,6 +495,77 @@ async fn watch(server: Arc<Server>, kind: Kind, target: Target, query: Query) ->
     resp
 }
 
+/// A stand-in for tests on 127.0.0.1 (the kernel picks the port), with a
+/// kubeconfig holding one context per user; the folder goes when dropped.
+#[derive(Debug)]
+pub struct Loopback {
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl Loopback {
+    /// Starts a stand-in serving `manifests`, with `users_yaml` as its users
+    /// file. `users` are the names to put in the kubeconfig; each user's
+    /// token must equal its name. The first is the current context.
+    pub async fn start(
+        name: &str,
+        users_yaml: &str,
+        users: &[&str],
+        manifests: Option<PathBuf>,
+        service_ranges: Vec<IpNet>,
+        servicecidr_api: bool,
+    ) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("devnet-standin-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("users.yaml"), users_yaml)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let config = Config {
+            listen: addr,
+            tls_dir: dir.clone(),
+            manifests,
+            users: dir.join("users.yaml"),
+            service_ranges,
+            servicecidr_api,
+            kubelet: None,
+        };
+        let ca_path = dir.join("ca.crt");
+        let _ = std::fs::remove_file(&ca_path);
+        tokio::spawn(async move {
+            if let Err(e) = serve_on(listener, config).await {
+                eprintln!("stand-in API server: {e:#}");
+            }
+        });
+        let mut waited = 0;
+        while !ca_path.exists() {
+            anyhow::ensure!(waited < 200, "the stand-in API server did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        let ca = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, std::fs::read(&ca_path)?);
+        let current = users.first().context("at least one user")?;
+        let mut kc = format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: {current}\nclusters:\n- name: c\n  cluster: {{server: \"https://{addr}\", certificate-authority-data: \"{ca}\"}}\nusers:\n"
+        );
+        for u in users {
+            kc += &format!("- {{name: {u}, user: {{token: {u}}}}}\n");
+        }
+        kc += "contexts:\n";
+        for u in users {
+            kc += &format!("- {{name: {u}, context: {{cluster: c, user: {u}}}}}\n");
+        }
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, kc)?;
+        Ok(Loopback { dir, kubeconfig })
+    }
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Reads a users file (see [`rbac::Users`]).
 pub fn users_path(dir: &Path) -> PathBuf {
     dir.join("users.yaml")

@@ -177,6 +177,12 @@ impl Store {
         )
     }
 
+    /// What the server sets on a new object: a unique uid and a creation time.
+    fn stamp_new(&self, obj: &mut Value) {
+        obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{:012x}", self.revision + 1));
+        obj["metadata"]["creationTimestamp"] = json!("2026-11-25T00:00:00Z");
+    }
+
     fn bump(&mut self, obj: &mut Value) {
         self.revision += 1;
         obj["metadata"]["resourceVersion"] = json!(self.revision.to_string());
@@ -246,8 +252,7 @@ impl Store {
             self.allocate_node_ports(&mut obj, None);
         }
         obj["metadata"]["name"] = json!(name);
-        obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{:012x}", self.revision + 1));
-        obj["metadata"]["creationTimestamp"] = json!("2026-11-25T00:00:00Z");
+        self.stamp_new(&mut obj);
         if kind.kind == "Deployment" {
             obj["metadata"]["generation"] = json!(1);
         }
@@ -385,8 +390,7 @@ impl Store {
         let existed = self.objects.contains_key(&key);
         let mut obj = obj;
         if !existed {
-            obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{:012x}", self.revision + 1));
-            obj["metadata"]["creationTimestamp"] = json!("2026-11-25T00:00:00Z");
+            self.stamp_new(&mut obj);
         }
         self.bump(&mut obj);
         self.objects.insert(key, obj.clone());
