@@ -28,6 +28,15 @@
 #   lab.sh firewall <lab> api-only|open
 #                               the office lets the laptop reach only the API
 #                               server (DROP, like a corporate firewall), or all
+#   lab.sh resolved <lab> start|restart|stop
+#                               a real systemd-resolved for the laptop, in a
+#                               private mount namespace over the laptop's
+#                               network namespace (its own /run, system bus,
+#                               and /etc/resolv.conf = resolved's stub file);
+#                               from then on `exec <lab> laptop` runs there.
+#                               The binary is unpacked from Debian's .deb by
+#                               run-all.sh (installing it would take over the
+#                               host's resolv.conf), into $DEVNET_RESOLVED_ROOT.
 #   lab.sh office-routes <lab> none|pods|all
 #                               seed 001's forwarding node: the office router
 #                               routes the pod (and service) CIDRs via node1,
@@ -549,6 +558,94 @@ bgp() {
   echo "BGP did not converge:" >&2; in_ns office ip route >&2; cat "$dir"/bird-*.log >&2; exit 1
 }
 
+# systemd-resolved, unpacked (not installed) by run-all.sh.
+resolved_root=${DEVNET_RESOLVED_ROOT:-/var/cache/devnet-lab/systemd-resolved}
+holder_pid() { cat "$dir/resolved/holder.pid" 2>/dev/null; }
+in_laptop_mounts() { nsenter -t "$(holder_pid)" -m -n "$@"; }
+
+resolved_run() { # start systemd-resolved inside the holder, wait for it on the bus
+  local w=$dir/resolved i
+  # nsenter and env exec, so $! is resolved's own pid (a shell function
+  # here would put a subshell in between).
+  nsenter -t "$(holder_pid)" -m -n env LD_LIBRARY_PATH="$resolved_root/usr/lib/x86_64-linux-gnu/systemd" \
+    SYSTEMD_LOG_LEVEL=debug "$resolved_root/lib/systemd/systemd-resolved" >>"$w/resolved.log" 2>&1 &
+  echo $! >"$w/resolved.pid"
+  for i in $(seq 100); do
+    if in_laptop_mounts "$resolved_root/usr/bin/resolvectl" status >/dev/null 2>&1 \
+      && in_laptop_mounts test -s /run/systemd/resolve/stub-resolv.conf; then return 0; fi
+    sleep 0.05
+  done
+  echo "systemd-resolved did not come up:" >&2; tail -20 "$w/resolved.log" >&2; exit 1
+}
+
+resolved() { # lab.sh resolved <lab> start|restart|stop
+  local w=$dir/resolved i
+  case ${3:-} in
+    start)
+      [[ -x $resolved_root/lib/systemd/systemd-resolved && -x $resolved_root/usr/bin/resolvectl ]] || {
+        echo "systemd-resolved is not unpacked at $resolved_root: run tests/run-all.sh (it downloads and unpacks Debian's systemd-resolved .deb), or set DEVNET_RESOLVED_ROOT" >&2
+        exit 1
+      }
+      command -v dbus-daemon >/dev/null || { echo "dbus-daemon is missing: apt-get install dbus-daemon" >&2; exit 1; }
+      mkdir -p "$w/conf.d"
+      # resolved drops to this user; the host need not have it.
+      { cat /etc/passwd; getent passwd systemd-resolve >/dev/null || echo 'systemd-resolve:x:64953:64953::/:/usr/sbin/nologin'; } >"$w/passwd"
+      { cat /etc/group; getent group systemd-resolve >/dev/null || echo 'systemd-resolve:x:64953:'; } >"$w/group"
+      cat >"$w/bus.conf" <<'CONF'
+<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN" "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig><type>system</type><listen>unix:path=/run/dbus/system_bus_socket</listen><auth>EXTERNAL</auth>
+<policy context="default"><allow user="*"/><allow own="*"/><allow send_type="method_call"/><allow send_destination="*"/><allow receive_sender="*"/></policy></busconfig>
+CONF
+      # The office DNS for everything else; no fallback servers (the lab has
+      # no internet, and nothing may leave it), no multicast resolution.
+      printf '[Resolve]\nDNS=192.168.10.1\nFallbackDNS=\nLLMNR=no\nMulticastDNS=no\nDNSSEC=no\n' >"$w/conf.d/lab.conf"
+      # The holder: a private mount namespace over the laptop's network
+      # namespace, with its own /run. `ip netns exec` and unshare exec, so
+      # $! is the holder's own pid.
+      ip netns exec "$(ns laptop)" unshare -m --propagation private sh -c "
+        # /run/netns stays visible, so ip names the lab's namespaces as before.
+        mkdir -p '$w/netns'; mount --rbind /run/netns '$w/netns'
+        mount -t tmpfs -o mode=755 tmpfs /run
+        mkdir -p /run/netns; mount --move '$w/netns' /run/netns
+        mkdir -p /run/dbus /run/systemd/resolve /run/systemd/resolved.conf.d
+        cp '$w/conf.d/lab.conf' /run/systemd/resolved.conf.d/
+        mount --bind '$w/passwd' /etc/passwd
+        mount --bind '$w/group' /etc/group
+        chown systemd-resolve:systemd-resolve /run/systemd/resolve
+        touch '$w/holder.ready'
+        exec sleep infinity" >"$w/holder.log" 2>&1 &
+      echo $! >"$w/holder.pid"
+      for i in $(seq 100); do [[ -e $w/holder.ready ]] && break; sleep 0.05; done
+      [[ -e $w/holder.ready ]] || { echo "the laptop's mount namespace did not come up:" >&2; cat "$w/holder.log" >&2; exit 1; }
+      in_laptop_mounts dbus-daemon --config-file="$w/bus.conf" --fork --nopidfile
+      resolved_run
+      # Programs on the laptop now ask resolved, as on Ubuntu or Fedora.
+      in_laptop_mounts mount --bind /run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
+      ;;
+    restart)
+      local pid; pid=$(cat "$w/resolved.pid")
+      kill "$pid"
+      for i in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+      # What a restart forgets when /run is cleared (a reboot of the
+      # service's state): resolved keeps link settings made over D-Bus in
+      # /run/systemd/resolve/netif and would restore them by itself.
+      if [[ ${4:-} == forget ]]; then in_laptop_mounts sh -c 'rm -f /run/systemd/resolve/netif/*'; fi
+      resolved_run
+      ;;
+    stop)
+      [[ -e $w/holder.pid ]] || return 0
+      # Every process in the holder's mount namespace: resolved, the bus,
+      # and anything started there.
+      local m; m=$(readlink "/proc/$(holder_pid)/ns/mnt" || true)
+      for i in /proc/[0-9]*; do
+        [[ -n $m && $(readlink "$i/ns/mnt" 2>/dev/null) == "$m" ]] && kill -9 "${i#/proc/}" 2>/dev/null || true
+      done
+      rm -rf "$w"
+      ;;
+    *) echo "resolved takes start, restart [forget] or stop" >&2; exit 2 ;;
+  esac
+}
+
 down_quiet() {
   local n
   for n in $(ip netns list | awk '{print $1}' | grep "^$lab-" || true); do
@@ -565,7 +662,12 @@ case "$1" in
   down) down_quiet ;;
   relay-start) relay_start ;;
   relay-stop) relay_stop "$@" ;;
-  exec) shift 2; host=$1; shift; in_ns "$host" "$@" ;;
+  exec)
+    shift 2; host=$1; shift
+    # With the lab's systemd-resolved running, the laptop is its mount namespace.
+    if [[ $host == laptop && -n $(holder_pid) ]]; then in_laptop_mounts "$@"; else in_ns "$host" "$@"; fi
+    ;;
+  resolved) resolved "$@" ;;
   office-routes) office_routes "$@" ;;
   api) api ;;
   office-dns) office_dns "$@" ;;

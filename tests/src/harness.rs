@@ -134,8 +134,8 @@ impl Lab {
     /// up to `within` for `state`.
     pub fn connect_args(&self, args: &[&str], env: &[(&str, &str)], state: &str, within: Duration) -> Res {
         let log = std::fs::File::create(self.dir.join("engine.log")).map_err(|e| e.to_string())?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &format!("{}-laptop", self.name)])
+        let child = self
+            .on_laptop()
             .arg(self.bin.join("devnet"))
             .args(["--state-dir", &self.state_dir(), "connect"])
             .args(args)
@@ -148,10 +148,27 @@ impl Lab {
         self.wait_status(state, within)
     }
 
+    /// A command prefix that runs on the laptop: its network namespace, and
+    /// when the lab's systemd-resolved runs (`lab.sh resolved`), the mount
+    /// namespace it lives in (its /run, its system bus, its resolv.conf).
+    pub fn on_laptop(&self) -> Command {
+        match std::fs::read_to_string(self.dir.join("resolved/holder.pid")) {
+            Ok(pid) => {
+                let mut c = Command::new("nsenter");
+                c.args(["-t", pid.trim(), "-m", "-n"]);
+                c
+            }
+            Err(_) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &format!("{}-laptop", self.name)]);
+                c
+            }
+        }
+    }
+
     /// Runs `devnet <args…>` on the laptop to completion.
     pub fn devnet(&self, args: &[&str], env: &[(&str, &str)]) -> Res<Output> {
-        Command::new("ip")
-            .args(["netns", "exec", &format!("{}-laptop", self.name)])
+        self.on_laptop()
             .arg(self.bin.join("devnet"))
             .args(["--state-dir", &self.state_dir()])
             .args(args)

@@ -105,6 +105,9 @@ struct ConnectArgs {
     /// The cluster domain.
     #[arg(long)]
     cluster_domain: Option<String>,
+    /// How the system is pointed at devnet's DNS: auto, systemd-resolved or resolv-conf.
+    #[arg(long)]
+    dns_backend: Option<String>,
     /// The TUN device's name.
     #[arg(long)]
     tun_name: Option<String>,
@@ -223,6 +226,8 @@ fn load_profile_over(
         default_namespace: None,
         resolv_conf: None,
         dns_stub: None,
+        dns_backend: args.dns_backend,
+        dns_link_address: None,
         allow_overlap: Vec::new(),
         gateways: Vec::new(),
         cluster_domain: args.cluster_domain,

@@ -3,8 +3,9 @@
 //! **Layer:** sans-IO. Decides, for each DNS query the laptop makes, whether
 //! it is a cluster name and what to ask the cluster DNS ([`NamePolicy`]),
 //! rewrites queries and answers accordingly ([`rewrite`]), and renders the
-//! per-OS resolver configuration that sends queries to devnet's stub
-//! ([`resolv_conf`]).
+//! per-OS resolver configuration that sends queries to devnet's stub:
+//! [`resolv_conf`], [`resolved`] (systemd-resolved's D-Bus calls),
+//! [`macos`] (`/etc/resolver`) and [`windows`] (NRPT).
 //!
 //! **Names.** `svc.ns.svc.cluster.local` goes to the cluster as it is.
 //! `svc.ns` and `svc.ns.svc` go as `svc.ns.svc.cluster.local` when `ns` is a
@@ -18,6 +19,7 @@
 
 pub mod macos;
 pub mod resolv_conf;
+pub mod resolved;
 pub mod rewrite;
 pub mod windows;
 
@@ -96,6 +98,12 @@ impl NamePolicy {
         let mut domains = vec![self.domain.to_ascii().trim_end_matches('.').to_owned()];
         domains.extend(self.namespaces.iter().filter(|ns| !is_public_suffix(ns)).cloned());
         domains
+    }
+
+    /// The search domain that makes a bare `svc` mean the default namespace's
+    /// service, for resolvers that only route by domain (systemd-resolved).
+    pub fn search_domain(&self) -> Option<String> {
+        self.default_namespace.as_ref().map(|ns| format!("{ns}.{}", self.svc_domain.to_ascii().trim_end_matches('.')))
     }
 
     /// Where a query for `qname` goes.

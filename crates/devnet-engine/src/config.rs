@@ -31,8 +31,16 @@ pub struct ProfileFile {
     pub default_namespace: Option<String>,
     /// The resolv.conf to manage (default /etc/resolv.conf).
     pub resolv_conf: Option<PathBuf>,
-    /// The loopback address devnet's DNS stub listens on (port 53).
+    /// The loopback address devnet's DNS stub listens on (port 53) with the
+    /// resolv.conf backend.
     pub dns_stub: Option<String>,
+    /// How the system is pointed at the stub: `auto` (default: systemd-
+    /// resolved when programs ask it, else resolv.conf), `systemd-resolved`
+    /// or `resolv-conf`.
+    pub dns_backend: Option<String>,
+    /// The address on devnet's own link where the stub listens for
+    /// systemd-resolved (which binds per-link queries to the link).
+    pub dns_link_address: Option<String>,
     /// Forwarding nodes on this machine's LAN (seed 001's node-30), at most
     /// one per address family, tried when no direct path answers.
     #[serde(default)]
@@ -74,6 +82,8 @@ impl ProfileFile {
             default_namespace: over.default_namespace.or(self.default_namespace),
             resolv_conf: over.resolv_conf.or(self.resolv_conf),
             dns_stub: over.dns_stub.or(self.dns_stub),
+            dns_backend: over.dns_backend.or(self.dns_backend),
+            dns_link_address: over.dns_link_address.or(self.dns_link_address),
             allow_overlap: if over.allow_overlap.is_empty() { self.allow_overlap } else { over.allow_overlap },
             gateways: if over.gateways.is_empty() { self.gateways } else { over.gateways },
             tun_name: over.tun_name.or(self.tun_name),
@@ -103,6 +113,8 @@ pub struct Profile {
     pub default_namespace: Option<String>,
     pub resolv_conf: PathBuf,
     pub dns_stub: IpAddr,
+    pub dns_backend: DnsBackend,
+    pub dns_link_address: IpAddr,
     pub allow_overlap: Vec<IpNet>,
     pub gateways: Vec<IpAddr>,
     pub tun_name: String,
@@ -117,6 +129,18 @@ pub const DEFAULT_MTU: u16 = 65_000;
 /// A loopback address of its own, so the stub never competes for port 53
 /// with systemd-resolved (127.0.0.53) or a local dnsmasq (127.0.0.1).
 pub const DEFAULT_DNS_STUB: &str = "127.0.0.153";
+/// Link-local, so no network routes it, and outside the metadata addresses
+/// (169.254.169.x) the relay and the CIDR checks refuse.
+pub const DEFAULT_DNS_LINK_ADDRESS: &str = "169.254.53.53";
+
+/// Which resolver backend to use (see `dns-backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsBackend {
+    Auto,
+    SystemdResolved,
+    ResolvConf,
+}
 
 /// A profile value that cannot be used, and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,6 +195,12 @@ pub enum ConfigError {
     BadNamespace(String),
     #[error("DNS stub address {0:?} must be a loopback IP address, e.g. 127.0.0.153")]
     BadStub(String),
+    #[error("dns-backend {0:?} is not one of auto, systemd-resolved, resolv-conf")]
+    BadDnsBackend(String),
+    #[error(
+        "dns-link-address {0:?} must be a unicast IP address outside the cluster CIDRs and loopback, e.g. 169.254.53.53"
+    )]
+    BadDnsLinkAddress(String),
     #[error("interface name {0:?} is not valid: use 1-15 characters of [a-zA-Z0-9_-]")]
     BadTunName(String),
     #[error("MTU {0} is out of range: use 1280 to 65535")]
@@ -240,6 +270,22 @@ impl ProfileFile {
         if !dns_stub.is_loopback() {
             return Err(ConfigError::BadStub(stub_text));
         }
+        let dns_backend = match self.dns_backend.as_deref().unwrap_or("auto") {
+            "auto" => DnsBackend::Auto,
+            "systemd-resolved" => DnsBackend::SystemdResolved,
+            "resolv-conf" => DnsBackend::ResolvConf,
+            other => return Err(ConfigError::BadDnsBackend(other.to_owned())),
+        };
+        let link_text = self.dns_link_address.unwrap_or_else(|| DEFAULT_DNS_LINK_ADDRESS.to_owned());
+        let dns_link_address: IpAddr =
+            link_text.parse().map_err(|_| ConfigError::BadDnsLinkAddress(link_text.clone()))?;
+        if dns_link_address.is_loopback()
+            || dns_link_address.is_unspecified()
+            || dns_link_address.is_multicast()
+            || cidrs.iter().any(|n| n.contains(&dns_link_address))
+        {
+            return Err(ConfigError::BadDnsLinkAddress(link_text));
+        }
         let mut allow_overlap = Vec::new();
         for text in &self.allow_overlap {
             match text.parse::<IpNet>() {
@@ -282,6 +328,8 @@ impl ProfileFile {
             default_namespace: self.default_namespace,
             resolv_conf: self.resolv_conf.unwrap_or_else(|| PathBuf::from("/etc/resolv.conf")),
             dns_stub,
+            dns_backend,
+            dns_link_address,
             allow_overlap,
             gateways,
             tun_name,
@@ -437,6 +485,9 @@ mod tests {
             (Box::new(|p| p.mtu = Some(500)), "1280"),
             (Box::new(|p| p.namespaces = vec!["Team_A".into()]), "Team_A"),
             (Box::new(|p| p.dns_stub = Some("192.168.1.1".into())), "loopback"),
+            (Box::new(|p| p.dns_backend = Some("resolvconf".into())), "auto, systemd-resolved, resolv-conf"),
+            (Box::new(|p| p.dns_link_address = Some("10.96.0.53".into())), "outside the cluster CIDRs"),
+            (Box::new(|p| p.dns_link_address = Some("127.0.0.2".into())), "loopback"),
             (Box::new(|p| p.allow_overlap = vec!["10.1.0.0/16".into()]), "not one of the cidrs"),
             (Box::new(|p| p.gateways = vec!["10.244.0.5".into()]), "inside the cluster CIDRs"),
             (Box::new(|p| p.gateways = vec!["192.168.1.2".into(), "192.168.1.3".into()]), "at most one IPv4"),

@@ -1,7 +1,12 @@
-//! Cluster DNS for the laptop: a stub resolver on a loopback address that
-//! sends cluster names (as `devnet_dns::NamePolicy` decides) to the cluster
-//! DNS and everything else to the laptop's own nameservers, and the
-//! resolv.conf backend that points the system at it.
+//! Cluster DNS for the laptop: a stub resolver that sends cluster names (as
+//! `devnet_dns::NamePolicy` decides) to the cluster DNS and everything else
+//! to the laptop's own nameservers, and the backends that point the system
+//! at it ([`configure`] picks one):
+//! - **systemd-resolved**: the stub listens on an address on devnet's own
+//!   link, and resolved sends only the cluster's domains there
+//!   ([`crate::resolved`]);
+//! - **resolv.conf**: the stub listens on a loopback address and the file
+//!   points at it; the stub forwards the rest to the file's old servers.
 //!
 //! The cluster DNS server is reached at its ClusterIP like any other
 //! address, so queries follow whatever path that CIDR has (direct or
@@ -19,8 +24,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tracing::{debug, info, warn};
 
-use crate::config::Profile;
+use crate::config::{DnsBackend, Profile};
 use crate::journal::{Entry, Journal};
+use crate::netstate::NetState;
+use crate::resolved::{self, SystemBus};
 
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -30,11 +37,119 @@ struct Stub {
     upstreams: Vec<SocketAddr>,
 }
 
-/// Starts the stub on `profile.dns_stub`:53 (UDP and TCP).
-pub(crate) async fn start_stub(profile: &Profile, upstreams: Vec<IpAddr>) -> Result<tokio::task::JoinHandle<()>> {
+/// The resolver set-up of a session: the stub, and with systemd-resolved
+/// the link configured in it.
+pub(crate) struct Resolver {
+    stub: tokio::task::JoinHandle<()>,
+    resolved: Option<resolved::Session>,
+    /// For status: the backend, where the stub listens, and why this backend.
+    pub(crate) description: String,
+}
+
+impl Resolver {
+    /// Stops the stub and reverts resolved's link settings (resolv.conf is
+    /// restored with the rest of the journal).
+    pub(crate) async fn stop(self) {
+        self.stub.abort();
+        if let Some(session) = self.resolved {
+            session.stop().await;
+        }
+    }
+}
+
+/// Starts the stub and points the system at it with the backend the
+/// profile asks for or, by default, the one programs here actually use.
+/// Every OS change is journaled in `net`; on error the caller tears down.
+pub(crate) async fn configure(profile: &Profile, net: &mut NetState) -> Result<Resolver> {
+    let (backend, why, bus) = choose_backend(profile).await?;
+    info!(backend = ?backend, reason = %why, "DNS backend chosen");
+    match (backend, bus) {
+        (devnet_dns::resolved::Backend::SystemdResolved, Some(bus)) => {
+            let address = profile.dns_link_address;
+            let ifindex = net.ensure_dns_link(address)?;
+            let stub = start_stub(profile, address, bus.servers(ifindex).await).await?;
+            let policy =
+                NamePolicy::new(&profile.cluster_domain, &profile.namespaces, profile.default_namespace.as_deref())?;
+            let calls = devnet_dns::resolved::link_calls(ifindex, address, &policy);
+            let domains = calls.iter().find(|c| matches!(c, devnet_dns::resolved::Call::SetLinkDomains { .. }));
+            let domains = domains.map(ToString::to_string).unwrap_or_default();
+            let configured = async {
+                net.record(Entry::ResolvedLink { ifname: profile.tun_name.clone() })?;
+                resolved::Session::start(bus, ifindex, calls).await.context("configuring systemd-resolved")
+            };
+            match configured.await {
+                Ok(session) => {
+                    info!(link = %profile.tun_name, ifindex, server = %address, %domains, "systemd-resolved configured");
+                    Ok(Resolver {
+                        stub,
+                        resolved: Some(session),
+                        description: format!(
+                            "systemd-resolved: link {} (index {ifindex}), server {address}; {why}",
+                            profile.tun_name
+                        ),
+                    })
+                }
+                Err(e) => {
+                    stub.abort();
+                    Err(e)
+                }
+            }
+        }
+        _ => {
+            let stub = start_stub(profile, profile.dns_stub, upstreams(profile)?).await?;
+            if let Err(e) = configure_resolv_conf(profile, net.journal_mut()) {
+                stub.abort();
+                return Err(e);
+            }
+            Ok(Resolver {
+                stub,
+                resolved: None,
+                description: format!("resolv.conf: {} -> {}; {why}", profile.resolv_conf.display(), profile.dns_stub),
+            })
+        }
+    }
+}
+
+/// The backend to use, why, and the bus when it is systemd-resolved.
+async fn choose_backend(profile: &Profile) -> Result<(devnet_dns::resolved::Backend, String, Option<Arc<SystemBus>>)> {
+    use devnet_dns::resolved::{Backend, System, detect};
+    let bus = async {
+        let bus = SystemBus::connect().await.ok()?;
+        bus.resolved_running().await.then(|| Arc::new(bus))
+    };
+    match profile.dns_backend {
+        DnsBackend::ResolvConf => Ok((Backend::ResolvConf, "chosen in the profile".into(), None)),
+        DnsBackend::SystemdResolved => match bus.await {
+            Some(bus) => Ok((Backend::SystemdResolved, "chosen in the profile".into(), Some(bus))),
+            None => anyhow::bail!(
+                "dns-backend is systemd-resolved, but systemd-resolved is not on the system bus: \
+                 start it (systemctl start systemd-resolved) or use dns-backend = \"resolv-conf\""
+            ),
+        },
+        DnsBackend::Auto => {
+            let path = &profile.resolv_conf;
+            let target = std::fs::read_link(path).ok();
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let nsswitch = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+            let hosts = nsswitch.lines().find(|l| l.trim_start().starts_with("hosts:"));
+            let bus = bus.await;
+            let system = System {
+                resolv_conf_target: target.as_deref(),
+                resolv_conf: &text,
+                nsswitch_hosts: hosts,
+                resolved_on_bus: bus.is_some(),
+            };
+            let (backend, why) = detect(&system);
+            Ok((backend, why.to_owned(), bus))
+        }
+    }
+}
+
+/// Starts the stub on `listen`:53 (UDP and TCP).
+async fn start_stub(profile: &Profile, listen: IpAddr, upstreams: Vec<IpAddr>) -> Result<tokio::task::JoinHandle<()>> {
     let cluster = SocketAddr::new(profile.dns_server.context("no DNS server configured")?, 53);
     let policy = NamePolicy::new(&profile.cluster_domain, &profile.namespaces, profile.default_namespace.as_deref())?;
-    let listen = SocketAddr::new(profile.dns_stub, 53);
+    let listen = SocketAddr::new(listen, 53);
     let udp = Arc::new(UdpSocket::bind(listen).await.with_context(|| format!("binding the DNS stub on {listen}"))?);
     let tcp = TcpListener::bind(listen).await.with_context(|| format!("binding the DNS stub on {listen}/tcp"))?;
     let stub = Arc::new(Stub {
@@ -135,7 +250,7 @@ async fn forward(servers: &[SocketAddr], query: &[u8], tcp: bool) -> Option<Vec<
 }
 
 /// The nameservers the system uses now: where the stub forwards the rest.
-pub(crate) fn upstreams(profile: &Profile) -> Result<Vec<IpAddr>> {
+fn upstreams(profile: &Profile) -> Result<Vec<IpAddr>> {
     let path = &profile.resolv_conf;
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(resolv_conf::nameservers(&text).into_iter().filter(|ip| *ip != profile.dns_stub).collect())

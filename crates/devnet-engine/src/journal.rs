@@ -31,6 +31,9 @@ pub enum Entry {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         symlink: Option<std::path::PathBuf>,
     },
+    /// Per-link DNS settings in systemd-resolved for our link `ifname`.
+    /// They live as long as the link: undoing the [`Entry::Tun`] undoes them.
+    ResolvedLink { ifname: String },
 }
 
 /// The on-disk journal.

@@ -3,7 +3,7 @@
 //! **Layer:** the I/O shell around the sans-IO crates. It decides each
 //! CIDR's path ([`detect`], `devnet_path`) and re-checks it every few
 //! seconds, owns the OS state that follows from that (TUN device, policy
-//! rule, routes, resolv.conf), runs the DNS stub and the TLS link to the
+//! rule, routes, systemd-resolved's link settings or resolv.conf), runs the DNS stub and the TLS link to the
 //! relay ([`devnet_netstack::Tunnel`]), and serves the control socket.
 //! Commands come in (over [`control`] or [`EngineHandle`]), status goes out
 //! ([`status::Status`]).
@@ -22,6 +22,8 @@ mod dns;
 pub use dns::office_forwarding;
 pub mod journal;
 pub mod os;
+#[cfg(target_os = "linux")]
+pub mod resolved;
 pub mod runner;
 pub mod status;
 pub mod transport;
@@ -126,21 +128,14 @@ pub async fn start_with(
         tracker.update(detect::detect(&profile, runner.as_ref()).await.context("detecting paths")?);
         let tun = net.apply(&tracker.tunnelled(), &tracker.via_gateway())?;
         // Cluster names: the stub first, then the resolver pointed at it.
-        let stub = match profile.dns_server {
-            Some(_) => {
-                let stub = dns::start_stub(&profile, dns::upstreams(&profile)?).await?;
-                if let Err(e) = net.configure_dns() {
-                    stub.abort();
-                    return Err(e);
-                }
-                Some(stub)
-            }
+        let resolver = match profile.dns_server {
+            Some(_) => Some(dns::configure(&profile, &mut net).await?),
             None => None,
         };
-        Ok::<_, anyhow::Error>((tun, stub))
+        Ok::<_, anyhow::Error>((tun, resolver))
     }
     .await;
-    let (tun, dns_stub) = match first {
+    let (tun, resolver) = match first {
         Ok(pair) => pair,
         Err(e) => {
             let _ = net.teardown();
@@ -156,6 +151,7 @@ pub async fn start_with(
     status.discovered = discovered;
     status.paths = tracker.current().to_vec();
     status.routes = net.routed().to_vec();
+    status.dns_backend = resolver.as_ref().map(|r| r.description.clone());
     if tun.is_none() {
         status.state = LinkState::Direct;
     }
@@ -223,8 +219,8 @@ pub async fn start_with(
             }
         };
         control_task.abort();
-        if let Some(stub) = dns_stub {
-            stub.abort();
+        if let Some(resolver) = resolver {
+            resolver.stop().await;
         }
         // The TUN device is gone with the data path; its routes with it. The
         // journal still lists them: undo checks what is left and removes
@@ -323,6 +319,7 @@ fn initial_status(profile: &Profile) -> Status {
         routes: profile.cidrs.clone(),
         dns_server: profile.dns_server,
         cluster_domain: profile.cluster_domain.clone(),
+        dns_backend: None,
         paths: Vec::new(),
         tcp_flows: 0,
         pending_opens: 0,

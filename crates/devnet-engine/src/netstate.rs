@@ -20,6 +20,10 @@ pub(crate) struct NetState {
     runner: Arc<dyn Runner>,
     journal: Journal,
     tun_created: bool,
+    /// The TUN device made for DNS alone (systemd-resolved needs a link of
+    /// ours), not yet carrying traffic: handed to the data path the first
+    /// time a CIDR needs the tunnel.
+    idle_tun: Option<tun_rs::AsyncDevice>,
     rules: [bool; 2],
     routed: Vec<IpNet>,
     via: Vec<(IpNet, IpAddr)>,
@@ -27,7 +31,16 @@ pub(crate) struct NetState {
 
 impl NetState {
     pub(crate) fn new(profile: Profile, runner: Arc<dyn Runner>, journal: Journal) -> Self {
-        Self { profile, runner, journal, tun_created: false, rules: [false; 2], routed: Vec::new(), via: Vec::new() }
+        Self {
+            profile,
+            runner,
+            journal,
+            tun_created: false,
+            idle_tun: None,
+            rules: [false; 2],
+            routed: Vec::new(),
+            via: Vec::new(),
+        }
     }
 
     /// Sets up the trial table for the configured forwarding nodes: a route
@@ -87,19 +100,12 @@ impl NetState {
         platform::check_overlaps(&checked, &platform::routes(runner)?)?;
 
         let mut new_tun = None;
-        if !added.is_empty() && !self.tun_created {
-            let name = self.profile.tun_name.clone();
-            self.journal.record(Entry::Tun { name: name.clone() })?;
-            let tun = tun_rs::DeviceBuilder::new()
-                .name(&name)
-                .mtu(self.profile.mtu)
-                .enable(true)
-                .build_async()
-                .with_context(|| format!("creating TUN device {name} (are you root? is /dev/net/tun there?)"))?;
-            let any_v6 = self.profile.cidrs.iter().any(|n| matches!(n, IpNet::V6(_)));
-            platform::adopt_link(runner, &name, any_v6)?;
-            self.tun_created = true;
-            new_tun = Some(tun);
+        if !added.is_empty() {
+            new_tun = match self.idle_tun.take() {
+                Some(tun) => Some(tun),
+                None if !self.tun_created => Some(self.create_tun()?),
+                None => None,
+            };
         }
         for (i, family, ipv6) in [(0, "-4", false), (1, "-6", true)] {
             let needed =
@@ -146,14 +152,49 @@ impl NetState {
         Ok(new_tun)
     }
 
-    /// Points the system resolver at devnet's DNS stub (journaled).
-    pub(crate) fn configure_dns(&mut self) -> Result<()> {
-        crate::dns::configure_resolv_conf(&self.profile, &mut self.journal).map(drop)
+    /// Creates our TUN device (journaled first) and marks it as ours.
+    fn create_tun(&mut self) -> Result<tun_rs::AsyncDevice> {
+        let name = self.profile.tun_name.clone();
+        self.journal.record(Entry::Tun { name: name.clone() })?;
+        let tun = tun_rs::DeviceBuilder::new()
+            .name(&name)
+            .mtu(self.profile.mtu)
+            .enable(true)
+            .build_async()
+            .with_context(|| format!("creating TUN device {name} (are you root? is /dev/net/tun there?)"))?;
+        let any_v6 = self.profile.cidrs.iter().any(|n| matches!(n, IpNet::V6(_)));
+        platform::adopt_link(self.runner.as_ref(), &name, any_v6)?;
+        self.tun_created = true;
+        Ok(tun)
+    }
+
+    /// Makes sure devnet has a link of its own (for systemd-resolved, even
+    /// when every CIDR is direct), with `address` on it for the DNS stub.
+    /// Returns the link's interface index.
+    pub(crate) fn ensure_dns_link(&mut self, address: IpAddr) -> Result<i32> {
+        if !self.tun_created {
+            let tun = self.create_tun()?;
+            self.idle_tun = Some(tun);
+        }
+        let runner = self.runner.clone();
+        platform::add_link_address(runner.as_ref(), &self.profile.tun_name, address)?;
+        Ok(platform::link_index(runner.as_ref(), &self.profile.tun_name)?)
+    }
+
+    /// Records an OS change made elsewhere (the resolver backends).
+    pub(crate) fn record(&mut self, entry: Entry) -> Result<()> {
+        self.journal.record(entry)
+    }
+
+    /// The journal, for OS changes made elsewhere (the resolver backends).
+    pub(crate) fn journal_mut(&mut self) -> &mut Journal {
+        &mut self.journal
     }
 
     /// Undoes everything (the journal knows what).
     pub(crate) fn teardown(&mut self) -> Result<Vec<String>> {
         self.routed.clear();
+        self.idle_tun = None;
         platform::undo(&mut self.journal, self.runner.as_ref())
     }
 }

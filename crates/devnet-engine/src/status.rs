@@ -55,6 +55,10 @@ pub struct Status {
     pub paths: Vec<devnet_path::Verdict>,
     pub dns_server: Option<IpAddr>,
     pub cluster_domain: String,
+    /// How the system's resolver is pointed at devnet's stub, and why that
+    /// backend: `systemd-resolved: link devnet0 … (…)`, `resolv.conf: …`.
+    #[serde(default)]
+    pub dns_backend: Option<String>,
     pub tcp_flows: usize,
     pub pending_opens: usize,
     pub udp_associations: usize,
@@ -99,6 +103,9 @@ impl Status {
         }
         if let Some(dns) = self.dns_server {
             s += &format!("\ndns:      {} for {}", dns, self.cluster_domain);
+        }
+        if let Some(backend) = &self.dns_backend {
+            s += &format!("\nresolver: {backend}");
         }
         s += &format!(
             "\nflows:    {} tcp ({} opening), {} udp; {} refused, {} unreachable\ntraffic:  {} B up, {} B down; {} reconnects",

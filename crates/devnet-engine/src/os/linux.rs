@@ -338,8 +338,32 @@ pub fn adopt_link(runner: &dyn Runner, dev: &str, ipv6: bool) -> Result<(), RunE
     Ok(())
 }
 
+/// Puts `address` (a host address: /32 or /128) on our link `dev`, where
+/// devnet's DNS stub listens for systemd-resolved. The address goes with
+/// the device.
+pub fn add_link_address(runner: &dyn Runner, dev: &str, address: IpAddr) -> Result<(), RunError> {
+    let (family, prefix) = if address.is_ipv4() { ("-4", 32) } else { ("-6", 128) };
+    let mut cmd = argv(&["ip", family, "addr", "replace", &format!("{address}/{prefix}"), "dev", dev]);
+    if address.is_ipv6() {
+        cmd.push("nodad".into());
+    }
+    runner.run(&cmd).map(drop)
+}
+
+/// The interface index of `dev`.
+pub fn link_index(runner: &dyn Runner, dev: &str) -> Result<i32, RunError> {
+    let command = format!("ip -j link show dev {dev}");
+    let out = runner.run(&argv(&["ip", "-j", "link", "show", "dev", dev]))?;
+    serde_json::from_str::<Vec<Link>>(&out)
+        .ok()
+        .and_then(|links| links.first().and_then(|l| l.ifindex))
+        .ok_or(RunError { command, stderr: format!("no interface index in {out:?}") })
+}
+
 #[derive(Debug, Deserialize)]
 struct Link {
+    #[serde(default)]
+    ifindex: Option<i32>,
     #[serde(default)]
     ifalias: Option<String>,
 }
@@ -380,6 +404,10 @@ pub fn undo(journal: &mut Journal, runner: &dyn Runner) -> anyhow::Result<Vec<St
                     done.push(done_what);
                 }
             }
+            // resolved drops a link's settings when the link goes: the Tun
+            // entry (journaled before this one, so undone after it) removes
+            // the device if a crash left it, and with it these settings.
+            Entry::ResolvedLink { .. } => {}
             Entry::Tun { name } => {
                 let shown = runner.run(&argv(&["ip", "-j", "link", "show", "dev", name]));
                 let is_ours = shown
