@@ -32,7 +32,8 @@ fn main() {
             ("kube_05_exec_plugin_runs_as_the_invoking_user_not_root", exec_plugin_as_user),
             ("kube_06_relay_pod_that_cannot_start_is_reported_in_its_own_words", image_pull_failure),
             ("kube_07_office_with_bgp_every_discovered_cidr_proven_direct", office_bgp_direct),
-            ("kube_08_relay_uninstall_removes_it_and_forgets_the_credentials", uninstall),
+            ("kube_08_doctor_names_snat_by_the_forwarding_node", forwarding_node_snat),
+            ("kube_09_relay_uninstall_removes_it_and_forgets_the_credentials", uninstall),
         ],
         harness::OnFailure::Reset,
     )
@@ -368,11 +369,50 @@ fn office_bgp_direct(lab: &Lab) -> Res {
             return Err(format!("no TUN device should exist when every CIDR is direct:\n{links}"));
         }
         reach_cluster(lab)?;
+        // BGP keeps the laptop's address all the way: the relay pod says so.
+        let doctor = doctor_text(lab)?;
+        if !doctor.contains("no SNAT on the path to the pods: they see this laptop as 192.168.10.2") {
+            return Err(format!("doctor should find no SNAT with BGP peering:\n{doctor}"));
+        }
         lab.disconnect()
     })();
     lab.sh_ok("bgp", &["off"])?;
     result?;
     lab.laptop_unchanged("after the office")
+}
+
+/// `devnet doctor --context lab` (no engine needed).
+fn doctor_text(lab: &Lab) -> Res<String> {
+    let (kc, p) = (kubeconfig(lab), profile(lab));
+    let out = lab.devnet(&["doctor", "--context", "lab", "--kubeconfig", &kc, "--profile", &p], &[])?;
+    if !out.status.success() {
+        return Err(format!("doctor failed: {}", text(&out)));
+    }
+    Ok(text(&out))
+}
+
+/// Seed 001: the office routes the cluster through node1, which masquerades
+/// the office LAN. Every CIDR works directly, but pods see node1, not the
+/// laptop; doctor asks the relay pod and says so, with the fix.
+fn forwarding_node_snat(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["open"])?;
+    lab.sh_ok("office-routes", &["all"])?;
+    let out = doctor_text(lab);
+    lab.sh_ok("office-routes", &["none"])?;
+    let out = out?;
+    for want in ["SNAT on the path to the pods: they see this laptop as", "not 192.168.10.2", "MASQUERADE"] {
+        if !out.contains(want) {
+            return Err(format!("doctor should say {want:?}:\n{out}"));
+        }
+    }
+    // node1 masquerades to its own address towards the pod.
+    if out.contains("::ffff:") {
+        return Err(format!("an IPv4 address should be shown as IPv4:\n{out}"));
+    }
+    if let Some(line) = out.lines().find(|l| l.contains("SNAT on the path")) {
+        eprintln!("{}", line.trim());
+    }
+    Ok(())
 }
 
 fn connect_state(lab: &Lab, state: &str) -> Res {

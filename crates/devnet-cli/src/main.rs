@@ -244,8 +244,18 @@ fn load_profile_over(
 async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()> {
     let mut facts = Vec::new();
     let mut notes = Vec::new();
+    // The relay pod's tunnel port, where doctor asks which source address
+    // the pods see (SNAT on the path).
+    let mut relay_pods: Vec<std::net::SocketAddr> = Vec::new();
     let profile = if args.uses_cluster() {
         let (cluster, found, pod_probes) = kube::discover_cluster(&args.kube, args.cluster_domain.clone()).await?;
+        if let Ok(relay) = devnet_kube::relay::state(&cluster).await {
+            relay_pods = relay
+                .pod_ips
+                .iter()
+                .map(|ip| std::net::SocketAddr::new(*ip, devnet_kube::relay::TUNNEL_PORT))
+                .collect();
+        }
         facts = kube::discovered(&cluster, &found);
         notes = found.notes.clone();
         for p in found.calico_pools.iter().filter(|p| p.is_overlay()) {
@@ -288,6 +298,18 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
         (profile.dns_server, devnet_engine::office_forwarding(&profile).await)
     {
         findings.push(devnet_path::doctor::dns_forwarding(&profile.cluster_domain, &name, server, cluster_dns, &said));
+    }
+    // Only a pod reached over the network's own path says anything about it.
+    let routed = |ip: &std::net::IpAddr| {
+        verdicts
+            .iter()
+            .any(|v| v.cidr.contains(ip) && matches!(v.path, devnet_path::Path::Direct | devnet_path::Path::Gateway))
+    };
+    if let Some(&target) = relay_pods.iter().find(|t| routed(&t.ip())) {
+        match devnet_engine::detect::whoami(target, is_root()).await {
+            Ok((local, seen)) => findings.push(devnet_path::doctor::source_nat(target, local.ip(), seen.ip())),
+            Err(e) => notes.push(format!("could not ask the relay pod at {target} which address it sees: {e}")),
+        }
     }
     if json {
         let doc =

@@ -101,6 +101,31 @@ pub(crate) async fn connect_marked(
     socket.connect(target).await
 }
 
+/// Asks the relay at `target` which address it sees this machine as
+/// ([`devnet_proto::whoami`]), over the path the machine has without devnet
+/// when `bypass`. Returns (our address on that connection, the one the
+/// relay saw).
+pub async fn whoami(
+    target: std::net::SocketAddr,
+    bypass: bool,
+) -> std::io::Result<(std::net::SocketAddr, std::net::SocketAddr)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mark = bypass.then_some(crate::os::platform::BYPASS_MARK);
+    let ask = async {
+        let mut tcp = connect_marked(target, mark).await?;
+        let local = tcp.local_addr()?;
+        tcp.write_all(devnet_proto::whoami::REQUEST).await?;
+        let mut reply = Vec::new();
+        (&mut tcp).take(128).read_to_end(&mut reply).await?;
+        let seen = devnet_proto::whoami::parse_reply(&reply)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        Ok((local, seen))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(2), ask)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{target}: no answer within 2 s")))?
+}
+
 /// What each CIDR of the profile holds, for doctor: the one holding the DNS
 /// server, or a probe target on port 53, is a service CIDR; the rest pods.
 pub fn roles(profile: &Profile) -> Vec<devnet_path::doctor::Role> {

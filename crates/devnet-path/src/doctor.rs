@@ -1,6 +1,8 @@
 //! `devnet doctor`: turns path verdicts into findings in the seeds' terms,
 //! each with the fix. Pure: verdicts in, findings out.
 
+use std::net::{IpAddr, SocketAddr};
+
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -134,6 +136,34 @@ pub fn diagnose(verdicts: &[(Verdict, Role)]) -> Vec<Finding> {
     findings
 }
 
+/// Whether the direct path to the pods keeps this laptop's address: `local`
+/// is the source of a connection to the relay pod at `target`, `seen` what
+/// the relay saw.
+pub fn source_nat(target: SocketAddr, local: IpAddr, seen: IpAddr) -> Finding {
+    if local == seen {
+        return Finding {
+            severity: Severity::Info,
+            title: format!("no SNAT on the path to the pods: they see this laptop as {local}"),
+            detail: format!("the relay pod at {target} saw the connection come from {seen}, this laptop's own address"),
+            fix: None,
+        };
+    }
+    Finding {
+        severity: Severity::Warning,
+        title: format!("SNAT on the path to the pods: they see this laptop as {seen}, not {local}"),
+        detail: format!(
+            "a router or forwarding node between here and {target} rewrites the source (seed 001's MASQUERADE on the \
+             forwarding node does this); pods can answer, but anything in the cluster that calls the laptop back \
+             (a debugger, a registry such as Eureka, a webhook) reaches {seen} instead"
+        ),
+        fix: Some(
+            "route the pod CIDRs without masquerading: peer the office router with Calico over BGP (seeds 000, 002), \
+             or drop the MASQUERADE rule on the forwarding node for the office LAN and give the nodes a route back to it"
+                .into(),
+        ),
+    }
+}
+
 /// What the office DNS (the laptop's own nameserver) said to a cluster name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -183,6 +213,20 @@ pub fn dns_forwarding(
 mod tests {
     use super::*;
     use crate::{Observation, RouteUsed};
+
+    #[test]
+    fn source_nat_is_named_with_the_address_the_pods_see() {
+        let relay: SocketAddr = "10.244.1.5:8443".parse().expect("addr");
+        let laptop: IpAddr = "192.168.10.2".parse().expect("ip");
+        let kept = source_nat(relay, laptop, laptop);
+        assert_eq!((kept.severity, kept.fix), (Severity::Info, None));
+        assert!(kept.title.contains("no SNAT") && kept.title.contains("192.168.10.2"), "{}", kept.title);
+        let node: IpAddr = "10.60.20.11".parse().expect("ip");
+        let nat = source_nat(relay, laptop, node);
+        assert_eq!(nat.severity, Severity::Warning);
+        assert!(nat.title.contains("SNAT") && nat.title.contains("as 10.60.20.11, not 192.168.10.2"), "{}", nat.title);
+        assert!(nat.fix.as_deref().is_some_and(|f| f.contains("MASQUERADE")));
+    }
 
     fn verdict(cidr: &str, path: Path, probe: Option<ProbeOutcome>) -> Verdict {
         Verdict {

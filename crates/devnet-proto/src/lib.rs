@@ -18,7 +18,9 @@
 //! - UDP datagrams keyed by an association id (DNS and friends);
 //! - open results that tell refused, unreachable, timed out and denied apart;
 //! - heartbeats, so a dead or black-holed connection is noticed within
-//!   [`Config::dead_after`].
+//!   [`Config::dead_after`];
+//! - [`whoami`]: a one-line question before TLS, answered with the address
+//!   the relay sees the asker as (doctor's SNAT check).
 //!
 //! **What it does not do:** dial anything, decide policy (the relay does), or
 //! encrypt (the transport underneath is TLS).
@@ -27,6 +29,7 @@
 
 mod connection;
 pub mod frame;
+pub mod whoami;
 
 pub use connection::{Config, Connection, ConnectionError, Event, Role, Stats, StreamError, StreamId};
 pub use frame::{DecodeError, Frame, OpenStatus, RejectCode};

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -93,6 +93,25 @@ async fn handle_client(
     shutdown: watch::Receiver<bool>,
 ) {
     let metrics = shared.metrics.clone();
+    // A whoami question instead of TLS: answer it and close.
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if devnet_proto::whoami::starts_request(first[0]) => {
+            answer_whoami(tcp, peer).await;
+            return;
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            Metrics::add(&metrics.handshake_failures, 1);
+            warn!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            Metrics::add(&metrics.handshake_failures, 1);
+            warn!(%peer, "TLS handshake timed out");
+            return;
+        }
+    }
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -116,6 +135,21 @@ async fn handle_client(
         SessionEnd::Ended(reason) => info!(%peer, %reason, "session ended"),
     }
     metrics.sessions_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Answers [`devnet_proto::whoami`]: the address this relay sees the client
+/// as, so doctor can tell whether the path to the pods rewrites it.
+async fn answer_whoami(mut tcp: tokio::net::TcpStream, peer: SocketAddr) {
+    use devnet_proto::whoami;
+    let mut request = [0u8; whoami::REQUEST.len()];
+    let read = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tcp.read_exact(&mut request)).await;
+    if !matches!(read, Ok(Ok(_))) || request != whoami::REQUEST {
+        debug!(%peer, "neither TLS nor a whoami request; closing");
+        return;
+    }
+    debug!(%peer, "whoami answered");
+    let _ = tcp.write_all(whoami::reply(peer).as_bytes()).await;
+    let _ = tcp.shutdown().await;
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` over plain HTTP/1.1.
