@@ -69,7 +69,7 @@ fn connect(lab: &Lab, state: &str) -> Res {
 
 /// Both cluster name forms resolve through the system resolver.
 fn names_resolve(lab: &Lab) -> Res {
-    for name in ["web.demo.svc.cluster.local", "web.demo"] {
+    for name in ["web.demo.svc.cluster.local", "web.demo", "web.demo.svc"] {
         let addrs = lab.getent(name)?;
         if !addrs.iter().any(|a| a == "10.96.0.20" || a == "fd00:96::20") {
             return Err(format!("getent hosts {name} gave {addrs:?}"));
@@ -90,7 +90,7 @@ fn cluster_domains_only(lab: &Lab) -> Res {
         return Err(format!("status should name the resolved backend and why: {backend:?}"));
     }
     let link = resolvectl(lab, &["status", "devnet0"])?;
-    for want in ["DNS Servers: 169.254.53.53", "DNS Domain: ~cluster.local ~demo ~kube-system", "-DefaultRoute"] {
+    for want in ["DNS Servers: 169.254.53.53", "DNS Domain: ~cluster.local ~demo ~kube-system ~svc", "-DefaultRoute"] {
         if !link.contains(want) {
             return Err(format!("resolved's devnet0 should show {want:?}:\n{link}"));
         }
@@ -149,7 +149,7 @@ fn restart_repaired(lab: &Lab) -> Res {
         return Err(format!("the engine did not notice the restart:\n{}", lab.engine_log()));
     }
     let domains = resolvectl(lab, &["domain", "devnet0"])?;
-    if !domains.contains("~cluster.local ~demo ~kube-system") {
+    if !domains.contains("~cluster.local ~demo ~kube-system ~svc") {
         return Err(format!("routing domains not restored: {domains}"));
     }
     names_resolve(lab)?;

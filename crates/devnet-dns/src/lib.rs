@@ -92,11 +92,15 @@ impl NamePolicy {
 
     /// The domains the OS should send to devnet's stub on systems with
     /// per-domain resolvers (macOS, Windows, systemd-resolved): the cluster
-    /// domain and each namespace that is not a public suffix (so `svc.ns`
-    /// works). Bare names need a search domain and are left to the stub.
+    /// domain, each namespace that is not a public suffix (so `svc.ns`
+    /// works), and `svc` when there are namespaces (so `svc.ns.svc` does).
+    /// Bare names need a search domain and are left to the stub.
     pub fn resolver_domains(&self) -> Vec<String> {
         let mut domains = vec![self.domain.to_ascii().trim_end_matches('.').to_owned()];
         domains.extend(self.namespaces.iter().filter(|ns| !is_public_suffix(ns)).cloned());
+        if domains.len() > 1 && !is_public_suffix("svc") && !self.namespaces.iter().any(|ns| ns == "svc") {
+            domains.push("svc".to_owned());
+        }
         domains
     }
 
@@ -188,7 +192,10 @@ mod tests {
     fn resolver_domains_skip_namespaces_named_like_public_suffixes() {
         let namespaces: Vec<String> = ["demo", "com", "team-a"].iter().map(|s| (*s).to_owned()).collect();
         let p = NamePolicy::new("cluster.local", &namespaces, None).expect("policy");
-        assert_eq!(p.resolver_domains(), ["cluster.local", "demo", "team-a"]);
+        assert_eq!(p.resolver_domains(), ["cluster.local", "demo", "team-a", "svc"]);
+        // No namespaces: nothing but the cluster domain.
+        let p = NamePolicy::new("cluster.local", &[], None).expect("policy");
+        assert_eq!(p.resolver_domains(), ["cluster.local"]);
     }
 
     #[test]

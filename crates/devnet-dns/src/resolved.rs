@@ -236,7 +236,7 @@ mod tests {
             [
                 "SetLinkDNS 7 [169.254.53.53]",
                 // `com` is a public suffix: never a routing domain.
-                "SetLinkDomains 7 [~cluster.local, ~demo, ~team-a, demo.svc.cluster.local]",
+                "SetLinkDomains 7 [~cluster.local, ~demo, ~team-a, ~svc, demo.svc.cluster.local]",
                 "SetLinkDefaultRoute 7 false",
                 "SetLinkLLMNR 7 no",
                 "SetLinkMulticastDNS 7 no",
