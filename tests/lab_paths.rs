@@ -37,6 +37,7 @@ fn main() {
             ("paths_10_gateway_mode_routes_via_the_forwarding_node", gateway_mode),
             ("paths_11_a_local_route_change_is_rechecked_at_once", local_change),
             ("paths_12_a_symlinked_resolv_conf_comes_back_as_the_same_link", resolv_conf_symlink),
+            ("paths_13_doctor_traces_a_route_missing_at_a_later_hop", route_missing_at_a_hop),
         ],
         harness::OnFailure::Reset,
     )
@@ -489,4 +490,29 @@ fn resolv_conf_symlink(lab: &Lab) -> Res {
     std::fs::write(&conf, &original).map_err(|e| e.to_string())?;
     result?;
     lab.laptop_unchanged("after the symlinked resolv.conf")
+}
+
+/// Seed 004: the office router has the pod route, but the hop it sends to
+/// (node2) has none for node1's block. The probe only says "no route to
+/// host"; doctor traces the way and names the hop that lacks the route.
+fn route_missing_at_a_hop(lab: &Lab) -> Res {
+    lab.sh_ok("office-routes", &["misrouted"])?;
+    let out = run_doctor(lab);
+    lab.sh_ok("office-routes", &["none"])?;
+    let out = out?;
+    for want in [
+        "10.244.0.0/16 is routed by the first router but not at every hop: 10.60.20.12 (hop 2) has no route",
+        "192.168.10.1 -> 10.60.20.12",
+        "add a route for 10.244.0.0/16 on 10.60.20.12",
+    ] {
+        if !out.contains(want) {
+            return Err(format!("doctor should say {want:?}:\n{out}"));
+        }
+    }
+    // The service CIDR is not routed at all: the first router says so.
+    if !out.contains("the first router 192.168.10.1 has no route to 10.96.0.0/16") {
+        return Err(format!("doctor should name the first router for the services:\n{out}"));
+    }
+    eprintln!("{}", out.lines().filter(|l| l.contains("hop") || l.contains("first router")).collect::<Vec<_>>().join("\n"));
+    Ok(())
 }

@@ -37,10 +37,12 @@
 #                               The binary is unpacked from Debian's .deb by
 #                               run-all.sh (installing it would take over the
 #                               host's resolv.conf), into $DEVNET_RESOLVED_ROOT.
-#   lab.sh office-routes <lab> none|pods|all
+#   lab.sh office-routes <lab> none|pods|all|misrouted
 #                               seed 001's forwarding node: the office router
 #                               routes the pod (and service) CIDRs via node1,
-#                               which masquerades the office LAN
+#                               which masquerades the office LAN; misrouted
+#                               (seed 004): the pod CIDR via node2, which has
+#                               no route for node1's block
 #
 # Topology (the seeds' office + cluster):
 #
@@ -480,6 +482,8 @@ office_routes() {
   in_ns office ip route del "$svc4" 2>/dev/null || true
   in_ns office ip -6 route del "$pods6" 2>/dev/null || true
   in_ns office ip -6 route del "$svc6" 2>/dev/null || true
+  # node2 knows node1's block again (misrouted takes it away).
+  in_ns node2 ip route replace 10.244.1.0/24 via 10.60.20.11
   # node1 is the forwarding node: it masquerades the office LAN (seed 001).
   if ! in_ns node1 iptables -t nat -C POSTROUTING -s 192.168.10.0/24 -j MASQUERADE 2>/dev/null; then
     in_ns node1 iptables -t nat -A POSTROUTING -s 192.168.10.0/24 -j MASQUERADE
@@ -495,7 +499,12 @@ office_routes() {
       in_ns office ip -6 route add "$pods6" via fd00:60::11
       in_ns office ip route add "$svc4" via 10.60.20.11
       in_ns office ip -6 route add "$svc6" via fd00:60::11 ;;
-    *) echo "office-routes takes none, pods or all" >&2; exit 2 ;;
+    misrouted)
+      # Seed 004: the office router sends the pod CIDR to node2, which has
+      # no route for node1's block (a hop without the route).
+      in_ns office ip route add "$pods4" via 10.60.20.12
+      in_ns node2 ip route replace unreachable 10.244.1.0/24 ;;
+    *) echo "office-routes takes none, pods, all or misrouted" >&2; exit 2 ;;
   esac
 }
 

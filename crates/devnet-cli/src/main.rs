@@ -282,12 +282,24 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
     } else {
         load_profile(args, state_dir.clone())?
     };
-    let verdicts = match control::request(&state_dir, Request::Status).await {
+    let mut verdicts = match control::request(&state_dir, Request::Status).await {
         // An engine is connected: its routes would capture our probes, so
         // use the evidence it gathered with the bypass mark.
         Ok(Response::Status { status }) => status.paths,
         _ => devnet_engine::detect::detect_with(&profile, &SystemRunner, is_root()).await?,
     };
+    // Where the way ends for each CIDR whose probe got no answer: traced
+    // hop by hop, over the path the machine has without devnet.
+    for v in
+        verdicts.iter_mut().filter(|v| matches!(v.path, devnet_path::Path::Tunnel | devnet_path::Path::Unreachable))
+    {
+        if let Some(std::net::IpAddr::V4(target)) = v.evidence.target.map(|t| t.ip()) {
+            match devnet_engine::detect::trace(target, 8, is_root()).await {
+                Ok(hops) => v.evidence.hops = hops,
+                Err(e) => notes.push(format!("could not trace the way to {target}: {e}")),
+            }
+        }
+    }
     let roles = devnet_engine::detect::roles(&profile);
     let pairs: Vec<_> = verdicts
         .iter()

@@ -35,7 +35,7 @@ pub async fn detect_with(profile: &Profile, runner: &dyn Runner, mark: bool) -> 
             Some(t) => tokio::task::block_in_place(|| platform::route_get(runner, t.ip()))?,
             None => None,
         };
-        observations.push(Observation { cidr: *cidr, target, route, probe: None, gateway: None });
+        observations.push(Observation { cidr: *cidr, target, route, probe: None, gateway: None, hops: Vec::new() });
     }
     // All probes at once: detection takes one probe timeout at most.
     let probes: Vec<_> = observations
@@ -124,6 +124,86 @@ pub async fn whoami(
     tokio::time::timeout(std::time::Duration::from_secs(2), ask)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, format!("{target}: no answer within 2 s")))?
+}
+
+/// Traces the way to `target` hop by hop, as traceroute does (UDP with TTL
+/// 1, 2, …; the kernel reports each ICMP answer on the socket's error
+/// queue): a router that forwards says "time exceeded", one without a route
+/// "unreachable", the target "port unreachable". Stops at the first hop
+/// that ends the way, after three silent hops, or at `max_hops`. IPv4 only;
+/// with `bypass`, over the path the machine has without devnet.
+pub async fn trace(target: std::net::Ipv4Addr, max_hops: u8, bypass: bool) -> std::io::Result<Vec<devnet_path::Hop>> {
+    tokio::task::spawn_blocking(move || trace_blocking(target, max_hops, bypass))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+fn trace_blocking(target: std::net::Ipv4Addr, max_hops: u8, bypass: bool) -> std::io::Result<Vec<devnet_path::Hop>> {
+    use devnet_path::{Hop, HopAnswer};
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut hops = Vec::new();
+    let mut silent = 0;
+    for ttl in 1..=max_hops {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_ttl_v4(u32::from(ttl))?;
+        if bypass {
+            socket.set_mark(crate::os::platform::BYPASS_MARK)?;
+        }
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::Ipv4RecvErr, &true)?;
+        // traceroute's ports: unlikely to be listened on, so the target
+        // itself answers "port unreachable".
+        socket.connect(&std::net::SocketAddrV4::new(target, 33434 + u16::from(ttl)).into())?;
+        socket.send(b"devnet doctor: tracing the way to the cluster")?;
+        let (from, answer) = hop_answer(&socket, target)?;
+        silent = if answer == HopAnswer::Silent { silent + 1 } else { 0 };
+        hops.push(Hop { ttl, from, answer });
+        if matches!(answer, HopAnswer::NoRoute | HopAnswer::Prohibited | HopAnswer::Reached) || silent == 3 {
+            break;
+        }
+    }
+    Ok(hops)
+}
+
+/// Waits up to half a second for the ICMP answer to one trace packet.
+fn hop_answer(
+    socket: &socket2::Socket,
+    target: std::net::Ipv4Addr,
+) -> std::io::Result<(Option<std::net::IpAddr>, devnet_path::HopAnswer)> {
+    use devnet_path::HopAnswer;
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg};
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut fds = [nix::poll::PollFd::new(socket.as_fd(), nix::poll::PollFlags::POLLIN)];
+    // POLLERR (the error queue) is always reported.
+    if nix::poll::poll(&mut fds, 500u16)? == 0 {
+        return Ok((None, HopAnswer::Silent));
+    }
+    let mut buf = [0u8; 512];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in);
+    let msg = match recvmsg::<SockaddrIn>(socket.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_ERRQUEUE) {
+        Ok(msg) => msg,
+        // Nothing queued as an error: the target answered the datagram itself.
+        Err(nix::errno::Errno::EAGAIN) => return Ok((Some(target.into()), HopAnswer::Reached)),
+        Err(e) => return Err(e.into()),
+    };
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::Ipv4RecvErr(err, offender) = cmsg {
+            let from =
+                offender.map(|a| std::net::IpAddr::from(std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
+            const ICMP_TIME_EXCEEDED: u8 = 11;
+            const ICMP_DEST_UNREACH: u8 = 3;
+            let answer = match (err.ee_origin, err.ee_type, err.ee_code) {
+                (libc::SO_EE_ORIGIN_ICMP, ICMP_TIME_EXCEEDED, _) => HopAnswer::Forwards,
+                (libc::SO_EE_ORIGIN_ICMP, ICMP_DEST_UNREACH, 3) => HopAnswer::Reached,
+                (libc::SO_EE_ORIGIN_ICMP, ICMP_DEST_UNREACH, 9 | 10 | 13) => HopAnswer::Prohibited,
+                (libc::SO_EE_ORIGIN_ICMP, ICMP_DEST_UNREACH, _) => HopAnswer::NoRoute,
+                // This machine itself has no route.
+                _ => HopAnswer::NoRoute,
+            };
+            return Ok((from, answer));
+        }
+    }
+    Ok((None, HopAnswer::Silent))
 }
 
 /// What each CIDR of the profile holds, for doctor: the one holding the DNS

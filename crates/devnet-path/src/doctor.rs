@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::{Path, ProbeOutcome, Verdict};
+use crate::{Hop, HopAnswer, Path, ProbeOutcome, Verdict};
 
 /// What a CIDR holds. With explicit profiles the service CIDR is the one
 /// holding the cluster DNS server; discovery will say it outright.
@@ -112,6 +112,10 @@ pub fn diagnose(verdicts: &[(Verdict, Role)]) -> Vec<Finding> {
             });
             continue;
         };
+        if let Some(finding) = where_it_ends(v.cidr, target, &v.evidence.hops) {
+            findings.push(finding);
+            continue;
+        }
         let (title, detail, fix) = match &v.evidence.probe {
             Some(ProbeOutcome::TimedOut { .. }) => (
                 format!("nothing in {} answers from this network", v.cidr),
@@ -134,6 +138,71 @@ pub fn diagnose(verdicts: &[(Verdict, Role)]) -> Vec<Finding> {
         findings.push(Finding { severity: Severity::Warning, title, detail, fix: Some(fix.into()) });
     }
     findings
+}
+
+/// What a trace to `target` says about where the way to `cidr` ends: a hop
+/// past the first router without the route (seed 004), a routing loop, a
+/// firewall, or silence after the last router that forwarded. None when the
+/// trace says nothing sharper than the probe did.
+pub fn where_it_ends(cidr: IpNet, target: SocketAddr, hops: &[Hop]) -> Option<Finding> {
+    let last = hops.iter().rev().find(|h| h.answer != HopAnswer::Silent)?;
+    let forwarders: Vec<IpAddr> =
+        hops.iter().filter(|h| h.answer == HopAnswer::Forwards).filter_map(|h| h.from).collect();
+    let way = |end: Option<IpAddr>| {
+        let mut parts: Vec<String> = forwarders.iter().map(ToString::to_string).collect();
+        parts.extend(end.map(|e| e.to_string()));
+        parts.join(" -> ")
+    };
+    let ip = target.ip();
+    if let Some(looped) = forwarders.iter().enumerate().find_map(|(i, a)| forwarders[..i].contains(a).then_some(*a)) {
+        return Some(Finding {
+            severity: Severity::Warning,
+            title: format!("a routing loop on the way to {cidr}"),
+            detail: format!(
+                "packets for {ip} go {} and come back to {looped}: a router on the way sends {cidr} back where it came from (a default route where a specific one is missing: seed 004)",
+                way(None)
+            ),
+            fix: Some(format!(
+                "give every router on the way a route for {cidr} towards the cluster's nodes; until then devnet tunnels it"
+            )),
+        });
+    }
+    let from = last.from?;
+    let (title, detail, fix) = match last.answer {
+        HopAnswer::NoRoute if last.ttl > 1 => (
+            format!("{cidr} is routed by the first router but not at every hop: {from} (hop {}) has no route", last.ttl),
+            format!(
+                "packets for {ip} go {}, where {from} answers that it has no route: the route is on the router but not on every hop after it (seed 004)",
+                way(Some(from))
+            ),
+            format!(
+                "add a route for {cidr} on {from} (towards the node that owns the block){}; until then devnet tunnels it",
+                forwarders.last().map_or(String::new(), |p| format!(", or point the route on {p} at a hop that has it"))
+            ),
+        ),
+        HopAnswer::NoRoute => (
+            format!("the first router {from} has no route to {cidr}"),
+            format!("{from} answers that it has no route to {ip}"),
+            "peer the office router with Calico over BGP (seeds 000, 002), or route the CIDR through a forwarding node with SNAT (seed 001); until then devnet tunnels it".into(),
+        ),
+        HopAnswer::Prohibited => (
+            format!("a firewall at {from} (hop {}) refuses traffic to {cidr}", last.ttl),
+            format!("packets for {ip} go {} and are refused there (ICMP administratively prohibited)", way(Some(from))),
+            format!("allow this laptop's network to reach {cidr} on {from}; until then devnet tunnels it"),
+        ),
+        HopAnswer::Forwards => (
+            format!("packets for {cidr} pass {from} (hop {}) and vanish", last.ttl),
+            format!(
+                "packets for {ip} go {} and nothing answers after that: the next hop drops them without a word (no route and no ICMP, or a firewall), or a hop further on lacks the route (seed 004)",
+                way(None)
+            ),
+            format!(
+                "check the route for {cidr} and the firewall on the hop after {from}; until then devnet tunnels it"
+            ),
+        ),
+        HopAnswer::Reached | HopAnswer::Silent => return None,
+    };
+    Some(Finding { severity: Severity::Warning, title, detail, fix: Some(fix) })
 }
 
 /// Whether the direct path to the pods keeps this laptop's address: `local`
@@ -214,6 +283,61 @@ mod tests {
     use super::*;
     use crate::{Observation, RouteUsed};
 
+    fn hop(ttl: u8, from: Option<&str>, answer: HopAnswer) -> Hop {
+        Hop { ttl, from: from.map(|f| f.parse().expect("ip")), answer }
+    }
+
+    #[test]
+    fn traces_say_where_the_way_ends() {
+        let cidr: IpNet = "10.244.0.0/16".parse().expect("cidr");
+        let target: SocketAddr = "10.244.1.10:8080".parse().expect("addr");
+        let office = Some("192.168.10.1");
+        let table: &[(&[Hop], Option<&str>)] = &[
+            // Seed 004: the office router forwards, the next hop has no route.
+            (
+                &[hop(1, office, HopAnswer::Forwards), hop(2, Some("10.60.20.12"), HopAnswer::NoRoute)],
+                Some(
+                    "10.244.0.0/16 is routed by the first router but not at every hop: 10.60.20.12 (hop 2) has no route",
+                ),
+            ),
+            (
+                &[hop(1, office, HopAnswer::NoRoute)],
+                Some("the first router 192.168.10.1 has no route to 10.244.0.0/16"),
+            ),
+            (
+                &[
+                    hop(1, office, HopAnswer::Forwards),
+                    hop(2, Some("10.60.20.12"), HopAnswer::Forwards),
+                    hop(3, office, HopAnswer::Forwards),
+                ],
+                Some("a routing loop on the way to 10.244.0.0/16"),
+            ),
+            (
+                &[
+                    hop(1, office, HopAnswer::Forwards),
+                    hop(2, None, HopAnswer::Silent),
+                    hop(3, None, HopAnswer::Silent),
+                ],
+                Some("packets for 10.244.0.0/16 pass 192.168.10.1 (hop 1) and vanish"),
+            ),
+            (
+                &[hop(1, office, HopAnswer::Forwards), hop(2, Some("10.60.20.1"), HopAnswer::Prohibited)],
+                Some("a firewall at 10.60.20.1 (hop 2) refuses traffic to 10.244.0.0/16"),
+            ),
+            // Reached, or nothing at all: the probe's own finding stands.
+            (&[hop(1, office, HopAnswer::Forwards), hop(2, Some("10.244.1.10"), HopAnswer::Reached)], None),
+            (&[hop(1, None, HopAnswer::Silent)], None),
+            (&[], None),
+        ];
+        for (hops, want) in table {
+            let got = where_it_ends(cidr, target, hops).map(|f| f.title);
+            assert_eq!(got.as_deref(), *want, "{hops:?}");
+        }
+        let seed_004 = where_it_ends(cidr, target, table[0].0).expect("finding");
+        assert!(seed_004.detail.contains("192.168.10.1 -> 10.60.20.12"), "{}", seed_004.detail);
+        assert!(seed_004.fix.as_deref().is_some_and(|f| f.contains("add a route for 10.244.0.0/16 on 10.60.20.12")));
+    }
+
     #[test]
     fn source_nat_is_named_with_the_address_the_pods_see() {
         let relay: SocketAddr = "10.244.1.5:8443".parse().expect("addr");
@@ -243,6 +367,7 @@ mod tests {
                 }),
                 probe,
                 gateway: None,
+                hops: Vec::new(),
             },
         }
     }

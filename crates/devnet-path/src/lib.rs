@@ -80,6 +80,35 @@ pub struct Observation {
     /// node, and how the target answered through it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayTrial>,
+    /// Where packets to the target stop, hop by hop, when doctor traced a
+    /// probe that did not answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<Hop>,
+}
+
+/// One hop of a trace: what came back for packets sent with TTL `ttl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hop {
+    pub ttl: u8,
+    /// The router or host that answered, if any did.
+    pub from: Option<IpAddr>,
+    pub answer: HopAnswer,
+}
+
+/// What a hop answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HopAnswer {
+    /// ICMP time exceeded: a router that forwards towards the target.
+    Forwards,
+    /// ICMP network or host unreachable: this hop has no route on.
+    NoRoute,
+    /// ICMP administratively prohibited: a firewall.
+    Prohibited,
+    /// The target itself answered (port unreachable, or any reply).
+    Reached,
+    /// Nothing came back.
+    Silent,
 }
 
 /// A probe through a configured forwarding node (seed 001's node-30).
@@ -253,6 +282,7 @@ mod tests {
             }),
             probe,
             gateway: None,
+            hops: Vec::new(),
         }
     }
 
