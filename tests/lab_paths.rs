@@ -513,6 +513,9 @@ fn route_missing_at_a_hop(lab: &Lab) -> Res {
     if !out.contains("the first router 192.168.10.1 has no route to 10.96.0.0/16") {
         return Err(format!("doctor should name the first router for the services:\n{out}"));
     }
-    eprintln!("{}", out.lines().filter(|l| l.contains("hop") || l.contains("first router")).collect::<Vec<_>>().join("\n"));
+    eprintln!(
+        "{}",
+        out.lines().filter(|l| l.contains("hop") || l.contains("first router")).collect::<Vec<_>>().join("\n")
+    );
     Ok(())
 }

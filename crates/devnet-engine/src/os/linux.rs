@@ -79,17 +79,7 @@ impl KernelRoute {
     }
 }
 
-/// A CIDR we may not route through the tunnel.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{dst} overlaps the existing route {existing}, which devnet would take over: \
-     leave {dst} out of the CIDRs, remove that route (a VPN, a container bridge or the home LAN may own it), \
-     or allow it with allow-overlap = [\"{dst}\"] in the profile"
-)]
-pub struct RouteConflict {
-    pub dst: IpNet,
-    pub existing: String,
-}
+pub use super::RouteConflict;
 
 fn family_flag(net: &IpNet) -> &'static str {
     match net {
@@ -211,16 +201,7 @@ pub fn route_get_marked(
 /// Refuses tunnel CIDRs that overlap a route the machine already has (other
 /// than the default route and link-local ranges), naming it.
 pub fn check_overlaps(cidrs: &[IpNet], main: &[KernelRoute]) -> Result<(), RouteConflict> {
-    for net in cidrs {
-        for r in main {
-            let Some(other) = r.net() else { continue };
-            let link_local = matches!(other, IpNet::V6(n) if n.network().is_unicast_link_local());
-            if !link_local && (net.contains(&other.network()) || other.contains(&net.network())) {
-                return Err(RouteConflict { dst: *net, existing: r.describe() });
-            }
-        }
-    }
-    Ok(())
+    super::check_overlaps(cidrs, main.iter().filter_map(|r| Some((r.net()?, r.describe()))))
 }
 
 fn dev_argv(op: &str, net: &IpNet, dev: &str) -> Vec<String> {
