@@ -10,6 +10,8 @@
 #   kube-direct / kube-portforward: `devnet connect --context lab` against the
 #              lab's stand-in API server, relay reached by node port or
 #              through the API server's port-forward.
+# Cluster name lookups (each name new, so no cache answers): the cluster DNS
+# over a routed path, and through devnet with each resolver backend.
 # Printed as a table with ratios against the routed path and devnet/peer ratios,
 # and saved as JSON in bench/results/.
 #
@@ -30,6 +32,7 @@ fi
 command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends bc >/dev/null; }
 command -v boringtun-cli >/dev/null || cargo install boringtun-cli --locked
 export PATH=$PATH:$HOME/.cargo/bin
+bash tests/lab/fetch-resolved.sh
 cargo build --workspace --bins --release --locked
 export DEVNET_BIN=$PWD/target/release
 lab=bench
@@ -66,6 +69,16 @@ L office ip route add 10.244.3.0/24 via 10.60.20.13
 routed=$(measure routed 7)
 L office ip route del 10.244.3.0/24 via 10.60.20.13
 
+dns_lookups() { # dns_lookups <label> <server>: one JSON object
+  local r
+  r=$(L laptop "$DEVNET_BIN/devnet-labd" probe dns "$2" demo.svc.cluster.local 2000)
+  jq -n --arg path "$1" --argjson r "$r" '{path: $path, p50_us: $r.p50_us, p99_us: $r.p99_us, lost: $r.lost}'
+}
+# The cluster DNS over a routed path (kube-dns is DNAT on the nodes).
+L office ip route add 10.96.0.0/16 via 10.60.20.11
+dns_routed=$(dns_lookups routed 10.96.0.10:53)
+L office ip route del 10.96.0.0/16 via 10.60.20.11
+
 # devnet.
 L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --profile "$dir/profile.toml" >"$dir/engine.log" 2>&1 &
 for _ in $(seq 50); do
@@ -74,8 +87,25 @@ for _ in $(seq 50); do
 done
 devnet=$(measure devnet 17)
 rss_kb=$(ps -o rss= -C devnet | sort -n | tail -1)
+# devnet's stub (resolv.conf backend), the cluster DNS through the tunnel.
+dns_stub=$(dns_lookups devnet-resolv-conf 127.0.0.153:53)
 L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
 sleep 1
+
+# The systemd-resolved backend: the lab's real resolved, programs asking
+# 127.0.0.53, resolved sending cluster names to devnet's link.
+bash tests/lab/lab.sh resolved "$lab" start
+sed 's|^resolv-conf = .*|resolv-conf = "/etc/resolv.conf"|' "$dir/profile.toml" >"$dir/resolved-profile.toml"
+nsenter -t "$(cat "$dir/resolved/holder.pid")" -m -n "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect \
+  --profile "$dir/resolved-profile.toml" >"$dir/engine-resolved.log" 2>&1 &
+for _ in $(seq 50); do
+  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
+  sleep 0.2
+done
+dns_resolved=$(dns_lookups devnet-systemd-resolved 127.0.0.53:53)
+L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
+sleep 1
+bash tests/lab/lab.sh resolved "$lab" stop
 
 # devnet with Kubernetes (the lab's STAND-IN API server; its kubelet runs the
 # real relay binary, so "from nothing" has no image pull in it): time from
@@ -118,7 +148,9 @@ jq -n --argjson routed "$routed" --argjson devnet "$devnet" --argjson wireguard 
   --argjson openvpn "$openvpn" --argjson sshuttle "$sshuttle" --arg rss "$rss_kb" --arg cores "$(nproc)" \
   --argjson kube_direct "$kube_direct" --argjson kube_portforward "$kube_portforward" \
   --arg nothing "$from_nothing_s" --arg direct_s "$installed_direct_s" --arg pf_s "$installed_portforward_s" \
+  --argjson dns_routed "$dns_routed" --argjson dns_stub "$dns_stub" --argjson dns_resolved "$dns_resolved" \
   '{paths: [$routed, $devnet, $kube_direct, $kube_portforward, $wireguard, $openvpn, $sshuttle],
+    dns_lookups: [$dns_routed, $dns_stub, $dns_resolved],
     connect_to_first_request_s: {from_nothing: ($nothing|tonumber), relay_installed_direct: ($direct_s|tonumber),
                                  relay_installed_portforward: ($pf_s|tonumber)},
     devnet_engine_rss_kb: ($rss|tonumber), cores: ($cores|tonumber)}' >"$out"
@@ -134,5 +166,7 @@ jq -r '
       g($d.rr_p50_us/.rr_p50_us), g($d.connections_per_second/.connections_per_second)])
   | @tsv' "$out" | column -t -s $'\t'
 jq -r '.connect_to_first_request_s | "connect to first request: from nothing \(.from_nothing)s (goal < 15 s + image pull); relay installed: direct \(.relay_installed_direct)s, port-forward \(.relay_installed_portforward)s (goal < 2 s)"' "$out"
+jq -r '(.dns_lookups[] | select(.path == "routed")) as $r | .dns_lookups[]
+  | "cluster name lookups, \(.path): p50 \(.p50_us|round) us, p99 \(.p99_us|round) us (\((.p50_us/$r.p50_us*100|round)/100)x routed p50), \(.lost) of 2000 lost"' "$out"
 echo "devnet engine RSS: $((rss_kb / 1024)) MiB; $(nproc) cores shared by every process in the lab"
 echo "saved $out"

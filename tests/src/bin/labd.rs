@@ -49,6 +49,10 @@ enum Probe {
     Rr { to: SocketAddr, count: usize },
     /// New connections per second (connect, 1-byte echo, close) for some seconds.
     Cps { to: SocketAddr, seconds: u64 },
+    /// Name lookups, one after another, each for a name never asked before
+    /// (`b<i>-<pid>.<suffix>`, so no cache answers it): prints p50 and p99
+    /// in microseconds and how many got no answer within 2 s.
+    Dns { server: SocketAddr, suffix: String, count: usize },
     /// Speak the devnet protocol to a relay directly and ask it to open a
     /// stream to `dst`; prints the outcome as JSON. With --mode, misbehave
     /// instead: wrong-token, wrong-version or garbage; prints the error.
@@ -301,6 +305,40 @@ async fn probe(p: Probe) -> Result<()> {
             samples.sort_by(f64::total_cmp);
             let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
             println!("{}", serde_json::json!({"p50_us": q(0.5), "p99_us": q(0.99), "count": count}));
+        }
+        Probe::Dns { server, suffix, count } => {
+            let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+            let s = tokio::net::UdpSocket::bind(bind).await?;
+            s.connect(server).await?;
+            let (mut samples, mut lost) = (Vec::with_capacity(count), 0usize);
+            let mut buf = [0u8; 1500];
+            for i in 0..count {
+                let id = (i & 0xffff) as u16;
+                let query = devnet_dns::rewrite::probe_query(&format!("b{i}-{}.{suffix}.", std::process::id()), id)?;
+                let t = Instant::now();
+                s.send(&query).await?;
+                let answered = tokio::time::timeout(Duration::from_secs(2), async {
+                    loop {
+                        let n = s.recv(&mut buf).await?;
+                        // A late answer to an earlier query is not this one's.
+                        if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                    }
+                })
+                .await;
+                match answered {
+                    Ok(r) => {
+                        r?;
+                        samples.push(t.elapsed().as_secs_f64() * 1e6);
+                    }
+                    Err(_) => lost += 1,
+                }
+            }
+            anyhow::ensure!(!samples.is_empty(), "no lookup was answered by {server}");
+            samples.sort_by(f64::total_cmp);
+            let q = |p: f64| samples[((samples.len() - 1) as f64 * p) as usize];
+            println!("{}", serde_json::json!({"p50_us": q(0.5), "p99_us": q(0.99), "count": count, "lost": lost}));
         }
         Probe::Relay { relay, ca, token_file, dst, mode } => {
             relay_probe(relay, &ca, &token_file, dst, mode.as_deref()).await?
