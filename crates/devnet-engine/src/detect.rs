@@ -130,7 +130,8 @@ pub async fn whoami(
 /// 1, 2, …; the kernel reports each ICMP answer on the socket's error
 /// queue): a router that forwards says "time exceeded", one without a route
 /// "unreachable", the target "port unreachable". Stops at the first hop
-/// that ends the way, after three silent hops, or at `max_hops`. IPv4 only;
+/// that ends the way, after three silent hops (each tried three times), or
+/// at `max_hops`. IPv4 only;
 /// with `bypass`, over the path the machine has without devnet.
 pub async fn trace(target: std::net::Ipv4Addr, max_hops: u8, bypass: bool) -> std::io::Result<Vec<devnet_path::Hop>> {
     tokio::task::spawn_blocking(move || trace_blocking(target, max_hops, bypass))
@@ -153,8 +154,24 @@ fn trace_blocking(target: std::net::Ipv4Addr, max_hops: u8, bypass: bool) -> std
         // traceroute's ports: unlikely to be listened on, so the target
         // itself answers "port unreachable".
         socket.connect(&std::net::SocketAddrV4::new(target, 33434 + u16::from(ttl)).into())?;
-        socket.send(b"devnet doctor: tracing the way to the cluster")?;
-        let (from, answer) = hop_answer(&socket, target)?;
+        // Routers rate-limit their ICMP errors per destination. A Linux
+        // router allows a burst of two or three, then about one "no route"
+        // every two seconds (ip_error and icmp_send both take a token), and
+        // the probes before the trace may have used the burst up: a hop is
+        // silent only when three tries, each over two seconds apart, get no
+        // answer.
+        let mut heard = (None, HopAnswer::Silent);
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1600));
+            }
+            socket.send(b"devnet doctor: tracing the way to the cluster")?;
+            heard = hop_answer(&socket, target)?;
+            if heard.1 != HopAnswer::Silent {
+                break;
+            }
+        }
+        let (from, answer) = heard;
         silent = if answer == HopAnswer::Silent { silent + 1 } else { 0 };
         hops.push(Hop { ttl, from, answer });
         if matches!(answer, HopAnswer::NoRoute | HopAnswer::Prohibited | HopAnswer::Reached) || silent == 3 {
@@ -164,7 +181,7 @@ fn trace_blocking(target: std::net::Ipv4Addr, max_hops: u8, bypass: bool) -> std
     Ok(hops)
 }
 
-/// Waits up to half a second for the ICMP answer to one trace packet.
+/// Waits up to half a second for the ICMP answer to a trace packet.
 fn hop_answer(
     socket: &socket2::Socket,
     target: std::net::Ipv4Addr,

@@ -112,7 +112,8 @@ pub fn diagnose(verdicts: &[(Verdict, Role)]) -> Vec<Finding> {
             });
             continue;
         };
-        if let Some(finding) = where_it_ends(v.cidr, target, &v.evidence.hops) {
+        let first_router = v.evidence.route.as_ref().and_then(|r| r.gateway);
+        if let Some(finding) = where_it_ends(v.cidr, target, first_router, &v.evidence.hops) {
             findings.push(finding);
             continue;
         }
@@ -144,7 +145,7 @@ pub fn diagnose(verdicts: &[(Verdict, Role)]) -> Vec<Finding> {
 /// past the first router without the route (seed 004), a routing loop, a
 /// firewall, or silence after the last router that forwarded. None when the
 /// trace says nothing sharper than the probe did.
-pub fn where_it_ends(cidr: IpNet, target: SocketAddr, hops: &[Hop]) -> Option<Finding> {
+pub fn where_it_ends(cidr: IpNet, target: SocketAddr, first_router: Option<IpAddr>, hops: &[Hop]) -> Option<Finding> {
     let last = hops.iter().rev().find(|h| h.answer != HopAnswer::Silent)?;
     let forwarders: Vec<IpAddr> =
         hops.iter().filter(|h| h.answer == HopAnswer::Forwards).filter_map(|h| h.from).collect();
@@ -168,8 +169,11 @@ pub fn where_it_ends(cidr: IpNet, target: SocketAddr, hops: &[Hop]) -> Option<Fi
         });
     }
     let from = last.from?;
+    // A router without the route says so at any TTL; when rate-limited
+    // hops before it stayed silent, its TTL overstates how far it is.
+    let is_first = last.ttl == 1 || first_router == Some(from) || (first_router.is_none() && forwarders.is_empty());
     let (title, detail, fix) = match last.answer {
-        HopAnswer::NoRoute if last.ttl > 1 => (
+        HopAnswer::NoRoute if !is_first => (
             format!("{cidr} is routed by the first router but not at every hop: {from} (hop {}) has no route", last.ttl),
             format!(
                 "packets for {ip} go {}, where {from} answers that it has no route: the route is on the router but not on every hop after it (seed 004)",
@@ -330,10 +334,10 @@ mod tests {
             (&[], None),
         ];
         for (hops, want) in table {
-            let got = where_it_ends(cidr, target, hops).map(|f| f.title);
+            let got = where_it_ends(cidr, target, office.map(|o| o.parse().expect("ip")), hops).map(|f| f.title);
             assert_eq!(got.as_deref(), *want, "{hops:?}");
         }
-        let seed_004 = where_it_ends(cidr, target, table[0].0).expect("finding");
+        let seed_004 = where_it_ends(cidr, target, None, table[0].0).expect("finding");
         assert!(seed_004.detail.contains("192.168.10.1 -> 10.60.20.12"), "{}", seed_004.detail);
         assert!(seed_004.fix.as_deref().is_some_and(|f| f.contains("add a route for 10.244.0.0/16 on 10.60.20.12")));
     }
