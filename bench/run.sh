@@ -94,7 +94,8 @@ sleep 1
 
 # The systemd-resolved backend: the lab's real resolved, programs asking
 # 127.0.0.53, resolved sending cluster names to devnet's link.
-bash tests/lab/lab.sh resolved "$lab" start
+# (at info level: resolved logging every query at debug level would be measured too)
+DEVNET_RESOLVED_LOG_LEVEL=info bash tests/lab/lab.sh resolved "$lab" start
 sed 's|^resolv-conf = .*|resolv-conf = "/etc/resolv.conf"|' "$dir/profile.toml" >"$dir/resolved-profile.toml"
 nsenter -t "$(cat "$dir/resolved/holder.pid")" -m -n "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect \
   --profile "$dir/resolved-profile.toml" >"$dir/engine-resolved.log" 2>&1 &

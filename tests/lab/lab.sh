@@ -577,7 +577,7 @@ resolved_run() { # start systemd-resolved inside the holder, wait for it on the 
   # nsenter and env exec, so $! is resolved's own pid (a shell function
   # here would put a subshell in between).
   nsenter -t "$(holder_pid)" -m -n env LD_LIBRARY_PATH="$resolved_root/usr/lib/x86_64-linux-gnu/systemd" \
-    SYSTEMD_LOG_LEVEL=debug "$resolved_root/lib/systemd/systemd-resolved" >>"$w/resolved.log" 2>&1 &
+    SYSTEMD_LOG_LEVEL="${DEVNET_RESOLVED_LOG_LEVEL:-debug}" "$resolved_root/lib/systemd/systemd-resolved" >>"$w/resolved.log" 2>&1 &
   echo $! >"$w/resolved.pid"
   for i in $(seq 100); do
     if in_laptop_mounts "$resolved_root/usr/bin/resolvectl" status >/dev/null 2>&1 \
