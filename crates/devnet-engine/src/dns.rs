@@ -71,29 +71,24 @@ pub(crate) async fn configure(profile: &Profile, net: &mut NetState) -> Result<R
             let policy =
                 NamePolicy::new(&profile.cluster_domain, &profile.namespaces, profile.default_namespace.as_deref())?;
             let calls = devnet_dns::resolved::link_calls(ifindex, address, &policy);
-            let domains = calls.iter().find(|c| matches!(c, devnet_dns::resolved::Call::SetLinkDomains { .. }));
-            let domains = domains.map(ToString::to_string).unwrap_or_default();
             let configured = async {
-                net.record(Entry::ResolvedLink { ifname: profile.tun_name.clone() })?;
+                net.journal_mut().record(Entry::ResolvedLink { ifname: profile.tun_name.clone() })?;
                 resolved::Session::start(bus, ifindex, calls).await.context("configuring systemd-resolved")
             };
-            match configured.await {
-                Ok(session) => {
-                    info!(link = %profile.tun_name, ifindex, server = %address, %domains, "systemd-resolved configured");
-                    Ok(Resolver {
-                        stub,
-                        resolved: Some(session),
-                        description: format!(
-                            "systemd-resolved: link {} (index {ifindex}), server {address}; {why}",
-                            profile.tun_name
-                        ),
-                    })
-                }
+            let session = match configured.await {
+                Ok(session) => session,
                 Err(e) => {
                     stub.abort();
-                    Err(e)
+                    return Err(e);
                 }
-            }
+            };
+            let (link, domains) = (&profile.tun_name, policy.resolver_domains());
+            info!(%link, ifindex, server = %address, ?domains, "systemd-resolved configured");
+            Ok(Resolver {
+                stub,
+                resolved: Some(session),
+                description: format!("systemd-resolved: link {link} (index {ifindex}), server {address}; {why}"),
+            })
         }
         _ => {
             let stub = start_stub(profile, profile.dns_stub, upstreams(profile)?).await?;

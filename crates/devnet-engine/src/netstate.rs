@@ -181,11 +181,6 @@ impl NetState {
         Ok(platform::link_index(runner.as_ref(), &self.profile.tun_name)?)
     }
 
-    /// Records an OS change made elsewhere (the resolver backends).
-    pub(crate) fn record(&mut self, entry: Entry) -> Result<()> {
-        self.journal.record(entry)
-    }
-
     /// The journal, for OS changes made elsewhere (the resolver backends).
     pub(crate) fn journal_mut(&mut self) -> &mut Journal {
         &mut self.journal
