@@ -93,26 +93,18 @@ async fn handle_client(
     shutdown: watch::Receiver<bool>,
 ) {
     let metrics = shared.metrics.clone();
+    // One deadline for the first byte and the TLS handshake after it: a
+    // silent client is dropped once, by the handshake's timeout below.
+    let deadline = tokio::time::Instant::now() + TLS_HANDSHAKE_TIMEOUT;
     // A whoami question instead of TLS: answer it and close.
     let mut first = [0u8; 1];
-    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
-        Ok(Ok(1)) if devnet_proto::whoami::starts_request(first[0]) => {
-            answer_whoami(tcp, peer).await;
-            return;
-        }
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            Metrics::add(&metrics.handshake_failures, 1);
-            warn!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            Metrics::add(&metrics.handshake_failures, 1);
-            warn!(%peer, "TLS handshake timed out");
-            return;
-        }
+    if let Ok(Ok(1)) = tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await
+        && devnet_proto::whoami::starts_request(first[0])
+    {
+        answer_whoami(tcp, peer).await;
+        return;
     }
-    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             Metrics::add(&metrics.handshake_failures, 1);
