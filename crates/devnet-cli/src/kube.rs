@@ -161,7 +161,7 @@ pub async fn prepare(args: &KubeArgs, domain: Option<String>) -> Result<Prepared
     probes.extend(found.dns_servers.iter().map(|f| SocketAddr::new(f.value, 53).to_string()));
     let file = ProfileFile {
         relay: Some(relay_addr.to_string()),
-        token: Some(creds.token),
+        token: Some(creds.token.into()),
         relay_ca_pem: Some(creds.ca_pem),
         cidrs: found.cidrs().iter().map(ToString::to_string).collect(),
         dns_server: dns.map(|d| d.to_string()),

@@ -67,7 +67,7 @@ pub(crate) async fn run(
     let connector = TlsConnector::from(tls);
     let proto = devnet_proto::Config {
         name: format!("devnet {} on {}", env!("CARGO_PKG_VERSION"), hostname()),
-        token: profile.token.clone(),
+        token: profile.token.expose().to_owned(),
         ..Default::default()
     };
     let mut relay = Relay::Dialling(dial(dialer.clone(), connector.clone(), status.clone()));
@@ -276,7 +276,7 @@ fn dial(
             let (stream, transport) = dialer.dial().await?;
             info!(%transport, "relay transport open");
             status.send_modify(|s| s.transport = Some(transport));
-            tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(devnet_relay::tls::relay_server_name(), stream))
+            tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(devnet_tls::relay_server_name(), stream))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
         }
@@ -293,10 +293,10 @@ async fn read_opt(rd: Option<&mut ReadHalf<Tls>>, buf: &mut [u8]) -> io::Result<
     }
 }
 
-/// [`devnet_relay::session::write_or_flush`] when the link is up.
+/// [`devnet_tls::write_or_flush`] when the link is up.
 async fn write_opt<W: AsyncWrite + Unpin>(wr: Option<&mut W>, data: &[u8]) -> io::Result<usize> {
     match wr {
-        Some(wr) => devnet_relay::session::write_or_flush(wr, data).await,
+        Some(wr) => devnet_tls::write_or_flush(wr, data).await,
         None => std::future::pending().await,
     }
 }

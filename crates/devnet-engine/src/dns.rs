@@ -365,7 +365,7 @@ mod tests {
         let path = dir.join("resolv.conf");
         let original = "search office.example\nnameserver 192.168.10.1\n";
         std::fs::write(&path, original).expect("write");
-        let mut profile = crate::config::tests_support::profile(&dir);
+        let mut profile = crate::test_support::profile(&dir);
         profile.resolv_conf = path.clone();
         let mut journal = Journal::open(&dir).expect("journal");
         let upstreams = configure_resolv_conf(&profile, &mut journal).expect("configure");
@@ -398,7 +398,7 @@ mod tests {
         std::fs::write(&target, stub).expect("write");
         let path = dir.join("resolv.conf");
         std::os::unix::fs::symlink(&target, &path).expect("symlink");
-        let mut profile = crate::config::tests_support::profile(&dir);
+        let mut profile = crate::test_support::profile(&dir);
         profile.resolv_conf = path.clone();
         let mut journal = Journal::open(&dir).expect("journal");
         let upstreams = configure_resolv_conf(&profile, &mut journal).expect("configure");

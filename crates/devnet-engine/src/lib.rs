@@ -15,7 +15,8 @@
 //! paths and names (the sans-IO crates do), or discover clusters (profiles
 //! are explicit for now).
 
-pub mod config;
+/// The profile types live in `devnet-model`, shared with every client.
+pub use devnet_model::profile as config;
 pub mod control;
 pub mod detect;
 mod dns;
@@ -25,11 +26,13 @@ pub mod os;
 #[cfg(target_os = "linux")]
 pub mod resolved;
 pub mod runner;
-pub mod status;
+pub use devnet_model::status;
 pub mod transport;
 
 mod dataplane;
 mod netstate;
+#[cfg(test)]
+mod test_support;
 
 use std::sync::Arc;
 
@@ -61,12 +64,32 @@ impl EngineHandle {
 
     /// Asks the engine to disconnect and clean up.
     pub async fn disconnect(&self) {
-        let _ = self.commands.send(control::Command::Disconnect).await;
+        self.control().disconnect().await;
+    }
+
+    /// A handle that can only ask the engine to stop, for whoever does not
+    /// own the engine's task (devnetd's request handlers).
+    pub fn control(&self) -> EngineControl {
+        EngineControl { commands: self.commands.clone() }
     }
 
     /// Waits until the engine stopped and undid its OS changes.
     pub async fn wait(self) -> Result<()> {
         self.task.await.context("engine task panicked")?
+    }
+}
+
+/// Asks a running engine to disconnect; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EngineControl {
+    commands: mpsc::Sender<control::Command>,
+}
+
+impl EngineControl {
+    /// Asks the engine to disconnect and undo its changes (it may already
+    /// have stopped: then nothing happens).
+    pub async fn disconnect(&self) {
+        let _ = self.commands.send(control::Command::Disconnect).await;
     }
 }
 
@@ -114,8 +137,8 @@ pub async fn start_with(
     let socket = control::socket_path(&profile.state_dir);
     let listener = control::bind(&socket).await?;
     let tls = match &profile.relay_ca_pem {
-        Some(pem) => devnet_relay::tls::client_config_from_pem(pem).context("loading the relay CA")?,
-        None => devnet_relay::tls::client_config(&profile.relay_ca)
+        Some(pem) => devnet_tls::client_config_from_pem(pem).context("loading the relay CA")?,
+        None => devnet_tls::client_config(&profile.relay_ca)
             .with_context(|| format!("loading the relay CA from {}", profile.relay_ca.display()))?,
     };
 

@@ -206,7 +206,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("devnet-netstate-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
-        let profile = crate::config::tests_support::profile(&dir);
+        let profile = crate::test_support::profile(&dir);
         let runner = Arc::new(RecordingRunner::with_outputs(&[
             ("ip -j -4 route show table main", r#"[{"dst":"default","gateway":"192.168.10.1","dev":"eth0"}]"#),
             ("ip -j -4 rule show", "[]"),

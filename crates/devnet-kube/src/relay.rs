@@ -61,7 +61,7 @@ pub struct Credentials {
 impl Credentials {
     /// A fresh CA, relay key pair and token.
     pub fn generate() -> anyhow::Result<Self> {
-        let certs = devnet_relay::tls::generate()?;
+        let certs = devnet_tls::generate()?;
         let mut raw = [0u8; 24];
         getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         let token = raw.iter().map(|b| format!("{b:02x}")).collect();

@@ -17,7 +17,7 @@
 pub mod metrics;
 pub mod policy;
 pub mod session;
-pub mod tls;
+pub use devnet_tls as tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -169,9 +169,7 @@ where
 
 /// Writes what is pending, or flushes when nothing is (TLS keeps records
 /// buffered until flushed). One future, so the write half is borrowed once.
-pub async fn write_or_flush<W: AsyncWrite + Unpin>(wr: &mut W, data: &[u8]) -> io::Result<usize> {
-    if data.is_empty() { wr.flush().await.map(|()| 0) } else { wr.write(data).await }
-}
+pub use devnet_tls::write_or_flush;
 
 pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::Secret;
+
 /// A profile as written in a TOML file (every field optional there, so flags
 /// can fill in the rest).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -51,10 +53,10 @@ pub struct ProfileFile {
     pub tun_name: Option<String>,
     pub mtu: Option<u16>,
     pub state_dir: Option<PathBuf>,
-    /// The relay token itself (from the keyring; never read from or
-    /// written to a file).
+    /// The relay token itself (from the keyring, or sent by a client to
+    /// devnetd; never read from a profile file).
     #[serde(skip)]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// The relay CA in PEM (from the keyring), instead of `relay-ca`.
     #[serde(skip)]
     pub relay_ca_pem: Option<String>,
@@ -66,6 +68,21 @@ impl ProfileFile {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.to_owned(), error: e.to_string() })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), error: e.to_string() })
+    }
+
+    /// The fields that name a file or directory on this machine. devnetd
+    /// refuses a profile that sets any: it runs as root and never opens a
+    /// path a client named (clients send contents instead).
+    pub fn named_paths(&self) -> Vec<&'static str> {
+        [
+            ("token-file", self.token_file.is_some()),
+            ("relay-ca", self.relay_ca.is_some()),
+            ("resolv-conf", self.resolv_conf.is_some()),
+            ("state-dir", self.state_dir.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
     }
 
     /// Fields set in `over` win over ours.
@@ -100,7 +117,7 @@ impl ProfileFile {
 pub struct Profile {
     pub relay: SocketAddr,
     #[serde(skip)]
-    pub token: String,
+    pub token: Secret,
     pub relay_ca: PathBuf,
     /// The relay CA in PEM, when it came from the keyring (wins over `relay_ca`).
     #[serde(skip)]
@@ -231,7 +248,7 @@ impl ProfileFile {
                 if token.is_empty() {
                     return Err(ConfigError::EmptyToken(token_file));
                 }
-                token
+                Secret::new(token)
             }
         };
         let relay_ca_pem = self.relay_ca_pem;
@@ -407,28 +424,6 @@ pub fn validate_domain(name: &str) -> Result<String, ConfigError> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests_support {
-    use super::*;
-
-    /// A valid profile whose files live in `dir`.
-    pub(crate) fn profile(dir: &Path) -> Profile {
-        let token = dir.join("token");
-        std::fs::write(&token, "secret\n").expect("write token");
-        ProfileFile {
-            relay: Some("10.60.20.11:31443".into()),
-            token_file: Some(token),
-            relay_ca: Some(dir.join("ca.pem")),
-            cidrs: vec!["10.244.0.0/16".into(), "10.96.0.0/16".into()],
-            dns_server: Some("10.96.0.10".into()),
-            state_dir: Some(dir.to_owned()),
-            ..Default::default()
-        }
-        .validate()
-        .expect("valid profile")
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -454,7 +449,7 @@ mod tests {
     #[test]
     fn a_complete_profile_validates_with_defaults() {
         let p = base(&tempdir("ok")).validate().expect("valid");
-        assert_eq!(p.token, "secret");
+        assert_eq!(p.token.expose(), "secret");
         assert_eq!(p.cluster_domain, "cluster.local");
         assert_eq!(p.tun_name, DEFAULT_TUN_NAME);
         assert_eq!(p.cidrs.len(), 3);

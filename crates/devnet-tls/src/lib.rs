@@ -1,4 +1,11 @@
-//! TLS material for the relay and its clients.
+//! # devnet-tls: TLS material for the relay and its clients
+//!
+//! **Layer:** shared by the in-cluster relay, the laptop's engine and the
+//! user side that installs the relay (`devnet-kube`), so none of them
+//! depends on another for TLS.
+//!
+//! **What it does not do:** open sockets or keep secrets anywhere: it turns
+//! PEM into rustls configurations and generates a CA and leaf.
 //!
 //! The relay presents a leaf certificate for the name [`RELAY_SERVER_NAME`]
 //! signed by a per-cluster CA; clients trust only that CA. The name is fixed
@@ -94,4 +101,11 @@ pub fn client_config_from_pem(pem: &str) -> Result<Arc<rustls::ClientConfig>> {
 /// The server name clients verify.
 pub fn relay_server_name() -> ServerName<'static> {
     ServerName::try_from(RELAY_SERVER_NAME).expect("valid DNS name")
+}
+
+/// Writes `data`, or flushes when there is nothing to write (returns 0
+/// then): one call for "make progress on the send side" in a `select!`.
+pub async fn write_or_flush<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, data: &[u8]) -> std::io::Result<usize> {
+    use tokio::io::AsyncWriteExt;
+    if data.is_empty() { wr.flush().await.map(|()| 0) } else { wr.write(data).await }
 }
