@@ -369,9 +369,9 @@ async fn relay_probe(
     mode: Option<&str>,
 ) -> Result<()> {
     use devnet_proto::{Config, Connection, Event};
-    let tls = devnet_relay::tls::client_config(ca)?;
+    let tls = devnet_tls::client_config(ca)?;
     let tcp = TcpStream::connect(relay).await?;
-    let mut s = tokio_rustls::TlsConnector::from(tls).connect(devnet_relay::tls::relay_server_name(), tcp).await?;
+    let mut s = tokio_rustls::TlsConnector::from(tls).connect(devnet_tls::relay_server_name(), tcp).await?;
     let mut token = std::fs::read_to_string(token_file)?.trim().to_owned();
     let now = std::time::Instant::now();
     let mut hello = Vec::new();
