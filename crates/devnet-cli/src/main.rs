@@ -1,47 +1,74 @@
 //! `devnet`: reach a Kubernetes cluster's pods, services and DNS from this
 //! machine.
 //!
-//! **Layer:** the command-line client. `connect` runs the engine in the
-//! foreground (as root); `status` and `disconnect` talk to a running engine
-//! over its control socket.
+//! **Layer:** the command-line client, run as the user. `connect`,
+//! `status` and `disconnect` talk to devnetd (`devnet-ipc`); the cluster
+//! side runs here (`devnet-session`). `connect --foreground` runs the engine
+//! in this process instead, as root, for machines without the service.
+//!
+//! Exit codes: 0 success (for `status`: connected), 1 an error, 3 `status`
+//! found no connected session.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use anyhow::Result;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use devnet_engine::config::{DEFAULT_STATE_DIR, ProfileFile};
 use devnet_engine::control::{self, Request, Response};
 use devnet_engine::runner::SystemRunner;
 use devnet_engine::status::LinkState;
-use tracing::info;
+use devnet_ipc::message::{ClientKind, SessionStatus};
 
+mod connect;
 mod kube;
+
+/// `devnet status` exits with this when no session is connected.
+const EXIT_NOT_CONNECTED: u8 = 3;
 
 #[derive(Parser, Debug)]
 #[command(name = "devnet", version, about = "Reach a Kubernetes cluster's network from this machine")]
 struct Cli {
-    /// Where the engine keeps its journal and control socket.
+    /// Where the in-process engine (`connect --foreground`) keeps its journal and control socket.
     #[arg(long, global = true, env = "DEVNET_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
+    /// devnetd's socket.
+    #[arg(long, global = true, env = devnet_ipc::SOCKET_ENV, default_value = devnet_ipc::DEFAULT_SOCKET)]
+    socket: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Connect and stay in the foreground until Ctrl-C or `devnet disconnect` (needs root).
+    /// Connect through devnetd and stay until Ctrl-C or `devnet disconnect`.
     Connect(ConnectArgs),
-    /// Show the running engine's state.
+    /// Show each session's state; exits 0 when connected, 3 when not.
     Status {
-        /// Print JSON instead of text.
+        /// Print JSON instead of text: the session's status (an array of
+        /// sessions when several run and none is named).
         #[arg(long)]
         json: bool,
+        /// The session to show (default: every session).
+        #[arg(long)]
+        session: Option<String>,
     },
-    /// Ask the running engine to disconnect and undo its network changes.
-    Disconnect,
-    /// Undo network changes a crashed engine left behind, then exit (needs root).
-    Cleanup,
+    /// End a session and undo its network changes (only its owner or root).
+    Disconnect {
+        /// The session to end (default: the only one).
+        #[arg(long)]
+        session: Option<String>,
+    },
+    /// Undo network changes a crashed engine or devnetd left behind, then exit (needs root).
+    Cleanup {
+        /// devnetd's state directory.
+        #[arg(long, default_value = DEVNETD_STATE_DIR)]
+        daemon_state_dir: PathBuf,
+    },
+    /// Print a shell completion script: `devnet completion bash > /etc/bash_completion.d/devnet`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Install, check or remove the relay in the cluster.
     Relay {
         #[command(subcommand)]
@@ -81,6 +108,15 @@ enum RelayAction {
 struct ConnectArgs {
     #[command(flatten)]
     kube: kube::KubeArgs,
+    /// Run the engine in this process (as root) instead of asking devnetd.
+    #[arg(long)]
+    foreground: bool,
+    /// The session's name (default: the kubeconfig context, or the profile's file name).
+    #[arg(long)]
+    session: Option<String>,
+    /// With --foreground: the resolv.conf to manage (devnetd has its own setting).
+    #[arg(long)]
+    resolv_conf: Option<PathBuf>,
     /// A TOML profile; flags override its fields.
     #[arg(long)]
     profile: Option<PathBuf>,
@@ -130,7 +166,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
@@ -138,53 +174,153 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Command::Connect(args) => connect(args, cli.state_dir).await,
-        Command::Relay { action, kube } => relay(action, kube).await,
-        Command::Credential { action, account } => credential(&action, &account),
-        Command::Doctor { json, profile } => doctor(profile, cli.state_dir, json).await,
-        Command::Status { json } => match control::request(&cli.state_dir, Request::Status).await? {
-            Response::Status { status } => {
-                if json {
-                    println!("{}", serde_json::to_string_pretty(&status)?);
-                } else {
-                    println!("{}", status.human());
-                }
-                Ok(())
-            }
-            other => anyhow::bail!("unexpected answer from the engine: {other:?}"),
-        },
-        Command::Disconnect => match control::request(&cli.state_dir, Request::Disconnect).await? {
-            Response::Disconnecting => {
-                println!("disconnecting");
-                Ok(())
-            }
-            other => anyhow::bail!("unexpected answer from the engine: {other:?}"),
-        },
-        Command::Cleanup => {
-            anyhow::ensure!(is_root(), "devnet cleanup needs root: it removes routes and devices (run it with sudo)");
-            if control::remove_stale(&cli.state_dir).await {
-                println!("removed the control socket of an engine that is gone");
-            }
-            let recovery = devnet_engine::recover(&cli.state_dir, &SystemRunner)?;
-            if recovery.journaled.is_empty() {
-                println!("nothing to undo: the journal is empty");
-                return Ok(());
-            }
-            println!("the journal held {} changes:", recovery.journaled.len());
-            for entry in &recovery.journaled {
-                println!("  {entry}");
-            }
-            for cmd in &recovery.undone {
-                println!("undid: {cmd}");
-            }
-            if recovery.undone.is_empty() {
-                println!("all were already gone (a TUN device and its routes vanish with the engine)");
-            }
-            Ok(())
+        Command::Connect(args) if args.foreground => connect::in_process(args, cli.state_dir).await.map(|()| 0),
+        Command::Connect(args) => connect::through_daemon(args, cli.socket).await.map(|()| 0),
+        Command::Relay { action, kube } => relay(action, kube).await.map(|()| 0),
+        Command::Credential { action, account } => credential(&action, &account).map(|()| 0),
+        Command::Doctor { json, profile } => doctor(profile, cli.socket, cli.state_dir, json).await.map(|()| 0),
+        Command::Status { json, session } => status(&cli.socket, &cli.state_dir, session, json).await,
+        Command::Disconnect { session } => disconnect(&cli.socket, &cli.state_dir, session).await.map(|()| 0),
+        Command::Cleanup { daemon_state_dir } => cleanup(&cli.state_dir, &daemon_state_dir).await.map(|()| 0),
+        Command::Completion { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "devnet", &mut std::io::stdout());
+            Ok(0)
         }
     }
+}
+
+/// Every session: devnetd's, else the in-process engine's (`--foreground`).
+async fn sessions(socket: &std::path::Path, state_dir: &std::path::Path) -> Result<Vec<SessionStatus>> {
+    match devnet_session::keeper::sessions(socket, ClientKind::Cli).await {
+        Ok(s) => Ok(s),
+        Err(daemon) => match control::request(state_dir, Request::Status).await {
+            Ok(Response::Status { status }) => {
+                Ok(vec![SessionStatus { name: "foreground".into(), owner_uid: 0, status: *status }])
+            }
+            // Neither answers: devnetd's reason is the one to show.
+            _ => Err(daemon),
+        },
+    }
+}
+
+async fn status(
+    socket: &std::path::Path,
+    state_dir: &std::path::Path,
+    session: Option<String>,
+    json: bool,
+) -> Result<u8> {
+    let all = sessions(socket, state_dir).await?;
+    let shown: Vec<&SessionStatus> = all.iter().filter(|s| session.as_ref().is_none_or(|n| *n == s.name)).collect();
+    if let Some(name) = &session
+        && shown.is_empty()
+    {
+        anyhow::bail!("no session named {name}");
+    }
+    let connected = shown.iter().any(|s| matches!(s.status.state, LinkState::Connected | LinkState::Direct));
+    if json {
+        let doc = match shown.as_slice() {
+            [one] => {
+                let mut v = serde_json::to_value(&one.status)?;
+                v["session"] = one.name.clone().into();
+                v["owner_uid"] = one.owner_uid.into();
+                v
+            }
+            many => serde_json::to_value(many)?,
+        };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else if shown.is_empty() {
+        println!("not connected: no session runs (start one with `devnet connect`)");
+    } else {
+        for (i, s) in shown.iter().enumerate() {
+            if i > 0 {
+                println!();
+            }
+            println!("session:  {} (uid {})\n{}", s.name, s.owner_uid, s.status.human());
+        }
+    }
+    Ok(if connected { 0 } else { EXIT_NOT_CONNECTED })
+}
+
+async fn disconnect(socket: &std::path::Path, state_dir: &std::path::Path, session: Option<String>) -> Result<()> {
+    match devnet_session::keeper::disconnect(socket, ClientKind::Cli, session.clone()).await {
+        Ok(name) => {
+            println!("disconnecting {name}");
+            Ok(())
+        }
+        // No devnetd: the in-process engine, if one runs.
+        Err(e) if session.is_none() && e.downcast_ref::<devnet_ipc::client::ClientError>().is_some() => {
+            match control::request(state_dir, Request::Disconnect).await {
+                Ok(Response::Disconnecting) => {
+                    println!("disconnecting");
+                    Ok(())
+                }
+                _ => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Undoes what a crashed engine left: the in-process engine's journal, and
+/// devnetd's when devnetd is not running. A live engine's state is never
+/// touched.
+async fn cleanup(state_dir: &std::path::Path, daemon_dir: &std::path::Path) -> Result<()> {
+    anyhow::ensure!(is_root(), "devnet cleanup needs root: it removes routes and devices (run it with sudo)");
+    let mut dirs = Vec::new();
+    if control::request(state_dir, Request::Status).await.is_ok() {
+        println!(
+            "an engine is running (it answers on {}): leaving its state alone; use `devnet disconnect`",
+            control::socket_path(state_dir).display()
+        );
+    } else {
+        if control::remove_stale(state_dir).await {
+            println!("removed the control socket of an engine that is gone");
+        }
+        dirs.push(state_dir.to_owned());
+    }
+    if daemon_dir.join("sessions").exists() {
+        if devnetd_alive(daemon_dir) {
+            println!(
+                "devnetd is running and owns {}: leaving it alone (it undoes its own sessions)",
+                daemon_dir.display()
+            );
+        } else {
+            dirs.extend(std::fs::read_dir(daemon_dir.join("sessions"))?.flatten().map(|e| e.path()));
+        }
+    }
+    let mut any = false;
+    for dir in dirs {
+        let recovery = devnet_engine::recover(&dir, &SystemRunner)?;
+        if recovery.journaled.is_empty() {
+            continue;
+        }
+        any = true;
+        println!("the journal in {} held {} changes:", dir.display(), recovery.journaled.len());
+        for entry in &recovery.journaled {
+            println!("  {entry}");
+        }
+        for cmd in &recovery.undone {
+            println!("undid: {cmd}");
+        }
+        if recovery.undone.is_empty() {
+            println!("all were already gone (a TUN device and its routes vanish with the engine)");
+        }
+    }
+    if !any {
+        println!("nothing to undo: the journal is empty");
+    }
+    Ok(())
+}
+
+/// devnetd's state directory (its journals survive a reboot there).
+const DEVNETD_STATE_DIR: &str = "/var/lib/devnet";
+
+/// Whether a devnetd holds the lock on `state_dir`.
+fn devnetd_alive(state_dir: &std::path::Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new().write(true).open(state_dir.join("devnetd.lock")) else { return false };
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
 }
 
 impl ConnectArgs {
@@ -201,54 +337,24 @@ pub(crate) fn is_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
-fn load_profile(args: ConnectArgs, state_dir: PathBuf) -> Result<devnet_engine::config::Profile> {
-    load_profile_over(ProfileFile::default(), args, state_dir)
-}
-
-/// The profile from `discovered` (the cluster), then the profile file, then flags.
-fn load_profile_over(
-    discovered: ProfileFile,
-    args: ConnectArgs,
-    state_dir: PathBuf,
-) -> Result<devnet_engine::config::Profile> {
-    let from_file = match &args.profile {
-        Some(path) => discovered.overlay(ProfileFile::load(path)?),
-        None => discovered,
-    };
-    let from_flags = ProfileFile {
-        relay: args.relay,
-        token_file: args.token_file,
-        relay_ca: args.relay_ca,
-        cidrs: args.cidrs,
-        dns_server: args.dns_server,
-        probe_targets: args.probe_targets,
-        namespaces: Vec::new(),
-        default_namespace: None,
-        resolv_conf: None,
-        dns_stub: None,
-        dns_backend: args.dns_backend,
-        dns_link_address: None,
-        allow_overlap: Vec::new(),
-        gateways: Vec::new(),
-        cluster_domain: args.cluster_domain,
-        tun_name: args.tun_name,
-        mtu: args.mtu,
-        state_dir: Some(state_dir),
-        token: None,
-        relay_ca_pem: None,
-    };
-    Ok(from_file.overlay(from_flags).validate()?)
+/// The profile doctor checks: `base` (the cluster), the profile file, flags.
+fn doctor_profile(base: ProfileFile, args: &ConnectArgs, state_dir: PathBuf) -> Result<devnet_engine::config::Profile> {
+    let mut file = connect::overlay(base, args)?;
+    file.state_dir = Some(state_dir);
+    Ok(file.validate()?)
 }
 
 /// Findings from a running engine's evidence, or from a fresh detection.
-async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()> {
+async fn doctor(args: ConnectArgs, socket: PathBuf, state_dir: PathBuf, json: bool) -> Result<()> {
     let mut facts = Vec::new();
     let mut notes = Vec::new();
     // The relay pod's tunnel port, where doctor asks which source address
     // the pods see (SNAT on the path).
     let mut relay_pods: Vec<std::net::SocketAddr> = Vec::new();
     let profile = if args.uses_cluster() {
-        let (cluster, found, pod_probes) = kube::discover_cluster(&args.kube, args.cluster_domain.clone()).await?;
+        let (cluster, found, pod_probes) =
+            devnet_session::cluster::discover_cluster(&args.kube.cluster(args.cluster_domain.clone()), &kube::say)
+                .await?;
         if let Ok(relay) = devnet_kube::relay::state(&cluster).await {
             relay_pods = relay
                 .pod_ips
@@ -256,7 +362,7 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
                 .map(|ip| std::net::SocketAddr::new(*ip, devnet_kube::relay::TUNNEL_PORT))
                 .collect();
         }
-        facts = kube::discovered(&cluster, &found);
+        facts = devnet_session::cluster::discovered(&cluster, &found);
         notes = found.notes.clone();
         for p in found.calico_pools.iter().filter(|p| p.is_overlay()) {
             notes.push(format!(
@@ -278,15 +384,16 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
         };
         file.probe_targets = pod_probes.iter().map(ToString::to_string).collect();
         file.probe_targets.extend(found.dns_servers.iter().map(|f| std::net::SocketAddr::new(f.value, 53).to_string()));
-        load_profile_over(file, args, state_dir.clone())?
+        doctor_profile(file, &args, state_dir.clone())?
     } else {
-        load_profile(args, state_dir.clone())?
+        doctor_profile(ProfileFile::default(), &args, state_dir.clone())?
     };
-    let mut verdicts = match control::request(&state_dir, Request::Status).await {
-        // An engine is connected: its routes would capture our probes, so
-        // use the evidence it gathered with the bypass mark.
-        Ok(Response::Status { status }) => status.paths,
-        _ => devnet_engine::detect::detect_with(&profile, &SystemRunner, is_root()).await?,
+    // A session that routes these CIDRs would capture our probes: use the
+    // evidence its engine gathered with the bypass mark.
+    let running = sessions(&socket, &state_dir).await.unwrap_or_default();
+    let mut verdicts = match running.iter().find(|s| s.status.paths.iter().any(|v| profile.cidrs.contains(&v.cidr))) {
+        Some(s) => s.status.paths.clone(),
+        None => devnet_engine::detect::detect_with(&profile, &SystemRunner, is_root()).await?,
     };
     // Where the way ends for each CIDR whose probe got no answer: traced
     // hop by hop, over the path the machine has without devnet.
@@ -347,73 +454,20 @@ async fn doctor(args: ConnectArgs, state_dir: PathBuf, json: bool) -> Result<()>
     Ok(())
 }
 
-async fn connect(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
-    anyhow::ensure!(
-        is_root(),
-        "devnet connect needs root: it creates a TUN device and routes (run it with sudo; `devnet status` then needs sudo too)"
-    );
-    let engine = if args.uses_cluster() {
-        let prepared = kube::prepare(&args.kube, args.cluster_domain.clone()).await?;
-        let profile = load_profile_over(prepared.file, args, state_dir)?;
-        devnet_engine::start_with(profile, Arc::new(SystemRunner), prepared.dialer, prepared.discovered)
-            .await
-            .context("cannot connect")?
-    } else {
-        let profile = load_profile(args, state_dir)?;
-        devnet_engine::start(profile, Arc::new(SystemRunner)).await.context("cannot connect")?
-    };
-    let mut status = engine.status();
-    let mut printed = None;
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            _ = &mut ctrl_c => {
-                info!("interrupted; disconnecting");
-                engine.disconnect().await;
-                break;
-            }
-            _ = term.recv() => {
-                info!("terminated; disconnecting");
-                engine.disconnect().await;
-                break;
-            }
-            changed = status.changed() => {
-                if changed.is_err() {
-                    break;
-                }
-                let s = status.borrow().clone();
-                if printed != Some((s.state, s.last_error.clone())) {
-                    match (&s.last_error, s.state) {
-                        (Some(e), _) => eprintln!("devnet: {:?} ({e})", s.state),
-                        (None, LinkState::Direct) => {
-                            eprintln!("devnet: no CIDR needs the tunnel (each is routed directly or via a forwarding node)")
-                        }
-                        (None, _) => eprintln!(
-                            "devnet: {:?} to relay {} ({})",
-                            s.state,
-                            s.relay,
-                            s.transport.as_deref().unwrap_or("dialling")
-                        ),
-                    }
-                    for v in s.paths.iter().filter(|_| printed.is_none()) {
-                        eprintln!("devnet:   {} {:?}: {}", v.cidr, v.path, v.reason);
-                    }
-                    printed = Some((s.state, s.last_error));
-                }
-            }
-        }
-    }
-    engine.wait().await
-}
-
 async fn relay(action: RelayAction, args: kube::KubeArgs) -> Result<()> {
     use devnet_kube::relay as r;
     match action {
         RelayAction::Install => {
-            let (cluster, found, _) = kube::discover_cluster(&args, None).await?;
-            let (st, _) = kube::install_relay(&cluster, &args, &found).await?;
+            let cluster_args = args.cluster(None);
+            let (cluster, found, _) = devnet_session::cluster::discover_cluster(&cluster_args, &kube::say).await?;
+            let (st, _) = devnet_session::cluster::install_relay(
+                &cluster,
+                &cluster_args,
+                &found,
+                kube::keyring().as_ref(),
+                &kube::say,
+            )
+            .await?;
             println!(
                 "relay {} installed in namespace {} (pod {})",
                 r::VERSION,

@@ -64,7 +64,7 @@ impl Decoder {
     }
 
     /// The next whole message, `None` when more bytes are needed.
-    pub fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+    pub fn next_msg<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         let Some(len) = self.frame_len()? else { return Ok(None) };
         if self.buf.len() < HEADER + len {
             return Ok(None);
@@ -112,7 +112,7 @@ mod tests {
             let mut got = Vec::new();
             for part in [&bytes[..split], &bytes[split..]] {
                 d.push(part);
-                while let Some(m) = d.next::<ClientMsg>().expect("decode") {
+                while let Some(m) = d.next_msg::<ClientMsg>().expect("decode") {
                     got.push(m);
                 }
             }
@@ -124,11 +124,11 @@ mod tests {
     fn an_oversized_length_is_refused_before_it_is_buffered() {
         let mut d = Decoder::default();
         d.push(&u32::MAX.to_be_bytes());
-        let err = d.next::<ClientMsg>().expect_err("too large");
+        let err = d.next_msg::<ClientMsg>().expect_err("too large");
         assert!(!err.is_recoverable());
         d.push(&[0; 100]);
         assert!(d.buf.is_empty(), "nothing is kept after a broken frame");
-        assert!(d.next::<ClientMsg>().is_err(), "and nothing more is decoded");
+        assert!(d.next_msg::<ClientMsg>().is_err(), "and nothing more is decoded");
     }
 
     #[test]
@@ -138,9 +138,9 @@ mod tests {
         d.push(&u32::try_from(junk.len()).expect("len").to_be_bytes());
         d.push(junk);
         d.push(&encode(&ClientMsg::Status).expect("encode"));
-        let err = d.next::<ClientMsg>().expect_err("malformed");
+        let err = d.next_msg::<ClientMsg>().expect_err("malformed");
         assert!(err.is_recoverable());
-        assert_eq!(d.next::<ClientMsg>().expect("next"), Some(ClientMsg::Status));
+        assert_eq!(d.next_msg::<ClientMsg>().expect("next"), Some(ClientMsg::Status));
     }
 
     proptest! {
@@ -152,7 +152,7 @@ mod tests {
             for chunk in &chunks {
                 d.push(chunk);
                 for _ in 0..8 {
-                    match d.next::<ClientMsg>() {
+                    match d.next_msg::<ClientMsg>() {
                         Ok(Some(_)) => {}
                         Ok(None) => break,
                         Err(e) if e.is_recoverable() => {}
@@ -169,7 +169,8 @@ mod tests {
         fn huge_claims_are_refused(len in (MAX_FRAME as u32 + 1)..=u32::MAX) {
             let mut d = Decoder::default();
             d.push(&len.to_be_bytes());
-            prop_assert!(matches!(d.next::<ClientMsg>(), Err(FrameError::TooLarge { .. })));
+            let refused = matches!(d.next_msg::<ClientMsg>(), Err(FrameError::TooLarge { .. }));
+            prop_assert!(refused);
         }
     }
 }

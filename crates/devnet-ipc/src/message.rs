@@ -135,9 +135,7 @@ pub enum IpcError {
     VersionMismatch { client: u32, daemon: u32, upgrade: Upgrade },
     #[error("the first message must be a hello")]
     NoHello,
-    #[error(
-        "session {session} was started by uid {owner}: only that user or root may end it"
-    )]
+    #[error("session {session} was started by uid {owner}: only that user or root may end it")]
     NotOwner { session: String, owner: u32 },
     #[error("no session named {session} (running: {})", if running.is_empty() { "none".to_owned() } else { running.join(", ") })]
     NoSession { session: String, running: Vec<String> },

@@ -37,7 +37,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     pub async fn read<T: DeserializeOwned>(&mut self) -> Result<Option<T>, StreamError> {
         let mut chunk = [0u8; 8192];
         loop {
-            if let Some(msg) = self.decoder.next()? {
+            if let Some(msg) = self.decoder.next_msg()? {
                 return Ok(Some(msg));
             }
             let n = self.stream.read(&mut chunk).await?;
@@ -109,7 +109,10 @@ mod tests {
         let (a, b) = tokio::io::duplex(1024);
         let mut client = Framed::new(a);
         let mut server = Framed::new(b);
-        client.write(&ClientMsg::Bridge { session: "lab".into(), attempt: 1, label: String::new() }).await.expect("write");
+        client
+            .write(&ClientMsg::Bridge { session: "lab".into(), attempt: 1, label: String::new() })
+            .await
+            .expect("write");
         let got: Option<ClientMsg> = server.read().await.expect("read");
         assert_eq!(got, Some(ClientMsg::Bridge { session: "lab".into(), attempt: 1, label: String::new() }));
         // The server accepts and sends pipe bytes at once, in one write.
@@ -120,7 +123,7 @@ mod tests {
         let accepted: Option<ServerMsg> = client.read().await.expect("read");
         assert_eq!(accepted, Some(ServerMsg::BridgeAccepted));
         let mut pipe = client.into_pipe();
-        let mut buf = [0u8; 14];
+        let mut buf = [0u8; 13];
         pipe.read_exact(&mut buf).await.expect("read");
         assert_eq!(&buf, b"\x16\x03\x01 tls bytes");
     }

@@ -139,8 +139,9 @@ pub struct Profile {
     pub state_dir: PathBuf,
 }
 
-/// Default place for the journal and the control socket.
-pub const DEFAULT_STATE_DIR: &str = "/run/devnet";
+/// Default place for the in-process engine's journal and control socket: not
+/// under /run, so a crash before a reboot is still undone after it.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/devnet/foreground";
 pub const DEFAULT_TUN_NAME: &str = "devnet0";
 pub const DEFAULT_MTU: u16 = 65_000;
 /// A loopback address of its own, so the stub never competes for port 53

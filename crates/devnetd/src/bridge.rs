@@ -33,7 +33,10 @@ pub struct BridgeSlot {
 
 impl std::fmt::Debug for BridgeSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BridgeSlot").field("session", &self.session).field("owner_uid", &self.owner_uid).finish_non_exhaustive()
+        f.debug_struct("BridgeSlot")
+            .field("session", &self.session)
+            .field("owner_uid", &self.owner_uid)
+            .finish_non_exhaustive()
     }
 }
 

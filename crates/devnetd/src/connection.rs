@@ -77,8 +77,11 @@ async fn hello(framed: &mut Framed<UnixStream>, uid: u32) -> Result<(), StreamEr
     match framed.read::<ClientMsg>().await {
         Ok(Some(ClientMsg::Hello { ipc_version, client, app_version })) if ipc_version == IPC_VERSION => {
             debug!(uid, ?client, %app_version, "client connected");
-            let answer =
-                ServerMsg::Hello { ipc_version: IPC_VERSION, daemon_version: env!("CARGO_PKG_VERSION").into(), caller_uid: uid };
+            let answer = ServerMsg::Hello {
+                ipc_version: IPC_VERSION,
+                daemon_version: env!("CARGO_PKG_VERSION").into(),
+                caller_uid: uid,
+            };
             framed.write(&answer).await
         }
         Ok(Some(ClientMsg::Hello { ipc_version, client, app_version })) => {

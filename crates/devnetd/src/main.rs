@@ -83,7 +83,9 @@ async fn run(args: Args) -> Result<()> {
     }
     let gid = nix::unistd::Group::from_name(&args.group)
         .context("reading the group database")?
-        .with_context(|| format!("group {} does not exist: create it with `groupadd --system {}`", args.group, args.group))?
+        .with_context(|| {
+            format!("group {} does not exist: create it with `groupadd --system {}`", args.group, args.group)
+        })?
         .gid;
     std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating {}", args.state_dir.display()))?;
     std::fs::set_permissions(&args.state_dir, std::fs::Permissions::from_mode(0o700))?;
@@ -139,8 +141,12 @@ fn recover_all(state_dir: &Path) {
         let path = entry.path();
         match devnet_engine::recover(&path, &SystemRunner) {
             Ok(r) if r.journaled.is_empty() => {}
-            Ok(r) => info!(session_dir = %path.display(), journaled = r.journaled.len(), undone = ?r.undone, "undid a previous session's changes"),
-            Err(e) => warn!(session_dir = %path.display(), error = %format!("{e:#}"), "could not undo a previous session's changes"),
+            Ok(r) => {
+                info!(session_dir = %path.display(), journaled = r.journaled.len(), undone = ?r.undone, "undid a previous session's changes")
+            }
+            Err(e) => {
+                warn!(session_dir = %path.display(), error = %format!("{e:#}"), "could not undo a previous session's changes")
+            }
         }
         let _ = std::fs::remove_dir(&path);
     }

@@ -24,7 +24,7 @@ pub const KEEP: [Capability; 2] = [Capability::CAP_NET_ADMIN, Capability::CAP_NE
 pub fn drop_to_keep() -> anyhow::Result<()> {
     let keep: caps::CapsHashSet = KEEP.into_iter().collect();
     let permitted = caps::read(None, CapSet::Permitted)?;
-    for missing in keep.iter().filter(|c| !permitted.contains(c)) {
+    if let Some(missing) = keep.iter().find(|c| !permitted.contains(c)) {
         anyhow::bail!("devnetd needs {missing}, which it was started without (see installers/linux/devnetd.service)");
     }
     if permitted.contains(&Capability::CAP_SETPCAP) {

@@ -103,7 +103,11 @@ impl Sessions {
             .lock()
             .expect("lock")
             .iter()
-            .map(|(name, s)| SessionStatus { name: name.clone(), owner_uid: s.owner_uid, status: s.status.borrow().clone() })
+            .map(|(name, s)| SessionStatus {
+                name: name.clone(),
+                owner_uid: s.owner_uid,
+                status: s.status.borrow().clone(),
+            })
             .collect()
     }
 
@@ -140,13 +144,7 @@ impl Sessions {
         )
         .await
         .map_err(|e| IpcError::Engine { message: format!("{e:#}") })?;
-        let session = Session {
-            owner_uid: uid,
-            claims,
-            control: engine.control(),
-            status: engine.status(),
-            bridge,
-        };
+        let session = Session { owner_uid: uid, claims, control: engine.control(), status: engine.status(), bridge };
         {
             let mut running = self.running.lock().expect("lock");
             // Checked again: another start may have won the race for the name.
@@ -251,7 +249,8 @@ impl Sessions {
 
     /// Ends every session and waits until each undid its changes.
     pub async fn end_all(&self) {
-        let controls: Vec<EngineControl> = self.running.lock().expect("lock").values().map(|s| s.control.clone()).collect();
+        let controls: Vec<EngineControl> =
+            self.running.lock().expect("lock").values().map(|s| s.control.clone()).collect();
         for c in &controls {
             c.disconnect().await;
         }
@@ -292,11 +291,19 @@ mod tests {
         let a = claims(&["10.244.0.0/16", "10.96.0.0/16"], &["cluster.local", "team-a"], true);
         let cases = [
             (claims(&["10.245.0.0/16"], &["c2.local"], false), None, None),
-            (claims(&["10.244.3.0/24"], &["c2.local"], false), None, Some("CIDR 10.244.3.0/24 (overlaps 10.244.0.0/16)")),
+            (
+                claims(&["10.244.3.0/24"], &["c2.local"], false),
+                None,
+                Some("CIDR 10.244.3.0/24 (overlaps 10.244.0.0/16)"),
+            ),
             (claims(&["10.0.0.0/8"], &["c2.local"], false), None, Some("CIDR 10.0.0.0/8 (overlaps 10.244.0.0/16)")),
             (claims(&["10.245.0.0/16"], &["cluster.local"], false), None, Some("DNS domain cluster.local")),
             (claims(&["10.245.0.0/16"], &["c2.local", "team-a"], false), None, Some("DNS domain team-a")),
-            (claims(&["10.245.0.0/16"], &["c2.local"], true), Some("resolv.conf: /etc/resolv.conf"), Some("the system resolver")),
+            (
+                claims(&["10.245.0.0/16"], &["c2.local"], true),
+                Some("resolv.conf: /etc/resolv.conf"),
+                Some("the system resolver"),
+            ),
             (claims(&["10.245.0.0/16"], &["c2.local"], true), Some("systemd-resolved: link devnet0"), None),
         ];
         for (new, backend, want) in cases {

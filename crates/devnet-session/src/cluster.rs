@@ -1,0 +1,277 @@
+//! From a kubeconfig to what a session needs: discover the cluster, make
+//! sure the relay runs (installing or upgrading it when the user may), get
+//! the relay's credentials from the keyring (or once from the API), and the
+//! ways to reach the relay: direct to its pod or node port, or the API
+//! server's port-forward, opened here with the user's credentials.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use devnet_kube::discover::{Discovery, discover};
+use devnet_kube::relay::{self, Credentials, RelayParams};
+use devnet_kube::{Cluster, ClusterOptions, KubeError};
+use devnet_model::profile::ProfileFile;
+use devnet_model::status::Discovered;
+
+/// What the user asked for on the cluster side.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterArgs {
+    pub options: ClusterOptions,
+    /// The relay image to deploy (default: the release's).
+    pub relay_image: Option<String>,
+    /// Never install or upgrade the relay; fail instead.
+    pub no_install: bool,
+    /// Overrides the discovered cluster domain.
+    pub cluster_domain: Option<String>,
+}
+
+impl ClusterArgs {
+    fn image(&self) -> String {
+        self.relay_image.clone().unwrap_or_else(|| format!("ghcr.io/devnet-dev/devnet-relay:{}", relay::VERSION))
+    }
+}
+
+/// Where the relay's client credentials (token and CA) are kept for the
+/// user: their keyring, or, for a root process under sudo, the invoking
+/// user's keyring through a helper run as them.
+pub trait CredentialStore: Send + Sync {
+    fn load(&self, account: &str) -> Result<Option<Credentials>>;
+    fn store(&self, account: &str, creds: &Credentials) -> Result<()>;
+}
+
+/// This process's own user's keyring.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserKeyring;
+
+impl CredentialStore for UserKeyring {
+    fn load(&self, account: &str) -> Result<Option<Credentials>> {
+        Ok(devnet_kube::credentials::load(account)?)
+    }
+
+    fn store(&self, account: &str, creds: &Credentials) -> Result<()> {
+        Ok(devnet_kube::credentials::store(account, &creds.for_client())?)
+    }
+}
+
+/// Progress lines for the person waiting (`installing the relay`, …).
+pub type Say<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// What a session needs from the cluster.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The session's name: the kubeconfig context.
+    pub name: String,
+    /// The profile discovery makes (with the token and CA inline).
+    pub file: ProfileFile,
+    /// The relay's pod IP and node port, to dial directly.
+    pub direct: Vec<SocketAddr>,
+    /// The API server's port-forward, when the user may use it.
+    pub port_forward: Option<PortForward>,
+    pub discovered: Vec<Discovered>,
+}
+
+/// Discovery's findings as status lines.
+pub fn discovered(cluster: &Cluster, d: &Discovery) -> Vec<Discovered> {
+    let mut out =
+        vec![Discovered { what: "cluster".into(), value: cluster.context.clone(), source: cluster.server.clone() }];
+    let fact = |what: &str, value: String, source: String| Discovered { what: what.into(), value, source };
+    out.extend(d.pod_cidrs.iter().map(|f| fact("pod CIDR", f.value.to_string(), f.source.to_string())));
+    out.extend(d.service_cidrs.iter().map(|f| fact("service CIDR", f.value.to_string(), f.source.to_string())));
+    out.extend(d.dns_servers.iter().map(|f| fact("cluster DNS", f.value.to_string(), f.source.to_string())));
+    out.push(fact("domain", d.cluster_domain.value.clone(), d.cluster_domain.source.to_string()));
+    for p in &d.calico_pools {
+        out.push(fact(
+            "calico pool",
+            p.cidr.to_string(),
+            format!("{}: ipipMode {}, vxlanMode {}, natOutgoing {}", p.pool, p.ipip, p.vxlan, p.nat_outgoing),
+        ));
+    }
+    out
+}
+
+/// Connects to the cluster and discovers its networks.
+pub async fn discover_cluster(args: &ClusterArgs, say: Say<'_>) -> Result<(Cluster, Discovery, Vec<SocketAddr>)> {
+    let cluster = Cluster::connect(&args.options).await?;
+    say(&format!("cluster {} at {}", cluster.context, cluster.server));
+    let sources = cluster.gather(args.cluster_domain.clone()).await?;
+    let found = discover(&sources)?;
+    for f in discovered(&cluster, &found).iter().skip(1) {
+        say(&format!("found {} {} (from {})", f.what, f.value, f.source));
+    }
+    let pod_cidrs: Vec<_> = found.pod_cidrs.iter().map(|f| f.value).collect();
+    let probes = devnet_kube::discover::pod_probe_targets(sources.pods.as_deref().unwrap_or_default(), &pod_cidrs);
+    Ok((cluster, found, probes))
+}
+
+/// Everything a session needs from the cluster, gathered as the user.
+pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say<'_>) -> Result<Prepared> {
+    let (cluster, found, pod_probes) = discover_cluster(args, say).await?;
+    let (state, fresh) = ensure_relay(&cluster, args, &found, keyring, say).await?;
+    let account = devnet_kube::credentials::account(&cluster.server);
+    let creds = match fresh {
+        Some(c) => c.for_client(),
+        None => match keyring.load(&account)? {
+            // Only if it belongs to the relay installed now.
+            Some(c) if state.ca_sha256.as_ref().is_none_or(|fp| *fp == relay::ca_fingerprint(&c.ca_pem)) => c,
+            _ => {
+                say("fetching the relay's credentials once from the API server into the keyring");
+                let c = relay::fetch_credentials(&cluster).await.map_err(|e| match e {
+                    KubeError::Forbidden(m) => anyhow::anyhow!(
+                        "{m}: reading the relay's credentials needs {{apiGroups: [\"\"], resources: [\"secrets\"], verbs: [\"get\"]}} in namespace {}; ask a cluster admin for it",
+                        relay::NAMESPACE
+                    ),
+                    e => e.into(),
+                })?;
+                keyring.store(&account, &c)?;
+                c
+            }
+        },
+    };
+
+    // Ways to the relay: direct to the pod IP and the node port, then the
+    // API server.
+    let node = match (state.host_ip, state.node_port) {
+        (Some(ip), Some(port)) => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    };
+    let mut direct: Vec<SocketAddr> = state.pod_ips.iter().map(|ip| SocketAddr::new(*ip, relay::TUNNEL_PORT)).collect();
+    direct.extend(node);
+    let may_portforward = cluster.can_i("create", "", "pods/portforward", Some(relay::NAMESPACE)).await?;
+    let port_forward = if may_portforward {
+        Some(PortForward { cluster: cluster.clone() })
+    } else if !any_answers(&direct).await {
+        bail!(
+            "the relay is not reachable directly ({}), and you may not use the API server's port-forward: ask a cluster admin for {{apiGroups: [\"\"], resources: [\"pods/portforward\"], verbs: [\"create\"]}} in namespace {}",
+            direct.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            relay::NAMESPACE
+        );
+    } else {
+        say("you may not use pods/portforward: only the direct transport will be tried");
+        None
+    };
+
+    let relay_addr =
+        node.or(direct.first().copied()).ok_or_else(|| anyhow::anyhow!("the relay pod has no IP and no node port"))?;
+    let dns = found
+        .dns_servers
+        .iter()
+        .map(|f| f.value)
+        .find(|ip| ip.is_ipv4())
+        .or(found.dns_servers.first().map(|f| f.value));
+    // Live targets: a pod per pod CIDR, the relay pod, the cluster DNS.
+    let mut probes: Vec<String> = pod_probes.iter().map(ToString::to_string).collect();
+    probes.extend(state.pod_ips.iter().map(|ip| SocketAddr::new(*ip, relay::TUNNEL_PORT).to_string()));
+    probes.extend(found.dns_servers.iter().map(|f| SocketAddr::new(f.value, 53).to_string()));
+    let file = ProfileFile {
+        relay: Some(relay_addr.to_string()),
+        token: Some(creds.token.into()),
+        relay_ca_pem: Some(creds.ca_pem),
+        cidrs: found.cidrs().iter().map(ToString::to_string).collect(),
+        dns_server: dns.map(|d| d.to_string()),
+        probe_targets: probes,
+        cluster_domain: Some(found.cluster_domain.value.clone()),
+        namespaces: cluster.namespaces().await,
+        ..Default::default()
+    };
+    Ok(Prepared { name: cluster.context.clone(), file, direct, port_forward, discovered: discovered(&cluster, &found) })
+}
+
+/// Whether any address accepts a TCP connection within a short time.
+async fn any_answers(addrs: &[SocketAddr]) -> bool {
+    let mut attempts = tokio::task::JoinSet::new();
+    for addr in addrs.iter().copied() {
+        attempts.spawn(tokio::time::timeout(Duration::from_millis(800), tokio::net::TcpStream::connect(addr)));
+    }
+    while let Some(done) = attempts.join_next().await {
+        if matches!(done, Ok(Ok(Ok(_)))) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Makes sure a relay of this version runs; returns its state, and the
+/// credentials when this call (re)installed it.
+async fn ensure_relay(
+    cluster: &Cluster,
+    args: &ClusterArgs,
+    found: &Discovery,
+    keyring: &dyn CredentialStore,
+    say: Say<'_>,
+) -> Result<(relay::RelayState, Option<Credentials>)> {
+    let state = relay::state(cluster).await?;
+    let advice = state.version_advice();
+    // A relay stuck on a bad image or a crash is re-applied too (with the
+    // image asked for now), rather than waited on.
+    let needs_install = !state.installed || !state.protocol_matches() || state.is_older() || state.problem.is_some();
+    if !needs_install {
+        if let Some(a) = advice {
+            say(&a);
+        }
+        if state.ready {
+            return Ok((state, None));
+        }
+        return Ok((relay::wait_ready(cluster, Duration::from_secs(120), say).await?, None));
+    }
+    if args.no_install {
+        bail!(
+            "{}",
+            advice.unwrap_or_else(|| format!(
+                "no relay runs in namespace {}: run `devnet relay install --context {}` (or drop --no-install)",
+                relay::NAMESPACE,
+                cluster.context
+            ))
+        );
+    }
+    say(match (&state.installed, &state.problem) {
+        (false, _) => "installing the relay".to_owned(),
+        (true, Some(problem)) => format!("re-installing the relay, whose pod is stuck ({problem})"),
+        (true, None) => "upgrading the relay".to_owned(),
+    }
+    .as_str());
+    let (state, creds) = install_relay(cluster, args, found, keyring, say).await?;
+    Ok((state, Some(creds)))
+}
+
+/// Installs (or re-applies) the relay with fresh credentials, waits for its
+/// pod, and keeps the client's half of the credentials in the keyring.
+pub async fn install_relay(
+    cluster: &Cluster,
+    args: &ClusterArgs,
+    found: &Discovery,
+    keyring: &dyn CredentialStore,
+    say: Say<'_>,
+) -> Result<(relay::RelayState, Credentials)> {
+    let creds = Credentials::generate()?;
+    let params = RelayParams {
+        image: args.image(),
+        allow: found.cidrs(),
+        dns: found.dns_servers.iter().map(|f| f.value).collect(),
+        credentials: creds.clone(),
+    };
+    relay::install(cluster, &params).await?;
+    let state = relay::wait_ready(cluster, Duration::from_secs(120), say).await?;
+    keyring.store(&devnet_kube::credentials::account(&cluster.server), &creds)?;
+    Ok((state, creds))
+}
+
+/// The API server's port-forward to the relay pod, opened with the user's
+/// credentials (an exec plugin's token is refreshed by the client as it
+/// expires, so each new port-forward carries a valid one).
+#[derive(Debug, Clone)]
+pub struct PortForward {
+    cluster: Cluster,
+}
+
+/// A byte stream to the relay, before TLS.
+pub trait RelayIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> RelayIo for T {}
+
+impl PortForward {
+    /// Opens one port-forward stream; the label says where it goes.
+    pub async fn open(&self) -> Result<(Box<dyn RelayIo>, String)> {
+        let (stream, label) = devnet_kube::portforward::open(&self.cluster).await?;
+        Ok((Box::new(stream), label))
+    }
+}
