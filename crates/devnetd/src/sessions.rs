@@ -201,16 +201,19 @@ impl Sessions {
         if running.len() >= MAX_SESSIONS {
             return Err(IpcError::BadRequest { message: format!("at most {MAX_SESSIONS} sessions run at once") });
         }
-        let tun = (0..MAX_SESSIONS)
-            .map(|i| format!("devnet{i}"))
-            .find(|t| running.values().all(|s| s.claims.tun != *t))
-            .unwrap_or_default();
+        let slot = (0..MAX_SESSIONS).find(|i| running.values().all(|s| s.claims.tun != format!("devnet{i}"))).unwrap_or(0);
+        let tun = format!("devnet{slot}");
         let mut file = req.profile.clone();
         file.token = Some(req.token.clone());
         file.relay_ca_pem = Some(req.relay_ca_pem.clone());
         file.state_dir = Some(Self::sessions_dir(&self.state_dir).join(&tun));
         file.resolv_conf = Some(self.resolv_conf.clone());
         file.tun_name = Some(tun);
+        // Each session's stub gets an address of its own on its own link
+        // (systemd-resolved asks each link's server on that link).
+        if file.dns_link_address.is_none() {
+            file.dns_link_address = Some(format!("169.254.53.{}", 53 + slot));
+        }
         let profile = file.validate().map_err(|e| IpcError::Config { message: e.to_string() })?;
         let claims = Claims::of(&profile);
         for (name, s) in running.iter() {

@@ -353,9 +353,35 @@ struct Link {
 /// empties the journal. Foreign look-alikes (same prefix in another table or
 /// with another protocol or device; a same-named link without our alias; a
 /// rule that differs from ours) are left alone.
+///
+/// Several engines (devnetd's sessions) share our table and its rule: a
+/// rule is removed only when no route of another engine (on a device or
+/// via a node this journal does not list) still needs it.
 pub fn undo(journal: &mut Journal, runner: &dyn Runner) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
     let ours = our_routes(runner)?;
+    let mine = |r: &KernelRoute| {
+        journal.entries().iter().any(|e| match e {
+            Entry::Tun { name } | Entry::Route { dev: name, .. } => r.dev.as_deref() == Some(name.as_str()),
+            Entry::ViaRoute { dst, via, .. } => r.net() == Some(*dst) && r.gateway == Some(via.to_string()),
+            _ => false,
+        })
+    };
+    // Routes of other engines in our tables, per family (v4, v6).
+    let in_use = |routes: &[KernelRoute]| {
+        let others: Vec<&KernelRoute> =
+            routes.iter().filter(|r| r.protocol.as_deref() == Some(ROUTE_PROTO) && !mine(r)).collect();
+        [
+            others.iter().any(|r| r.net().is_some_and(|n| n.network().is_ipv4())),
+            others.iter().any(|r| r.net().is_some_and(|n| n.network().is_ipv6())),
+        ]
+    };
+    let tunnel_in_use = in_use(&ours);
+    let gateway_in_use = if journal.entries().iter().any(|e| matches!(e, Entry::GatewayRule { .. })) {
+        in_use(&table_routes(runner, GATEWAY_TABLE)?)
+    } else {
+        [false; 2]
+    };
     for entry in journal.entries().to_vec().into_iter().rev() {
         match &entry {
             Entry::Route { dst, dev } => {
@@ -367,7 +393,9 @@ pub fn undo(journal: &mut Journal, runner: &dyn Runner) -> anyhow::Result<Vec<St
                 }
             }
             Entry::Rule { ipv6 } => {
-                done.extend(TUNNEL_RULE.remove(runner, if *ipv6 { "-6" } else { "-4" })?);
+                if !tunnel_in_use[usize::from(*ipv6)] {
+                    done.extend(TUNNEL_RULE.remove(runner, if *ipv6 { "-6" } else { "-4" })?);
+                }
             }
             Entry::ViaRoute { dst, via, table } => {
                 let existing = table_routes(runner, table)?;
@@ -378,7 +406,9 @@ pub fn undo(journal: &mut Journal, runner: &dyn Runner) -> anyhow::Result<Vec<St
                 }
             }
             Entry::GatewayRule { ipv6 } => {
-                done.extend(GATEWAY_RULE.remove(runner, if *ipv6 { "-6" } else { "-4" })?);
+                if !gateway_in_use[usize::from(*ipv6)] {
+                    done.extend(GATEWAY_RULE.remove(runner, if *ipv6 { "-6" } else { "-4" })?);
+                }
             }
             Entry::ResolvConf { path, backup, symlink } => {
                 if let Some(done_what) = crate::dns::restore_resolv_conf(path, backup, symlink.as_deref())? {
@@ -625,6 +655,24 @@ mod tests {
                 "ip link del dev devnet0",
             ]
         );
+        assert!(journal.entries().is_empty());
+
+        // Another engine's route in our table keeps the shared rule.
+        journal.record(Entry::Rule { ipv6: false }).expect("record");
+        journal
+            .record(Entry::Route { dst: "10.96.0.0/16".parse().expect("net"), dev: "devnet0".into() })
+            .expect("record");
+        let runner = RecordingRunner::with_outputs(&[
+            (
+                "ip -j -4 route show table 3559",
+                r#"[{"dst":"10.96.0.0/16","dev":"devnet0","protocol":"222"},{"dst":"10.50.0.0/16","dev":"devnet1","protocol":"222"}]"#,
+            ),
+            ("ip -j -4 rule show", RULES_V4),
+        ]);
+        undo(&mut journal, &runner).expect("undo");
+        let cmds = runner.take();
+        assert!(cmds.contains(&"ip -4 route del 10.96.0.0/16 dev devnet0 table 3559 proto 222".to_owned()), "{cmds:?}");
+        assert!(!cmds.iter().any(|c| c.contains("rule del")), "the rule devnet1 needs stays: {cmds:?}");
         assert!(journal.entries().is_empty());
 
         // A same-named link without our alias is left alone.
