@@ -292,21 +292,21 @@ fn disconnect_leaves_nothing(lab: &Lab) -> Res {
 fn sigkill_then_restart(lab: &Lab) -> Res {
     lab.connect("connected")?;
     lab.curl("http://10.96.0.20/")?;
+    // SIGKILL to devnetd, which runs the engine.
     lab.kill_engine();
     // The journal survived the crash and names what was made.
-    let journal = std::fs::read_to_string(Path::new(&lab.state_dir()).join("journal.json"))
+    let journal = std::fs::read_to_string(Path::new(&lab.state_dir()).join("sessions/devnet0/journal.json"))
         .map_err(|e| format!("no journal after the crash: {e}"))?;
     if !journal.contains("devnet0") {
         return Err(format!("journal: {journal}"));
     }
-    // The next start undoes it; `devnet cleanup` is that step alone.
-    let out = lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "cleanup"])?;
-    if !out.contains("the journal held 8 changes") {
+    // `devnet cleanup` while devnetd is down undoes it.
+    let out = lab.cleanup()?;
+    if !out.contains("held 8 changes") {
         return Err(format!("cleanup did not find the crashed engine's journal: {out}"));
     }
     lab.laptop_unchanged("after the crash and cleanup")?;
-    // The control socket file of the dead engine may remain; a new engine
-    // replaces it. Start and stop one to prove the machine is usable.
+    // devnetd starts again; a new session works.
     lab.connect("connected")?;
     lab.curl("http://10.96.0.20/")?;
     lab.disconnect()?;
@@ -314,6 +314,7 @@ fn sigkill_then_restart(lab: &Lab) -> Res {
 }
 
 fn bad_profile_leaves_nothing(lab: &Lab) -> Res {
+    lab.ensure_daemon()?;
     let devnet = lab.tool("devnet");
     let profile = lab.dir.join("profile.toml").display().to_string();
     for (extra, want) in [
@@ -322,8 +323,7 @@ fn bad_profile_leaves_nothing(lab: &Lab) -> Res {
         (vec!["--relay", "relay:443"], "not IP:PORT"),
         (vec!["--cluster-domain", "bad..domain"], "empty label"),
     ] {
-        let mut cmd =
-            vec![devnet.as_str(), "--state-dir", "/tmp/devnet-lab-e2e/laptop-state", "connect", "--profile", &profile];
+        let mut cmd = vec![devnet.as_str(), "connect", "--profile", &profile];
         cmd.extend(extra.iter());
         let out = lab.exec("laptop", &cmd)?;
         if out.status.success() || !text(&out).contains(want) {
@@ -334,10 +334,7 @@ fn bad_profile_leaves_nothing(lab: &Lab) -> Res {
     let bad_token = lab.dir.join("bad-token");
     std::fs::write(&bad_token, "not-the-token").map_err(|e| e.to_string())?;
     let bad = bad_token.display().to_string();
-    let out = lab.exec(
-        "laptop",
-        &[&devnet, "--state-dir", &lab.state_dir(), "connect", "--profile", &profile, "--token-file", &bad],
-    )?;
+    let out = lab.exec("laptop", &[&devnet, "connect", "--profile", &profile, "--token-file", &bad])?;
     if out.status.success() || !text(&out).contains("token") {
         return Err(format!("wrong token: {}", text(&out)));
     }

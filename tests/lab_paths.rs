@@ -227,7 +227,7 @@ fn moves(lab: &Lab) -> Res {
 
 fn run_doctor(lab: &Lab) -> Res<String> {
     let profile = lab.dir.join("profile.toml").display().to_string();
-    lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "doctor", "--profile", &profile])
+    lab.laptop_ok(&[&lab.tool("devnet"), "doctor", "--profile", &profile])
 }
 
 fn doctor(lab: &Lab) -> Res {
@@ -280,8 +280,8 @@ fn overlap_refused(lab: &Lab) -> Res {
     // A corporate VPN already routes part of the service CIDR.
     lab.laptop_ok(&["ip", "route", "add", "10.96.5.0/24", "via", "192.168.10.1"])?;
     let profile = lab.dir.join("profile.toml").display().to_string();
-    let out =
-        lab.exec("laptop", &[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "connect", "--profile", &profile])?;
+    lab.ensure_daemon()?;
+    let out = lab.exec("laptop", &[&lab.tool("devnet"), "connect", "--profile", &profile])?;
     lab.laptop_ok(&["ip", "route", "del", "10.96.5.0/24", "via", "192.168.10.1"])?;
     let said = devnet_lab::harness::text(&out);
     if out.status.success() || !said.contains("10.96.5.0/24 via 192.168.10.1") || !said.contains("allow-overlap") {
@@ -339,7 +339,7 @@ fn crash_in_each_mode(lab: &Lab) -> Res {
         lab.connect(state)?;
         web_answers(lab)?;
         lab.kill_engine(); // SIGKILL
-        let out = lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "cleanup"])?;
+        let out = lab.cleanup()?;
         let after = lab.laptop_snapshot()?;
         if after != before {
             return Err(format!(
@@ -371,7 +371,7 @@ fn gateway_mode(lab: &Lab) -> Res {
     }
     web_answers(lab)?;
     let p = profile.display().to_string();
-    let doctor = lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "doctor", "--profile", &p])?;
+    let doctor = lab.laptop_ok(&[&lab.tool("devnet"), "doctor", "--profile", &p])?;
     if !doctor.contains("forwarding node 192.168.10.30") || !doctor.contains("masquerades") {
         return Err(format!("doctor should explain the SNAT of seed 001:\n{doctor}"));
     }
@@ -395,7 +395,7 @@ fn gateway_mode(lab: &Lab) -> Res {
     // the node are journaled and undone like everything else.
     lab.connect_with(&profile, "direct")?;
     lab.kill_engine();
-    lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "cleanup"])?;
+    lab.cleanup()?;
     lab.laptop_unchanged("after a crash in gateway mode")
 }
 
@@ -483,7 +483,7 @@ fn resolv_conf_symlink(lab: &Lab) -> Res {
         is_the_link("after disconnect")?;
         lab.connect("connected")?;
         lab.kill_engine();
-        lab.laptop_ok(&[&lab.tool("devnet"), "--state-dir", &lab.state_dir(), "cleanup"])?;
+        lab.cleanup()?;
         is_the_link("after SIGKILL and cleanup")
     })();
     let _ = std::fs::remove_file(&conf);

@@ -232,10 +232,7 @@ fn disconnect_and_crash(lab: &Lab) -> Res {
     if after != before {
         return Err(format!("resolved differs after a crash:\nbefore:\n{before}\nafter:\n{after}"));
     }
-    let out = lab.devnet(&["cleanup"], &[])?;
-    if !out.status.success() {
-        return Err(format!("cleanup failed: {}", harness::text(&out)));
-    }
+    lab.cleanup()?;
     lab.laptop_unchanged("after a crash and cleanup")?;
     names_gone(lab)
 }

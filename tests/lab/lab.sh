@@ -248,9 +248,7 @@ cidrs = ["10.244.0.0/16", "10.96.0.0/16", "fd00:244::/48", "fd00:96::/112"]
 dns-server = "10.96.0.10"
 probe-targets = ["10.244.1.10:8080", "[fd00:244:0:1::10]:8080", "[fd00:96::a]:53"]
 namespaces = ["demo", "kube-system", "com"]
-resolv-conf = "/etc/netns/$(ns laptop)/resolv.conf"
 cluster-domain = "cluster.local"
-state-dir = "$dir/laptop-state"
 PROFILE
   wait_ready
 }
@@ -453,9 +451,8 @@ contexts:
 - {name: lab-down, context: {cluster: lab-down, user: dev}}
 KC
   cat >"$dir/kube-profile.toml" <<PROFILE
-# What the cluster cannot tell: where this laptop keeps its state and resolver.
-resolv-conf = "/etc/netns/$(ns laptop)/resolv.conf"
-state-dir = "$dir/laptop-state"
+# What the cluster cannot tell (devnetd knows where it keeps its state and
+# which resolv.conf it manages): nothing for the lab.
 PROFILE
 }
 

@@ -1,6 +1,6 @@
 //! Driving the lab from a test: build it, run commands in its hosts, start
-//! and stop the real `devnet` engine on the laptop, and snapshot what the
-//! engine may change. Errors are strings that say what failed and show the
+//! devnetd on the laptop as its service unit would, connect the real `devnet`
+//! client to it, and snapshot what the engine may change. Errors are strings that say what failed and show the
 //! command's output, for the test report.
 
 use std::path::{Path, PathBuf};
@@ -19,7 +19,10 @@ pub struct Lab {
     pub bin: PathBuf,
     pub script: PathBuf,
     pub dir: PathBuf,
+    /// The running `devnet connect` (a devnetd client, or `--foreground`).
     engine: Mutex<Option<Child>>,
+    /// The laptop's devnetd, started on first use.
+    daemon: Mutex<Option<Child>>,
     /// The laptop's network before devnet touched it.
     pub laptop_before: String,
 }
@@ -44,7 +47,7 @@ impl Lab {
             return Err("the lab needs root (network namespaces, TUN devices): run the tests as root".into());
         }
         let bin = bin_dir();
-        for b in ["devnet", "devnet-relay", "devnet-labd"] {
+        for b in ["devnet", "devnetd", "devnet-relay", "devnet-labd"] {
             if !bin.join(b).exists() {
                 return Err(format!(
                     "{} is missing: run `cargo build --workspace --bins` first",
@@ -54,7 +57,15 @@ impl Lab {
         }
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lab/lab.sh");
         let dir = PathBuf::from(format!("/tmp/devnet-lab-{name}"));
-        let mut lab = Lab { name, bin, script, dir, engine: Mutex::new(None), laptop_before: String::new() };
+        let mut lab = Lab {
+            name,
+            bin,
+            script,
+            dir,
+            engine: Mutex::new(None),
+            daemon: Mutex::new(None),
+            laptop_before: String::new(),
+        };
         let out = lab.sh(&["up", name])?;
         if !out.status.success() {
             return Err(format!("building the lab failed: {}", text(&out)));
@@ -69,6 +80,7 @@ impl Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = self.stop_daemon();
         let _ = self.sh(&["down", self.name]);
     }
 
@@ -78,6 +90,7 @@ impl Lab {
             .arg(&self.script)
             .args(args)
             .env("DEVNET_BIN", &self.bin)
+            .env("DEVNET_SOCKET", self.socket())
             .output()
             .map_err(|e| format!("running lab.sh {args:?}: {e}"))
     }
@@ -119,6 +132,135 @@ impl Lab {
         self.dir.join("laptop-state").display().to_string()
     }
 
+    /// devnetd's socket for this lab.
+    pub fn socket(&self) -> String {
+        self.dir.join("run/devnetd.sock").display().to_string()
+    }
+
+    /// What devnetd logged.
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("devnetd.log")).unwrap_or_default()
+    }
+
+    /// The pid of the running devnetd.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.lock().expect("lock").as_ref().map(Child::id)
+    }
+
+    /// Starts devnetd on the laptop unless it runs.
+    pub fn ensure_daemon(&self) -> Res {
+        if self.daemon.lock().expect("lock").is_some() {
+            return Ok(());
+        }
+        self.start_daemon()
+    }
+
+    /// Starts devnetd on the laptop as `installers/linux/devnetd.service`
+    /// starts it: the unit's capability bounding set, no ambient or
+    /// inheritable capabilities, no_new_privs and its supplementary group,
+    /// translated to setpriv. Waits until its socket answers.
+    pub fn start_daemon(&self) -> Res {
+        ensure_group(devnet_ipc::GROUP)?;
+        let unit = service_unit()?;
+        let setpriv = unit.setpriv_args()?;
+        // The lab's resolv.conf: the laptop namespace's own file, or with
+        // the lab's systemd-resolved, the mount namespace's /etc/resolv.conf.
+        let resolv_conf = if self.dir.join("resolved/holder.pid").exists() {
+            "/etc/resolv.conf".to_owned()
+        } else {
+            format!("/etc/netns/{}-laptop/resolv.conf", self.name)
+        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("devnetd.log"))
+            .map_err(|e| e.to_string())?;
+        let logged_before = self.daemon_log().len();
+        let child = self
+            .on_laptop()
+            .arg("setpriv")
+            .args(&setpriv)
+            .arg("--")
+            .arg(self.bin.join("devnetd"))
+            .args(["--socket", &self.socket(), "--state-dir", &self.state_dir(), "--resolv-conf", &resolv_conf])
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("starting devnetd: {e}"))?;
+        *self.daemon.lock().expect("lock") = Some(child);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Some(child) = self.daemon.lock().expect("lock").as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                return Err(format!("devnetd exited with {status}:\n{}", self.daemon_log()));
+            }
+            if self.daemon_log().get(logged_before..).is_some_and(|new| new.contains("devnetd serving")) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("devnetd did not start serving within 10 s:\n{}", self.daemon_log()))
+    }
+
+    /// Stops devnetd as its unit would (SIGTERM) and waits for it.
+    pub fn stop_daemon(&self) -> Res {
+        let Some(mut child) = self.daemon.lock().expect("lock").take() else { return Ok(()) };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(status)) = child.try_wait() {
+                return if status.success() { Ok(()) } else { Err(format!("devnetd exited with {status}")) };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err("devnetd did not stop within 15 s of SIGTERM".into())
+    }
+
+    /// Waits for devnetd to exit on its own (after a signal); it must exit 0.
+    pub fn wait_daemon_exit(&self, within: Duration) -> Res {
+        let start = Instant::now();
+        let mut guard = self.daemon.lock().expect("lock");
+        let Some(child) = guard.as_mut() else { return Ok(()) };
+        while start.elapsed() < within {
+            if let Ok(Some(status)) = child.try_wait() {
+                *guard = None;
+                return if status.success() { Ok(()) } else { Err(format!("devnetd exited with {status}")) };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("devnetd did not exit within {within:?}"))
+    }
+
+    /// SIGKILL to devnetd (and so to every session's engine).
+    pub fn kill_daemon(&self) {
+        if let Some(mut child) = self.daemon.lock().expect("lock").take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// After a crash: what the machine's next boot of the service does.
+    /// devnetd starts, undoes what the dead one journaled, and serves.
+    pub fn restart_daemon_after_crash(&self) -> Res {
+        self.kill_engine();
+        let had_journal = self.journal_exists();
+        let before = self.daemon_log().len();
+        self.start_daemon()?;
+        let log = self.daemon_log();
+        if had_journal && !log[before..].contains("undid a previous session's changes") {
+            return Err(format!("devnetd did not undo the crashed session:\n{log}"));
+        }
+        Ok(())
+    }
+
+    /// Whether any session journal is left in the state directory.
+    pub fn journal_exists(&self) -> bool {
+        !state_files(Path::new(&self.state_dir())).is_empty()
+    }
+
     /// Starts `devnet connect` on the laptop and waits for `state`.
     pub fn connect(&self, state: &str) -> Res {
         self.connect_with(&self.dir.join("profile.toml"), state)
@@ -133,11 +275,28 @@ impl Lab {
     /// `devnet connect <args…>` on the laptop with extra environment, waiting
     /// up to `within` for `state`.
     pub fn connect_args(&self, args: &[&str], env: &[(&str, &str)], state: &str, within: Duration) -> Res {
+        self.connect_as(&[], args, env, state, within)
+    }
+
+    /// [`connect_args`](Self::connect_args) behind a command prefix, such as
+    /// [`as_user`] to run as an unprivileged user.
+    pub fn connect_as(
+        &self,
+        prefix: &[String],
+        args: &[&str],
+        env: &[(&str, &str)],
+        state: &str,
+        within: Duration,
+    ) -> Res {
+        if !args.contains(&"--foreground") {
+            self.ensure_daemon()?;
+        }
         let log = std::fs::File::create(self.dir.join("engine.log")).map_err(|e| e.to_string())?;
         let child = self
             .on_laptop()
+            .args(prefix)
             .arg(self.bin.join("devnet"))
-            .args(["--state-dir", &self.state_dir(), "connect"])
+            .args(["--state-dir", &self.foreground_state_dir(), "connect"])
             .args(args)
             .envs(env.iter().copied())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -148,11 +307,26 @@ impl Lab {
         self.wait_status(state, within)
     }
 
+    /// Waits for `devnet connect` to exit; its exit status.
+    pub fn wait_client_exit(&self, within: Duration) -> Res<std::process::ExitStatus> {
+        let start = Instant::now();
+        let mut guard = self.engine.lock().expect("lock");
+        let Some(child) = guard.as_mut() else { return Err("no devnet connect runs".into()) };
+        while start.elapsed() < within {
+            if let Ok(Some(status)) = child.try_wait() {
+                *guard = None;
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("devnet connect did not exit within {within:?}"))
+    }
+
     /// A command prefix that runs on the laptop: its network namespace, and
     /// when the lab's systemd-resolved runs (`lab.sh resolved`), the mount
     /// namespace it lives in (its /run, its system bus, its resolv.conf).
     pub fn on_laptop(&self) -> Command {
-        match std::fs::read_to_string(self.dir.join("resolved/holder.pid")) {
+        let mut c = match std::fs::read_to_string(self.dir.join("resolved/holder.pid")) {
             Ok(pid) => {
                 let mut c = Command::new("nsenter");
                 c.args(["-t", pid.trim(), "-m", "-n"]);
@@ -163,14 +337,23 @@ impl Lab {
                 c.args(["netns", "exec", &format!("{}-laptop", self.name)]);
                 c
             }
-        }
+        };
+        c.env("DEVNET_SOCKET", self.socket());
+        c
+    }
+
+    /// The state directory of `devnet connect --foreground` (devnetd's is
+    /// [`state_dir`](Self::state_dir)).
+    pub fn foreground_state_dir(&self) -> String {
+        self.dir.join("laptop-state/foreground").display().to_string()
     }
 
     /// Runs `devnet <args…>` on the laptop to completion.
     pub fn devnet(&self, args: &[&str], env: &[(&str, &str)]) -> Res<Output> {
+        self.ensure_daemon()?;
         self.on_laptop()
             .arg(self.bin.join("devnet"))
-            .args(["--state-dir", &self.state_dir()])
+            .args(["--state-dir", &self.foreground_state_dir()])
             .args(args)
             .envs(env.iter().copied())
             .output()
@@ -178,9 +361,11 @@ impl Lab {
     }
 
     /// `devnet status --json`.
+    /// Exit 3 (not connected) still prints the sessions.
     pub fn status(&self) -> Res<serde_json::Value> {
-        let out = self.exec("laptop", &[&self.tool("devnet"), "--state-dir", &self.state_dir(), "status", "--json"])?;
-        if !out.status.success() {
+        let out = self
+            .exec("laptop", &[&self.tool("devnet"), "--state-dir", &self.foreground_state_dir(), "status", "--json"])?;
+        if !matches!(out.status.code(), Some(0 | 3)) {
             return Err(format!("devnet status failed: {}", text(&out)));
         }
         serde_json::from_slice(&out.stdout).map_err(|e| format!("status is not JSON: {e}"))
@@ -201,14 +386,16 @@ impl Lab {
         Err(format!("engine not {state} within {within:?}; last status: {last}; engine log:\n{}", self.engine_log()))
     }
 
-    /// What the engine printed.
+    /// What `devnet connect` printed, then what devnetd logged (the
+    /// engine runs there).
     pub fn engine_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("engine.log")).unwrap_or_default()
+        let client = std::fs::read_to_string(self.dir.join("engine.log")).unwrap_or_default();
+        format!("{client}\n--- devnetd ---\n{}", self.daemon_log())
     }
 
     /// `devnet disconnect`, then waits for the engine to exit cleanly.
     pub fn disconnect(&self) -> Res {
-        self.laptop_ok(&[&self.tool("devnet"), "--state-dir", &self.state_dir(), "disconnect"])?;
+        self.laptop_ok(&[&self.tool("devnet"), "--state-dir", &self.foreground_state_dir(), "disconnect"])?;
         self.wait_engine_exit(Duration::from_secs(5))
     }
 
@@ -216,15 +403,39 @@ impl Lab {
     /// next trial starts from a clean laptop.
     pub fn reset(&self) {
         self.kill_engine();
-        let _ = self.exec("laptop", &[&self.tool("devnet"), "--state-dir", &self.state_dir(), "cleanup"]);
+        let _ = self.exec(
+            "laptop",
+            &[
+                &self.tool("devnet"),
+                "--state-dir",
+                &self.foreground_state_dir(),
+                "cleanup",
+                "--daemon-state-dir",
+                &self.state_dir(),
+            ],
+        );
     }
 
-    /// Kills the engine with SIGKILL.
+    /// Kills the engine with SIGKILL: devnetd (where it runs) and the
+    /// client, or the `--foreground` process.
     pub fn kill_engine(&self) {
+        self.kill_daemon();
         if let Some(mut child) = self.engine.lock().expect("lock").take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// `devnet cleanup` on the laptop (both state directories); its output.
+    pub fn cleanup(&self) -> Res<String> {
+        self.laptop_ok(&[
+            &self.tool("devnet"),
+            "--state-dir",
+            &self.foreground_state_dir(),
+            "cleanup",
+            "--daemon-state-dir",
+            &self.state_dir(),
+        ])
     }
 
     /// Waits for the engine process to exit; a non-zero exit is an error.
@@ -259,10 +470,8 @@ impl Lab {
             s += &self.laptop_ok(cmd)?;
         }
         s += &std::fs::read_to_string(format!("/etc/netns/{}-laptop/resolv.conf", self.name)).unwrap_or_default();
-        for f in ["journal.json", "engine.sock", "resolv.conf.orig"] {
-            if Path::new(&self.state_dir()).join(f).exists() {
-                s += &format!("state file left: {f}\n");
-            }
+        for f in state_files(Path::new(&self.state_dir())) {
+            s += &format!("state file left: {f}\n");
         }
         Ok(s)
     }
@@ -297,6 +506,102 @@ impl Lab {
             .find_map(|l| l.strip_prefix(&format!("devnet_relay_{name} ")))
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| format!("no metric {name} in:\n{metrics}"))
+    }
+}
+
+/// Journals, control sockets and resolv.conf backups under `dir`, at any
+/// depth (devnetd keeps one directory per session).
+fn state_files(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            found.extend(state_files(&path));
+        } else if ["journal.json", "engine.sock", "resolv.conf.orig"].iter().any(|f| path.ends_with(f)) {
+            found.push(path.display().to_string());
+        }
+    }
+    found
+}
+
+/// A command prefix that runs as `uid` (same gid) with the supplementary
+/// groups named, with no capabilities: a user at a desktop.
+pub fn as_user(uid: u32, groups: &[&str]) -> Res<Vec<String>> {
+    let mut prefix = vec!["setpriv".to_owned(), format!("--reuid={uid}"), format!("--regid={uid}")];
+    if groups.is_empty() {
+        prefix.push("--clear-groups".into());
+    } else {
+        let gids: Res<Vec<String>> = groups.iter().map(|g| group_id(g).map(|id| id.to_string())).collect();
+        prefix.push(format!("--groups={}", gids?.join(",")));
+    }
+    prefix.push("--".into());
+    Ok(prefix)
+}
+
+/// Creates `group` as the package's sysusers.d file would, if it is missing.
+pub fn ensure_group(group: &str) -> Res {
+    if Command::new("getent").args(["group", group]).output().is_ok_and(|o| o.status.success()) {
+        return Ok(());
+    }
+    let out = Command::new("groupadd").args(["--system", group]).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("groupadd {group} failed: {}", text(&out)));
+    }
+    Ok(())
+}
+
+/// The gid of `group`.
+pub fn group_id(group: &str) -> Res<u32> {
+    let out = Command::new("getent").args(["group", group]).output().map_err(|e| e.to_string())?;
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .nth(2)
+        .and_then(|g| g.trim().parse().ok())
+        .ok_or_else(|| format!("no group {group}"))
+}
+
+/// The settings of `installers/linux/devnetd.service` that decide what
+/// devnetd may do.
+#[derive(Debug, Default)]
+pub struct ServiceUnit {
+    pub bounding: Vec<String>,
+    pub no_new_privs: bool,
+    pub groups: Vec<String>,
+}
+
+/// Reads the service unit the package installs.
+pub fn service_unit() -> Res<ServiceUnit> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../installers/linux/devnetd.service");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut unit = ServiceUnit::default();
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let words = || value.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        match key.trim() {
+            "CapabilityBoundingSet" => unit.bounding = words(),
+            "NoNewPrivileges" => unit.no_new_privs = value.trim() == "yes",
+            "SupplementaryGroups" => unit.groups = words(),
+            _ => {}
+        }
+    }
+    Ok(unit)
+}
+
+impl ServiceUnit {
+    /// The same restrictions as setpriv arguments.
+    pub fn setpriv_args(&self) -> Res<Vec<String>> {
+        let caps: Vec<String> =
+            self.bounding.iter().map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase())).collect();
+        let mut args = vec![format!("--bounding-set=-all,{}", caps.join(",")), "--inh-caps=-all".to_owned()];
+        if self.no_new_privs {
+            args.push("--no-new-privs".into());
+        }
+        if !self.groups.is_empty() {
+            let gids: Res<Vec<String>> = self.groups.iter().map(|g| group_id(g).map(|id| id.to_string())).collect();
+            args.push(format!("--groups={}", gids?.join(",")));
+        }
+        Ok(args)
     }
 }
 

@@ -109,6 +109,11 @@ pub async fn through_daemon(args: ConnectArgs, socket: PathBuf) -> Result<()> {
         };
         (req, None)
     };
+    // Bad input fails here, before devnetd is asked (devnetd checks again).
+    let mut check = req.profile.clone();
+    check.token = Some(req.token.clone());
+    check.relay_ca_pem = Some(req.relay_ca_pem.clone());
+    check.validate()?;
     let name = req.session.clone();
     let mut printer = Printer::default();
     keeper::keep(

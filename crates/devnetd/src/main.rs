@@ -148,6 +148,8 @@ fn recover_all(state_dir: &Path) {
                 warn!(session_dir = %path.display(), error = %format!("{e:#}"), "could not undo a previous session's changes")
             }
         }
+        // Its engine's control socket died with it (the lock proves it).
+        let _ = std::fs::remove_file(path.join(devnet_engine::control::SOCKET_FILE));
         let _ = std::fs::remove_dir(&path);
     }
 }

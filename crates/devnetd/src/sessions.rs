@@ -201,7 +201,8 @@ impl Sessions {
         if running.len() >= MAX_SESSIONS {
             return Err(IpcError::BadRequest { message: format!("at most {MAX_SESSIONS} sessions run at once") });
         }
-        let slot = (0..MAX_SESSIONS).find(|i| running.values().all(|s| s.claims.tun != format!("devnet{i}"))).unwrap_or(0);
+        let slot =
+            (0..MAX_SESSIONS).find(|i| running.values().all(|s| s.claims.tun != format!("devnet{i}"))).unwrap_or(0);
         let tun = format!("devnet{slot}");
         let mut file = req.profile.clone();
         file.token = Some(req.token.clone());
