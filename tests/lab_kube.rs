@@ -29,7 +29,7 @@ fn main() {
             ("kube_02_direct_transport_when_reachable_portforward_when_cut", direct_then_cut),
             ("kube_03_portforward_dropped_or_blackholed_reconnects", portforward_drops),
             ("kube_04_bad_inputs_fail_in_one_line_and_leave_nothing", bad_inputs),
-            ("kube_05_exec_plugin_runs_as_the_invoking_user_not_root", exec_plugin_as_user),
+            ("kube_05_exec_plugin_and_auth_provider_run_as_the_user", credential_commands_run_as_the_user),
             ("kube_06_relay_pod_that_cannot_start_is_reported_in_its_own_words", image_pull_failure),
             ("kube_07_office_with_bgp_every_discovered_cidr_proven_direct", office_bgp_direct),
             ("kube_08_doctor_names_snat_by_the_forwarding_node", forwarding_node_snat),
@@ -299,19 +299,50 @@ fn bad_inputs(lab: &Lab) -> Res {
     Ok(())
 }
 
-fn exec_plugin_as_user(lab: &Lab) -> Res {
+/// Credential commands (an exec plugin, an auth-provider's cmd-path) run
+/// in the user's own `devnet connect`, as that user, never as root: each
+/// command records the uid it ran as.
+fn credential_commands_run_as_the_user(lab: &Lab) -> Res {
     lab.sh_ok("firewall", &["api-only"])?;
-    let record = lab.dir.join("api/exec-out/uid");
-    let _ = std::fs::remove_file(&record);
-    // As if run with `sudo` by the user nobody (65534).
-    connect(lab, "lab-exec", &[("SUDO_UID", "65534"), ("SUDO_GID", "65534"), ("SUDO_USER", "nobody")])?;
-    let uid = std::fs::read_to_string(&record).map_err(|e| format!("the exec plugin did not run: {e}"))?;
-    if uid.trim() != "65534" {
-        return Err(format!("the exec plugin ran as uid {}, not as the invoking user 65534", uid.trim()));
+    const ALICE: u32 = 2101;
+    let home = lab.dir.join("home-alice");
+    std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
+    std::os::unix::fs::chown(&home, Some(ALICE), Some(ALICE)).map_err(|e| e.to_string())?;
+    let home = home.display().to_string();
+    let (kc, p) = (kubeconfig(lab), profile(lab));
+    for (context, record) in [("lab-exec", "uid"), ("lab-authprov", "auth-provider-uid")] {
+        let record = lab.dir.join("api/exec-out").join(record);
+        let _ = std::fs::remove_file(&record);
+        lab.connect_as(
+            &harness::as_user(ALICE, &["devnet"])?,
+            &["--context", context, "--kubeconfig", &kc, "--profile", &p, "--session", "lab"],
+            &[("HOME", &home)],
+            "connected",
+            Duration::from_secs(30),
+        )?;
+        let uid = std::fs::read_to_string(&record).map_err(|e| format!("{context}: the command did not run: {e}"))?;
+        if uid.trim() != ALICE.to_string() {
+            return Err(format!(
+                "{context}: the credential command ran as uid {}, not as the user {ALICE}",
+                uid.trim()
+            ));
+        }
+        reach_cluster(lab)?;
+        lab.disconnect()?;
+        lab.laptop_unchanged(&format!("after the {context} session"))?;
     }
-    reach_cluster(lab)?;
-    lab.disconnect()?;
-    lab.laptop_unchanged("after disconnect")
+    // Under sudo, devnet connect says it needs none; and --foreground
+    // refuses to run an auth-provider command as root.
+    let sudo = [("SUDO_UID", "2101"), ("SUDO_GID", "2101"), ("SUDO_USER", "alice")];
+    let out = lab.devnet(&["connect", "--context", "lab", "--kubeconfig", &kc], &sudo)?;
+    if out.status.success() || !text(&out).contains("does not need sudo") {
+        return Err(format!("connect under sudo: {}", text(&out)));
+    }
+    let out = lab.devnet(&["connect", "--foreground", "--context", "lab-authprov", "--kubeconfig", &kc], &sudo)?;
+    if out.status.success() || !text(&out).contains("would run as root under sudo") {
+        return Err(format!("an auth-provider under sudo --foreground: {}", text(&out)));
+    }
+    lab.laptop_unchanged("after the refusals")
 }
 
 fn image_pull_failure(lab: &Lab) -> Res {

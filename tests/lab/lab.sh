@@ -21,7 +21,7 @@
 #                               `devnet relay install` creates it (the relay
 #                               started by `up` is stopped). Writes
 #                               $dir/kubeconfig (contexts lab, lab-nopf,
-#                               lab-expired, lab-exec, lab-down).
+#                               lab-expired, lab-exec, lab-authprov, lab-down).
 #   lab.sh office-dns <lab> plain|forward
 #                               the office DNS without, or with, a conditional
 #                               forwarder for cluster.local to kube-dns
@@ -426,6 +426,13 @@ id -u >"$(dirname "$0")/exec-out/uid"
 printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"dev-token"}}\n'
 SH
   chmod 755 "$a/exec-plugin.sh"
+  # An auth-provider command (the gcp provider's cmd-path), likewise.
+  cat >"$a/auth-provider.sh" <<'SH'
+#!/bin/sh
+id -u >"$(dirname "$0")/exec-out/auth-provider-uid"
+printf '{"credential":{"access_token":"dev-token"}}\n'
+SH
+  chmod 755 "$a/auth-provider.sh"
   local ca; ca=$(base64 -w0 <"$a/ca.crt")
   cat >"$dir/kubeconfig" <<KC
 apiVersion: v1
@@ -443,11 +450,17 @@ users:
 - name: exec
   user:
     exec: {apiVersion: client.authentication.k8s.io/v1, command: "$a/exec-plugin.sh", interactiveMode: Never}
+- name: authprov
+  user:
+    auth-provider:
+      name: gcp
+      config: {cmd-path: "$a/auth-provider.sh", cmd-args: "config-helper", token-key: "{.credential.access_token}"}
 contexts:
 - {name: lab, context: {cluster: lab, user: dev}}
 - {name: lab-reader, context: {cluster: lab, user: reader}}
 - {name: lab-expired, context: {cluster: lab, user: expired}}
 - {name: lab-exec, context: {cluster: lab, user: exec}}
+- {name: lab-authprov, context: {cluster: lab, user: authprov}}
 - {name: lab-down, context: {cluster: lab-down, user: dev}}
 KC
   cat >"$dir/kube-profile.toml" <<PROFILE

@@ -292,7 +292,7 @@ async fn cleanup(state_dir: &std::path::Path, daemon_dir: &std::path::Path) -> R
     }
     let mut any = false;
     for dir in dirs {
-        let recovery = devnet_engine::recover(&dir, &SystemRunner)?;
+        let recovery = devnet_engine::recover_dead(&dir, &SystemRunner)?;
         if recovery.journaled.is_empty() {
             continue;
         }

@@ -102,6 +102,16 @@ pub struct Recovery {
     pub undone: Vec<String>,
 }
 
+/// Undoes what an engine that is known to be dead (its owner's lock is
+/// free, or nothing answers on its socket) left at `state_dir`: the
+/// journal, then its control socket, then the directory if that empties it.
+pub fn recover_dead(state_dir: &std::path::Path, runner: &dyn Runner) -> Result<Recovery> {
+    let recovery = recover(state_dir, runner)?;
+    let _ = std::fs::remove_file(control::socket_path(state_dir));
+    let _ = std::fs::remove_dir(state_dir);
+    Ok(recovery)
+}
+
 /// Undoes whatever a previous run left in the journal at `state_dir`.
 pub fn recover(state_dir: &std::path::Path, runner: &dyn Runner) -> Result<Recovery> {
     let mut journal = Journal::open(state_dir)?;

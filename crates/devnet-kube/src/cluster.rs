@@ -146,14 +146,25 @@ impl Cluster {
         let Some(ctx) = kc.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.clone()) else {
             return Err(KubeError::UnknownContext { name: context, available: names.join(", ") });
         };
-        // Run an exec plugin ourselves, as the invoking user, and hand the
-        // client the token it printed.
-        if let Some(user) = ctx.user.as_deref()
+        // Under sudo, credential commands must run as the invoking user, not
+        // root: an exec plugin is run here as that user and its token handed
+        // to the client (no refresh: `--foreground` sessions are short); an
+        // auth-provider command, which kube would run in this (root)
+        // process, is refused. As the user itself (devnetd's clients), kube
+        // runs both and refreshes an exec plugin's token as it expires.
+        if let Some(invoking) = opts.invoking_user.as_ref()
+            && let Some(user) = ctx.user.as_deref()
             && let Some(auth) = kc.auth_infos.iter_mut().find(|a| a.name == user).and_then(|a| a.auth_info.as_mut())
-            && let Some(exec) = auth.exec.take()
         {
-            let token = run_exec_plugin(&exec, opts.invoking_user.as_ref())?;
-            auth.token = Some(token.into());
+            if auth.auth_provider.as_ref().is_some_and(|p| p.config.contains_key("cmd-path")) {
+                return Err(KubeError::Other(format!(
+                    "user {user} in the kubeconfig gets its token from an auth-provider command, which would run as root under sudo: run `devnet connect` as yourself (devnetd does the privileged part)"
+                )));
+            }
+            if let Some(exec) = auth.exec.take() {
+                let token = run_exec_plugin(&exec, Some(invoking))?;
+                auth.token = Some(token.into());
+            }
         }
         let options = KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
         let config = kube::Config::from_custom_kubeconfig(kc, &options)

@@ -139,7 +139,7 @@ fn recover_all(state_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(&dir) else { return };
     for entry in entries.flatten() {
         let path = entry.path();
-        match devnet_engine::recover(&path, &SystemRunner) {
+        match devnet_engine::recover_dead(&path, &SystemRunner) {
             Ok(r) if r.journaled.is_empty() => {}
             Ok(r) => {
                 info!(session_dir = %path.display(), journaled = r.journaled.len(), undone = ?r.undone, "undid a previous session's changes")
@@ -148,9 +148,6 @@ fn recover_all(state_dir: &Path) {
                 warn!(session_dir = %path.display(), error = %format!("{e:#}"), "could not undo a previous session's changes")
             }
         }
-        // Its engine's control socket died with it (the lock proves it).
-        let _ = std::fs::remove_file(path.join(devnet_engine::control::SOCKET_FILE));
-        let _ = std::fs::remove_dir(&path);
     }
 }
 
