@@ -80,7 +80,10 @@ dns_routed=$(dns_lookups routed 10.96.0.10:53)
 L office ip route del 10.96.0.0/16 via 10.60.20.11
 
 # devnet.
-L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --profile "$dir/profile.toml" >"$dir/engine.log" 2>&1 &
+# The engine in the client's process (--foreground): devnetd would add only
+# its IPC at connect, nothing on the data path.
+L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --foreground \
+  --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" --profile "$dir/profile.toml" >"$dir/engine.log" 2>&1 &
 for _ in $(seq 50); do
   L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
   sleep 0.2
@@ -96,9 +99,8 @@ sleep 1
 # 127.0.0.53, resolved sending cluster names to devnet's link.
 # (at info level: resolved logging every query at debug level would be measured too)
 DEVNET_RESOLVED_LOG_LEVEL=info bash tests/lab/lab.sh resolved "$lab" start
-sed 's|^resolv-conf = .*|resolv-conf = "/etc/resolv.conf"|' "$dir/profile.toml" >"$dir/resolved-profile.toml"
 nsenter -t "$(cat "$dir/resolved/holder.pid")" -m -n "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect \
-  --profile "$dir/resolved-profile.toml" >"$dir/engine-resolved.log" 2>&1 &
+  --foreground --resolv-conf /etc/resolv.conf --profile "$dir/profile.toml" >"$dir/engine-resolved.log" 2>&1 &
 for _ in $(seq 50); do
   L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
   sleep 0.2
@@ -117,8 +119,8 @@ kube_connect() { # kube_connect <firewall>: connect, print seconds to the first 
   bash tests/lab/lab.sh firewall "$lab" "$1"
   local start end
   start=$(date +%s.%N)
-  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --context lab --kubeconfig "$dir/kubeconfig" \
-    --profile "$dir/kube-profile.toml" >"$dir/engine-kube.log" 2>&1 &
+  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --foreground --context lab \
+    --kubeconfig "$dir/kubeconfig" --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" >"$dir/engine-kube.log" 2>&1 &
   for _ in $(seq 600); do
     L laptop curl -s -m 1 -o /dev/null http://10.96.0.20/ 2>/dev/null && break
     sleep 0.05

@@ -12,9 +12,10 @@ fi
 
 # Lab tools: iproute2 (namespaces, veth), iptables (kube-proxy DNAT inside the
 # lab's namespaces only), dnsmasq (the cluster and office DNS), bird2 (Calico's
-# BIRD and the office switch), dig and curl (clients).
+# BIRD and the office switch), dig and curl (clients), setpriv (devnetd as its
+# service unit starts it, and clients as desktop users).
 need=()
-for tool in ip:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps bird:bird2; do
+for tool in ip:iproute2 ss:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps bird:bird2 setpriv:util-linux nsenter:util-linux; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if ((${#need[@]})); then

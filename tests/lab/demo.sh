@@ -5,6 +5,8 @@
 # first at "home", where only the API server is reachable (discovery, relay
 # install, tunnel through the API server's port-forward), then at the
 # "office", where Calico's BIRD peers with the office switch (direct).
+# As on a real machine, devnetd runs as its service and the person at the
+# laptop (alice, in group devnet) uses devnet without sudo.
 #
 # The lab's API server is a STAND-IN (a real one cannot run here): it speaks
 # the real REST and port-forward protocols over TLS, and its kubelet runs the
@@ -23,10 +25,15 @@ cargo build --workspace --bins --release --locked
 export DEVNET_BIN=$PWD/target/release
 lab=demo
 dir=/tmp/devnet-lab-$lab
-run() { echo; echo "laptop\$ $*"; ip netns exec "$lab-laptop" "$@"; }
+# The person at the laptop: alice (uid 2101), a member of group devnet, no sudo.
+export DEVNET_SOCKET=$dir/run/devnetd.sock
+as_alice() { ip netns exec "$lab-laptop" setpriv --reuid=2101 --regid=2101 --groups="$(getent group devnet | cut -d: -f3)" -- env HOME="$dir/home-alice" "$@"; }
+run() { echo; echo "alice@laptop\$ $*"; as_alice "$@"; }
+run_root() { echo; echo "laptop\$ $*"; ip netns exec "$lab-laptop" "$@"; }
 cleanup() {
-  ip netns exec "$lab-laptop" "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null 2>&1 || true
+  as_alice "$DEVNET_BIN/devnet" disconnect >/dev/null 2>&1 || true
   sleep 1
+  bash tests/lab/lab.sh devnetd "$lab" stop
   bash tests/lab/lab.sh down "$lab"
 }
 trap cleanup EXIT
@@ -34,19 +41,23 @@ trap cleanup EXIT
 bash tests/lab/lab.sh up "$lab" no-path
 bash tests/lab/lab.sh api "$lab"
 bash tests/lab/lab.sh firewall "$lab" api-only
-echo "== lab up. At home the laptop reaches only the API server (https://10.60.20.10:6443); not the cluster:"
+# What the package does: group devnet, and devnetd started by its unit.
+bash tests/lab/lab.sh devnetd "$lab" start
+install -d -o 2101 -g 2101 "$dir/home-alice"
+cp "$dir/kubeconfig" "$dir/home-alice/kubeconfig" && chown 2101:2101 "$dir/home-alice/kubeconfig"
+echo "== lab up; devnetd runs as its service ($(grep -o 'capabilities=.*' "$dir/devnetd.log"))."
+echo "   At home the laptop reaches only the API server (https://10.60.20.10:6443); not the cluster:"
 run curl -sS -m 2 http://10.96.0.20/ || true
 
-echo; echo "laptop\$ devnet connect --context lab     # kubeconfig: $dir/kubeconfig"
-ip netns exec "$lab-laptop" "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --context lab \
-  --kubeconfig "$dir/kubeconfig" --profile "$dir/kube-profile.toml" >"$dir/engine.log" 2>&1 &
+echo; echo "alice@laptop\$ devnet connect --context lab     # no sudo; kubeconfig: $dir/home-alice/kubeconfig"
+as_alice "$DEVNET_BIN/devnet" connect --context lab --kubeconfig "$dir/home-alice/kubeconfig" >"$dir/engine.log" 2>&1 &
 for _ in $(seq 150); do
-  ip netns exec "$lab-laptop" "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
+  as_alice "$DEVNET_BIN/devnet" status --json 2>/dev/null | grep -q '"connected"' && break
   sleep 0.2
 done
 grep '^devnet:' "$dir/engine.log" | head -20
 echo; echo "== devnet connected at home: every CIDR through the tunnel, the relay through the API server's port-forward:"
-run "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status
+run "$DEVNET_BIN/devnet" status
 run curl -sS http://10.244.1.10:8080/          # a pod IP
 run curl -sS http://10.96.0.20/                # a ClusterIP
 run curl -sS -g 'http://[fd00:96::20]/'        # an IPv6 ClusterIP
@@ -59,18 +70,18 @@ echo; echo "== walk into the office: no firewall, and Calico's BIRD on every nod
 bash tests/lab/lab.sh firewall "$lab" open
 bash tests/lab/lab.sh bgp "$lab" all
 for _ in $(seq 150); do
-  ip netns exec "$lab-laptop" "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null \
+  as_alice "$DEVNET_BIN/devnet" status --json 2>/dev/null \
     | grep -q '"tunnel"' || break
   sleep 0.2
 done
 echo "devnet noticed and moved every CIDR to the direct path:"
-run "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status
+run "$DEVNET_BIN/devnet" status
 run curl -sS http://10.96.0.20/
 run getent hosts web.demo
 
 echo; echo "== disconnect: everything devnet added is gone"
-run "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect
+run "$DEVNET_BIN/devnet" disconnect
 sleep 1
-run ip route
-run ip rule
-run cat /etc/resolv.conf
+run_root ip route
+run_root ip rule
+run_root cat /etc/resolv.conf

@@ -37,6 +37,12 @@
 #                               The binary is unpacked from Debian's .deb by
 #                               run-all.sh (installing it would take over the
 #                               host's resolv.conf), into $DEVNET_RESOLVED_ROOT.
+#   lab.sh devnetd <lab> start|stop
+#                               devnetd on the laptop as its service unit
+#                               (installers/linux/devnetd.service) starts it:
+#                               that bounding set, no_new_privs, group devnet;
+#                               socket $dir/run/devnetd.sock (the tests' harness
+#                               does the same from Rust)
 #   lab.sh office-routes <lab> none|pods|all|misrouted
 #                               seed 001's forwarding node: the office router
 #                               routes the pod (and service) CIDRs via node1,
@@ -665,6 +671,34 @@ CONF
   esac
 }
 
+devnetd_ctl() {
+  local unit pid caps groups i
+  unit="$(dirname "$0")/../../installers/linux/devnetd.service"
+  case "${3:-}" in
+    start)
+      getent group devnet >/dev/null || groupadd --system devnet
+      caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$unit" | tr ' ' '\n' | sed 's/^CAP_/+/' | tr 'A-Z' 'a-z' | paste -sd,)
+      groups=$(sed -n 's/^SupplementaryGroups=//p' "$unit" | xargs -n1 getent group | cut -d: -f3 | paste -sd,)
+      in_ns laptop setpriv --bounding-set="-all,$caps" --inh-caps=-all --no-new-privs --groups="$groups" -- \
+        "$bin/devnetd" --socket "$dir/run/devnetd.sock" --state-dir "$dir/laptop-state" \
+        --resolv-conf "/etc/netns/$(ns laptop)/resolv.conf" >>"$dir/devnetd.log" 2>&1 &
+      echo $! >"$dir/devnetd.pid"
+      for i in $(seq 100); do
+        grep -q "devnetd serving" "$dir/devnetd.log" 2>/dev/null && return 0
+        sleep 0.05
+      done
+      echo "devnetd did not start:" >&2; cat "$dir/devnetd.log" >&2; exit 1
+      ;;
+    stop)
+      pid=$(cat "$dir/devnetd.pid" 2>/dev/null) || return 0
+      kill -TERM "$pid" 2>/dev/null || true
+      for i in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+      rm -f "$dir/devnetd.pid"
+      ;;
+    *) echo "devnetd takes start or stop" >&2; exit 2 ;;
+  esac
+}
+
 down_quiet() {
   local n
   for n in $(ip netns list | awk '{print $1}' | grep "^$lab-" || true); do
@@ -687,6 +721,7 @@ case "$1" in
     if [[ $host == laptop && -n $(holder_pid) ]]; then in_laptop_mounts "$@"; else in_ns "$host" "$@"; fi
     ;;
   resolved) resolved "$@" ;;
+  devnetd) devnetd_ctl "$@" ;;
   office-routes) office_routes "$@" ;;
   api) api ;;
   office-dns) office_dns "$@" ;;
