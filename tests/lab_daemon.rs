@@ -29,6 +29,7 @@ fn main() {
             ("daemon_04_sigkill_then_start_restores_the_laptop", sigkill_then_start),
             ("daemon_05_sessions_side_by_side_unless_they_collide", side_by_side),
             ("daemon_06_sigterm_and_sighup_undo_like_disconnect", signals_undo),
+            ("daemon_07_a_client_killed_leaves_devnetd_and_its_session_serving", client_killed),
         ],
         OnFailure::Reset,
     )
@@ -316,4 +317,32 @@ fn signals_undo(lab: &Lab) -> Res {
         }
     }
     Ok(())
+}
+
+/// SIGKILL to `devnet connect`: devnetd goes on serving, the session keeps
+/// its direct way to the relay, and its owner can still end it.
+fn client_killed(lab: &Lab) -> Res {
+    let p = profile(lab);
+    lab.connect_as(&as_user(ALICE, &["devnet"])?, &["--profile", &p], &[], "connected", Duration::from_secs(15))?;
+    let pid = lab.client_pid().ok_or("no devnet connect")?;
+    std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().map_err(|e| e.to_string())?;
+    lab.wait_client_exit(Duration::from_secs(5))?;
+    lab.curl("http://10.96.0.20/")?;
+    let out = devnet_as(lab, ALICE, &["devnet"], &["status", "--json"])?;
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))?;
+    if out.status.code() != Some(0) || s["state"] != "connected" {
+        return Err(format!("after the client died: {s}"));
+    }
+    let out = devnet_as(lab, ALICE, &["devnet"], &["disconnect"])?;
+    if !out.status.success() {
+        return Err(format!("the owner's disconnect after the client died: {}", text(&out)));
+    }
+    for _ in 0..100 {
+        let out = devnet_as(lab, ALICE, &["devnet"], &["status"])?;
+        if out.status.code() == Some(3) {
+            return lab.laptop_unchanged("after the orphaned session ended");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err(format!("the session did not end:\n{}", lab.daemon_log()))
 }

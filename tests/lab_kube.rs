@@ -30,6 +30,7 @@ fn main() {
             ("kube_03_portforward_dropped_or_blackholed_reconnects", portforward_drops),
             ("kube_04_bad_inputs_fail_in_one_line_and_leave_nothing", bad_inputs),
             ("kube_05_exec_plugin_and_auth_provider_run_as_the_user", credential_commands_run_as_the_user),
+            ("kube_05b_bridge_survives_token_refresh_and_drops", bridge_survives_refresh),
             ("kube_06_relay_pod_that_cannot_start_is_reported_in_its_own_words", image_pull_failure),
             ("kube_07_office_with_bgp_every_discovered_cidr_proven_direct", office_bgp_direct),
             ("kube_08_doctor_names_snat_by_the_forwarding_node", forwarding_node_snat),
@@ -299,16 +300,23 @@ fn bad_inputs(lab: &Lab) -> Res {
     Ok(())
 }
 
+/// A desktop user in group devnet (a bare uid, as in lab_daemon).
+const ALICE: u32 = 2101;
+
+/// Alice's home directory, hers.
+fn alice_home(lab: &Lab) -> Res<String> {
+    let home = lab.dir.join("home-alice");
+    std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
+    std::os::unix::fs::chown(&home, Some(ALICE), Some(ALICE)).map_err(|e| e.to_string())?;
+    Ok(home.display().to_string())
+}
+
 /// Credential commands (an exec plugin, an auth-provider's cmd-path) run
 /// in the user's own `devnet connect`, as that user, never as root: each
 /// command records the uid it ran as.
 fn credential_commands_run_as_the_user(lab: &Lab) -> Res {
     lab.sh_ok("firewall", &["api-only"])?;
-    const ALICE: u32 = 2101;
-    let home = lab.dir.join("home-alice");
-    std::fs::create_dir_all(&home).map_err(|e| e.to_string())?;
-    std::os::unix::fs::chown(&home, Some(ALICE), Some(ALICE)).map_err(|e| e.to_string())?;
-    let home = home.display().to_string();
+    let home = alice_home(lab)?;
     let (kc, p) = (kubeconfig(lab), profile(lab));
     for (context, record) in [("lab-exec", "uid"), ("lab-authprov", "auth-provider-uid")] {
         let record = lab.dir.join("api/exec-out").join(record);
@@ -343,6 +351,48 @@ fn credential_commands_run_as_the_user(lab: &Lab) -> Res {
         return Err(format!("an auth-provider under sudo --foreground: {}", text(&out)));
     }
     lab.laptop_unchanged("after the refusals")
+}
+
+/// The port-forward through devnetd's bridge, opened by the user's own
+/// `devnet connect` with an exec plugin whose tokens expire at once: after
+/// the port-forward drops, the new one carries a freshly refreshed token
+/// (the plugin ran again, as the user) and the session reconnects.
+fn bridge_survives_refresh(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
+    let home = alice_home(lab)?;
+    let runs = lab.dir.join("api/exec-out/short-runs");
+    let _ = std::fs::remove_file(&runs);
+    let count = || std::fs::read_to_string(&runs).map(|t| t.lines().count()).unwrap_or(0);
+    let (kc, p) = (kubeconfig(lab), profile(lab));
+    lab.connect_as(
+        &harness::as_user(ALICE, &["devnet"])?,
+        &["--context", "lab-exec-short", "--kubeconfig", &kc, "--profile", &p, "--session", "lab"],
+        &[("HOME", &home)],
+        "connected",
+        Duration::from_secs(30),
+    )?;
+    if !transport(lab)?.starts_with("port-forward ") {
+        return Err(format!("expected the port-forward bridge, got {:?}", transport(lab)?));
+    }
+    reach_cluster(lab)?;
+    for round in 1..=2 {
+        std::thread::sleep(Duration::from_millis(1100));
+        let before = (count(), lab.status()?["reconnects"].as_u64().unwrap_or(0));
+        standin(lab, "drop-portforwards")?;
+        wait_reconnected(lab, before.1 + 1)?;
+        if count() <= before.0 {
+            return Err(format!("round {round}: the new port-forward did not refresh the expired token"));
+        }
+        if !transport(lab)?.starts_with("port-forward ") {
+            return Err(format!("round {round}: transport is {:?}", transport(lab)?));
+        }
+        reach_cluster(lab)?;
+    }
+    if !lab.daemon_log().contains("bridge opened by the session's owner") {
+        return Err(format!("devnetd never took a bridge:\n{}", lab.daemon_log()));
+    }
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnect")
 }
 
 fn image_pull_failure(lab: &Lab) -> Res {

@@ -21,7 +21,8 @@
 #                               `devnet relay install` creates it (the relay
 #                               started by `up` is stopped). Writes
 #                               $dir/kubeconfig (contexts lab, lab-nopf,
-#                               lab-expired, lab-exec, lab-authprov, lab-down).
+#                               lab-expired, lab-exec, lab-exec-short,
+#                               lab-authprov, lab-down).
 #   lab.sh office-dns <lab> plain|forward
 #                               the office DNS without, or with, a conditional
 #                               forwarder for cluster.local to kube-dns
@@ -432,6 +433,15 @@ id -u >"$(dirname "$0")/exec-out/uid"
 printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"dev-token"}}\n'
 SH
   chmod 755 "$a/exec-plugin.sh"
+  # An exec plugin whose tokens expire at once (61 s ahead: clients refresh
+  # a minute early), counting its runs: each new request must run it again.
+  cat >"$a/exec-short.sh" <<'SH'
+#!/bin/sh
+echo run >>"$(dirname "$0")/exec-out/short-runs"
+exp=$(date -u -d '+61 seconds' +%Y-%m-%dT%H:%M:%SZ)
+printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential","status":{"token":"dev-token","expirationTimestamp":"%s"}}\n' "$exp"
+SH
+  chmod 755 "$a/exec-short.sh"
   # An auth-provider command (the gcp provider's cmd-path), likewise.
   cat >"$a/auth-provider.sh" <<'SH'
 #!/bin/sh
@@ -456,6 +466,9 @@ users:
 - name: exec
   user:
     exec: {apiVersion: client.authentication.k8s.io/v1, command: "$a/exec-plugin.sh", interactiveMode: Never}
+- name: exec-short
+  user:
+    exec: {apiVersion: client.authentication.k8s.io/v1, command: "$a/exec-short.sh", interactiveMode: Never}
 - name: authprov
   user:
     auth-provider:
@@ -467,6 +480,7 @@ contexts:
 - {name: lab-expired, context: {cluster: lab, user: expired}}
 - {name: lab-exec, context: {cluster: lab, user: exec}}
 - {name: lab-authprov, context: {cluster: lab, user: authprov}}
+- {name: lab-exec-short, context: {cluster: lab, user: exec-short}}
 - {name: lab-down, context: {cluster: lab-down, user: dev}}
 KC
   cat >"$dir/kube-profile.toml" <<PROFILE

@@ -307,6 +307,11 @@ impl Lab {
         self.wait_status(state, within)
     }
 
+    /// The pid of the running `devnet connect`.
+    pub fn client_pid(&self) -> Option<u32> {
+        self.engine.lock().expect("lock").as_ref().map(Child::id)
+    }
+
     /// Waits for `devnet connect` to exit; its exit status.
     pub fn wait_client_exit(&self, within: Duration) -> Res<std::process::ExitStatus> {
         let start = Instant::now();
