@@ -185,8 +185,13 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Disconnect { session } => disconnect(&cli.socket, &cli.state_dir, session).await.map(|()| 0),
         Command::Cleanup { daemon_state_dir } => cleanup(&cli.state_dir, &daemon_state_dir).await.map(|()| 0),
         Command::Completion { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "devnet", &mut std::io::stdout());
-            Ok(0)
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "devnet", &mut script);
+            // `devnet completion bash | head` is not an error.
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(0),
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ fn completions_for_every_shell_know_the_subcommands() {
         let out = devnet(&["completion", shell], "/nonexistent/devnetd.sock");
         let script = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
-        for word in ["connect", "status", "disconnect", "--foreground", "--session"] {
+        for word in ["connect", "status", "disconnect", "foreground", "session"] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
     }
