@@ -205,33 +205,19 @@ impl Lab {
 
     /// Stops devnetd as its unit would (SIGTERM) and waits for it.
     pub fn stop_daemon(&self) -> Res {
-        let Some(mut child) = self.daemon.lock().expect("lock").take() else { return Ok(()) };
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(status)) = child.try_wait() {
-                return if status.success() { Ok(()) } else { Err(format!("devnetd exited with {status}")) };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        Err("devnetd did not stop within 15 s of SIGTERM".into())
+        let Some(pid) = self.daemon_pid() else { return Ok(()) };
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let waited = self.wait_daemon_exit(Duration::from_secs(15));
+        self.kill_daemon();
+        waited
     }
 
     /// Waits for devnetd to exit on its own (after a signal); it must exit 0.
     pub fn wait_daemon_exit(&self, within: Duration) -> Res {
-        let start = Instant::now();
-        let mut guard = self.daemon.lock().expect("lock");
-        let Some(child) = guard.as_mut() else { return Ok(()) };
-        while start.elapsed() < within {
-            if let Ok(Some(status)) = child.try_wait() {
-                *guard = None;
-                return if status.success() { Ok(()) } else { Err(format!("devnetd exited with {status}")) };
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match wait_child(&self.daemon, within)? {
+            Some(status) if !status.success() => Err(format!("devnetd exited with {status}")),
+            _ => Ok(()),
         }
-        Err(format!("devnetd did not exit within {within:?}"))
     }
 
     /// SIGKILL to devnetd (and so to every session's engine).
@@ -314,17 +300,7 @@ impl Lab {
 
     /// Waits for `devnet connect` to exit; its exit status.
     pub fn wait_client_exit(&self, within: Duration) -> Res<std::process::ExitStatus> {
-        let start = Instant::now();
-        let mut guard = self.engine.lock().expect("lock");
-        let Some(child) = guard.as_mut() else { return Err("no devnet connect runs".into()) };
-        while start.elapsed() < within {
-            if let Ok(Some(status)) = child.try_wait() {
-                *guard = None;
-                return Ok(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!("devnet connect did not exit within {within:?}"))
+        wait_child(&self.engine, within)?.ok_or_else(|| "no devnet connect runs".to_owned())
     }
 
     /// A command prefix that runs on the laptop: its network namespace, and
@@ -445,20 +421,12 @@ impl Lab {
 
     /// Waits for the engine process to exit; a non-zero exit is an error.
     pub fn wait_engine_exit(&self, within: Duration) -> Res {
-        let start = Instant::now();
-        let mut guard = self.engine.lock().expect("lock");
-        let Some(child) = guard.as_mut() else { return Ok(()) };
-        while start.elapsed() < within {
-            if let Ok(Some(status)) = child.try_wait() {
-                *guard = None;
-                if !status.success() && status.code().is_some() {
-                    return Err(format!("engine exited with {status}; log:\n{}", self.engine_log()));
-                }
-                return Ok(());
+        match wait_child(&self.engine, within)? {
+            Some(status) if !status.success() && status.code().is_some() => {
+                Err(format!("engine exited with {status}; log:\n{}", self.engine_log()))
             }
-            std::thread::sleep(Duration::from_millis(50));
+            _ => Ok(()),
         }
-        Err("engine did not exit".into())
     }
 
     /// Everything about the laptop's network that devnet may touch.
@@ -512,6 +480,22 @@ impl Lab {
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| format!("no metric {name} in:\n{metrics}"))
     }
+}
+
+/// Waits up to `within` for the process in `slot` to exit and empties the
+/// slot; `None` when none ran.
+fn wait_child(slot: &Mutex<Option<Child>>, within: Duration) -> Res<Option<std::process::ExitStatus>> {
+    let start = Instant::now();
+    let mut guard = slot.lock().expect("lock");
+    let Some(child) = guard.as_mut() else { return Ok(None) };
+    while start.elapsed() < within {
+        if let Ok(Some(status)) = child.try_wait() {
+            *guard = None;
+            return Ok(Some(status));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("process {} did not exit within {within:?}", child.id()))
 }
 
 /// Journals, control sockets and resolv.conf backups under `dir`, at any
