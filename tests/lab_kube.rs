@@ -34,7 +34,7 @@ fn main() {
             ("kube_06_relay_pod_that_cannot_start_is_reported_in_its_own_words", image_pull_failure),
             ("kube_07_office_with_bgp_every_discovered_cidr_proven_direct", office_bgp_direct),
             ("kube_08_doctor_names_snat_by_the_forwarding_node", forwarding_node_snat),
-            ("kube_09_relay_uninstall_removes_it_and_forgets_the_credentials", uninstall),
+            ("kube_09_relay_uninstall_removes_it_forgets_the_credentials_spares_foreign", uninstall),
         ],
         harness::OnFailure::Reset,
     )
@@ -532,5 +532,19 @@ fn uninstall(lab: &Lab) -> Res {
     if !out.status.success() || !text(&out).contains("no relay was installed") {
         return Err(format!("a second uninstall should say there is nothing to remove: {}", text(&out)));
     }
+    // A namespace named devnet that devnet did not make is never deleted.
+    let url = "https://10.60.20.10:6443/api/v1/namespaces";
+    let body = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"devnet"}}"#;
+    let auth = "Authorization: Bearer dev-token";
+    let json = "Content-Type: application/json";
+    lab.exec("api", &["curl", "-sk", "-m", "3", "-H", auth, "-H", json, "-d", body, url])?;
+    let out = lab.devnet(&["relay", "uninstall", "--context", "lab", "--kubeconfig", &kc], &[])?;
+    if out.status.success() || !text(&out).contains("was not created by devnet") {
+        return Err(format!("uninstall of a namespace devnet did not make: {}", text(&out)));
+    }
+    if api_get(lab, "/api/v1/namespaces/devnet")?["metadata"]["name"] != "devnet" {
+        return Err("the foreign namespace devnet was deleted".into());
+    }
+    lab.exec("api", &["curl", "-sk", "-m", "3", "-X", "DELETE", "-H", auth, &format!("{url}/devnet")])?;
     Ok(())
 }

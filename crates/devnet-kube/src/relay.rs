@@ -84,6 +84,14 @@ fn labels() -> Value {
            VERSION_LABEL: VERSION, PROTOCOL_LABEL: devnet_proto::PROTOCOL_VERSION.to_string()})
 }
 
+fn namespace_labels() -> Value {
+    let mut l = labels();
+    for mode in ["enforce", "audit", "warn"] {
+        l[format!("pod-security.kubernetes.io/{mode}")] = json!("restricted");
+    }
+    l
+}
+
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
 }
@@ -96,7 +104,9 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
     let dns_to: Vec<Value> =
         p.dns.iter().map(|ip| json!({"ipBlock": {"cidr": IpNet::from(*ip).to_string()}})).collect();
     vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": labels()}}),
+        // The relay passes the `restricted` Pod Security profile, so the
+        // namespace enforces it: nothing laxer can run beside it.
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": namespace_labels()}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
                "automountServiceAccountToken": false}),
@@ -113,8 +123,10 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
             "metadata": {"labels": labels()},
             "spec": {
               "serviceAccountName": NAME, "automountServiceAccountToken": false,
+              // fsGroup: a real kubelet mounts Secret files root-owned; with
+              // fsGroup they belong to the relay's group, mode 0440.
               "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
-                                  "seccompProfile": {"type": "RuntimeDefault"}},
+                                  "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
               "containers": [{
                 "name": "relay", "image": p.image, "imagePullPolicy": "IfNotPresent",
                 "args": ["serve", "--listen", format!("[::]:{TUNNEL_PORT}"), "--health-listen", format!("[::]:{HEALTH_PORT}"),
@@ -130,7 +142,7 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
                                     "capabilities": {"drop": ["ALL"]}},
                 "volumeMounts": [{"name": "credentials", "mountPath": MOUNT, "readOnly": true}],
               }],
-              "volumes": [{"name": "credentials", "secret": {"secretName": NAME, "defaultMode": 0o400}}],
+              "volumes": [{"name": "credentials", "secret": {"secretName": NAME, "defaultMode": 0o440}}],
             }}}}),
         json!({"apiVersion": "v1", "kind": "Service",
                "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
@@ -147,8 +159,14 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
           // only the tunnel port is open. Probes come from the kubelet,
           // which NetworkPolicy does not filter.
           "ingress": [{"ports": [{"protocol": "TCP", "port": TUNNEL_PORT}]}],
+          // ipBlock for the CIDRs, and selectors as well: on many CNIs
+          // ipBlock never matches pod IPs, only the selectors do.
           "egress": [{"to": egress_to},
-                     {"to": dns_to, "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}],
+                     {"to": [{"namespaceSelector": {}}]},
+                     {"to": dns_to.into_iter().chain([json!({
+                          "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                          "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}})]).collect::<Vec<_>>(),
+                      "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}],
         }}),
     ]
 }
@@ -359,7 +377,19 @@ pub async fn install(cluster: &Cluster, params: &RelayParams) -> Result<(), Kube
 
 /// Removes everything `install` made (the namespace takes the rest along).
 pub async fn uninstall(cluster: &Cluster) -> Result<bool, KubeError> {
-    match cluster.delete(&format!("/api/v1/namespaces/{NAMESPACE}")).await {
+    let path = format!("/api/v1/namespaces/{NAMESPACE}");
+    let ns = match cluster.get(&path).await {
+        Ok(ns) => ns,
+        Err(KubeError::Api { code: 404, .. }) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    // Only a namespace devnet made is ours to delete.
+    if ns["metadata"]["labels"]["app.kubernetes.io/managed-by"] != "devnet" {
+        return Err(KubeError::Other(format!(
+            "namespace {NAMESPACE} was not created by devnet (it lacks the label app.kubernetes.io/managed-by=devnet): delete the relay's objects in it by hand, or the namespace if it is really unused"
+        )));
+    }
+    match cluster.delete(&path).await {
         Ok(_) => Ok(true),
         Err(KubeError::Api { code: 404, .. }) => Ok(false),
         Err(e) => Err(e),
@@ -473,6 +503,15 @@ mod tests {
             json!([{"ipBlock": {"cidr": "10.244.0.0/16"}}, {"ipBlock": {"cidr": "10.96.0.0/16"}}])
         );
         assert_eq!(objs[2]["data"]["token"], b64("t0k"));
+        // A real kubelet mounts Secret files root-owned: the relay reads them
+        // through fsGroup and group read.
+        assert_eq!(pod["securityContext"]["fsGroup"], 65532);
+        assert_eq!(pod["volumes"][0]["secret"]["defaultMode"], 0o440);
+        // The namespace enforces the Pod Security profile the relay meets.
+        assert_eq!(objs[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
+        // Selectors too, for CNIs where ipBlock never matches pod IPs.
+        assert_eq!(np["egress"][1]["to"], json!([{"namespaceSelector": {}}]));
+        assert_eq!(np["egress"][2]["to"][1]["podSelector"]["matchLabels"]["k8s-app"], "kube-dns");
     }
 
     #[test]

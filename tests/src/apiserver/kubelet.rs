@@ -1,7 +1,9 @@
 //! The stand-in's controllers and kubelet, cut down to what devnet's relay
 //! needs: a Deployment gets one Pod; the Pod runs as a real process in a lab
 //! network namespace (the pod's IP lives there), with its Secret volumes
-//! written to files, its `runAsUser` honoured (`setpriv`), and its status
+//! written to files as a real kubelet writes them (root-owned, `defaultMode`,
+//! group `fsGroup`), its `runAsUser`, `runAsGroup` and `fsGroup` honoured
+//! (`setpriv`), and its status
 //! (Pending with the image-pull reason, Running, Ready once the readiness
 //! probe's port answers, CrashLoopBackOff) written back as the real kubelet
 //! would.
@@ -191,6 +193,9 @@ async fn run_pod(server: Arc<Server>, deploy: Value, pod: Value) {
     let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default().to_owned();
     let run_as = spec["securityContext"]["runAsUser"].as_u64().or(container["securityContext"]["runAsUser"].as_u64());
+    let run_as_group =
+        container["securityContext"]["runAsGroup"].as_u64().or(spec["securityContext"]["runAsGroup"].as_u64());
+    let fs_group = spec["securityContext"]["fsGroup"].as_u64();
 
     // Volumes: each Secret volume becomes a folder of files.
     let pod_dir = rt.work_dir.join(&pod_name);
@@ -208,7 +213,8 @@ async fn run_pod(server: Arc<Server>, deploy: Value, pod: Value) {
             set_status(&server, &pod, waiting(&cname, "ContainerCreating", &message)).await;
             return;
         };
-        if let Err(e) = write_secret_volume(&dir, &data, run_as) {
+        let mode = vol["secret"]["defaultMode"].as_u64().and_then(|m| u32::try_from(m).ok()).unwrap_or(0o644);
+        if let Err(e) = write_secret_volume(&dir, &data, mode, fs_group) {
             set_status(&server, &pod, waiting(&cname, "CreateContainerError", &e.to_string())).await;
             return;
         }
@@ -237,7 +243,14 @@ async fn run_pod(server: Arc<Server>, deploy: Value, pod: Value) {
     let mut cmd = tokio::process::Command::new("ip");
     cmd.args(["netns", "exec", &rt.netns]);
     if let Some(uid) = run_as {
-        cmd.args(["setpriv", &format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups", "--"]);
+        // As the runtime does: the primary group, and fsGroup as a
+        // supplementary group.
+        let gid = run_as_group.unwrap_or(0);
+        let groups = match fs_group {
+            Some(g) => format!("--groups={g}"),
+            None => "--clear-groups".to_owned(),
+        };
+        cmd.args(["setpriv", &format!("--reuid={uid}"), &format!("--regid={gid}"), &groups, "--"]);
     }
     cmd.arg(&binary).args(&args);
     for env in container["env"].as_array().into_iter().flatten() {
@@ -312,20 +325,27 @@ async fn exited(server: &Arc<Server>, pod: &str) -> Option<i32> {
     }
 }
 
-fn write_secret_volume(dir: &std::path::Path, data: &Value, owner: Option<u64>) -> anyhow::Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt, chown};
+/// A Secret volume as the real kubelet writes it: files owned by root,
+/// with the volume's `defaultMode`, and with `fsGroup` as their group (the
+/// kubelet's ownership management); the directory root-owned too.
+fn write_secret_volume(dir: &std::path::Path, data: &Value, mode: u32, fs_group: Option<u64>) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt, chown};
     std::fs::create_dir_all(dir)?;
-    let uid = owner.map(|u| u as u32);
-    chown(dir, uid, uid)?;
-    if let Some(dir_parent) = dir.parent() {
-        chown(dir_parent, uid, uid)?;
+    let gid = fs_group.map(|g| g as u32);
+    chown(dir, Some(0), gid.or(Some(0)))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(if gid.is_some() { 0o2750 } else { 0o755 }))?;
+    if let Some(pod_dir) = dir.parent() {
+        std::fs::set_permissions(pod_dir, std::fs::Permissions::from_mode(0o755))?;
     }
     for (key, value) in data.as_object().into_iter().flatten() {
         let bytes = base64::engine::general_purpose::STANDARD.decode(value.as_str().unwrap_or_default())?;
         let path = dir.join(key);
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o400).open(&path)?;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
         std::io::Write::write_all(&mut f, &bytes)?;
-        chown(&path, uid, uid)?;
+        chown(&path, Some(0), gid.or(Some(0)))?;
+        // With fsGroup, the kubelet adds group read to the mode it was given.
+        let file_mode = if gid.is_some() { mode | 0o040 } else { mode };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(file_mode))?;
     }
     Ok(())
 }
