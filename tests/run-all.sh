@@ -15,7 +15,7 @@ fi
 # BIRD and the office switch), dig and curl (clients), setpriv (devnetd as its
 # service unit starts it, and clients as desktop users).
 need=()
-for tool in ip:iproute2 ss:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps bird:bird2 setpriv:util-linux nsenter:util-linux; do
+for tool in ip:iproute2 ss:iproute2 openssl:openssl iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps bird:bird2 setpriv:util-linux nsenter:util-linux; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if ((${#need[@]})); then
@@ -26,6 +26,11 @@ fi
 
 # systemd-resolved for the lab's resolved trials (unpacked, never installed).
 bash tests/lab/fetch-resolved.sh
+
+# The real Kubernetes control plane for the realkube trials, built from its Go
+# modules into /var/cache/devnet-lab (once per version; seconds when cached).
+command -v go >/dev/null || { echo "Go (>= 1.26) is needed to build the lab's Kubernetes" >&2; exit 1; }
+REALKUBE_GO_P=2 REALKUBE_NICE=0 bash tests/realkube/build.sh kube-apiserver kube-controller-manager etcd >/dev/null
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

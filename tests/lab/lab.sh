@@ -38,6 +38,14 @@
 #                               The binary is unpacked from Debian's .deb by
 #                               run-all.sh (installing it would take over the
 #                               host's resolv.conf), into $DEVNET_RESOLVED_ROOT.
+#   lab.sh realapi <lab>        the REAL control plane instead of the stand-in:
+#                               etcd, kube-apiserver, kube-controller-manager
+#                               (tests/realkube/build.sh) at 10.60.20.10:6443,
+#                               the lab's nodes, kubeadm-config, kube-dns and
+#                               Calico's IPPool CRD; contexts lab, lab-reader.
+#                               No kubelet yet: pods stay Pending
+#   lab.sh realapi-apply <lab>  POST/PATCH the YAML documents on stdin (each
+#                               headed "# POST <path>" or "# PATCH <path>")
 #   lab.sh devnetd <lab> start|stop
 #                               devnetd on the laptop as its service unit
 #                               (installers/linux/devnetd.service) starts it:
@@ -321,7 +329,7 @@ wait_ready() {
   echo "lab services did not come up" >&2; exit 1
 }
 
-api() {
+api_host() { # the control plane's host at 10.60.20.10 on the node LAN
   new_ns api
   veth api eth0 office port9
   in_ns office ip link set port9 master br0
@@ -334,6 +342,10 @@ api() {
     in_ns api ip -6 route add "fd00:244:0:$n::/64" via "fd00:60::1$n"
   done
   relay_stop
+}
+
+api() {
+  api_host
   local a=$dir/api
   mkdir -p "$a/manifests" "$a/exec-out"
   chmod 1777 "$a/exec-out"
@@ -685,6 +697,180 @@ CONF
   esac
 }
 
+# The REAL control plane: etcd, kube-apiserver and kube-controller-manager
+# built from Kubernetes' Go modules (tests/realkube/build.sh; cached outside
+# the repository), on the api host. No kubelet yet: pods stay Pending.
+realapi() {
+  api_host
+  local a=$dir/api etcd kube_apiserver kube_controller_manager
+  # NAME=PATH lines, as variables (kube-apiserver -> kube_apiserver).
+  eval "$(bash "$(dirname "$0")/../realkube/build.sh" kube-apiserver kube-controller-manager etcd \
+    | awk -F= '{ gsub("-", "_", $1); print $1 "=" $2 }')"
+  mkdir -p "$a/etcd" "$a/exec-out"
+  chmod 1777 "$a/exec-out"
+  # A cluster CA, the API server's serving certificate, the service-account keys.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=devnet-lab-ca" \
+    -keyout "$a/ca.key" -out "$a/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout "$a/apiserver.key" -out "$a/apiserver.csr" 2>/dev/null
+  printf 'subjectAltName=IP:10.60.20.10,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\n' >"$a/san.ext"
+  openssl x509 -req -in "$a/apiserver.csr" -CA "$a/ca.crt" -CAkey "$a/ca.key" -CAcreateserial -days 2 \
+    -extfile "$a/san.ext" -out "$a/apiserver.crt" 2>/dev/null
+  openssl genrsa -out "$a/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$a/sa.key" -pubout -out "$a/sa.pub" 2>/dev/null
+  # Users by static token: admin and dev are cluster admins (system:masters),
+  # reader gets the aggregated `view` role below, kcm is the controller manager.
+  cat >"$a/tokens.csv" <<CSV
+admin-token,admin,100,system:masters
+dev-token,dev,1001,system:masters
+reader-token,reader,1002,
+kcm-token,system:kube-controller-manager,1003,
+CSV
+  in_ns api "$etcd" --name lab --data-dir "$a/etcd" --listen-client-urls http://127.0.0.1:2379 \
+    --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
+    --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster lab=http://127.0.0.1:2380 \
+    --log-level warn >"$dir/etcd.log" 2>&1 &
+  in_ns api "$kube_apiserver" --etcd-servers=http://127.0.0.1:2379 \
+    --bind-address=10.60.20.10 --advertise-address=10.60.20.10 --secure-port=6443 \
+    --tls-cert-file="$a/apiserver.crt" --tls-private-key-file="$a/apiserver.key" --client-ca-file="$a/ca.crt" \
+    --token-auth-file="$a/tokens.csv" --authorization-mode=Node,RBAC \
+    --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$a/sa.pub" \
+    --service-account-signing-key-file="$a/sa.key" --service-cluster-ip-range=10.96.0.0/16,fd00:96::/112 \
+    --enable-admission-plugins=NodeRestriction --allow-privileged=false \
+    --kubelet-preferred-address-types=InternalIP >"$dir/apiserver.log" 2>&1 &
+  local i up=
+  for i in $(seq 300); do
+    if in_ns api curl -sk -m 1 -H "Authorization: Bearer admin-token" https://10.60.20.10:6443/readyz 2>/dev/null | grep -qx ok; then up=1; break; fi
+    sleep 0.1
+  done
+  [[ -n "$up" ]] || { echo "kube-apiserver did not become ready:" >&2; tail -30 "$dir/apiserver.log" >&2; exit 1; }
+  cat >"$a/kcm.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: lab, cluster: {server: "https://10.60.20.10:6443", certificate-authority: "$a/ca.crt"}}]
+users: [{name: kcm, user: {token: kcm-token}}]
+contexts: [{name: lab, context: {cluster: lab, user: kcm}}]
+current-context: lab
+KC
+  # Only the controllers devnet's relay and these tests meet; no scheduler
+  # (pods that must run name their node).
+  in_ns api "$kube_controller_manager" --kubeconfig="$a/kcm.kubeconfig" --authentication-skip-lookup \
+    --leader-elect=false --secure-port=0 --use-service-account-credentials=true \
+    --controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller,service-cidr-controller,deployment-controller,replicaset-controller,endpointslice-controller \
+    --service-account-private-key-file="$a/sa.key" --root-ca-file="$a/ca.crt" \
+    --cluster-signing-cert-file="$a/ca.crt" --cluster-signing-key-file="$a/ca.key" >"$dir/controller-manager.log" 2>&1 &
+  # The cluster as kubeadm and Calico would leave it: nodes with their pod
+  # CIDRs, kubeadm-config, kube-dns, Calico's IPPool CRD and pool.
+  realapi_apply "$(realapi_objects)"
+  for i in $(seq 100); do
+    realapi_curl GET /apis/crd.projectcalico.org/v1/ippools 2>/dev/null | grep -q '"kind": *"IPPoolList"' && break
+    sleep 0.1
+  done
+  realapi_apply "# POST /apis/crd.projectcalico.org/v1/ippools
+apiVersion: crd.projectcalico.org/v1
+kind: IPPool
+metadata: {name: default-ipv4-ippool}
+spec: {cidr: 10.244.0.0/16, ipipMode: Never, vxlanMode: Never, natOutgoing: false, blockSize: 24}"
+  local ca; ca=$(base64 -w0 <"$a/ca.crt")
+  cat >"$dir/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+current-context: lab
+clusters:
+- name: lab
+  cluster: {server: "https://10.60.20.10:6443", certificate-authority-data: "$ca"}
+users:
+- {name: dev, user: {token: dev-token}}
+- {name: reader, user: {token: reader-token}}
+contexts:
+- {name: lab, context: {cluster: lab, user: dev}}
+- {name: lab-reader, context: {cluster: lab, user: reader}}
+KC
+  cat >"$dir/kube-profile.toml" <<PROFILE
+# What the cluster cannot tell: nothing for the lab.
+PROFILE
+}
+
+realapi_curl() { # realapi_curl <method> <path> [yaml body]: as admin
+  in_ns api curl -sk -m 5 -X "$1" -H "Authorization: Bearer admin-token" -H "Content-Type: ${4:-application/yaml}" \
+    ${3:+--data-binary "$3"} "https://10.60.20.10:6443$2"
+}
+
+realapi_apply() { # POST each YAML document to the path on its first line (# POST <path>)
+  local doc path body
+  while IFS= read -r -d $'\x1e' doc; do
+    path=$(sed -n 's/^# \(POST\|PATCH\) //p' <<<"$doc" | head -1)
+    [[ -n $path ]] || continue
+    body=$(grep -v '^# \(POST\|PATCH\) ' <<<"$doc")
+    if grep -q '^# PATCH' <<<"$doc"; then
+      realapi_curl PATCH "$path" "$body" application/merge-patch+json >/dev/null
+    else
+      realapi_curl POST "$path" "$body" >/dev/null
+    fi
+  done < <(awk 'BEGIN{RS="\n---\n"; ORS="\x1e"} {print}' <<<"$1")
+}
+
+realapi_objects() {
+  local n
+  for n in 1 2 3; do cat <<YAML
+# POST /api/v1/nodes
+apiVersion: v1
+kind: Node
+metadata: {name: node$n, labels: {kubernetes.io/hostname: node$n}}
+spec: {podCIDR: 10.244.$n.0/24, podCIDRs: [10.244.$n.0/24, "fd00:244:0:$n::/64"]}
+---
+# PATCH /api/v1/nodes/node$n/status
+{"status": {"addresses": [{"type": "InternalIP", "address": "10.60.20.1$n"}]}}
+---
+YAML
+  done
+  cat <<'YAML'
+# POST /api/v1/namespaces/kube-system/configmaps
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kubeadm-config, namespace: kube-system}
+data:
+  ClusterConfiguration: |
+    apiVersion: kubeadm.k8s.io/v1beta3
+    kind: ClusterConfiguration
+    networking:
+      dnsDomain: cluster.local
+      podSubnet: 10.244.0.0/16,fd00:244::/48
+      serviceSubnet: 10.96.0.0/16,fd00:96::/112
+---
+# POST /api/v1/namespaces/kube-system/services
+apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec: {ipFamilyPolicy: PreferDualStack, clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10, "fd00:96::a"], ports: [{name: dns, port: 53, protocol: UDP}], selector: {k8s-app: kube-dns}}
+---
+# POST /api/v1/namespaces
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo}
+---
+# POST /apis/rbac.authorization.k8s.io/v1/clusterrolebindings
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: reader-view}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: reader}]
+---
+# POST /apis/apiextensions.k8s.io/v1/customresourcedefinitions
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: ippools.crd.projectcalico.org}
+spec:
+  group: crd.projectcalico.org
+  scope: Cluster
+  names: {kind: IPPool, listKind: IPPoolList, plural: ippools, singular: ippool}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+YAML
+}
+
 devnetd_ctl() {
   local unit pid caps groups i
   unit="$(dirname "$0")/../../installers/linux/devnetd.service"
@@ -736,6 +922,8 @@ case "$1" in
     ;;
   resolved) resolved "$@" ;;
   devnetd) devnetd_ctl "$@" ;;
+  realapi) realapi ;;
+  realapi-apply) shift 2; realapi_apply "$(cat)" ;;
   office-routes) office_routes "$@" ;;
   api) api ;;
   office-dns) office_dns "$@" ;;
