@@ -44,6 +44,10 @@
 #                               the lab's nodes, kubeadm-config, kube-dns and
 #                               Calico's IPPool CRD; contexts lab, lab-reader.
 #                               No kubelet yet: pods stay Pending
+#   lab.sh realnode <lab>       a REAL node beside it: node4 (10.60.20.14) with
+#                               containerd, runc, CNI and the real kubelet;
+#                               images from OCI archives (DEVNET_RELAY_IMAGE_TAR:
+#                               the relay's, from installers/relay/build-image.sh)
 #   lab.sh realapi-apply <lab>  POST/PATCH the YAML documents on stdin (each
 #                               headed "# POST <path>" or "# PATCH <path>")
 #   lab.sh devnetd <lab> start|stop
@@ -704,7 +708,8 @@ realapi() {
   api_host
   local a=$dir/api etcd kube_apiserver kube_controller_manager
   # NAME=PATH lines, as variables (kube-apiserver -> kube_apiserver).
-  eval "$(bash "$(dirname "$0")/../realkube/build.sh" kube-apiserver kube-controller-manager etcd \
+  local kube_scheduler
+  eval "$(bash "$(dirname "$0")/../realkube/build.sh" kube-apiserver kube-controller-manager kube-scheduler etcd \
     | awk -F= '{ gsub("-", "_", $1); print $1 "=" $2 }')"
   mkdir -p "$a/etcd" "$a/exec-out"
   chmod 1777 "$a/exec-out"
@@ -724,7 +729,14 @@ admin-token,admin,100,system:masters
 dev-token,dev,1001,system:masters
 reader-token,reader,1002,
 kcm-token,system:kube-controller-manager,1003,
+sched-token,system:kube-scheduler,1004,
+node4-token,system:node:node4,1014,system:nodes
 CSV
+  # The API server's client certificate toward kubelets (system:masters, as kubeadm's).
+  openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
+    -keyout "$a/kubelet-client.key" -out "$a/kubelet-client.csr" 2>/dev/null
+  openssl x509 -req -in "$a/kubelet-client.csr" -CA "$a/ca.crt" -CAkey "$a/ca.key" -CAcreateserial -days 2 \
+    -out "$a/kubelet-client.crt" 2>/dev/null
   in_ns api "$etcd" --name lab --data-dir "$a/etcd" --listen-client-urls http://127.0.0.1:2379 \
     --advertise-client-urls http://127.0.0.1:2379 --listen-peer-urls http://127.0.0.1:2380 \
     --initial-advertise-peer-urls http://127.0.0.1:2380 --initial-cluster lab=http://127.0.0.1:2380 \
@@ -736,21 +748,17 @@ CSV
     --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$a/sa.pub" \
     --service-account-signing-key-file="$a/sa.key" --service-cluster-ip-range=10.96.0.0/16,fd00:96::/112 \
     --enable-admission-plugins=NodeRestriction --allow-privileged=false \
-    --kubelet-preferred-address-types=InternalIP >"$dir/apiserver.log" 2>&1 &
+    --kubelet-preferred-address-types=InternalIP --kubelet-certificate-authority="$a/ca.crt" \
+    --kubelet-client-certificate="$a/kubelet-client.crt" --kubelet-client-key="$a/kubelet-client.key" \
+    >"$dir/apiserver.log" 2>&1 &
   local i up=
   for i in $(seq 300); do
     if in_ns api curl -sk -m 1 -H "Authorization: Bearer admin-token" https://10.60.20.10:6443/readyz 2>/dev/null | grep -qx ok; then up=1; break; fi
     sleep 0.1
   done
   [[ -n "$up" ]] || { echo "kube-apiserver did not become ready:" >&2; tail -30 "$dir/apiserver.log" >&2; exit 1; }
-  cat >"$a/kcm.kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters: [{name: lab, cluster: {server: "https://10.60.20.10:6443", certificate-authority: "$a/ca.crt"}}]
-users: [{name: kcm, user: {token: kcm-token}}]
-contexts: [{name: lab, context: {cluster: lab, user: kcm}}]
-current-context: lab
-KC
+  realapi_kubeconfig kcm-token >"$a/kcm.kubeconfig"
+  realapi_kubeconfig sched-token >"$a/scheduler.kubeconfig"
   # Only the controllers devnet's relay and these tests meet; no scheduler
   # (pods that must run name their node).
   in_ns api "$kube_controller_manager" --kubeconfig="$a/kcm.kubeconfig" --authentication-skip-lookup \
@@ -758,6 +766,10 @@ KC
     --controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller,service-cidr-controller,deployment-controller,replicaset-controller,endpointslice-controller \
     --service-account-private-key-file="$a/sa.key" --root-ca-file="$a/ca.crt" \
     --cluster-signing-cert-file="$a/ca.crt" --cluster-signing-key-file="$a/ca.key" >"$dir/controller-manager.log" 2>&1 &
+  # The real scheduler: the relay's Deployment names no node. Nodes 1-3 have
+  # no kubelet, so they are tainted; only a real node (realnode) takes pods.
+  in_ns api "$kube_scheduler" --kubeconfig="$a/scheduler.kubeconfig" --authentication-kubeconfig="$a/scheduler.kubeconfig" \
+    --authorization-kubeconfig="$a/scheduler.kubeconfig" --leader-elect=false --secure-port=0 >"$dir/scheduler.log" 2>&1 &
   # The cluster as kubeadm and Calico would leave it: nodes with their pod
   # CIDRs, kubeadm-config, kube-dns, Calico's IPPool CRD and pool.
   realapi_apply "$(realapi_objects)"
@@ -790,6 +802,149 @@ KC
 PROFILE
 }
 
+# A REAL node beside the control plane: node4 (10.60.20.14, pods in
+# 10.244.4.0/24), with Debian's containerd, runc and CNI plugins and the real
+# kubelet, all in one private mount namespace over node4's network namespace
+# (so the kubelet's volume mounts are the runtime's, and nothing is mounted on
+# the host). Images come from OCI archives built here (no registry): pause and
+# web from Debian's static busybox, the relay from installers/relay.
+# The kubelet wants some kernel sysctls set (vm.overcommit_memory, kernel.panic,
+# ...); they are global, so in its mount namespace it reads (and may write)
+# files bind-mounted over them, and the host's values stay as they are.
+realnode() {
+  local d=$dir/node4 a=$dir/api kubelet
+  eval "$(bash "$(dirname "$0")/../realkube/build.sh" kubelet | awk -F= '{ gsub("-", "_", $1); print $1 "=" $2 }')"
+  new_ns node4
+  veth office port14 node4 eth0
+  in_ns office ip link set port14 master br0
+  in_ns node4 ip addr add 10.60.20.14/24 dev eth0
+  in_ns node4 ip route add default via 10.60.20.1
+  in_ns node4 sysctl -qw net.ipv4.ip_forward=1
+  in_ns api ip route add 10.244.4.0/24 via 10.60.20.14
+  in_ns office ip route add 10.244.4.0/24 via 10.60.20.14 2>/dev/null || true
+  mkdir -p "$d"/{cni,images,kubelet,pki,logs,sysctl,state,root}
+  # The kubelet's serving certificate, from the lab CA; its identity, a token.
+  openssl req -newkey rsa:2048 -nodes -subj "/O=system:nodes/CN=system:node:node4" \
+    -keyout "$d/pki/kubelet.key" -out "$d/pki/kubelet.csr" 2>/dev/null
+  printf 'subjectAltName=IP:10.60.20.14,DNS:node4\n' >"$d/pki/san.ext"
+  openssl x509 -req -in "$d/pki/kubelet.csr" -CA "$a/ca.crt" -CAkey "$a/ca.key" -CAcreateserial -days 2 \
+    -extfile "$d/pki/san.ext" -out "$d/pki/kubelet.crt" 2>/dev/null
+  realapi_kubeconfig node4-token >"$d/kubelet.kubeconfig"
+  cat >"$d/containerd.toml" <<TOML
+version = 2
+root = "$d/root"
+state = "$d/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = "$d/containerd.sock"
+[ttrpc]
+  address = "$d/containerd.sock.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$d/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "localhost/lab/pause:1"
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$d/cni"
+TOML
+  cat >"$d/cni/10-lab.conflist" <<JSON
+{"cniVersion": "1.0.0", "name": "lab", "plugins": [
+  {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.4.0/24"}]], "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": "$d/ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
+  cat >"$d/kubelet.yaml" <<YAML
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://$d/containerd.sock
+cgroupDriver: cgroupfs
+cgroupRoot: /devnet-lab-$lab
+failCgroupV1: false
+failSwapOn: false
+address: 10.60.20.14
+port: 10250
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+tlsCertFile: $d/pki/kubelet.crt
+tlsPrivateKeyFile: $d/pki/kubelet.key
+authentication: {anonymous: {enabled: false}, webhook: {enabled: true}, x509: {clientCAFile: $a/ca.crt}}
+authorization: {mode: Webhook}
+clusterDNS: [10.96.0.10]
+clusterDomain: cluster.local
+resolvConf: /etc/resolv.conf
+podLogsDir: $d/logs
+evictionHard: {memory.available: 100Mi, nodefs.available: 1%, imagefs.available: 1%, nodefs.inodesFree: 1%}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+serializeImagePulls: false
+registerNode: true
+YAML
+  # Lab-owned cgroups for the kubelet's pods, in every v1 hierarchy.
+  local c
+  for c in /sys/fs/cgroup/*/; do [[ $c == */unified/ ]] || mkdir -p "$c/devnet-lab-$lab"; done
+  # What the kubelet wants the global sysctls to be, as files.
+  printf '1\n' >"$d/sysctl/vm.overcommit_memory"; printf '0\n' >"$d/sysctl/vm.panic_on_oom"
+  printf '10\n' >"$d/sysctl/kernel.panic"; printf '1\n' >"$d/sysctl/kernel.panic_on_oops"
+  printf '1000000\n' >"$d/sysctl/kernel.keys.root_maxkeys"; printf '25000000\n' >"$d/sysctl/kernel.keys.root_maxbytes"
+  in_ns node4 unshare --mount --propagation private sleep infinity &
+  echo $! >"$d/holder.pid"
+  sleep 0.2
+  local holder; holder=$(pgrep -P "$(cat "$d/holder.pid")" sleep || cat "$d/holder.pid")
+  echo "$holder" >"$d/holder.pid"
+  in_node4() { nsenter -t "$(cat "$d/holder.pid")" -m -n "$@"; }
+  local f
+  for f in "$d"/sysctl/*; do
+    in_node4 mount --bind "$f" "/proc/sys/$(basename "$f" | tr . /)"
+  done
+  in_node4 containerd --config "$d/containerd.toml" >"$dir/containerd.log" 2>&1 &
+  for i in $(seq 100); do [[ -S $d/containerd.sock ]] && break; sleep 0.1; done
+  realnode_images
+  for img in "$d"/images/*.tar; do
+    in_node4 ctr --address "$d/containerd.sock" -n k8s.io images import --all-platforms "$img" >/dev/null
+  done
+  in_node4 "$kubelet" --config="$d/kubelet.yaml" --kubeconfig="$d/kubelet.kubeconfig" --hostname-override=node4 \
+    --node-ip=10.60.20.14 --root-dir="$d/kubelet" --cert-dir="$d/pki" >"$dir/kubelet.log" 2>&1 &
+  local i ready=
+  for i in $(seq 300); do
+    if realapi_curl GET /api/v1/nodes/node4 2>/dev/null | jq -e '.status.conditions[]? | select(.type=="Ready" and .status=="True")' >/dev/null; then
+      ready=1; break
+    fi
+    sleep 0.2
+  done
+  [[ -n $ready ]] || { echo "node4's kubelet did not become Ready:" >&2; tail -40 "$dir/kubelet.log" >&2; exit 1; }
+}
+
+realnode_images() { # the lab's images as OCI archives: pause, web, and the relay
+  local d=$dir/node4 r oci; oci="$(dirname "$0")/../../installers/relay/oci-archive.sh"
+  r=$(mktemp -d)
+  install -D -m 0755 /bin/busybox "$r/bin/busybox"
+  bash "$oci" "$d/images/pause.tar" localhost/lab/pause:1 65535:65535 '["/bin/busybox","sleep","2147483647"]' '{}' "$r" 2>/dev/null
+  mkdir -p "$r/www"; echo "hello from a real pod" >"$r/www/index.html"
+  bash "$oci" "$d/images/web.tar" localhost/lab/web:1 65532:65532 '["/bin/busybox","httpd","-f","-p","8080","-h","/www"]' '{}' "$r" 2>/dev/null
+  rm -rf "$r"
+  if [[ -n ${DEVNET_RELAY_IMAGE_TAR:-} ]]; then cp "$DEVNET_RELAY_IMAGE_TAR" "$d/images/relay.tar"; fi
+}
+
+realapi_kubeconfig() { # realapi_kubeconfig <token>: a kubeconfig for a control-plane component
+  cat <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: lab, cluster: {server: "https://10.60.20.10:6443", certificate-authority: "$dir/api/ca.crt"}}]
+users: [{name: u, user: {token: $1}}]
+contexts: [{name: lab, context: {cluster: lab, user: u}}]
+current-context: lab
+KC
+}
+
 realapi_curl() { # realapi_curl <method> <path> [yaml body]: as admin
   in_ns api curl -sk -m 5 -X "$1" -H "Authorization: Bearer admin-token" -H "Content-Type: ${4:-application/yaml}" \
     ${3:+--data-binary "$3"} "https://10.60.20.10:6443$2"
@@ -816,7 +971,7 @@ realapi_objects() {
 apiVersion: v1
 kind: Node
 metadata: {name: node$n, labels: {kubernetes.io/hostname: node$n}}
-spec: {podCIDR: 10.244.$n.0/24, podCIDRs: [10.244.$n.0/24, "fd00:244:0:$n::/64"]}
+spec: {podCIDR: 10.244.$n.0/24, podCIDRs: [10.244.$n.0/24, "fd00:244:0:$n::/64"], taints: [{key: devnet.dev/no-kubelet, effect: NoSchedule}]}
 ---
 # PATCH /api/v1/nodes/node$n/status
 {"status": {"addresses": [{"type": "InternalIP", "address": "10.60.20.1$n"}]}}
@@ -900,12 +1055,22 @@ devnetd_ctl() {
 }
 
 down_quiet() {
-  local n
+  local n c
+  # The real node's pods live in their own namespaces; find them by cgroup.
+  for c in /sys/fs/cgroup/pids/devnet-lab-$lab; do
+    [[ -d $c ]] || continue
+    find "$c" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -9 2>/dev/null || true
+  done
+  [[ -e $dir/node4/holder.pid ]] && kill -9 "$(cat "$dir/node4/holder.pid")" 2>/dev/null || true
   for n in $(ip netns list | awk '{print $1}' | grep "^$lab-" || true); do
     # Every process in the namespace goes with it.
     ip netns pids "$n" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
     ip netns del "$n" 2>/dev/null || true
     rm -rf "/etc/netns/$n"
+  done
+  sleep 0.2
+  for c in /sys/fs/cgroup/*/devnet-lab-$lab; do
+    [[ -d $c ]] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   rm -rf "$dir"
 }
@@ -923,6 +1088,7 @@ case "$1" in
   resolved) resolved "$@" ;;
   devnetd) devnetd_ctl "$@" ;;
   realapi) realapi ;;
+  realnode) realnode ;;
   realapi-apply) shift 2; realapi_apply "$(cat)" ;;
   office-routes) office_routes "$@" ;;
   api) api ;;

@@ -3,7 +3,7 @@
 # modules pinned in this directory's go.mod (k8s.io/kubernetes + etcd) and coredns/go.mod
 # (CoreDNS), into a cache OUTSIDE the repository, keyed by version:
 #
-#   ${DEVNET_KUBE_CACHE:-/var/cache/devnet-lab}/kubernetes-v1.37.2/bin/{kube-apiserver,kube-controller-manager,kubelet,kube-proxy}
+#   ${DEVNET_KUBE_CACHE:-/var/cache/devnet-lab}/kubernetes-v1.37.2/bin/{kube-apiserver,kube-controller-manager,kube-scheduler,kubelet,kube-proxy}
 #   ${DEVNET_KUBE_CACHE:-/var/cache/devnet-lab}/etcd-v3.7.0/bin/etcd
 #   ${DEVNET_KUBE_CACHE:-/var/cache/devnet-lab}/coredns-v1.14.6/bin/coredns
 #
@@ -12,7 +12,7 @@
 # Builds run niced with `go build -p 1` so that other work on a 2-core machine still progresses.
 #
 # Usage: tests/realkube/build.sh [--print] [--check-replaces] [NAME...]
-#   NAME            build only these (kube-apiserver kube-controller-manager kubelet kube-proxy
+#   NAME            build only these (kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy
 #                   etcd coredns); default: all
 #   --print         build nothing, only print the paths
 #   --check-replaces  only check that go.mod replaces every staging module k8s.io/kubernetes has
@@ -91,6 +91,7 @@ declare -A spec=(
 	[kube-apiserver]="$here k8s.io/kubernetes/cmd/kube-apiserver $kube_dir 0"
 	[kube-controller-manager]="$here k8s.io/kubernetes/cmd/kube-controller-manager $kube_dir 0"
 	[kube-proxy]="$here k8s.io/kubernetes/cmd/kube-proxy $kube_dir 0"
+	[kube-scheduler]="$here k8s.io/kubernetes/cmd/kube-scheduler $kube_dir 0"
 	# Kubernetes' release kubelet is built with cgo (the only one); here it is static like the
 	# others unless REALKUBE_KUBELET_CGO=1: a cgo build shares no compiled package with the
 	# static ones (everything above net is recompiled), which cost 6 more minutes cold.
@@ -100,11 +101,11 @@ declare -A spec=(
 )
 declare -A ldflags=(
 	[kube-apiserver]=$kube_ldflags [kube-controller-manager]=$kube_ldflags
-	[kube-proxy]=$kube_ldflags [kubelet]=$kube_ldflags
+	[kube-proxy]=$kube_ldflags [kube-scheduler]=$kube_ldflags [kubelet]=$kube_ldflags
 	[etcd]="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=module-$etcd_version"
 	[coredns]="-s -w -X github.com/coredns/coredns/coremain.GitCommit=module-$coredns_version"
 )
-all=(kube-apiserver kube-controller-manager kubelet kube-proxy etcd coredns)
+all=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy etcd coredns)
 names=("$@")
 [[ ${#names[@]} -gt 0 ]] || names=("${all[@]}")
 for name in "${names[@]}"; do [[ -n ${spec[$name]-} ]] || die "unknown binary '$name' (known: ${all[*]})"; done
