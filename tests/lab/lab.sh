@@ -763,7 +763,7 @@ CSV
   # (pods that must run name their node).
   in_ns api "$kube_controller_manager" --kubeconfig="$a/kcm.kubeconfig" --authentication-skip-lookup \
     --leader-elect=false --secure-port=0 --use-service-account-credentials=true \
-    --controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller,service-cidr-controller,deployment-controller,replicaset-controller,endpointslice-controller \
+    --controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,root-ca-certificate-publisher-controller,clusterrole-aggregation-controller,service-cidr-controller,deployment-controller,replicaset-controller,endpointslice-controller,node-lifecycle-controller \
     --service-account-private-key-file="$a/sa.key" --root-ca-file="$a/ca.crt" \
     --cluster-signing-cert-file="$a/ca.crt" --cluster-signing-key-file="$a/ca.key" >"$dir/controller-manager.log" 2>&1 &
   # The real scheduler: the relay's Deployment names no node. Nodes 1-3 have
@@ -844,6 +844,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "localhost/lab/pause:1"
   netns_mounts_under_state_dir = true
+  # These machines withhold CAP_SYS_RESOURCE from everything, so no process
+  # may lower an oom_score_adj (the kubelet asks -998 for sandboxes).
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -895,7 +898,9 @@ YAML
   printf '1\n' >"$d/sysctl/vm.overcommit_memory"; printf '0\n' >"$d/sysctl/vm.panic_on_oom"
   printf '10\n' >"$d/sysctl/kernel.panic"; printf '1\n' >"$d/sysctl/kernel.panic_on_oops"
   printf '1000000\n' >"$d/sysctl/kernel.keys.root_maxkeys"; printf '25000000\n' >"$d/sysctl/kernel.keys.root_maxbytes"
-  in_ns node4 unshare --mount --propagation private sleep infinity &
+  # nsenter, not `ip netns exec`: that remounts /sys and so hides the cgroup
+  # hierarchies the kubelet needs.
+  nsenter --net="/var/run/netns/$(ns node4)" unshare --mount --propagation private sleep infinity >/dev/null 2>&1 &
   echo $! >"$d/holder.pid"
   sleep 0.2
   local holder; holder=$(pgrep -P "$(cat "$d/holder.pid")" sleep || cat "$d/holder.pid")
@@ -921,6 +926,12 @@ YAML
     sleep 0.2
   done
   [[ -n $ready ]] || { echo "node4's kubelet did not become Ready:" >&2; tail -40 "$dir/kubelet.log" >&2; exit 1; }
+  # Schedulable once the node lifecycle controller lifts the not-ready taint.
+  for i in $(seq 300); do
+    realapi_curl GET /api/v1/nodes/node4 2>/dev/null | jq -e '.spec.taints // [] | length == 0' >/dev/null && return 0
+    sleep 0.2
+  done
+  echo "node4 kept its taints:" >&2; realapi_curl GET /api/v1/nodes/node4 | jq -c .spec >&2; exit 1
 }
 
 realnode_images() { # the lab's images as OCI archives: pause, web, and the relay
