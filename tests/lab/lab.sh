@@ -731,6 +731,7 @@ reader-token,reader,1002,
 kcm-token,system:kube-controller-manager,1003,
 sched-token,system:kube-scheduler,1004,
 node4-token,system:node:node4,1014,system:nodes
+proxy-token,system:kube-proxy,1005,
 CSV
   # The API server's client certificate toward kubelets (system:masters, as kubeadm's).
   openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" \
@@ -812,8 +813,8 @@ PROFILE
 # ...); they are global, so in its mount namespace it reads (and may write)
 # files bind-mounted over them, and the host's values stay as they are.
 realnode() {
-  local d=$dir/node4 a=$dir/api kubelet
-  eval "$(bash "$(dirname "$0")/../realkube/build.sh" kubelet | awk -F= '{ gsub("-", "_", $1); print $1 "=" $2 }')"
+  local d=$dir/node4 a=$dir/api kubelet kube_proxy
+  eval "$(bash "$(dirname "$0")/../realkube/build.sh" kubelet kube-proxy | awk -F= '{ gsub("-", "_", $1); print $1 "=" $2 }')"
   new_ns node4
   veth office port14 node4 eth0
   in_ns office ip link set port14 master br0
@@ -821,7 +822,6 @@ realnode() {
   in_ns node4 ip route add default via 10.60.20.1
   in_ns node4 sysctl -qw net.ipv4.ip_forward=1
   in_ns api ip route add 10.244.4.0/24 via 10.60.20.14
-  in_ns office ip route add 10.244.4.0/24 via 10.60.20.14 2>/dev/null || true
   mkdir -p "$d"/{cni,images,kubelet,pki,logs,sysctl,state,root}
   # The kubelet's serving certificate, from the lab CA; its identity, a token.
   openssl req -newkey rsa:2048 -nodes -subj "/O=system:nodes/CN=system:node:node4" \
@@ -830,6 +830,7 @@ realnode() {
   openssl x509 -req -in "$d/pki/kubelet.csr" -CA "$a/ca.crt" -CAkey "$a/ca.key" -CAcreateserial -days 2 \
     -extfile "$d/pki/san.ext" -out "$d/pki/kubelet.crt" 2>/dev/null
   realapi_kubeconfig node4-token >"$d/kubelet.kubeconfig"
+  realapi_kubeconfig proxy-token >"$d/kube-proxy.kubeconfig"
   cat >"$d/containerd.toml" <<TOML
 version = 2
 root = "$d/root"
@@ -918,6 +919,13 @@ YAML
   done
   in_node4 "$kubelet" --config="$d/kubelet.yaml" --kubeconfig="$d/kubelet.kubeconfig" --hostname-override=node4 \
     --node-ip=10.60.20.14 --root-dir="$d/kubelet" --cert-dir="$d/pki" >"$dir/kubelet.log" 2>&1 &
+  # The real kube-proxy (iptables, in node4's network namespace only): node
+  # ports, and ClusterIPs for node4's pods (the relay among them). It leaves
+  # the global conntrack sysctls alone.
+  in_node4 "$kube_proxy" --kubeconfig="$d/kube-proxy.kubeconfig" --hostname-override=node4 --proxy-mode=iptables \
+    --cluster-cidr=10.244.0.0/16 --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 \
+    --conntrack-tcp-timeout-close-wait=0 --metrics-bind-address=127.0.0.1:10249 \
+    --healthz-bind-address=127.0.0.1:10256 --nodeport-addresses=10.60.20.14/32 >"$dir/kube-proxy.log" 2>&1 &
   local i ready=
   for i in $(seq 300); do
     if realapi_curl GET /api/v1/nodes/node4 2>/dev/null | jq -e '.status.conditions[]? | select(.type=="Ready" and .status=="True")' >/dev/null; then
@@ -928,10 +936,46 @@ YAML
   [[ -n $ready ]] || { echo "node4's kubelet did not become Ready:" >&2; tail -40 "$dir/kubelet.log" >&2; exit 1; }
   # Schedulable once the node lifecycle controller lifts the not-ready taint.
   for i in $(seq 300); do
-    realapi_curl GET /api/v1/nodes/node4 2>/dev/null | jq -e '.spec.taints // [] | length == 0' >/dev/null && return 0
+    realapi_curl GET /api/v1/nodes/node4 2>/dev/null | jq -e '.spec.taints // [] | length == 0' >/dev/null \
+      && { realnode_workload; return 0; }
     sleep 0.2
   done
   echo "node4 kept its taints:" >&2; realapi_curl GET /api/v1/nodes/node4 | jq -c .spec >&2; exit 1
+}
+
+realnode_workload() { # a web Deployment and its ClusterIP Service, on the real node
+  realapi_apply "# POST /apis/apps/v1/namespaces/demo/deployments
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: demo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      automountServiceAccountToken: false
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: web
+        image: localhost/lab/web:1
+        imagePullPolicy: Never
+        ports: [{containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /, port: 8080}, periodSeconds: 1}
+        securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+---
+# POST /api/v1/namespaces/demo/services
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: demo}
+spec: {clusterIP: 10.96.0.20, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}"
+  local i
+  for i in $(seq 150); do
+    # Ready, and its ClusterIP programmed by kube-proxy.
+    in_ns node4 curl -sf -m 1 -o /dev/null http://10.96.0.20/ && return 0
+    sleep 0.2
+  done
+  echo "the web Deployment did not answer at its ClusterIP on node4" >&2; exit 1
 }
 
 realnode_images() { # the lab's images as OCI archives: pause, web, and the relay
