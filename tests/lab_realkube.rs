@@ -1,13 +1,14 @@
-//! devnet against a REAL Kubernetes control plane: etcd, kube-apiserver and
-//! kube-controller-manager v1.37.2 built from Kubernetes' own Go modules
-//! (`tests/realkube/build.sh`, cached outside the repository), running in the
-//! lab's api namespace (`lab.sh realapi`). Discovery, RBAC, server-side
-//! apply, Pod Security admission and the namespace controller are the real
-//! ones here; nothing agrees with devnet because devnet assumed it.
-//!
-//! Not yet real: the node. No kubelet runs, so the relay pod is admitted
-//! and stays Pending; the tunnel trials still run against the stand-in's
-//! kubelet (`lab_kube`).
+//! devnet against a REAL Kubernetes cluster: etcd, kube-apiserver,
+//! kube-controller-manager and kube-scheduler v1.37.2 built from Kubernetes'
+//! own Go modules (`tests/realkube/build.sh`, cached outside the repository)
+//! in the lab's api namespace (`lab.sh realapi`), and a real node, node4
+//! (`lab.sh realnode`): Debian's containerd, runc and CNI plugins, the real
+//! kubelet and kube-proxy. The relay runs from its product image
+//! (`installers/relay/build-image.sh`), imported, never pulled. Discovery,
+//! RBAC, server-side apply, Pod Security, scheduling, the kubelet's Secret
+//! volumes, port-forward (API server → kubelet → containerd), kube-proxy and
+//! the namespace controller are all the real ones: nothing here agrees with
+//! devnet because devnet assumed it.
 
 use std::time::{Duration, Instant};
 
@@ -22,8 +23,11 @@ fn main() {
         &[
             ("realkube_01_discovery_through_the_real_api_server", discovery),
             ("realkube_02_rights_from_a_real_selfsubjectaccessreview", rbac),
-            ("realkube_03_relay_install_passes_real_admission_and_pod_security", install),
-            ("realkube_04_uninstall_really_removes_the_namespace_and_spares_foreign", uninstall),
+            ("realkube_03_relay_installed_admitted_and_started_by_the_real_kubelet", install),
+            ("realkube_04_tunnel_through_the_real_port_forward_to_pods_and_clusterips", through_portforward),
+            ("realkube_05_direct_to_the_node_port_through_real_kube_proxy", direct_node_port),
+            ("realkube_06_a_user_without_pods_portforward_is_told_so", no_portforward),
+            ("realkube_07_uninstall_really_removes_the_namespace_and_spares_foreign", uninstall),
         ],
         OnFailure::Reset,
     )
@@ -32,6 +36,7 @@ fn main() {
 fn setup() -> Res<Lab> {
     let lab = Lab::up(LAB)?;
     lab.sh_ok("realapi", &[])?;
+    lab.sh_ok("realnode", &[])?;
     Ok(lab)
 }
 
@@ -111,35 +116,26 @@ fn rbac(lab: &Lab) -> Res {
 
 fn install(lab: &Lab) -> Res {
     let kc = kubeconfig(lab);
-    // No kubelet: the install is applied and admitted, and then waits for a
-    // pod that cannot start; the trial looks at what the real server made.
-    let mut waiting = lab
-        .on_laptop()
-        .arg(lab.tool("devnet"))
-        .args(["relay", "install", "--context", "lab", "--kubeconfig", &kc])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let result = look_at_install(lab);
-    let _ = waiting.kill();
-    let _ = waiting.wait();
-    result
+    let out = lab.devnet(&["relay", "install", "--context", "lab", "--kubeconfig", &kc], &[])?;
+    if !out.status.success() {
+        return Err(format!("relay install on the real cluster: {}", text(&out)));
+    }
+    look_at_install(lab)
 }
 
 fn look_at_install(lab: &Lab) -> Res {
-    let start = Instant::now();
-    let pod = loop {
-        let pods = api(lab, "GET", "/api/v1/namespaces/devnet/pods", None)?;
-        if let Some(pod) = pods["items"].as_array().and_then(|a| a.first()) {
-            break pod.clone();
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let events = api(lab, "GET", "/api/v1/namespaces/devnet/events", None)?;
-            return Err(format!("the ReplicaSet made no relay pod (admission?): {events}"));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let pods = api(lab, "GET", "/api/v1/namespaces/devnet/pods", None)?;
+    let pod = pods["items"].as_array().and_then(|a| a.first()).cloned().ok_or(format!("no relay pod: {pods}"))?;
+    // The real scheduler put it on the real node, whose kubelet started it
+    // from the product image and found it ready: it read its Secret (root's
+    // files, mode 0440, group fsGroup) as uid 65532.
+    let status = &pod["status"]["containerStatuses"][0];
+    if pod["spec"]["nodeName"] != "node4" || status["ready"] != true {
+        return Err(format!("the relay pod is not running ready on node4: {}", pod["status"]));
+    }
+    if !status["image"].as_str().unwrap_or("").contains("ghcr.io/devnet-dev/devnet-relay:") {
+        return Err(format!("the relay did not run from its product image: {status}"));
+    }
     // The pod passed Pod Security "restricted", which the namespace enforces.
     let ns = api(lab, "GET", "/api/v1/namespaces/devnet", None)?;
     if ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] != "restricted" {
@@ -185,13 +181,72 @@ fn look_at_install(lab: &Lab) -> Res {
     Ok(())
 }
 
+/// The laptop reaches only the API server: the tunnel goes through the
+/// API server's port-forward to the real kubelet, into the relay pod.
+fn through_portforward(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
+    let kc = kubeconfig(lab);
+    lab.connect_args(&["--context", "lab", "--kubeconfig", &kc], &[], "connected", Duration::from_secs(30))?;
+    let transport = lab.status()?["transport"].as_str().unwrap_or_default().to_owned();
+    if !transport.starts_with("port-forward devnet/devnet-relay-") {
+        return Err(format!("expected the port-forward with only the API server reachable, got {transport:?}"));
+    }
+    reach_real_pods(lab)
+}
+
+/// HTTP to the web pod on the real node, and to its ClusterIP (the relay
+/// dials it from its pod; the real kube-proxy on node4 answers).
+fn reach_real_pods(lab: &Lab) -> Res {
+    let pods = api(lab, "GET", "/api/v1/namespaces/demo/pods?labelSelector=app%3Dweb", None)?;
+    let ip = pods["items"][0]["status"]["podIP"].as_str().ok_or(format!("no web pod IP: {pods}"))?.to_owned();
+    for url in [format!("http://{ip}:8080/"), "http://10.96.0.20/".to_owned()] {
+        let body = lab.curl(&url)?;
+        if !body.contains("hello from a real pod") {
+            return Err(format!("{url} answered {body:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// With the office firewall open, the next connect reaches the relay
+/// directly at its node port, which the real kube-proxy forwards.
+fn direct_node_port(lab: &Lab) -> Res {
+    lab.disconnect()?;
+    lab.sh_ok("firewall", &["open"])?;
+    let kc = kubeconfig(lab);
+    lab.connect_args(&["--context", "lab", "--kubeconfig", &kc], &[], "connected", Duration::from_secs(30))?;
+    let svc = api(lab, "GET", "/api/v1/namespaces/devnet/services/devnet-relay", None)?;
+    let port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap_or(0);
+    let transport = lab.status()?["transport"].as_str().unwrap_or_default().to_owned();
+    if transport != format!("direct 10.60.20.14:{port}") {
+        return Err(format!("expected the node port 10.60.20.14:{port} through kube-proxy, got {transport:?}"));
+    }
+    reach_real_pods(lab)?;
+    lab.disconnect()?;
+    lab.laptop_unchanged("after the real-cluster sessions")
+}
+
+/// A viewer may read the relay's state but not open a port-forward; with
+/// only the API server reachable, connect says which right is missing.
+fn no_portforward(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
+    let kc = kubeconfig(lab);
+    let out = lab.devnet(&["connect", "--context", "lab-reader", "--kubeconfig", &kc, "--no-install"], &[])?;
+    let said = text(&out);
+    if out.status.success() || !said.contains(r#"resources: ["pods/portforward"], verbs: ["create"]"#) {
+        return Err(format!("a viewer without pods/portforward: {said}"));
+    }
+    lab.sh_ok("firewall", &["open"])?;
+    lab.laptop_unchanged("after the refused connect")
+}
+
 fn uninstall(lab: &Lab) -> Res {
     let kc = kubeconfig(lab);
     let out = lab.devnet(&["relay", "uninstall", "--context", "lab", "--kubeconfig", &kc], &[])?;
     if !out.status.success() || !text(&out).contains("relay uninstalled") {
         return Err(format!("uninstall: {}", text(&out)));
     }
-    // The namespace controller really finalizes it.
+    // The namespace controller really finalizes it; the kubelet stops the pod.
     let start = Instant::now();
     loop {
         let ns = api(lab, "GET", "/api/v1/namespaces/devnet", None)?;

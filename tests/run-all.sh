@@ -10,12 +10,14 @@ if [[ $(id -u) != 0 ]]; then
   exit 1
 fi
 
-# Lab tools: iproute2 (namespaces, veth), iptables (kube-proxy DNAT inside the
-# lab's namespaces only), dnsmasq (the cluster and office DNS), bird2 (Calico's
+# Lab tools: containerd, runc and the CNI plugins (the lab's real node; never
+# started as services), busybox-static (its test images), jq and openssl (its
+# control plane's objects and certificates), iproute2 (namespaces, veth),
+# iptables (kube-proxy DNAT inside the lab's namespaces only), dnsmasq (the cluster and office DNS), bird2 (Calico's
 # BIRD and the office switch), dig and curl (clients), setpriv (devnetd as its
 # service unit starts it, and clients as desktop users).
 need=()
-for tool in ip:iproute2 ss:iproute2 openssl:openssl iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps bird:bird2 setpriv:util-linux nsenter:util-linux; do
+for tool in ip:iproute2 ss:iproute2 openssl:openssl jq:jq containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps bird:bird2 setpriv:util-linux nsenter:util-linux; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if ((${#need[@]})); then
@@ -30,7 +32,13 @@ bash tests/lab/fetch-resolved.sh
 # The real Kubernetes control plane for the realkube trials, built from its Go
 # modules into /var/cache/devnet-lab (once per version; seconds when cached).
 command -v go >/dev/null || { echo "Go (>= 1.26) is needed to build the lab's Kubernetes" >&2; exit 1; }
-REALKUBE_GO_P=2 REALKUBE_NICE=0 bash tests/realkube/build.sh kube-apiserver kube-controller-manager etcd >/dev/null
+REALKUBE_GO_P=2 REALKUBE_NICE=0 bash tests/realkube/build.sh >/dev/null
+# The relay's product image (static binary, OCI archive), which the lab's
+# real node runs; its build is cached outside the repository too.
+mkdir -p /var/cache/devnet-lab/relay-image
+DEVNET_RELAY_TARGET_DIR=/var/cache/devnet-lab/relay-target \
+  bash installers/relay/build-image.sh /var/cache/devnet-lab/relay-image/devnet-relay.tar
+export DEVNET_RELAY_IMAGE_TAR=/var/cache/devnet-lab/relay-image/devnet-relay.tar
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -986,7 +986,14 @@ realnode_images() { # the lab's images as OCI archives: pause, web, and the rela
   mkdir -p "$r/www"; echo "hello from a real pod" >"$r/www/index.html"
   bash "$oci" "$d/images/web.tar" localhost/lab/web:1 65532:65532 '["/bin/busybox","httpd","-f","-p","8080","-h","/www"]' '{}' "$r" 2>/dev/null
   rm -rf "$r"
-  if [[ -n ${DEVNET_RELAY_IMAGE_TAR:-} ]]; then cp "$DEVNET_RELAY_IMAGE_TAR" "$d/images/relay.tar"; fi
+  # The relay's product image: given (run-all.sh builds it once), or built
+  # here with its static binary cached outside the repository.
+  if [[ -n ${DEVNET_RELAY_IMAGE_TAR:-} ]]; then
+    cp "$DEVNET_RELAY_IMAGE_TAR" "$d/images/relay.tar"
+  else
+    DEVNET_RELAY_TARGET_DIR=${DEVNET_KUBE_CACHE:-/var/cache/devnet-lab}/relay-target \
+      bash "$(dirname "$0")/../../installers/relay/build-image.sh" "$d/images/relay.tar"
+  fi
 }
 
 realapi_kubeconfig() { # realapi_kubeconfig <token>: a kubeconfig for a control-plane component
