@@ -984,6 +984,8 @@ realnode_images() { # the lab's images as OCI archives: pause, web, and the rela
   install -D -m 0755 /bin/busybox "$r/bin/busybox"
   bash "$oci" "$d/images/pause.tar" localhost/lab/pause:1 65535:65535 '["/bin/busybox","sleep","2147483647"]' '{}' "$r" 2>/dev/null
   mkdir -p "$r/www"; echo "hello from a real pod" >"$r/www/index.html"
+  # For bench/realkube.sh's downloads (zeros: the gzip layer stays small).
+  head -c 67108864 /dev/zero >"$r/www/zero"
   bash "$oci" "$d/images/web.tar" localhost/lab/web:1 65532:65532 '["/bin/busybox","httpd","-f","-p","8080","-h","/www"]' '{}' "$r" 2>/dev/null
   rm -rf "$r"
   # The relay's product image: given (run-all.sh builds it once), or built
