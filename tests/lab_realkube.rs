@@ -6,8 +6,8 @@
 //! kubelet and kube-proxy. The relay runs from its product image
 //! (`installers/relay/build-image.sh`), imported, never pulled. Discovery,
 //! RBAC, server-side apply, Pod Security, scheduling, the kubelet's Secret
-//! volumes, port-forward (API server → kubelet → containerd), kube-proxy and
-//! the namespace controller are all the real ones: nothing here agrees with
+//! volumes, port-forward (API server → kubelet → containerd), kube-proxy,
+//! CoreDNS and the namespace controller are all the real ones: nothing here agrees with
 //! devnet because devnet assumed it.
 
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ fn main() {
             ("realkube_01_discovery_through_the_real_api_server", discovery),
             ("realkube_02_rights_from_a_real_selfsubjectaccessreview", rbac),
             ("realkube_03_relay_installed_admitted_and_started_by_the_real_kubelet", install),
-            ("realkube_04_tunnel_through_the_real_port_forward_to_pods_and_clusterips", through_portforward),
+            ("realkube_04_tunnel_through_the_real_port_forward_to_pods_clusterips_and_coredns", through_portforward),
             ("realkube_05_direct_to_the_node_port_through_real_kube_proxy", direct_node_port),
             ("realkube_06_a_user_without_pods_portforward_is_told_so", no_portforward),
             ("realkube_07_uninstall_really_removes_the_namespace_and_spares_foreign", uninstall),
@@ -195,8 +195,15 @@ fn through_portforward(lab: &Lab) -> Res {
 }
 
 /// HTTP to the web pod on the real node, and to its ClusterIP (the relay
-/// dials it from its pod; the real kube-proxy on node4 answers).
+/// dials it from its pod; the real kube-proxy on node4 answers); its names
+/// through the system resolver, answered by the real CoreDNS.
 fn reach_real_pods(lab: &Lab) -> Res {
+    for name in ["web.demo.svc.cluster.local", "web.demo"] {
+        let addrs = lab.getent(name)?;
+        if !addrs.iter().any(|a| a == "10.96.0.20") {
+            return Err(format!("getent hosts {name} gave {addrs:?} (CoreDNS through the tunnel)"));
+        }
+    }
     let pods = api(lab, "GET", "/api/v1/namespaces/demo/pods?labelSelector=app%3Dweb", None)?;
     let ip = pods["items"][0]["status"]["podIP"].as_str().ok_or(format!("no web pod IP: {pods}"))?.to_owned();
     for url in [format!("http://{ip}:8080/"), "http://10.96.0.20/".to_owned()] {

@@ -943,7 +943,62 @@ YAML
   echo "node4 kept its taints:" >&2; realapi_curl GET /api/v1/nodes/node4 | jq -c .spec >&2; exit 1
 }
 
-realnode_workload() { # a web Deployment and its ClusterIP Service, on the real node
+realnode_workload() { # CoreDNS as kube-dns, a web Deployment and its ClusterIP Service, on the real node
+  realapi_apply "# POST /api/v1/namespaces/kube-system/serviceaccounts
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: coredns, namespace: kube-system}
+---
+# POST /apis/rbac.authorization.k8s.io/v1/clusterroles
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: 'system:coredns'}
+rules:
+- {apiGroups: [''], resources: [endpoints, services, pods, namespaces], verbs: [list, watch]}
+- {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [list, watch]}
+---
+# POST /apis/rbac.authorization.k8s.io/v1/clusterrolebindings
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: 'system:coredns'}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: 'system:coredns'}
+subjects: [{kind: ServiceAccount, name: coredns, namespace: kube-system}]
+---
+# POST /api/v1/namespaces/kube-system/configmaps
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: coredns, namespace: kube-system}
+data:
+  Corefile: |
+    .:53 {
+        errors
+        ready
+        kubernetes cluster.local in-addr.arpa ip6.arpa {
+            pods insecure
+            fallthrough in-addr.arpa ip6.arpa
+        }
+        cache 5
+    }
+---
+# POST /apis/apps/v1/namespaces/kube-system/deployments
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: coredns, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {k8s-app: kube-dns}}
+  template:
+    metadata: {labels: {k8s-app: kube-dns}}
+    spec:
+      serviceAccountName: coredns
+      containers:
+      - name: coredns
+        image: localhost/lab/coredns:1
+        imagePullPolicy: Never
+        ports: [{containerPort: 53, protocol: UDP}, {containerPort: 53, protocol: TCP}]
+        readinessProbe: {httpGet: {path: /ready, port: 8181}, periodSeconds: 1}
+        volumeMounts: [{name: config, mountPath: /etc/coredns, readOnly: true}]
+      volumes: [{name: config, configMap: {name: coredns}}]"
   realapi_apply "# POST /apis/apps/v1/namespaces/demo/deployments
 apiVersion: apps/v1
 kind: Deployment
@@ -971,15 +1026,17 @@ metadata: {name: web, namespace: demo}
 spec: {clusterIP: 10.96.0.20, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}"
   local i
   for i in $(seq 150); do
-    # Ready, and its ClusterIP programmed by kube-proxy.
-    in_ns node4 curl -sf -m 1 -o /dev/null http://10.96.0.20/ && return 0
+    # Ready, its ClusterIP programmed by kube-proxy, and its name served.
+    in_ns node4 curl -sf -m 1 -o /dev/null http://10.96.0.20/ \
+      && [[ $(in_ns node4 dig +short +time=1 +tries=1 @10.96.0.10 web.demo.svc.cluster.local) == 10.96.0.20 ]] && return 0
     sleep 0.2
   done
-  echo "the web Deployment did not answer at its ClusterIP on node4" >&2; exit 1
+  echo "the web Deployment did not answer at its ClusterIP, or CoreDNS not for its name, on node4" >&2; exit 1
 }
 
-realnode_images() { # the lab's images as OCI archives: pause, web, and the relay
-  local d=$dir/node4 r oci; oci="$(dirname "$0")/../../installers/relay/oci-archive.sh"
+realnode_images() { # the lab's images as OCI archives: pause, web, CoreDNS and the relay
+  local d=$dir/node4 r oci coredns; oci="$(dirname "$0")/../../installers/relay/oci-archive.sh"
+  eval "$(bash "$(dirname "$0")/../realkube/build.sh" coredns)"
   r=$(mktemp -d)
   install -D -m 0755 /bin/busybox "$r/bin/busybox"
   bash "$oci" "$d/images/pause.tar" localhost/lab/pause:1 65535:65535 '["/bin/busybox","sleep","2147483647"]' '{}' "$r" 2>/dev/null
@@ -987,6 +1044,11 @@ realnode_images() { # the lab's images as OCI archives: pause, web, and the rela
   # For bench/realkube.sh's downloads (zeros: the gzip layer stays small).
   head -c 67108864 /dev/zero >"$r/www/zero"
   bash "$oci" "$d/images/web.tar" localhost/lab/web:1 65532:65532 '["/bin/busybox","httpd","-f","-p","8080","-h","/www"]' '{}' "$r" 2>/dev/null
+  rm -rf "$r"
+  # CoreDNS, built from its Go module like the rest of the cluster.
+  r=$(mktemp -d)
+  install -D -m 0755 "$coredns" "$r/coredns"
+  bash "$oci" "$d/images/coredns.tar" localhost/lab/coredns:1 0:0 '["/coredns","-conf","/etc/coredns/Corefile"]' '{}' "$r" 2>/dev/null
   rm -rf "$r"
   # The relay's product image: given (run-all.sh builds it once), or built
   # here with its static binary cached outside the repository.
@@ -1060,7 +1122,7 @@ data:
 apiVersion: v1
 kind: Service
 metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
-spec: {ipFamilyPolicy: PreferDualStack, clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10, "fd00:96::a"], ports: [{name: dns, port: 53, protocol: UDP}], selector: {k8s-app: kube-dns}}
+spec: {ipFamilyPolicy: PreferDualStack, clusterIP: 10.96.0.10, clusterIPs: [10.96.0.10, "fd00:96::a"], ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}], selector: {k8s-app: kube-dns}}
 ---
 # POST /api/v1/namespaces
 apiVersion: v1
