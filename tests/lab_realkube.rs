@@ -27,6 +27,7 @@ fn main() {
             ("realkube_04_tunnel_through_the_real_port_forward_to_pods_clusterips_and_coredns", through_portforward),
             ("realkube_05_direct_to_the_node_port_through_real_kube_proxy", direct_node_port),
             ("realkube_06_a_user_without_pods_portforward_is_told_so", no_portforward),
+            ("realkube_06b_a_token_the_api_server_stops_accepting_means_log_in_again", token_invalidated),
             ("realkube_07_uninstall_really_removes_the_namespace_and_spares_foreign", uninstall),
         ],
         OnFailure::Reset,
@@ -245,6 +246,55 @@ fn no_portforward(lab: &Lab) -> Res {
     }
     lab.sh_ok("firewall", &["open"])?;
     lab.laptop_unchanged("after the refused connect")
+}
+
+/// A real TokenRequest token, bound to a Secret: while the Secret exists
+/// devnet works with it; once the Secret is deleted the API server refuses
+/// the token at once (the shortest expiry a TokenRequest may ask is ten
+/// minutes; a bound object's deletion ends it now), and devnet says to log in
+/// again, in one line, leaving nothing behind.
+fn token_invalidated(lab: &Lab) -> Res {
+    api(lab, "POST", "/api/v1/namespaces/demo/serviceaccounts", Some(r#"{"metadata":{"name":"laptop"}}"#))?;
+    api(lab, "POST", "/api/v1/namespaces/demo/secrets", Some(r#"{"metadata":{"name":"laptop-session"}}"#))?;
+    let binding = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"laptop-view"},
+        "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"view"},
+        "subjects":[{"kind":"ServiceAccount","name":"laptop","namespace":"demo"}]}"#;
+    api(lab, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Some(binding))?;
+    let request = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest",
+        "spec":{"expirationSeconds":600,"boundObjectRef":{"kind":"Secret","apiVersion":"v1","name":"laptop-session"}}}"#;
+    let answer = api(lab, "POST", "/api/v1/namespaces/demo/serviceaccounts/laptop/token", Some(request))?;
+    let token = answer["status"]["token"].as_str().ok_or(format!("no token: {answer}"))?;
+    let kc = std::fs::read_to_string(kubeconfig(lab)).map_err(|e| e.to_string())?;
+    let kc = kc.replace(
+        "- {name: reader, user: {token: reader-token}}",
+        &format!("- {{name: reader, user: {{token: {token}}}}}"),
+    );
+    let path = lab.dir.join("kubeconfig-bound");
+    std::fs::write(&path, kc).map_err(|e| e.to_string())?;
+    let path = path.display().to_string();
+    let out = lab.devnet(&["relay", "status", "--context", "lab-reader", "--kubeconfig", &path], &[])?;
+    if !out.status.success() {
+        return Err(format!("the bound token should work while its Secret exists: {}", text(&out)));
+    }
+    api(lab, "DELETE", "/api/v1/namespaces/demo/secrets/laptop-session", None)?;
+    // The API server caches a token's verdict for ten seconds.
+    let start = Instant::now();
+    loop {
+        let out = lab.devnet(&["relay", "status", "--context", "lab-reader", "--kubeconfig", &path], &[])?;
+        let err = text(&out);
+        let last = err.lines().rev().find(|l| l.starts_with("error:")).unwrap_or_default();
+        if !out.status.success() {
+            if last.contains("401 Unauthorized") && last.contains("log in again") {
+                break;
+            }
+            return Err(format!("a token the API server stopped accepting: {err}"));
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            return Err(format!("the bound token still works 30 s after its Secret was deleted: {err}"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    lab.laptop_unchanged("after the refused token")
 }
 
 fn uninstall(lab: &Lab) -> Res {
