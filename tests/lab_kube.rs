@@ -1,12 +1,23 @@
 //! End to end with Kubernetes: `devnet connect --context lab` from nothing
 //! but a kubeconfig.
 //!
-//! **The API server here is a stand-in** (`devnet-lab`'s `standin-apiserver`):
-//! a real one cannot run on these machines. It speaks the real REST,
-//! dry-run, RBAC-error and `pods/portforward` (WebSocket) protocols over TLS,
-//! and its kubelet runs the real `devnet-relay` binary as the relay pod, in
-//! the lab's pod namespace. Everything else is real: namespaces, routes,
-//! TUN, DNS servers, the kernel keyring.
+//! **The API server here is the stand-in** (`devnet-lab`'s
+//! `standin-apiserver`); `lab_realkube` runs the same journey against a real
+//! cluster. The stand-in stays for what a real cluster cannot do on demand,
+//! and each trial here needs one of these:
+//! - port-forwards dropped or black-holed mid-stream (02, 03, 05b);
+//! - an image pull that fails (06: this lab has no registry to fail);
+//! - an API server that is down, an expired static token (04);
+//! - credential commands that record who ran them, on every request (05);
+//! - the lab's pods as plain namespaces on Calico-style routes, which BGP and
+//!   the forwarding node route (07, 08), and whose relay process the lab
+//!   can inspect (01, 09).
+//!
+//! It speaks the real REST, dry-run, RBAC-error and `pods/portforward`
+//! (WebSocket) protocols over TLS, and its kubelet runs the real
+//! `devnet-relay` binary as the relay pod, with Secret volumes written as a
+//! real kubelet writes them. Everything else is real: namespaces, routes,
+//! TUN, DNS servers, the kernel keyring, devnetd.
 //!
 //! The office firewall lets the laptop reach only the API server
 //! (`lab.sh firewall api-only`), so the relay is reached through the
