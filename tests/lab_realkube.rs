@@ -23,7 +23,7 @@ fn main() {
         &[
             ("realkube_01_discovery_through_the_real_api_server", discovery),
             ("realkube_02_rights_from_a_real_selfsubjectaccessreview", rbac),
-            ("realkube_03_relay_installed_admitted_and_started_by_the_real_kubelet", install),
+            ("realkube_03_connect_from_nothing_installs_a_relay_the_real_kubelet_runs", install),
             ("realkube_04_tunnel_through_the_real_port_forward_to_pods_clusterips_and_coredns", through_portforward),
             ("realkube_05_direct_to_the_node_port_through_real_kube_proxy", direct_node_port),
             ("realkube_06_a_user_without_pods_portforward_is_told_so", no_portforward),
@@ -115,11 +115,16 @@ fn rbac(lab: &Lab) -> Res {
     Ok(())
 }
 
+/// `devnet connect --context lab` from nothing, at home (only the API
+/// server reachable): discovery, the relay installed by server-side apply,
+/// admitted under Pod Security, scheduled, started by the real kubelet from
+/// its product image; then the session through the port-forward.
 fn install(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
     let kc = kubeconfig(lab);
-    let out = lab.devnet(&["relay", "install", "--context", "lab", "--kubeconfig", &kc], &[])?;
-    if !out.status.success() {
-        return Err(format!("relay install on the real cluster: {}", text(&out)));
+    lab.connect_args(&["--context", "lab", "--kubeconfig", &kc], &[], "connected", Duration::from_secs(120))?;
+    if !lab.engine_log().contains("installing the relay") {
+        return Err(format!("connect did not install the relay:\n{}", lab.engine_log()));
     }
     look_at_install(lab)
 }
@@ -185,9 +190,6 @@ fn look_at_install(lab: &Lab) -> Res {
 /// The laptop reaches only the API server: the tunnel goes through the
 /// API server's port-forward to the real kubelet, into the relay pod.
 fn through_portforward(lab: &Lab) -> Res {
-    lab.sh_ok("firewall", &["api-only"])?;
-    let kc = kubeconfig(lab);
-    lab.connect_args(&["--context", "lab", "--kubeconfig", &kc], &[], "connected", Duration::from_secs(30))?;
     let transport = lab.status()?["transport"].as_str().unwrap_or_default().to_owned();
     if !transport.starts_with("port-forward devnet/devnet-relay-") {
         return Err(format!("expected the port-forward with only the API server reachable, got {transport:?}"));
