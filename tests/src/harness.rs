@@ -384,17 +384,7 @@ impl Lab {
     /// next trial starts from a clean laptop.
     pub fn reset(&self) {
         self.kill_engine();
-        let _ = self.exec(
-            "laptop",
-            &[
-                &self.tool("devnet"),
-                "--state-dir",
-                &self.foreground_state_dir(),
-                "cleanup",
-                "--daemon-state-dir",
-                &self.state_dir(),
-            ],
-        );
+        let _ = self.cleanup();
     }
 
     /// Kills the engine with SIGKILL: devnetd (where it runs) and the
