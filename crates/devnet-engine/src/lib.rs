@@ -3,17 +3,19 @@
 //! **Layer:** the I/O shell around the sans-IO crates. It decides each
 //! CIDR's path ([`detect`], `devnet_path`) and re-checks it every few
 //! seconds, owns the OS state that follows from that (TUN device, policy
-//! rule, routes, systemd-resolved's link settings or resolv.conf), runs the DNS stub and the TLS link to the
-//! relay ([`devnet_netstack::Tunnel`]), and serves the control socket.
-//! Commands come in (over [`control`] or [`EngineHandle`]), status goes out
-//! ([`status::Status`]).
+//! rule, routes, systemd-resolved's link settings or resolv.conf), runs the
+//! DNS stub and the TLS link to the relay ([`devnet_netstack::Tunnel`]).
+//! It runs inside devnetd (one engine per session) or in `devnet connect
+//! --foreground`, and answers on a root-only [`control`] socket in its state
+//! directory. Commands come in ([`EngineHandle`], [`EngineControl`]), status
+//! goes out ([`status::Status`]).
 //!
 //! Every OS change is journaled before it is made ([`journal`]), undone on
 //! disconnect, and undone at the next start if the engine died first.
 //!
 //! **What it does not do:** parse packets, speak the wire protocol or decide
-//! paths and names (the sans-IO crates do), or discover clusters (profiles
-//! are explicit for now).
+//! paths and names (the sans-IO crates do), discover clusters or read
+//! kubeconfigs (`devnet-session`, as the user), or speak devnetd's IPC.
 
 /// The profile types live in `devnet-model`, shared with every client.
 pub use devnet_model::profile as config;
