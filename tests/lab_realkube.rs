@@ -90,6 +90,14 @@ fn discovery(lab: &Lab) -> Res {
             return Err(format!("discovery did not find {want:?}; it found:\n{}", facts.join("\n")));
         }
     }
+    // A served API with the object missing is told apart from an API the
+    // cluster does not serve (the real server's two kinds of 404).
+    let notes = doc["discovery_notes"].to_string();
+    if !notes.contains("kube-system/kubelet-config: not in this cluster")
+        || !notes.contains("Calico IPPools (projectcalico.org/v3): not served by this cluster")
+    {
+        return Err(format!("discovery notes: {notes}"));
+    }
     lab.laptop_unchanged("after doctor")
 }
 

@@ -384,6 +384,12 @@ fn build_client(config: kube::Config) -> Result<kube::Client, kube::Error> {
 
 fn short(e: &KubeError) -> String {
     match e {
+        // A missing object of a served type is named (`configmaps "x" not
+        // found`); an API the server does not serve is not ("404 page not
+        // found", "the server could not find the requested resource").
+        KubeError::Api { code: 404, message, .. } if message.contains('"') && message.ends_with("not found") => {
+            "not in this cluster".to_owned()
+        }
         KubeError::Api { code: 404, .. } => "not served by this cluster".to_owned(),
         KubeError::Api { message, .. } => message.clone(),
         other => other.to_string(),
@@ -440,4 +446,24 @@ fn run_exec_plugin(exec: &kube::config::ExecConfig, user: Option<&InvokingUser>)
 /// The kubeconfig path a message should name.
 pub fn describe_kubeconfig(opts: &ClusterOptions) -> String {
     kubeconfig_paths(opts).iter().map(|p: &PathBuf| p.display().to_string()).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_object_is_not_an_unserved_api() {
+        let api = |code, message: &str| KubeError::Api {
+            server: "https://api".into(),
+            code,
+            reason: "NotFound".into(),
+            message: message.into(),
+        };
+        // The real API server's two 404s.
+        assert_eq!(short(&api(404, "the server could not find the requested resource")), "not served by this cluster");
+        assert_eq!(short(&api(404, "404 page not found")), "not served by this cluster");
+        assert_eq!(short(&api(404, "configmaps \"kubelet-config\" not found")), "not in this cluster");
+        assert_eq!(short(&api(403, "forbidden: nope")), "forbidden: nope");
+    }
 }
