@@ -333,6 +333,22 @@ wait_ready() {
   echo "lab services did not come up" >&2; exit 1
 }
 
+kubeadm_config_yaml() { # the ClusterConfiguration kubeadm leaves in kube-system
+  cat <<'YAML'
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kubeadm-config, namespace: kube-system}
+data:
+  ClusterConfiguration: |
+    apiVersion: kubeadm.k8s.io/v1beta3
+    kind: ClusterConfiguration
+    networking:
+      dnsDomain: cluster.local
+      podSubnet: 10.244.0.0/16,fd00:244::/48
+      serviceSubnet: 10.96.0.0/16,fd00:96::/112
+YAML
+}
+
 api_host() { # the control plane's host at 10.60.20.10 on the node LAN
   new_ns api
   veth api eth0 office port9
@@ -353,7 +369,8 @@ api() {
   local a=$dir/api
   mkdir -p "$a/manifests" "$a/exec-out"
   chmod 1777 "$a/exec-out"
-  cat >"$a/manifests/cluster.yaml" <<'YAML'
+  {
+    cat <<'YAML'
 # The lab cluster as its API server would describe it.
 apiVersion: v1
 kind: Node
@@ -373,18 +390,10 @@ metadata: {name: node3}
 spec: {podCIDR: 10.244.3.0/24, podCIDRs: [10.244.3.0/24, "fd00:244:0:3::/64"]}
 status: {addresses: [{type: InternalIP, address: 10.60.20.13}]}
 ---
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: kubeadm-config, namespace: kube-system}
-data:
-  ClusterConfiguration: |
-    apiVersion: kubeadm.k8s.io/v1beta3
-    kind: ClusterConfiguration
-    networking:
-      dnsDomain: cluster.local
-      podSubnet: 10.244.0.0/16,fd00:244::/48
-      serviceSubnet: 10.96.0.0/16,fd00:96::/112
----
+YAML
+    kubeadm_config_yaml
+    echo ---
+    cat <<'YAML'
 apiVersion: v1
 kind: Service
 metadata: {name: kube-dns, namespace: kube-system, labels: {k8s-app: kube-dns}}
@@ -417,6 +426,7 @@ metadata: {name: echo, namespace: demo, labels: {app: echo}}
 spec: {nodeName: node3, containers: [{name: echo, image: devnet-labd, ports: [{containerPort: 7}]}]}
 status: {phase: Running, hostIP: 10.60.20.13, podIP: 10.244.3.10, podIPs: [{ip: 10.244.3.10}, {ip: "fd00:244:0:3::10"}]}
 YAML
+  } >"$a/manifests/cluster.yaml"
   cat >"$a/users.yaml" <<'YAML'
 users:
 - name: dev
@@ -1104,20 +1114,10 @@ spec: {podCIDR: 10.244.$n.0/24, podCIDRs: [10.244.$n.0/24, "fd00:244:0:$n::/64"]
 ---
 YAML
   done
+  echo '# POST /api/v1/namespaces/kube-system/configmaps'
+  kubeadm_config_yaml
+  echo ---
   cat <<'YAML'
-# POST /api/v1/namespaces/kube-system/configmaps
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: kubeadm-config, namespace: kube-system}
-data:
-  ClusterConfiguration: |
-    apiVersion: kubeadm.k8s.io/v1beta3
-    kind: ClusterConfiguration
-    networking:
-      dnsDomain: cluster.local
-      podSubnet: 10.244.0.0/16,fd00:244::/48
-      serviceSubnet: 10.96.0.0/16,fd00:96::/112
----
 # POST /api/v1/namespaces/kube-system/services
 apiVersion: v1
 kind: Service
