@@ -7,7 +7,8 @@
 //! in this process instead, as root, for machines without the service.
 //!
 //! Exit codes: 0 success (for `status`: connected), 1 an error, 3 `status`
-//! found no connected session.
+//! found no connected session; `preflight` has one per failure class
+//! (`devnet_model::preflight::Failure`, docs/preflight.md).
 
 use std::path::PathBuf;
 
@@ -21,6 +22,7 @@ use devnet_ipc::message::{ClientKind, SessionStatus};
 
 mod connect;
 mod kube;
+mod preflight;
 
 /// `devnet status` exits with this when no session is connected.
 const EXIT_NOT_CONNECTED: u8 = 3;
@@ -84,6 +86,8 @@ enum Command {
         #[arg(long)]
         account: String,
     },
+    /// Check the way to a debugger in the cluster before an IDE attaches (exit code per failure class).
+    Preflight(preflight::PreflightArgs),
     /// Explain which way each CIDR goes and what the office network could fix.
     Doctor {
         /// Print JSON instead of text.
@@ -181,6 +185,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Relay { action, kube } => relay(action, kube).await.map(|()| 0),
         Command::Credential { action, account } => credential(&action, &account).map(|()| 0),
         Command::Doctor { json, profile } => doctor(profile, cli.socket, cli.state_dir, json).await.map(|()| 0),
+        Command::Preflight(args) => Ok(preflight::run(args, cli.socket).await),
         Command::Status { json, session } => status(&cli.socket, &cli.state_dir, session, json).await,
         Command::Disconnect { session } => disconnect(&cli.socket, &cli.state_dir, session).await.map(|()| 0),
         Command::Cleanup { daemon_state_dir } => cleanup(&cli.state_dir, &daemon_state_dir).await.map(|()| 0),
