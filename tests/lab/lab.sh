@@ -48,6 +48,16 @@
 #                               containerd, runc, CNI and the real kubelet;
 #                               images from OCI archives (DEVNET_RELAY_IMAGE_TAR:
 #                               the relay's, from installers/relay/build-image.sh)
+#   lab.sh realdebug <lab>      REAL debuggers in real pods on node4 (after
+#                               realnode), namespace debug: jvm (JDWP *:5005),
+#                               jvm-local (JDWP on localhost only), py
+#                               (debugpy), node (inspector), go and go-single
+#                               (Delve, with and without multiclient), each a
+#                               Deployment and a Service; apps from
+#                               tests/lab/debuggers/build.sh (cached), runtimes
+#                               from the host's /usr. Writes $dir/debuggers.env
+#                               (the build's NAME=PATH lines: dlv, jdb, ...)
+#                               and $dir/debug-pods (name pod-ip cluster-ip port)
 #   lab.sh realapi-apply <lab>  POST/PATCH the YAML documents on stdin (each
 #                               headed "# POST <path>" or "# PATCH <path>")
 #   lab.sh devnetd <lab> start|stop
@@ -69,6 +79,7 @@
 #          fd00:10::2        .1 / 10.60.20.1   node1 .11  pods 10.244.1.0/24  fd00:244:0:1::/64
 #                                              node2 .12  pods 10.244.2.0/24  fd00:244:0:2::/64
 #                                              node3 .13  pods 10.244.3.0/24  fd00:244:0:3::/64
+#                                              node4 .14  pods 10.244.4.0/24 (realnode only)
 #   Services 10.96.0.0/16 and fd00:96::/112 are DNAT rules on every node (kube-proxy).
 #   The relay pod (10.244.1.5) is exposed as NodePort 10.60.20.11:31443.
 #   A forwarding node (seed 001's node-30) sits on the office LAN at 192.168.10.30.
@@ -822,8 +833,10 @@ PROFILE
 # The kubelet wants some kernel sysctls set (vm.overcommit_memory, kernel.panic,
 # ...); they are global, so in its mount namespace it reads (and may write)
 # files bind-mounted over them, and the host's values stay as they are.
+in_node4() { nsenter -t "$(cat "$dir/node4/holder.pid")" -m -n "$@"; } # node4's mount and network namespaces
+
 realnode() {
-  local d=$dir/node4 a=$dir/api kubelet kube_proxy
+  local d=$dir/node4 a=$dir/api kubelet kube_proxy n
   eval "$(bash "$(dirname "$0")/../realkube/build.sh" kubelet kube-proxy | awk -F= '{ gsub("-", "_", $1); print $1 "=" $2 }')"
   new_ns node4
   veth office port14 node4 eth0
@@ -832,6 +845,9 @@ realnode() {
   in_ns node4 ip route add default via 10.60.20.1
   in_ns node4 sysctl -qw net.ipv4.ip_forward=1
   in_ns api ip route add 10.244.4.0/24 via 10.60.20.14
+  # The other nodes route node4's block to it, as Calico would: with
+  # office-routes pods (office -> node1) the laptop reaches node4's pods.
+  for n in 1 2 3; do in_ns "node$n" ip route add 10.244.4.0/24 via 10.60.20.14; done
   mkdir -p "$d"/{cni,images,kubelet,pki,logs,sysctl,state,root}
   # The kubelet's serving certificate, from the lab CA; its identity, a token.
   openssl req -newkey rsa:2048 -nodes -subj "/O=system:nodes/CN=system:node:node4" \
@@ -916,7 +932,6 @@ YAML
   sleep 0.2
   local holder; holder=$(pgrep -P "$(cat "$d/holder.pid")" sleep || cat "$d/holder.pid")
   echo "$holder" >"$d/holder.pid"
-  in_node4() { nsenter -t "$(cat "$d/holder.pid")" -m -n "$@"; }
   local f
   for f in "$d"/sysctl/*; do
     in_node4 mount --bind "$f" "/proc/sys/$(basename "$f" | tr . /)"
@@ -1070,6 +1085,194 @@ realnode_images() { # the lab's images as OCI archives: pause, web, CoreDNS and 
   fi
 }
 
+# REAL debuggers in real pods on the real node (after up, realapi and
+# realnode): a JVM with JDWP on every address and one on localhost only,
+# debugpy, Node's inspector, and Delve with and without --accept-multiclient,
+# each a Deployment and a Service in namespace debug, for `devnet preflight`
+# and real debugger clients (jdb, dlv connect, DAP, Chrome DevTools).
+# The runtimes are the host's: one tiny image (merged-/usr symlinks, empty
+# dirs) and the host's /usr mounted read-only, with the few /etc paths the
+# runtimes read; the apps are built once into a cache outside the repository
+# (tests/lab/debuggers/build.sh) and mounted at /app. Nothing of this is made
+# unless realdebug runs.
+REALDEBUG_APPS=(jvm jvm-local py node go go-single)
+
+realdebug() {
+  local d=$dir/node4 r oci line
+  [[ -e $d/holder.pid ]] || { echo "realdebug needs realnode first" >&2; exit 1; }
+  oci="$(dirname "$0")/../../installers/relay/oci-archive.sh"
+  # The build's NAME=PATH lines, as dbg_NAME variables (its "dir" is not $dir).
+  local dbg_dir dbg_java dbg_py dbg_node dbg_go dbg_debugpy dbg_jdk dbg_dlv dbg_jdb
+  bash "$(dirname "$0")/debuggers/build.sh" >"$dir/debuggers.env"
+  eval "$(awk -F= '{ print "dbg_" $1 "=" $2 }' "$dir/debuggers.env")"
+  # The image: nothing but the merged-/usr symlinks and the mount points.
+  r=$(mktemp -d)
+  chmod 0755 "$r"
+  mkdir -p "$r"/{etc,tmp,proc,sys,dev,app,usr}
+  chmod 1777 "$r/tmp"
+  for line in bin lib lib64 sbin; do ln -s "usr/$line" "$r/$line"; done
+  bash "$oci" "$d/images/host.tar" localhost/lab/host:1 65532:65532 '["/usr/bin/sleep","infinity"]' '{}' "$r" 2>/dev/null
+  rm -rf "$r"
+  in_node4 ctr --address "$d/containerd.sock" -n k8s.io images import --all-platforms "$d/images/host.tar" >/dev/null
+  # No Pod Security labels on the namespace: the API server's PodSecurity
+  # admission then applies its default level, privileged, which allows the
+  # hostPath volumes (baseline and restricted would refuse them).
+  realapi_apply "# POST /api/v1/namespaces
+apiVersion: v1
+kind: Namespace
+metadata: {name: debug}"
+  # A small JVM: two of them share the lab's 2 cores with everything else.
+  local jvm='-XX:-UsePerfData, -XX:+UseSerialGC, -XX:TieredStopAtLevel=1, -Xmx64m'
+  realapi_apply "$(
+    realdebug_app jvm jdwp 5005 jdwp "[$dbg_jdk/bin/java, $jvm, '-agentlib:jdwp=transport=dt_socket,server=y,suspend=n,address=*:5005', -cp, /app/java, Main]"
+    echo ---
+    # JDK 9 and later bind a bare port to localhost only: the pod listens,
+    # but nothing outside it can attach.
+    realdebug_app jvm-local jdwp 5005 jdwp "[$dbg_jdk/bin/java, $jvm, '-agentlib:jdwp=transport=dt_socket,server=y,suspend=n,address=5005', -cp, /app/java, Main]"
+    echo ---
+    # -Xfrozen_modules=off: as debugpy asks (it may miss breakpoints otherwise).
+    realdebug_app py debugpy 5678 debugpy "[/usr/bin/python3, -Xfrozen_modules=off, -m, debugpy, --listen, 0.0.0.0:5678, /app/py/app.py]" \
+      ", {name: PYTHONPATH, value: /app/debugpy}"
+    echo ---
+    realdebug_app node inspector 9229 inspector "[/usr/bin/node, --inspect=0.0.0.0:9229, /app/node/app.js]"
+    echo ---
+    # Debian's Delve is older than the Go that built the debuggee: it must be
+    # told not to refuse it (tests/lab/debuggers/build.sh says what works).
+    realdebug_app go dlv 2345 dlv "[$dbg_dlv, exec, --headless, '--listen=:2345', --api-version=2, --accept-multiclient, --continue, --check-go-version=false, /app/go/hello]"
+    echo ---
+    # Without --accept-multiclient Delve serves one client, and then closes
+    # its listener. It also refuses --continue ("--continue requires
+    # --accept-multiclient"), so the debuggee waits, stopped at its entry
+    # point, for that client to continue it.
+    realdebug_app go-single dlv 2345 dlv "[$dbg_dlv, exec, --headless, '--listen=:2345', --api-version=2, --check-go-version=false, /app/go/hello]"
+  )"
+  realdebug_wait
+}
+
+# realdebug_app <name> <debugger> <port> <port-name> <command> [more env]: a
+# Deployment (its pods on node4, the only node with a kubelet) and a Service.
+realdebug_app() {
+  local name=$1 debugger=$2 port=$3 pname=$4 command=$5 env=${6:-} mounts='' volumes=''
+  if [[ $debugger == jdwp ]]; then
+    # The JDK's lib/jvm.cfg and conf/ are links into /etc/java-17-openjdk
+    # (java is run by its JDK path, so /etc/alternatives is not needed).
+    mounts='
+        - {name: etc-java, mountPath: /etc/java-17-openjdk, readOnly: true}'
+    volumes='
+      - {name: etc-java, hostPath: {path: /etc/java-17-openjdk, type: Directory}}'
+  fi
+  # No readiness or liveness probe connects to the debugger's port: a TCP
+  # connect would be the one client Delve without --accept-multiclient
+  # serves (it then closes its listener) and would take debugpy's only
+  # client slot. The startup probe instead reads the pod's own
+  # /proc/net/tcp{,6} for a socket LISTENing on the port (state 0A), once a
+  # second until it is there; the container is Ready from then on.
+  cat <<YAML
+# POST /apis/apps/v1/namespaces/debug/deployments
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $name, namespace: debug, labels: {app: $name}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: $name}}
+  template:
+    metadata: {labels: {app: $name, devnet.dev/debugger: $debugger}}
+    spec:
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      terminationGracePeriodSeconds: 1
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532}
+      containers:
+      - name: $name
+        image: localhost/lab/host:1
+        imagePullPolicy: Never
+        command: $command
+        workingDir: /tmp
+        env: [{name: HOME, value: /tmp}, {name: PATH, value: /usr/bin}$env]
+        ports: [{containerPort: $port, name: $pname}]
+        startupProbe:
+          exec: {command: [sh, -c, "grep -Eq '^ *[0-9]+: [0-9A-F]+:$(printf %04X "$port") [0-9A-F]+:[0-9A-F]+ 0A ' /proc/net/tcp /proc/net/tcp6"]}
+          periodSeconds: 1
+          failureThreshold: 180
+        securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+        volumeMounts:
+        - {name: usr, mountPath: /usr, readOnly: true}
+        - {name: ld-so-cache, mountPath: /etc/ld.so.cache, readOnly: true}
+        - {name: apps, mountPath: /app, readOnly: true}$mounts
+      volumes:
+      - {name: usr, hostPath: {path: /usr, type: Directory}}
+      - {name: ld-so-cache, hostPath: {path: /etc/ld.so.cache, type: File}}
+      - {name: apps, hostPath: {path: $dbg_dir, type: Directory}}$volumes
+---
+# POST /api/v1/namespaces/debug/services
+apiVersion: v1
+kind: Service
+metadata: {name: $name, namespace: debug, labels: {app: $name}}
+spec: {selector: {app: $name}, ports: [{name: $pname, port: $port, targetPort: $pname}]}
+YAML
+}
+
+realdebug_pod_netns() { # realdebug_pod_netns <pod-ip>: the pod's network namespace file, in node4's mounts
+  local f
+  for f in $(in_node4 sh -c "ls $dir/node4/state/io.containerd.grpc.v1.cri/netns/*"); do
+    in_node4 nsenter --net="$f" ip -4 -o addr show | grep -q " inet $1/" && { echo "$f"; return 0; }
+  done
+  return 1
+}
+
+realdebug_wait() { # every pod Running and Ready, and every debugger listening where it should
+  local d=$dir/node4 pods app missing i ip netns addrs port want
+  for i in $(seq 360); do
+    pods=$(realapi_curl GET /api/v1/namespaces/debug/pods 2>/dev/null) || pods='{}'
+    missing=
+    for app in "${REALDEBUG_APPS[@]}"; do
+      jq -e --arg app "$app" '[.items[]? | select(.metadata.labels.app == $app and .metadata.deletionTimestamp == null
+          and .status.phase == "Running" and any(.status.conditions[]?; .type == "Ready" and .status == "True"))] | length == 1' \
+        <<<"$pods" >/dev/null || missing+=" $app"
+    done
+    [[ -z $missing ]] && break
+    sleep 0.5
+  done
+  if [[ -n $missing ]]; then
+    echo "debug pods not Running and Ready:$missing" >&2
+    local pod f
+    for app in $missing; do
+      jq -c --arg app "$app" '.items[]? | select(.metadata.labels.app == $app)
+        | {pod: .metadata.name, phase: .status.phase, conditions: [.status.conditions[]? | {type, status, reason, message}],
+           containers: .status.containerStatuses}' <<<"$pods" >&2
+      # The container logs (kubectl logs), as the kubelet writes them.
+      for pod in $(jq -r --arg app "$app" '.items[]? | select(.metadata.labels.app == $app) | .metadata.name' <<<"$pods"); do
+        for f in "$d"/logs/debug_"$pod"_*/*/*.log; do
+          [[ -e $f ]] || continue
+          echo "--- $f" >&2; tail -20 "$f" >&2
+        done
+      done
+    done
+    exit 1
+  fi
+  : >"$dir/debug-pods"
+  for app in "${REALDEBUG_APPS[@]}"; do
+    ip=$(jq -r --arg app "$app" '.items[] | select(.metadata.labels.app == $app and .metadata.deletionTimestamp == null) | .status.podIP' <<<"$pods")
+    port=$(jq -r --arg app "$app" '.items[] | select(.metadata.labels.app == $app and .metadata.deletionTimestamp == null) | .spec.containers[0].ports[0].containerPort' <<<"$pods")
+    netns=$(realdebug_pod_netns "$ip") || { echo "no network namespace on node4 has $app's pod IP $ip" >&2; exit 1; }
+    # What listens on the port, seen from inside the pod, without connecting
+    # (a connection would use up go-single's and py's one client).
+    addrs=$(in_node4 nsenter --net="$netns" ss -ltnH "sport = :$port" | awk '{print $4}' | sort -u | paste -sd' ')
+    case $app in
+      jvm-local) want='^(127\.0\.0\.1|\[::1\]|\[::ffff:127\.0\.0\.1\]):' ;;
+      *) want='^(0\.0\.0\.0|\*|\[::\]):' ;;
+    esac
+    [[ -n $addrs ]] && ! grep -qvE "$want" <<<"${addrs// /$'\n'}" \
+      || { echo "$app ($ip): want a listener on port $port matching $want, have: ${addrs:-none}" >&2; exit 1; }
+    echo "$app $ip $(realapi_curl GET "/api/v1/namespaces/debug/services/$app" | jq -r .spec.clusterIP) $port" >>"$dir/debug-pods"
+  done
+  # The inspector answers as Chrome DevTools' discovery (a connection is fine: it takes many).
+  ip=$(awk '$1 == "node" {print $2}' "$dir/debug-pods")
+  in_ns node4 curl -sf -m 2 "http://$ip:9229/json/version" | jq -e .Browser >/dev/null \
+    || { echo "node's inspector at $ip:9229 did not answer /json/version" >&2; exit 1; }
+  cat "$dir/debug-pods"
+}
+
 realapi_kubeconfig() { # realapi_kubeconfig <token>: a kubeconfig for a control-plane component
   cat <<KC
 apiVersion: v1
@@ -1215,6 +1418,7 @@ case "$1" in
   devnetd) devnetd_ctl "$@" ;;
   realapi) realapi ;;
   realnode) realnode ;;
+  realdebug) realdebug ;;
   realapi-apply) shift 2; realapi_apply "$(cat)" ;;
   office-routes) office_routes "$@" ;;
   api) api ;;

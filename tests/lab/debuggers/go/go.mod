@@ -1,0 +1,3 @@
+module devnet.lab/hello
+
+go 1.26
