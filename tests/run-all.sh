@@ -15,11 +15,17 @@ fi
 # control plane's objects and certificates), iproute2 (namespaces, veth),
 # iptables (kube-proxy DNAT inside the lab's namespaces only), dnsmasq (the cluster and office DNS), bird2 (Calico's
 # BIRD and the office switch), dig and curl (clients), setpriv (devnetd as its
-# service unit starts it, and clients as desktop users).
+# service unit starts it, and clients as desktop users). The debuggers of
+# `lab.sh realdebug` and their clients, whose pods run the host's own /usr:
+# OpenJDK 17 (java, javac, jdb), python3 and pip (debugpy, pip-installed into
+# the lab's cache), Node.js, and Debian's Delve.
 need=()
-for tool in ip:iproute2 ss:iproute2 openssl:openssl jq:jq containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps bird:bird2 setpriv:util-linux nsenter:util-linux; do
+jdk=/usr/lib/jvm/java-17-openjdk-$(dpkg --print-architecture)/bin
+for tool in ip:iproute2 ss:iproute2 openssl:openssl jq:jq containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps bird:bird2 setpriv:util-linux nsenter:util-linux \
+  "$jdk/javac:openjdk-17-jdk-headless" /usr/bin/python3:python3 /usr/bin/node:nodejs /usr/bin/dlv:delve; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   apt-get update -qq
@@ -33,6 +39,8 @@ bash tests/lab/fetch-resolved.sh
 # modules into /var/cache/devnet-lab (once per version; seconds when cached).
 command -v go >/dev/null || { echo "Go (>= 1.26) is needed to build the lab's Kubernetes" >&2; exit 1; }
 REALKUBE_GO_P=2 REALKUBE_NICE=0 bash tests/realkube/build.sh >/dev/null
+# The debuggees of `lab.sh realdebug` (and debugpy), cached there too.
+bash tests/lab/debuggers/build.sh >/dev/null
 # The relay's product image (static binary, OCI archive), which the lab's
 # real node runs; its build is cached outside the repository too.
 mkdir -p /var/cache/devnet-lab/relay-image
