@@ -1239,7 +1239,7 @@ realdebug_wait() { # every pod Running and Ready, and every debugger listening w
     for app in $missing; do
       jq -c --arg app "$app" '.items[]? | select(.metadata.labels.app == $app)
         | {pod: .metadata.name, phase: .status.phase, conditions: [.status.conditions[]? | {type, status, reason, message}],
-           containers: .status.containerStatuses}' <<<"$pods" >&2
+           containers: [.status.containerStatuses[]? | {name, ready, restartCount, state, lastState}]}' <<<"$pods" >&2
       # The container logs (kubectl logs), as the kubelet writes them.
       for pod in $(jq -r --arg app "$app" '.items[]? | select(.metadata.labels.app == $app) | .metadata.name' <<<"$pods"); do
         for f in "$d"/logs/debug_"$pod"_*/*/*.log; do
@@ -1252,16 +1252,22 @@ realdebug_wait() { # every pod Running and Ready, and every debugger listening w
   fi
   : >"$dir/debug-pods"
   for app in "${REALDEBUG_APPS[@]}"; do
-    ip=$(jq -r --arg app "$app" '.items[] | select(.metadata.labels.app == $app and .metadata.deletionTimestamp == null) | .status.podIP' <<<"$pods")
-    port=$(jq -r --arg app "$app" '.items[] | select(.metadata.labels.app == $app and .metadata.deletionTimestamp == null) | .spec.containers[0].ports[0].containerPort' <<<"$pods")
+    ip=$(jq -r --arg app "$app" '.items[] | select(.metadata.labels.app == $app and .metadata.deletionTimestamp == null and .status.phase == "Running") | .status.podIP' <<<"$pods")
+    port=$(jq -r --arg app "$app" '.items[] | select(.metadata.labels.app == $app and .metadata.deletionTimestamp == null and .status.phase == "Running") | .spec.containers[0].ports[0].containerPort' <<<"$pods")
     netns=$(realdebug_pod_netns "$ip") || { echo "no network namespace on node4 has $app's pod IP $ip" >&2; exit 1; }
-    # What listens on the port, seen from inside the pod, without connecting
-    # (a connection would use up go-single's and py's one client).
-    addrs=$(in_node4 nsenter --net="$netns" ss -ltnH "sport = :$port" | awk '{print $4}' | sort -u | paste -sd' ')
+    # What listens on the port, seen from inside the pod, without connecting:
+    # a connection would be go-single's one client (Delve then closes its
+    # listener), and debugpy's is no place for probes either. Ready already
+    # means a listener (the startup probe); this also checks the address.
     case $app in
       jvm-local) want='^(127\.0\.0\.1|\[::1\]|\[::ffff:127\.0\.0\.1\]):' ;;
       *) want='^(0\.0\.0\.0|\*|\[::\]):' ;;
     esac
+    for i in $(seq 20); do
+      addrs=$(in_node4 nsenter --net="$netns" ss -ltnH "sport = :$port" | awk '{print $4}' | sort -u | paste -sd' ')
+      [[ -n $addrs ]] && ! grep -qvE "$want" <<<"${addrs// /$'\n'}" && break
+      sleep 0.5
+    done
     [[ -n $addrs ]] && ! grep -qvE "$want" <<<"${addrs// /$'\n'}" \
       || { echo "$app ($ip): want a listener on port $port matching $want, have: ${addrs:-none}" >&2; exit 1; }
     echo "$app $ip $(realapi_curl GET "/api/v1/namespaces/debug/services/$app" | jq -r .spec.clusterIP) $port" >>"$dir/debug-pods"
