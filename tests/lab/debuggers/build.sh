@@ -36,11 +36,12 @@ export GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 # builds the debuggee (1.26), so it runs with --check-go-version=false and
 # warns "version of Delve is too old"; against a Go 1.26 binary it still lists
 # goroutines, sets breakpoints, steps, prints variables and serves DAP, which
-# is what the lab needs. Its known gaps with Go 1.26: goroutine wait reasons
-# are mislabelled (Go renumbered them), return values are not shown after
-# `stepout`/`next` off a return, and call injection is off ("could not patch
-# runtime.mallocgc"). The pods run this same binary (the host's /usr), and so
-# does the laptop's `dlv connect`.
+# is what the lab needs (`call tick()` works too). Its known gaps with Go
+# 1.26, which Delve 1.27.2 from the module proxy does not have: goroutine wait
+# reasons are mislabelled (time.Sleep shows [chan receive]: Go renumbered
+# them) and `stepout` shows no return values; its log says "could not patch
+# runtime.mallogc: no type entry found". The pods run this same binary (the
+# host's /usr), and so does the laptop's `dlv connect`.
 dlv=/usr/bin/dlv
 # JDK 17 by its own path, not /usr/bin/java (an alternatives link that may
 # name another JDK): the JVM pods run $jdk/bin/java and mount its /etc part.
