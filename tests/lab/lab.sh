@@ -824,6 +824,8 @@ KC
 PROFILE
 }
 
+in_node4() { nsenter -t "$(cat "$dir/node4/holder.pid")" -m -n "$@"; } # node4's mount and network namespaces
+
 # A REAL node beside the control plane: node4 (10.60.20.14, pods in
 # 10.244.4.0/24), with Debian's containerd, runc and CNI plugins and the real
 # kubelet, all in one private mount namespace over node4's network namespace
@@ -833,8 +835,6 @@ PROFILE
 # The kubelet wants some kernel sysctls set (vm.overcommit_memory, kernel.panic,
 # ...); they are global, so in its mount namespace it reads (and may write)
 # files bind-mounted over them, and the host's values stay as they are.
-in_node4() { nsenter -t "$(cat "$dir/node4/holder.pid")" -m -n "$@"; } # node4's mount and network namespaces
-
 realnode() {
   local d=$dir/node4 a=$dir/api kubelet kube_proxy n
   eval "$(bash "$(dirname "$0")/../realkube/build.sh" kubelet kube-proxy | awk -F= '{ gsub("-", "_", $1); print $1 "=" $2 }')"
