@@ -10,6 +10,7 @@
 //! host's own network namespace.
 
 pub mod apiserver;
+pub mod debug_clients;
 pub mod harness;
 
 /// Deterministic test data: byte `i` of a stream is a function of `i` and

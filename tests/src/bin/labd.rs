@@ -53,6 +53,12 @@ enum Probe {
     /// (`b<i>-<pid>.<suffix>`, so no cache answers it): prints p50 and p99
     /// in microseconds and how many got no answer within 2 s.
     Dns { server: SocketAddr, suffix: String, count: usize },
+    /// A Chrome DevTools Protocol client: evaluate EXPRESSION in the Node
+    /// process behind an inspector; prints the value as JSON.
+    Cdp { inspector: SocketAddr, expression: String },
+    /// A Debug Adapter Protocol client: attach to debugpy, list threads,
+    /// detach; prints the thread names as JSON.
+    Dap { adapter: SocketAddr },
     /// Speak the devnet protocol to a relay directly and ask it to open a
     /// stream to `dst`; prints the outcome as JSON. With --mode, misbehave
     /// instead: wrong-token, wrong-version or garbage; prints the error.
@@ -185,6 +191,12 @@ fn expected_sha(total: u64) -> String {
 
 async fn probe(p: Probe) -> Result<()> {
     match p {
+        Probe::Cdp { inspector, expression } => {
+            println!("{}", devnet_lab::debug_clients::cdp_evaluate(inspector, &expression).await?);
+        }
+        Probe::Dap { adapter } => {
+            println!("{}", serde_json::to_string(&devnet_lab::debug_clients::dap_threads(adapter).await?)?);
+        }
         Probe::Upload { to, bytes } => {
             let start = Instant::now();
             let mut s = TcpStream::connect(to).await.with_context(|| format!("connecting to {to}"))?;
