@@ -238,13 +238,33 @@ pub fn wrong_protocol(addr: SocketAddr, protocol: Protocol, what: &str, facts: O
     let fix = match facts.and_then(|f| f.debugger.as_ref()) {
         Some(d) if d.protocol != protocol => format!("the pod's spec starts {} on port {}: pass --proto", protocol_name(d.protocol), d.port),
         Some(_) => "the debugger's port is taken by something else in the pod; check the container's command".to_owned(),
-        None => format!(
-            "{} is not a debugger port: use the port the debugger listens on{}",
-            addr.port(),
-            facts.and_then(|f| f.container.as_ref()).map(|c| format!(" (container {c} starts none on this one)")).unwrap_or_default()
-        ),
+        None => match facts {
+            Some(f) => format!(
+                "port {} of pod {}/{}{} is not a debugger port: use the port the debugger listens on",
+                f.port,
+                f.namespace,
+                f.name,
+                f.container.as_ref().map(|c| format!(" (container {c})")).unwrap_or_default()
+            ),
+            None => format!("{} is not a debugger port: use the port the debugger listens on", addr.port()),
+        },
     };
     stop(Failure::WrongProtocol, format!("{addr} answers, but not as {}: {what}", protocol_name(protocol)), Some(fix))
+}
+
+/// Connected, but the debugger said nothing in time. When the pod's spec
+/// starts no debugger on that port, something else holds it (an HTTP
+/// server waits for a request line that never comes): the wrong protocol.
+pub fn silent(addr: SocketAddr, protocol: Protocol, waited: Duration, facts: Option<&PodFacts>) -> Stop {
+    let what = format!("nothing answered the {} handshake within {} s", protocol_name(protocol), waited.as_secs());
+    match facts {
+        Some(f) if f.debugger.is_none() => wrong_protocol(addr, protocol, &what, facts),
+        _ => stop(
+            Failure::TimedOut,
+            format!("connected to {addr}, but {what}: the debugger is busy, paused, or serving another client"),
+            Some("detach other debuggers, or check the process in the pod".to_owned()),
+        ),
+    }
 }
 
 /// No SYN-ACK in time: a path problem (or a firewall in the pod's way).
@@ -347,7 +367,19 @@ mod tests {
         let s = wrong_protocol(SocketAddr::from(([10, 244, 4, 8], 8080)), Protocol::Jdwp, "not the JDWP handshake: \"HTTP/1.1\"", Some(&web));
         assert_eq!(s.failure, Failure::WrongProtocol);
         assert!(s.message.contains("answers, but not as JDWP: not the JDWP handshake"), "{}", s.message);
-        assert!(s.fix.unwrap_or_default().contains("8080 is not a debugger port"));
+        assert!(s.fix.unwrap_or_default().contains("port 5005 of pod debug/app-1 (container app) is not a debugger port"));
+    }
+
+    #[test]
+    fn silence_is_a_wrong_protocol_only_where_the_spec_starts_no_debugger() {
+        let waited = Duration::from_secs(5);
+        let web = PodFacts { debugger: None, ..facts(Protocol::Jdwp, "*", true, false) };
+        let s = silent(addr(), Protocol::Jdwp, waited, Some(&web));
+        assert_eq!(s.failure, Failure::WrongProtocol, "{}", s.message);
+        assert!(s.message.contains("nothing answered the JDWP handshake within 5 s"), "{}", s.message);
+        let jvm = facts(Protocol::Jdwp, "*", true, false);
+        assert_eq!(silent(addr(), Protocol::Jdwp, waited, Some(&jvm)).failure, Failure::TimedOut);
+        assert_eq!(silent(addr(), Protocol::Jdwp, waited, None).failure, Failure::TimedOut);
     }
 
     #[test]

@@ -410,10 +410,18 @@ impl Run<'_> {
 
     /// The system resolver (getaddrinfo), as the debugger will use it.
     async fn system_resolve(&mut self, target: &Target, host: &str) -> Result<Resolved, Stop> {
-        let lookup = tokio::time::timeout(self.left(), tokio::net::lookup_host((host, target.port))).await;
-        let first = match lookup {
-            Ok(Ok(mut addrs)) => addrs.next(),
-            _ => None,
+        // A session `--connect` just started may need a moment before its
+        // resolver answers (the first query goes through a new relay link).
+        let settle = Instant::now() + if self.started { Duration::from_secs(10) } else { Duration::ZERO };
+        let first = loop {
+            let lookup = tokio::time::timeout(self.left(), tokio::net::lookup_host((host, target.port))).await;
+            match lookup {
+                Ok(Ok(mut addrs)) => break addrs.next(),
+                _ if Instant::now() < settle && !self.left().is_zero() => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                _ => break None,
+            }
         };
         if let Some(address) = first {
             return Ok(Resolved { address, by: format!("the system resolver for {host}") });
@@ -610,15 +618,7 @@ impl Run<'_> {
                 Err(advice::wrong_protocol(addr, protocol, "it reset the connection", facts))
             }
             Ok(Err(e)) => Err(stop(Failure::Internal, format!("talking to {addr}: {e}"), None)),
-            Err(_) => Err(stop(
-                Failure::TimedOut,
-                format!(
-                    "connected to {addr}, but no {} answer within {} s: the debugger is busy, paused, or serving another client",
-                    advice::protocol_name(protocol),
-                    limit.as_secs()
-                ),
-                Some("detach other debuggers, or check the process in the pod".to_owned()),
-            )),
+            Err(_) => Err(advice::silent(addr, protocol, limit, facts)),
         }
     }
 
