@@ -122,7 +122,9 @@ pub fn query_escape(s: &str) -> String {
 /// One line on what the pod spec shows.
 pub fn describe_facts(f: &PodFacts) -> String {
     let debugger = match &f.debugger {
-        Some(d) => format!("{} listening on {}:{} ({})", protocol_name(d.protocol), shown_host(&d.host), d.port, d.source),
+        Some(d) => {
+            format!("{} listening on {}:{} ({})", protocol_name(d.protocol), shown_host(&d.host), d.port, d.source)
+        }
         None => "no debugger on this port in its spec".to_owned(),
     };
     format!(
@@ -152,7 +154,9 @@ pub fn pod_warning(f: &PodFacts) -> Option<String> {
 /// The fix for a debugger that listens on loopback only.
 fn listen_everywhere(p: Protocol, port: u16) -> String {
     match p {
-        Protocol::Jdwp => format!("start the JVM with -agentlib:jdwp=transport=dt_socket,server=y,suspend=n,address=*:{port}"),
+        Protocol::Jdwp => {
+            format!("start the JVM with -agentlib:jdwp=transport=dt_socket,server=y,suspend=n,address=*:{port}")
+        }
         Protocol::NodeInspector => format!("start node with --inspect=0.0.0.0:{port}"),
         Protocol::Delve => format!("start dlv with --listen=:{port} --accept-multiclient"),
         Protocol::Debugpy => format!("start debugpy with --listen 0.0.0.0:{port}"),
@@ -203,7 +207,11 @@ pub fn refused(addr: SocketAddr, facts: Option<&PodFacts>, protocol: Protocol) -
                     protocol_name(d.protocol)
                 )
             } else {
-                format!("nothing listens on {addr}, though pod {pod} starts {} there ({})", protocol_name(d.protocol), d.option)
+                format!(
+                    "nothing listens on {addr}, though pod {pod} starts {} there ({})",
+                    protocol_name(d.protocol),
+                    d.option
+                )
             },
             Some(if single {
                 "detach the other debugger (another IDE window, a colleague), then retry".to_owned()
@@ -236,8 +244,12 @@ pub fn refused(addr: SocketAddr, facts: Option<&PodFacts>, protocol: Protocol) -
 /// Something else answered.
 pub fn wrong_protocol(addr: SocketAddr, protocol: Protocol, what: &str, facts: Option<&PodFacts>) -> Stop {
     let fix = match facts.and_then(|f| f.debugger.as_ref()) {
-        Some(d) if d.protocol != protocol => format!("the pod's spec starts {} on port {}: pass --proto", protocol_name(d.protocol), d.port),
-        Some(_) => "the debugger's port is taken by something else in the pod; check the container's command".to_owned(),
+        Some(d) if d.protocol != protocol => {
+            format!("the pod's spec starts {} on port {}: pass --proto", protocol_name(d.protocol), d.port)
+        }
+        Some(_) => {
+            "the debugger's port is taken by something else in the pod; check the container's command".to_owned()
+        }
         None => match facts {
             Some(f) => format!(
                 "port {} of pod {}/{}{} is not a debugger port: use the port the debugger listens on",
@@ -277,7 +289,10 @@ pub fn connect_timed_out(addr: SocketAddr, way: &Way, facts: Option<&PodFacts>, 
             via(way.via),
             way.cidr,
             way.evidence,
-            facts.filter(|f| !f.ready).map(|f| format!("; pod {}/{} is not ready", f.namespace, f.name)).unwrap_or_default()
+            facts
+                .filter(|f| !f.ready)
+                .map(|f| format!("; pod {}/{} is not ready", f.namespace, f.name))
+                .unwrap_or_default()
         ),
         Some("run `devnet doctor`; a NetworkPolicy may also drop it".to_owned()),
     )
@@ -317,10 +332,30 @@ mod tests {
     fn refusals_are_explained_by_the_spec() {
         // (facts, class, words in the message, words in the fix)
         let table: Vec<(Option<PodFacts>, Failure, &str, &str)> = vec![
-            (Some(facts(Protocol::Jdwp, "", true, false)), Failure::Refused, "listens on localhost (the JDK 9+ default):5005 only", "address=*:5005"),
-            (Some(facts(Protocol::NodeInspector, "127.0.0.1", true, true)), Failure::Refused, "127.0.0.1:5005 only", "--inspect=0.0.0.0:5005"),
-            (Some(facts(Protocol::Jdwp, "*", true, false)), Failure::Refused, "another debugger is probably attached", "detach the other debugger"),
-            (Some(facts(Protocol::Jdwp, "*", false, false)), Failure::NotReady, "not ready", "kubectl describe pod -n debug app-1"),
+            (
+                Some(facts(Protocol::Jdwp, "", true, false)),
+                Failure::Refused,
+                "listens on localhost (the JDK 9+ default):5005 only",
+                "address=*:5005",
+            ),
+            (
+                Some(facts(Protocol::NodeInspector, "127.0.0.1", true, true)),
+                Failure::Refused,
+                "127.0.0.1:5005 only",
+                "--inspect=0.0.0.0:5005",
+            ),
+            (
+                Some(facts(Protocol::Jdwp, "*", true, false)),
+                Failure::Refused,
+                "another debugger is probably attached",
+                "detach the other debugger",
+            ),
+            (
+                Some(facts(Protocol::Jdwp, "*", false, false)),
+                Failure::NotReady,
+                "not ready",
+                "kubectl describe pod -n debug app-1",
+            ),
             (
                 Some(PodFacts { debugger: None, port_declared: false, ..facts(Protocol::Jdwp, "*", true, false) }),
                 Failure::Refused,
@@ -341,7 +376,9 @@ mod tests {
     fn only_safe_probes_run_by_default() {
         let single = facts(Protocol::Delve, "", true, false);
         let multi = facts(Protocol::Delve, "", true, true);
-        assert!(unsafe_to_probe(Protocol::Delve, Some(&single), false).is_some_and(|w| w.contains("--accept-multiclient")));
+        assert!(
+            unsafe_to_probe(Protocol::Delve, Some(&single), false).is_some_and(|w| w.contains("--accept-multiclient"))
+        );
         assert_eq!(unsafe_to_probe(Protocol::Delve, Some(&multi), false), None);
         assert!(unsafe_to_probe(Protocol::Delve, None, false).is_some_and(|w| w.contains("could not be read")));
         assert!(unsafe_to_probe(Protocol::Debugpy, None, false).is_some_and(|w| w.contains("--probe deep")));
@@ -364,10 +401,17 @@ mod tests {
     #[test]
     fn a_wrong_protocol_points_at_the_right_port() {
         let web = PodFacts { debugger: None, ..facts(Protocol::Jdwp, "*", true, false) };
-        let s = wrong_protocol(SocketAddr::from(([10, 244, 4, 8], 8080)), Protocol::Jdwp, "not the JDWP handshake: \"HTTP/1.1\"", Some(&web));
+        let s = wrong_protocol(
+            SocketAddr::from(([10, 244, 4, 8], 8080)),
+            Protocol::Jdwp,
+            "not the JDWP handshake: \"HTTP/1.1\"",
+            Some(&web),
+        );
         assert_eq!(s.failure, Failure::WrongProtocol);
         assert!(s.message.contains("answers, but not as JDWP: not the JDWP handshake"), "{}", s.message);
-        assert!(s.fix.unwrap_or_default().contains("port 5005 of pod debug/app-1 (container app) is not a debugger port"));
+        assert!(
+            s.fix.unwrap_or_default().contains("port 5005 of pod debug/app-1 (container app) is not a debugger port")
+        );
     }
 
     #[test]

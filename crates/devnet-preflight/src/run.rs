@@ -194,8 +194,7 @@ impl Run<'_> {
 
     async fn check(&mut self, target: &Target, report: &mut TargetReport) -> Result<String, Stop> {
         self.step(target, Step::Session, async |run| run.session_step().await).await?;
-        let (addr, pod_hint) =
-            self.step(target, Step::Resolve, async |run| run.resolve_step(target).await).await?;
+        let (addr, pod_hint) = self.step(target, Step::Resolve, async |run| run.resolve_step(target).await).await?;
         report.resolved = Some(addr.clone());
         let way = self.step(target, Step::Path, async |run| run.path_step(target, addr.address.ip()).await).await;
         let way = match way {
@@ -210,18 +209,20 @@ impl Run<'_> {
             && let Some(s) = self.sessions.as_deref().unwrap_or_default().iter().find(|s| s.name == way.session)
             && s.status.state == LinkState::Reconnecting
         {
-            let msg = format!("the relay link is down and reconnecting: {}", s.status.last_error.clone().unwrap_or_default());
+            let msg =
+                format!("the relay link is down and reconnecting: {}", s.status.last_error.clone().unwrap_or_default());
             self.warn(target, report, msg);
         }
         report.way = Some(way.clone());
         let facts = self.step(target, Step::Pod, async |run| run.pod_step(target, &addr, pod_hint).await).await?;
-        if let Some(w) = facts.as_ref().and_then(|f| advice::pod_warning(f)) {
+        if let Some(w) = facts.as_ref().and_then(advice::pod_warning) {
             self.warn(target, report, w);
         }
         report.pod = facts.clone();
         let protocol = advice::protocol(self.opts.protocol, facts.as_ref(), target.port);
         if let Some(why) = advice::unsafe_to_probe(protocol, facts.as_ref(), self.opts.deep) {
-            report.probe = Some(Probed { protocol, probed: false, version: None, note: Some(why.clone()), connect_ms: None });
+            report.probe =
+                Some(Probed { protocol, probed: false, version: None, note: Some(why.clone()), connect_ms: None });
             self.started(target, Step::Probe);
             self.finished(target, Step::Probe, true, format!("not probed: {why}"));
             if let Some(f) = facts.as_ref().filter(|f| !f.ready) {
@@ -239,13 +240,20 @@ impl Run<'_> {
             ));
         }
         let (stream, connect_ms) = self
-            .step(target, Step::Connect, async |run| run.connect_step(addr.address, &way, facts.as_ref(), protocol).await)
+            .step(target, Step::Connect, async |run| {
+                run.connect_step(addr.address, &way, facts.as_ref(), protocol).await
+            })
             .await?;
         let version = self
             .step(target, Step::Probe, async |run| run.probe_step(stream, addr.address, protocol, facts.as_ref()).await)
             .await?;
-        report.probe =
-            Some(Probed { protocol, probed: true, version: Some(version.clone()), note: None, connect_ms: Some(connect_ms) });
+        report.probe = Some(Probed {
+            protocol,
+            probed: true,
+            version: Some(version.clone()),
+            note: None,
+            connect_ms: Some(connect_ms),
+        });
         if protocol == Protocol::NodeInspector && target.by_name() {
             let name = match &target.kind {
                 Kind::Host(h) => h.clone(),
@@ -303,13 +311,13 @@ impl Run<'_> {
         // Its own process group: the IDE's task ending (or Ctrl-C in its
         // terminal) must not end the session the debugger is about to use.
         cmd.stdin(std::process::Stdio::null()).stdout(out).stderr(err).process_group(0);
-        let mut child = cmd.spawn().map_err(|e| {
-            stop(Failure::Internal, format!("cannot start {}: {e}", self.opts.devnet.display()), None)
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| stop(Failure::Internal, format!("cannot start {}: {e}", self.opts.devnet.display()), None))?;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                let last = tail.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").to_owned();
+                let last = tail.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").to_owned();
                 return Err(stop(
                     Failure::NotConnected,
                     format!("`devnet connect --context {context}` exited ({status}): {last}"),
@@ -320,7 +328,10 @@ impl Run<'_> {
                 && let Some(s) = sessions.iter().find(|s| s.name == context)
                 && matches!(s.status.state, LinkState::Connected | LinkState::Direct)
             {
-                return Ok(((), format!("started session {context} (`devnet connect`, pid {}, log {})", child.id(), log.display())));
+                return Ok((
+                    (),
+                    format!("started session {context} (`devnet connect`, pid {}, log {})", child.id(), log.display()),
+                ));
             }
             if self.left().is_zero() {
                 return Err(stop(
@@ -390,13 +401,21 @@ impl Run<'_> {
             .map_err(|e| stop(Failure::Internal, e, None))?;
         let mut pods: Vec<Value> = pods["items"].as_array().cloned().unwrap_or_default();
         pods.retain(|p| p["metadata"]["deletionTimestamp"].is_null());
-        pods.sort_by_key(|p| std::cmp::Reverse(p["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_owned()));
+        pods.sort_by_key(|p| {
+            std::cmp::Reverse(p["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_owned())
+        });
         if let Some(p) = pods.iter().find(|p| podspec::ready(p)) {
             return Ok(p.clone());
         }
         let states: Vec<String> = pods
             .iter()
-            .map(|p| format!("{} {}", p["metadata"]["name"].as_str().unwrap_or("?"), p["status"]["phase"].as_str().unwrap_or("?")))
+            .map(|p| {
+                format!(
+                    "{} {}",
+                    p["metadata"]["name"].as_str().unwrap_or("?"),
+                    p["status"]["phase"].as_str().unwrap_or("?")
+                )
+            })
             .collect();
         Err(stop(
             Failure::NotReady,
@@ -460,7 +479,13 @@ impl Run<'_> {
         let Some((session, verdict)) = hit else {
             let cidrs: Vec<String> = sessions
                 .iter()
-                .map(|s| format!("{}: {}", s.name, s.status.paths.iter().map(|v| v.cidr.to_string()).collect::<Vec<_>>().join(", ")))
+                .map(|s| {
+                    format!(
+                        "{}: {}",
+                        s.name,
+                        s.status.paths.iter().map(|v| v.cidr.to_string()).collect::<Vec<_>>().join(", ")
+                    )
+                })
                 .collect();
             return Err(stop(
                 Failure::NoPath,
@@ -479,7 +504,11 @@ impl Run<'_> {
             transport: (verdict.path == devnet_path::Path::Tunnel).then(|| session.status.transport.clone()).flatten(),
         };
         if verdict.path == devnet_path::Path::Unreachable {
-            return Err(stop(Failure::NoPath, format!("{} has no way: {}", verdict.cidr, verdict.reason), Some("run `devnet doctor`".to_owned())));
+            return Err(stop(
+                Failure::NoPath,
+                format!("{} has no way: {}", verdict.cidr, verdict.reason),
+                Some("run `devnet doctor`".to_owned()),
+            ));
         }
         let message = format!(
             "{} via {} ({}){}",
@@ -493,7 +522,12 @@ impl Run<'_> {
 
     /// The pod behind the address, from the API (never fatal: a user who
     /// may not list pods still gets the probe).
-    async fn pod_step(&mut self, target: &Target, addr: &Resolved, pod: Option<Value>) -> Result<(Option<PodFacts>, String), Stop> {
+    async fn pod_step(
+        &mut self,
+        target: &Target,
+        addr: &Resolved,
+        pod: Option<Value>,
+    ) -> Result<(Option<PodFacts>, String), Stop> {
         let found = match pod {
             Some(p) => Ok(Some((p, target.port))),
             None => self.find_pod(target, addr).await,
@@ -524,9 +558,16 @@ impl Run<'_> {
                     return Ok(Some((p.clone(), target.port)));
                 }
                 let services = self.get("/api/v1/services").await?;
-                services["items"].as_array().into_iter().flatten().find(|s| {
-                    s["spec"]["clusterIPs"].as_array().is_some_and(|ips| ips.iter().any(|i| i.as_str() == Some(&ip.to_string())))
-                }).cloned()
+                services["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|s| {
+                        s["spec"]["clusterIPs"]
+                            .as_array()
+                            .is_some_and(|ips| ips.iter().any(|i| i.as_str() == Some(&ip.to_string())))
+                    })
+                    .cloned()
             }
         };
         let Some(service) = service else { return Ok(None) };
@@ -535,7 +576,9 @@ impl Run<'_> {
         if selector.is_empty() {
             return Ok(None);
         }
-        let pods = self.get(&format!("/api/v1/namespaces/{ns}/pods?labelSelector={}", advice::query_escape(&selector))).await?;
+        let pods = self
+            .get(&format!("/api/v1/namespaces/{ns}/pods?labelSelector={}", advice::query_escape(&selector)))
+            .await?;
         let mut pods: Vec<Value> = pods["items"].as_array().cloned().unwrap_or_default();
         pods.sort_by_key(|p| !podspec::ready(p));
         let Some(pod) = pods.into_iter().next() else { return Ok(None) };

@@ -132,10 +132,8 @@ impl Target {
 /// `NAME.NS.svc` and `NAME.NS.svc.<domain>`.
 pub fn service_of_host(host: &str, cluster_domain: &str) -> Option<(String, String)> {
     let host = host.strip_suffix('.').unwrap_or(host);
-    let rest = host
-        .strip_suffix(&format!(".svc.{cluster_domain}"))
-        .or_else(|| host.strip_suffix(".svc"))
-        .unwrap_or(host);
+    let rest =
+        host.strip_suffix(&format!(".svc.{cluster_domain}")).or_else(|| host.strip_suffix(".svc")).unwrap_or(host);
     let (name, ns) = rest.split_once('.')?;
     (is_dns_label(name) && is_dns_label(ns)).then(|| (name.to_owned(), ns.to_owned()))
 }
