@@ -38,6 +38,7 @@ impl KubeArgs {
             kubeconfig: self.kubeconfig.clone(),
             context: self.context.clone(),
             invoking_user: if crate::is_root() { InvokingUser::from_sudo() } else { None },
+            non_interactive: false,
         }
     }
 

@@ -96,7 +96,9 @@ pub async fn run(args: PreflightArgs, socket: PathBuf) -> u8 {
     };
     let opts = Options {
         targets,
-        cluster: args.kube.options(),
+        // An IDE runs this without a terminal: an exec plugin must not wait
+        // for a password nobody can type.
+        cluster: devnet_kube::ClusterOptions { non_interactive: true, ..args.kube.options() },
         namespace: args.namespace,
         protocol: match args.proto {
             Proto::Auto => None,
@@ -119,7 +121,11 @@ pub async fn run(args: PreflightArgs, socket: PathBuf) -> u8 {
         }
         match event {
             Progress::Finished { target, step, ok, message } => {
-                eprintln!("devnet preflight: {target}: {} {}: {message}", if ok { "ok  " } else { "FAIL" }, step_name(step));
+                eprintln!(
+                    "devnet preflight: {target}: {} {}: {message}",
+                    if ok { "ok  " } else { "FAIL" },
+                    step_name(step)
+                );
             }
             Progress::Warning { target, message } => eprintln!("devnet preflight: {target}: warning: {message}"),
             Progress::Started { .. } | Progress::Report(_) => {}

@@ -48,6 +48,24 @@ pub struct ClusterOptions {
     pub context: Option<String>,
     /// Run exec plugins as this user (None: as ourselves).
     pub invoking_user: Option<InvokingUser>,
+    /// Never let an exec plugin ask the person anything (IDE preflights run
+    /// without a terminal): its stdin is closed and it is told so.
+    pub non_interactive: bool,
+}
+
+/// Makes the exec plugin of `context`'s user non-interactive
+/// (`interactiveMode: Never`): kube then closes its stdin and sets
+/// `spec.interactive: false` in `KUBERNETES_EXEC_INFO`.
+pub fn never_interactive(kc: &mut Kubeconfig, context: &str) {
+    let user = kc.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.as_ref()?.user.clone());
+    if let Some(exec) = kc
+        .auth_infos
+        .iter_mut()
+        .find(|a| Some(&a.name) == user.as_ref())
+        .and_then(|a| a.auth_info.as_mut()?.exec.as_mut())
+    {
+        exec.interactive_mode = Some(kube::config::ExecInteractiveMode::Never);
+    }
 }
 
 /// A cluster problem, worded for the person at the keyboard.
@@ -165,6 +183,9 @@ impl Cluster {
                 let token = run_exec_plugin(&exec, Some(invoking))?;
                 auth.token = Some(token.into());
             }
+        }
+        if opts.non_interactive {
+            never_interactive(&mut kc, &context);
         }
         let options = KubeConfigOptions { context: Some(context.clone()), ..Default::default() };
         let config = kube::Config::from_custom_kubeconfig(kc, &options)
@@ -451,6 +472,32 @@ pub fn describe_kubeconfig(opts: &ClusterOptions) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn never_interactive_touches_only_the_contexts_user() {
+        let yaml = r#"
+apiVersion: v1
+kind: Config
+contexts:
+- {name: dev, context: {cluster: c, user: sso}}
+- {name: other, context: {cluster: c, user: other}}
+users:
+- name: sso
+  user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: sso-login, interactiveMode: IfAvailable}}
+- name: other
+  user: {exec: {apiVersion: client.authentication.k8s.io/v1, command: other-login, interactiveMode: Always}}
+"#;
+        let mut kc = Kubeconfig::from_yaml(yaml).unwrap_or_default();
+        never_interactive(&mut kc, "dev");
+        let mode = |name: &str| {
+            kc.auth_infos
+                .iter()
+                .find(|a| a.name == name)
+                .and_then(|a| a.auth_info.as_ref()?.exec.as_ref()?.interactive_mode.clone())
+        };
+        assert_eq!(mode("sso"), Some(kube::config::ExecInteractiveMode::Never));
+        assert_eq!(mode("other"), Some(kube::config::ExecInteractiveMode::Always));
+    }
 
     #[test]
     fn a_missing_object_is_not_an_unserved_api() {
