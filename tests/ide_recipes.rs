@@ -1,0 +1,1213 @@
+//! The IDE recipes in docs/ide are valid for the IDEs that read them, without
+//! an IDE, a lab or root:
+//!
+//! - VS Code's `tasks.json` and `launch.json` pass the JSON schemas VS Code
+//!   validates them against (vendored in tests/fixtures/ide-schemas with
+//!   their sources), checked by the small JSON-schema checker below;
+//! - every `preLaunchTask` names a task, every `${input:X}` has its input,
+//!   and each launch configuration attaches to the name and port its
+//!   preflight task checked;
+//! - the JetBrains External Tools file and run configurations are
+//!   well-formed XML of the shape the IDE reads, and each run
+//!   configuration's before-launch tool exists.
+//!
+//! The negative tests mutate a recipe and expect the checks to refuse it, so a
+//! checker that passes everything fails here. The preflight commands
+//! themselves run against real debuggers in tests/lab_preflight.rs
+//! (`preflight_15_the_ide_recipes_run_as_written`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use devnet_lab::jsonc;
+use serde_json::{Value, json};
+
+type Res<T = ()> = Result<T, String>;
+
+/// A preflight target: kind (`svc`, `pod`, `deploy`), name and port.
+type Target = (String, String, u16);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(rel: &str) -> Res<String> {
+    std::fs::read_to_string(repo().join(rel)).map_err(|e| format!("{rel}: {e}"))
+}
+
+fn read_jsonc(rel: &str) -> Res<Value> {
+    serde_json::from_str(&jsonc::strip(&read(rel)?)).map_err(|e| format!("{rel}: {e}"))
+}
+
+/// A vendored schema file: `{"$comment", "x-source", "schema"}`.
+fn fixture(name: &str) -> Res<Value> {
+    let rel = format!("tests/fixtures/ide-schemas/{name}");
+    let doc: Value = serde_json::from_str(&read(&rel)?).map_err(|e| format!("{rel}: {e}"))?;
+    let sources = match &doc["x-source"] {
+        Value::Array(a) => a.clone(),
+        one => vec![one.clone()],
+    };
+    for s in &sources {
+        let commit = s["commit"].as_str().unwrap_or_default();
+        if s["repository"].as_str().is_none_or(str::is_empty)
+            || s["path"].as_str().is_none_or(str::is_empty)
+            || commit.len() != 40
+            || !commit.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(format!("{rel}: every x-source needs a repository, a path and a 40-hex commit: {s}"));
+        }
+    }
+    doc.get("schema").cloned().ok_or(format!("{rel}: no \"schema\""))
+}
+
+// ---------------------------------------------------------------------------
+// A small JSON-schema checker: the keywords the vendored schemas use, and an
+// error for any other keyword it meets (so nothing is skipped silently).
+
+/// Keywords that only annotate.
+const ANNOTATIONS: [&str; 5] = ["$comment", "description", "title", "default", "definitions"];
+
+/// Checks `value` against `schema`; `root` holds `definitions` for `$ref`.
+/// Returns every problem, each with the JSON path where it is.
+fn validate(root: &Value, schema: &Value, value: &Value) -> Vec<String> {
+    let mut errors = Vec::new();
+    check(root, schema, value, "$", &mut errors);
+    errors
+}
+
+fn check(root: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+    let map = match schema {
+        Value::Bool(true) => return,
+        Value::Bool(false) => return errors.push(format!("{at}: not allowed here")),
+        Value::Object(m) => m,
+        other => return errors.push(format!("{at}: the schema here is not an object: {other}")),
+    };
+    for (keyword, arg) in map {
+        match keyword.as_str() {
+            "$ref" => match resolve(root, arg) {
+                Ok(target) => check(root, target, value, at, errors),
+                Err(e) => errors.push(format!("{at}: {e}")),
+            },
+            "type" => {
+                let wanted: Vec<&str> = match arg {
+                    Value::String(t) => vec![t.as_str()],
+                    Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+                    _ => vec![],
+                };
+                if !wanted.iter().any(|t| has_type(value, t)) {
+                    errors.push(format!("{at}: {} is not of type {}", brief(value), wanted.join(" or ")));
+                }
+            }
+            "enum" => {
+                if !arg.as_array().is_some_and(|options| options.contains(value)) {
+                    errors.push(format!("{at}: {} is not one of {arg}", brief(value)));
+                }
+            }
+            "const" => {
+                if arg != value {
+                    errors.push(format!("{at}: {} is not {arg}", brief(value)));
+                }
+            }
+            "required" => {
+                if let Some(object) = value.as_object() {
+                    for name in arg.as_array().into_iter().flatten().filter_map(Value::as_str) {
+                        if !object.contains_key(name) {
+                            errors.push(format!("{at}: the required property \"{name}\" is missing"));
+                        }
+                    }
+                }
+            }
+            "properties" => {
+                if let (Some(object), Some(props)) = (value.as_object(), arg.as_object()) {
+                    for (name, sub) in props {
+                        if let Some(v) = object.get(name) {
+                            check(root, sub, v, &format!("{at}.{name}"), errors);
+                        }
+                    }
+                }
+            }
+            "additionalProperties" => {
+                if let Some(object) = value.as_object() {
+                    let known = map.get("properties").and_then(Value::as_object);
+                    for (name, v) in object {
+                        if known.is_some_and(|k| k.contains_key(name)) {
+                            continue;
+                        }
+                        if arg == &Value::Bool(false) {
+                            errors.push(format!("{at}: the property \"{name}\" is not allowed"));
+                        } else {
+                            check(root, arg, v, &format!("{at}.{name}"), errors);
+                        }
+                    }
+                }
+            }
+            "items" => {
+                if let Some(items) = value.as_array() {
+                    for (i, item) in items.iter().enumerate() {
+                        check(root, arg, item, &format!("{at}[{i}]"), errors);
+                    }
+                }
+            }
+            "uniqueItems" => {
+                if arg == &Value::Bool(true)
+                    && let Some(items) = value.as_array()
+                    && items.iter().enumerate().any(|(i, a)| items[..i].contains(a))
+                {
+                    errors.push(format!("{at}: the items are not unique"));
+                }
+            }
+            "minimum" => {
+                if let (Some(v), Some(min)) = (value.as_f64(), arg.as_f64())
+                    && v < min
+                {
+                    errors.push(format!("{at}: {v} is less than {min}"));
+                }
+            }
+            "pattern" => {
+                if let Some(s) = value.as_str() {
+                    match regex::Regex::new(&js_pattern(arg.as_str().unwrap_or_default())) {
+                        Ok(re) if re.is_match(s) => {}
+                        Ok(_) => errors.push(format!("{at}: {s:?} does not match {arg}")),
+                        Err(e) => errors.push(format!("{at}: the schema's pattern {arg} does not compile: {e}")),
+                    }
+                }
+            }
+            "allOf" => {
+                for sub in arg.as_array().into_iter().flatten() {
+                    check(root, sub, value, at, errors);
+                }
+            }
+            "anyOf" | "oneOf" => {
+                let branches: Vec<Vec<String>> =
+                    arg.as_array().into_iter().flatten().map(|sub| validate_at(root, sub, value, at)).collect();
+                let passed = branches.iter().filter(|e| e.is_empty()).count();
+                if passed == 0 {
+                    // The closest alternatives say most (for a launch
+                    // configuration: the debugger whose "type" it names).
+                    let fewest = branches.iter().map(Vec::len).min().unwrap_or(0);
+                    let why: Vec<String> = branches
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, e)| e.len() == fewest)
+                        .map(|(i, e)| format!("#{i}: {}", e.join("; ")))
+                        .collect();
+                    errors.push(format!(
+                        "{at}: {} matches none of the {} {keyword} alternatives; the closest: {}",
+                        brief(value),
+                        branches.len(),
+                        why.join(" | ")
+                    ));
+                } else if keyword == "oneOf" && passed > 1 {
+                    errors.push(format!("{at}: {} matches {passed} of the oneOf alternatives, not one", brief(value)));
+                }
+            }
+            k if ANNOTATIONS.contains(&k) => {}
+            other => errors.push(format!("{at}: the checker does not implement the schema keyword \"{other}\"")),
+        }
+    }
+}
+
+/// A JavaScript pattern (what VS Code runs) for Rust's regex: JavaScript
+/// reads a `{` that starts no `{n}`, `{n,}` or `{n,m}` as a literal brace
+/// (js-debug's `^\${.*}$`), Rust refuses it.
+fn js_pattern(js: &str) -> String {
+    let chars: Vec<char> = js.chars().collect();
+    let mut out = String::new();
+    let (mut i, mut in_class, mut open) = (0, false, false);
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\\' => {
+                out.push(c);
+                if let Some(n) = chars.get(i + 1) {
+                    out.push(*n);
+                    i += 1;
+                }
+            }
+            '[' if !in_class => {
+                in_class = true;
+                out.push(c);
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(c);
+            }
+            '{' if !in_class => {
+                let rest: String = chars[i + 1..].iter().take_while(|c| **c != '}').collect();
+                let quantifier = chars.len() > i + 1 + rest.len()
+                    && !rest.is_empty()
+                    && rest.split(',').count() <= 2
+                    && rest.split(',').next().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                    && rest.split(',').nth(1).is_none_or(|m| m.bytes().all(|b| b.is_ascii_digit()));
+                open = quantifier;
+                out.push_str(if quantifier { "{" } else { "\\{" });
+            }
+            '}' if !in_class => {
+                out.push_str(if open { "}" } else { "\\}" });
+                open = false;
+            }
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn validate_at(root: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    check(root, schema, value, at, &mut errors);
+    errors
+}
+
+fn resolve<'a>(root: &'a Value, reference: &Value) -> Res<&'a Value> {
+    let r = reference.as_str().unwrap_or_default();
+    let name = r.strip_prefix("#/definitions/").ok_or(format!("only #/definitions/ references are supported: {r}"))?;
+    root.get("definitions").and_then(|d| d.get(name)).ok_or(format!("{r} is not defined"))
+}
+
+fn has_type(value: &Value, t: &str) -> bool {
+    match t {
+        "null" => value.is_null(),
+        "boolean" => value.is_boolean(),
+        "string" => value.is_string(),
+        "array" => value.is_array(),
+        "object" => value.is_object(),
+        "number" => value.is_number(),
+        "integer" => value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0),
+        _ => false,
+    }
+}
+
+fn brief(value: &Value) -> String {
+    let s = value.to_string();
+    if s.len() > 60 { format!("{}…", &s[..s.char_indices().nth(57).map_or(s.len(), |(i, _)| i)]) } else { s }
+}
+
+// ---------------------------------------------------------------------------
+// VS Code: the schemas, composed as VS Code composes them.
+
+/// The tasks.json schema, with its definitions at the root.
+fn tasks_schema() -> Res<Value> {
+    fixture("vscode-tasks.schema.json")
+}
+
+/// The launch.json schema: VS Code's own, with `configurations` items oneOf
+/// every debugger's attach schema as `Debugger.getSchemaAttributes` builds it.
+fn launch_schema() -> Res<Value> {
+    let mut launch = fixture("vscode-launch.schema.json")?;
+    let common = launch["definitions"]["debuggerCommon"].clone();
+    let mut alternatives = Vec::new();
+    for debugger in ["java", "go", "debugpy", "node"] {
+        let mut attach = fixture(&format!("{debugger}.attach.schema.json"))?;
+        let own_required: Vec<Value> = attach["required"].as_array().cloned().unwrap_or_default();
+        let mut required: Vec<Value> = common["required"].as_array().cloned().unwrap_or_default();
+        required.extend(own_required);
+        let props = attach["properties"].as_object().cloned().unwrap_or_default();
+        let mut props: serde_json::Map<String, Value> = props;
+        for (k, v) in common["properties"].as_object().into_iter().flatten() {
+            props.insert(k.clone(), v.clone());
+        }
+        props.insert("type".into(), json!({ "enum": [debugger] }));
+        props.insert("request".into(), json!({ "enum": ["attach"] }));
+        attach["type"] = json!("object");
+        attach["required"] = Value::Array(required);
+        attach["additionalProperties"] = json!(false);
+        attach["properties"] = Value::Object(props);
+        alternatives.push(attach);
+    }
+    launch["properties"]["configurations"]["items"] = json!({ "type": "object", "oneOf": alternatives });
+    Ok(launch)
+}
+
+fn schema_errors(schema: &Value, doc: &Value) -> Res {
+    let errors = validate(schema, schema, doc);
+    if errors.is_empty() { Ok(()) } else { Err(errors.join("\n")) }
+}
+
+/// Every `${input:X}` in the document's strings.
+fn input_refs(doc: &Value, out: &mut BTreeSet<String>) {
+    match doc {
+        Value::String(s) => {
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find("${input:") {
+                let after = &rest[i + "${input:".len()..];
+                let end = after.find('}').unwrap_or(after.len());
+                out.insert(after[..end].to_owned());
+                rest = &after[end..];
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| input_refs(v, out)),
+        Value::Object(o) => o.values().for_each(|v| input_refs(v, out)),
+        _ => {}
+    }
+}
+
+/// Each `${input:X}` used has an input with id X in the same file.
+fn inputs_defined(doc: &Value) -> Res {
+    let mut used = BTreeSet::new();
+    input_refs(&doc["configurations"], &mut used);
+    input_refs(&doc["tasks"], &mut used);
+    let defined: BTreeSet<String> =
+        doc["inputs"].as_array().into_iter().flatten().filter_map(|i| i["id"].as_str()).map(str::to_owned).collect();
+    let missing: Vec<&String> = used.difference(&defined).collect();
+    if missing.is_empty() { Ok(()) } else { Err(format!("${{input:…}} without an input: {missing:?}")) }
+}
+
+/// The target of `preflight … KIND/NAME:PORT`, e.g. ("svc", "jvm", 5005).
+fn target_of(args: &[&str]) -> Res<Target> {
+    let target = args.last().ok_or("no target")?;
+    let (head, port) = target.rsplit_once(':').ok_or(format!("{target}: no :PORT"))?;
+    let port: u16 = port.parse().map_err(|_| format!("{target}: bad port"))?;
+    let (kind, name) = head.split_once('/').ok_or(format!("{target}: not KIND/NAME:PORT"))?;
+    if !["svc", "pod", "deploy"].contains(&kind) || name.is_empty() || name.contains('.') {
+        return Err(format!("{target}: the recipes name svc/, pod/ or deploy/ targets in the -n namespace"));
+    }
+    Ok((kind.to_owned(), name.to_owned(), port))
+}
+
+/// The flags `devnet preflight --help` lists (those taking a value marked).
+const PREFLIGHT_FLAGS: [(&str, bool); 10] = [
+    ("--context", true),
+    ("--kubeconfig", true),
+    ("-n", true),
+    ("--namespace", true),
+    ("--proto", true),
+    ("--probe", true),
+    ("--connect", false),
+    ("--timeout", true),
+    ("--json", false),
+    ("--progress", false),
+];
+
+/// `preflight [flags] TARGET`: known flags, each value given, one target last.
+fn preflight_args(args: &[&str]) -> Res<Target> {
+    if args.first() != Some(&"preflight") {
+        return Err(format!("{args:?} does not start with preflight"));
+    }
+    let mut i = 1;
+    while i + 1 < args.len() {
+        let flag = args[i];
+        let (_, takes) =
+            PREFLIGHT_FLAGS.iter().find(|(f, _)| *f == flag).ok_or(format!("{args:?}: unknown flag {flag}"))?;
+        i += if *takes { 2 } else { 1 };
+    }
+    if i != args.len() - 1 {
+        return Err(format!("{args:?}: a flag's value is missing or the target is not last"));
+    }
+    target_of(args)
+}
+
+/// The preflight tasks: label → args.
+fn preflight_tasks(tasks: &Value) -> Res<BTreeMap<String, Vec<String>>> {
+    let mut out = BTreeMap::new();
+    for task in tasks["tasks"].as_array().into_iter().flatten() {
+        let args: Vec<String> =
+            task["args"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
+        if task["command"] != "devnet" || args.first().map(String::as_str) != Some("preflight") {
+            continue;
+        }
+        let label = task["label"].as_str().ok_or("a preflight task without a label")?.to_owned();
+        if out.insert(label.clone(), args).is_some() {
+            return Err(format!("two tasks are labelled {label:?}"));
+        }
+    }
+    Ok(out)
+}
+
+/// The checks on tasks.json beyond its schema: the preflight tasks are
+/// processes running `devnet preflight` with known flags and only the inputs
+/// the lab fills in.
+fn tasks_sound(tasks: &Value) -> Res {
+    inputs_defined(tasks)?;
+    let preflights = preflight_tasks(tasks)?;
+    if preflights.len() < 4 {
+        return Err(format!("{} preflight tasks; Java, Go, Python and Node each need one", preflights.len()));
+    }
+    for (label, args) in &preflights {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        preflight_args(&args).map_err(|e| format!("task {label:?}: {e}"))?;
+        for a in &args {
+            let vars = a.matches("${").count();
+            let allowed = a.matches("${input:context}").count() + a.matches("${input:namespace}").count();
+            if vars != allowed {
+                return Err(format!("task {label:?}: {a:?} has a variable the lab does not fill in"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The host a launch configuration attaches to.
+fn launch_host(config: &Value) -> Option<&str> {
+    ["hostName", "host", "address"]
+        .iter()
+        .find_map(|k| config[*k].as_str())
+        .or_else(|| config["connect"]["host"].as_str())
+}
+
+fn launch_port(config: &Value) -> Option<u64> {
+    config["port"].as_u64().or_else(|| config["connect"]["port"].as_u64())
+}
+
+/// launch.json against tasks.json: every preLaunchTask is a task, and the
+/// configuration attaches to the name and port its preflight checked.
+fn launch_matches_tasks(launch: &Value, tasks: &Value) -> Res {
+    inputs_defined(launch)?;
+    let labels: BTreeSet<&str> =
+        tasks["tasks"].as_array().into_iter().flatten().filter_map(|t| t["label"].as_str()).collect();
+    let preflights = preflight_tasks(tasks)?;
+    let configs = launch["configurations"].as_array().ok_or("no configurations")?;
+    if configs.len() < 4 {
+        return Err(format!("{} configurations; Java, Go, Python and Node each need one", configs.len()));
+    }
+    for c in configs {
+        let name = c["name"].as_str().unwrap_or("?");
+        let task = c["preLaunchTask"].as_str().ok_or(format!("{name:?} has no preLaunchTask"))?;
+        if !labels.contains(task) {
+            return Err(format!("{name:?}: its preLaunchTask {task:?} is not a task in tasks.json ({labels:?})"));
+        }
+        let args = preflights.get(task).ok_or(format!("{name:?}: {task:?} does not run devnet preflight"))?;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (_, target, port) = preflight_args(&args)?;
+        let host = launch_host(c).ok_or(format!("{name:?}: no host"))?;
+        if host.split('.').next() != Some(target.as_str()) || launch_port(c) != Some(u64::from(port)) {
+            return Err(format!(
+                "{name:?} attaches to {host}:{:?}, but {task:?} checks {target}:{port}",
+                launch_port(c)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn tasks_doc() -> Res<Value> {
+    read_jsonc("docs/ide/vscode/tasks.json")
+}
+
+fn launch_doc() -> Res<Value> {
+    read_jsonc("docs/ide/vscode/launch.json")
+}
+
+/// The checks refuse it, saying `because` (and not because the checker
+/// could not read its own schema).
+fn expect_refused(what: &str, because: &str, result: Res) -> Res {
+    match result {
+        Err(e)
+            if e.contains("does not implement") || e.contains("does not compile") || e.contains("is not defined") =>
+        {
+            Err(format!("{what}: refused, but for a fault in the schema or the checker: {e}"))
+        }
+        Err(e) if e.contains(because) => Ok(()),
+        Err(e) => Err(format!("{what}: refused, but without saying {because:?}: {e}")),
+        Ok(()) => Err(format!("{what} passed the checks")),
+    }
+}
+
+fn config_of<'a>(launch: &'a mut Value, debugger: &str) -> Res<&'a mut Value> {
+    launch["configurations"]
+        .as_array_mut()
+        .and_then(|cs| cs.iter_mut().find(|c| c["type"] == debugger))
+        .ok_or(format!("no {debugger} configuration"))
+}
+
+#[test]
+fn tasks_json_passes_vs_codes_task_schema() -> Res {
+    schema_errors(&tasks_schema()?, &tasks_doc()?)
+}
+
+#[test]
+fn tasks_json_runs_devnet_preflight_with_the_labs_inputs_only() -> Res {
+    let tasks = tasks_doc()?;
+    tasks_sound(&tasks)?;
+    for task in tasks["tasks"].as_array().into_iter().flatten() {
+        if task["type"] != "process" || task["problemMatcher"] != json!([]) {
+            return Err(format!("{}: wanted a process task with \"problemMatcher\": []", task["label"]));
+        }
+        if !matches!(task["presentation"]["reveal"].as_str(), Some("silent" | "always")) {
+            return Err(format!("{}: the terminal must show up when preflight fails", task["label"]));
+        }
+    }
+    Ok(())
+}
+
+/// tests/lab_preflight.rs reads tasks.json with whole-line `//` comments
+/// removed (until it uses `jsonc::strip`): that must parse too.
+#[test]
+fn tasks_json_parses_with_whole_line_comments_removed() -> Res {
+    let text = read("docs/ide/vscode/tasks.json")?;
+    let plain: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+    let doc: Value = serde_json::from_str(&plain).map_err(|e| format!("tasks.json without its comment lines: {e}"))?;
+    if doc != tasks_doc()? {
+        return Err("tasks.json reads differently with only whole-line comments removed".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn launch_json_passes_each_debuggers_attach_schema() -> Res {
+    let launch = launch_doc()?;
+    let schema = launch_schema()?;
+    schema_errors(&schema, &launch)?;
+    let types: BTreeSet<&str> =
+        launch["configurations"].as_array().into_iter().flatten().filter_map(|c| c["type"].as_str()).collect();
+    if types != BTreeSet::from(["java", "go", "debugpy", "node"]) {
+        return Err(format!("wanted one configuration per debugger, got {types:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn launch_json_prelaunch_tasks_and_inputs_resolve() -> Res {
+    launch_matches_tasks(&launch_doc()?, &tasks_doc()?)
+}
+
+#[test]
+fn the_checks_refuse_broken_launch_configurations() -> Res {
+    let schema = launch_schema()?;
+    let tasks = tasks_doc()?;
+    let base = launch_doc()?;
+    type Mutation = fn(&mut Value) -> Res;
+    let mutations: [(&str, &str, Mutation); 9] = [
+        (
+            "debugpy without connect.port",
+            "$.configurations[2].connect: the required property \"port\" is missing",
+            |l| {
+                config_of(l, "debugpy")?["connect"].as_object_mut().ok_or("no connect")?.remove("port");
+                Ok(())
+            },
+        ),
+        ("go with the port as a string", "$.configurations[1].port: \"2345\" is not of type number", |l| {
+            config_of(l, "go")?["port"] = json!("2345");
+            Ok(())
+        }),
+        ("node with the port as a plain string", "\"9229\" does not match", |l| {
+            config_of(l, "node")?["port"] = json!("9229");
+            Ok(())
+        }),
+        ("java with a misspelt hostname", "the property \"hostname\" is not allowed", |l| {
+            let c = config_of(l, "java")?.as_object_mut().ok_or("not an object")?;
+            let host = c.remove("hostName").ok_or("no hostName")?;
+            c.insert("hostname".into(), host);
+            Ok(())
+        }),
+        ("a configuration without a name", "the required property \"name\" is missing", |l| {
+            config_of(l, "java")?.as_object_mut().ok_or("not an object")?.remove("name");
+            Ok(())
+        }),
+        ("go with an unknown mode", "$.configurations[1].mode: \"tunnel\" is not one of", |l| {
+            config_of(l, "go")?["mode"] = json!("tunnel");
+            Ok(())
+        }),
+        ("an unknown debugger type", "\"node2\" is not one of [\"node\"]", |l| {
+            config_of(l, "node")?["type"] = json!("node2");
+            Ok(())
+        }),
+        ("a preLaunchTask that is no task", "is not a task in tasks.json", |l| {
+            config_of(l, "java")?["preLaunchTask"] = json!("devnet preflight: jvm");
+            Ok(())
+        }),
+        ("an input that is not defined", "without an input: [\"ns\"]", |l| {
+            config_of(l, "go")?["host"] = json!("go.${input:ns}");
+            Ok(())
+        }),
+    ];
+    for (what, because, mutate) in mutations {
+        let mut launch = base.clone();
+        mutate(&mut launch)?;
+        expect_refused(
+            what,
+            because,
+            schema_errors(&schema, &launch).and_then(|()| launch_matches_tasks(&launch, &tasks)),
+        )?;
+    }
+    // The port the debugger uses must be the one preflight checked.
+    let mut moved = base.clone();
+    config_of(&mut moved, "java")?["port"] = json!(5006);
+    expect_refused(
+        "java attaching to another port than its preflight",
+        "but \"devnet preflight: java\" checks jvm:5005",
+        launch_matches_tasks(&moved, &tasks),
+    )
+}
+
+#[test]
+fn the_checks_refuse_broken_tasks() -> Res {
+    let schema = tasks_schema()?;
+    let base = tasks_doc()?;
+    type Mutation = fn(&mut Value) -> Res;
+    let mutations: [(&str, &str, Mutation); 9] = [
+        ("an unknown task type", "\"bogus\" is not one of [\"process\"]", |t| {
+            t["tasks"][0]["type"] = json!("bogus");
+            Ok(())
+        }),
+        ("a process task without a command", "the required property \"command\" is missing", |t| {
+            t["tasks"][0].as_object_mut().ok_or("no task")?.remove("command");
+            Ok(())
+        }),
+        ("a task without a label", "the required property \"label\" is missing", |t| {
+            t["tasks"][1].as_object_mut().ok_or("no task")?.remove("label");
+            Ok(())
+        }),
+        ("an argument that is a number", "$.tasks[0].args[7]: 5005 is not of type string", |t| {
+            t["tasks"][0]["args"].as_array_mut().ok_or("no args")?.push(json!(5005));
+            Ok(())
+        }),
+        ("a presentation key VS Code does not know", "the property \"revealOn\" is not allowed", |t| {
+            t["tasks"][0]["presentation"]["revealOn"] = json!("failure");
+            Ok(())
+        }),
+        ("another file version", "$.version: \"0.1.0\" is not one of [\"2.0.0\"]", |t| {
+            t["version"] = json!("0.1.0");
+            Ok(())
+        }),
+        ("a promptString without a description", "the required property \"description\" is missing", |t| {
+            t["inputs"][0].as_object_mut().ok_or("no input")?.remove("description");
+            Ok(())
+        }),
+        ("a variable the lab does not fill in", "has a variable the lab does not fill in", |t| {
+            t["tasks"][0]["args"][2] = json!("${config:devnet.context}");
+            Ok(())
+        }),
+        ("an unknown preflight flag", "unknown flag --wait", |t| {
+            t["tasks"][0]["args"].as_array_mut().ok_or("no args")?.insert(1, json!("--wait"));
+            Ok(())
+        }),
+    ];
+    for (what, because, mutate) in mutations {
+        let mut tasks = base.clone();
+        mutate(&mut tasks)?;
+        expect_refused(what, because, schema_errors(&schema, &tasks).and_then(|()| tasks_sound(&tasks)))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_schema_checker_covers_its_keywords() -> Res {
+    let schema = json!({
+        "type": "object",
+        "required": ["a"],
+        "additionalProperties": false,
+        "properties": {
+            "a": {"type": "integer", "minimum": 1},
+            "b": {"enum": ["x", "y"]},
+            "c": {"type": "array", "items": {"type": "string"}, "uniqueItems": true},
+            "d": {"oneOf": [{"type": "number"}, {"type": "integer"}]},
+            "e": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": "^\\${.*}$"}]},
+            "f": {"$ref": "#/definitions/f"},
+            "g": {"type": ["boolean", "string"]}
+        },
+        "definitions": {"f": {"type": "object", "required": ["z"]}}
+    });
+    let ok = json!({"a": 2, "b": "x", "c": ["p", "q"], "d": 1.5, "e": "${input:x}", "f": {"z": 0}, "g": true});
+    let errors = validate(&schema, &schema, &ok);
+    if !errors.is_empty() {
+        return Err(format!("a valid document was refused: {errors:?}"));
+    }
+    let bad = [
+        json!({}),
+        json!({"a": 1.5}),
+        json!({"a": 0}),
+        json!({"a": 1, "b": "z"}),
+        json!({"a": 1, "c": ["p", 3]}),
+        json!({"a": 1, "c": ["p", "p"]}),
+        json!({"a": 1, "d": 2}),
+        json!({"a": 1, "d": "2"}),
+        json!({"a": 1, "e": "5005"}),
+        json!({"a": 1, "f": {}}),
+        json!({"a": 1, "g": 0}),
+        json!({"a": 1, "h": 0}),
+    ];
+    for doc in bad {
+        if validate(&schema, &schema, &doc).is_empty() {
+            return Err(format!("{doc} passed"));
+        }
+    }
+    for (js, rust) in [("^\\${.*}$", "^\\$\\{.*\\}$"), ("a{2,3}[{]", "a{2,3}[{]"), ("x{,2}", "x\\{,2\\}")] {
+        if js_pattern(js) != rust {
+            return Err(format!("{js} became {}, not {rust}", js_pattern(js)));
+        }
+    }
+    // A keyword the checker does not implement is an error, not a pass.
+    let unknown = json!({"type": "string", "maxLength": 3});
+    if validate(&unknown, &unknown, &json!("abcdef")).iter().all(|e| !e.contains("maxLength")) {
+        return Err("an unimplemented keyword passed silently".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn the_vendored_schemas_name_their_sources() -> Res {
+    for name in [
+        "java.attach.schema.json",
+        "go.attach.schema.json",
+        "debugpy.attach.schema.json",
+        "node.attach.schema.json",
+        "vscode-tasks.schema.json",
+        "vscode-launch.schema.json",
+    ] {
+        let schema = fixture(name)?;
+        if !schema.is_object() {
+            return Err(format!("{name}: the schema is not an object"));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// JetBrains: a tiny XML reader (well-formedness, elements and attributes).
+
+#[derive(Debug, Clone, PartialEq)]
+struct Element {
+    name: String,
+    attrs: Vec<(String, String)>,
+    children: Vec<Element>,
+}
+
+impl Element {
+    fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+        self.children.iter().filter(move |c| c.name == name)
+    }
+
+    /// `<option name=NAME value=…/>` among the children.
+    fn option(&self, name: &str) -> Option<&Element> {
+        self.all("option").find(|o| o.attr("name") == Some(name))
+    }
+}
+
+struct Xml<'a> {
+    s: &'a str,
+    i: usize,
+}
+
+/// Parses a whole document: an optional declaration, comments, one root.
+fn parse_xml(text: &str) -> Res<Element> {
+    let mut p = Xml { s: text, i: 0 };
+    p.skip_bom();
+    if p.rest().starts_with("<?xml") {
+        let end = p.rest().find("?>").ok_or("unterminated XML declaration")?;
+        p.i += end + 2;
+    }
+    p.misc()?;
+    let root = p.element()?;
+    p.misc()?;
+    if p.i != p.s.len() {
+        return Err(format!("content after the root element at byte {}", p.i));
+    }
+    Ok(root)
+}
+
+impl Xml<'_> {
+    fn rest(&self) -> &str {
+        &self.s[self.i..]
+    }
+
+    fn skip_bom(&mut self) {
+        if self.rest().starts_with('\u{feff}') {
+            self.i += '\u{feff}'.len_utf8();
+        }
+    }
+
+    fn err(&self, what: &str) -> String {
+        let line = self.s[..self.i].matches('\n').count() + 1;
+        format!("line {line}: {what}")
+    }
+
+    fn ws(&mut self) {
+        let n = self.rest().len() - self.rest().trim_start().len();
+        self.i += n;
+    }
+
+    /// White space and comments.
+    fn misc(&mut self) -> Res {
+        loop {
+            self.ws();
+            if self.rest().starts_with("<!--") {
+                self.comment()?;
+            } else {
+                return Ok(());
+            }
+        }
+    }
+
+    fn comment(&mut self) -> Res {
+        let body = &self.rest()[4..];
+        let end = body.find("-->").ok_or(self.err("unterminated comment"))?;
+        if body[..end].contains("--") || body[..end].ends_with('-') {
+            return Err(self.err("\"--\" inside a comment"));
+        }
+        self.i += 4 + end + 3;
+        Ok(())
+    }
+
+    fn name(&mut self) -> Res<String> {
+        let rest = self.rest();
+        let len = rest
+            .char_indices()
+            .find(|(i, c)| {
+                !(c.is_ascii_alphabetic()
+                    || *c == '_'
+                    || *c == ':'
+                    || (*i > 0 && (c.is_ascii_digit() || *c == '-' || *c == '.')))
+            })
+            .map_or(rest.len(), |(i, _)| i);
+        if len == 0 {
+            return Err(self.err("a name was expected"));
+        }
+        let name = rest[..len].to_owned();
+        self.i += len;
+        Ok(name)
+    }
+
+    fn expect(&mut self, token: &str) -> Res {
+        if self.rest().starts_with(token) {
+            self.i += token.len();
+            Ok(())
+        } else {
+            Err(self.err(&format!("{token:?} was expected")))
+        }
+    }
+
+    fn element(&mut self) -> Res<Element> {
+        self.expect("<")?;
+        let name = self.name()?;
+        let mut attrs: Vec<(String, String)> = Vec::new();
+        loop {
+            let before = self.i;
+            self.ws();
+            if self.rest().starts_with("/>") {
+                self.i += 2;
+                return Ok(Element { name, attrs, children: vec![] });
+            }
+            if self.rest().starts_with('>') {
+                self.i += 1;
+                break;
+            }
+            if self.i == before {
+                return Err(self.err("white space was expected between attributes"));
+            }
+            let key = self.name()?;
+            self.ws();
+            self.expect("=")?;
+            self.ws();
+            let quote = self
+                .rest()
+                .chars()
+                .next()
+                .filter(|c| *c == '"' || *c == '\'')
+                .ok_or(self.err("a quoted value was expected"))?;
+            self.i += 1;
+            let end = self.rest().find(quote).ok_or(self.err("unterminated attribute value"))?;
+            let raw = &self.rest()[..end];
+            if raw.contains('<') {
+                return Err(self.err("\"<\" in an attribute value"));
+            }
+            let value = unescape(raw).map_err(|e| self.err(&e))?;
+            self.i += end + 1;
+            if attrs.iter().any(|(k, _)| *k == key) {
+                return Err(self.err(&format!("the attribute {key} is given twice")));
+            }
+            attrs.push((key, value));
+        }
+        let mut children = Vec::new();
+        loop {
+            let text_end = self.rest().find('<').ok_or(self.err(&format!("<{name}> is not closed")))?;
+            unescape(&self.rest()[..text_end]).map_err(|e| self.err(&e))?;
+            self.i += text_end;
+            if self.rest().starts_with("<!--") {
+                self.comment()?;
+            } else if self.rest().starts_with("</") {
+                self.i += 2;
+                let close = self.name()?;
+                if close != name {
+                    return Err(self.err(&format!("</{close}> closes <{name}>")));
+                }
+                self.ws();
+                self.expect(">")?;
+                return Ok(Element { name, attrs, children });
+            } else {
+                children.push(self.element()?);
+            }
+        }
+    }
+}
+
+/// Character data with its five entities and character references.
+fn unescape(raw: &str) -> Res<String> {
+    let mut out = String::new();
+    let mut rest = raw;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let end = rest[i..].find(';').ok_or(format!("an unterminated entity in {raw:?}"))?;
+        let entity = &rest[i + 1..i + end];
+        let c = match entity {
+            "amp" => '&',
+            "lt" => '<',
+            "gt" => '>',
+            "quot" => '"',
+            "apos" => '\'',
+            _ => entity
+                .strip_prefix("#x")
+                .map(|h| u32::from_str_radix(h, 16))
+                .or_else(|| entity.strip_prefix('#').map(str::parse::<u32>))
+                .and_then(Result::ok)
+                .and_then(char::from_u32)
+                .ok_or(format!("the entity &{entity}; is not XML's"))?,
+        };
+        out.push(c);
+        rest = &rest[i + end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The attributes ToolsProcessor.readToolAttributes reads (and saveTool writes).
+const TOOL_ATTRIBUTES: [&str; 11] = [
+    "name",
+    "description",
+    "showInMainMenu",
+    "showInEditor",
+    "showInProject",
+    "showInSearchPopup",
+    "disabled",
+    "useConsole",
+    "showConsoleOnStdOut",
+    "showConsoleOnStdErr",
+    "synchronizeAfterRun",
+];
+
+/// The External Tools file: group name and tool name → preflight target.
+fn tools_sound(root: &Element) -> Res<(String, BTreeMap<String, Target>)> {
+    if root.name != "toolSet" {
+        return Err(format!("the root is <{}>, not <toolSet>", root.name));
+    }
+    let group = root.attr("name").filter(|n| !n.is_empty()).ok_or("the toolSet has no name")?.to_owned();
+    let mut tools = BTreeMap::new();
+    for tool in root.all("tool") {
+        let name = tool.attr("name").filter(|n| !n.is_empty()).ok_or("a tool without a name")?.to_owned();
+        for (k, v) in &tool.attrs {
+            if !TOOL_ATTRIBUTES.contains(&k.as_str()) {
+                return Err(format!("tool {name:?}: the IDE reads no attribute {k}"));
+            }
+            if k != "name" && k != "description" && v != "true" && v != "false" {
+                return Err(format!("tool {name:?}: {k}={v:?} is not a boolean"));
+            }
+        }
+        if tool.attr("disabled") == Some("true")
+            || tool.attr("useConsole") != Some("true")
+            || tool.attr("showConsoleOnStdErr") != Some("true")
+        {
+            return Err(format!(
+                "tool {name:?}: wanted enabled, useConsole and showConsoleOnStdErr so a failure shows"
+            ));
+        }
+        let exec = tool.all("exec").next().ok_or(format!("tool {name:?} has no <exec>"))?;
+        let value = |o: &str| exec.option(o).and_then(|e| e.attr("value"));
+        if value("COMMAND") != Some("devnet") {
+            return Err(format!("tool {name:?}: COMMAND is {:?}, not devnet", value("COMMAND")));
+        }
+        let params = value("PARAMETERS").ok_or(format!("tool {name:?} has no PARAMETERS"))?;
+        if params.contains('$') || params.contains('"') {
+            return Err(format!("tool {name:?}: keep PARAMETERS free of macros and quotes: {params}"));
+        }
+        let args: Vec<&str> = params.split_whitespace().collect();
+        let target = preflight_args(&args).map_err(|e| format!("tool {name:?}: {e}"))?;
+        if value("WORKING_DIRECTORY").is_none() {
+            return Err(format!("tool {name:?} has no WORKING_DIRECTORY"));
+        }
+        if tools.insert(name.clone(), target).is_some() {
+            return Err(format!("two tools are named {name:?}"));
+        }
+    }
+    if tools.len() < 4 {
+        return Err(format!("{} tools; Java, Go, Python and Node each need one", tools.len()));
+    }
+    Ok((group, tools))
+}
+
+/// A run configuration: a known type, and a before-launch tool that exists
+/// and checks the port it attaches to.
+fn run_config_sound(root: &Element, group: &str, tools: &BTreeMap<String, Target>) -> Res {
+    if root.name != "component" || root.attr("name") != Some("ProjectRunConfigurationManager") {
+        return Err(format!(
+            "the root is <{}> {:?}, not the ProjectRunConfigurationManager component",
+            root.name,
+            root.attr("name")
+        ));
+    }
+    let mut configs = root.all("configuration").peekable();
+    if configs.peek().is_none() {
+        return Err("no <configuration>".into());
+    }
+    for c in configs {
+        let name = c.attr("name").ok_or("a configuration without a name")?;
+        let (host, port) = match c.attr("type") {
+            Some("Remote") => {
+                let opt = |o: &str| c.option(o).and_then(|e| e.attr("value"));
+                if opt("USE_SOCKET_TRANSPORT") != Some("true") || opt("SERVER_MODE") != Some("false") {
+                    return Err(format!("{name:?}: Remote JVM Debug must attach over a socket"));
+                }
+                (opt("HOST"), opt("PORT"))
+            }
+            Some("GoRemoteDebugConfigurationType") => (c.attr("host"), c.attr("port")),
+            other => return Err(format!("{name:?}: type {other:?} is not one these recipes know")),
+        };
+        let port: u16 = port.and_then(|p| p.parse().ok()).ok_or(format!("{name:?}: no numeric port"))?;
+        let host = host.ok_or(format!("{name:?}: no host"))?;
+        let method = c.all("method").next().ok_or(format!("{name:?}: no <method>"))?;
+        if method.attr("v") != Some("2") {
+            return Err(format!("{name:?}: <method v=\"2\"> is the format the IDE writes"));
+        }
+        let task = method.option("ToolBeforeRunTask").ok_or(format!("{name:?}: no ToolBeforeRunTask"))?;
+        let action = task.attr("actionId").unwrap_or_default();
+        if task.attr("enabled") != Some("true") {
+            return Err(format!("{name:?}: the before-launch tool is not enabled"));
+        }
+        let tool = action
+            .strip_prefix(&format!("Tool_{group}_"))
+            .ok_or(format!("{name:?}: actionId {action:?} is not Tool_{group}_<tool name>"))?;
+        let (_, target, checked) =
+            tools.get(tool).ok_or(format!("{name:?}: no tool named {tool:?} in the {group} group"))?;
+        if host.split('.').next() != Some(target.as_str()) || *checked != port {
+            return Err(format!("{name:?} attaches to {host}:{port}, but its tool {tool:?} checks {target}:{checked}"));
+        }
+    }
+    Ok(())
+}
+
+const TOOLS_XML: &str = "docs/ide/jetbrains/tools/devnet.xml";
+
+fn run_configs() -> Res<Vec<(PathBuf, String)>> {
+    let dir = repo().join("docs/ide/jetbrains/run");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        if path.to_string_lossy().ends_with(".run.xml") {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            out.push((path, text));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[test]
+fn jetbrains_external_tools_run_devnet_preflight() -> Res {
+    let root = parse_xml(&read(TOOLS_XML)?).map_err(|e| format!("{TOOLS_XML}: {e}"))?;
+    let (group, tools) = tools_sound(&root)?;
+    if group != "devnet" {
+        return Err(format!("the group is {group:?}; the run configurations name Tool_devnet_…"));
+    }
+    // The same checks as the VS Code tasks, target for target.
+    let vscode: BTreeSet<Target> = preflight_tasks(&tasks_doc()?)?
+        .values()
+        .map(|a| preflight_args(&a.iter().map(String::as_str).collect::<Vec<_>>()))
+        .collect::<Res<_>>()?;
+    let jetbrains: BTreeSet<Target> = tools.into_values().collect();
+    if vscode != jetbrains {
+        return Err(format!("VS Code checks {vscode:?}, JetBrains {jetbrains:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn jetbrains_run_configurations_run_their_tool_first() -> Res {
+    let (group, tools) = tools_sound(&parse_xml(&read(TOOLS_XML)?)?)?;
+    let configs = run_configs()?;
+    let types: BTreeSet<String> = configs
+        .iter()
+        .map(|(path, text)| {
+            let root = parse_xml(text).map_err(|e| format!("{}: {e}", path.display()))?;
+            run_config_sound(&root, &group, &tools).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(root.all("configuration").filter_map(|c| c.attr("type")).collect::<Vec<_>>().join(","))
+        })
+        .collect::<Res<_>>()?;
+    if types != BTreeSet::from(["GoRemoteDebugConfigurationType".to_owned(), "Remote".to_owned()]) {
+        return Err(format!("wanted a Remote JVM Debug and a Go Remote configuration, got {types:?}"));
+    }
+    Ok(())
+}
+
+#[test]
+fn the_xml_checks_refuse_broken_files() -> Res {
+    let tools_text = read(TOOLS_XML)?;
+    let (group, tools) = tools_sound(&parse_xml(&tools_text)?)?;
+    for bad in [
+        "<a><b></a>",
+        "<a x=\"1\" x=\"2\"/>",
+        "<a x=1/>",
+        "<a>&nbsp;</a>",
+        "<a/><b/>",
+        "<a><!-- a -- b --></a>",
+        "<a x=\"<\"/>",
+        "<a>",
+        "<a\"/>",
+    ] {
+        if parse_xml(bad).is_ok() {
+            return Err(format!("{bad:?} parsed"));
+        }
+    }
+    let ok = parse_xml("<?xml version=\"1.0\"?>\n<!-- c -->\n<a x='1' y=\"&amp;&#65;&#x42;\">t<b/><!-- d --></a>\n")?;
+    if ok.attr("y") != Some("&AB") || ok.children.len() != 1 {
+        return Err(format!("parsed as {ok:?}"));
+    }
+    let broken_tools = [
+        (tools_text.replace("value=\"devnet\"", "value=\"kubectl\""), "not devnet"),
+        (
+            tools_text.replace("value=\"preflight --context", "value=\"connect --context"),
+            "does not start with preflight",
+        ),
+        (tools_text.replace("useConsole=\"true\"", "useConsole=\"false\""), "so a failure shows"),
+        (tools_text.replace("--connect", "--connect --bogus"), "unknown flag --bogus"),
+        (tools_text.replace("showInEditor=", "showInEditr="), "the IDE reads no attribute showInEditr"),
+        (tools_text.replace("</toolSet>", ""), "<toolSet> is not closed"),
+    ];
+    for (i, (text, because)) in broken_tools.iter().enumerate() {
+        let checked = parse_xml(text).and_then(|r| tools_sound(&r)).map(|_| ());
+        expect_refused(&format!("broken tools file #{i}"), because, checked)?;
+    }
+    for (path, text) in run_configs()? {
+        let broken = [
+            (text.replace("Tool_devnet_", "Tool_External Tools_"), "is not Tool_devnet_<tool name>"),
+            (text.replace("Tool_devnet_preflight", "Tool_devnet_check"), "no tool named"),
+            (text.replace("ToolBeforeRunTask", "Make"), "no ToolBeforeRunTask"),
+            (text.replace("2345", "2346").replace("5005", "5006"), "but its tool"),
+            (text.replace("enabled=\"true\"", "enabled=\"false\""), "is not enabled"),
+            (text.replace("</configuration>", "</config>"), "closes <configuration>"),
+        ];
+        for (i, (b, because)) in broken.iter().enumerate() {
+            let checked = parse_xml(b).and_then(|r| run_config_sound(&r, &group, &tools));
+            expect_refused(&format!("{} broken #{i}", path.display()), because, checked)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The docs' relative links lead somewhere.
+
+#[test]
+fn doc_links_resolve() -> Res {
+    for doc in ["docs/preflight.md", "docs/ide/README.md"] {
+        let text = read(doc)?;
+        let dir = repo().join(doc).parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("](") {
+            let after = &rest[i + 2..];
+            let end = after.find(')').ok_or(format!("{doc}: an unclosed link"))?;
+            let link = &after[..end];
+            rest = &after[end..];
+            if link.contains("://") || link.starts_with('#') || link.starts_with("mailto:") {
+                continue;
+            }
+            let file = link.split('#').next().unwrap_or_default();
+            if !dir.join(file).exists() {
+                return Err(format!("{doc}: the link {link} leads nowhere"));
+            }
+        }
+    }
+    Ok(())
+}
