@@ -1211,3 +1211,52 @@ fn doc_links_resolve() -> Res {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------
+// docs/preflight.md's JSON examples are what devnet prints: each report and
+// each event reads as the model's type and writes back the same, field for
+// field (so a renamed, missing or extra field fails here).
+
+#[test]
+fn the_preflight_docs_json_examples_are_real_reports() -> Res {
+    use devnet_model::preflight::{Progress, Report};
+    let text = read("docs/preflight.md")?;
+    let blocks: Vec<&str> = text.split("```json\n").skip(1).filter_map(|b| b.split("\n```").next()).collect();
+    let (mut reports, mut events) = (0, 0);
+    for block in blocks {
+        let values: Vec<Value> = match serde_json::from_str::<Value>(block) {
+            Ok(v) => vec![v],
+            Err(_) => block
+                .lines()
+                .map(|l| serde_json::from_str(l).map_err(|e| format!("docs/preflight.md: {e}: {l}")))
+                .collect::<Res<_>>()?,
+        };
+        for v in values {
+            let back = if v.get("event").is_some() {
+                if v["event"] == "report" {
+                    // Shortened in the docs; the report itself is checked above.
+                    continue;
+                }
+                events += 1;
+                let p: Progress = serde_json::from_value(v.clone()).map_err(|e| format!("{e}: {v}"))?;
+                serde_json::to_value(p).map_err(|e| e.to_string())?
+            } else {
+                reports += 1;
+                let r: Report = serde_json::from_value(v.clone()).map_err(|e| format!("{e}: {v}"))?;
+                if r.exit_code != Report::new(r.targets.clone()).exit_code {
+                    return Err(format!("exit_code {} does not follow from the targets", r.exit_code));
+                }
+                serde_json::to_value(r).map_err(|e| e.to_string())?
+            };
+            if back != v {
+                return Err(format!("docs/preflight.md has\n{v}\nbut devnet would print\n{back}"));
+            }
+        }
+    }
+    if reports < 2 || events < 12 {
+        return Err(format!(
+            "{reports} reports and {events} events in docs/preflight.md; wanted both examples and the events"
+        ));
+    }
+    Ok(())
+}
