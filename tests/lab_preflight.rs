@@ -36,7 +36,8 @@ fn main() {
             ("preflight_13_target_outside_every_cluster_cidr", outside),
             ("preflight_14_progress_events_for_ides", progress),
             ("preflight_15_the_ide_recipes_run_as_written", recipes),
-            ("preflight_16_disconnect_restores_the_laptop", disconnect),
+            ("preflight_16_an_exec_plugin_is_told_nobody_can_answer_it", exec_plugin_not_interactive),
+            ("preflight_17_disconnect_restores_the_laptop", disconnect),
         ],
         OnFailure::Keep,
     )
@@ -75,7 +76,10 @@ fn pod_ip(lab: &Lab, name: &str) -> Res<String> {
 /// A tool from `tests/lab/debuggers/build.sh` (jdb, dlv, …).
 fn debugger_tool(lab: &Lab, name: &str) -> Res<String> {
     let env = std::fs::read_to_string(lab.dir.join("debuggers.env")).map_err(|e| format!("debuggers.env: {e}"))?;
-    env.lines().find_map(|l| l.strip_prefix(&format!("{name}="))).map(str::to_owned).ok_or(format!("no {name} in {env}"))
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}=")))
+        .map(str::to_owned)
+        .ok_or(format!("no {name} in {env}"))
 }
 
 /// What one preflight run gave.
@@ -125,14 +129,23 @@ fn preflight(lab: &Lab, args: &[&str]) -> Res<Run> {
     let out = lab.devnet(&all, &[("HOME", &home)])?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let last = stdout.lines().last().unwrap_or("");
-    let report: Value = serde_json::from_str(last).map_err(|e| format!("preflight printed no report ({e}): {}", text(&out)))?;
-    Ok(Run { code: out.status.code().unwrap_or(-1), report, stdout, stderr: String::from_utf8_lossy(&out.stderr).into_owned() })
+    let report: Value =
+        serde_json::from_str(last).map_err(|e| format!("preflight printed no report ({e}): {}", text(&out)))?;
+    Ok(Run {
+        code: out.status.code().unwrap_or(-1),
+        report,
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
 }
 
 fn ready(run: &Run, via: &str, version: &str) -> Res {
     run.expect(0)?;
     let t = run.target();
-    if t["way"]["via"] != via || !t["probe"]["version"].as_str().unwrap_or("").contains(version) || t["probe"]["probed"] != true {
+    if t["way"]["via"] != via
+        || !t["probe"]["version"].as_str().unwrap_or("").contains(version)
+        || t["probe"]["probed"] != true
+    {
         return Err(format!("wanted {version:?} via {via}, got {t}\n{}", run.stderr));
     }
     Ok(())
@@ -222,7 +235,9 @@ fn connect_fixes_it(lab: &Lab) -> Res {
         return Err(format!("no connected session after the preflight: {status}"));
     }
     if !status["transport"].as_str().unwrap_or("").starts_with("port-forward") {
-        return Err(format!("with only the API server reachable the relay should be behind the port-forward: {status}"));
+        return Err(format!(
+            "with only the API server reachable the relay should be behind the port-forward: {status}"
+        ));
     }
     Ok(())
 }
@@ -257,7 +272,8 @@ fn debugpy(lab: &Lab) -> Res {
     let run = preflight(lab, &["svc/py.debug:5678"])?;
     run.expect(0)?;
     let t = run.target();
-    if t["probe"]["probed"] != false || !t["probe"]["note"].as_str().unwrap_or("").contains("debugpy serves one client") {
+    if t["probe"]["probed"] != false || !t["probe"]["note"].as_str().unwrap_or("").contains("debugpy serves one client")
+    {
         return Err(format!("debugpy should be left alone by default: {t}"));
     }
     let (ip, cluster_ip, _) = pods(lab)?.get("py").cloned().ok_or("no py pod")?;
@@ -271,7 +287,9 @@ fn node_inspector(lab: &Lab) -> Res {
     let run = preflight(lab, &["svc/node.debug:9229"])?;
     ready(&run, "tunnel", "node.js/v")?;
     let warnings = run.target()["warnings"].to_string();
-    if !warnings.contains("refuses the Host node.debug.svc.cluster.local:9229") || !warnings.contains("attach by the address") {
+    if !warnings.contains("refuses the Host node.debug.svc.cluster.local:9229")
+        || !warnings.contains("attach by the address")
+    {
         return Err(format!("no warning about the inspector's Host check: {warnings}"));
     }
     // By address the inspector accepts the IDE: a CDP client evaluates in the pod.
@@ -298,7 +316,9 @@ fn delve_single(lab: &Lab) -> Res {
     let run = preflight(lab, &["svc/go-single.debug:2345"])?;
     run.expect(0)?;
     let t = run.target();
-    if t["probe"]["probed"] != false || !t["probe"]["note"].as_str().unwrap_or("").contains("without --accept-multiclient") {
+    if t["probe"]["probed"] != false
+        || !t["probe"]["note"].as_str().unwrap_or("").contains("without --accept-multiclient")
+    {
         return Err(format!("dlv without --accept-multiclient must not be probed: {t}"));
     }
     std::thread::sleep(Duration::from_secs(1));
@@ -310,7 +330,8 @@ fn delve_single(lab: &Lab) -> Res {
     let ip = pod_ip(lab, "go-single")?;
     let init = lab.dir.join("dlv-single.init");
     std::fs::write(&init, "goroutines\nbreak main.tick\ncontinue\nprint counter\nquit\n").map_err(|e| e.to_string())?;
-    let out = on_laptop(lab, &format!("timeout 30 {dlv} connect {ip}:2345 --init {} </dev/null; true", init.display()))?;
+    let out =
+        on_laptop(lab, &format!("timeout 30 {dlv} connect {ip}:2345 --init {} </dev/null; true", init.display()))?;
     if !out.contains("main.tick()") {
         return Err(format!("dlv connect to the single-client server after the preflight failed:\n{out}"));
     }
@@ -324,7 +345,11 @@ fn direct(lab: &Lab) -> Res {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = lab.status()?;
-        let direct = status["paths"].as_array().into_iter().flatten().any(|v| v["cidr"] == "10.244.0.0/16" && v["path"] == "direct");
+        let direct = status["paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v["cidr"] == "10.244.0.0/16" && v["path"] == "direct");
         if direct {
             break;
         }
@@ -348,7 +373,12 @@ fn direct(lab: &Lab) -> Res {
     // Back to the tunnel for the trials after this one.
     lab.sh_ok("office-routes", &["none"])?;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !lab.status()?["paths"].as_array().into_iter().flatten().any(|v| v["cidr"] == "10.244.0.0/16" && v["path"] == "tunnel") {
+    while !lab.status()?["paths"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|v| v["cidr"] == "10.244.0.0/16" && v["path"] == "tunnel")
+    {
         if Instant::now() > deadline {
             return Err("the pod CIDR did not go back to the tunnel".into());
         }
@@ -368,7 +398,8 @@ fn bound_to_localhost(lab: &Lab) -> Res {
     run.expect_failure(6, "refused", "listens on localhost (the JDK 9+ default):5005 only", "address=*:5005")?;
     // And jdb indeed cannot attach: the preflight told the truth.
     let jdb = debugger_tool(lab, "jdb")?;
-    let out = lab.exec("laptop", &["bash", "-c", &format!("echo quit | timeout 20 {jdb} -attach jvm-local.debug:5005")])?;
+    let out =
+        lab.exec("laptop", &["bash", "-c", &format!("echo quit | timeout 20 {jdb} -attach jvm-local.debug:5005")])?;
     if !text(&out).contains("Unable to attach") {
         return Err(format!("jdb attached to a JVM bound to localhost?\n{}", text(&out)));
     }
@@ -409,10 +440,20 @@ fn already_attached(lab: &Lab) -> Res {
 fn wrong_protocol(lab: &Lab) -> Res {
     // The demo web server's HTTP port, checked as a JVM debugger.
     let run = preflight(lab, &["--proto", "jdwp", "svc/web.demo:80"])?;
-    run.expect_failure(7, "wrong-protocol", "answers, but not as JDWP: nothing answered the JDWP handshake", "port 8080 of pod demo/web-")?;
+    run.expect_failure(
+        7,
+        "wrong-protocol",
+        "answers, but not as JDWP: nothing answered the JDWP handshake",
+        "port 8080 of pod demo/web-",
+    )?;
     // The inspector's port checked as Delve: the spec says which it is.
     let node = preflight(lab, &["--proto", "dlv", "--probe", "deep", "svc/node.debug:9229"])?;
-    node.expect_failure(7, "wrong-protocol", "not as Delve", "the pod's spec starts Node inspector on port 9229: pass --proto")
+    node.expect_failure(
+        7,
+        "wrong-protocol",
+        "not as Delve",
+        "the pod's spec starts Node inspector on port 9229: pass --proto",
+    )
 }
 
 fn name_not_found(lab: &Lab) -> Res {
@@ -428,7 +469,12 @@ fn name_not_found(lab: &Lab) -> Res {
         "deployment jvm does not exist in namespace nowhere",
         "check the name and namespace",
     )?;
-    preflight(lab, &["nope.debug:5005"])?.expect_failure(4, "name-not-found", "does not exist in namespace debug", "kubectl get services")
+    preflight(lab, &["nope.debug:5005"])?.expect_failure(
+        4,
+        "name-not-found",
+        "does not exist in namespace debug",
+        "kubectl get services",
+    )
 }
 
 fn outside(lab: &Lab) -> Res {
@@ -446,8 +492,11 @@ fn progress(lab: &Lab) -> Res {
     let run = preflight(lab, &["--progress", "svc/jvm.debug:5005"])?;
     run.expect(0)?;
     let events: Vec<Value> = run.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let finished: Vec<&str> =
-        events.iter().filter(|e| e["event"] == "finished" && e["ok"] == true).filter_map(|e| e["step"].as_str()).collect();
+    let finished: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "finished" && e["ok"] == true)
+        .filter_map(|e| e["step"].as_str())
+        .collect();
     if finished != ["session", "resolve", "path", "pod", "connect", "probe"] {
         return Err(format!("the steps were {finished:?}:\n{}", run.stdout));
     }
@@ -462,7 +511,8 @@ fn progress(lab: &Lab) -> Res {
 fn recipes(lab: &Lab) -> Res {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/ide");
     let tasks = std::fs::read_to_string(root.join("vscode/tasks.json")).map_err(|e| format!("tasks.json: {e}"))?;
-    let tasks: Value = serde_json::from_str(&strip_jsonc(&tasks)).map_err(|e| format!("tasks.json: {e}"))?;
+    let tasks: Value =
+        serde_json::from_str(&devnet_lab::jsonc::strip(&tasks)).map_err(|e| format!("tasks.json: {e}"))?;
     let inputs: HashMap<&str, &str> = HashMap::from([("context", "lab"), ("namespace", "debug")]);
     let kc = kubeconfig(lab);
     let home = lab.dir.join("home").display().to_string();
@@ -501,6 +551,60 @@ fn recipes(lab: &Lab) -> Res {
     Ok(())
 }
 
+/// An IDE has no terminal: the kubeconfig's exec plugin (an SSO login, say)
+/// gets `interactive: false` and a closed stdin, so it fails fast instead of
+/// waiting for a password nobody can type.
+fn exec_plugin_not_interactive(lab: &Lab) -> Res {
+    let plugin = lab.dir.join("sso-login.sh");
+    let seen = lab.dir.join("sso-login.seen");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$KUBERNETES_EXEC_INFO\" >{seen}\nif read -r answer; then echo \"stdin gave: $answer\" >>{seen}; else echo 'stdin closed' >>{seen}; fi\nprintf '{{\"apiVersion\":\"client.authentication.k8s.io/v1\",\"kind\":\"ExecCredential\",\"status\":{{\"token\":\"dev-token\"}}}}\\n'\n",
+            seen = seen.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let _ = Command::new("chmod").args(["755", &plugin.display().to_string()]).status();
+    let kc = lab.dir.join("kubeconfig-sso");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: lab\nclusters: [{{name: lab, cluster: {{server: \"https://10.60.20.10:6443\", certificate-authority: \"{}\"}}}}]\nusers: [{{name: sso, user: {{exec: {{apiVersion: client.authentication.k8s.io/v1, command: {}, interactiveMode: IfAvailable}}}}}}]\ncontexts: [{{name: lab, context: {{cluster: lab, user: sso}}}}]\n",
+            lab.dir.join("api/ca.crt").display(),
+            plugin.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let kc = kc.display().to_string();
+    // Something to read on stdin, as a terminal would offer it.
+    let out = lab
+        .on_laptop()
+        .arg(lab.tool("devnet"))
+        .args(["preflight", "--context", "lab", "--kubeconfig", &kc, "--json", "svc/jvm.debug:5005"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            if let Some(mut stdin) = c.stdin.take() {
+                let _ = stdin.write_all(b"hunter2\n");
+            }
+            c.wait_with_output()
+        })
+        .map_err(|e| e.to_string())?;
+    let seen =
+        std::fs::read_to_string(&seen).map_err(|e| format!("the exec plugin did not run: {e}\n{}", text(&out)))?;
+    if !seen.contains("\"interactive\":false") || !seen.contains("stdin closed") {
+        return Err(format!("the exec plugin was offered a terminal: {seen}"));
+    }
+    if !out.status.success() {
+        return Err(format!("preflight through the exec plugin's token failed: {}", text(&out)));
+    }
+    Ok(())
+}
+
 fn disconnect(lab: &Lab) -> Res {
     let out = lab.devnet(&["disconnect", "--session", "lab"], &[])?;
     if !out.status.success() {
@@ -518,14 +622,10 @@ fn disconnect(lab: &Lab) -> Res {
         std::thread::sleep(Duration::from_millis(200));
     }
     // The background `devnet connect` that --connect started has gone too.
-    let left = Command::new("pgrep").args(["-f", "devnet connect --context lab"]).output().map_err(|e| e.to_string())?;
+    let left =
+        Command::new("pgrep").args(["-f", "devnet connect --context lab"]).output().map_err(|e| e.to_string())?;
     if left.status.success() {
         return Err(format!("the background devnet connect is still running: {}", text(&left)));
     }
     lab.laptop_unchanged("after the preflight sessions")
-}
-
-// TEMP until tests/src/jsonc.rs lands.
-fn strip_jsonc(s: &str) -> String {
-    s.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n")
 }

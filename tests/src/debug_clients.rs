@@ -19,12 +19,14 @@ use tokio_tungstenite::tungstenite::Message;
 /// evaluates `expression` in the debuggee; returns the result's value.
 pub async fn cdp_evaluate(inspector: SocketAddr, expression: &str) -> Result<Value> {
     let mut s = TcpStream::connect(inspector).await.with_context(|| format!("connecting to {inspector}"))?;
-    s.write_all(format!("GET /json/list HTTP/1.1\r\nHost: {inspector}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    s.write_all(format!("GET /json/list HTTP/1.1\r\nHost: {inspector}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
     // The inspector keeps the connection open after its answer: read by length.
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     let body = loop {
-        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.context("no /json/list answer")??;
+        let n =
+            tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.context("no /json/list answer")??;
         answer.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&answer).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
@@ -44,7 +46,8 @@ pub async fn cdp_evaluate(inspector: SocketAddr, expression: &str) -> Result<Val
     let targets: Value = serde_json::from_str(body).with_context(|| format!("the inspector's /json/list: {answer}"))?;
     let url = targets[0]["webSocketDebuggerUrl"].as_str().context("no webSocketDebuggerUrl")?.to_owned();
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.with_context(|| format!("opening {url}"))?;
-    let request = json!({"id": 1, "method": "Runtime.evaluate", "params": {"expression": expression, "returnByValue": true}});
+    let request =
+        json!({"id": 1, "method": "Runtime.evaluate", "params": {"expression": expression, "returnByValue": true}});
     ws.send(Message::text(request.to_string())).await?;
     while let Some(msg) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.context("no CDP answer")? {
         if let Message::Text(t) = msg? {

@@ -442,5 +442,4 @@ mod tests {
         let out = (0..2000).map(|_| p.feed(&[b'x'; 64])).find(|f| *f != Feed::NeedMore);
         assert!(matches!(out, Some(Feed::Wrong(ref w)) if w.contains("without a complete answer")), "{out:?}");
     }
-
 }

@@ -678,7 +678,7 @@ impl Run<'_> {
         };
         match tokio::time::timeout(self.left().min(Duration::from_secs(3)), check).await {
             Ok(Some(true)) => Some(format!(
-                "the Node inspector refuses the Host {name}:{} (it accepts only IP addresses and localhost), so a debugger attaching by that name fails: attach by the address {} instead",
+                "the Node inspector refuses the Host {name}:{} (it accepts only IP addresses and localhost), so a client that sends the name it was given (Chrome DevTools, `node inspect`) cannot attach by that name: attach by the address {} instead (VS Code's Node debugger sends Host: localhost and is not affected)",
                 addr.port(),
                 addr.ip()
             )),
