@@ -220,9 +220,20 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Progress {
-    Started { target: String, step: Step },
-    Finished { target: String, step: Step, ok: bool, message: String },
-    Warning { target: String, message: String },
+    Started {
+        target: String,
+        step: Step,
+    },
+    Finished {
+        target: String,
+        step: Step,
+        ok: bool,
+        message: String,
+    },
+    Warning {
+        target: String,
+        message: String,
+    },
     /// The last line: the report.
     Report(Report),
 }
