@@ -1,9 +1,12 @@
 //! The IDE recipes in docs/ide are valid for the IDEs that read them, without
 //! an IDE, a lab or root:
 //!
-//! - VS Code's `tasks.json` and `launch.json` pass the JSON schemas VS Code
-//!   validates them against (vendored in tests/fixtures/ide-schemas with
-//!   their sources), checked by the small JSON-schema checker below;
+//! - VS Code's `tasks.json` and `launch.json` keep to the rules in
+//!   tests/fixtures/ide-recipe-rules: written by us for these recipes, they
+//!   list the keys each file, task, input and debugger's attach
+//!   configuration uses, their types and values, and refuse any other key;
+//!   the keys VS Code or a debug extension cannot do without are required,
+//!   with the source (repository, path, commit) they were read in;
 //! - every `preLaunchTask` names a task, every `${input:X}` has its input,
 //!   and each launch configuration attaches to the name and port its
 //!   preflight task checked;
@@ -39,243 +42,254 @@ fn read_jsonc(rel: &str) -> Res<Value> {
     serde_json::from_str(&jsonc::strip(&read(rel)?)).map_err(|e| format!("{rel}: {e}"))
 }
 
-/// A vendored schema file: `{"$comment", "x-source", "schema"}`.
-fn fixture(name: &str) -> Res<Value> {
-    let rel = format!("tests/fixtures/ide-schemas/{name}");
-    let doc: Value = serde_json::from_str(&read(&rel)?).map_err(|e| format!("{rel}: {e}"))?;
-    let sources = match &doc["x-source"] {
-        Value::Array(a) => a.clone(),
-        one => vec![one.clone()],
-    };
-    for s in &sources {
-        let commit = s["commit"].as_str().unwrap_or_default();
-        if s["repository"].as_str().is_none_or(str::is_empty)
-            || s["path"].as_str().is_none_or(str::is_empty)
-            || commit.len() != 40
-            || !commit.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return Err(format!("{rel}: every x-source needs a repository, a path and a 40-hex commit: {s}"));
+// ---------------------------------------------------------------------------
+// The rule files: tests/fixtures/ide-recipe-rules/*.rules.jsonc, written by
+// this project for these recipes (JSON with comments). Each holds "rules",
+// named rules, and "cites", where the facts behind them were read. A rule is
+// one of:
+//
+// - "string", "integer", "number", "boolean": a JSON value of that type;
+//   "integer|string": of either;
+// - "@task": the rule named `task` (in any of the files);
+// - ["process", "shell"]: one of these values;
+// - {"list of": RULE}: an array, each item RULE;
+// - {"map of": RULE}: an object, each value RULE;
+// - {"keys": {"label": RULE, "detail?": RULE}}: an object with these keys
+//   and no others; a key ending in "?" may be left out, the others not;
+// - {"pick by": "type", "every case": KEYS, "cases": {"java": KEYS, …}}: an
+//   object whose "type" names one of the cases; it has that case's keys and
+//   the "every case" keys, as for "keys".
+//
+// Anything else is a fault in the rules, and reported as one (never a pass).
+// A cite is {"for": RULE NAME or NAME/CASE, "requires": [KEY or KEY.KEY],
+// "repo", "path", "commit"}: the keys the IDE or extension itself cannot do
+// without, which the rules must then require too.
+
+const RULES_DIR: &str = "tests/fixtures/ide-recipe-rules";
+
+type Map = serde_json::Map<String, Value>;
+
+struct Rules {
+    named: Map,
+    cites: Vec<Value>,
+}
+
+/// Every rule file, merged.
+fn rules() -> Res<Rules> {
+    let dir = repo().join(RULES_DIR);
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{RULES_DIR}: {e}"))? {
+        let name = entry.map_err(|e| e.to_string())?.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".rules.jsonc") {
+            names.push(name);
         }
     }
-    doc.get("schema").cloned().ok_or(format!("{rel}: no \"schema\""))
+    names.sort();
+    let mut rules = Rules { named: Map::new(), cites: Vec::new() };
+    for name in &names {
+        let rel = format!("{RULES_DIR}/{name}");
+        let doc = read_jsonc(&rel)?;
+        let top = doc.as_object().ok_or(format!("{rel}: not an object"))?;
+        if let Some(other) = top.keys().find(|k| *k != "rules" && *k != "cites") {
+            return Err(format!("{rel}: a rule file has \"rules\" and \"cites\", not {other:?}"));
+        }
+        for (rule, body) in doc["rules"].as_object().ok_or(format!("{rel}: no \"rules\""))? {
+            if rules.named.insert(rule.clone(), body.clone()).is_some() {
+                return Err(format!("{rel}: a second rule named {rule:?}"));
+            }
+        }
+        rules.cites.extend(doc["cites"].as_array().ok_or(format!("{rel}: no \"cites\""))?.iter().cloned());
+    }
+    if rules.named.is_empty() {
+        return Err(format!("no rules in {RULES_DIR}"));
+    }
+    Ok(rules)
 }
 
-// ---------------------------------------------------------------------------
-// A small JSON-schema checker: the keywords the vendored schemas use, and an
-// error for any other keyword it meets (so nothing is skipped silently).
+impl Rules {
+    /// Checks `value` against the rule named `name`: every problem, each
+    /// with the JSON path where it is.
+    fn check(&self, name: &str, value: &Value) -> Res {
+        let mut errors = Vec::new();
+        self.apply(&Value::String(format!("@{name}")), value, "$", &mut errors);
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("\n")) }
+    }
 
-/// Keywords that only annotate.
-const ANNOTATIONS: [&str; 5] = ["$comment", "description", "title", "default", "definitions"];
+    fn apply(&self, rule: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
+        match rule {
+            Value::String(s) if s.starts_with('@') => match self.named.get(&s[1..]) {
+                Some(named) => self.apply(named, value, at, errors),
+                None => errors.push(format!("{at}: rule fault: no rule is named {s}")),
+            },
+            Value::String(types) => {
+                let mut fits = false;
+                for t in types.split('|') {
+                    match of_type(value, t) {
+                        Some(yes) => fits |= yes,
+                        None => return errors.push(format!("{at}: rule fault: {t:?} is not a type")),
+                    }
+                }
+                if !fits {
+                    errors.push(format!("{at}: {} is not of type {}", brief(value), types.replace('|', " or ")));
+                }
+            }
+            Value::Array(values) => {
+                if !values.contains(value) {
+                    errors.push(format!("{at}: {} is not one of {rule}", brief(value)));
+                }
+            }
+            Value::Object(form) => self.form(form, value, at, errors),
+            other => errors.push(format!("{at}: rule fault: {other} is not a rule")),
+        }
+    }
 
-/// Checks `value` against `schema`; `root` holds `definitions` for `$ref`.
-/// Returns every problem, each with the JSON path where it is.
-fn validate(root: &Value, schema: &Value, value: &Value) -> Vec<String> {
-    let mut errors = Vec::new();
-    check(root, schema, value, "$", &mut errors);
-    errors
-}
-
-fn check(root: &Value, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
-    let map = match schema {
-        Value::Bool(true) => return,
-        Value::Bool(false) => return errors.push(format!("{at}: not allowed here")),
-        Value::Object(m) => m,
-        other => return errors.push(format!("{at}: the schema here is not an object: {other}")),
-    };
-    for (keyword, arg) in map {
-        match keyword.as_str() {
-            "$ref" => match resolve(root, arg) {
-                Ok(target) => check(root, target, value, at, errors),
+    fn form(&self, form: &Map, value: &Value, at: &str, errors: &mut Vec<String>) {
+        let words: Vec<&str> = form.keys().map(String::as_str).collect();
+        match words.as_slice() {
+            ["list of"] => match value.as_array() {
+                Some(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        self.apply(&form["list of"], item, &format!("{at}[{i}]"), errors);
+                    }
+                }
+                None => errors.push(format!("{at}: {} is not a list", brief(value))),
+            },
+            ["map of"] => match value.as_object() {
+                Some(object) => {
+                    for (k, v) in object {
+                        self.apply(&form["map of"], v, &format!("{at}.{k}"), errors);
+                    }
+                }
+                None => errors.push(format!("{at}: {} is not an object", brief(value))),
+            },
+            _ => match shape(form) {
+                Ok(Shape::Keys(keys)) => self.keys(keys.iter(), value, at, errors),
+                Ok(Shape::Pick { by, every, cases }) => {
+                    if !value.is_object() {
+                        return errors.push(format!("{at}: {} is not an object", brief(value)));
+                    }
+                    let Some(picked) = value.get(by) else {
+                        return errors.push(format!("{at}: the required property \"{by}\" is missing"));
+                    };
+                    let Some(case) = picked.as_str().and_then(|c| cases.get(c)) else {
+                        let names: Vec<&String> = cases.keys().collect();
+                        return errors.push(format!("{at}.{by}: {} is not one of {names:?}", brief(picked)));
+                    };
+                    let Some(case) = case.as_object() else {
+                        return errors.push(format!("{at}: rule fault: the case {picked} is not an object"));
+                    };
+                    let (by, picked) = (by.to_owned(), json!([picked]));
+                    let keys = std::iter::once((&by, &picked)).chain(every.into_iter().flatten()).chain(case);
+                    self.keys(keys, value, at, errors);
+                }
                 Err(e) => errors.push(format!("{at}: {e}")),
             },
-            "type" => {
-                let wanted: Vec<&str> = match arg {
-                    Value::String(t) => vec![t.as_str()],
-                    Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
-                    _ => vec![],
-                };
-                if !wanted.iter().any(|t| has_type(value, t)) {
-                    errors.push(format!("{at}: {} is not of type {}", brief(value), wanted.join(" or ")));
-                }
-            }
-            "enum" => {
-                if !arg.as_array().is_some_and(|options| options.contains(value)) {
-                    errors.push(format!("{at}: {} is not one of {arg}", brief(value)));
-                }
-            }
-            "const" => {
-                if arg != value {
-                    errors.push(format!("{at}: {} is not {arg}", brief(value)));
-                }
-            }
-            "required" => {
-                if let Some(object) = value.as_object() {
-                    for name in arg.as_array().into_iter().flatten().filter_map(Value::as_str) {
-                        if !object.contains_key(name) {
-                            errors.push(format!("{at}: the required property \"{name}\" is missing"));
-                        }
-                    }
-                }
-            }
-            "properties" => {
-                if let (Some(object), Some(props)) = (value.as_object(), arg.as_object()) {
-                    for (name, sub) in props {
-                        if let Some(v) = object.get(name) {
-                            check(root, sub, v, &format!("{at}.{name}"), errors);
-                        }
-                    }
-                }
-            }
-            "additionalProperties" => {
-                if let Some(object) = value.as_object() {
-                    let known = map.get("properties").and_then(Value::as_object);
-                    for (name, v) in object {
-                        if known.is_some_and(|k| k.contains_key(name)) {
-                            continue;
-                        }
-                        if arg == &Value::Bool(false) {
-                            errors.push(format!("{at}: the property \"{name}\" is not allowed"));
-                        } else {
-                            check(root, arg, v, &format!("{at}.{name}"), errors);
-                        }
-                    }
-                }
-            }
-            "items" => {
-                if let Some(items) = value.as_array() {
-                    for (i, item) in items.iter().enumerate() {
-                        check(root, arg, item, &format!("{at}[{i}]"), errors);
-                    }
-                }
-            }
-            "uniqueItems" => {
-                if arg == &Value::Bool(true)
-                    && let Some(items) = value.as_array()
-                    && items.iter().enumerate().any(|(i, a)| items[..i].contains(a))
-                {
-                    errors.push(format!("{at}: the items are not unique"));
-                }
-            }
-            "minimum" => {
-                if let (Some(v), Some(min)) = (value.as_f64(), arg.as_f64())
-                    && v < min
-                {
-                    errors.push(format!("{at}: {v} is less than {min}"));
-                }
-            }
-            "pattern" => {
-                if let Some(s) = value.as_str() {
-                    match regex::Regex::new(&js_pattern(arg.as_str().unwrap_or_default())) {
-                        Ok(re) if re.is_match(s) => {}
-                        Ok(_) => errors.push(format!("{at}: {s:?} does not match {arg}")),
-                        Err(e) => errors.push(format!("{at}: the schema's pattern {arg} does not compile: {e}")),
-                    }
-                }
-            }
-            "allOf" => {
-                for sub in arg.as_array().into_iter().flatten() {
-                    check(root, sub, value, at, errors);
-                }
-            }
-            "anyOf" | "oneOf" => {
-                let branches: Vec<Vec<String>> =
-                    arg.as_array().into_iter().flatten().map(|sub| validate_at(root, sub, value, at)).collect();
-                let passed = branches.iter().filter(|e| e.is_empty()).count();
-                if passed == 0 {
-                    // The closest alternatives say most (for a launch
-                    // configuration: the debugger whose "type" it names).
-                    let fewest = branches.iter().map(Vec::len).min().unwrap_or(0);
-                    let why: Vec<String> = branches
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, e)| e.len() == fewest)
-                        .map(|(i, e)| format!("#{i}: {}", e.join("; ")))
-                        .collect();
-                    errors.push(format!(
-                        "{at}: {} matches none of the {} {keyword} alternatives; the closest: {}",
-                        brief(value),
-                        branches.len(),
-                        why.join(" | ")
-                    ));
-                } else if keyword == "oneOf" && passed > 1 {
-                    errors.push(format!("{at}: {} matches {passed} of the oneOf alternatives, not one", brief(value)));
-                }
-            }
-            k if ANNOTATIONS.contains(&k) => {}
-            other => errors.push(format!("{at}: the checker does not implement the schema keyword \"{other}\"")),
         }
+    }
+
+    /// An object with exactly these keys ("name?" may be left out).
+    fn keys<'a>(
+        &self,
+        keys: impl Iterator<Item = (&'a String, &'a Value)>,
+        value: &Value,
+        at: &str,
+        errors: &mut Vec<String>,
+    ) {
+        let Some(object) = value.as_object() else {
+            return errors.push(format!("{at}: {} is not an object", brief(value)));
+        };
+        let mut known = BTreeSet::new();
+        for (key, rule) in keys {
+            let (name, optional) = key.strip_suffix('?').map_or((key.as_str(), false), |n| (n, true));
+            known.insert(name);
+            match object.get(name) {
+                Some(v) => self.apply(rule, v, &format!("{at}.{name}"), errors),
+                None if !optional => errors.push(format!("{at}: the required property \"{name}\" is missing")),
+                None => {}
+            }
+        }
+        for name in object.keys().filter(|k| !known.contains(k.as_str())) {
+            errors.push(format!("{at}: the property \"{name}\" is not allowed"));
+        }
+    }
+
+    /// `path` (`connect.port`) is a key that the rule for `target`
+    /// (`configuration/debugpy`: one case of a "pick by" rule; without the
+    /// case, the keys every case has) requires, not only allows.
+    fn requires(&self, target: &str, path: &str) -> Res {
+        let (name, mut case) = target.split_once('/').map_or((target, None), |(n, c)| (n, Some(c)));
+        let mut rule = self.named.get(name).ok_or(format!("no rule is named {name}"))?;
+        let segments: Vec<&str> = path.split('.').collect();
+        for (i, key) in segments.iter().enumerate() {
+            if let Some(n) = rule.as_str().and_then(|s| s.strip_prefix('@')) {
+                rule = self.named.get(n).ok_or(format!("rule fault: no rule is named @{n}"))?;
+            }
+            let form = rule.as_object().ok_or(format!("{path}: the rule for {key} has no keys"))?;
+            let keys: Vec<(&String, &Value)> = match (shape(form)?, case.take()) {
+                (Shape::Keys(keys), None) => keys.iter().collect(),
+                (Shape::Keys(_), Some(c)) => return Err(format!("{name} has no cases, so no {c}")),
+                (Shape::Pick { by, .. }, _) if by == *key => {
+                    // What a case is picked by is always there.
+                    return if i + 1 == segments.len() { Ok(()) } else { Err(format!("{path}: {by} has no keys")) };
+                }
+                (Shape::Pick { every, cases, .. }, case) => {
+                    let own = match case {
+                        Some(c) => {
+                            Some(cases.get(c).and_then(Value::as_object).ok_or(format!("{name} has no case {c}"))?)
+                        }
+                        None => None,
+                    };
+                    every.into_iter().chain(own).flatten().collect()
+                }
+            };
+            rule = match keys.iter().find(|(k, _)| k == key) {
+                Some((_, r)) => r,
+                None if keys.iter().any(|(k, _)| k.strip_suffix('?') == Some(key)) => {
+                    return Err(format!("{path} is required by the source, but the rules make {key} optional"));
+                }
+                None => return Err(format!("{path} is required by the source, but the rules have no key {key}")),
+            };
+        }
+        Ok(())
     }
 }
 
-/// A JavaScript pattern (what VS Code runs) for Rust's regex: JavaScript
-/// reads a `{` that starts no `{n}`, `{n,}` or `{n,m}` as a literal brace
-/// (js-debug's `^\${.*}$`), Rust refuses it.
-fn js_pattern(js: &str) -> String {
-    let chars: Vec<char> = js.chars().collect();
-    let mut out = String::new();
-    let (mut i, mut in_class, mut open) = (0, false, false);
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            '\\' => {
-                out.push(c);
-                if let Some(n) = chars.get(i + 1) {
-                    out.push(*n);
-                    i += 1;
-                }
-            }
-            '[' if !in_class => {
-                in_class = true;
-                out.push(c);
-            }
-            ']' if in_class => {
-                in_class = false;
-                out.push(c);
-            }
-            '{' if !in_class => {
-                let rest: String = chars[i + 1..].iter().take_while(|c| **c != '}').collect();
-                let quantifier = chars.len() > i + 1 + rest.len()
-                    && !rest.is_empty()
-                    && rest.split(',').count() <= 2
-                    && rest.split(',').next().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                    && rest.split(',').nth(1).is_none_or(|m| m.bytes().all(|b| b.is_ascii_digit()));
-                open = quantifier;
-                out.push_str(if quantifier { "{" } else { "\\{" });
-            }
-            '}' if !in_class => {
-                out.push_str(if open { "}" } else { "\\}" });
-                open = false;
-            }
-            _ => out.push(c),
-        }
-        i += 1;
+/// The two rules that describe an object.
+enum Shape<'a> {
+    Keys(&'a Map),
+    Pick { by: &'a str, every: Option<&'a Map>, cases: &'a Map },
+}
+
+fn shape(form: &Map) -> Res<Shape<'_>> {
+    let rule = Value::Object(form.clone());
+    let words: BTreeSet<&str> = form.keys().map(String::as_str).collect();
+    if words == BTreeSet::from(["keys"]) {
+        return form["keys"]
+            .as_object()
+            .map(Shape::Keys)
+            .ok_or(format!("rule fault: {rule}: \"keys\" is not an object"));
     }
-    out
+    if !words.contains("pick by") || !words.is_subset(&BTreeSet::from(["pick by", "every case", "cases"])) {
+        return Err(format!("rule fault: {rule} is not a rule"));
+    }
+    Ok(Shape::Pick {
+        by: form["pick by"].as_str().ok_or(format!("rule fault: {rule}: \"pick by\" names no key"))?,
+        every: match form.get("every case") {
+            None => None,
+            Some(m) => Some(m.as_object().ok_or(format!("rule fault: {rule}: \"every case\" is not an object"))?),
+        },
+        cases: form.get("cases").and_then(Value::as_object).ok_or(format!("rule fault: {rule}: no \"cases\""))?,
+    })
 }
 
-fn validate_at(root: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String> {
-    let mut errors = Vec::new();
-    check(root, schema, value, at, &mut errors);
-    errors
-}
-
-fn resolve<'a>(root: &'a Value, reference: &Value) -> Res<&'a Value> {
-    let r = reference.as_str().unwrap_or_default();
-    let name = r.strip_prefix("#/definitions/").ok_or(format!("only #/definitions/ references are supported: {r}"))?;
-    root.get("definitions").and_then(|d| d.get(name)).ok_or(format!("{r} is not defined"))
-}
-
-fn has_type(value: &Value, t: &str) -> bool {
-    match t {
-        "null" => value.is_null(),
-        "boolean" => value.is_boolean(),
+fn of_type(value: &Value, t: &str) -> Option<bool> {
+    Some(match t {
         "string" => value.is_string(),
-        "array" => value.is_array(),
-        "object" => value.is_object(),
+        "integer" => value.is_i64() || value.is_u64(),
         "number" => value.is_number(),
-        "integer" => value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0),
-        _ => false,
-    }
+        "boolean" => value.is_boolean(),
+        _ => return None,
+    })
 }
 
 fn brief(value: &Value) -> String {
@@ -284,45 +298,7 @@ fn brief(value: &Value) -> String {
 }
 
 // ---------------------------------------------------------------------------
-// VS Code: the schemas, composed as VS Code composes them.
-
-/// The tasks.json schema, with its definitions at the root.
-fn tasks_schema() -> Res<Value> {
-    fixture("vscode-tasks.schema.json")
-}
-
-/// The launch.json schema: VS Code's own, with `configurations` items oneOf
-/// every debugger's attach schema as `Debugger.getSchemaAttributes` builds it.
-fn launch_schema() -> Res<Value> {
-    let mut launch = fixture("vscode-launch.schema.json")?;
-    let common = launch["definitions"]["debuggerCommon"].clone();
-    let mut alternatives = Vec::new();
-    for debugger in ["java", "go", "debugpy", "node"] {
-        let mut attach = fixture(&format!("{debugger}.attach.schema.json"))?;
-        let own_required: Vec<Value> = attach["required"].as_array().cloned().unwrap_or_default();
-        let mut required: Vec<Value> = common["required"].as_array().cloned().unwrap_or_default();
-        required.extend(own_required);
-        let props = attach["properties"].as_object().cloned().unwrap_or_default();
-        let mut props: serde_json::Map<String, Value> = props;
-        for (k, v) in common["properties"].as_object().into_iter().flatten() {
-            props.insert(k.clone(), v.clone());
-        }
-        props.insert("type".into(), json!({ "enum": [debugger] }));
-        props.insert("request".into(), json!({ "enum": ["attach"] }));
-        attach["type"] = json!("object");
-        attach["required"] = Value::Array(required);
-        attach["additionalProperties"] = json!(false);
-        attach["properties"] = Value::Object(props);
-        alternatives.push(attach);
-    }
-    launch["properties"]["configurations"]["items"] = json!({ "type": "object", "oneOf": alternatives });
-    Ok(launch)
-}
-
-fn schema_errors(schema: &Value, doc: &Value) -> Res {
-    let errors = validate(schema, schema, doc);
-    if errors.is_empty() { Ok(()) } else { Err(errors.join("\n")) }
-}
+// VS Code: the cross-references the rules cannot see.
 
 /// Every `${input:X}` in the document's strings.
 fn input_refs(doc: &Value, out: &mut BTreeSet<String>) {
@@ -414,7 +390,7 @@ fn preflight_tasks(tasks: &Value) -> Res<BTreeMap<String, Vec<String>>> {
     Ok(out)
 }
 
-/// The checks on tasks.json beyond its schema: the preflight tasks are
+/// The checks on tasks.json beyond its rules: the preflight tasks are
 /// processes running `devnet preflight` with known flags and only the inputs
 /// the lab fills in.
 fn tasks_sound(tasks: &Value) -> Res {
@@ -488,15 +464,11 @@ fn launch_doc() -> Res<Value> {
     read_jsonc("docs/ide/vscode/launch.json")
 }
 
-/// The checks refuse it, saying `because` (and not because the checker
-/// could not read its own schema).
+/// The checks refuse it, saying `because` (and not because of a fault in
+/// the rules).
 fn expect_refused(what: &str, because: &str, result: Res) -> Res {
     match result {
-        Err(e)
-            if e.contains("does not implement") || e.contains("does not compile") || e.contains("is not defined") =>
-        {
-            Err(format!("{what}: refused, but for a fault in the schema or the checker: {e}"))
-        }
+        Err(e) if e.contains("rule fault") => Err(format!("{what}: refused, but for a fault in the rules: {e}")),
         Err(e) if e.contains(because) => Ok(()),
         Err(e) => Err(format!("{what}: refused, but without saying {because:?}: {e}")),
         Ok(()) => Err(format!("{what} passed the checks")),
@@ -511,8 +483,8 @@ fn config_of<'a>(launch: &'a mut Value, debugger: &str) -> Res<&'a mut Value> {
 }
 
 #[test]
-fn tasks_json_passes_vs_codes_task_schema() -> Res {
-    schema_errors(&tasks_schema()?, &tasks_doc()?)
+fn tasks_json_keeps_to_its_rules() -> Res {
+    rules()?.check("tasks.json", &tasks_doc()?)
 }
 
 #[test]
@@ -544,10 +516,9 @@ fn tasks_json_parses_with_whole_line_comments_removed() -> Res {
 }
 
 #[test]
-fn launch_json_passes_each_debuggers_attach_schema() -> Res {
+fn launch_json_keeps_to_each_debuggers_rules() -> Res {
     let launch = launch_doc()?;
-    let schema = launch_schema()?;
-    schema_errors(&schema, &launch)?;
+    rules()?.check("launch.json", &launch)?;
     let types: BTreeSet<&str> =
         launch["configurations"].as_array().into_iter().flatten().filter_map(|c| c["type"].as_str()).collect();
     if types != BTreeSet::from(["java", "go", "debugpy", "node"]) {
@@ -563,11 +534,11 @@ fn launch_json_prelaunch_tasks_and_inputs_resolve() -> Res {
 
 #[test]
 fn the_checks_refuse_broken_launch_configurations() -> Res {
-    let schema = launch_schema()?;
+    let rules = rules()?;
     let tasks = tasks_doc()?;
     let base = launch_doc()?;
     type Mutation = fn(&mut Value) -> Res;
-    let mutations: [(&str, &str, Mutation); 9] = [
+    let mutations: &[(&str, &str, Mutation)] = &[
         (
             "debugpy without connect.port",
             "$.configurations[2].connect: the required property \"port\" is missing",
@@ -576,30 +547,54 @@ fn the_checks_refuse_broken_launch_configurations() -> Res {
                 Ok(())
             },
         ),
-        ("go with the port as a string", "$.configurations[1].port: \"2345\" is not of type number", |l| {
+        ("go with the port as a string", "$.configurations[1].port: \"2345\" is not of type integer", |l| {
             config_of(l, "go")?["port"] = json!("2345");
             Ok(())
         }),
-        ("node with the port as a plain string", "\"9229\" does not match", |l| {
+        ("node with the port as a plain string", "$.configurations[3].port: \"9229\" is not of type integer", |l| {
             config_of(l, "node")?["port"] = json!("9229");
             Ok(())
         }),
-        ("java with a misspelt hostname", "the property \"hostname\" is not allowed", |l| {
+        ("java with a misspelt hostname", "$.configurations[0]: the property \"hostname\" is not allowed", |l| {
             let c = config_of(l, "java")?.as_object_mut().ok_or("not an object")?;
             let host = c.remove("hostName").ok_or("no hostName")?;
             c.insert("hostname".into(), host);
+            Ok(())
+        }),
+        ("java without a port", "$.configurations[0]: the required property \"port\" is missing", |l| {
+            config_of(l, "java")?.as_object_mut().ok_or("not an object")?.remove("port");
             Ok(())
         }),
         ("a configuration without a name", "the required property \"name\" is missing", |l| {
             config_of(l, "java")?.as_object_mut().ok_or("not an object")?.remove("name");
             Ok(())
         }),
-        ("go with an unknown mode", "$.configurations[1].mode: \"tunnel\" is not one of", |l| {
+        ("go with an unknown mode", "$.configurations[1].mode: \"tunnel\" is not one of [\"remote\"]", |l| {
             config_of(l, "go")?["mode"] = json!("tunnel");
             Ok(())
         }),
-        ("an unknown debugger type", "\"node2\" is not one of [\"node\"]", |l| {
-            config_of(l, "node")?["type"] = json!("node2");
+        (
+            "go left to the legacy adapter",
+            "$.configurations[1].debugAdapter: \"legacy\" is not one of [\"dlv-dap\"]",
+            |l| {
+                config_of(l, "go")?["debugAdapter"] = json!("legacy");
+                Ok(())
+            },
+        ),
+        ("a launch request", "$.configurations[3].request: \"launch\" is not one of [\"attach\"]", |l| {
+            config_of(l, "node")?["request"] = json!("launch");
+            Ok(())
+        }),
+        (
+            "an unknown debugger type",
+            "$.configurations[3].type: \"node2\" is not one of [\"debugpy\", \"go\", \"java\", \"node\"]",
+            |l| {
+                config_of(l, "node")?["type"] = json!("node2");
+                Ok(())
+            },
+        ),
+        ("skipFiles as one string", "$.configurations[3].skipFiles: \"<node_internals>/**\" is not a list", |l| {
+            config_of(l, "node")?["skipFiles"] = json!("<node_internals>/**");
             Ok(())
         }),
         ("a preLaunchTask that is no task", "is not a task in tasks.json", |l| {
@@ -617,7 +612,7 @@ fn the_checks_refuse_broken_launch_configurations() -> Res {
         expect_refused(
             what,
             because,
-            schema_errors(&schema, &launch).and_then(|()| launch_matches_tasks(&launch, &tasks)),
+            rules.check("launch.json", &launch).and_then(|()| launch_matches_tasks(&launch, &tasks)),
         )?;
     }
     // The port the debugger uses must be the one preflight checked.
@@ -632,19 +627,19 @@ fn the_checks_refuse_broken_launch_configurations() -> Res {
 
 #[test]
 fn the_checks_refuse_broken_tasks() -> Res {
-    let schema = tasks_schema()?;
+    let rules = rules()?;
     let base = tasks_doc()?;
     type Mutation = fn(&mut Value) -> Res;
-    let mutations: [(&str, &str, Mutation); 9] = [
-        ("an unknown task type", "\"bogus\" is not one of [\"process\"]", |t| {
+    let mutations: &[(&str, &str, Mutation)] = &[
+        ("an unknown task type", "$.tasks[0].type: \"bogus\" is not one of [\"process\",\"shell\"]", |t| {
             t["tasks"][0]["type"] = json!("bogus");
             Ok(())
         }),
-        ("a process task without a command", "the required property \"command\" is missing", |t| {
+        ("a process task without a command", "$.tasks[0]: the required property \"command\" is missing", |t| {
             t["tasks"][0].as_object_mut().ok_or("no task")?.remove("command");
             Ok(())
         }),
-        ("a task without a label", "the required property \"label\" is missing", |t| {
+        ("a task without a label", "$.tasks[1]: the required property \"label\" is missing", |t| {
             t["tasks"][1].as_object_mut().ok_or("no task")?.remove("label");
             Ok(())
         }),
@@ -652,18 +647,52 @@ fn the_checks_refuse_broken_tasks() -> Res {
             t["tasks"][0]["args"].as_array_mut().ok_or("no args")?.push(json!(5005));
             Ok(())
         }),
-        ("a presentation key VS Code does not know", "the property \"revealOn\" is not allowed", |t| {
-            t["tasks"][0]["presentation"]["revealOn"] = json!("failure");
+        (
+            "a presentation key we do not use",
+            "$.tasks[0].presentation: the property \"revealOn\" is not allowed",
+            |t| {
+                t["tasks"][0]["presentation"]["revealOn"] = json!("failure");
+                Ok(())
+            },
+        ),
+        (
+            "a reveal VS Code does not know",
+            "$.tasks[2].presentation.reveal: \"onFailure\" is not one of [\"always\",\"silent\",\"never\"]",
+            |t| {
+                t["tasks"][2]["presentation"]["reveal"] = json!("onFailure");
+                Ok(())
+            },
+        ),
+        ("a misspelt task key", "$.tasks[3]: the property \"problemMatchers\" is not allowed", |t| {
+            let task = t["tasks"][3].as_object_mut().ok_or("no task")?;
+            let matcher = task.remove("problemMatcher").ok_or("no problemMatcher")?;
+            task.insert("problemMatchers".into(), matcher);
             Ok(())
         }),
         ("another file version", "$.version: \"0.1.0\" is not one of [\"2.0.0\"]", |t| {
             t["version"] = json!("0.1.0");
             Ok(())
         }),
-        ("a promptString without a description", "the required property \"description\" is missing", |t| {
-            t["inputs"][0].as_object_mut().ok_or("no input")?.remove("description");
+        (
+            "a promptString without a description",
+            "$.inputs[0]: the required property \"description\" is missing",
+            |t| {
+                t["inputs"][0].as_object_mut().ok_or("no input")?.remove("description");
+                Ok(())
+            },
+        ),
+        ("a pickString without options", "$.inputs[1]: the required property \"options\" is missing", |t| {
+            t["inputs"][1]["type"] = json!("pickString");
             Ok(())
         }),
+        (
+            "an input of no kind VS Code has",
+            "$.inputs[0].type: \"prompt\" is not one of [\"command\", \"pickString\", \"promptString\"]",
+            |t| {
+                t["inputs"][0]["type"] = json!("prompt");
+                Ok(())
+            },
+        ),
         ("a variable the lab does not fill in", "has a variable the lab does not fill in", |t| {
             t["tasks"][0]["args"][2] = json!("${config:devnet.context}");
             Ok(())
@@ -676,79 +705,115 @@ fn the_checks_refuse_broken_tasks() -> Res {
     for (what, because, mutate) in mutations {
         let mut tasks = base.clone();
         mutate(&mut tasks)?;
-        expect_refused(what, because, schema_errors(&schema, &tasks).and_then(|()| tasks_sound(&tasks)))?;
+        expect_refused(what, because, rules.check("tasks.json", &tasks).and_then(|()| tasks_sound(&tasks)))?;
     }
     Ok(())
 }
 
 #[test]
-fn the_schema_checker_covers_its_keywords() -> Res {
-    let schema = json!({
-        "type": "object",
-        "required": ["a"],
-        "additionalProperties": false,
-        "properties": {
-            "a": {"type": "integer", "minimum": 1},
-            "b": {"enum": ["x", "y"]},
-            "c": {"type": "array", "items": {"type": "string"}, "uniqueItems": true},
-            "d": {"oneOf": [{"type": "number"}, {"type": "integer"}]},
-            "e": {"anyOf": [{"type": "null"}, {"type": "string", "pattern": "^\\${.*}$"}]},
-            "f": {"$ref": "#/definitions/f"},
-            "g": {"type": ["boolean", "string"]}
-        },
-        "definitions": {"f": {"type": "object", "required": ["z"]}}
+fn the_rule_checker_covers_its_forms() -> Res {
+    let named = json!({
+        "doc": {"keys": {
+            "a": "integer",
+            "b?": ["x", "y"],
+            "c?": {"list of": "string"},
+            "d?": {"map of": "boolean"},
+            "e?": "integer|string",
+            "f?": "@f",
+            "g?": "number"
+        }},
+        "f": {"pick by": "kind", "every case": {"id": "string"}, "cases": {"p": {"q": "string"}, "r": {"s?": "string"}}}
     });
-    let ok = json!({"a": 2, "b": "x", "c": ["p", "q"], "d": 1.5, "e": "${input:x}", "f": {"z": 0}, "g": true});
-    let errors = validate(&schema, &schema, &ok);
-    if !errors.is_empty() {
-        return Err(format!("a valid document was refused: {errors:?}"));
+    let rules = Rules { named: named.as_object().cloned().ok_or("not an object")?, cites: Vec::new() };
+    for ok in [
+        json!({"a": 2}),
+        json!({"a": 2, "b": "x", "c": ["p", "q"], "d": {"k": true}, "e": "5", "f": {"kind": "p", "id": "i", "q": "v"}}),
+        json!({"a": 2, "e": 5, "f": {"kind": "r", "id": "i"}, "g": 1.5}),
+    ] {
+        rules.check("doc", &ok).map_err(|e| format!("{ok} was refused: {e}"))?;
     }
-    let bad = [
-        json!({}),
-        json!({"a": 1.5}),
-        json!({"a": 0}),
-        json!({"a": 1, "b": "z"}),
-        json!({"a": 1, "c": ["p", 3]}),
-        json!({"a": 1, "c": ["p", "p"]}),
-        json!({"a": 1, "d": 2}),
-        json!({"a": 1, "d": "2"}),
-        json!({"a": 1, "e": "5005"}),
-        json!({"a": 1, "f": {}}),
-        json!({"a": 1, "g": 0}),
-        json!({"a": 1, "h": 0}),
-    ];
-    for doc in bad {
-        if validate(&schema, &schema, &doc).is_empty() {
-            return Err(format!("{doc} passed"));
+    for (bad, because) in [
+        (json!([]), "$: [] is not an object"),
+        (json!({}), "$: the required property \"a\" is missing"),
+        (json!({"a": 1.5}), "$.a: 1.5 is not of type integer"),
+        (json!({"a": 1, "z": 0}), "$: the property \"z\" is not allowed"),
+        (json!({"a": 1, "b": "z"}), "$.b: \"z\" is not one of [\"x\",\"y\"]"),
+        (json!({"a": 1, "c": "p"}), "$.c: \"p\" is not a list"),
+        (json!({"a": 1, "c": ["p", 3]}), "$.c[1]: 3 is not of type string"),
+        (json!({"a": 1, "d": {"k": 1}}), "$.d.k: 1 is not of type boolean"),
+        (json!({"a": 1, "e": true}), "$.e: true is not of type integer or string"),
+        (json!({"a": 1, "g": "1"}), "$.g: \"1\" is not of type number"),
+        (json!({"a": 1, "f": {"id": "i"}}), "$.f: the required property \"kind\" is missing"),
+        (json!({"a": 1, "f": {"kind": "t", "id": "i"}}), "$.f.kind: \"t\" is not one of [\"p\", \"r\"]"),
+        (json!({"a": 1, "f": {"kind": "p", "id": "i"}}), "$.f: the required property \"q\" is missing"),
+        (json!({"a": 1, "f": {"kind": "r", "q": "v"}}), "$.f: the property \"q\" is not allowed"),
+        (json!({"a": 1, "f": {"kind": "r", "q": "v"}}), "$.f: the required property \"id\" is missing"),
+    ] {
+        expect_refused(&bad.to_string(), because, rules.check("doc", &bad))?;
+    }
+    // A rule the checker does not know is a fault in the rules, never a pass.
+    for rule in [json!("text"), json!("@none"), json!({"one of": ["x"]}), json!({"keys": ["a"]}), json!(3)] {
+        let odd =
+            Rules { named: json!({ "doc": rule }).as_object().cloned().ok_or("not an object")?, cites: Vec::new() };
+        match odd.check("doc", &json!("x")) {
+            Err(e) if e.contains("rule fault") => {}
+            other => return Err(format!("the rule {rule} gave {other:?}, not a rule fault")),
         }
     }
-    for (js, rust) in [("^\\${.*}$", "^\\$\\{.*\\}$"), ("a{2,3}[{]", "a{2,3}[{]"), ("x{,2}", "x\\{,2\\}")] {
-        if js_pattern(js) != rust {
-            return Err(format!("{js} became {}, not {rust}", js_pattern(js)));
-        }
-    }
-    // A keyword the checker does not implement is an error, not a pass.
-    let unknown = json!({"type": "string", "maxLength": 3});
-    if validate(&unknown, &unknown, &json!("abcdef")).iter().all(|e| !e.contains("maxLength")) {
-        return Err("an unimplemented keyword passed silently".into());
+    // What a cite says is required must be required by the rules.
+    rules.requires("doc", "a")?;
+    rules.requires("f", "kind")?;
+    rules.requires("f", "id")?;
+    rules.requires("f/p", "q")?;
+    for (target, path, because) in [
+        ("doc", "b", "the rules make b optional"),
+        ("doc", "h", "the rules have no key h"),
+        ("f", "q", "the rules have no key q"),
+        ("f/r", "s", "the rules make s optional"),
+        ("f/t", "id", "f has no case t"),
+        ("doc/p", "a", "doc has no cases"),
+    ] {
+        expect_refused(&format!("{target} requiring {path}"), because, rules.requires(target, path))?;
     }
     Ok(())
 }
 
 #[test]
-fn the_vendored_schemas_name_their_sources() -> Res {
-    for name in [
-        "java.attach.schema.json",
-        "go.attach.schema.json",
-        "debugpy.attach.schema.json",
-        "node.attach.schema.json",
-        "vscode-tasks.schema.json",
-        "vscode-launch.schema.json",
-    ] {
-        let schema = fixture(name)?;
-        if !schema.is_object() {
-            return Err(format!("{name}: the schema is not an object"));
+fn the_rules_cite_what_the_ides_require() -> Res {
+    let rules = rules()?;
+    let mut cited = BTreeSet::new();
+    for cite in &rules.cites {
+        let keys: BTreeSet<&str> =
+            cite.as_object().ok_or("a cite is not an object")?.keys().map(String::as_str).collect();
+        let commit = cite["commit"].as_str().unwrap_or_default();
+        if keys != BTreeSet::from(["for", "requires", "repo", "path", "commit"])
+            || cite["repo"].as_str().is_none_or(|r| r.split('/').filter(|p| !p.is_empty()).count() != 2)
+            || cite["path"].as_str().is_none_or(str::is_empty)
+            || commit.len() != 40
+            || !commit.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(format!("a cite needs for, requires, a repo owner/name, a path and a 40-hex commit: {cite}"));
         }
+        let target = cite["for"].as_str().ok_or(format!("{cite}: \"for\" is not a string"))?;
+        for key in cite["requires"].as_array().ok_or(format!("{target}: \"requires\" is not a list"))? {
+            let key = key.as_str().ok_or(format!("{target}: {key} is not a key"))?;
+            rules.requires(target, key).map_err(|e| format!("the cite for {target}: {e}"))?;
+        }
+        if !cited.insert(target) {
+            return Err(format!("two cites for {target}"));
+        }
+    }
+    // Every debugger and every kind of input says where its requirements
+    // were read, and so do the task and the configuration as a whole.
+    let mut wanted = BTreeSet::from(["task".to_owned(), "configuration".to_owned()]);
+    for name in ["configuration", "input"] {
+        for case in rules.named[name]["cases"].as_object().ok_or(format!("{name} has no cases"))?.keys() {
+            wanted.insert(format!("{name}/{case}"));
+        }
+    }
+    let missing: Vec<&String> = wanted.iter().filter(|w| !cited.contains(w.as_str())).collect();
+    if !missing.is_empty() {
+        return Err(format!("no cite for {missing:?}"));
     }
     Ok(())
 }
