@@ -34,6 +34,7 @@ fn main() {
             ("preflight_11_wrong_protocol_on_the_port", wrong_protocol),
             ("preflight_12_name_that_does_not_exist", name_not_found),
             ("preflight_13_target_outside_every_cluster_cidr", outside),
+            ("preflight_13b_the_timeout_bounds_the_whole_run", timeout_bounds_the_run),
             ("preflight_14_progress_events_for_ides", progress),
             ("preflight_15_the_ide_recipes_run_as_written", recipes),
             ("preflight_16_an_exec_plugin_is_told_nobody_can_answer_it", exec_plugin_not_interactive),
@@ -483,7 +484,31 @@ fn outside(lab: &Lab) -> Res {
         "no-path",
         "203.0.113.7 is outside every CIDR devnet routes (lab: ",
         "devnet connect --cidr",
+    )?;
+    // With the context's session already up, --connect has nothing to start.
+    preflight(lab, &["--connect", "203.0.113.7:5005"])?.expect_failure(
+        5,
+        "no-path",
+        "outside every CIDR",
+        "devnet connect --cidr",
     )
+}
+
+/// `--timeout` bounds the run: an address in node4's pod block where no pod
+/// lives gets no answer (the relay's dial waits for ARP, about 3 s), and the
+/// run ends at 2 s with the way it tried.
+fn timeout_bounds_the_run(lab: &Lab) -> Res {
+    let began = Instant::now();
+    let run = preflight(lab, &["--timeout", "2s", "10.244.4.250:5005"])?;
+    let took = began.elapsed();
+    run.expect_failure(8, "timed-out", "no answer from 10.244.4.250:5005 within", "devnet doctor")?;
+    if !run.target()["message"].as_str().unwrap_or("").contains("over devnet's tunnel way (10.244.0.0/16") {
+        return Err(format!("the timeout does not name the way it tried: {}", run.target()));
+    }
+    if took > Duration::from_secs(4) {
+        return Err(format!("a 2 s preflight took {took:?}"));
+    }
+    Ok(())
 }
 
 /// `--json --progress`: one event per line as each step starts and ends, the

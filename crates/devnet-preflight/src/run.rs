@@ -198,8 +198,10 @@ impl Run<'_> {
         report.resolved = Some(addr.clone());
         let way = self.step(target, Step::Path, async |run| run.path_step(target, addr.address.ip()).await).await;
         let way = match way {
-            Err(s) if s.failure == Failure::NoPath && self.opts.connect && !self.started => {
-                // The session that would route it may just not run yet.
+            Err(s)
+                if s.failure == Failure::NoPath && self.opts.connect && !self.started && !self.context_runs().await =>
+            {
+                // The session that would route it (this context's) does not run yet.
                 self.step(target, Step::Session, async |run| run.connect_session().await).await?;
                 self.step(target, Step::Path, async |run| run.path_step(target, addr.address.ip()).await).await?
             }
@@ -283,6 +285,17 @@ impl Run<'_> {
         }
         let names: Vec<String> = sessions.iter().map(|s| format!("{} ({:?})", s.name, s.status.state)).collect();
         Ok(((), format!("sessions: {}", names.join(", "))))
+    }
+
+    /// Whether a session for the context already runs (then `--connect`
+    /// has nothing to start: an address outside it stays outside).
+    async fn context_runs(&mut self) -> bool {
+        let context = match (&self.opts.cluster.context, self.cluster().await) {
+            (Some(c), _) => c.clone(),
+            (None, Ok(c)) => c.context.clone(),
+            (None, Err(_)) => return false,
+        };
+        self.sessions.as_deref().unwrap_or_default().iter().any(|s| s.name == context)
     }
 
     /// `--connect`: starts `devnet connect` for the context, detached (the
