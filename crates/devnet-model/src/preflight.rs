@@ -177,6 +177,22 @@ pub struct TargetReport {
 }
 
 impl TargetReport {
+    /// A report for `target` with nothing found yet (and not ready).
+    pub fn new(target: impl Into<String>) -> Self {
+        Self {
+            target: target.into(),
+            ok: false,
+            failure: None,
+            message: String::new(),
+            fix: None,
+            resolved: None,
+            way: None,
+            pod: None,
+            probe: None,
+            warnings: Vec::new(),
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         self.failure.map_or(0, Failure::exit_code)
     }
@@ -250,18 +266,7 @@ mod tests {
 
     #[test]
     fn the_report_takes_the_first_failure() {
-        let ok = TargetReport {
-            target: "a".into(),
-            ok: true,
-            failure: None,
-            message: String::new(),
-            fix: None,
-            resolved: None,
-            way: None,
-            pod: None,
-            probe: None,
-            warnings: vec![],
-        };
+        let ok = TargetReport { ok: true, ..TargetReport::new("a") };
         let refused = TargetReport { ok: false, failure: Some(Failure::Refused), ..ok.clone() };
         let timed_out = TargetReport { ok: false, failure: Some(Failure::TimedOut), ..ok.clone() };
         assert_eq!(Report::new(vec![ok.clone(), refused, timed_out]).exit_code, 6);

@@ -62,18 +62,7 @@ pub async fn run(opts: &Options, emit: &mut dyn FnMut(Progress)) -> Report {
     let mut run = Run { opts, emit, deadline, cluster: None, sessions: None, started: false };
     let mut reports = Vec::new();
     for target in &opts.targets {
-        let mut report = TargetReport {
-            target: target.text.clone(),
-            ok: false,
-            failure: None,
-            message: String::new(),
-            fix: None,
-            resolved: None,
-            way: None,
-            pod: None,
-            probe: None,
-            warnings: Vec::new(),
-        };
+        let mut report = TargetReport::new(&target.text);
         match run.check(target, &mut report).await {
             Ok(message) => {
                 report.ok = true;
