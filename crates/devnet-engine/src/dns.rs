@@ -12,16 +12,18 @@
 //! address, so queries follow whatever path that CIDR has (direct or
 //! tunnel) and keep working while it switches.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use devnet_dns::rewrite::{self, Handling};
 use devnet_dns::{NamePolicy, resolv_conf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
 use crate::config::{DnsBackend, Profile};
@@ -30,11 +32,70 @@ use crate::netstate::NetState;
 use crate::resolved::{self, SystemBus};
 
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Queries being answered at once, per destination: a flood of names the
+/// upstream never answers cannot starve cluster names, nor the reverse,
+/// and the stub's sockets stay bounded (one per query in flight).
+const MAX_IN_FLIGHT: usize = 128;
+/// TCP clients at once, and how long one may sit idle.
+const MAX_TCP_CLIENTS: usize = 32;
+const TCP_IDLE: Duration = Duration::from_secs(10);
+/// The largest DNS message (EDNS answers go past 4096 bytes).
+const MAX_MESSAGE: usize = 65_535;
 
 struct Stub {
     policy: NamePolicy,
     cluster: SocketAddr,
     upstreams: Vec<SocketAddr>,
+    /// Permits for queries in flight to the cluster DNS and to the upstreams.
+    to_cluster: Arc<Semaphore>,
+    to_upstream: Arc<Semaphore>,
+    local: LocalSources,
+}
+
+/// Who may ask the stub: this machine only. With systemd-resolved the stub
+/// listens on an address of devnet's link, which a LAN neighbour could
+/// route to (Linux is a weak host) and so use an open resolver that tells
+/// cluster names. A packet from another host cannot carry one of this
+/// machine's addresses as its source (the kernel drops such martians), so
+/// a source that is ours, or loopback, is this machine.
+struct LocalSources {
+    known: std::sync::Mutex<(Option<Instant>, HashSet<IpAddr>)>,
+}
+
+impl LocalSources {
+    fn new() -> Self {
+        Self { known: std::sync::Mutex::new((None, HashSet::new())) }
+    }
+
+    fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        if ip.is_loopback() {
+            return true;
+        }
+        let Ok(mut known) = self.known.lock() else { return false };
+        if known.1.contains(&ip) {
+            return true;
+        }
+        // An address this machine gained since the last look: look again,
+        // at most once a second (a flood of foreign sources costs nothing).
+        if known.0.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
+            *known = (Some(Instant::now()), machine_addresses());
+        }
+        known.1.contains(&ip)
+    }
+}
+
+/// Every address on this machine's interfaces.
+fn machine_addresses() -> HashSet<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return HashSet::new() };
+    addrs
+        .filter_map(|a| {
+            let a = a.address?;
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        })
+        .collect()
 }
 
 /// The resolver set-up of a session: the stub, and with systemd-resolved
@@ -145,49 +206,82 @@ async fn start_stub(profile: &Profile, listen: IpAddr, upstreams: Vec<IpAddr>) -
     let cluster = SocketAddr::new(profile.dns_server.context("no DNS server configured")?, 53);
     let policy = NamePolicy::new(&profile.cluster_domain, &profile.namespaces, profile.default_namespace.as_deref())?;
     let listen = SocketAddr::new(listen, 53);
-    let udp = Arc::new(UdpSocket::bind(listen).await.with_context(|| format!("binding the DNS stub on {listen}"))?);
+    let udp = UdpSocket::bind(listen).await.with_context(|| format!("binding the DNS stub on {listen}"))?;
     let tcp = TcpListener::bind(listen).await.with_context(|| format!("binding the DNS stub on {listen}/tcp"))?;
-    let stub = Arc::new(Stub {
-        policy,
-        cluster,
-        upstreams: upstreams.into_iter().map(|ip| SocketAddr::new(ip, 53)).collect(),
-    });
+    let stub = Stub::new(policy, cluster, upstreams.into_iter().map(|ip| SocketAddr::new(ip, 53)).collect());
     info!(%listen, %cluster, upstreams = ?stub.upstreams, "DNS stub serving");
-    Ok(tokio::spawn(async move {
-        let udp_loop = {
-            let (udp, stub) = (udp.clone(), stub.clone());
-            async move {
-                let mut buf = vec![0u8; 4096];
-                loop {
-                    let Ok((n, from)) = udp.recv_from(&mut buf).await else { continue };
-                    let (query, udp, stub) = (buf[..n].to_vec(), udp.clone(), stub.clone());
-                    tokio::spawn(async move {
-                        if let Some(answer) = stub.answer(&query, false).await {
-                            let _ = udp.send_to(&answer, from).await;
-                        }
-                    });
-                }
-            }
-        };
-        let tcp_loop = async move {
+    Ok(tokio::spawn(serve(udp, tcp, stub)))
+}
+
+/// Answers on `udp` and `tcp` until aborted.
+async fn serve(udp: UdpSocket, tcp: TcpListener, stub: Stub) {
+    let (udp, stub) = (Arc::new(udp), Arc::new(stub));
+    let udp_loop = {
+        let (udp, stub) = (udp.clone(), stub.clone());
+        async move {
+            let mut buf = vec![0u8; MAX_MESSAGE];
             loop {
-                let Ok((conn, _)) = tcp.accept().await else { continue };
-                let stub = stub.clone();
+                let (n, from) = match udp.recv_from(&mut buf).await {
+                    Ok(got) => got,
+                    Err(e) => {
+                        debug!(error = %e, "DNS stub: receive failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                if !stub.local.allows(from.ip()) {
+                    debug!(%from, "DNS stub: a query from another host, dropped");
+                    continue;
+                }
+                let Some((handling, permit)) = stub.admit(&buf[..n]) else { continue };
+                let (query, udp, stub) = (buf[..n].to_vec(), udp.clone(), stub.clone());
                 tokio::spawn(async move {
-                    let _ = serve_tcp(conn, &stub).await;
+                    if let Some(answer) = stub.resolve(handling, &query, false).await {
+                        let _ = udp.send_to(&answer, from).await;
+                    }
+                    drop(permit);
                 });
             }
-        };
-        tokio::join!(udp_loop, tcp_loop);
-    }))
+        }
+    };
+    let tcp_loop = async move {
+        let clients = Arc::new(Semaphore::new(MAX_TCP_CLIENTS));
+        loop {
+            let (conn, from) = match tcp.accept().await {
+                Ok(got) => got,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) or the like: back off
+                    // instead of spinning on the error.
+                    warn!(error = %e, "DNS stub: accept failed; backing off");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if !stub.local.allows(from.ip()) {
+                debug!(%from, "DNS stub: a TCP client from another host, dropped");
+                continue;
+            }
+            let Ok(permit) = clients.clone().try_acquire_owned() else {
+                debug!(%from, "DNS stub: too many TCP clients, dropped");
+                continue;
+            };
+            let stub = stub.clone();
+            tokio::spawn(async move {
+                let _ = serve_tcp(conn, &stub).await;
+                drop(permit);
+            });
+        }
+    };
+    tokio::join!(udp_loop, tcp_loop);
 }
 
 async fn serve_tcp(mut conn: TcpStream, stub: &Stub) -> std::io::Result<()> {
     loop {
-        let len = conn.read_u16().await? as usize;
-        let mut query = vec![0u8; len];
-        conn.read_exact(&mut query).await?;
-        if let Some(answer) = stub.answer(&query, true).await {
+        let Ok(len) = tokio::time::timeout(TCP_IDLE, conn.read_u16()).await else { return Ok(()) };
+        let mut query = vec![0u8; len? as usize];
+        tokio::time::timeout(TCP_IDLE, conn.read_exact(&mut query)).await.map_err(std::io::Error::other)??;
+        let Some((handling, _permit)) = stub.admit(&query) else { continue };
+        if let Some(answer) = stub.resolve(handling, &query, true).await {
             conn.write_u16(answer.len() as u16).await?;
             conn.write_all(&answer).await?;
         }
@@ -195,19 +289,50 @@ async fn serve_tcp(mut conn: TcpStream, stub: &Stub) -> std::io::Result<()> {
 }
 
 impl Stub {
-    async fn answer(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
-        match rewrite::query(query, &self.policy) {
-            Ok(Handling::Answer(packet)) => Some(packet),
-            Ok(Handling::Cluster { packet, original, asked }) => {
+    fn new(policy: NamePolicy, cluster: SocketAddr, upstreams: Vec<SocketAddr>) -> Self {
+        Self {
+            policy,
+            cluster,
+            upstreams,
+            to_cluster: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            to_upstream: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            local: LocalSources::new(),
+        }
+    }
+
+    /// Decides where a query goes and takes a permit for it, or drops it
+    /// (not DNS, or too many already in flight there: the client retries).
+    fn admit(&self, query: &[u8]) -> Option<(Handling, Option<tokio::sync::OwnedSemaphorePermit>)> {
+        let handling = match rewrite::query(query, &self.policy) {
+            Ok(h) => h,
+            Err(e) => {
+                debug!(error = %e, "dropping a packet that is not DNS");
+                return None;
+            }
+        };
+        let budget = match &handling {
+            Handling::Answer(_) => return Some((handling, None)),
+            Handling::Cluster { .. } => &self.to_cluster,
+            Handling::Upstream => &self.to_upstream,
+        };
+        match budget.clone().try_acquire_owned() {
+            Ok(permit) => Some((handling, Some(permit))),
+            Err(_) => {
+                debug!("DNS stub: too many queries in flight, dropped");
+                None
+            }
+        }
+    }
+
+    async fn resolve(&self, handling: Handling, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        match handling {
+            Handling::Answer(packet) => Some(packet),
+            Handling::Cluster { packet, original, asked } => {
                 debug!(%original, %asked, "cluster name");
                 let answer = forward(&[self.cluster], &packet, tcp).await?;
                 rewrite::restore(&answer, &original, &asked).ok()
             }
-            Ok(Handling::Upstream) => forward(&self.upstreams, query, tcp).await,
-            Err(e) => {
-                debug!(error = %e, "dropping a packet that is not DNS");
-                None
-            }
+            Handling::Upstream => forward(&self.upstreams, query, tcp).await,
         }
     }
 }
@@ -229,7 +354,7 @@ async fn forward(servers: &[SocketAddr], query: &[u8], tcp: bool) -> Option<Vec<
                 let s = UdpSocket::bind(bind).await?;
                 s.connect(server).await?;
                 s.send(query).await?;
-                let mut answer = vec![0u8; 4096];
+                let mut answer = vec![0u8; MAX_MESSAGE];
                 let n = s.recv(&mut answer).await?;
                 answer.truncate(n);
                 Ok(answer)
@@ -356,6 +481,75 @@ pub async fn office_forwarding(profile: &Profile) -> Option<(IpAddr, String, dev
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_this_machine_may_ask_the_stub() {
+        let local = LocalSources::new();
+        for ip in ["127.0.0.1", "127.0.0.153", "::1", "::ffff:127.0.0.1"] {
+            assert!(local.allows(ip.parse().expect("literal")), "{ip}");
+        }
+        if let Some(own) = machine_addresses().into_iter().find(|ip| !ip.is_loopback()) {
+            assert!(local.allows(own), "{own} is this machine's");
+        }
+        for ip in ["203.0.113.9", "192.0.2.1", "2001:db8::1"] {
+            assert!(!local.allows(ip.parse().expect("literal")), "{ip} is another host");
+        }
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// A local flood of names the upstream never answers (the review's
+    /// 500 qps against a 1024-descriptor limit) leaves the descriptors
+    /// bounded and cluster names answered.
+    #[tokio::test]
+    async fn a_flood_to_a_silent_upstream_neither_exhausts_descriptors_nor_starves_cluster_names() {
+        let cluster = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let cluster_addr = cluster.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = cluster.recv_from(&mut buf).await {
+                // An empty answer to the question asked: the QR bit set.
+                buf[2] |= 0x80;
+                let _ = cluster.send_to(&buf[..n], from).await;
+            }
+        });
+        let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let silent_addr = silent.local_addr().expect("addr");
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let stub_addr = udp.local_addr().expect("addr");
+        let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let policy = NamePolicy::new("cluster.local", &["demo".to_owned()], None).expect("policy");
+        let serving = tokio::spawn(serve(udp, tcp, Stub::new(policy, cluster_addr, vec![silent_addr])));
+        let before = open_fds();
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        for i in 0..3000u16 {
+            let q = rewrite::probe_query(&format!("n{i}.example.com."), i).expect("query");
+            client.send_to(&q, stub_addr).await.expect("send");
+            if i % 200 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let during = open_fds();
+        // Unbounded, each of the 3000 would hold a socket for the 2 s the
+        // silent upstream takes to time out.
+        assert!(
+            during < before + 400,
+            "{during} descriptors open during the flood (from {before}): the stub must cap its queries in flight"
+        );
+        // A cluster name still gets its answer while the upstream budget is spent.
+        let asker = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let q = rewrite::probe_query("web.demo.svc.cluster.local.", 0xbeef).expect("query");
+        asker.send_to(&q, stub_addr).await.expect("send");
+        let mut buf = vec![0u8; 4096];
+        let got = tokio::time::timeout(Duration::from_secs(1), asker.recv(&mut buf)).await;
+        let n = got.expect("a cluster name was starved by the flood").expect("recv");
+        assert_eq!(&buf[..2], &[0xbe, 0xef], "the answer to our query");
+        assert!(n > 12 && buf[2] & 0x80 != 0, "an answer");
+        serving.abort();
+    }
 
     #[test]
     fn resolv_conf_round_trips_and_foreign_edits_are_kept() {
