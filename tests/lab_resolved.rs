@@ -27,6 +27,7 @@ fn main() {
             ("resolved_03_at_the_office_the_link_carries_no_traffic_then_home", office_then_home),
             ("resolved_04_disconnect_and_crash_leave_resolved_as_it_was", disconnect_and_crash),
             ("resolved_05_asking_for_resolved_without_it_is_a_clear_error", forced_without_resolved),
+            ("resolved_06_the_stub_answers_this_machine_never_a_lan_neighbour", stub_for_this_machine_only),
         ],
         harness::OnFailure::Reset,
     )
@@ -262,4 +263,32 @@ fn forced_without_resolved(lab: &Lab) -> Res {
         return Err(format!("connect should fail naming the problem and the fix:\n{said}"));
     }
     lab.laptop_unchanged("after the refused connect")
+}
+
+/// The stub listens on an address of devnet's link (169.254.53.53), which a
+/// LAN neighbour can route to the laptop (Linux is a weak host): it must get
+/// no answer, not an open resolver that tells cluster names, while the
+/// laptop itself is answered.
+fn stub_for_this_machine_only(lab: &Lab) -> Res {
+    connect(lab, "connected")?;
+    let dig = |host: &str| -> Res<String> {
+        let out =
+            lab.exec(host, &["dig", "+short", "+time=1", "+tries=2", "@169.254.53.53", "web.demo.svc.cluster.local"])?;
+        Ok(harness::text(&out))
+    };
+    let here =
+        lab.laptop_ok(&["dig", "+short", "+time=1", "+tries=2", "@169.254.53.53", "web.demo.svc.cluster.local"])?;
+    if here.trim() != "10.96.0.20" {
+        return Err(format!("the laptop's own query to the stub gave {here:?}"));
+    }
+    // The office router is the neighbour: it routes the stub's address to the laptop.
+    lab.exec("office", &["ip", "route", "add", "169.254.53.53/32", "via", "192.168.10.2"])?;
+    let neighbour = dig("office");
+    let _ = lab.exec("office", &["ip", "route", "del", "169.254.53.53/32"]);
+    let neighbour = neighbour?;
+    if neighbour.contains("10.96.0.20") || !neighbour.contains("timed out") && !neighbour.contains("no servers") {
+        return Err(format!("a LAN neighbour got an answer from the stub: {neighbour:?}"));
+    }
+    lab.disconnect()?;
+    lab.laptop_unchanged("after the neighbour's queries")
 }
