@@ -40,6 +40,7 @@ fn main() {
             ("no_path_03_dns_over_udp_and_tcp", dns_over_udp_and_tcp),
             ("no_path_04_udp_echo", udp_echo),
             ("no_path_04b_system_resolver_cluster_names_only", system_resolver),
+            ("no_path_04c_forwarded_traffic_never_rides_the_tunnel", forwarded_not_tunnelled),
             ("no_path_05_256mib_each_way_intact", bulk_each_way),
             ("no_path_06_1000_concurrent_connections", thousand_connections),
             ("no_path_07_closed_port_refused_at_once", closed_port_refused),
@@ -107,6 +108,29 @@ fn dns_over_udp_and_tcp(lab: &Lab) -> Res {
 fn udp_echo(lab: &Lab) -> Res {
     lab.probe(&["udp", "10.96.0.30:7"])?;
     lab.probe(&["udp", "[fd00:244:0:3::10]:7"])?;
+    Ok(())
+}
+
+/// A laptop that forwards (libvirt, k3s, some Docker set-ups) must not lend
+/// the tunnel, and the user's relay credentials, to a LAN host: the office
+/// router routes a pod via the laptop, which forwards; only the laptop's own
+/// traffic reaches the pod.
+fn forwarded_not_tunnelled(lab: &Lab) -> Res {
+    lab.exec("laptop", &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    lab.exec("office", &["ip", "route", "add", "10.244.3.10/32", "via", "192.168.10.2"])?;
+    let labd = lab.tool("devnet-labd");
+    let from_lan = lab.exec("office", &[&labd, "probe", "connect", "10.244.3.10:7", "--timeout-ms", "3000"]);
+    let _ = lab.exec("office", &["ip", "route", "del", "10.244.3.10/32"]);
+    let _ = lab.exec("laptop", &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    let from_lan = text(&from_lan?);
+    if from_lan.contains("\"connected\"") {
+        return Err(format!("a LAN host reached a pod through the laptop's tunnel: {from_lan}"));
+    }
+    // The laptop's own connection goes through, as before.
+    let own = connect_probe(lab, "10.244.3.10:7")?;
+    if own["result"] != "connected" {
+        return Err(format!("the laptop's own connection failed: {own}"));
+    }
     Ok(())
 }
 

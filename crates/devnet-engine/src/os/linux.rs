@@ -247,16 +247,21 @@ pub struct PolicyRule {
     pub mark: u32,
     /// `not fwmark …`: every packet *without* the mark.
     pub inverted: bool,
+    /// `iif …`: only packets from this interface (`lo`: this machine's own).
+    pub iif: Option<&'static str>,
     pub table: &'static str,
 }
 
-/// Unmarked traffic consults our table first.
+/// Unmarked traffic *this machine sends* consults our table first. `iif lo`
+/// keeps forwarded traffic out of the tunnel: on a laptop that forwards
+/// (libvirt, k3s, LXD, some Docker set-ups) a LAN host or a container would
+/// otherwise reach the cluster with the user's relay credentials.
 pub const TUNNEL_RULE: PolicyRule =
-    PolicyRule { pref: RULE_PREF, mark: BYPASS_MARK, inverted: true, table: ROUTE_TABLE };
+    PolicyRule { pref: RULE_PREF, mark: BYPASS_MARK, inverted: true, iif: Some("lo"), table: ROUTE_TABLE };
 
 /// Gateway probes consult the trial table.
 pub const GATEWAY_RULE: PolicyRule =
-    PolicyRule { pref: GATEWAY_RULE_PREF, mark: GATEWAY_MARK, inverted: false, table: GATEWAY_TABLE };
+    PolicyRule { pref: GATEWAY_RULE_PREF, mark: GATEWAY_MARK, inverted: false, iif: None, table: GATEWAY_TABLE };
 
 impl PolicyRule {
     fn argv(&self, op: &str, family: &str) -> Vec<String> {
@@ -265,25 +270,38 @@ impl PolicyRule {
         if self.inverted {
             cmd.push("not".into());
         }
-        cmd.extend(argv(&["fwmark", &mark, "lookup", self.table]));
+        cmd.extend(argv(&["fwmark", &mark]));
+        if let Some(iif) = self.iif {
+            cmd.extend(argv(&["iif", iif]));
+        }
+        cmd.extend(argv(&["lookup", self.table]));
         cmd
+    }
+
+    /// This rule as `ip -j rule show` lists it; `exact` also compares the
+    /// `iif` (an older devnet added the tunnel rule without one, and that
+    /// rule is still ours to remove).
+    fn listed(&self, r: &serde_json::Value, exact: bool) -> bool {
+        let mark = format!("{:#x}", self.mark);
+        r["priority"].as_u64().map(|p| p.to_string()).as_deref() == Some(self.pref)
+            && r["table"].as_str() == Some(self.table)
+            && r["fwmark"].as_str() == Some(mark.as_str())
+            // `"not": null` marks an inverted match, so look at keys, not values.
+            && r.get("not").is_some() == self.inverted
+            && (!exact || r["iif"].as_str() == self.iif)
+    }
+
+    fn listed_rules(runner: &dyn Runner, family: &str) -> Result<Vec<serde_json::Value>, RunError> {
+        let out = runner.run(&argv(&["ip", "-j", family, "rule", "show"]))?;
+        serde_json::from_str(&out).map_err(|e| RunError {
+            command: format!("ip -j {family} rule show"),
+            stderr: format!("unexpected output: {e}"),
+        })
     }
 
     /// Whether this rule exists for `family` ("-4" or "-6").
     pub fn exists(&self, runner: &dyn Runner, family: &str) -> Result<bool, RunError> {
-        let out = runner.run(&argv(&["ip", "-j", family, "rule", "show"]))?;
-        // `"not": null` marks an inverted match, so look at keys, not values.
-        let rules: Vec<serde_json::Value> = serde_json::from_str(&out).map_err(|e| RunError {
-            command: format!("ip -j {family} rule show"),
-            stderr: format!("unexpected output: {e}"),
-        })?;
-        let mark = format!("{:#x}", self.mark);
-        Ok(rules.iter().any(|r| {
-            r["priority"].as_u64().map(|p| p.to_string()).as_deref() == Some(self.pref)
-                && r["table"].as_str() == Some(self.table)
-                && r["fwmark"].as_str() == Some(mark.as_str())
-                && r.get("not").is_some() == self.inverted
-        }))
+        Ok(Self::listed_rules(runner, family)?.iter().any(|r| self.listed(r, true)))
     }
 
     /// The command that adds this rule for `family`, if it is missing.
@@ -293,10 +311,14 @@ impl PolicyRule {
 
     /// Removes this rule for `family` if it exists; returns the command run.
     fn remove(&self, runner: &dyn Runner, family: &str) -> Result<Option<String>, RunError> {
-        if !self.exists(runner, family)? {
+        let rules = Self::listed_rules(runner, family)?;
+        let cmd = if rules.iter().any(|r| self.listed(r, true)) {
+            self.argv("del", family)
+        } else if rules.iter().any(|r| self.listed(r, false)) {
+            PolicyRule { iif: None, ..*self }.argv("del", family)
+        } else {
             return Ok(None);
-        }
-        let cmd = self.argv("del", family);
+        };
         runner.run(&cmd)?;
         Ok(Some(cmd.join(" ")))
     }
@@ -492,7 +514,7 @@ mod tests {
         {"dst":"10.244.0.0/16","dev":"devnet0","protocol":"static","scope":"link","flags":[]}
     ]"#;
     const RULES_V4: &str = r#"[{"priority":0,"src":"all","table":"local"},
-        {"priority":5350,"not":null,"src":"all","fwmark":"0xde7e","table":"3559"},
+        {"priority":5350,"not":null,"src":"all","fwmark":"0xde7e","iif":"lo","table":"3559"},
         {"priority":32766,"src":"all","table":"main"}]"#;
 
     fn nets(s: &[&str]) -> Vec<IpNet> {
@@ -606,8 +628,28 @@ mod tests {
         let absent = RecordingRunner::with_outputs(&[("ip -j -6 rule show", "[]")]);
         assert_eq!(
             TUNNEL_RULE.plan(&absent, "-6").expect("ok").map(|c| c.join(" ")).as_deref(),
-            Some("ip -6 rule add pref 5350 not fwmark 0xde7e lookup 3559")
+            Some("ip -6 rule add pref 5350 not fwmark 0xde7e iif lo lookup 3559")
         );
+    }
+
+    /// An older devnet's rule had no `iif lo`: it is not the rule (so the
+    /// right one is added), but it is still ours to remove, in its own form.
+    #[test]
+    fn a_rule_without_iif_lo_is_replaced_and_removed() {
+        let legacy = r#"[{"priority":5350,"not":null,"src":"all","fwmark":"0xde7e","table":"3559"}]"#;
+        let runner = RecordingRunner::with_outputs(&[("ip -j -4 rule show", legacy)]);
+        assert_eq!(
+            TUNNEL_RULE.plan(&runner, "-4").expect("ok").map(|c| c.join(" ")).as_deref(),
+            Some("ip -4 rule add pref 5350 not fwmark 0xde7e iif lo lookup 3559")
+        );
+        runner.take();
+        assert_eq!(
+            TUNNEL_RULE.remove(&runner, "-4").expect("ok").as_deref(),
+            Some("ip -4 rule del pref 5350 not fwmark 0xde7e lookup 3559")
+        );
+        let foreign = r#"[{"priority":5350,"src":"all","fwmark":"0xde7e","table":"3559"}]"#;
+        let runner = RecordingRunner::with_outputs(&[("ip -j -4 rule show", foreign)]);
+        assert_eq!(TUNNEL_RULE.remove(&runner, "-4").expect("ok"), None, "a rule that is not inverted is not ours");
     }
 
     #[test]
@@ -650,7 +692,7 @@ mod tests {
                 // 10.244.0.0/16 is proto static: a look-alike, not ours.
                 "ip -4 route del 10.96.0.0/16 dev devnet0 table 3559 proto 222",
                 "ip -j -4 rule show",
-                "ip -4 rule del pref 5350 not fwmark 0xde7e lookup 3559",
+                "ip -4 rule del pref 5350 not fwmark 0xde7e iif lo lookup 3559",
                 "ip -j link show dev devnet0",
                 "ip link del dev devnet0",
             ]
