@@ -373,10 +373,15 @@ fn system_resolver(lab: &Lab) -> Res {
         }
     }
     // Public-looking names resolve through the office DNS as before, and
-    // never reach the cluster DNS, even with a namespace named `com`.
+    // never reach the cluster DNS, even with a namespace named `com`; nor
+    // does the office's own `git.corp`, though a tenant created namespace `corp`.
     let addrs = lab.getent("www.example.com")?;
     if addrs != ["192.0.2.80"] {
         return Err(format!("getent hosts www.example.com gave {addrs:?}"));
+    }
+    let addrs = lab.getent("git.corp")?;
+    if addrs != ["192.168.10.81"] {
+        return Err(format!("getent hosts git.corp gave {addrs:?}: namespace corp captured the office's name"));
     }
     let _ = lab.exec("laptop", &["getent", "hosts", "google.com"]);
     let _ = lab.exec("laptop", &["getent", "hosts", "nosuchservice.other"]);
@@ -384,7 +389,7 @@ fn system_resolver(lab: &Lab) -> Res {
     if !log.contains("web.demo.svc.cluster.local") {
         return Err(format!("the cluster DNS log shows no cluster query:\n{log}"));
     }
-    for leak in ["example.com", "google.com", "other"] {
+    for leak in ["example.com", "google.com", "other", "git.corp"] {
         if log.lines().any(|l| l.contains("query[") && l.contains(leak)) {
             return Err(format!("{leak} reached the cluster DNS:\n{log}"));
         }

@@ -96,8 +96,9 @@ fn cluster_domains_only(lab: &Lab) -> Res {
             return Err(format!("resolved's devnet0 should show {want:?}:\n{link}"));
         }
     }
-    // `com` is a namespace too, but a public suffix: never a routing domain.
-    if link.contains("~com") {
+    // `com` is a namespace too, but a public suffix, and `corp` the office's
+    // own names: never routing domains.
+    if link.contains("~com") || link.contains("~corp") {
         return Err(format!("a public suffix became a routing domain:\n{link}"));
     }
     names_resolve(lab)?;
@@ -106,6 +107,9 @@ fn cluster_domains_only(lab: &Lab) -> Res {
     if office != ["192.0.2.80"] {
         return Err(format!("www.example.com should come from the office DNS, got {office:?}"));
     }
+    if lab.getent("git.corp")? != ["192.168.10.81"] {
+        return Err("git.corp should come from the office DNS, not namespace corp".into());
+    }
     for public in ["google.com", "web.com", "example.com", "nosuchservice.other"] {
         let _ = lab.exec("laptop", &["getent", "hosts", public]);
     }
@@ -113,7 +117,7 @@ fn cluster_domains_only(lab: &Lab) -> Res {
     if !log.contains("web.demo.svc.cluster.local") {
         return Err(format!("the cluster DNS saw no cluster query:\n{log}"));
     }
-    for leak in ["google.com", "web.com", "example.com", "other"] {
+    for leak in ["google.com", "web.com", "example.com", "other", "git.corp"] {
         if log.lines().any(|l| l.contains("query[") && l.contains(leak)) {
             return Err(format!("{leak} reached the cluster DNS:\n{log}"));
         }

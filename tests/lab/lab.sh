@@ -277,7 +277,7 @@ relay-ca = "$dir/relay-tls/ca.pem"
 cidrs = ["10.244.0.0/16", "10.96.0.0/16", "fd00:244::/48", "fd00:96::/112"]
 dns-server = "10.96.0.10"
 probe-targets = ["10.244.1.10:8080", "[fd00:244:0:1::10]:8080", "[fd00:96::a]:53"]
-namespaces = ["demo", "kube-system", "com"]
+namespaces = ["demo", "kube-system", "com", "corp"]
 cluster-domain = "cluster.local"
 PROFILE
   wait_ready
@@ -289,6 +289,7 @@ office_dns_conf() { # office_dns_conf plain|forward: the office DNS's configurat
   { dnsmasq_base; cat <<CONF
 host-record=www.example.com,192.0.2.80
 host-record=intranet.office.example,192.168.10.80
+host-record=git.corp,192.168.10.81
 log-queries
 log-facility=$dir/office-dns-queries.log
 CONF
@@ -418,6 +419,10 @@ spec: {clusterIP: 10.96.0.20, clusterIPs: [10.96.0.20, "fd00:96::20"], ports: [{
 apiVersion: v1
 kind: Namespace
 metadata: {name: com}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: corp}
 ---
 apiVersion: v1
 kind: Pod

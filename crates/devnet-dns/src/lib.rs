@@ -97,8 +97,8 @@ impl NamePolicy {
     /// Bare names need a search domain and are left to the stub.
     pub fn resolver_domains(&self) -> Vec<String> {
         let mut domains = vec![self.domain.to_ascii().trim_end_matches('.').to_owned()];
-        domains.extend(self.namespaces.iter().filter(|ns| !is_public_suffix(ns)).cloned());
-        if domains.len() > 1 && !is_public_suffix("svc") && !self.namespaces.iter().any(|ns| ns == "svc") {
+        domains.extend(self.namespaces.iter().filter(|ns| !never_captured(ns)).cloned());
+        if domains.len() > 1 && !never_captured("svc") && !self.namespaces.iter().any(|ns| ns == "svc") {
             domains.push("svc".to_owned());
         }
         domains
@@ -141,13 +141,23 @@ impl NamePolicy {
     }
 
     fn is_namespace(&self, ns: &str) -> bool {
-        self.namespaces.contains(ns) && !is_public_suffix(ns)
+        self.namespaces.contains(ns) && !never_captured(ns)
     }
 }
 
-/// Whether `label` is a suffix on the public suffix list (`com`, `dev`, `io`…).
-fn is_public_suffix(label: &str) -> bool {
-    psl::suffix(label.as_bytes()).is_some_and(|s| s.is_known())
+/// Names that office and home networks answer themselves: special-use
+/// names (RFC 6761, RFC 6762 `local`, RFC 8375 `home.arpa`) and the private
+/// top-level names networks use for their own hosts. A namespace with one
+/// of these names would take `git.corp` or `printer.lan` from the office
+/// DNS and hand the lookup, and then the connection, to the cluster.
+pub const NETWORK_NAMES: [&str; 10] =
+    ["local", "localhost", "localdomain", "lan", "home", "corp", "internal", "intranet", "private", "arpa"];
+
+/// Whether names under `label` may belong to a cluster namespace: not a
+/// public suffix (`com`, `dev`, `io`…) and not a name networks use for
+/// their own hosts ([`NETWORK_NAMES`]).
+fn never_captured(label: &str) -> bool {
+    NETWORK_NAMES.contains(&label) || psl::suffix(label.as_bytes()).is_some_and(|s| s.is_known())
 }
 
 #[cfg(test)]
@@ -156,6 +166,20 @@ mod tests {
 
     fn name(s: &str) -> Name {
         Name::from_ascii(s).expect("name")
+    }
+
+    #[test]
+    fn namespaces_named_like_the_office_never_capture_its_names() {
+        let namespaces: Vec<String> =
+            ["team-a", "corp", "lan", "home", "internal", "local"].iter().map(|s| (*s).to_owned()).collect();
+        let p = NamePolicy::new("cluster.local", &namespaces, None).expect("policy");
+        for office in ["git.corp.", "printer.lan.", "nas.home.", "wiki.internal.", "mac.local."] {
+            assert_eq!(p.route(&name(office)), Route::Upstream, "{office}");
+        }
+        assert_eq!(p.resolver_domains(), vec!["cluster.local", "team-a", "svc"]);
+        // Their services stay reachable by the cluster's own names.
+        let git = name("git.corp.svc.cluster.local.");
+        assert_eq!(p.route(&git), Route::Cluster(git.clone()));
     }
 
     #[test]
