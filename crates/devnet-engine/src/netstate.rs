@@ -221,7 +221,7 @@ mod tests {
                 "ip -j -4 route show table main",
                 "ip -j -6 route show table main",
                 "ip -j -4 rule show",
-                "ip -4 rule add pref 5350 not fwmark 0xde7e iif lo lookup 3559",
+                "ip -4 rule add pref 5350 fwmark 0x0/0xffffffff iif lo lookup 3559",
                 "ip -j -4 route show table 3559",
                 "ip -j -6 route show table 3559",
                 "ip -4 route add 10.96.0.0/16 via 192.168.10.30 table 3559 proto 222",

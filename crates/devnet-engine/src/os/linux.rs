@@ -244,28 +244,51 @@ pub fn plan_remove(cidrs: &[IpNet], dev: &str, ours: &[KernelRoute]) -> Vec<Vec<
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PolicyRule {
     pub pref: &'static str,
+    /// `fwmark MARK/0xffffffff`: packets with exactly this mark (0: unmarked).
     pub mark: u32,
-    /// `not fwmark …`: every packet *without* the mark.
+    /// `not fwmark …`: every packet *without* the mark. `ip rule`'s `not`
+    /// inverts the whole selector, so an inverted rule cannot also say `iif`.
     pub inverted: bool,
     /// `iif …`: only packets from this interface (`lo`: this machine's own).
     pub iif: Option<&'static str>,
     pub table: &'static str,
+    /// The form an older devnet added: still ours to remove.
+    pub legacy: Option<&'static PolicyRule>,
 }
 
-/// Unmarked traffic *this machine sends* consults our table first. `iif lo`
-/// keeps forwarded traffic out of the tunnel: on a laptop that forwards
-/// (libvirt, k3s, LXD, some Docker set-ups) a LAN host or a container would
-/// otherwise reach the cluster with the user's relay credentials.
-pub const TUNNEL_RULE: PolicyRule =
-    PolicyRule { pref: RULE_PREF, mark: BYPASS_MARK, inverted: true, iif: Some("lo"), table: ROUTE_TABLE };
+/// Unmarked traffic *this machine sends* consults our table first: `fwmark
+/// 0` leaves out devnet's own marked probes and dials (and what other
+/// software marks for its own routing), and `iif lo` keeps forwarded
+/// traffic out of the tunnel, so on a laptop that forwards (libvirt, k3s,
+/// LXD, some Docker set-ups) a LAN host or a container cannot reach the
+/// cluster with the user's relay credentials.
+pub const TUNNEL_RULE: PolicyRule = PolicyRule {
+    pref: RULE_PREF,
+    mark: 0,
+    inverted: false,
+    iif: Some("lo"),
+    table: ROUTE_TABLE,
+    legacy: Some(&LEGACY_TUNNEL_RULE),
+};
+
+/// Before `iif lo`: every packet without devnet's bypass mark, forwarded ones too.
+const LEGACY_TUNNEL_RULE: PolicyRule =
+    PolicyRule { pref: RULE_PREF, mark: BYPASS_MARK, inverted: true, iif: None, table: ROUTE_TABLE, legacy: None };
 
 /// Gateway probes consult the trial table.
-pub const GATEWAY_RULE: PolicyRule =
-    PolicyRule { pref: GATEWAY_RULE_PREF, mark: GATEWAY_MARK, inverted: false, iif: None, table: GATEWAY_TABLE };
+pub const GATEWAY_RULE: PolicyRule = PolicyRule {
+    pref: GATEWAY_RULE_PREF,
+    mark: GATEWAY_MARK,
+    inverted: false,
+    iif: None,
+    table: GATEWAY_TABLE,
+    legacy: None,
+};
 
 impl PolicyRule {
     fn argv(&self, op: &str, family: &str) -> Vec<String> {
-        let mark = format!("{:#x}", self.mark);
+        // The mask always: `fwmark 0` alone would match every packet.
+        let mark = format!("{:#x}/0xffffffff", self.mark);
         let mut cmd = argv(&["ip", family, "rule", op, "pref", self.pref]);
         if self.inverted {
             cmd.push("not".into());
@@ -278,17 +301,15 @@ impl PolicyRule {
         cmd
     }
 
-    /// This rule as `ip -j rule show` lists it; `exact` also compares the
-    /// `iif` (an older devnet added the tunnel rule without one, and that
-    /// rule is still ours to remove).
-    fn listed(&self, r: &serde_json::Value, exact: bool) -> bool {
-        let mark = format!("{:#x}", self.mark);
+    /// This rule as `ip -j rule show` lists it (a full mask is not shown).
+    fn listed(&self, r: &serde_json::Value) -> bool {
+        let mark = if self.mark == 0 { "0".to_owned() } else { format!("{:#x}", self.mark) };
         r["priority"].as_u64().map(|p| p.to_string()).as_deref() == Some(self.pref)
             && r["table"].as_str() == Some(self.table)
             && r["fwmark"].as_str() == Some(mark.as_str())
             // `"not": null` marks an inverted match, so look at keys, not values.
             && r.get("not").is_some() == self.inverted
-            && (!exact || r["iif"].as_str() == self.iif)
+            && r["iif"].as_str() == self.iif
     }
 
     fn listed_rules(runner: &dyn Runner, family: &str) -> Result<Vec<serde_json::Value>, RunError> {
@@ -301,7 +322,7 @@ impl PolicyRule {
 
     /// Whether this rule exists for `family` ("-4" or "-6").
     pub fn exists(&self, runner: &dyn Runner, family: &str) -> Result<bool, RunError> {
-        Ok(Self::listed_rules(runner, family)?.iter().any(|r| self.listed(r, true)))
+        Ok(Self::listed_rules(runner, family)?.iter().any(|r| self.listed(r)))
     }
 
     /// The command that adds this rule for `family`, if it is missing.
@@ -309,16 +330,16 @@ impl PolicyRule {
         Ok((!self.exists(runner, family)?).then(|| self.argv("add", family)))
     }
 
-    /// Removes this rule for `family` if it exists; returns the command run.
+    /// Removes this rule (or the form an older devnet added) for `family`
+    /// if it exists; returns the command run.
     fn remove(&self, runner: &dyn Runner, family: &str) -> Result<Option<String>, RunError> {
         let rules = Self::listed_rules(runner, family)?;
-        let cmd = if rules.iter().any(|r| self.listed(r, true)) {
-            self.argv("del", family)
-        } else if rules.iter().any(|r| self.listed(r, false)) {
-            PolicyRule { iif: None, ..*self }.argv("del", family)
-        } else {
+        let Some(rule) =
+            [Some(self), self.legacy].into_iter().flatten().find(|rule| rules.iter().any(|r| rule.listed(r)))
+        else {
             return Ok(None);
         };
+        let cmd = rule.argv("del", family);
         runner.run(&cmd)?;
         Ok(Some(cmd.join(" ")))
     }
@@ -514,7 +535,7 @@ mod tests {
         {"dst":"10.244.0.0/16","dev":"devnet0","protocol":"static","scope":"link","flags":[]}
     ]"#;
     const RULES_V4: &str = r#"[{"priority":0,"src":"all","table":"local"},
-        {"priority":5350,"not":null,"src":"all","fwmark":"0xde7e","iif":"lo","table":"3559"},
+        {"priority":5350,"src":"all","fwmark":"0","iif":"lo","table":"3559"},
         {"priority":32766,"src":"all","table":"main"}]"#;
 
     fn nets(s: &[&str]) -> Vec<IpNet> {
@@ -571,7 +592,7 @@ mod tests {
         let runner = RecordingRunner::with_outputs(&[("ip -j -4 rule show", "[]")]);
         assert_eq!(
             GATEWAY_RULE.plan(&runner, "-4").expect("ok").map(|c| c.join(" ")).as_deref(),
-            Some("ip -4 rule add pref 5340 fwmark 0xde7f lookup 3560")
+            Some("ip -4 rule add pref 5340 fwmark 0xde7f/0xffffffff lookup 3560")
         );
     }
 
@@ -628,24 +649,24 @@ mod tests {
         let absent = RecordingRunner::with_outputs(&[("ip -j -6 rule show", "[]")]);
         assert_eq!(
             TUNNEL_RULE.plan(&absent, "-6").expect("ok").map(|c| c.join(" ")).as_deref(),
-            Some("ip -6 rule add pref 5350 not fwmark 0xde7e iif lo lookup 3559")
+            Some("ip -6 rule add pref 5350 fwmark 0x0/0xffffffff iif lo lookup 3559")
         );
     }
 
-    /// An older devnet's rule had no `iif lo`: it is not the rule (so the
-    /// right one is added), but it is still ours to remove, in its own form.
+    /// An older devnet's rule (`not fwmark 0xde7e`, forwarded traffic too) is
+    /// not the rule (so the right one is added), but still ours to remove.
     #[test]
     fn a_rule_without_iif_lo_is_replaced_and_removed() {
         let legacy = r#"[{"priority":5350,"not":null,"src":"all","fwmark":"0xde7e","table":"3559"}]"#;
         let runner = RecordingRunner::with_outputs(&[("ip -j -4 rule show", legacy)]);
         assert_eq!(
             TUNNEL_RULE.plan(&runner, "-4").expect("ok").map(|c| c.join(" ")).as_deref(),
-            Some("ip -4 rule add pref 5350 not fwmark 0xde7e iif lo lookup 3559")
+            Some("ip -4 rule add pref 5350 fwmark 0x0/0xffffffff iif lo lookup 3559")
         );
         runner.take();
         assert_eq!(
             TUNNEL_RULE.remove(&runner, "-4").expect("ok").as_deref(),
-            Some("ip -4 rule del pref 5350 not fwmark 0xde7e lookup 3559")
+            Some("ip -4 rule del pref 5350 not fwmark 0xde7e/0xffffffff lookup 3559")
         );
         let foreign = r#"[{"priority":5350,"src":"all","fwmark":"0xde7e","table":"3559"}]"#;
         let runner = RecordingRunner::with_outputs(&[("ip -j -4 rule show", foreign)]);
@@ -692,7 +713,7 @@ mod tests {
                 // 10.244.0.0/16 is proto static: a look-alike, not ours.
                 "ip -4 route del 10.96.0.0/16 dev devnet0 table 3559 proto 222",
                 "ip -j -4 rule show",
-                "ip -4 rule del pref 5350 not fwmark 0xde7e iif lo lookup 3559",
+                "ip -4 rule del pref 5350 fwmark 0x0/0xffffffff iif lo lookup 3559",
                 "ip -j link show dev devnet0",
                 "ip link del dev devnet0",
             ]
