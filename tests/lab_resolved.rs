@@ -26,8 +26,8 @@ fn main() {
             ("resolved_02_restart_that_forgot_the_link_is_repaired", restart_repaired),
             ("resolved_03_at_the_office_the_link_carries_no_traffic_then_home", office_then_home),
             ("resolved_04_disconnect_and_crash_leave_resolved_as_it_was", disconnect_and_crash),
+            ("resolved_04b_the_stub_answers_this_machine_never_a_lan_neighbour", stub_for_this_machine_only),
             ("resolved_05_asking_for_resolved_without_it_is_a_clear_error", forced_without_resolved),
-            ("resolved_06_the_stub_answers_this_machine_never_a_lan_neighbour", stub_for_this_machine_only),
         ],
         harness::OnFailure::Reset,
     )
@@ -275,6 +275,10 @@ fn forced_without_resolved(lab: &Lab) -> Res {
 /// laptop itself is answered.
 fn stub_for_this_machine_only(lab: &Lab) -> Res {
     connect(lab, "connected")?;
+    let backend = lab.status()?["dns_backend"].as_str().unwrap_or_default().to_owned();
+    if !backend.contains("server 169.254.53.53") {
+        return Err(format!("the stub should be on devnet's link for resolved: {backend:?}"));
+    }
     let dig = |host: &str| -> Res<String> {
         let out =
             lab.exec(host, &["dig", "+short", "+time=1", "+tries=2", "@169.254.53.53", "web.demo.svc.cluster.local"])?;

@@ -149,8 +149,16 @@ impl Lab {
 
     /// Starts devnetd on the laptop unless it runs.
     pub fn ensure_daemon(&self) -> Res {
-        if self.daemon.lock().expect("lock").is_some() {
-            return Ok(());
+        {
+            let mut daemon = self.daemon.lock().expect("lock");
+            if let Some(child) = daemon.as_mut() {
+                if matches!(child.try_wait(), Ok(None)) {
+                    return Ok(());
+                }
+                // It exited: with the lab's systemd-resolved stopped, the
+                // mount namespace devnetd ran in went away with it.
+                *daemon = None;
+            }
         }
         self.start_daemon()
     }
