@@ -321,8 +321,7 @@ fn node_inspector(lab: &Lab) -> Res {
 /// must still get in.
 fn delve_single(lab: &Lab) -> Res {
     let restarts = |lab: &Lab| -> Res<u64> {
-        let out = lab.exec("api", &["bash", "-c", "curl -sk -H 'Authorization: Bearer admin-token' 'https://10.60.20.10:6443/api/v1/namespaces/debug/pods?labelSelector=app%3Dgo-single'"])?;
-        let pods: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let pods = lab.real_api("GET", "/api/v1/namespaces/debug/pods?labelSelector=app%3Dgo-single", None)?;
         Ok(pods["items"][0]["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(u64::MAX))
     };
     let before = restarts(lab)?;
@@ -410,8 +409,7 @@ fn attach_directly(lab: &Lab) -> Res {
 }
 
 fn pod_name(lab: &Lab, app: &str) -> Res<String> {
-    let out = lab.exec("api", &["bash", "-c", &format!("curl -sk -H 'Authorization: Bearer admin-token' 'https://10.60.20.10:6443/api/v1/namespaces/debug/pods?labelSelector=app%3D{app}'")])?;
-    let pods: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let pods = lab.real_api("GET", &format!("/api/v1/namespaces/debug/pods?labelSelector=app%3D{app}"), None)?;
     pods["items"][0]["metadata"]["name"].as_str().map(str::to_owned).ok_or(format!("no pod for {app}: {pods}"))
 }
 

@@ -45,20 +45,8 @@ fn kubeconfig(lab: &Lab) -> String {
     lab.dir.join("kubeconfig").display().to_string()
 }
 
-/// A request to the real API server as its admin, from the api host.
-fn api(lab: &Lab, method: &str, path: &str, body: Option<&str>) -> Res<serde_json::Value> {
-    let url = format!("https://10.60.20.10:6443{path}");
-    let mut args = vec!["curl", "-sk", "-m", "5", "-X", method, "-H", "Authorization: Bearer admin-token"];
-    if let Some(body) = body {
-        args.extend(["-H", "Content-Type: application/json", "--data-binary", body]);
-    }
-    args.push(&url);
-    let out = lab.exec("api", &args)?;
-    serde_json::from_slice(&out.stdout).map_err(|e| format!("{method} {path}: {e}: {}", text(&out)))
-}
-
 fn discovery(lab: &Lab) -> Res {
-    let version = api(lab, "GET", "/version", None)?;
+    let version = lab.real_api("GET", "/version", None)?;
     if version["gitVersion"] != "v1.37.2" {
         return Err(format!("not the pinned real API server: {version}"));
     }
@@ -116,7 +104,7 @@ fn rbac(lab: &Lab) -> Res {
         }
     }
     // Nothing was made for them.
-    let ns = api(lab, "GET", "/api/v1/namespaces/devnet", None)?;
+    let ns = lab.real_api("GET", "/api/v1/namespaces/devnet", None)?;
     if ns["code"] != 404 {
         return Err(format!("a refused install left a namespace: {ns}"));
     }
@@ -138,7 +126,7 @@ fn install(lab: &Lab) -> Res {
 }
 
 fn look_at_install(lab: &Lab) -> Res {
-    let pods = api(lab, "GET", "/api/v1/namespaces/devnet/pods", None)?;
+    let pods = lab.real_api("GET", "/api/v1/namespaces/devnet/pods", None)?;
     let pod = pods["items"].as_array().and_then(|a| a.first()).cloned().ok_or(format!("no relay pod: {pods}"))?;
     // The real scheduler put it on the real node, whose kubelet started it
     // from the product image and found it ready: it read its Secret (root's
@@ -151,7 +139,7 @@ fn look_at_install(lab: &Lab) -> Res {
         return Err(format!("the relay did not run from its product image: {status}"));
     }
     // The pod passed Pod Security "restricted", which the namespace enforces.
-    let ns = api(lab, "GET", "/api/v1/namespaces/devnet", None)?;
+    let ns = lab.real_api("GET", "/api/v1/namespaces/devnet", None)?;
     if ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] != "restricted" {
         return Err(format!("the namespace does not enforce restricted: {ns}"));
     }
@@ -163,7 +151,7 @@ fn look_at_install(lab: &Lab) -> Res {
     // seccomp profile, capabilities kept) is refused there.
     let bad = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bad","namespace":"devnet"},
         "spec":{"containers":[{"name":"c","image":"x"}]}}"#;
-    let refused = api(lab, "POST", "/api/v1/namespaces/devnet/pods", Some(bad))?;
+    let refused = lab.real_api("POST", "/api/v1/namespaces/devnet/pods", Some(bad))?;
     if refused["code"] != 403
         || !refused["message"].as_str().unwrap_or("").contains("violates PodSecurity \"restricted")
     {
@@ -171,17 +159,17 @@ fn look_at_install(lab: &Lab) -> Res {
     }
     // The real allocator gave the Service a node port; the NetworkPolicy
     // with selectors beside ipBlock was accepted as written.
-    let svc = api(lab, "GET", "/api/v1/namespaces/devnet/services/devnet-relay", None)?;
+    let svc = lab.real_api("GET", "/api/v1/namespaces/devnet/services/devnet-relay", None)?;
     let port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap_or(0);
     if !(30000..=32767).contains(&port) {
         return Err(format!("no node port allocated: {svc}"));
     }
-    let np = api(lab, "GET", "/apis/networking.k8s.io/v1/namespaces/devnet/networkpolicies/devnet-relay", None)?;
+    let np = lab.real_api("GET", "/apis/networking.k8s.io/v1/namespaces/devnet/networkpolicies/devnet-relay", None)?;
     if np["spec"]["egress"][1]["to"][0]["namespaceSelector"] != serde_json::json!({}) {
         return Err(format!("the NetworkPolicy lacks its selectors: {np}"));
     }
     // Server-side apply: devnet is the field manager of what it applied.
-    let deploy = api(lab, "GET", "/apis/apps/v1/namespaces/devnet/deployments/devnet-relay", None)?;
+    let deploy = lab.real_api("GET", "/apis/apps/v1/namespaces/devnet/deployments/devnet-relay", None)?;
     let managers: Vec<&str> = deploy["metadata"]["managedFields"]
         .as_array()
         .into_iter()
@@ -215,7 +203,7 @@ fn reach_real_pods(lab: &Lab) -> Res {
             return Err(format!("getent hosts {name} gave {addrs:?} (CoreDNS through the tunnel)"));
         }
     }
-    let pods = api(lab, "GET", "/api/v1/namespaces/demo/pods?labelSelector=app%3Dweb", None)?;
+    let pods = lab.real_api("GET", "/api/v1/namespaces/demo/pods?labelSelector=app%3Dweb", None)?;
     let ip = pods["items"][0]["status"]["podIP"].as_str().ok_or(format!("no web pod IP: {pods}"))?.to_owned();
     for url in [format!("http://{ip}:8080/"), "http://10.96.0.20/".to_owned()] {
         let body = lab.curl(&url)?;
@@ -233,7 +221,7 @@ fn direct_node_port(lab: &Lab) -> Res {
     lab.sh_ok("firewall", &["open"])?;
     let kc = kubeconfig(lab);
     lab.connect_args(&["--context", "lab", "--kubeconfig", &kc], &[], "connected", Duration::from_secs(30))?;
-    let svc = api(lab, "GET", "/api/v1/namespaces/devnet/services/devnet-relay", None)?;
+    let svc = lab.real_api("GET", "/api/v1/namespaces/devnet/services/devnet-relay", None)?;
     let port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap_or(0);
     let transport = lab.status()?["transport"].as_str().unwrap_or_default().to_owned();
     if transport != format!("direct 10.60.20.14:{port}") {
@@ -264,15 +252,15 @@ fn no_portforward(lab: &Lab) -> Res {
 /// minutes; a bound object's deletion ends it now), and devnet says to log in
 /// again, in one line, leaving nothing behind.
 fn token_invalidated(lab: &Lab) -> Res {
-    api(lab, "POST", "/api/v1/namespaces/demo/serviceaccounts", Some(r#"{"metadata":{"name":"laptop"}}"#))?;
-    api(lab, "POST", "/api/v1/namespaces/demo/secrets", Some(r#"{"metadata":{"name":"laptop-session"}}"#))?;
+    lab.real_api("POST", "/api/v1/namespaces/demo/serviceaccounts", Some(r#"{"metadata":{"name":"laptop"}}"#))?;
+    lab.real_api("POST", "/api/v1/namespaces/demo/secrets", Some(r#"{"metadata":{"name":"laptop-session"}}"#))?;
     let binding = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"laptop-view"},
         "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"view"},
         "subjects":[{"kind":"ServiceAccount","name":"laptop","namespace":"demo"}]}"#;
-    api(lab, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Some(binding))?;
+    lab.real_api("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Some(binding))?;
     let request = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest",
         "spec":{"expirationSeconds":600,"boundObjectRef":{"kind":"Secret","apiVersion":"v1","name":"laptop-session"}}}"#;
-    let answer = api(lab, "POST", "/api/v1/namespaces/demo/serviceaccounts/laptop/token", Some(request))?;
+    let answer = lab.real_api("POST", "/api/v1/namespaces/demo/serviceaccounts/laptop/token", Some(request))?;
     let token = answer["status"]["token"].as_str().ok_or(format!("no token: {answer}"))?;
     let kc = std::fs::read_to_string(kubeconfig(lab)).map_err(|e| e.to_string())?;
     let kc = kc.replace(
@@ -286,7 +274,7 @@ fn token_invalidated(lab: &Lab) -> Res {
     if !out.status.success() {
         return Err(format!("the bound token should work while its Secret exists: {}", text(&out)));
     }
-    api(lab, "DELETE", "/api/v1/namespaces/demo/secrets/laptop-session", None)?;
+    lab.real_api("DELETE", "/api/v1/namespaces/demo/secrets/laptop-session", None)?;
     // The API server caches a token's verdict for ten seconds.
     let start = Instant::now();
     loop {
@@ -316,7 +304,7 @@ fn uninstall(lab: &Lab) -> Res {
     // The namespace controller really finalizes it; the kubelet stops the pod.
     let start = Instant::now();
     loop {
-        let ns = api(lab, "GET", "/api/v1/namespaces/devnet", None)?;
+        let ns = lab.real_api("GET", "/api/v1/namespaces/devnet", None)?;
         if ns["code"] == 404 {
             break;
         }
@@ -326,8 +314,7 @@ fn uninstall(lab: &Lab) -> Res {
         std::thread::sleep(Duration::from_millis(500));
     }
     // A namespace named devnet that devnet did not make is never deleted.
-    api(
-        lab,
+    lab.real_api(
         "POST",
         "/api/v1/namespaces",
         Some(r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"devnet"}}"#),
@@ -336,7 +323,7 @@ fn uninstall(lab: &Lab) -> Res {
     if out.status.success() || !text(&out).contains("was not created by devnet") {
         return Err(format!("uninstall of a namespace devnet did not make: {}", text(&out)));
     }
-    if api(lab, "GET", "/api/v1/namespaces/devnet", None)?["metadata"]["name"] != "devnet" {
+    if lab.real_api("GET", "/api/v1/namespaces/devnet", None)?["metadata"]["name"] != "devnet" {
         return Err("the foreign namespace was deleted".into());
     }
     Ok(())

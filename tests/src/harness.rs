@@ -621,6 +621,19 @@ impl Lab {
         Ok(out.lines().filter_map(|l| l.split_whitespace().next().map(str::to_owned)).collect())
     }
 
+    /// A request to the lab's REAL API server (`lab.sh realapi`) as its
+    /// admin, from the api host; the answer's JSON.
+    pub fn real_api(&self, method: &str, path: &str, body: Option<&str>) -> Res<serde_json::Value> {
+        let url = format!("https://10.60.20.10:6443{path}");
+        let mut args = vec!["curl", "-sk", "-m", "5", "-X", method, "-H", "Authorization: Bearer admin-token"];
+        if let Some(body) = body {
+            args.extend(["-H", "Content-Type: application/json", "--data-binary", body]);
+        }
+        args.push(&url);
+        let out = self.exec("api", &args)?;
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{method} {path}: {e}: {}", text(&out)))
+    }
+
     /// The names the cluster DNS was asked for so far (its query log).
     pub fn cluster_dns_queries(&self) -> String {
         std::fs::read_to_string(self.dir.join("cluster-dns-queries.log")).unwrap_or_default()
