@@ -23,6 +23,58 @@ fn relay_probe(lab: &Lab, extra: &[&str]) -> Res<serde_json::Value> {
     serde_json::from_str(out.trim()).map_err(|e| format!("probe output {out:?}: {e}"))
 }
 
+/// The relay gives a connection 10 s from accept to a finished login
+/// (TLS, preface, Hello), however often it sends a byte, and holds at most
+/// 32 unfinished logins per address (256 in all): a crowd of silent
+/// connections from one host, and a slowloris login beside it, leave an
+/// honest client's login working.
+fn relay_login_limits(lab: &Lab) -> Res {
+    let (busy_before, timed_out_before) =
+        (lab.relay_metric("logins_refused_busy")?, lab.relay_metric("logins_timed_out")?);
+    let labd = lab.tool("devnet-labd");
+    // The office router as a noisy neighbour of the relay's node port.
+    let crowd = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("{}-office", lab.name),
+            &labd,
+            "probe",
+            "crowd",
+            "10.60.20.11:31443",
+            "100",
+            "12",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_secs(2));
+    // An honest login from the laptop still works in the meantime.
+    let honest = relay_probe(lab, &[])?;
+    let dribble = relay_probe(lab, &["--mode", "dribble"]);
+    let crowd = crowd.wait_with_output().map_err(|e| e.to_string())?;
+    let crowd: serde_json::Value =
+        serde_json::from_slice(&crowd.stdout).map_err(|e| format!("crowd: {e}: {}", text(&crowd)))?;
+    if honest["connected"] != true {
+        return Err(format!("an honest login failed beside the crowd: {honest}"));
+    }
+    if crowd["held"] != 32 || crowd["closed_at_once"] != 68 {
+        return Err(format!("one address should hold at most 32 unfinished logins: {crowd}"));
+    }
+    let dribble = dribble?;
+    let after = dribble["closed_after_ms"].as_u64().unwrap_or(0);
+    if !(9_000..=12_500).contains(&after) {
+        return Err(format!("a dribbled login should be cut at 10 s: {dribble}"));
+    }
+    if lab.relay_metric("logins_refused_busy")? < busy_before + 68
+        || lab.relay_metric("logins_timed_out")? < timed_out_before + 1
+    {
+        return Err("the relay's metrics do not count the refused and timed-out logins".into());
+    }
+    Ok(())
+}
+
 fn setup() -> Res<Lab> {
     let lab = Lab::up(LAB)?;
     lab.connect("connected")?;
@@ -47,6 +99,7 @@ fn main() {
             ("no_path_08_unused_pod_ip_fails_bounded", unused_ip_fails),
             ("no_path_09_relay_refuses_outside_and_blocked", relay_refusals),
             ("no_path_10_bad_clients_get_clear_errors", bad_clients),
+            ("no_path_10b_relay_cuts_dribbled_logins_and_crowds_from_one_address", relay_login_limits),
             ("no_path_11_relay_health_and_metrics", relay_health_and_metrics),
             ("no_path_12_relay_graceful_shutdown", relay_graceful_shutdown),
             ("no_path_13_relay_killed_and_restarted", relay_restart),

@@ -44,9 +44,70 @@ pub struct Shared {
     pub dial_timeout: Duration,
     pub shutdown_grace: Duration,
     pub metrics: Arc<Metrics>,
+    /// From accept to an authenticated login (TLS, preface and Hello
+    /// together): a client that dribbles its handshake is cut here, however
+    /// often it sends a byte.
+    pub login_timeout: Duration,
+    /// Connections not yet logged in: beyond [`MAX_LOGGING_IN`] in all, or
+    /// [`MAX_LOGGING_IN_PER_SOURCE`] from one address, a new connection is
+    /// closed at once. Logged-in clients are not affected, and one noisy
+    /// address cannot keep everyone else from logging in.
+    pub logging_in: LoggingIn,
 }
 
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The connections logging in, in all and per source address.
+#[derive(Debug)]
+pub struct LoggingIn {
+    all: Arc<tokio::sync::Semaphore>,
+    per_source: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    per_source_max: usize,
+}
+
+impl LoggingIn {
+    pub fn new(max: usize, per_source_max: usize) -> Self {
+        Self { all: Arc::new(tokio::sync::Semaphore::new(max)), per_source: Arc::default(), per_source_max }
+    }
+
+    /// A place for a connection from `source`, or `None` when full.
+    pub fn admit(&self, source: std::net::IpAddr) -> Option<LoginSlot> {
+        let mut counts = self.per_source.lock().ok()?;
+        let count = counts.entry(source).or_default();
+        if *count >= self.per_source_max {
+            return None;
+        }
+        let permit = self.all.clone().try_acquire_owned().ok()?;
+        *count += 1;
+        Some(LoginSlot { _permit: permit, source, per_source: self.per_source.clone() })
+    }
+}
+
+/// A connection's place among those logging in; given back when dropped.
+#[derive(Debug)]
+pub struct LoginSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    source: std::net::IpAddr,
+    per_source: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+impl Drop for LoginSlot {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.per_source.lock()
+            && let Some(count) = counts.get_mut(&self.source)
+        {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// The default [`Shared::login_timeout`].
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default number of connections that may be logging in at once…
+pub const MAX_LOGGING_IN: usize = 256;
+/// … and from one source address.
+pub const MAX_LOGGING_IN_PER_SOURCE: usize = 32;
 
 /// Accepts sessions on `listener` until `shutdown` turns true, then waits
 /// for sessions to drain (bounded by the grace period).
@@ -69,9 +130,14 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Some(login) = shared.logging_in.admit(peer.ip().to_canonical()) else {
+                    Metrics::add(&shared.metrics.logins_refused_busy, 1);
+                    debug!(%peer, "too many connections logging in; closed");
+                    continue;
+                };
                 let _ = tcp.set_nodelay(true);
                 let (acceptor, shared, shutdown) = (acceptor.clone(), shared.clone(), shutdown.clone());
-                sessions.spawn(async move { handle_client(tcp, peer, acceptor, shared, shutdown).await });
+                sessions.spawn(async move { handle_client(tcp, peer, acceptor, shared, shutdown, login).await });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             _ = shutdown.changed() => break,
@@ -91,11 +157,11 @@ async fn handle_client(
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
     shutdown: watch::Receiver<bool>,
+    login: LoginSlot,
 ) {
     let metrics = shared.metrics.clone();
-    // One deadline for the first byte and the TLS handshake after it: a
-    // silent client is dropped once, by the handshake's timeout below.
-    let deadline = tokio::time::Instant::now() + TLS_HANDSHAKE_TIMEOUT;
+    // One deadline for the first byte, the TLS handshake and the login.
+    let deadline = tokio::time::Instant::now() + shared.login_timeout;
     // A whoami question instead of TLS: answer it and close.
     let mut first = [0u8; 1];
     if let Ok(Ok(1)) = tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await
@@ -112,17 +178,22 @@ async fn handle_client(
             return;
         }
         Err(_) => {
-            Metrics::add(&metrics.handshake_failures, 1);
+            Metrics::add(&metrics.logins_timed_out, 1);
             warn!(%peer, "TLS handshake timed out");
             return;
         }
     };
     Metrics::add(&metrics.sessions_total, 1);
     Metrics::add(&metrics.sessions_active, 1);
-    match session::run(tls, peer, shared, shutdown).await {
+    let shared_login_timeout = shared.login_timeout;
+    match session::run(tls, peer, shared, shutdown, session::Login { deadline, slot: login }).await {
         SessionEnd::HandshakeFailed(error) => {
             Metrics::add(&metrics.handshake_failures, 1);
             warn!(%peer, %error, "client refused at the handshake");
+        }
+        SessionEnd::LoginTimedOut => {
+            Metrics::add(&metrics.logins_timed_out, 1);
+            warn!(%peer, timeout = ?shared_login_timeout, "no login within the deadline; closed");
         }
         SessionEnd::Ended(reason) => info!(%peer, %reason, "session ended"),
     }
@@ -134,7 +205,7 @@ async fn handle_client(
 async fn answer_whoami(mut tcp: tokio::net::TcpStream, peer: SocketAddr) {
     use devnet_proto::whoami;
     let mut request = [0u8; whoami::REQUEST.len()];
-    let read = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tcp.read_exact(&mut request)).await;
+    let read = tokio::time::timeout(LOGIN_TIMEOUT, tcp.read_exact(&mut request)).await;
     if !matches!(read, Ok(Ok(_))) || request != whoami::REQUEST {
         debug!(%peer, "neither TLS nor a whoami request; closing");
         return;
@@ -178,4 +249,31 @@ pub async fn serve_health(listener: TcpListener, metrics: Arc<Metrics>, shutdown
 /// Addresses of this host's interfaces, which the relay must never dial.
 pub fn own_addresses() -> Result<Vec<std::net::IpAddr>> {
     Ok(if_addrs::get_if_addrs().context("listing interface addresses")?.into_iter().map(|i| i.ip()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_address_cannot_take_every_login_place() {
+        let logging_in = LoggingIn::new(4, 2);
+        let (a, b, c): (std::net::IpAddr, std::net::IpAddr, std::net::IpAddr) = (
+            "192.0.2.1".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            "192.0.2.2".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+            "192.0.2.3".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+        );
+        let a1 = logging_in.admit(a);
+        let a2 = logging_in.admit(a);
+        assert!(a1.is_some() && a2.is_some());
+        assert!(logging_in.admit(a).is_none(), "a third from the same address");
+        let b1 = logging_in.admit(b);
+        let b2 = logging_in.admit(b);
+        assert!(b1.is_some() && b2.is_some());
+        assert!(logging_in.admit(c).is_none(), "every place is taken");
+        drop(a1);
+        assert!(logging_in.admit(c).is_some(), "a place given back is free again");
+        drop((a2, b1, b2));
+        assert!(logging_in.per_source.lock().map(|m| m.len()).unwrap_or(9) <= 1, "counts are forgotten");
+    }
 }

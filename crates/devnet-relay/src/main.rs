@@ -108,6 +108,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         dial_timeout: Duration::from_millis(args.dial_timeout_ms),
         shutdown_grace: Duration::from_secs(args.shutdown_grace_secs),
         metrics: metrics.clone(),
+        login_timeout: devnet_relay::LOGIN_TIMEOUT,
+        logging_in: devnet_relay::LoggingIn::new(devnet_relay::MAX_LOGGING_IN, devnet_relay::MAX_LOGGING_IN_PER_SOURCE),
     });
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let health =

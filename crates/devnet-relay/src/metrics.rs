@@ -26,6 +26,8 @@ counters! {
     sessions_active: "client sessions now connected",
     sessions_total: "client sessions accepted since start",
     handshake_failures: "sessions refused at the handshake (token, version, garbage, TLS)",
+    logins_timed_out: "connections closed because TLS and login took longer than the login deadline",
+    logins_refused_busy: "connections closed at once because too many were still logging in",
     streams_opened: "TCP streams connected to a destination",
     streams_denied: "TCP streams and datagrams refused by policy",
     dial_failures: "TCP dials that failed (refused, unreachable, timed out)",

@@ -85,17 +85,34 @@ impl Drop for UdpAssoc {
 /// How a session ended, for the accept loop's logs and metrics.
 #[derive(Debug)]
 pub enum SessionEnd {
+    /// TLS, preface and Hello took longer than the login deadline.
+    LoginTimedOut,
     /// The handshake never completed.
     HandshakeFailed(ConnectionError),
     /// The session was established and later ended.
     Ended(String),
 }
 
+/// A connection that has not logged in yet: the time it has left, and its
+/// place among those logging in (given back once it has).
+#[derive(Debug)]
+pub struct Login {
+    pub deadline: Instant,
+    pub slot: crate::LoginSlot,
+}
+
 /// Runs a session to completion.
-pub async fn run<S>(io: S, peer: SocketAddr, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) -> SessionEnd
+pub async fn run<S>(
+    io: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    login: Login,
+) -> SessionEnd
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut login = Some(login);
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut session = Session {
         conn: Connection::server(shared.proto.clone(), Instant::now().into_std()),
@@ -111,10 +128,7 @@ where
     let mut shutting_down = *shutdown.borrow();
     let end = loop {
         let timer = session.conn.poll_timeout().map(Instant::from_std);
-        let timer = match (timer, drain_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let timer = [timer, drain_deadline, login.as_ref().map(|l| l.deadline)].into_iter().flatten().min();
         tokio::select! {
             read = rd.read(&mut buf) => match read {
                 Ok(0) => break SessionEnd::Ended("client closed the connection".into()),
@@ -135,6 +149,9 @@ where
             Some(msg) = up_rx.recv() => session.handle_up(msg, &up_tx),
             () = sleep_until_opt(timer) => {
                 let now = Instant::now();
+                if login.as_ref().is_some_and(|l| now >= l.deadline) {
+                    break SessionEnd::LoginTimedOut;
+                }
                 session.conn.handle_timeout(now.into_std());
                 if drain_deadline.is_some_and(|d| now >= d) {
                     session.conn.close("relay shut down");
@@ -157,6 +174,10 @@ where
             })
             .await;
             break end;
+        }
+        if session.established {
+            // Logged in: no deadline any more, and room for the next one.
+            login = None;
         }
         if shutting_down && session.streams.is_empty() && session.conn.transmit().is_empty() {
             session.conn.close("relay shut down");

@@ -59,6 +59,10 @@ enum Probe {
     /// A Debug Adapter Protocol client: attach to debugpy, list threads,
     /// detach; prints the thread names as JSON.
     Dap { adapter: SocketAddr },
+    /// Open COUNT connections that never say a word and hold them for
+    /// HOLD seconds; prints how many the other end closed at once (within
+    /// 500 ms) and how many it held.
+    Crowd { to: SocketAddr, count: usize, hold_secs: u64 },
     /// Speak the devnet protocol to a relay directly and ask it to open a
     /// stream to `dst`; prints the outcome as JSON. With --mode, misbehave
     /// instead: wrong-token, wrong-version or garbage; prints the error.
@@ -191,6 +195,24 @@ fn expected_sha(total: u64) -> String {
 
 async fn probe(p: Probe) -> Result<()> {
     match p {
+        Probe::Crowd { to, count, hold_secs } => {
+            let mut conns = Vec::new();
+            for _ in 0..count {
+                conns.push(TcpStream::connect(to).await?);
+            }
+            let checks = conns.into_iter().map(|mut c| async move {
+                let mut b = [0u8; 1];
+                match tokio::time::timeout(Duration::from_millis(500), c.read(&mut b)).await {
+                    Ok(Ok(0) | Err(_)) => None,
+                    _ => Some(c),
+                }
+            });
+            let results = futures::future::join_all(checks).await;
+            let closed_at_once = results.iter().filter(|r| r.is_none()).count();
+            let held: Vec<TcpStream> = results.into_iter().flatten().collect();
+            println!("{}", serde_json::json!({"closed_at_once": closed_at_once, "held": held.len()}));
+            tokio::time::sleep(Duration::from_secs(hold_secs)).await;
+        }
         Probe::Cdp { inspector, expression } => {
             println!("{}", devnet_lab::debug_clients::cdp_evaluate(inspector, &expression).await?);
         }
@@ -403,6 +425,7 @@ async fn relay_probe(
             hello.extend_from_slice(&(devnet_proto::PROTOCOL_VERSION + 1).to_be_bytes());
         }
         Some("wrong-token") => token.push('x'),
+        Some("dribble") => {}
         Some(other) => bail!("unknown mode {other}"),
         None => {}
     }
@@ -412,6 +435,32 @@ async fn relay_probe(
     }
     let n = conn.transmit().len();
     conn.advance_transmit(n);
+    if mode == Some("dribble") {
+        // A slowloris: the login one byte at a time, each well inside the
+        // protocol's 4 s silence limit; how long until the relay hangs up.
+        let began = Instant::now();
+        let mut buf = [0u8; 4096];
+        for (sent, byte) in hello.iter().chain(std::iter::repeat(&0u8)).enumerate() {
+            if s.write_all(&[*byte]).await.is_err() || s.flush().await.is_err() {
+                println!(
+                    "{}",
+                    serde_json::json!({"closed_after_ms": began.elapsed().as_millis() as u64, "sent": sent})
+                );
+                return Ok(());
+            }
+            match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => {
+                    println!(
+                        "{}",
+                        serde_json::json!({"closed_after_ms": began.elapsed().as_millis() as u64, "sent": sent + 1})
+                    );
+                    return Ok(());
+                }
+                _ if began.elapsed() > Duration::from_secs(30) => bail!("the relay kept a dribbling login for 30 s"),
+                _ => {}
+            }
+        }
+    }
     s.write_all(&hello).await?;
     s.flush().await?;
     let mut opened = false;
