@@ -93,6 +93,7 @@ fn main() {
             ("no_path_04_udp_echo", udp_echo),
             ("no_path_04b_system_resolver_cluster_names_only", system_resolver),
             ("no_path_04c_forwarded_traffic_never_rides_the_tunnel", forwarded_not_tunnelled),
+            ("no_path_04d_udp_answers_come_only_from_the_destination", udp_answers_only_from_destination),
             ("no_path_05_256mib_each_way_intact", bulk_each_way),
             ("no_path_06_1000_concurrent_connections", thousand_connections),
             ("no_path_07_closed_port_refused_at_once", closed_port_refused),
@@ -184,6 +185,25 @@ fn forwarded_not_tunnelled(lab: &Lab) -> Res {
     if own["result"] != "connected" {
         return Err(format!("the laptop's own connection failed: {own}"));
     }
+    Ok(())
+}
+
+/// The relay's UDP socket for an association is connected to its one
+/// destination: a datagram from anyone else (here the pod's own port 9,
+/// answering what was sent to port 8) is not handed to the laptop as if the
+/// destination had said it. On the node, without devnet, it does arrive.
+fn udp_answers_only_from_destination(lab: &Lab) -> Res {
+    let labd = lab.tool("devnet-labd");
+    let on_node = text(&lab.exec("node3", &[&labd, "probe", "udp-any", "10.244.3.10:8"])?);
+    if !on_node.contains("\"10.244.3.10:9\"") {
+        return Err(format!("the pod's server should answer from port 9: {on_node}"));
+    }
+    let through_devnet = lab.probe(&["udp-any", "10.244.3.10:8"])?;
+    if !through_devnet.contains("\"reply_from\":null") {
+        return Err(format!("an answer from another source reached the laptop through the relay: {through_devnet}"));
+    }
+    // The destination's own answers still come through.
+    lab.probe(&["udp", "10.244.3.10:7"])?;
     Ok(())
 }
 

@@ -73,6 +73,10 @@ struct UdpAssoc {
     /// fails at once, whereas tokio's `try_send_to` reports WouldBlock until
     /// the reactor has seen the new socket, dropping the first datagram.
     sender: std::net::UdpSocket,
+    /// The one destination of this association (the client keys them by
+    /// source and destination). The socket is connected to it, so the
+    /// kernel drops datagrams from anyone else: nobody can inject answers.
+    target: SocketAddr,
     reader: AbortHandle,
 }
 
@@ -403,6 +407,7 @@ impl Session {
             }
             let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
             let sockets = std::net::UdpSocket::bind(bind).and_then(|s| {
+                s.connect(target)?;
                 s.set_nonblocking(true)?;
                 let sender = s.try_clone()?;
                 Ok((sender, UdpSocket::from_std(s)?))
@@ -415,12 +420,16 @@ impl Session {
                 }
             };
             let reader = tokio::spawn(udp_reader(assoc, Arc::new(receiver), up_tx.clone())).abort_handle();
-            self.udp.insert(assoc, UdpAssoc { sender, reader });
+            self.udp.insert(assoc, UdpAssoc { sender, target, reader });
         }
         if let Some(a) = self.udp.get(&assoc) {
+            if a.target != target {
+                warn!(assoc, dst = %target, first = %a.target, "a datagram for another destination on the same association; dropped");
+                return;
+            }
             Metrics::add(&self.shared.metrics.datagrams_relayed, 1);
             // UDP semantics: a full socket buffer drops the datagram.
-            if let Err(e) = a.sender.send_to(payload, target) {
+            if let Err(e) = a.sender.send(payload) {
                 debug!(assoc, dst = %target, error = %e, "UDP send failed; datagram dropped");
             }
         }

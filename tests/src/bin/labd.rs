@@ -43,6 +43,9 @@ enum Probe {
         #[arg(long, default_value_t = 15_000)]
         timeout_ms: u64,
     },
+    /// Send a datagram to TO from an unconnected socket and print, as JSON,
+    /// where the first answer came from (null: none within 3 s).
+    UdpAny { to: SocketAddr },
     /// Send one UDP datagram to an echo server and wait for it back.
     Udp { to: SocketAddr },
     /// Request/response round trips on one connection: prints p50 and p99 in microseconds.
@@ -95,6 +98,16 @@ async fn serve(name: String) -> Result<()> {
         echo_listeners.push(TcpListener::bind(("::", port)).await?);
     }
     let udp = UdpSocket::bind("[::]:7").await?;
+    // A UDP server that answers from another port than it was asked on
+    // (port 8, answered from 9): what an attacker injecting answers looks like.
+    let other_in = UdpSocket::bind("[::]:8").await?;
+    let other_out = UdpSocket::bind("[::]:9").await?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = other_in.recv_from(&mut buf).await {
+            let _ = other_out.send_to(&buf[..n], from).await;
+        }
+    });
     let sink = TcpListener::bind("[::]:9000").await?;
     let source = TcpListener::bind("[::]:9001").await?;
     let name = Arc::new(name);
@@ -309,6 +322,19 @@ async fn probe(p: Probe) -> Result<()> {
                 "{}",
                 serde_json::json!({"result": result, "ms": start.elapsed().as_millis() as u64, "error": error})
             );
+        }
+        Probe::UdpAny { to } => {
+            let s = UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }).await?;
+            let mut buf = [0u8; 64];
+            let mut from = None;
+            for _ in 0..3 {
+                s.send_to(b"who answers", to).await?;
+                if let Ok(Ok((_, f))) = tokio::time::timeout(Duration::from_secs(1), s.recv_from(&mut buf)).await {
+                    from = Some(f.to_string());
+                    break;
+                }
+            }
+            println!("{}", serde_json::json!({"reply_from": from}));
         }
         Probe::Udp { to } => {
             let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
