@@ -29,23 +29,7 @@ bash tests/lab/lab.sh realnode "$lab" >/dev/null
 web=$(bash tests/lab/lab.sh exec "$lab" api curl -sk -H "Authorization: Bearer admin-token" \
   "https://10.60.20.10:6443/api/v1/namespaces/demo/pods?labelSelector=app%3Dweb" | jq -r '.items[0].status.podIP')
 
-connect() { # connect <firewall>: seconds to the first answer from the ClusterIP
-  bash tests/lab/lab.sh firewall "$lab" "$1"
-  local start end
-  start=$(date +%s.%N)
-  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --foreground --context lab \
-    --kubeconfig "$dir/kubeconfig" --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" >"$dir/engine-$1.log" 2>&1 &
-  for _ in $(seq 1200); do
-    L laptop curl -s -m 1 -o /dev/null http://10.96.0.20/ 2>/dev/null && break
-    sleep 0.05
-  done
-  end=$(date +%s.%N)
-  echo "$end - $start" | bc
-}
-disconnect() {
-  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
-  sleep 1
-}
+source bench/kube-connect.sh
 download() { # median bytes/s of three 64 MiB downloads from the web pod
   local i
   for i in 1 2 3; do
@@ -53,13 +37,13 @@ download() { # median bytes/s of three 64 MiB downloads from the web pod
   done | sort -n | sed -n 2p
 }
 
-from_nothing=$(connect open); disconnect
-direct_s=$(connect open)
+from_nothing=$(kube_connect open); kube_disconnect
+direct_s=$(kube_connect open)
 transport_direct=$(L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json | jq -r .transport)
-direct_bps=$(download); disconnect
-pf_s=$(connect api-only)
+direct_bps=$(download); kube_disconnect
+pf_s=$(kube_connect api-only)
 transport_pf=$(L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json | jq -r .transport)
-pf_bps=$(download); disconnect
+pf_bps=$(download); kube_disconnect
 
 mkdir -p bench/results
 out=bench/results/realkube-$(date -u +%Y%m%dT%H%M%SZ).json

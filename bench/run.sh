@@ -115,23 +115,7 @@ bash tests/lab/lab.sh resolved "$lab" stop
 # `devnet connect --context lab` to the first HTTP answer from a ClusterIP,
 # then the direct (node port) and API-server port-forward transports.
 bash tests/lab/lab.sh api "$lab"
-kube_connect() { # kube_connect <firewall>: connect, print seconds to the first answer
-  bash tests/lab/lab.sh firewall "$lab" "$1"
-  local start end
-  start=$(date +%s.%N)
-  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --foreground --context lab \
-    --kubeconfig "$dir/kubeconfig" --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" >"$dir/engine-kube.log" 2>&1 &
-  for _ in $(seq 600); do
-    L laptop curl -s -m 1 -o /dev/null http://10.96.0.20/ 2>/dev/null && break
-    sleep 0.05
-  done
-  end=$(date +%s.%N)
-  echo "$end - $start" | bc
-}
-kube_disconnect() {
-  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
-  sleep 1
-}
+source bench/kube-connect.sh
 from_nothing_s=$(kube_connect open); kube_disconnect
 installed_direct_s=$(kube_connect open)
 kube_direct=$(measure kube-direct 57); kube_disconnect
