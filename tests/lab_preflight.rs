@@ -357,38 +357,27 @@ fn direct(lab: &Lab) -> Res {
     let attached = attach_directly(lab);
     // Back to the tunnel for the trials after this one, whatever happened.
     lab.sh_ok("office-routes", &["none"])?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !lab.status()?["paths"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|v| v["cidr"] == "10.244.0.0/16" && v["path"] == "tunnel")
-    {
-        if Instant::now() > deadline {
-            return Err("the pod CIDR did not go back to the tunnel".into());
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_pod_cidr(lab, "tunnel")?;
     attached
 }
 
-fn attach_directly(lab: &Lab) -> Res {
+/// Waits until devnet's status shows the pod CIDR going `path`.
+fn wait_pod_cidr(lab: &Lab, path: &str) -> Res {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = lab.status()?;
-        let direct = status["paths"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|v| v["cidr"] == "10.244.0.0/16" && v["path"] == "direct");
-        if direct {
-            break;
+        if status["paths"].as_array().into_iter().flatten().any(|v| v["cidr"] == "10.244.0.0/16" && v["path"] == path) {
+            return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(format!("the pod CIDR did not turn direct: {}", status["paths"]));
+            return Err(format!("the pod CIDR did not turn {path}: {}", status["paths"]));
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+fn attach_directly(lab: &Lab) -> Res {
+    wait_pod_cidr(lab, "direct")?;
     let ip = |name: &str| pod_ip(lab, name);
     let jvm_pod = pod_name(lab, "jvm")?;
     let began = Instant::now();

@@ -185,14 +185,14 @@ impl Run<'_> {
         self.step(target, Step::Session, async |run| run.session_step().await).await?;
         let (addr, pod_hint) = self.step(target, Step::Resolve, async |run| run.resolve_step(target).await).await?;
         report.resolved = Some(addr.clone());
-        let way = self.step(target, Step::Path, async |run| run.path_step(target, addr.address.ip()).await).await;
+        let way = self.step(target, Step::Path, async |run| run.path_step(addr.address.ip()).await).await;
         let way = match way {
             Err(s)
                 if s.failure == Failure::NoPath && self.opts.connect && !self.started && !self.context_runs().await =>
             {
                 // The session that would route it (this context's) does not run yet.
                 self.step(target, Step::Session, async |run| run.connect_session().await).await?;
-                self.step(target, Step::Path, async |run| run.path_step(target, addr.address.ip()).await).await?
+                self.step(target, Step::Path, async |run| run.path_step(addr.address.ip()).await).await?
             }
             other => other?,
         };
@@ -276,14 +276,19 @@ impl Run<'_> {
         Ok(((), format!("sessions: {}", names.join(", "))))
     }
 
+    /// The kubeconfig context: the one asked for, else the current one
+    /// (which names its session).
+    async fn context(&mut self) -> Result<String, String> {
+        match &self.opts.cluster.context {
+            Some(c) => Ok(c.clone()),
+            None => self.cluster().await.map(|c| c.context),
+        }
+    }
+
     /// Whether a session for the context already runs (then `--connect`
     /// has nothing to start: an address outside it stays outside).
     async fn context_runs(&mut self) -> bool {
-        let context = match (&self.opts.cluster.context, self.cluster().await) {
-            (Some(c), _) => c.clone(),
-            (None, Ok(c)) => c.context.clone(),
-            (None, Err(_)) => return false,
-        };
+        let Ok(context) = self.context().await else { return false };
         self.sessions.as_deref().unwrap_or_default().iter().any(|s| s.name == context)
     }
 
@@ -292,11 +297,10 @@ impl Run<'_> {
     /// waits until devnetd reports it up.
     async fn connect_session(&mut self) -> Result<((), String), Stop> {
         self.started = true;
-        let context = match (&self.opts.cluster.context, self.cluster().await) {
-            (Some(c), _) => c.clone(),
-            (None, Ok(c)) => c.context.clone(),
-            (None, Err(e)) => return Err(stop(Failure::NotConnected, format!("cannot start a session: {e}"), None)),
-        };
+        let context = self
+            .context()
+            .await
+            .map_err(|e| stop(Failure::NotConnected, format!("cannot start a session: {e}"), None))?;
         let log = advice::connect_log_path(&context);
         if let Some(dir) = log.parent() {
             let _ = std::fs::create_dir_all(dir);
@@ -472,8 +476,7 @@ impl Run<'_> {
         }
     }
 
-    async fn path_step(&mut self, target: &Target, ip: IpAddr) -> Result<(Way, String), Stop> {
-        let _ = target;
+    async fn path_step(&mut self, ip: IpAddr) -> Result<(Way, String), Stop> {
         let sessions = self.sessions(self.started).await.map_err(|e| stop(Failure::NotConnected, e, None))?;
         let hit = sessions.iter().find_map(|s| {
             s.status.paths.iter().filter(|v| v.cidr.contains(&ip)).max_by_key(|v| v.cidr.prefix_len()).map(|v| (s, v))
