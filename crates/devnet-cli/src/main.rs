@@ -441,9 +441,9 @@ async fn doctor(args: ConnectArgs, socket: PathBuf, state_dir: PathBuf, json: bo
         }
     }
     if json {
-        let doc =
-            serde_json::json!({"discovered": facts, "discovery_notes": notes, "paths": verdicts, "findings": findings});
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        let report =
+            devnet_model::doctor::DoctorReport { discovered: facts, discovery_notes: notes, paths: verdicts, findings };
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     for f in &facts {

@@ -3,13 +3,14 @@
 //! **Layer:** plain data with serde. The CLI, the tray app, the IDE
 //! preflight and `devnetd` all speak in these types: the connection
 //! [`profile`] (what to reach, validated up front), the engine's
-//! [`status`], the [`preflight`] report IDEs read, and [`Secret`] for the
+//! [`status`], [`doctor`]'s report, the [`preflight`] report IDEs read, and [`Secret`] for the
 //! relay token.
 //!
 //! **What it does not do:** talk to anything. No sockets, no tokio, no OS
 //! calls; the only file it reads is a profile (and its token file) that the
 //! user's own process names.
 
+pub mod doctor;
 pub mod preflight;
 pub mod profile;
 pub mod status;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 /// The relay link's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum LinkState {
     /// Dialling the relay for the first time.
@@ -24,6 +25,7 @@ pub enum LinkState {
 
 /// One discovered fact: `pod CIDR 10.244.0.0/16 from Calico IPPool default`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Discovered {
     pub what: String,
     pub value: String,
@@ -32,8 +34,10 @@ pub struct Discovered {
 
 /// A snapshot of the engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Status {
     pub state: LinkState,
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
     pub relay: SocketAddr,
     /// The relay's name from its handshake.
     pub relay_name: Option<String>,
@@ -47,26 +51,38 @@ pub struct Status {
     pub relay_rtt_ms: Option<f64>,
     /// Why the link was last lost or could not be made.
     pub last_error: Option<String>,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub reconnects: u64,
     pub tun: String,
     /// CIDRs routed through the tunnel.
+    #[cfg_attr(feature = "ts", ts(type = "Array<string>"))]
     pub routes: Vec<IpNet>,
     /// The path chosen for every CIDR, with the evidence.
     pub paths: Vec<devnet_path::Verdict>,
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
     pub dns_server: Option<IpAddr>,
     pub cluster_domain: String,
     /// How the system's resolver is pointed at devnet's stub, and why that
     /// backend: `systemd-resolved: link devnet0 … (…)`, `resolv.conf: …`.
     #[serde(default)]
     pub dns_backend: Option<String>,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub tcp_flows: usize,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub pending_opens: usize,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub udp_associations: usize,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub packets_from_tun: u64,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub packets_to_tun: u64,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub bytes_to_relay: u64,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub bytes_from_relay: u64,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub refused: u64,
+    #[cfg_attr(feature = "ts", ts(type = "number"))]
     pub unreachable: u64,
 }
 

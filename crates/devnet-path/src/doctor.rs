@@ -11,6 +11,7 @@ use crate::{Hop, HopAnswer, Path, ProbeOutcome, Verdict};
 /// What a CIDR holds. With explicit profiles the service CIDR is the one
 /// holding the cluster DNS server; discovery will say it outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     Pods,
@@ -19,6 +20,7 @@ pub enum Role {
 
 /// How much a finding matters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
     /// How things are; nothing to do.
@@ -29,6 +31,7 @@ pub enum Severity {
 
 /// One thing doctor noticed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Finding {
     pub severity: Severity,
     pub title: String,
@@ -239,6 +242,7 @@ pub fn source_nat(target: SocketAddr, local: IpAddr, seen: IpAddr) -> Finding {
 
 /// What the office DNS (the laptop's own nameserver) said to a cluster name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum OfficeDns {
     /// It resolved it: the cluster domain is forwarded.

@@ -27,22 +27,35 @@ use serde::{Deserialize, Serialize};
 
 /// The route the OS would use for a probe target, as `ip route get` says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct RouteUsed {
     pub dev: String,
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
     pub gateway: Option<IpAddr>,
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
     pub src: Option<IpAddr>,
 }
 
 /// How a TCP probe to a live target ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
 pub enum ProbeOutcome {
     /// The target accepted the connection.
-    Connected { rtt_us: u64 },
+    Connected {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        rtt_us: u64,
+    },
     /// The target answered with a reset: routed, but nothing listens there.
-    Refused { rtt_us: u64 },
+    Refused {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        rtt_us: u64,
+    },
     /// No answer within the probe timeout.
-    TimedOut { after_ms: u64 },
+    TimedOut {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        after_ms: u64,
+    },
     /// The OS or a router said there is no way there.
     Unreachable { error: String },
 }
@@ -69,9 +82,12 @@ impl ProbeOutcome {
 
 /// What was found out about one CIDR.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Observation {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
     pub cidr: IpNet,
     /// The live target probed, if the CIDR has one.
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
     pub target: Option<SocketAddr>,
     /// The route the OS chose for the target (None: no route at all).
     pub route: Option<RouteUsed>,
@@ -88,15 +104,18 @@ pub struct Observation {
 
 /// One hop of a trace: what came back for packets sent with TTL `ttl`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Hop {
     pub ttl: u8,
     /// The router or host that answered, if any did.
+    #[cfg_attr(feature = "ts", ts(type = "string | null"))]
     pub from: Option<IpAddr>,
     pub answer: HopAnswer,
 }
 
 /// What a hop answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum HopAnswer {
     /// ICMP time exceeded: a router that forwards towards the target.
@@ -113,7 +132,9 @@ pub enum HopAnswer {
 
 /// A probe through a configured forwarding node (seed 001's node-30).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct GatewayTrial {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
     pub gateway: IpAddr,
     /// Whether the node is on a directly connected network; devnet only
     /// routes through on-link nodes.
@@ -123,6 +144,7 @@ pub struct GatewayTrial {
 
 /// The path chosen for a CIDR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(rename_all = "kebab-case")]
 pub enum Path {
     Direct,
@@ -134,7 +156,9 @@ pub enum Path {
 
 /// A decision and the evidence behind it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Verdict {
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
     pub cidr: IpNet,
     pub path: Path,
     /// One sentence: why.
