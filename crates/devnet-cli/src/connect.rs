@@ -74,24 +74,13 @@ pub async fn through_daemon(args: ConnectArgs, socket: PathBuf) -> Result<()> {
     );
     let session_name = args.session.clone();
     let (req, port_forward) = if args.uses_cluster() {
-        let prepared = devnet_session::cluster::prepare(
+        devnet_session::cluster::prepare(
             &args.kube.cluster(args.cluster_domain.clone()),
             kube::keyring().as_ref(),
             &say,
         )
-        .await?;
-        let file = overlay(prepared.file, &args)?;
-        let (profile, token, ca) = devnet_session::profile::contents(file)?;
-        let req = ConnectRequest {
-            session: session_name.unwrap_or(prepared.name),
-            profile,
-            token,
-            relay_ca_pem: ca,
-            direct: prepared.direct,
-            bridge: prepared.port_forward.is_some(),
-            discovered: prepared.discovered,
-        };
-        (req, prepared.port_forward)
+        .await?
+        .into_request(session_name, |file| overlay(file, &args))?
     } else {
         let file = overlay(ProfileFile::default(), &args)?;
         let name = session_name
@@ -107,13 +96,9 @@ pub async fn through_daemon(args: ConnectArgs, socket: PathBuf) -> Result<()> {
             bridge: false,
             discovered: Vec::new(),
         };
+        devnet_session::profile::check(&req)?;
         (req, None)
     };
-    // Bad input fails here, before devnetd is asked (devnetd checks again).
-    let mut check = req.profile.clone();
-    check.token = Some(req.token.clone());
-    check.relay_ca_pem = Some(req.relay_ca_pem.clone());
-    check.validate()?;
     let name = req.session.clone();
     let mut printer = Printer::default();
     keeper::keep(

@@ -14,6 +14,7 @@
 pub mod icon;
 pub mod menu;
 pub mod notify;
+pub mod retry;
 pub mod samples;
 pub mod state;
 pub mod view;

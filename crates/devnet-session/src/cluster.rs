@@ -71,6 +71,31 @@ pub struct Prepared {
     pub discovered: Vec<Discovered>,
 }
 
+impl Prepared {
+    /// What devnetd is asked for: the profile (after `overlay`, the
+    /// caller's own settings) as contents, checked here so bad input fails
+    /// before devnetd is asked (devnetd checks again); and the
+    /// port-forward this process opens when devnetd asks for a bridge.
+    pub fn into_request(
+        self,
+        session: Option<String>,
+        overlay: impl FnOnce(ProfileFile) -> Result<ProfileFile>,
+    ) -> Result<(devnet_ipc::message::ConnectRequest, Option<PortForward>)> {
+        let (profile, token, ca) = crate::profile::contents(overlay(self.file)?)?;
+        let req = devnet_ipc::message::ConnectRequest {
+            session: session.unwrap_or(self.name),
+            profile,
+            token,
+            relay_ca_pem: ca,
+            direct: self.direct,
+            bridge: self.port_forward.is_some(),
+            discovered: self.discovered,
+        };
+        crate::profile::check(&req)?;
+        Ok((req, self.port_forward))
+    }
+}
+
 /// Discovery's findings as status lines.
 pub fn discovered(cluster: &Cluster, d: &Discovery) -> Vec<Discovered> {
     let mut out =

@@ -39,6 +39,16 @@ pub fn contents(mut file: ProfileFile) -> Result<(ProfileFile, Secret, String)> 
     Ok((file, token, ca))
 }
 
+/// Checks a request the way devnetd will, so bad input fails in the
+/// client, with its words, before anything is asked of the helper.
+pub fn check(req: &devnet_ipc::message::ConnectRequest) -> Result<()> {
+    let mut file = req.profile.clone();
+    file.token = Some(req.token.clone());
+    file.relay_ca_pem = Some(req.relay_ca_pem.clone());
+    file.validate()?;
+    Ok(())
+}
+
 fn read(path: &Path, what: &str) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read the {what} file {}", path.display()))
 }
