@@ -203,7 +203,7 @@ pub fn run() -> Result<()> {
             let handle = app.handle().clone();
             let (actions_tx, mut actions) = mpsc::unbounded_channel::<Action>();
             let core = tauri::async_runtime::block_on(async {
-                let tray = platform::Tray::start(actions_tx).await?;
+                let tray = platform::Tray::start(&handle, actions_tx).await?;
                 let shell = Shell { app: handle.clone(), tray, last: Mutex::new(None) };
                 anyhow::Ok(Core::new(
                     devnet_ipc::socket_path(),

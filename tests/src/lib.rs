@@ -13,6 +13,7 @@ pub mod apiserver;
 pub mod debug_clients;
 pub mod harness;
 pub mod jsonc;
+pub mod webdriver;
 
 /// Deterministic test data: byte `i` of a stream is a function of `i` and
 /// the seed, so both ends can checksum a transfer without sharing a file.

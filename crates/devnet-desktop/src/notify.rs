@@ -129,12 +129,14 @@ impl Notifier {
 }
 
 fn group(shape: &Shape, routed: bool) -> String {
-    let names: Vec<String> = shape
-        .paths
-        .iter()
-        .filter(|(_, _, p)| is_routed(*p) == routed && *p != Path::Unreachable)
-        .map(|(cidr, role, _)| role.clone().unwrap_or_else(|| cidr.to_string()))
-        .collect();
+    // Each role once: a cluster has a pod block per node and family.
+    let mut names: Vec<String> = Vec::new();
+    for (cidr, role, path) in &shape.paths {
+        let name = role.clone().unwrap_or_else(|| cidr.to_string());
+        if is_routed(*path) == routed && *path != Path::Unreachable && !names.contains(&name) {
+            names.push(name);
+        }
+    }
     names.join(" and ")
 }
 
@@ -180,11 +182,15 @@ mod tests {
     use devnet_model::status::LinkState;
 
     fn lab(link: LinkState, pods: Path, services: Path) -> Vec<SessionView> {
-        vec![SessionView::new(
-            "lab".into(),
-            true,
-            status(link, vec![verdict("10.244.0.0/16", pods), verdict("10.96.0.0/12", services)]),
-        )]
+        let mut s = status(link, vec![verdict("10.244.0.0/16", pods), verdict("10.96.0.0/12", services)]);
+        // A second pod block (another node, or IPv6) says "pods" once, not twice.
+        s.paths.push(verdict("10.245.0.0/16", pods));
+        s.discovered.push(devnet_model::status::Discovered {
+            what: "pod CIDR".into(),
+            value: "10.245.0.0/16".into(),
+            source: "node b".into(),
+        });
+        vec![SessionView::new("lab".into(), true, s)]
     }
 
     /// A stepped clock: push, then poll at each whole second up to `until`.

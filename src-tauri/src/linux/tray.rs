@@ -101,7 +101,7 @@ impl ksni::Tray for Item {
 pub struct Tray(ksni::Handle<Item>);
 
 impl Tray {
-    pub async fn start(actions: mpsc::UnboundedSender<Action>) -> Result<Tray> {
+    pub async fn start(_app: &tauri::AppHandle, actions: mpsc::UnboundedSender<Action>) -> Result<Tray> {
         let item =
             Item { state: TrayState::Off, theme: theme(), tooltip: "devnet".into(), menu: Menu::default(), actions };
         // Exported even before a panel's watcher appears: it registers when one does.

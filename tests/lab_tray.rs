@@ -1,0 +1,311 @@
+//! The tray app as a person uses it: the real app (`devnet-tray`), in a
+//! real window under Xvfb, driven through tauri-driver and WebKitGTK's
+//! WebKitWebDriver, as a desktop user (no root, group devnet) on the lab's
+//! laptop, against the lab's real devnetd. Connect from the window and see
+//! "tunnel" with each CIDR's evidence; walk into the office (Calico's BIRD
+//! starts peering with the office switch) and see "direct" and one
+//! notification, shown by a real notification daemon (dunst) and recorded
+//! off the session bus; read the tray's menu and tooltip over D-Bus as a
+//! panel does; disconnect from the window and find the laptop restored.
+//! Screenshots go to `$DEVNET_ARTIFACTS/tray/` (default
+//! `target/test-artifacts/tray/`).
+//!
+//! The cluster is the lab's stand-in API server (`lab.sh api`): the office
+//! walk-in needs the lab's BGP nodes, which the real node does not join.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use devnet_lab::harness::{self, Lab, OnFailure, Res, text};
+use devnet_lab::webdriver::Session;
+
+const LAB: &str = "tr";
+/// The desktop user.
+const UID: u32 = 4243;
+
+static WINDOW: Mutex<Option<Session>> = Mutex::new(None);
+
+fn main() {
+    harness::run(
+        "tray",
+        setup,
+        &[
+            ("tray_01_the_window_opens_and_reads_devnetd_and_the_kubeconfig", opens),
+            ("tray_02_connect_from_the_window_shows_tunnel_with_each_cidrs_evidence", connect_tunnel),
+            ("tray_03_walking_into_the_office_shows_direct_and_one_notification", walk_into_office),
+            ("tray_04_the_tray_menu_and_tooltip_read_over_dbus_as_a_panel_does", tray_over_dbus),
+            ("tray_05_disconnect_from_the_window_restores_the_laptop", disconnect),
+        ],
+        OnFailure::Keep,
+    )
+}
+
+fn setup() -> Res<Lab> {
+    let lab = Lab::up(LAB)?;
+    lab.sh_ok("api", &[])?;
+    Ok(lab)
+}
+
+fn artifacts() -> PathBuf {
+    std::env::var_os("DEVNET_ARTIFACTS")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts"), PathBuf::from)
+        .join("tray")
+}
+
+fn desktop(lab: &Lab, args: &[&str]) -> Res<String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("lab/desktop.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .env("DEVNET_BIN", &lab.bin)
+        .output()
+        .map_err(|e| format!("desktop.sh: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("desktop.sh {args:?} failed: {}", text(&out)));
+    }
+    Ok(text(&out))
+}
+
+fn with_window<T>(f: impl FnOnce(&Session) -> Res<T>) -> Res<T> {
+    let w = WINDOW.lock().map_err(|e| e.to_string())?;
+    f(w.as_ref().ok_or("the window did not open (see the first trial)")?)
+}
+
+fn badge(w: &Session, state: &str, within: Duration) -> Res {
+    w.wait_text("[data-testid=badge]", state, within).map(drop)
+}
+
+fn opens(lab: &Lab) -> Res {
+    lab.ensure_daemon()?;
+    harness::ensure_group(devnet_ipc::GROUP)?;
+    desktop(lab, &["start", LAB, &UID.to_string()])?;
+    let ns = format!("{LAB}-laptop");
+    let app = lab.bin.join("devnet-tray");
+    let w = Session::start(&ns, 4444, &app, &["--window"])?;
+    if let Err(e) = badge(&w, "off", Duration::from_secs(30)) {
+        let _ = w.screenshot(&artifacts().join("01-failed.png"));
+        let page = w.script("return document.documentElement.outerHTML.slice(0, 3000)").unwrap_or_default();
+        return Err(format!("{e}\nthe page: {page}"));
+    }
+    let daemon = w.text_of("[data-testid=daemon]")?;
+    if !daemon.contains("devnetd") {
+        return Err(format!("the window should say which devnetd answered: {daemon:?}"));
+    }
+    // The kubeconfig's contexts, the current one chosen.
+    let chosen = w.script("return document.querySelector('#context').value")?;
+    if chosen != "lab" {
+        return Err(format!("the current context should be chosen: {chosen}"));
+    }
+    let options = w.script("return Array.from(document.querySelectorAll('#context option')).map(o => o.value)")?;
+    if !options.as_array().is_some_and(|a| a.len() == 7) {
+        return Err(format!("every context of the kubeconfig should be offered: {options}"));
+    }
+    w.screenshot(&artifacts().join("01-off.png"))?;
+    *WINDOW.lock().map_err(|e| e.to_string())? = Some(w);
+    Ok(())
+}
+
+fn connect_tunnel(lab: &Lab) -> Res {
+    with_window(|w| {
+        let connect = w.xpath("//button[normalize-space()='Connect']")?;
+        let began = Instant::now();
+        w.click(&connect)?;
+        // Progress shows while discovery and the relay run.
+        badge(w, "tunnel", Duration::from_secs(120)).map_err(|e| format!("{e}\nengine log: {}", lab.daemon_log()))?;
+        println!("connect from the window to tunnel: {:?}", began.elapsed());
+        let rows = w.texts("[data-testid=path-row]")?;
+        if rows.len() < 4 {
+            return Err(format!("every discovered CIDR should have its row: {rows:?}"));
+        }
+        for t in &rows {
+            if !t.contains("tunnel") || !t.contains("did not answer") {
+                return Err(format!("a tunnelled CIDR should show its evidence (the probe that got no answer): {t}"));
+            }
+        }
+        let relay = w.text_of("[data-testid=relay]")?;
+        if !relay.contains("transport") || !relay.contains("devnet-relay") {
+            return Err(format!("the relay and its transport should show: {relay}"));
+        }
+        let found = w.text_of("[data-testid=discovered]")?;
+        if !found.contains("pod CIDR") || !found.contains("10.244.1.0/24") {
+            return Err(format!("what discovery found, and where, should show: {found}"));
+        }
+        // The user hears of it once it settled.
+        wait_notification(lab, 0, "lab: tunnel", Duration::from_secs(15))?;
+        // devnetd agrees.
+        let s = lab.status()?;
+        if s["state"] != "connected" {
+            return Err(format!("devnetd's session should be connected: {s}"));
+        }
+        w.screenshot(&artifacts().join("02-tunnel.png"))
+    })
+}
+
+fn notifications(lab: &Lab) -> String {
+    std::fs::read_to_string(lab.dir.join("desktop/notifications.log")).unwrap_or_default()
+}
+
+/// Waits for a Notify call, after the first `skip` bytes of the log, that
+/// carries `want`; the log from `skip` on.
+fn wait_notification(lab: &Lab, skip: usize, want: &str, within: Duration) -> Res<String> {
+    let start = Instant::now();
+    loop {
+        let fresh = notifications(lab).get(skip..).unwrap_or_default().to_owned();
+        if fresh.contains(want) {
+            return Ok(fresh);
+        }
+        if start.elapsed() > within {
+            return Err(format!("no notification {want:?} within {within:?}:\n{fresh}"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn walk_into_office(lab: &Lab) -> Res {
+    let before = notifications(lab);
+    lab.sh_ok("bgp", &["all"])?;
+    with_window(|w| {
+        let began = Instant::now();
+        badge(w, "direct", Duration::from_secs(120))?;
+        println!("BGP up to the window saying direct: {:?}", began.elapsed());
+        for t in w.texts("[data-testid=path-row]")? {
+            if !t.contains("direct") || !t.contains("ms") {
+                return Err(format!("a direct CIDR should show its route and probe RTT: {t}"));
+            }
+        }
+        // One notification says so, once the change settled and at most one
+        // per 30 s (the connect's came moments ago).
+        let fresh = wait_notification(lab, before.len(), "lab: direct", Duration::from_secs(45))?;
+        if !fresh.contains("the office routes pods and services now: direct") {
+            return Err(format!("the notification should say what the office routes now:\n{fresh}"));
+        }
+        w.screenshot(&artifacts().join("03-direct.png"))?;
+        // devnetd re-checks every path again and again: no more notifications.
+        std::thread::sleep(Duration::from_secs(15));
+        let later = notifications(lab)[before.len()..].matches("member=Notify").count();
+        if later != 1 {
+            return Err(format!(
+                "exactly one notification for one change, not one per re-check: {later}\n{}",
+                &notifications(lab)[before.len()..]
+            ));
+        }
+        Ok(())
+    })
+}
+
+/// A command on the laptop as the desktop user, on its session bus.
+fn as_desktop_user(lab: &Lab, cmd: &[&str]) -> Res<String> {
+    let bus = format!("DBUS_SESSION_BUS_ADDRESS=unix:path={}", lab.dir.join("desktop/bus").display());
+    let uid = UID.to_string();
+    let mut all = vec!["setpriv", "--reuid", &uid, "--regid", &uid, "--clear-groups", "--", "env", &bus];
+    all.extend(cmd);
+    lab.laptop_ok(&all)
+}
+
+fn tray_over_dbus(lab: &Lab) -> Res {
+    let names = as_desktop_user(
+        lab,
+        &[
+            "gdbus",
+            "call",
+            "--session",
+            "--dest",
+            "org.freedesktop.DBus",
+            "--object-path",
+            "/org/freedesktop/DBus",
+            "--method",
+            "org.freedesktop.DBus.ListNames",
+        ],
+    )?;
+    let item = names
+        .split(['\'', '"'])
+        .find(|n| n.starts_with("org.kde.StatusNotifierItem-"))
+        .ok_or_else(|| format!("the tray item is not on the session bus: {names}"))?
+        .to_owned();
+    let layout = as_desktop_user(
+        lab,
+        &[
+            "gdbus",
+            "call",
+            "--session",
+            "--dest",
+            &item,
+            "--object-path",
+            "/MenuBar",
+            "--method",
+            "com.canonical.dbusmenu.GetLayout",
+            "--",
+            "0",
+            "-1",
+            "[]",
+        ],
+    )?;
+    for want in [
+        "lab: direct",
+        "Disconnect lab",
+        "Open devnet",
+        "Run doctor",
+        "Start at login",
+        "Disconnect and quit",
+        "lab (current)",
+    ] {
+        if !layout.contains(want) {
+            return Err(format!("the tray menu should have {want:?}:\n{layout}"));
+        }
+    }
+    let tooltip = as_desktop_user(
+        lab,
+        &[
+            "gdbus",
+            "call",
+            "--session",
+            "--dest",
+            &item,
+            "--object-path",
+            "/StatusNotifierItem",
+            "--method",
+            "org.freedesktop.DBus.Properties.Get",
+            "org.kde.StatusNotifierItem",
+            "ToolTip",
+        ],
+    )?;
+    if !tooltip.contains("devnet: lab direct") || !tooltip.contains("10.244.1.0/24 pods: direct via") {
+        return Err(format!("the tooltip should say the state and each CIDR's path: {tooltip}"));
+    }
+    let icon = as_desktop_user(
+        lab,
+        &[
+            "gdbus",
+            "call",
+            "--session",
+            "--dest",
+            &item,
+            "--object-path",
+            "/StatusNotifierItem",
+            "--method",
+            "org.freedesktop.DBus.Properties.Get",
+            "org.kde.StatusNotifierItem",
+            "Title",
+        ],
+    )?;
+    if !icon.contains("devnet: direct") {
+        return Err(format!("the item's title should carry the state: {icon}"));
+    }
+    Ok(())
+}
+
+fn disconnect(lab: &Lab) -> Res {
+    let result = with_window(|w| {
+        let button = w.xpath("//button[normalize-space()='Disconnect lab']")?;
+        w.click(&button)?;
+        badge(w, "off", Duration::from_secs(30))?;
+        w.screenshot(&artifacts().join("04-off-again.png"))?;
+        w.quit()
+    });
+    let _ = desktop(lab, &["stop", LAB]);
+    lab.sh_ok("bgp", &["off"])?;
+    result?;
+    lab.laptop_unchanged("after disconnecting from the tray app's window")
+}
