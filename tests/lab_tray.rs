@@ -99,7 +99,7 @@ fn opens(lab: &Lab) -> Res {
         return Err(format!("the current context should be chosen: {chosen}"));
     }
     let options = w.script("return Array.from(document.querySelectorAll('#context option')).map(o => o.value)")?;
-    if !options.as_array().is_some_and(|a| a.len() == 7) {
+    if options.as_array().is_none_or(|a| a.len() != 7) {
         return Err(format!("every context of the kubeconfig should be offered: {options}"));
     }
     w.screenshot(&artifacts().join("01-off.png"))?;

@@ -22,10 +22,14 @@ fi
 need=()
 jdk=/usr/lib/jvm/java-17-openjdk-$(dpkg --print-architecture)/bin
 for tool in ip:iproute2 ss:iproute2 openssl:openssl jq:jq containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps bird:bird2 setpriv:util-linux nsenter:util-linux \
-  "$jdk/javac:openjdk-17-jdk-headless" /usr/bin/python3:python3 /usr/bin/node:nodejs /usr/bin/dlv:delve; do
+  "$jdk/javac:openjdk-17-jdk-headless" /usr/bin/python3:python3 /usr/bin/node:nodejs /usr/bin/dlv:delve \
+  pkg-config:pkg-config WebKitWebDriver:webkit2gtk-driver Xvfb:xvfb dbus-daemon:dbus dunst:dunst gdbus:libglib2.0-bin \
+  /usr/bin/chromium:chromium; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# The tray app builds against WebKitGTK (Tauri v2 on Linux).
+pkg-config --exists webkit2gtk-4.1 2>/dev/null || need+=(libwebkit2gtk-4.1-dev)
 if ((${#need[@]})); then
   echo "installing: ${need[*]}"
   apt-get update -qq
@@ -47,6 +51,27 @@ mkdir -p /var/cache/devnet-lab/relay-image
 DEVNET_RELAY_TARGET_DIR=/var/cache/devnet-lab/relay-target \
   bash installers/relay/build-image.sh /var/cache/devnet-lab/relay-image/devnet-relay.tar
 export DEVNET_RELAY_IMAGE_TAR=/var/cache/devnet-lab/relay-image/devnet-relay.tar
+
+# tauri-driver, which drives the tray app's window for lab_tray (cached).
+td=/var/cache/devnet-lab/tauri-driver
+if [[ ! -x $td/bin/tauri-driver ]]; then
+  mkdir -p "$td/bin"
+  CARGO_TARGET_DIR=/var/cache/devnet-lab/tauri-driver-target \
+    cargo install tauri-driver --version 2.1.0 --locked --root "$td" >/dev/null
+fi
+
+# The tray app's window (ui/): types checked, unit tests, the bundle the app
+# embeds (so it is built before the Rust workspace), and every state in real
+# Chromium against a mock helper; screenshots in target/test-artifacts/ui.
+export DEVNET_ARTIFACTS=${DEVNET_ARTIFACTS:-$PWD/target/test-artifacts}
+(
+  cd ui
+  npm ci --no-audit --no-fund --loglevel=error
+  npm run check
+  npm test
+  npm run build
+  npm run e2e
+)
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
