@@ -37,6 +37,7 @@ fn main() {
             ("tray_03_walking_into_the_office_shows_direct_and_one_notification", walk_into_office),
             ("tray_04_the_tray_menu_and_tooltip_read_over_dbus_as_a_panel_does", tray_over_dbus),
             ("tray_05_disconnect_from_the_window_restores_the_laptop", disconnect),
+            ("tray_06_idle_the_app_sleeps_and_stays_small", idle),
         ],
         OnFailure::Keep,
     )
@@ -204,44 +205,32 @@ fn as_desktop_user(lab: &Lab, cmd: &[&str]) -> Res<String> {
     lab.laptop_ok(&all)
 }
 
-fn tray_over_dbus(lab: &Lab) -> Res {
-    let names = as_desktop_user(
+/// A D-Bus method call on the desktop user's session bus, as a panel makes it.
+fn gdbus(lab: &Lab, dest: &str, path: &str, method: &str, args: &[&str]) -> Res<String> {
+    let mut cmd = vec!["gdbus", "call", "--session", "--dest", dest, "--object-path", path, "--method", method, "--"];
+    cmd.extend(args);
+    as_desktop_user(lab, &cmd)
+}
+
+/// A property of the tray's StatusNotifierItem.
+fn item_property(lab: &Lab, item: &str, name: &str) -> Res<String> {
+    gdbus(
         lab,
-        &[
-            "gdbus",
-            "call",
-            "--session",
-            "--dest",
-            "org.freedesktop.DBus",
-            "--object-path",
-            "/org/freedesktop/DBus",
-            "--method",
-            "org.freedesktop.DBus.ListNames",
-        ],
-    )?;
+        item,
+        "/StatusNotifierItem",
+        "org.freedesktop.DBus.Properties.Get",
+        &["org.kde.StatusNotifierItem", name],
+    )
+}
+
+fn tray_over_dbus(lab: &Lab) -> Res {
+    let names = gdbus(lab, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus.ListNames", &[])?;
     let item = names
         .split(['\'', '"'])
         .find(|n| n.starts_with("org.kde.StatusNotifierItem-"))
         .ok_or_else(|| format!("the tray item is not on the session bus: {names}"))?
         .to_owned();
-    let layout = as_desktop_user(
-        lab,
-        &[
-            "gdbus",
-            "call",
-            "--session",
-            "--dest",
-            &item,
-            "--object-path",
-            "/MenuBar",
-            "--method",
-            "com.canonical.dbusmenu.GetLayout",
-            "--",
-            "0",
-            "-1",
-            "[]",
-        ],
-    )?;
+    let layout = gdbus(lab, &item, "/MenuBar", "com.canonical.dbusmenu.GetLayout", &["0", "-1", "[]"])?;
     for want in [
         "lab: direct",
         "Disconnect lab",
@@ -255,43 +244,18 @@ fn tray_over_dbus(lab: &Lab) -> Res {
             return Err(format!("the tray menu should have {want:?}:\n{layout}"));
         }
     }
-    let tooltip = as_desktop_user(
-        lab,
-        &[
-            "gdbus",
-            "call",
-            "--session",
-            "--dest",
-            &item,
-            "--object-path",
-            "/StatusNotifierItem",
-            "--method",
-            "org.freedesktop.DBus.Properties.Get",
-            "org.kde.StatusNotifierItem",
-            "ToolTip",
-        ],
-    )?;
+    let tooltip = item_property(lab, &item, "ToolTip")?;
     if !tooltip.contains("devnet: lab direct") || !tooltip.contains("10.244.1.0/24 pods: direct via") {
         return Err(format!("the tooltip should say the state and each CIDR's path: {tooltip}"));
     }
-    let icon = as_desktop_user(
-        lab,
-        &[
-            "gdbus",
-            "call",
-            "--session",
-            "--dest",
-            &item,
-            "--object-path",
-            "/StatusNotifierItem",
-            "--method",
-            "org.freedesktop.DBus.Properties.Get",
-            "org.kde.StatusNotifierItem",
-            "Title",
-        ],
-    )?;
-    if !icon.contains("devnet: direct") {
-        return Err(format!("the item's title should carry the state: {icon}"));
+    let title = item_property(lab, &item, "Title")?;
+    if !title.contains("devnet: direct") {
+        return Err(format!("the item's title should carry the state: {title}"));
+    }
+    // The icon is the direct one, at every size a panel may ask for.
+    let icon = item_property(lab, &item, "IconPixmap")?;
+    if ["16, 16", "22, 22", "32, 32"].iter().any(|size| !icon.contains(size)) {
+        return Err(format!("the icon should come in 16, 22 and 32 px: {}", &icon[..icon.len().min(200)]));
     }
     Ok(())
 }
@@ -301,11 +265,120 @@ fn disconnect(lab: &Lab) -> Res {
         let button = w.xpath("//button[normalize-space()='Disconnect lab']")?;
         w.click(&button)?;
         badge(w, "off", Duration::from_secs(30))?;
-        w.screenshot(&artifacts().join("04-off-again.png"))?;
-        w.quit()
+        w.screenshot(&artifacts().join("04-off-again.png"))
     });
-    let _ = desktop(lab, &["stop", LAB]);
     lab.sh_ok("bgp", &["off"])?;
     result?;
     lab.laptop_unchanged("after disconnecting from the tray app's window")
+}
+
+/// The app and every process it started (WebKit's web and network processes).
+fn app_processes() -> Res<Vec<u32>> {
+    let out = Command::new("pgrep")
+        .args(["-u", &UID.to_string(), "-x", "devnet-tray"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let mut pids: Vec<u32> =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    if pids.len() != 1 {
+        return Err(format!("one devnet-tray should run, found {pids:?}"));
+    }
+    // Children, by walking every process's parent.
+    let parent_of = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    let all: Vec<u32> = std::fs::read_dir("/proc")
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for &p in &all {
+            if !pids.contains(&p) && parent_of(p).is_some_and(|pp| pids.contains(&pp)) {
+                pids.push(p);
+                grew = true;
+            }
+        }
+    }
+    Ok(pids)
+}
+
+/// Proportional set size in KiB (shared pages split between their users, so
+/// the processes' sum is what the app costs).
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|t| t.lines().find(|l| l.starts_with("Pss:"))?.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU ticks (user + system) and context switches (wake-ups) of every thread.
+fn cpu_and_wakeups(pids: &[u32]) -> (u64, u64) {
+    let (mut ticks, mut wakeups) = (0, 0);
+    for pid in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for t in tasks.flatten() {
+            let dir = t.path();
+            if let Ok(stat) = std::fs::read_to_string(dir.join("stat"))
+                && let Some((_, rest)) = stat.rsplit_once(')')
+            {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                ticks += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+            if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
+                for l in status.lines().filter(|l| l.contains("ctxt_switches")) {
+                    wakeups += l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                }
+            }
+        }
+    }
+    (ticks, wakeups)
+}
+
+/// Memory, CPU and wake-ups over `secs` of nothing happening.
+fn measure(what: &str, secs: u64) -> Res<(u64, u64, u64)> {
+    let pids = app_processes()?;
+    let before = cpu_and_wakeups(&pids);
+    std::thread::sleep(Duration::from_secs(secs));
+    let after = cpu_and_wakeups(&pids);
+    let pss: u64 = pids.iter().map(|p| pss_kib(*p)).sum();
+    let (ticks, wakeups) = (after.0 - before.0, after.1 - before.1);
+    println!(
+        "{what}: {} processes, {:.1} MiB PSS; over {secs} s idle: {ticks} CPU ticks, {wakeups} wake-ups",
+        pids.len(),
+        pss as f64 / 1024.0
+    );
+    Ok((pss, ticks, wakeups))
+}
+
+/// Nothing changes (devnetd runs no session): the app does not poll, and
+/// with its window closed it is a tray icon and a socket.
+fn idle(lab: &Lab) -> Res {
+    let result = (|| {
+        std::thread::sleep(Duration::from_secs(3));
+        let (_, open_ticks, _) = measure("tray app, window open", 10)?;
+        with_window(|w| w.close_window())?;
+        std::thread::sleep(Duration::from_secs(3));
+        let (pss, ticks, wakeups) = measure("tray app, window closed", 10)?;
+        if pss > 80 * 1024 {
+            return Err(format!("the idle tray app should stay under 80 MiB, not {} MiB", pss / 1024));
+        }
+        if ticks > 1 || wakeups > 30 {
+            return Err(format!("an idle tray app should not poll: {ticks} CPU ticks, {wakeups} wake-ups in 10 s"));
+        }
+        if open_ticks > 5 {
+            return Err(format!("an idle open window should not spin: {open_ticks} CPU ticks in 10 s"));
+        }
+        Ok(())
+    })();
+    if let Ok(w) = WINDOW.lock()
+        && let Some(w) = w.as_ref()
+    {
+        let _ = w.quit();
+    }
+    let _ = desktop(lab, &["stop", LAB]);
+    result
 }

@@ -20,14 +20,10 @@ mod shell;
 mod linux;
 #[cfg(target_os = "linux")]
 use linux as platform;
-#[cfg(target_os = "macos")]
-mod macos;
-#[cfg(target_os = "macos")]
-use macos as platform;
-#[cfg(target_os = "windows")]
-mod windows;
-#[cfg(target_os = "windows")]
-use windows as platform;
+#[cfg(any(target_os = "macos", target_os = "windows"))]
+mod other_os;
+#[cfg(any(target_os = "macos", target_os = "windows"))]
+use other_os as platform;
 
 fn main() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DEVNET_LOG")

@@ -122,6 +122,11 @@ impl Session {
         std::fs::write(path, png).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// Closes the window (the app itself runs on: a tray app outlives it).
+    pub fn close_window(&self) -> Res {
+        self.at("DELETE", "/window", None).map(drop)
+    }
+
     /// Ends the session (the driver closes the app).
     pub fn quit(&self) -> Res {
         self.at("DELETE", "", None).map(drop)

@@ -36,6 +36,15 @@ export function tauriBackend(): Backend {
   return {
     snapshot: () => invoke<Snapshot>('snapshot'),
     subscribe: (on) => listen<Snapshot>('snapshot', (e) => on(e.payload)),
+    ...commands(call),
+  };
+}
+
+/** The commands, each by its Tauri name and argument keys, over any transport. */
+function commands(
+  call: (cmd: string, args?: Record<string, unknown>) => Promise<void>,
+): Omit<Backend, 'snapshot' | 'subscribe'> {
+  return {
     connect: (context) => call('connect', { context }),
     disconnect: (session) => call('disconnect', { session }),
     runDoctor: (context) => call('run_doctor', { context }),
@@ -67,12 +76,7 @@ export function mockBackend(host: MockHost): Backend {
       listeners.add(on);
       return () => listeners.delete(on);
     },
-    connect: (context) => call('connect', { context }),
-    disconnect: (session) => call('disconnect', { session }),
-    runDoctor: (context) => call('run_doctor', { context }),
-    copyText: (text) => call('copy_text', { text }),
-    copyStatus: () => call('copy_status'),
-    setAutostart: (enabled) => call('set_autostart', { enabled }),
+    ...commands(call),
   };
 }
 

@@ -1,4 +1,4 @@
-//! macos: the tray through Tauri's tray icon ([`tauri_tray`]). Not
+//! macOS and Windows: the tray through Tauri's tray icon ([`tauri_tray`]). Not
 //! compiled on the Linux CI machines. Notifications and start at login are
 //! not built for this OS yet: the app says so rather than pretending.
 
