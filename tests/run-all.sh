@@ -36,6 +36,13 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The real node's kubelet evicts pods when the disk runs out (the lab sets
+# its thresholds at 1 %); the build itself needs about 12 GiB.
+avail_gib=$(( $(df --output=avail -k . | tail -1) / 1024 / 1024 ))
+if (( avail_gib < 15 )); then
+  echo "warning: only ${avail_gib} GiB free here; the build and the real node need about 15 GiB (pods evicted for disk pressure fail the realkube and preflight trials)" >&2
+fi
+
 # systemd-resolved for the lab's resolved trials (unpacked, never installed).
 bash tests/lab/fetch-resolved.sh
 
