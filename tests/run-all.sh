@@ -18,13 +18,16 @@ fi
 # service unit starts it, and clients as desktop users). The debuggers of
 # `lab.sh realdebug` and their clients, whose pods run the host's own /usr:
 # OpenJDK 17 (java, javac, jdb), python3 and pip (debugpy, pip-installed into
-# the lab's cache), Node.js, and Debian's Delve.
+# the lab's cache), Node.js, and Debian's Delve. For the packages' tests:
+# debootstrap (a clean Debian root), rpm (rpm's own checks and scriptlets),
+# dpkg-dev (dpkg-shlibdeps), desktop-file-utils, binutils (strip).
 need=()
 jdk=/usr/lib/jvm/java-17-openjdk-$(dpkg --print-architecture)/bin
 for tool in ip:iproute2 ss:iproute2 openssl:openssl jq:jq containerd:containerd runc:runc /usr/lib/cni/bridge:containernetworking-plugins /bin/busybox:busybox-static iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl pkill:procps bird:bird2 setpriv:util-linux nsenter:util-linux \
   "$jdk/javac:openjdk-17-jdk-headless" /usr/bin/python3:python3 /usr/bin/node:nodejs /usr/bin/dlv:delve \
   pkg-config:pkg-config WebKitWebDriver:webkit2gtk-driver Xvfb:xvfb dbus-daemon:dbus dunst:dunst gdbus:libglib2.0-bin \
-  /usr/bin/chromium:chromium; do
+  /usr/bin/chromium:chromium \
+  debootstrap:debootstrap rpm:rpm dpkg-shlibdeps:dpkg-dev desktop-file-validate:desktop-file-utils strip:binutils; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
@@ -58,6 +61,11 @@ mkdir -p /var/cache/devnet-lab/relay-image
 DEVNET_RELAY_TARGET_DIR=/var/cache/devnet-lab/relay-target \
   bash installers/relay/build-image.sh /var/cache/devnet-lab/relay-image/devnet-relay.tar
 export DEVNET_RELAY_IMAGE_TAR=/var/cache/devnet-lab/relay-image/devnet-relay.tar
+
+# The package tests' clean Debian root (debootstrap, cached as a tarball)
+# and nfpm, which builds the .deb and .rpm (built from its Go module, cached).
+bash tests/lab/debian-root.sh >/dev/null
+bash installers/linux/build-packages.sh --fetch-only
 
 # tauri-driver, which drives the tray app's window for lab_tray (cached).
 td=/var/cache/devnet-lab/tauri-driver

@@ -166,7 +166,8 @@ impl Lab {
     /// Starts devnetd on the laptop as `installers/linux/devnetd.service`
     /// starts it: the unit's capability bounding set, no ambient or
     /// inheritable capabilities, no_new_privs and its supplementary group,
-    /// translated to setpriv. Waits until its socket answers.
+    /// translated to setpriv. Waits, as systemd does for `Type=notify`, for
+    /// its `READY=1` on `$NOTIFY_SOCKET`.
     pub fn start_daemon(&self) -> Res {
         ensure_group(devnet_ipc::GROUP)?;
         let unit = service_unit()?;
@@ -183,7 +184,10 @@ impl Lab {
             .append(true)
             .open(self.dir.join("devnetd.log"))
             .map_err(|e| e.to_string())?;
-        let logged_before = self.daemon_log().len();
+        let notify_path = self.dir.join("devnetd.notify");
+        let _ = std::fs::remove_file(&notify_path);
+        let ready = std::os::unix::net::UnixDatagram::bind(&notify_path).map_err(|e| e.to_string())?;
+        ready.set_nonblocking(true).map_err(|e| e.to_string())?;
         let child = self
             .on_laptop()
             .arg("setpriv")
@@ -191,6 +195,7 @@ impl Lab {
             .arg("--")
             .arg(self.bin.join("devnetd"))
             .args(["--socket", &self.socket(), "--state-dir", &self.state_dir(), "--resolv-conf", &resolv_conf])
+            .env("NOTIFY_SOCKET", &notify_path)
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
@@ -203,12 +208,19 @@ impl Lab {
             {
                 return Err(format!("devnetd exited with {status}:\n{}", self.daemon_log()));
             }
-            if self.daemon_log().get(logged_before..).is_some_and(|new| new.contains("devnetd serving")) {
-                return Ok(());
+            let mut buf = [0u8; 256];
+            if let Ok(n) = ready.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]);
+                if message.lines().any(|l| l == "READY=1") {
+                    // Ready means a client can connect now, not soon.
+                    std::os::unix::net::UnixStream::connect(self.socket())
+                        .map_err(|e| format!("devnetd said READY=1 but its socket refuses: {e}"))?;
+                    return Ok(());
+                }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(format!("devnetd did not start serving within 10 s:\n{}", self.daemon_log()))
+        Err(format!("devnetd did not say READY=1 within 10 s:\n{}", self.daemon_log()))
     }
 
     /// Stops devnetd as its unit would (SIGTERM) and waits for it.
@@ -552,32 +564,46 @@ pub fn group_id(group: &str) -> Res<u32> {
 /// devnetd may do.
 #[derive(Debug, Default)]
 pub struct ServiceUnit {
+    /// `ExecStart=`, split into words (no quoting in ours).
+    pub exec_start: Vec<String>,
     pub bounding: Vec<String>,
     pub no_new_privs: bool,
     pub groups: Vec<String>,
 }
 
-/// Reads the service unit the package installs.
+/// Reads the service unit the package installs, from the repository.
 pub fn service_unit() -> Res<ServiceUnit> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../installers/linux/devnetd.service");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut unit = ServiceUnit::default();
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once('=') else { continue };
-        let words = || value.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
-        match key.trim() {
-            "CapabilityBoundingSet" => unit.bounding = words(),
-            "NoNewPrivileges" => unit.no_new_privs = value.trim() == "yes",
-            "SupplementaryGroups" => unit.groups = words(),
-            _ => {}
-        }
-    }
-    Ok(unit)
+    ServiceUnit::read(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../installers/linux/devnetd.service"))
 }
 
 impl ServiceUnit {
-    /// The same restrictions as setpriv arguments.
+    /// Reads a unit file (the repository's, or one a package installed).
+    pub fn read(path: &Path) -> Res<ServiceUnit> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut unit = ServiceUnit::default();
+        for line in text.lines() {
+            let Some((key, value)) = line.split_once('=') else { continue };
+            let words = || value.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+            match key.trim() {
+                "ExecStart" => unit.exec_start = words(),
+                "CapabilityBoundingSet" => unit.bounding = words(),
+                "NoNewPrivileges" => unit.no_new_privs = value.trim() == "yes",
+                "SupplementaryGroups" => unit.groups = words(),
+                _ => {}
+            }
+        }
+        Ok(unit)
+    }
+
+    /// The same restrictions as setpriv arguments, with the host's gids.
     pub fn setpriv_args(&self) -> Res<Vec<String>> {
+        self.setpriv_args_with(|g| group_id(g).map(|id| id.to_string()))
+    }
+
+    /// The same restrictions as setpriv arguments, each group given as
+    /// `group` turns its name (a setpriv run inside a chroot can take the
+    /// names and resolve them in the chroot's own group file).
+    pub fn setpriv_args_with(&self, group: impl Fn(&str) -> Res<String>) -> Res<Vec<String>> {
         let caps: Vec<String> =
             self.bounding.iter().map(|c| format!("+{}", c.trim_start_matches("CAP_").to_lowercase())).collect();
         let mut args = vec![format!("--bounding-set=-all,{}", caps.join(",")), "--inh-caps=-all".to_owned()];
@@ -585,7 +611,7 @@ impl ServiceUnit {
             args.push("--no-new-privs".into());
         }
         if !self.groups.is_empty() {
-            let gids: Res<Vec<String>> = self.groups.iter().map(|g| group_id(g).map(|id| id.to_string())).collect();
+            let gids: Res<Vec<String>> = self.groups.iter().map(|g| group(g)).collect();
             args.push(format!("--groups={}", gids?.join(",")));
         }
         Ok(args)

@@ -84,6 +84,12 @@ fn files() -> Vec<(PathBuf, Vec<u8>)> {
             png(&render(TrayState::Direct, Theme::Light, size), size, size),
         ));
     }
+    // The launcher's icon in the hicolor theme, at the sizes desktops ask
+    // for (the Linux packages install this tree under /usr/share/icons).
+    for size in [16u32, 22, 24, 32, 48, 64, 128, 256] {
+        let name = format!("installers/linux/icons/hicolor/{size}x{size}/apps/devnet.png");
+        files.push((root.join(name), png(&render(TrayState::Direct, Theme::Light, size), size, size)));
+    }
     files
 }
 

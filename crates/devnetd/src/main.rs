@@ -20,6 +20,8 @@
 mod bridge;
 mod connection;
 #[cfg(target_os = "linux")]
+mod notify;
+#[cfg(target_os = "linux")]
 mod privilege;
 mod sessions;
 
@@ -94,6 +96,10 @@ async fn run(args: Args) -> Result<()> {
     let listener = bind(&args.socket, gid)?;
     privilege::drop_to_keep().context("dropping capabilities")?;
     info!(socket = %args.socket.display(), group = %args.group, capabilities = %privilege::effective(), "devnetd serving");
+    // Only now may `systemctl start` return: a client can connect.
+    if let Err(e) = notify::notify("READY=1") {
+        warn!(error = %e, "could not tell the service manager that devnetd is ready");
+    }
 
     let sessions = Arc::new(Sessions::new(args.state_dir.clone(), args.resolv_conf.clone()));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -113,6 +119,7 @@ async fn run(args: Args) -> Result<()> {
             _ = &mut ctrl_c => { info!("interrupted: ending every session"); break; }
         }
     }
+    let _ = notify::notify("STOPPING=1");
     sessions.end_all().await;
     let _ = std::fs::remove_file(&args.socket);
     info!("devnetd stopped; every network change is undone");
