@@ -1,18 +1,20 @@
 //! devnet's Linux packages: built by `installers/linux/build-packages.sh`
 //! from the binaries under test, checked with dpkg's and rpm's own tools,
 //! then installed, upgraded, removed and purged in clean Debian roots
-//! (debootstrap, `tests/lab/debian-root.sh`). In one root a member of group
-//! devnet connects in the lab (the no-path lab: everything through the
-//! tunnel) through the installed devnetd, started from its unit's command
-//! line with its unit's restrictions.
+//! (debootstrap, `tests/lab/debian-root.sh`).
 //!
-//! A root is entered the way a container is: the lab laptop's network
-//! namespace, a private mount namespace with /dev, /proc and /sys bound in,
-//! and chroot. Nothing is mounted in the host's namespace, so nothing
-//! outlives a test. What cannot be done without systemd as PID 1 (starting
-//! the unit with systemctl, its seccomp and mount sandbox) is not claimed:
-//! `systemd-analyze verify` checks the unit and `systemd-analyze security`
-//! scores it.
+//! Two ways into a root, both inside the lab laptop's network namespace:
+//! - **booted**: systemd-nspawn boots the root's own systemd as PID 1 (with
+//!   D-Bus, journald, logind). The package's postinst starts devnetd with
+//!   `systemctl`, so the unit's sandbox (capabilities, seccomp, ProtectSystem,
+//!   the device policy), `Type=notify` readiness and `Restart=` are systemd's
+//!   own, and a member of group devnet connects through it.
+//! - **chroot**: a private mount namespace with /dev, /proc and /sys bound
+//!   in, for what needs no init: file checks, and a devnetd started from its
+//!   unit's command line by hand (as when systemd cannot restart it) whose
+//!   crash the package's removal must clean up.
+//!
+//! Nothing is mounted in the host's namespace, so nothing outlives a test.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -38,10 +40,11 @@ fn main() {
             ("packages_02_dependencies_cover_every_linked_library", dependencies),
             ("packages_03_install_in_a_clean_debian_root", install),
             ("packages_04_the_unit_verifies_and_its_exposure_is_scored", unit_checks),
-            ("packages_05_a_member_connects_through_the_installed_devnetd", member_connects),
-            ("packages_06_purge_after_a_crash_undoes_the_network_and_leaves_no_file", purge_after_crash),
-            ("packages_07_upgrade_from_the_previous_build", upgrade),
-            ("packages_08_rpm_scripts_install_upgrade_and_erase", rpm_lifecycle),
+            ("packages_05_systemd_starts_devnetd_and_a_member_connects", member_connects),
+            ("packages_06_a_crash_is_restarted_and_undone_then_purge_leaves_no_file", crash_restart_purge),
+            ("packages_07_removal_undoes_what_a_devnetd_without_systemd_left", purge_after_crash),
+            ("packages_08_upgrade_from_the_previous_build_restarts_devnetd", upgrade),
+            ("packages_09_rpm_scripts_install_upgrade_and_erase", rpm_lifecycle),
         ],
         OnFailure::Keep,
     )
@@ -203,9 +206,10 @@ fn rpm_files(rpm: &Path) -> Res<BTreeSet<String>> {
 
 fn contents(lab: &Lab) -> Res {
     let b = builds(lab)?;
-    for (pkg, deb, rpm) in
-        [("devnet", &b.current.devnet_deb, &b.current.devnet_rpm), ("devnet-tray", &b.current.tray_deb, &b.current.tray_rpm)]
-    {
+    for (pkg, deb, rpm) in [
+        ("devnet", &b.current.devnet_deb, &b.current.devnet_rpm),
+        ("devnet-tray", &b.current.tray_deb, &b.current.tray_rpm),
+    ] {
         let want = expected_files(pkg);
         let in_deb = deb_files(deb)?;
         if in_deb != want {
@@ -220,7 +224,8 @@ fn contents(lab: &Lab) -> Res {
         if !checked.contains("digests OK") {
             return Err(format!("rpm -K {}: {checked}", rpm.display()));
         }
-        let fields = run_ok(Command::new("dpkg-deb").arg("--field").arg(deb).args(["Package", "Version", "Architecture"]))?;
+        let fields =
+            run_ok(Command::new("dpkg-deb").arg("--field").arg(deb).args(["Package", "Version", "Architecture"]))?;
         let arch = run_ok(Command::new("dpkg").arg("--print-architecture"))?;
         let want_fields = format!("Package: {pkg}\nVersion: {}-1\nArchitecture: {}\n", b.version, arch.trim());
         if fields != want_fields {
@@ -369,7 +374,8 @@ exec "$@""#,
     /// As alice, with the groups the root's group file gives her (a new
     /// login after the install).
     fn as_alice(&self, cmd: &[&str]) -> Res<Output> {
-        let mut all = vec!["setpriv", "--reuid", ALICE, "--regid", ALICE, "--init-groups", "--", "env", "HOME=/home/alice"];
+        let mut all =
+            vec!["setpriv", "--reuid", ALICE, "--regid", ALICE, "--init-groups", "--", "env", "HOME=/home/alice"];
         all.extend_from_slice(cmd);
         self.run(&all, &[])
     }
@@ -436,9 +442,17 @@ fn digest(path: &Path) -> Res<String> {
 /// logs, and the shadow tools' backup copies. Everything else a purge must
 /// put back as it was.
 fn bookkeeping(path: &str) -> bool {
-    ["/var/lib/dpkg/", "/var/log/", "/var/cache/debconf/", "/var/lib/rpm/", "/usr/lib/sysimage/rpm", "/tmp/", "/root/.rpmdb"]
-        .iter()
-        .any(|p| path.starts_with(p))
+    [
+        "/var/lib/dpkg/",
+        "/var/log/",
+        "/var/cache/debconf/",
+        "/var/lib/rpm/",
+        "/usr/lib/sysimage/rpm",
+        "/tmp/",
+        "/root/.rpmdb",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
         || ["/etc/group-", "/etc/gshadow-", "/etc/passwd-", "/etc/shadow-", "/var/lib/rpm", "/usr/lib/sysimage"]
             .contains(&path)
 }
@@ -525,7 +539,12 @@ fn install(lab: &Lab) -> Res {
         return Err(format!("desktop-file-validate: {validate}"));
     }
     // Start at login is the user's choice: nothing in the system's autostart.
-    if root.path.join("etc/xdg/autostart").read_dir().is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().contains("devnet")))) {
+    if root
+        .path
+        .join("etc/xdg/autostart")
+        .read_dir()
+        .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().contains("devnet"))))
+    {
         return Err("the package turned on start at login for everyone".into());
     }
     Ok(())
@@ -578,6 +597,180 @@ fn artifacts() -> PathBuf {
         .join("packages");
     let _ = std::fs::create_dir_all(&dir);
     dir
+}
+
+/// The root booted by systemd-nspawn: its own systemd as PID 1, in the lab
+/// laptop's network namespace, with CAP_NET_ADMIN (the container's bounding
+/// set is nspawn's default plus that).
+struct Booted {
+    nspawn: Child,
+    /// The container's PID 1, as the host sees it.
+    leader: u32,
+    machine: String,
+}
+
+impl Booted {
+    fn boot(lab: &Lab, root: &Root, name: &str) -> Res<Booted> {
+        let machine = format!("{}-{name}", lab.name);
+        let log = std::fs::File::create(lab.dir.join(format!("nspawn-{name}.log"))).map_err(|e| e.to_string())?;
+        let nspawn = Command::new("systemd-nspawn")
+            .args(["--quiet", "--directory"])
+            .arg(&root.path)
+            .args(["--machine", &machine, "--register=no", "--keep-unit", "--boot", "--console=passive"])
+            .arg(format!("--network-namespace-path=/run/netns/{}", root.lab_ns))
+            .args(["--capability=CAP_NET_ADMIN", "--resolv-conf=off", "--timezone=off", "--link-journal=no"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("systemd-nspawn: {e}"))?;
+        let mut booted = Booted { leader: 0, machine, nspawn };
+        let start = Instant::now();
+        while booted.leader == 0 {
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err(format!("systemd-nspawn started no init:\n{}", booted.log(lab)));
+            }
+            if let Ok(Some(status)) = booted.nspawn.try_wait() {
+                return Err(format!("systemd-nspawn exited with {status}:\n{}", booted.log(lab)));
+            }
+            let pid = booted.nspawn.id();
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+            for child in children.split_whitespace() {
+                if std::fs::read_to_string(format!("/proc/{child}/comm")).is_ok_and(|c| c.trim() == "systemd") {
+                    booted.leader = child.parse().map_err(|e| format!("{child}: {e}"))?;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Booted: every unit started (or failed, which the trials check).
+        let start = Instant::now();
+        loop {
+            let out = booted.run(&["systemctl", "is-system-running", "--wait"], &[])?;
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if state == "running" || state == "degraded" {
+                return Ok(booted);
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                return Err(format!("the container did not finish booting: {}", text(&out)));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn log(&self, lab: &Lab) -> String {
+        let name = self.machine.trim_start_matches(&format!("{}-", lab.name)).to_owned();
+        std::fs::read_to_string(lab.dir.join(format!("nspawn-{name}.log"))).unwrap_or_default()
+    }
+
+    /// A command in the container (all its namespaces and its root) with a
+    /// clean environment.
+    fn command(&self, cmd: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["--target", &self.leader.to_string(), "--all", "--root", "--wd", "--"]);
+        c.args(["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]);
+        for (k, v) in env {
+            c.arg(format!("{k}={v}"));
+        }
+        c.args(cmd);
+        c
+    }
+
+    fn run(&self, cmd: &[&str], env: &[(&str, &str)]) -> Res<Output> {
+        self.command(cmd, env).output().map_err(|e| format!("{cmd:?} in the container: {e}"))
+    }
+
+    fn ok(&self, cmd: &[&str], env: &[(&str, &str)]) -> Res<String> {
+        let out = self.run(cmd, env)?;
+        if !out.status.success() {
+            return Err(format!("{cmd:?} in the container failed ({}): {}", out.status, text(&out)));
+        }
+        Ok(text(&out))
+    }
+
+    fn as_alice(&self, cmd: &[&str]) -> Res<Output> {
+        let mut all = vec!["setpriv", "--reuid", ALICE, "--regid", ALICE, "--init-groups", "--", "env", "HOME=/home/alice"];
+        all.extend_from_slice(cmd);
+        self.run(&all, &[])
+    }
+
+    /// `dpkg --install` as `sudo` runs it for alice; what it said.
+    fn dpkg_install(&self, root: &Root, debs: &[&Path]) -> Res<String> {
+        let mut cmd = vec!["dpkg".to_owned(), "--install".to_owned()];
+        for deb in debs {
+            cmd.push(root.put(deb)?);
+        }
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        self.ok(&cmd, &[("SUDO_USER", ALICE), ("DEBIAN_FRONTEND", "noninteractive")])
+    }
+
+    /// `systemctl show devnetd -p <property> --value`.
+    fn devnetd(&self, property: &str) -> Res<String> {
+        Ok(self.ok(&["systemctl", "show", "devnetd.service", "--property", property, "--value"], &[])?.trim().to_owned())
+    }
+
+    /// devnetd's pid in the container's own numbering, and in the host's.
+    fn devnetd_pid(&self) -> Res<(u32, u32)> {
+        let inner: u32 = self.devnetd("MainPID")?.parse().map_err(|e| format!("MainPID: {e}"))?;
+        if inner == 0 {
+            return Err(format!("devnetd is not running: {}", self.journal()));
+        }
+        let status = self.ok(&["cat", &format!("/proc/{inner}/status")], &[])?;
+        // NSpid: the host's pid first, the container's last.
+        let host = status
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .ok_or(format!("no NSpid in {status}"))?;
+        Ok((inner, host))
+    }
+
+    fn journal(&self) -> String {
+        self.run(&["journalctl", "--unit", "devnetd.service", "--no-pager", "--output", "cat"], &[])
+            .map(|o| text(&o))
+            .unwrap_or_else(|e| e)
+    }
+
+    /// Waits until devnetd is active with a main pid other than `not`.
+    fn wait_devnetd(&self, not: u32, within: Duration) -> Res<u32> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if self.devnetd("ActiveState")? == "active"
+                && let Ok((pid, _)) = self.devnetd_pid()
+                && pid != not
+            {
+                return Ok(pid);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(format!("devnetd was not active again within {within:?}:\n{}", self.journal()))
+    }
+
+    /// Powers the container off as `machinectl poweroff` does.
+    fn poweroff(&mut self) {
+        if self.leader != 0 {
+            let _ = nix_kill(self.leader, "RTMIN+4");
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if matches!(self.nspawn.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.nspawn.kill();
+        let _ = self.nspawn.wait();
+        // nspawn's mount-propagation folder for the machine, which it
+        // cannot remove where /run is not a tmpfs.
+        let _ = std::fs::remove_dir_all(format!("/run/systemd/nspawn/propagate/{}", self.machine));
+        self.leader = 0;
+    }
+}
+
+impl Drop for Booted {
+    fn drop(&mut self) {
+        self.poweroff();
+    }
 }
 
 /// devnetd in the root, from its unit's ExecStart with the unit's
@@ -668,26 +861,29 @@ fn alice_profile(lab: &Lab, root: &Root) -> Res<String> {
     Ok("/home/alice/profile.toml".into())
 }
 
-/// alice's `devnet connect`, left running; waits for "connected".
-fn alice_connects(root: &Root, profile: &str) -> Res<Child> {
-    let log = std::fs::File::create(root.path.join("connect.log")).map_err(|e| e.to_string())?;
-    let mut child = root
-        .command(
-            &["setpriv", "--reuid", ALICE, "--regid", ALICE, "--init-groups", "--", "env", "HOME=/home/alice", "devnet", "connect", "--profile", profile],
-            &[],
-        )
+/// alice's `devnet connect`, left running (`command` makes a command in the
+/// root or container); waits until her `devnet status` says "connected".
+fn alice_connects(command: impl Fn(&[&str]) -> Command, root: &Root, profile: &str) -> Res<Child> {
+    let log_path = root.path.join("connect.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let as_alice = ["setpriv", "--reuid", ALICE, "--regid", ALICE, "--init-groups", "--", "env", "HOME=/home/alice"];
+    let mut connect = as_alice.to_vec();
+    connect.extend(["devnet", "connect", "--profile", profile]);
+    let mut child = command(&connect)
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log)
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
+    let mut status = as_alice.to_vec();
+    status.extend(["devnet", "status", "--json"]);
     let start = Instant::now();
     let mut last = String::new();
     while start.elapsed() < Duration::from_secs(20) {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("devnet connect exited with {status}:\n{}", read(&root.path.join("connect.log"))?));
+        if let Ok(Some(exit)) = child.try_wait() {
+            return Err(format!("devnet connect exited with {exit}:\n{}", read(&log_path)?));
         }
-        let out = root.as_alice(&["devnet", "status", "--json"])?;
+        let out = command(&status).output().map_err(|e| e.to_string())?;
         last = text(&out);
         if out.status.code() == Some(0)
             && serde_json::from_slice::<serde_json::Value>(&out.stdout).is_ok_and(|s| s["state"] == "connected")
@@ -697,24 +893,24 @@ fn alice_connects(root: &Root, profile: &str) -> Res<Child> {
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = child.kill();
-    Err(format!("alice's session did not connect within 20 s; last status: {last}\n{}", read(&root.path.join("connect.log"))?))
+    Err(format!("alice's session did not connect within 20 s; last status: {last}\n{}", read(&log_path)?))
 }
 
-/// From inside the root, as alice: the service's name resolves through
-/// the system resolver (the root's resolv.conf, which devnetd pointed at its
-/// stub) and answers over TCP.
-fn alice_reaches_the_cluster(root: &Root) -> Res {
-    let out = root.as_alice(&["getent", "hosts", "web.demo.svc.cluster.local"])?;
+/// As alice (`as_alice` runs a command as her): the service's name resolves
+/// through the system resolver (the root's resolv.conf, which devnetd
+/// pointed at its stub) and answers over TCP.
+fn alice_reaches_the_cluster(as_alice: impl Fn(&[&str]) -> Res<Output>) -> Res {
+    let out = as_alice(&["getent", "hosts", "web.demo.svc.cluster.local"])?;
     if !text(&out).starts_with("10.96.0.20 ") {
-        return Err(format!("getent hosts web.demo.svc.cluster.local in the root: {}", text(&out)));
+        return Err(format!("getent hosts web.demo.svc.cluster.local: {}", text(&out)));
     }
-    let out = root.as_alice(&[
+    let out = as_alice(&[
         "bash",
         "-c",
         "exec 3<>/dev/tcp/web.demo.svc.cluster.local/80 && printf 'GET / HTTP/1.0\\r\\nHost: web\\r\\n\\r\\n' >&3 && timeout 5 head -c 64 <&3",
     ])?;
     if !text(&out).starts_with("HTTP/1") {
-        return Err(format!("HTTP to web.demo.svc.cluster.local from the root: {}", text(&out)));
+        return Err(format!("HTTP to web.demo.svc.cluster.local: {}", text(&out)));
     }
     Ok(())
 }
@@ -722,33 +918,125 @@ fn alice_reaches_the_cluster(root: &Root) -> Res {
 fn member_connects(lab: &Lab) -> Res {
     let b = builds(lab)?;
     let root = Root::fresh(lab, "connect")?;
-    root.dpkg_install(&[&b.current.devnet_deb])?;
-    let daemon = RootDaemon::start(&root)?;
+    let mut booted = Booted::boot(lab, &root, "connect")?;
+    let said = booted.dpkg_install(&root, &[&b.current.devnet_deb])?;
+    // postinst started it, and systemd waited for READY=1.
+    let (state, kind, enabled) =
+        (booted.devnetd("ActiveState")?, booted.devnetd("Type")?, booted.devnetd("UnitFileState")?);
+    if (state.as_str(), kind.as_str(), enabled.as_str()) != ("active", "notify", "enabled") {
+        return Err(format!("devnetd is {state}, Type={kind}, {enabled} after the install:\n{said}\n{}", booted.journal()));
+    }
+    // The sandbox is systemd's, as the unit says: two capabilities,
+    // no_new_privs, a seccomp filter.
+    let (pid, _) = booted.devnetd_pid()?;
+    let status = booted.ok(&["cat", &format!("/proc/{pid}/status")], &[])?;
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default().to_owned();
+    let keep = format!("{:016x}", (1u64 << 12) | (1u64 << 10));
+    for (name, want) in [("CapEff:", keep.as_str()), ("CapBnd:", keep.as_str()), ("NoNewPrivs:", "1"), ("Seccomp:", "2")] {
+        if field(name) != want {
+            return Err(format!("devnetd's {name} is {}, not {want}:\n{status}", field(name)));
+        }
+    }
     let profile = alice_profile(lab, &root)?;
-    // Group membership is what lets her in: a user outside it is refused
-    // with the fix.
-    root.ok(&["useradd", "--uid", "2202", "--user-group", "mallory"], &[])?;
-    let out = root.run(&["setpriv", "--reuid", "mallory", "--regid", "mallory", "--init-groups", "--", "devnet", "status"], &[])?;
+    // A user outside group devnet is refused with the fix.
+    booted.ok(&["useradd", "--uid", "2202", "--user-group", "mallory"], &[])?;
+    let out = booted.run(&["setpriv", "--reuid", "mallory", "--regid", "mallory", "--init-groups", "--", "devnet", "status"], &[])?;
     if out.status.success() || !text(&out).contains("usermod -aG devnet") {
         return Err(format!("a user outside group devnet should be refused with the fix: {}", text(&out)));
     }
-    let mut client = alice_connects(&root, &profile)?;
-    let checked = alice_reaches_the_cluster(&root);
-    let out = root.as_alice(&["devnet", "disconnect"])?;
+    let mut client = alice_connects(|cmd| booted.command(cmd, &[]), &root, &profile)?;
+    let reached = alice_reaches_the_cluster(|cmd| booted.as_alice(cmd));
+    let out = booted.as_alice(&["devnet", "disconnect"])?;
     let _ = client.wait();
-    checked?;
+    reached?;
     if !out.status.success() {
         return Err(format!("alice's disconnect: {}", text(&out)));
     }
-    let log = daemon.stop()?;
-    if !log.contains("devnetd stopped; every network change is undone") {
-        return Err(format!("devnetd's log on SIGTERM:\n{log}"));
+    booted.ok(&["systemctl", "stop", "devnetd.service"], &[])?;
+    let journal = booted.journal();
+    if !journal.contains("devnetd stopped; every network change is undone") {
+        return Err(format!("devnetd's journal after systemctl stop:\n{journal}"));
     }
+    booted.poweroff();
+    root_resolver_restored(&root)?;
+    lab.laptop_unchanged("after alice disconnected and devnetd stopped")
+}
+
+fn root_resolver_restored(root: &Root) -> Res {
     let resolv = read(&root.path.join("etc/resolv.conf"))?;
     if resolv.contains("devnet") {
         return Err(format!("the root's resolv.conf still names devnet:\n{resolv}"));
     }
-    lab.laptop_unchanged("after alice disconnected and devnetd stopped")
+    Ok(())
+}
+
+/// devnetd killed mid-session: systemd restarts it, and the new one undoes
+/// what the journal lists before it serves. Then purge: no file, no route.
+fn crash_restart_purge(lab: &Lab) -> Res {
+    let b = builds(lab)?;
+    let root = Root::fresh(lab, "restart")?;
+    let mut before = root.inventory()?;
+    let mut booted = Booted::boot(lab, &root, "restart")?;
+    // What booting itself writes (journald, logind, the machine id…) is the
+    // system's, not the package's: the inventory before is taken booted.
+    before = merge_boot_files(before, &root)?;
+    booted.dpkg_install(&root, &[&b.current.devnet_deb, &b.current.tray_deb])?;
+    let profile = alice_profile(lab, &root)?;
+    let mut client = alice_connects(|cmd| booted.command(cmd, &[]), &root, &profile)?;
+    let (pid, host_pid) = booted.devnetd_pid()?;
+    nix_kill(host_pid, "KILL")?;
+    let _ = client.wait();
+    let new_pid = booted.wait_devnetd(pid, Duration::from_secs(10))?;
+    let journal = booted.journal();
+    if !journal.contains("undid a previous session's changes") {
+        return Err(format!("the restarted devnetd (pid {new_pid}) did not say it undid the journal:\n{journal}"));
+    }
+    root_resolver_restored(&root)?;
+    lab.laptop_unchanged("after devnetd was killed and systemd restarted it")?;
+    let said = booted.ok(&["dpkg", "--purge", "devnet-tray", "devnet"], &[])?;
+    if booted.devnetd("LoadState")? != "not-found" {
+        return Err(format!("devnetd.service is still known after the purge:\n{said}"));
+    }
+    booted.poweroff();
+    lab.laptop_unchanged("after the purge")?;
+    let after = root.inventory()?;
+    let left = changes(&without_test_files(before), &without_test_files(after));
+    if !left.is_empty() {
+        return Err(format!("purge left the root different from before the install:\n{}", left.join("\n")));
+    }
+    Ok(())
+}
+
+/// Paths a boot creates or rewrites, added to `before` as the booted root
+/// has them (they are the same with or without devnet).
+fn merge_boot_files(mut before: BTreeMap<String, String>, root: &Root) -> Res<BTreeMap<String, String>> {
+    let now = root.inventory()?;
+    for (path, what) in now {
+        if booted_noise(&path) {
+            before.insert(path, what);
+        }
+    }
+    Ok(before)
+}
+
+/// What systemd, journald and logind write at boot and shutdown.
+fn booted_noise(path: &str) -> bool {
+    ["/var/log/", "/var/lib/systemd/", "/run/", "/var/tmp/", "/etc/machine-id", "/var/lib/dbus/", "/etc/.pwd.lock", "/var/lib/private/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+        || ["/run", "/var/lib/dbus", "/var/lib/private"].contains(&path)
+}
+
+/// The test's own files: alice's home (the profile it gave her), the
+/// packages it copied in, the logs it keeps.
+fn without_test_files(mut files: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    files.retain(|p, _| {
+        !p.starts_with("/home/alice/")
+            && !p.starts_with("/tmp/")
+            && !["/devnetd.log", "/connect.log", "/run/devnetd-notify.sock"].contains(&p.as_str())
+            && !booted_noise(p)
+    });
+    files
 }
 
 fn purge_after_crash(lab: &Lab) -> Res {
@@ -758,9 +1046,9 @@ fn purge_after_crash(lab: &Lab) -> Res {
     root.dpkg_install(&[&b.current.devnet_deb, &b.current.tray_deb])?;
     let mut daemon = RootDaemon::start(&root)?;
     let profile = alice_profile(lab, &root)?;
-    let mut client = alice_connects(&root, &profile)?;
-    // devnetd dies mid-session: its TUN device goes with it, its policy
-    // rules and the resolver's file stay, journaled.
+    let mut client = alice_connects(|cmd| root.command(cmd, &[]), &root, &profile)?;
+    // devnetd dies mid-session and nothing restarts it: its TUN device goes
+    // with it, its policy rules and the resolver's file stay, journaled.
     daemon.kill();
     let _ = client.kill();
     let _ = client.wait();
@@ -773,17 +1061,9 @@ fn purge_after_crash(lab: &Lab) -> Res {
     if !said.contains("the journal in /var/lib/devnet/sessions/") {
         return Err(format!("the removal did not undo the journal:\n{said}"));
     }
+    root_resolver_restored(&root)?;
     lab.laptop_unchanged("after purging devnet from the root")?;
-    // The test's own files in the root.
-    for name in ["devnetd.log", "connect.log", "run/devnetd-notify.sock"] {
-        let _ = std::fs::remove_file(root.path.join(name));
-    }
-    let mut after = root.inventory()?;
-    // alice's home holds what the test gave her, not what devnet made.
-    after.retain(|p, _| !p.starts_with("/home/alice/"));
-    let mut before = before;
-    before.retain(|p, _| !p.starts_with("/home/alice/"));
-    let left = changes(&before, &after);
+    let left = changes(&without_test_files(before), &without_test_files(root.inventory()?));
     if !left.is_empty() {
         return Err(format!("purge left the root different from before the install:\n{}", left.join("\n")));
     }
@@ -793,38 +1073,47 @@ fn purge_after_crash(lab: &Lab) -> Res {
 fn upgrade(lab: &Lab) -> Res {
     let b = builds(lab)?;
     let root = Root::fresh(lab, "upgrade")?;
-    let first = root.dpkg_install(&[&b.previous.devnet_deb, &b.previous.tray_deb])?;
+    let booted = Booted::boot(lab, &root, "upgrade")?;
+    let first = booted.dpkg_install(&root, &[&b.previous.devnet_deb, &b.previous.tray_deb])?;
     if !first.contains("added alice to group devnet") {
         return Err(format!("the first install did not add alice:\n{first}"));
     }
-    std::fs::write(root.path.join("var/lib/devnet/kept"), "state").map_err(|e| e.to_string())?;
-    let second = root.dpkg_install(&[&b.current.devnet_deb, &b.current.tray_deb])?;
-    // An upgrade is quiet about the group (she is in it) and keeps the state.
+    let (old_pid, _) = booted.devnetd_pid()?;
+    booted.ok(&["sh", "-c", "echo state >/var/lib/devnet/kept"], &[])?;
+    let second = booted.dpkg_install(&root, &[&b.current.devnet_deb, &b.current.tray_deb])?;
+    // An upgrade is quiet about the group (she is in it), keeps the state,
+    // and restarts devnetd so the new binary serves.
     if second.contains("added alice") || second.contains("members of group devnet may use devnet") {
         return Err(format!("the upgrade spoke of the group again:\n{second}"));
     }
+    let new_pid = booted.wait_devnetd(old_pid, Duration::from_secs(10))?;
     if !root.path.join("var/lib/devnet/kept").exists() {
         return Err("the upgrade removed devnetd's state directory".into());
     }
-    let status = root.ok(&["dpkg-query", "--show", "--showformat", "${Package} ${Version} ${db:Status-Abbrev}\n", "devnet", "devnet-tray"], &[])?;
+    let status = booted.ok(
+        &["dpkg-query", "--show", "--showformat", "${Package} ${Version} ${db:Status-Abbrev}\n", "devnet", "devnet-tray"],
+        &[],
+    )?;
     let want = format!("devnet {v}-1 ii \ndevnet-tray {v}-1 ii \n", v = b.version);
     if status != want {
         return Err(format!("after the upgrade dpkg says:\n{status}\nnot\n{want}"));
     }
-    if !root.path.join("etc/systemd/system/multi-user.target.wants/devnetd.service").exists() {
+    if booted.devnetd("UnitFileState")? != "enabled" {
         return Err("the upgrade left devnetd disabled".into());
     }
     let line = group_line(&root)?.ok_or("the upgrade removed group devnet")?;
     if !line.ends_with(ALICE) {
         return Err(format!("group after the upgrade: {line}"));
     }
-    // And a downgrade-free reinstall of the same build changes nothing.
-    let before = root.inventory()?;
-    root.dpkg_install(&[&b.current.devnet_deb])?;
-    let again = changes(&before, &root.inventory()?);
+    // Installing the same build again changes no file (bar dpkg's own
+    // records) and keeps devnetd serving.
+    let before = without_test_files(root.inventory()?);
+    booted.dpkg_install(&root, &[&b.current.devnet_deb])?;
+    let again = changes(&before, &without_test_files(root.inventory()?));
     if !again.is_empty() {
         return Err(format!("installing the same build twice changed:\n{}", again.join("\n")));
     }
+    booted.wait_devnetd(new_pid, Duration::from_secs(10))?;
     Ok(())
 }
 
@@ -873,6 +1162,7 @@ fn rpm_lifecycle(lab: &Lab) -> Res {
         return Err(format!("rpm -e left the root different from before the install:\n{}", left.join("\n")));
     }
     let mut log = std::fs::File::create(artifacts().join("rpm-scripts.txt")).map_err(|e| e.to_string())?;
-    let _ = log.write_all(run_ok(Command::new("rpm").args(["-qp", "--scripts"]).arg(&b.current.devnet_rpm))?.as_bytes());
+    let _ =
+        log.write_all(run_ok(Command::new("rpm").args(["-qp", "--scripts"]).arg(&b.current.devnet_rpm))?.as_bytes());
     Ok(())
 }
