@@ -19,7 +19,8 @@ fi
 # `lab.sh realdebug` and their clients, whose pods run the host's own /usr:
 # OpenJDK 17 (java, javac, jdb), python3 and pip (debugpy, pip-installed into
 # the lab's cache), Node.js, and Debian's Delve. For the packages' tests:
-# debootstrap (a clean Debian root), rpm (rpm's own checks and scriptlets),
+# debootstrap (a clean Debian root), systemd-container (systemd-nspawn boots
+# it), rpm (rpm's own checks and scriptlets),
 # dpkg-dev (dpkg-shlibdeps), desktop-file-utils, binutils (strip).
 need=()
 jdk=/usr/lib/jvm/java-17-openjdk-$(dpkg --print-architecture)/bin
@@ -27,7 +28,7 @@ for tool in ip:iproute2 ss:iproute2 openssl:openssl jq:jq containerd:containerd 
   "$jdk/javac:openjdk-17-jdk-headless" /usr/bin/python3:python3 /usr/bin/node:nodejs /usr/bin/dlv:delve \
   pkg-config:pkg-config WebKitWebDriver:webkit2gtk-driver Xvfb:xvfb dbus-daemon:dbus dunst:dunst gdbus:libglib2.0-bin \
   /usr/bin/chromium:chromium \
-  debootstrap:debootstrap rpm:rpm dpkg-shlibdeps:dpkg-dev desktop-file-validate:desktop-file-utils strip:binutils; do
+  debootstrap:debootstrap systemd-nspawn:systemd-container rpm:rpm dpkg-shlibdeps:dpkg-dev desktop-file-validate:desktop-file-utils strip:binutils; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
