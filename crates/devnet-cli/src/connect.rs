@@ -75,7 +75,7 @@ pub async fn through_daemon(args: ConnectArgs, socket: PathBuf) -> Result<()> {
     let session_name = args.session.clone();
     let (req, port_forward) = if args.uses_cluster() {
         devnet_session::cluster::prepare(
-            &args.kube.cluster(args.cluster_domain.clone()),
+            &args.kube.cluster(args.cluster_domain.clone())?,
             kube::keyring().as_ref(),
             &say,
         )
@@ -124,7 +124,7 @@ pub async fn in_process(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
     );
     let (file, dialer, discovered) = if args.uses_cluster() {
         let prepared = devnet_session::cluster::prepare(
-            &args.kube.cluster(args.cluster_domain.clone()),
+            &args.kube.cluster(args.cluster_domain.clone())?,
             kube::keyring().as_ref(),
             &say,
         )

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use devnet_engine::transport::{Dial, DialFuture, RelayStream};
-use devnet_kube::relay::Credentials;
+use devnet_kube::relay::{Credentials, Quantities, RelaySettings, Resources};
 use devnet_kube::{ClusterOptions, InvokingUser};
 use devnet_session::cluster::{ClusterArgs, CredentialStore, PortForward, UserKeyring};
 
@@ -23,6 +23,11 @@ pub struct KubeArgs {
     /// The relay image `devnet connect` and `devnet relay install` deploy.
     #[arg(long, env = "DEVNET_RELAY_IMAGE", global = true)]
     pub relay_image: Option<String>,
+    /// The namespace the relay runs in (default: devnet): where connect,
+    /// status and uninstall look for it and where install puts it. An admin
+    /// may have deployed it elsewhere (Helm chart, `devnet relay manifests`).
+    #[arg(long, env = "DEVNET_RELAY_NAMESPACE", global = true, value_name = "NAMESPACE")]
+    pub relay_namespace: Option<String>,
     /// Never install or upgrade the relay; fail instead.
     #[arg(long, global = true)]
     pub no_install: bool,
@@ -42,13 +47,60 @@ impl KubeArgs {
         }
     }
 
-    pub fn cluster(&self, cluster_domain: Option<String>) -> ClusterArgs {
-        ClusterArgs {
-            options: self.options(),
-            relay_image: self.relay_image.clone(),
-            no_install: self.no_install,
-            cluster_domain,
-        }
+    /// The relay's namespace and image as asked for; resources and the
+    /// node port as `devnet connect` installs them.
+    pub fn relay(&self) -> Result<RelaySettings> {
+        let defaults = RelaySettings::default();
+        let settings = RelaySettings {
+            namespace: self.relay_namespace.clone().unwrap_or(defaults.namespace),
+            image: self.relay_image.clone().unwrap_or(defaults.image),
+            ..defaults
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    pub fn cluster(&self, cluster_domain: Option<String>) -> Result<ClusterArgs> {
+        Ok(ClusterArgs { options: self.options(), relay: self.relay()?, no_install: self.no_install, cluster_domain })
+    }
+}
+
+/// What an admin may choose for `devnet relay install` and `manifests`
+/// beyond the namespace and image (the Helm chart's values are the same).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SettingsArgs {
+    /// The relay container's CPU request.
+    #[arg(long, value_name = "QUANTITY", default_value_t = Resources::default().requests.cpu)]
+    pub cpu_request: String,
+    /// The relay container's memory request.
+    #[arg(long, value_name = "QUANTITY", default_value_t = Resources::default().requests.memory)]
+    pub memory_request: String,
+    /// The relay container's CPU limit.
+    #[arg(long, value_name = "QUANTITY", default_value_t = Resources::default().limits.cpu)]
+    pub cpu_limit: String,
+    /// The relay container's memory limit.
+    #[arg(long, value_name = "QUANTITY", default_value_t = Resources::default().limits.memory)]
+    pub memory_limit: String,
+    /// A ClusterIP Service instead of a NodePort: laptops then reach the
+    /// relay at its pod IP or through the API server's port-forward (which
+    /// needs `create pods/portforward` in the relay's namespace).
+    #[arg(long)]
+    pub no_node_port: bool,
+}
+
+impl SettingsArgs {
+    /// `base` (namespace and image from the kube flags) with these.
+    pub fn apply(&self, base: RelaySettings) -> Result<RelaySettings> {
+        let settings = RelaySettings {
+            resources: Resources {
+                requests: Quantities { cpu: self.cpu_request.clone(), memory: self.memory_request.clone() },
+                limits: Quantities { cpu: self.cpu_limit.clone(), memory: self.memory_limit.clone() },
+            },
+            node_port: !self.no_node_port,
+            ..base
+        };
+        settings.check()?;
+        Ok(settings)
     }
 }
 

@@ -101,11 +101,51 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum RelayAction {
     /// Install or upgrade the relay (discovers the CIDRs it may reach).
-    Install,
+    Install(kube::SettingsArgs),
     /// Show the relay's version, pod and readiness.
     Status,
     /// Remove the relay's namespace and everything in it.
     Uninstall,
+    /// Print, as YAML, the objects `devnet relay install` applies, for GitOps.
+    ///
+    /// The same objects in the same order as `devnet relay install` with the
+    /// same flags: Namespace, ServiceAccount, Secret, Deployment, Service,
+    /// NetworkPolicy. The CIDRs the relay may dial come from --allow (and the
+    /// cluster DNS from --dns); without --allow they are discovered from the
+    /// cluster (--context, --kubeconfig) as install does.
+    ///
+    /// The Secret holds the relay's TLS private key, its CA and the token
+    /// clients present, generated afresh on every run. It is left out unless
+    /// --include-secret, and so is the Deployment's devnet.dev/ca-sha256
+    /// annotation (the fingerprint of that CA): a private key does not belong
+    /// in plain git. Create the Secret once in the cluster with
+    /// `devnet relay manifests --secret-only | kubectl apply -f -`, or seal
+    /// that output (kubeseal, SOPS) and commit the sealed form. Clients read
+    /// the CA and token from the Secret (they need `get secrets` in the
+    /// relay's namespace once) and keep them in their keyring.
+    Manifests(ManifestsArgs),
+}
+
+#[derive(Args, Debug)]
+struct ManifestsArgs {
+    #[command(flatten)]
+    settings: kube::SettingsArgs,
+    /// A CIDR the relay may dial (the cluster's pod and service networks);
+    /// repeat or comma-separate. Without any, discovered from the cluster.
+    #[arg(long = "allow", value_delimiter = ',', value_name = "CIDR")]
+    allow: Vec<String>,
+    /// A cluster DNS server (the kube-dns ClusterIP) the relay may ask on
+    /// port 53; repeat or comma-separate. With --allow; else discovered.
+    #[arg(long = "dns", value_delimiter = ',', value_name = "IP", requires = "allow")]
+    dns: Vec<String>,
+    /// Also print the Secret, with fresh credentials, and the Deployment's CA
+    /// fingerprint: only for a store meant for secrets.
+    #[arg(long)]
+    include_secret: bool,
+    /// Print only the Secret, with fresh credentials (to create it once, or to
+    /// seal it).
+    #[arg(long, conflicts_with_all = ["include_secret", "allow", "dns"])]
+    secret_only: bool,
 }
 
 #[derive(Args, Debug)]
@@ -363,9 +403,9 @@ async fn doctor(args: ConnectArgs, socket: PathBuf, state_dir: PathBuf, json: bo
     let mut relay_pods: Vec<std::net::SocketAddr> = Vec::new();
     let profile = if args.uses_cluster() {
         let (cluster, found, pod_probes) =
-            devnet_session::cluster::discover_cluster(&args.kube.cluster(args.cluster_domain.clone()), &kube::say)
+            devnet_session::cluster::discover_cluster(&args.kube.cluster(args.cluster_domain.clone())?, &kube::say)
                 .await?;
-        if let Ok(relay) = devnet_kube::relay::state(&cluster).await {
+        if let Ok(relay) = devnet_kube::relay::state(&cluster, &args.kube.relay()?.namespace).await {
             relay_pods = relay
                 .pod_ips
                 .iter()
@@ -467,8 +507,9 @@ async fn doctor(args: ConnectArgs, socket: PathBuf, state_dir: PathBuf, json: bo
 async fn relay(action: RelayAction, args: kube::KubeArgs) -> Result<()> {
     use devnet_kube::relay as r;
     match action {
-        RelayAction::Install => {
-            let cluster_args = args.cluster(None);
+        RelayAction::Install(settings) => {
+            let mut cluster_args = args.cluster(None)?;
+            cluster_args.relay = settings.apply(cluster_args.relay)?;
             let (cluster, found, _) = devnet_session::cluster::discover_cluster(&cluster_args, &kube::say).await?;
             let (st, _) = devnet_session::cluster::install_relay(
                 &cluster,
@@ -481,14 +522,15 @@ async fn relay(action: RelayAction, args: kube::KubeArgs) -> Result<()> {
             println!(
                 "relay {} installed in namespace {} (pod {})",
                 r::VERSION,
-                r::NAMESPACE,
+                cluster_args.relay.namespace,
                 st.pod.unwrap_or_default()
             );
             Ok(())
         }
         RelayAction::Status => {
+            let ns = args.relay()?.namespace;
             let cluster = devnet_kube::Cluster::connect(&args.options()).await?;
-            let st = r::state(&cluster).await?;
+            let st = r::state(&cluster, &ns).await?;
             println!("{}", serde_json::to_string_pretty(&st)?);
             if let Some(a) = st.version_advice() {
                 println!("{a}");
@@ -496,14 +538,62 @@ async fn relay(action: RelayAction, args: kube::KubeArgs) -> Result<()> {
             Ok(())
         }
         RelayAction::Uninstall => {
+            let ns = args.relay()?.namespace;
             let cluster = devnet_kube::Cluster::connect(&args.options()).await?;
-            let account = devnet_kube::credentials::account(&cluster.server);
-            let removed = r::uninstall(&cluster).await?;
+            let account = devnet_kube::credentials::account(&cluster.server, &ns);
+            let removed = r::uninstall(&cluster, &ns).await?;
             let _ = devnet_kube::credentials::forget(&account);
             println!("{}", if removed { "relay uninstalled" } else { "no relay was installed" });
             Ok(())
         }
+        RelayAction::Manifests(m) => manifests(m, args).await,
     }
+}
+
+/// `devnet relay manifests`: YAML on stdout, progress and notes on stderr.
+async fn manifests(m: ManifestsArgs, args: kube::KubeArgs) -> Result<()> {
+    use anyhow::Context;
+    use devnet_kube::relay as r;
+    let settings = m.settings.apply(args.relay()?)?;
+    let credentials = r::Credentials::generate()?;
+    let mut params = if m.allow.is_empty() && !m.secret_only {
+        let mut cluster_args = args.cluster(None)?;
+        cluster_args.relay = settings;
+        let (_, found, _) = devnet_session::cluster::discover_cluster(&cluster_args, &kube::say).await?;
+        devnet_session::cluster::relay_params(&cluster_args.relay, &found, credentials)
+    } else {
+        r::RelayParams { settings, allow: Vec::new(), dns: Vec::new(), credentials }
+    };
+    for cidr in &m.allow {
+        params
+            .allow
+            .push(cidr.parse().with_context(|| format!("--allow {cidr}: not a CIDR (write e.g. 10.244.0.0/16)"))?);
+    }
+    for ip in &m.dns {
+        params.dns.push(ip.parse().with_context(|| format!("--dns {ip}: not an IP address"))?);
+    }
+    let objs = r::manifests(&params);
+    let objs = if m.secret_only {
+        objs.into_iter().filter(|o| o["kind"] == "Secret").collect()
+    } else {
+        r::check_allow(&params.allow)?;
+        if m.include_secret { objs } else { r::without_secret(objs) }
+    };
+    let text = r::to_yaml(&objs)?;
+    // `devnet relay manifests | head` is not an error.
+    match std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
+    }
+    if !m.include_secret && !m.secret_only {
+        let ns = &params.settings.namespace;
+        let flag = if ns == r::DEFAULT_NAMESPACE { String::new() } else { format!(" --relay-namespace {ns}") };
+        kube::say(&format!(
+            "the Secret {ns}/{} is left out (it holds the relay's private key and token): create it once with `devnet relay manifests --secret-only{flag} | kubectl apply -f -`, or seal that output (kubeseal, SOPS) and commit the sealed form; clients read its CA and token once (get secrets in namespace {ns})",
+            r::NAME
+        ));
+    }
+    Ok(())
 }
 
 /// The keyring helper: JSON credentials on stdin (store) or stdout (load).

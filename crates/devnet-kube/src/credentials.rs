@@ -23,9 +23,10 @@ pub enum CredentialError {
     Damaged(String),
 }
 
-/// The keyring account name for a cluster: its API server and the relay's namespace.
-pub fn account(server: &str) -> String {
-    format!("{}#{}", server.trim_end_matches('/'), crate::relay::NAMESPACE)
+/// The keyring account name for a relay: its cluster's API server and its
+/// namespace (`https://api:6443#devnet`).
+pub fn account(server: &str, namespace: &str) -> String {
+    format!("{}#{}", server.trim_end_matches('/'), namespace)
 }
 
 fn entry(account: &str) -> Result<keyring::Entry, CredentialError> {

@@ -254,15 +254,30 @@ fn dedup(found: &mut Vec<Found<IpNet>>) {
 /// A default route, or anything wider than a /8 (IPv4) or /16 (IPv6), is a
 /// misconfiguration or a lie: routing it would capture the internet.
 fn refuse_too_broad(found: &Found<IpNet>, what: &'static str) -> Result<(), DiscoveryError> {
-    let min = match found.value {
-        IpNet::V4(_) => 8,
-        IpNet::V6(_) => 16,
-    };
-    if found.value.prefix_len() < min || found.value.addr().is_loopback() || found.value.addr().is_unspecified() {
+    if too_broad(&found.value).is_some() {
         let what = if found.value.prefix_len() == 0 { what } else { "a range far wider than any cluster network" };
         return Err(DiscoveryError::TooBroad { cidr: found.value, from: found.source.clone(), what });
     }
     Ok(())
+}
+
+/// Why `net` can be no cluster network: a default route, loopback, the
+/// unspecified address, or wider than a /8 (IPv4) or /16 (IPv6). The same
+/// rule holds for the CIDRs an admin lets the relay dial.
+pub fn too_broad(net: &IpNet) -> Option<&'static str> {
+    let min = match net {
+        IpNet::V4(_) => 8,
+        IpNet::V6(_) => 16,
+    };
+    if net.prefix_len() == 0 {
+        Some("a default route")
+    } else if net.addr().is_loopback() {
+        Some("loopback")
+    } else if net.addr().is_unspecified() || net.prefix_len() < min {
+        Some("a range far wider than any cluster network")
+    } else {
+        None
+    }
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {

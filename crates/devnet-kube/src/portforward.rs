@@ -12,20 +12,18 @@ use std::io;
 use tokio::io::DuplexStream;
 
 use crate::cluster::Cluster;
-use crate::relay::{NAMESPACE, TUNNEL_PORT};
+use crate::relay::TUNNEL_PORT;
 
-/// Opens a port-forward to the relay pod's tunnel port.
-pub async fn open(cluster: &Cluster) -> io::Result<(DuplexStream, String)> {
-    let st = crate::relay::state(cluster).await.map_err(|e| io::Error::other(e.to_string()))?;
-    let pod = st.pod.filter(|_| st.ready).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, format!("no ready relay pod in namespace {NAMESPACE}"))
-    })?;
-    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(cluster.client.clone(), NAMESPACE);
+/// Opens a port-forward to the tunnel port of the relay pod in namespace `ns`.
+pub async fn open(cluster: &Cluster, ns: &str) -> io::Result<(DuplexStream, String)> {
+    let st = crate::relay::state(cluster, ns).await.map_err(|e| io::Error::other(e.to_string()))?;
+    let pod = st
+        .pod
+        .filter(|_| st.ready)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no ready relay pod in namespace {ns}")))?;
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(cluster.client.clone(), ns);
     let mut forwarder = pods.portforward(&pod, &[TUNNEL_PORT]).await.map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::ConnectionRefused,
-            format!("port-forward to {NAMESPACE}/{pod}: {}", cluster.explain(e)),
-        )
+        io::Error::new(io::ErrorKind::ConnectionRefused, format!("port-forward to {ns}/{pod}: {}", cluster.explain(e)))
     })?;
     let stream =
         forwarder.take_stream(TUNNEL_PORT).ok_or_else(|| io::Error::other("the port-forward gave no stream"))?;
@@ -39,5 +37,5 @@ pub async fn open(cluster: &Cluster) -> io::Result<(DuplexStream, String)> {
         }
         let _ = forwarder.join().await;
     });
-    Ok((stream, format!("port-forward {NAMESPACE}/{pod}:{TUNNEL_PORT} via {}", cluster.server)))
+    Ok((stream, format!("port-forward {ns}/{pod}:{TUNNEL_PORT} via {}", cluster.server)))
 }

@@ -7,6 +7,12 @@
 //! and limits, probes, non-root, read-only root filesystem, no
 //! capabilities), a NodePort Service, and a NetworkPolicy that admits only
 //! the tunnel port and lets the relay reach only the cluster's CIDRs and DNS.
+//!
+//! What an admin may choose ([`RelaySettings`]: namespace, image, requests
+//! and limits, whether the Service is a NodePort) defaults to what `devnet
+//! connect` installs. [`to_yaml`] prints the same objects for GitOps
+//! (`devnet relay manifests`); the Helm chart in `installers/relay/chart`
+//! renders them too, and a test holds the two equal.
 
 use std::time::{Duration, Instant};
 
@@ -17,7 +23,8 @@ use serde_json::{Value, json};
 
 use crate::cluster::{Cluster, KubeError};
 
-pub const NAMESPACE: &str = "devnet";
+/// The namespace the relay lives in unless told otherwise (`--relay-namespace`).
+pub const DEFAULT_NAMESPACE: &str = "devnet";
 pub const NAME: &str = "devnet-relay";
 pub const TUNNEL_PORT: u16 = 8443;
 pub const HEALTH_PORT: u16 = 9090;
@@ -36,10 +43,145 @@ pub fn ca_fingerprint(ca_pem: &str) -> String {
     sha2::Sha256::digest(ca_pem.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The image this release installs.
+pub fn default_image() -> String {
+    format!("ghcr.io/devnet-dev/devnet-relay:{VERSION}")
+}
+
+/// CPU and memory as Kubernetes quantities (`50m`, `1`, `32Mi`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quantities {
+    pub cpu: String,
+    pub memory: String,
+}
+
+/// The relay container's requests and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    pub requests: Quantities,
+    pub limits: Quantities,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            requests: Quantities { cpu: "50m".into(), memory: "32Mi".into() },
+            limits: Quantities { cpu: "1".into(), memory: "256Mi".into() },
+        }
+    }
+}
+
+/// What an admin may choose about the relay. The defaults are what `devnet
+/// connect` installs; the Helm chart's values are the same settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// Where every namespaced object goes; clients look here
+    /// (`--relay-namespace`).
+    pub namespace: String,
+    pub image: String,
+    pub resources: Resources,
+    /// A NodePort Service (laptops that reach a node dial it directly);
+    /// off, a ClusterIP Service, and laptops come through the pod IP or the
+    /// API server's port-forward.
+    pub node_port: bool,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            namespace: DEFAULT_NAMESPACE.into(),
+            image: default_image(),
+            resources: Resources::default(),
+            node_port: true,
+        }
+    }
+}
+
+/// A setting or an allowed CIDR that cannot be installed; the message says
+/// what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
+impl RelaySettings {
+    /// Refuses what the API server would refuse later, or worse, accept.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        check_namespace(&self.namespace)?;
+        if self.image.trim().is_empty() || self.image.chars().any(char::is_whitespace) {
+            return Err(SettingsError(format!("the relay image {:?} is not an image reference", self.image)));
+        }
+        let r = &self.resources;
+        for (what, q) in [
+            ("CPU request", &r.requests.cpu),
+            ("memory request", &r.requests.memory),
+            ("CPU limit", &r.limits.cpu),
+            ("memory limit", &r.limits.memory),
+        ] {
+            if !is_quantity(q) {
+                return Err(SettingsError(format!(
+                    "the {what} {q:?} is not a Kubernetes quantity (write e.g. 50m or 1 for CPU, 32Mi or 1Gi for memory)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A namespace name: an RFC 1123 label.
+pub fn check_namespace(ns: &str) -> Result<(), SettingsError> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 63
+        && ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !ns.starts_with('-')
+        && !ns.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(SettingsError(format!(
+            "the relay namespace {ns:?} is not a namespace name (at most 63 of a-z, 0-9 and '-', starting and ending with a letter or digit)"
+        )))
+    }
+}
+
+/// A Kubernetes quantity in the forms people write: digits with an
+/// optional fraction, then an optional suffix (m, k, M, G, T, P, E, Ki,
+/// Mi, Gi, Ti, Pi, Ei). Exponents (`1e3`) are not taken.
+pub fn is_quantity(q: &str) -> bool {
+    const SUFFIXES: [&str; 14] = ["", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    let number_end = q.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(q.len());
+    let (number, suffix) = q.split_at(number_end);
+    let mut parts = number.split('.');
+    let whole = parts.next().unwrap_or_default();
+    let fraction = parts.next();
+    parts.next().is_none()
+        && !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+        && SUFFIXES.contains(&suffix)
+}
+
+/// The relay may dial these: at least one, and none so wide it would
+/// reach beyond a cluster (the rule discovery applies).
+pub fn check_allow(allow: &[IpNet]) -> Result<(), SettingsError> {
+    if allow.is_empty() {
+        return Err(SettingsError(
+            "the relay may dial nothing: name the cluster's pod and service CIDRs (--allow), or leave --allow out to discover them".into(),
+        ));
+    }
+    for net in allow {
+        if let Some(why) = crate::discover::too_broad(net) {
+            return Err(SettingsError(format!(
+                "{net} is {why}: the relay would dial far beyond the cluster; name the cluster's pod and service CIDRs"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What the relay is installed with.
 #[derive(Debug, Clone)]
 pub struct RelayParams {
-    pub image: String,
+    pub settings: RelaySettings,
     /// What the relay may dial: the cluster's pod and service CIDRs.
     pub allow: Vec<IpNet>,
     /// The cluster DNS servers (egress on 53).
@@ -98,6 +240,9 @@ fn b64(s: &str) -> String {
 
 /// Every object of an install, in the order they are applied.
 pub fn manifests(p: &RelayParams) -> Vec<Value> {
+    let ns = p.settings.namespace.as_str();
+    let res = &p.settings.resources;
+    let service_type = if p.settings.node_port { "NodePort" } else { "ClusterIP" };
     let selector = json!({"app.kubernetes.io/name": NAME});
     let allow = p.allow.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
     let egress_to: Vec<Value> = p.allow.iter().map(|c| json!({"ipBlock": {"cidr": c.to_string()}})).collect();
@@ -106,16 +251,16 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
     vec![
         // The relay passes the `restricted` Pod Security profile, so the
         // namespace enforces it: nothing laxer can run beside it.
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE, "labels": namespace_labels()}}),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": namespace_labels()}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
-               "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
+               "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
                "automountServiceAccountToken": false}),
         json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-               "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
+               "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
                "data": {"token": b64(&p.credentials.token), "ca.crt": b64(&p.credentials.ca_pem),
                         "tls.crt": b64(&p.credentials.cert_pem), "tls.key": b64(&p.credentials.key_pem)}}),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels(),
+        "metadata": {"name": NAME, "namespace": ns, "labels": labels(),
                      "annotations": {CA_ANNOTATION: ca_fingerprint(&p.credentials.ca_pem)}},
         "spec": {
           "replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": selector},
@@ -128,14 +273,14 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
               "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
                                   "fsGroup": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
               "containers": [{
-                "name": "relay", "image": p.image, "imagePullPolicy": "IfNotPresent",
+                "name": "relay", "image": p.settings.image, "imagePullPolicy": "IfNotPresent",
                 "args": ["serve", "--listen", format!("[::]:{TUNNEL_PORT}"), "--health-listen", format!("[::]:{HEALTH_PORT}"),
                          "--cert", format!("{MOUNT}/tls.crt"), "--key", format!("{MOUNT}/tls.key"),
                          "--token-file", format!("{MOUNT}/token"), "--allow", allow],
                 "ports": [{"name": "tunnel", "containerPort": TUNNEL_PORT, "protocol": "TCP"},
                           {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
-                "resources": {"requests": {"cpu": "50m", "memory": "32Mi"},
-                              "limits": {"cpu": "1", "memory": "256Mi"}},
+                "resources": {"requests": {"cpu": res.requests.cpu, "memory": res.requests.memory},
+                              "limits": {"cpu": res.limits.cpu, "memory": res.limits.memory}},
                 "readinessProbe": {"httpGet": {"path": "/readyz", "port": HEALTH_PORT}, "periodSeconds": 2},
                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "periodSeconds": 10},
                 "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
@@ -145,13 +290,15 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
               "volumes": [{"name": "credentials", "secret": {"secretName": NAME, "defaultMode": 0o440}}],
             }}}}),
         json!({"apiVersion": "v1", "kind": "Service",
-               "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
-               "spec": {"type": "NodePort", "selector": selector,
+               "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
+               "spec": {"type": service_type, "selector": selector,
                         // The node port is the API server's to allocate (a
                         // fixed one may be taken); status reads it back.
+                        // Without one, laptops come through the pod IP or
+                        // the API server's port-forward.
                         "ports": [{"name": "tunnel", "port": TUNNEL_PORT, "targetPort": TUNNEL_PORT}]}}),
         json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": labels()},
+        "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
         "spec": {
           "podSelector": {"matchLabels": selector},
           "policyTypes": ["Ingress", "Egress"],
@@ -171,6 +318,59 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
     ]
 }
 
+/// The objects for a repository that must not hold secrets (GitOps):
+/// [`manifests`] without the Secret, which holds the relay's private key and
+/// token, and without the Deployment's CA fingerprint, which would name
+/// that Secret's CA. Clients then read the CA from the Secret itself.
+pub fn without_secret(objs: Vec<Value>) -> Vec<Value> {
+    objs.into_iter()
+        .filter(|o| o["kind"] != "Secret")
+        .map(|mut o| {
+            // `get_mut`, not indexing: indexing would add a null
+            // `annotations` to every object that has none.
+            if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut)
+                && let Some(notes) = meta.get_mut("annotations").and_then(Value::as_object_mut)
+            {
+                notes.remove(CA_ANNOTATION);
+                if notes.is_empty() {
+                    meta.remove("annotations");
+                }
+            }
+            o
+        })
+        .collect()
+}
+
+/// Kubernetes objects as multi-document YAML, each object's fields in the
+/// order people read them (apiVersion, kind, metadata, then the rest; a
+/// name first wherever there is one).
+pub fn to_yaml(objs: &[Value]) -> anyhow::Result<String> {
+    let ordered: Vec<Ordered<'_>> = objs.iter().map(Ordered).collect();
+    Ok(serde_saphyr::to_string_multiple(&ordered)?)
+}
+
+struct Ordered<'a>(&'a Value);
+
+impl Serialize for Ordered<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        const FIRST: [&str; 6] = ["apiVersion", "kind", "metadata", "name", "namespace", "type"];
+        match self.0 {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort_by_key(|k| (FIRST.iter().position(|f| f == k).unwrap_or(FIRST.len()), k.as_str()));
+                let mut out = s.serialize_map(Some(keys.len()))?;
+                for k in keys {
+                    out.serialize_entry(k, &Ordered(&map[k]))?;
+                }
+                out.end()
+            }
+            Value::Array(items) => s.collect_seq(items.iter().map(Ordered)),
+            other => other.serialize(s),
+        }
+    }
+}
+
 /// The REST path an object is applied at.
 pub fn path_of(obj: &Value) -> String {
     let api = obj["apiVersion"].as_str().unwrap_or("v1");
@@ -187,28 +387,35 @@ pub fn path_of(obj: &Value) -> String {
     }
 }
 
-/// The rights an install needs, as (verb, group, resource, namespace).
-pub const INSTALL_RIGHTS: &[(&str, &str, &str, Option<&str>)] = &[
-    ("create", "", "namespaces", None),
-    ("patch", "", "serviceaccounts", Some(NAMESPACE)),
-    ("patch", "", "secrets", Some(NAMESPACE)),
-    ("patch", "apps", "deployments", Some(NAMESPACE)),
-    ("patch", "", "services", Some(NAMESPACE)),
-    ("patch", "networking.k8s.io", "networkpolicies", Some(NAMESPACE)),
-];
+/// A right as (verb, group, resource, namespace; `None`: cluster-wide).
+pub type Right<'a> = (&'static str, &'static str, &'static str, Option<&'a str>);
 
-/// The rights `connect` needs once the relay runs.
-pub const CONNECT_RIGHTS: &[(&str, &str, &str, Option<&str>)] = &[
-    ("list", "", "pods", Some(NAMESPACE)),
-    ("get", "", "secrets", Some(NAMESPACE)),
-    ("create", "", "pods/portforward", Some(NAMESPACE)),
-];
+/// The rights an install into namespace `ns` needs.
+pub fn install_rights(ns: &str) -> Vec<Right<'_>> {
+    vec![
+        ("create", "", "namespaces", None),
+        ("patch", "", "serviceaccounts", Some(ns)),
+        ("patch", "", "secrets", Some(ns)),
+        ("patch", "apps", "deployments", Some(ns)),
+        ("patch", "", "services", Some(ns)),
+        ("patch", "networking.k8s.io", "networkpolicies", Some(ns)),
+    ]
+}
+
+/// The rights `connect` needs once the relay runs in namespace `ns`
+/// (`get secrets` only while the keyring has no entry for this relay).
+pub fn connect_rights(ns: &str) -> Vec<Right<'_>> {
+    vec![
+        ("get", "apps", "deployments", Some(ns)),
+        ("list", "", "pods", Some(ns)),
+        ("get", "", "services", Some(ns)),
+        ("get", "", "secrets", Some(ns)),
+        ("create", "", "pods/portforward", Some(ns)),
+    ]
+}
 
 /// The rights among `rights` the user lacks, as RBAC rules to ask for.
-pub async fn missing_rights(
-    cluster: &Cluster,
-    rights: &[(&str, &str, &str, Option<&str>)],
-) -> Result<Vec<String>, KubeError> {
+pub async fn missing_rights(cluster: &Cluster, rights: &[Right<'_>]) -> Result<Vec<String>, KubeError> {
     let mut missing = Vec::new();
     for (verb, group, resource, ns) in rights {
         if !cluster.can_i(verb, group, resource, *ns).await? {
@@ -224,6 +431,8 @@ pub async fn missing_rights(
 /// The relay as found in the cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RelayState {
+    /// Where it was looked for.
+    pub namespace: String,
     pub installed: bool,
     pub version: Option<String>,
     pub protocol: Option<String>,
@@ -249,11 +458,13 @@ impl RelayState {
         let older = semver_tuple(theirs) < ours;
         Some(if older {
             format!(
-                "the relay in namespace {NAMESPACE} is {theirs}, older than this client ({VERSION}): run `devnet relay install` to upgrade it"
+                "the relay in namespace {} is {theirs}, older than this client ({VERSION}): run `devnet relay install` to upgrade it",
+                self.namespace
             )
         } else {
             format!(
-                "the relay in namespace {NAMESPACE} is {theirs}, newer than this client ({VERSION}): upgrade devnet on this machine"
+                "the relay in namespace {} is {theirs}, newer than this client ({VERSION}): upgrade devnet on this machine",
+                self.namespace
             )
         })
     }
@@ -274,9 +485,10 @@ fn semver_tuple(v: &str) -> (u64, u64, u64) {
     (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0))
 }
 
-/// Reads the relay's Deployment, pod and Service.
-pub async fn state(cluster: &Cluster) -> Result<RelayState, KubeError> {
+/// Reads the relay's Deployment, pod and Service in namespace `ns`.
+pub async fn state(cluster: &Cluster, ns: &str) -> Result<RelayState, KubeError> {
     let mut st = RelayState {
+        namespace: ns.to_owned(),
         installed: false,
         version: None,
         protocol: None,
@@ -288,7 +500,7 @@ pub async fn state(cluster: &Cluster) -> Result<RelayState, KubeError> {
         ca_sha256: None,
         problem: None,
     };
-    let deploy = match cluster.get(&format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{NAME}")).await {
+    let deploy = match cluster.get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/{NAME}")).await {
         Ok(d) => d,
         Err(KubeError::Api { code: 404, .. }) => return Ok(st),
         Err(e) => return Err(e),
@@ -297,9 +509,8 @@ pub async fn state(cluster: &Cluster) -> Result<RelayState, KubeError> {
     st.version = deploy["metadata"]["labels"][VERSION_LABEL].as_str().map(str::to_owned);
     st.protocol = deploy["metadata"]["labels"][PROTOCOL_LABEL].as_str().map(str::to_owned);
     st.ca_sha256 = deploy["metadata"]["annotations"][CA_ANNOTATION].as_str().map(str::to_owned);
-    let pods = cluster
-        .get(&format!("/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app.kubernetes.io%2Fname%3D{NAME}"))
-        .await?;
+    let pods =
+        cluster.get(&format!("/api/v1/namespaces/{ns}/pods?labelSelector=app.kubernetes.io%2Fname%3D{NAME}")).await?;
     if let Some(pod) = pods["items"].as_array().and_then(|p| p.last()) {
         st.pod = pod["metadata"]["name"].as_str().map(str::to_owned);
         let status = &pod["status"];
@@ -313,7 +524,7 @@ pub async fn state(cluster: &Cluster) -> Result<RelayState, KubeError> {
         st.host_ip = status["hostIP"].as_str().and_then(|i| i.parse().ok());
         st.problem = pod_problem(pod);
     }
-    if let Ok(svc) = cluster.get(&format!("/api/v1/namespaces/{NAMESPACE}/services/{NAME}")).await {
+    if let Ok(svc) = cluster.get(&format!("/api/v1/namespaces/{ns}/services/{NAME}")).await {
         st.node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().and_then(|p| u16::try_from(p).ok());
     }
     Ok(st)
@@ -356,7 +567,9 @@ pub fn pod_problem(pod: &Value) -> Option<String> {
 /// Applies every object (server-side apply: installing twice changes nothing,
 /// a new version replaces the old).
 pub async fn install(cluster: &Cluster, params: &RelayParams) -> Result<(), KubeError> {
-    let missing = missing_rights(cluster, INSTALL_RIGHTS).await?;
+    params.settings.check().map_err(|e| KubeError::Other(e.to_string()))?;
+    check_allow(&params.allow).map_err(|e| KubeError::Other(e.to_string()))?;
+    let missing = missing_rights(cluster, &install_rights(&params.settings.namespace)).await?;
     if !missing.is_empty() {
         return Err(KubeError::Forbidden(format!(
             "installing the relay needs rights you lack; ask a cluster admin to grant {} (or to run `devnet relay install` once)",
@@ -375,9 +588,10 @@ pub async fn install(cluster: &Cluster, params: &RelayParams) -> Result<(), Kube
     Ok(())
 }
 
-/// Removes everything `install` made (the namespace takes the rest along).
-pub async fn uninstall(cluster: &Cluster) -> Result<bool, KubeError> {
-    let path = format!("/api/v1/namespaces/{NAMESPACE}");
+/// Removes everything `install` made in namespace `ns` (the namespace takes
+/// the rest along).
+pub async fn uninstall(cluster: &Cluster, ns: &str) -> Result<bool, KubeError> {
+    let path = format!("/api/v1/namespaces/{ns}");
     let ns = match cluster.get(&path).await {
         Ok(ns) => ns,
         Err(KubeError::Api { code: 404, .. }) => return Ok(false),
@@ -386,7 +600,7 @@ pub async fn uninstall(cluster: &Cluster) -> Result<bool, KubeError> {
     // Only a namespace devnet made is ours to delete.
     if ns["metadata"]["labels"]["app.kubernetes.io/managed-by"] != "devnet" {
         return Err(KubeError::Other(format!(
-            "namespace {NAMESPACE} was not created by devnet (it lacks the label app.kubernetes.io/managed-by=devnet): delete the relay's objects in it by hand, or the namespace if it is really unused"
+            "namespace {ns} was not created by devnet (it lacks the label app.kubernetes.io/managed-by=devnet): delete the relay's objects in it by hand, or the namespace if it is really unused"
         )));
     }
     match cluster.delete(&path).await {
@@ -396,16 +610,16 @@ pub async fn uninstall(cluster: &Cluster) -> Result<bool, KubeError> {
     }
 }
 
-/// Reads the client's half of the credentials from the relay's Secret.
-pub async fn fetch_credentials(cluster: &Cluster) -> Result<Credentials, KubeError> {
-    let secret = cluster.get(&format!("/api/v1/namespaces/{NAMESPACE}/secrets/{NAME}")).await?;
+/// Reads the client's half of the credentials from the relay's Secret in
+/// namespace `ns`.
+pub async fn fetch_credentials(cluster: &Cluster, ns: &str) -> Result<Credentials, KubeError> {
+    let secret = cluster.get(&format!("/api/v1/namespaces/{ns}/secrets/{NAME}")).await?;
     let field = |k: &str| -> Result<String, KubeError> {
         let raw = secret["data"][k].as_str().unwrap_or_default();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(raw)
-            .map_err(|e| KubeError::Other(format!("secret {NAMESPACE}/{NAME} field {k} is not base64: {e}")))?;
-        String::from_utf8(bytes)
-            .map_err(|_| KubeError::Other(format!("secret {NAMESPACE}/{NAME} field {k} is not text")))
+            .map_err(|e| KubeError::Other(format!("secret {ns}/{NAME} field {k} is not base64: {e}")))?;
+        String::from_utf8(bytes).map_err(|_| KubeError::Other(format!("secret {ns}/{NAME} field {k} is not text")))
     };
     Ok(Credentials {
         token: field("token")?,
@@ -419,6 +633,7 @@ pub async fn fetch_credentials(cluster: &Cluster) -> Result<Credentials, KubeErr
 /// failing early with the pod's own reason when it is stuck.
 pub async fn wait_ready(
     cluster: &Cluster,
+    ns: &str,
     timeout: Duration,
     mut progress: impl FnMut(&str),
 ) -> Result<RelayState, KubeError> {
@@ -426,7 +641,7 @@ pub async fn wait_ready(
     let mut last = String::new();
     let mut stuck_since: Option<Instant> = None;
     loop {
-        let st = state(cluster).await?;
+        let st = state(cluster, ns).await?;
         let now = match (&st.pod, st.ready, &st.problem) {
             (None, _, _) => "waiting for the relay pod to be created".to_owned(),
             (Some(p), true, _) => format!("relay pod {p} is ready"),
@@ -446,7 +661,7 @@ pub async fn wait_ready(
             let since = *stuck_since.get_or_insert_with(Instant::now);
             if since.elapsed() > Duration::from_secs(3) {
                 return Err(KubeError::Other(format!(
-                    "the relay pod in namespace {NAMESPACE} cannot start: {problem}; check the image (--relay-image) and `kubectl -n {NAMESPACE} describe pod`"
+                    "the relay pod in namespace {ns} cannot start: {problem}; check the image (--relay-image) and `kubectl -n {ns} describe pod`"
                 )));
             }
         } else {
@@ -454,7 +669,7 @@ pub async fn wait_ready(
         }
         if start.elapsed() > timeout {
             return Err(KubeError::Other(format!(
-                "the relay pod in namespace {NAMESPACE} was not ready within {timeout:?} (last: {last}); see `kubectl -n {NAMESPACE} describe pod`"
+                "the relay pod in namespace {ns} was not ready within {timeout:?} (last: {last}); see `kubectl -n {ns} describe pod`"
             )));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -467,7 +682,7 @@ mod tests {
 
     fn params() -> RelayParams {
         RelayParams {
-            image: "ghcr.io/devnet/relay:0.1.0".into(),
+            settings: RelaySettings { image: "ghcr.io/devnet/relay:0.1.0".into(), ..RelaySettings::default() },
             allow: vec!["10.244.0.0/16".parse().expect("net"), "10.96.0.0/16".parse().expect("net")],
             dns: vec!["10.96.0.10".parse().expect("ip")],
             credentials: Credentials {
@@ -514,6 +729,159 @@ mod tests {
         assert_eq!(np["egress"][2]["to"][1]["podSelector"]["matchLabels"]["k8s-app"], "kube-dns");
     }
 
+    /// Compares `text` with the golden file `name`; `DEVNET_BLESS=1` writes
+    /// it instead (then review the diff).
+    fn golden(name: &str, text: &str) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+        if std::env::var_os("DEVNET_BLESS").is_some() {
+            std::fs::write(&path, text).expect("write golden");
+            return;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            want == text,
+            "{} differs (DEVNET_BLESS=1 rewrites it):\n--- golden\n{want}\n--- now\n{text}",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn default_install_is_golden() {
+        // The defaults are what every release before the settings installed.
+        golden("relay-default.yaml", &to_yaml(&manifests(&params())).expect("yaml"));
+    }
+
+    fn admin_params() -> RelayParams {
+        let mut p = params();
+        p.settings = RelaySettings {
+            namespace: "team-net".into(),
+            image: "registry.example.com/mirror/devnet-relay:0.1.0".into(),
+            resources: Resources {
+                requests: Quantities { cpu: "100m".into(), memory: "64Mi".into() },
+                limits: Quantities { cpu: "2".into(), memory: "512Mi".into() },
+            },
+            node_port: false,
+        };
+        p.allow.push("fd00:96::/112".parse().expect("net"));
+        p.dns.push("fd00:96::a".parse().expect("ip"));
+        p
+    }
+
+    #[test]
+    fn admin_settings_are_golden() {
+        golden("relay-admin.yaml", &to_yaml(&manifests(&admin_params())).expect("yaml"));
+        golden("relay-admin-gitops.yaml", &to_yaml(&without_secret(manifests(&admin_params()))).expect("yaml"));
+    }
+
+    #[test]
+    fn settings_reach_every_object() {
+        let objs = manifests(&admin_params());
+        assert_eq!(objs[0]["metadata"]["name"], "team-net");
+        for o in &objs[1..] {
+            assert_eq!(o["metadata"]["namespace"], "team-net", "{}", o["kind"]);
+        }
+        let c = &objs[3]["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], "registry.example.com/mirror/devnet-relay:0.1.0");
+        assert_eq!(
+            c["resources"],
+            json!({"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"cpu": "2", "memory": "512Mi"}})
+        );
+        // No node port: a ClusterIP Service; laptops use the pod IP or the
+        // API server's port-forward.
+        assert_eq!(objs[4]["spec"]["type"], "ClusterIP");
+        assert_eq!(objs[4]["spec"]["ports"][0].get("nodePort"), None);
+        assert_eq!(
+            objs[5]["spec"]["egress"][2]["to"][1]["ipBlock"]["cidr"], "fd00:96::a/128",
+            "an IPv6 DNS server is one address"
+        );
+        assert_eq!(
+            path_of(&objs[3]),
+            "/apis/apps/v1/namespaces/team-net/deployments/devnet-relay",
+            "install applies where the settings say"
+        );
+        let rights = install_rights("team-net");
+        assert!(rights.contains(&("patch", "apps", "deployments", Some("team-net"))));
+    }
+
+    #[test]
+    fn gitops_objects_hold_no_secret_and_no_ca_fingerprint() {
+        let all = manifests(&params());
+        assert!(all[3]["metadata"]["annotations"][CA_ANNOTATION].is_string());
+        let objs = without_secret(all.clone());
+        let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().expect("kind")).collect();
+        assert_eq!(kinds, ["Namespace", "ServiceAccount", "Deployment", "Service", "NetworkPolicy"]);
+        assert_eq!(objs[2]["metadata"].get("annotations"), None, "no annotation left empty");
+        // Nothing else changes: the pod still mounts the Secret by name.
+        let mut rest = all;
+        rest.remove(2);
+        rest[2]["metadata"].as_object_mut().expect("meta").remove("annotations");
+        assert_eq!(objs, rest);
+        let text = to_yaml(&objs).expect("yaml");
+        assert!(!text.contains("tls.key:") && !text.contains("kind: Secret"), "{text}");
+    }
+
+    #[test]
+    fn yaml_reads_back_as_the_same_objects() {
+        for objs in [manifests(&params()), manifests(&admin_params())] {
+            let text = to_yaml(&objs).expect("yaml");
+            let back: Vec<Value> = serde_saphyr::from_multiple(&text).expect("parse");
+            assert_eq!(back, objs, "{text}");
+            // Strings that look like numbers stay strings for every reader.
+            let cpu = objs[3]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"].clone();
+            assert!(text.contains(&format!("cpu: {cpu}")), "{cpu} unquoted in:\n{text}");
+            assert!(text.contains("devnet.dev/protocol: \"1\""), "{text}");
+            assert!(text.starts_with("apiVersion: v1\nkind: Namespace\nmetadata:\n"), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_the_fix() {
+        let ok = RelaySettings::default();
+        assert_eq!(ok.check(), Ok(()));
+        for (settings, says) in [
+            (RelaySettings { namespace: "Team_Net".into(), ..ok.clone() }, "is not a namespace name"),
+            (RelaySettings { namespace: "-x".into(), ..ok.clone() }, "is not a namespace name"),
+            (RelaySettings { namespace: "x".repeat(64), ..ok.clone() }, "is not a namespace name"),
+            (RelaySettings { image: " ".into(), ..ok.clone() }, "is not an image reference"),
+            (
+                RelaySettings {
+                    resources: Resources {
+                        limits: Quantities { cpu: "1".into(), memory: "lots".into() },
+                        ..Resources::default()
+                    },
+                    ..ok.clone()
+                },
+                "the memory limit \"lots\" is not a Kubernetes quantity",
+            ),
+        ] {
+            let err = settings.check().expect_err("refused").to_string();
+            assert!(err.contains(says), "{err}");
+        }
+        for q in ["50m", "1", "0.5", "32Mi", "1Gi", "100k", "2.5G"] {
+            assert!(is_quantity(q), "{q}");
+        }
+        for q in ["", "m", "1.", ".5", "1.2.3", "32mi", "1e3", "-1", "1 Gi", "Mi"] {
+            assert!(!is_quantity(q), "{q}");
+        }
+    }
+
+    #[test]
+    fn allowed_cidrs_must_be_cluster_sized() {
+        let nets = |list: &[&str]| list.iter().map(|n| n.parse().expect("net")).collect::<Vec<IpNet>>();
+        assert_eq!(check_allow(&nets(&["10.244.0.0/16", "10.96.0.0/12", "fd00:96::/112", "10.0.0.0/8"])), Ok(()));
+        assert!(check_allow(&[]).expect_err("empty").to_string().contains("may dial nothing"));
+        for (net, says) in [
+            ("0.0.0.0/0", "0.0.0.0/0 is a default route"),
+            ("::/0", "::/0 is a default route"),
+            ("10.0.0.0/7", "far wider than any cluster network"),
+            ("fd00::/8", "far wider than any cluster network"),
+            ("127.0.0.0/8", "127.0.0.0/8 is loopback"),
+        ] {
+            let err = check_allow(&nets(&["10.244.0.0/16", net])).expect_err(net).to_string();
+            assert!(err.contains(says), "{net}: {err}");
+        }
+    }
+
     #[test]
     fn paths_are_the_rest_paths() {
         let objs = manifests(&params());
@@ -543,6 +911,7 @@ mod tests {
 
     fn state_with(version: Option<&str>) -> RelayState {
         RelayState {
+            namespace: DEFAULT_NAMESPACE.into(),
             installed: true,
             version: version.map(str::to_owned),
             protocol: None,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use devnet_kube::discover::{Discovery, discover};
-use devnet_kube::relay::{self, Credentials, RelayParams};
+use devnet_kube::relay::{self, Credentials, RelayParams, RelaySettings};
 use devnet_kube::{Cluster, ClusterOptions, KubeError};
 use devnet_model::profile::ProfileFile;
 use devnet_model::status::Discovered;
@@ -18,18 +18,13 @@ use devnet_model::status::Discovered;
 #[derive(Debug, Clone, Default)]
 pub struct ClusterArgs {
     pub options: ClusterOptions,
-    /// The relay image to deploy (default: the release's).
-    pub relay_image: Option<String>,
+    /// Where the relay is looked for, and what an install (or upgrade)
+    /// deploys: its namespace, image, resources, NodePort or not.
+    pub relay: RelaySettings,
     /// Never install or upgrade the relay; fail instead.
     pub no_install: bool,
     /// Overrides the discovered cluster domain.
     pub cluster_domain: Option<String>,
-}
-
-impl ClusterArgs {
-    fn image(&self) -> String {
-        self.relay_image.clone().unwrap_or_else(|| format!("ghcr.io/devnet-dev/devnet-relay:{}", relay::VERSION))
-    }
 }
 
 /// Where the relay's client credentials (token and CA) are kept for the
@@ -132,26 +127,43 @@ pub async fn discover_cluster(args: &ClusterArgs, say: Say<'_>) -> Result<(Clust
 /// Everything a session needs from the cluster, gathered as the user.
 pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say<'_>) -> Result<Prepared> {
     let (cluster, found, pod_probes) = discover_cluster(args, say).await?;
+    let ns = args.relay.namespace.as_str();
     let (state, fresh) = ensure_relay(&cluster, args, &found, keyring, say).await?;
-    let account = devnet_kube::credentials::account(&cluster.server);
+    let account = devnet_kube::credentials::account(&cluster.server, ns);
     let creds = match fresh {
         Some(c) => c.for_client(),
-        None => match keyring.load(&account)? {
-            // Only if it belongs to the relay installed now.
-            Some(c) if state.ca_sha256.as_ref().is_none_or(|fp| *fp == relay::ca_fingerprint(&c.ca_pem)) => c,
-            _ => {
-                say("fetching the relay's credentials once from the API server into the keyring");
-                let c = relay::fetch_credentials(&cluster).await.map_err(|e| match e {
-                    KubeError::Forbidden(m) => anyhow::anyhow!(
-                        "{m}: reading the relay's credentials needs {{apiGroups: [\"\"], resources: [\"secrets\"], verbs: [\"get\"]}} in namespace {}; ask a cluster admin for it",
-                        relay::NAMESPACE
-                    ),
-                    e => e.into(),
-                })?;
-                keyring.store(&account, &c)?;
-                c
+        None => {
+            let kept = keyring.load(&account)?;
+            match (kept, &state.ca_sha256) {
+                // Only if it belongs to the relay installed now.
+                (Some(c), Some(fp)) if *fp == relay::ca_fingerprint(&c.ca_pem) => c,
+                // A relay deployed without the fingerprint (GitOps, a Helm
+                // chart with its own Secret) cannot vouch for the keyring's
+                // entry: the Secret says which CA is current, and the entry
+                // serves only when the Secret may not be read.
+                (Some(c), None) => match relay::fetch_credentials(&cluster, ns).await {
+                    Ok(fresh) => {
+                        if fresh != c {
+                            keyring.store(&account, &fresh)?;
+                        }
+                        fresh
+                    }
+                    Err(KubeError::Forbidden(_)) => c,
+                    Err(e) => return Err(e.into()),
+                },
+                _ => {
+                    say("fetching the relay's credentials once from the API server into the keyring");
+                    let c = relay::fetch_credentials(&cluster, ns).await.map_err(|e| match e {
+                        KubeError::Forbidden(m) => anyhow::anyhow!(
+                            "{m}: reading the relay's credentials needs {{apiGroups: [\"\"], resources: [\"secrets\"], verbs: [\"get\"]}} in namespace {ns}; ask a cluster admin for it"
+                        ),
+                        e => e.into(),
+                    })?;
+                    keyring.store(&account, &c)?;
+                    c
+                }
             }
-        },
+        }
     };
 
     // Ways to the relay: direct to the pod IP and the node port, then the
@@ -162,14 +174,13 @@ pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say
     };
     let mut direct: Vec<SocketAddr> = state.pod_ips.iter().map(|ip| SocketAddr::new(*ip, relay::TUNNEL_PORT)).collect();
     direct.extend(node);
-    let may_portforward = cluster.can_i("create", "", "pods/portforward", Some(relay::NAMESPACE)).await?;
+    let may_portforward = cluster.can_i("create", "", "pods/portforward", Some(ns)).await?;
     let port_forward = if may_portforward {
-        Some(PortForward { cluster: cluster.clone() })
+        Some(PortForward { cluster: cluster.clone(), namespace: ns.to_owned() })
     } else if !any_answers(&direct).await {
         bail!(
-            "the relay is not reachable directly ({}), and you may not use the API server's port-forward: ask a cluster admin for {{apiGroups: [\"\"], resources: [\"pods/portforward\"], verbs: [\"create\"]}} in namespace {}",
+            "the relay is not reachable directly ({}), and you may not use the API server's port-forward: ask a cluster admin for {{apiGroups: [\"\"], resources: [\"pods/portforward\"], verbs: [\"create\"]}} in namespace {ns}",
             direct.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-            relay::NAMESPACE
         );
     } else {
         say("you may not use pods/portforward: only the direct transport will be tried");
@@ -225,7 +236,8 @@ async fn ensure_relay(
     keyring: &dyn CredentialStore,
     say: Say<'_>,
 ) -> Result<(relay::RelayState, Option<Credentials>)> {
-    let state = relay::state(cluster).await?;
+    let ns = args.relay.namespace.as_str();
+    let state = relay::state(cluster, ns).await?;
     let advice = state.version_advice();
     // A relay stuck on a bad image or a crash is re-applied too (with the
     // image asked for now), rather than waited on.
@@ -237,15 +249,15 @@ async fn ensure_relay(
         if state.ready {
             return Ok((state, None));
         }
-        return Ok((relay::wait_ready(cluster, Duration::from_secs(120), say).await?, None));
+        return Ok((relay::wait_ready(cluster, ns, Duration::from_secs(120), say).await?, None));
     }
     if args.no_install {
         bail!(
             "{}",
             advice.unwrap_or_else(|| format!(
-                "no relay runs in namespace {}: run `devnet relay install --context {}` (or drop --no-install)",
-                relay::NAMESPACE,
-                cluster.context
+                "no relay runs in namespace {ns}: run `devnet relay install --context {}`{} (or drop --no-install)",
+                cluster.context,
+                if ns == relay::DEFAULT_NAMESPACE { String::new() } else { format!(" --relay-namespace {ns}") },
             ))
         );
     }
@@ -268,17 +280,24 @@ pub async fn install_relay(
     keyring: &dyn CredentialStore,
     say: Say<'_>,
 ) -> Result<(relay::RelayState, Credentials)> {
-    let creds = Credentials::generate()?;
-    let params = RelayParams {
-        image: args.image(),
+    let params = relay_params(&args.relay, found, Credentials::generate()?);
+    relay::install(cluster, &params).await?;
+    let ns = args.relay.namespace.as_str();
+    let state = relay::wait_ready(cluster, ns, Duration::from_secs(120), say).await?;
+    keyring.store(&devnet_kube::credentials::account(&cluster.server, ns), &params.credentials)?;
+    Ok((state, params.credentials))
+}
+
+/// What an install applies: the settings, and from discovery the CIDRs the
+/// relay may dial and the cluster DNS it may ask. `devnet relay manifests`
+/// prints the same.
+pub fn relay_params(settings: &RelaySettings, found: &Discovery, credentials: Credentials) -> RelayParams {
+    RelayParams {
+        settings: settings.clone(),
         allow: found.cidrs(),
         dns: found.dns_servers.iter().map(|f| f.value).collect(),
-        credentials: creds.clone(),
-    };
-    relay::install(cluster, &params).await?;
-    let state = relay::wait_ready(cluster, Duration::from_secs(120), say).await?;
-    keyring.store(&devnet_kube::credentials::account(&cluster.server), &creds)?;
-    Ok((state, creds))
+        credentials,
+    }
 }
 
 /// The API server's port-forward to the relay pod, opened with the user's
@@ -287,6 +306,7 @@ pub async fn install_relay(
 #[derive(Debug, Clone)]
 pub struct PortForward {
     cluster: Cluster,
+    namespace: String,
 }
 
 /// A byte stream to the relay, before TLS.
@@ -296,7 +316,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> RelayIo for
 impl PortForward {
     /// Opens one port-forward stream; the label says where it goes.
     pub async fn open(&self) -> Result<(Box<dyn RelayIo>, String)> {
-        let (stream, label) = devnet_kube::portforward::open(&self.cluster).await?;
+        let (stream, label) = devnet_kube::portforward::open(&self.cluster, &self.namespace).await?;
         Ok((Box::new(stream), label))
     }
 }
