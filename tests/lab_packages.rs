@@ -30,6 +30,8 @@ const LAB: &str = "pkg";
 /// The person installing (`sudo apt install ./devnet.deb`) and then using devnet.
 const ALICE: &str = "alice";
 const ALICE_UID: u32 = 2201;
+/// Where the tests put the packages inside a root.
+const PACKAGES_IN_ROOT: &str = "/opt/devnet-test-packages";
 
 fn main() {
     harness::run(
@@ -371,20 +373,24 @@ exec "$@""#,
         Ok(text(&out))
     }
 
-    /// As alice, with the groups the root's group file gives her (a new
-    /// login after the install).
-    fn as_alice(&self, cmd: &[&str]) -> Res<Output> {
-        let mut all =
-            vec!["setpriv", "--reuid", ALICE, "--regid", ALICE, "--init-groups", "--", "env", "HOME=/home/alice"];
-        all.extend_from_slice(cmd);
-        self.run(&all, &[])
-    }
-
-    /// Copies a package into the root's /tmp; its path there.
+    /// Copies a package into the root (not /tmp: a booted container mounts
+    /// a tmpfs there); its path inside.
     fn put(&self, file: &Path) -> Res<String> {
         let name = file.file_name().ok_or("no file name")?.to_string_lossy().into_owned();
-        std::fs::copy(file, self.path.join("tmp").join(&name)).map_err(|e| e.to_string())?;
-        Ok(format!("/tmp/{name}"))
+        let dir = self.path.join(&PACKAGES_IN_ROOT[1..]);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::copy(file, dir.join(&name)).map_err(|e| e.to_string())?;
+        Ok(format!("{PACKAGES_IN_ROOT}/{name}"))
+    }
+
+    /// Whether devnetd.service is enabled: its link in multi-user.target's
+    /// wants, pointing (inside the root) at the installed unit.
+    fn enabled(&self) -> Res<bool> {
+        let wants = self.path.join("etc/systemd/system/multi-user.target.wants/devnetd.service");
+        let Ok(link) = std::fs::read_link(&wants) else { return Ok(false) };
+        let target = self.path.join(link.strip_prefix("/").map_err(|e| e.to_string())?);
+        let installed = self.path.join("usr/lib/systemd/system/devnetd.service");
+        Ok(std::fs::canonicalize(&target).ok() == std::fs::canonicalize(&installed).ok() && installed.exists())
     }
 
     /// `dpkg -i` as `sudo` would run it for alice.
@@ -513,10 +519,8 @@ fn install(lab: &Lab) -> Res {
     if state.mode() & 0o7777 != 0o700 || state.uid() != 0 {
         return Err(format!("/var/lib/devnet is {:o} uid {}", state.mode() & 0o7777, state.uid()));
     }
-    let wants = root.path.join("etc/systemd/system/multi-user.target.wants/devnetd.service");
-    let link = std::fs::read_link(&wants).map_err(|e| format!("devnetd is not enabled ({}): {e}", wants.display()))?;
-    if link != Path::new("/usr/lib/systemd/system/devnetd.service") {
-        return Err(format!("the enable link points at {}", link.display()));
+    if !root.enabled()? {
+        return Err("devnetd is not enabled after the install".into());
     }
     // Every library the tray app needs is in the root after its Depends.
     let ldd = root.ok(&["ldd", "/usr/bin/devnet-tray"], &[])?;
@@ -708,21 +712,13 @@ impl Booted {
         Ok(self.ok(&["systemctl", "show", "devnetd.service", "--property", property, "--value"], &[])?.trim().to_owned())
     }
 
-    /// devnetd's pid in the container's own numbering, and in the host's.
-    fn devnetd_pid(&self) -> Res<(u32, u32)> {
-        let inner: u32 = self.devnetd("MainPID")?.parse().map_err(|e| format!("MainPID: {e}"))?;
-        if inner == 0 {
+    /// devnetd's pid, in the container's numbering.
+    fn devnetd_pid(&self) -> Res<u32> {
+        let pid: u32 = self.devnetd("MainPID")?.parse().map_err(|e| format!("MainPID: {e}"))?;
+        if pid == 0 {
             return Err(format!("devnetd is not running: {}", self.journal()));
         }
-        let status = self.ok(&["cat", &format!("/proc/{inner}/status")], &[])?;
-        // NSpid: the host's pid first, the container's last.
-        let host = status
-            .lines()
-            .find_map(|l| l.strip_prefix("NSpid:"))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .ok_or(format!("no NSpid in {status}"))?;
-        Ok((inner, host))
+        Ok(pid)
     }
 
     fn journal(&self) -> String {
@@ -736,7 +732,7 @@ impl Booted {
         let start = Instant::now();
         while start.elapsed() < within {
             if self.devnetd("ActiveState")? == "active"
-                && let Ok((pid, _)) = self.devnetd_pid()
+                && let Ok(pid) = self.devnetd_pid()
                 && pid != not
             {
                 return Ok(pid);
@@ -821,16 +817,6 @@ impl RootDaemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// SIGTERM, as `systemctl stop` sends it; waits for the exit.
-    fn stop(mut self) -> Res<String> {
-        nix_kill(self.child.id(), "TERM")?;
-        let status = self.child.wait().map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("devnetd exited with {status} on SIGTERM:\n{}", self.log()));
-        }
-        Ok(self.log())
-    }
-
     /// SIGKILL: a crash that leaves the journal.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -900,9 +886,14 @@ fn alice_connects(command: impl Fn(&[&str]) -> Command, root: &Root, profile: &s
 /// through the system resolver (the root's resolv.conf, which devnetd
 /// pointed at its stub) and answers over TCP.
 fn alice_reaches_the_cluster(as_alice: impl Fn(&[&str]) -> Res<Output>) -> Res {
-    let out = as_alice(&["getent", "hosts", "web.demo.svc.cluster.local"])?;
-    if !text(&out).starts_with("10.96.0.20 ") {
-        return Err(format!("getent hosts web.demo.svc.cluster.local: {}", text(&out)));
+    let out = as_alice(&["getent", "ahosts", "web.demo.svc.cluster.local"])?;
+    let addresses: BTreeSet<&str> = std::str::from_utf8(&out.stdout)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    if addresses != BTreeSet::from(["10.96.0.20", "fd00:96::20"]) {
+        return Err(format!("getent ahosts web.demo.svc.cluster.local: {}", text(&out)));
     }
     let out = as_alice(&[
         "bash",
@@ -928,7 +919,7 @@ fn member_connects(lab: &Lab) -> Res {
     }
     // The sandbox is systemd's, as the unit says: two capabilities,
     // no_new_privs, a seccomp filter.
-    let (pid, _) = booted.devnetd_pid()?;
+    let pid = booted.devnetd_pid()?;
     let status = booted.ok(&["cat", &format!("/proc/{pid}/status")], &[])?;
     let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default().to_owned();
     let keep = format!("{:016x}", (1u64 << 12) | (1u64 << 10));
@@ -964,8 +955,8 @@ fn member_connects(lab: &Lab) -> Res {
 
 fn root_resolver_restored(root: &Root) -> Res {
     let resolv = read(&root.path.join("etc/resolv.conf"))?;
-    if resolv.contains("devnet") {
-        return Err(format!("the root's resolv.conf still names devnet:\n{resolv}"));
+    if devnet_dns::resolv_conf::is_managed(&resolv) {
+        return Err(format!("the root's resolv.conf is still devnet's:\n{resolv}"));
     }
     Ok(())
 }
@@ -983,8 +974,9 @@ fn crash_restart_purge(lab: &Lab) -> Res {
     booted.dpkg_install(&root, &[&b.current.devnet_deb, &b.current.tray_deb])?;
     let profile = alice_profile(lab, &root)?;
     let mut client = alice_connects(|cmd| booted.command(cmd, &[]), &root, &profile)?;
-    let (pid, host_pid) = booted.devnetd_pid()?;
-    nix_kill(host_pid, "KILL")?;
+    let pid = booted.devnetd_pid()?;
+    // A crash as systemd sees one: killed by a signal, so Restart= applies.
+    booted.ok(&["systemctl", "kill", "--signal=SIGKILL", "devnetd.service"], &[])?;
     let _ = client.wait();
     let new_pid = booted.wait_devnetd(pid, Duration::from_secs(10))?;
     let journal = booted.journal();
@@ -1033,6 +1025,7 @@ fn without_test_files(mut files: BTreeMap<String, String>) -> BTreeMap<String, S
     files.retain(|p, _| {
         !p.starts_with("/home/alice/")
             && !p.starts_with("/tmp/")
+            && !p.starts_with(PACKAGES_IN_ROOT)
             && !["/devnetd.log", "/connect.log", "/run/devnetd-notify.sock"].contains(&p.as_str())
             && !booted_noise(p)
     });
@@ -1053,7 +1046,7 @@ fn purge_after_crash(lab: &Lab) -> Res {
     let _ = client.kill();
     let _ = client.wait();
     let resolv = read(&root.path.join("etc/resolv.conf"))?;
-    if !resolv.contains("devnet") {
+    if !devnet_dns::resolv_conf::is_managed(&resolv) {
         return Err(format!("expected devnet's resolv.conf after the crash (the test's premise):\n{resolv}"));
     }
     // Removal undoes it through the journal, then purge removes the rest.
@@ -1078,7 +1071,7 @@ fn upgrade(lab: &Lab) -> Res {
     if !first.contains("added alice to group devnet") {
         return Err(format!("the first install did not add alice:\n{first}"));
     }
-    let (old_pid, _) = booted.devnetd_pid()?;
+    let old_pid = booted.devnetd_pid()?;
     booted.ok(&["sh", "-c", "echo state >/var/lib/devnet/kept"], &[])?;
     let second = booted.dpkg_install(&root, &[&b.current.devnet_deb, &b.current.tray_deb])?;
     // An upgrade is quiet about the group (she is in it), keeps the state,
@@ -1139,24 +1132,22 @@ fn rpm_lifecycle(lab: &Lab) -> Res {
     };
     rpm(&["--initdb"], &[])?;
     // --nodeps: the Debian root's libraries are not in rpm's database.
-    let said = rpm(&["-i", "--nodeps"], &[&b.previous.devnet_rpm])?;
+    let said = rpm(&["-i", "--nodeps"], &[&b.previous.devnet_rpm, &b.previous.tray_rpm])?;
     if !said.contains("added alice to group devnet") || !group_line(&root)?.is_some_and(|l| l.ends_with(ALICE)) {
         return Err(format!("rpm -i did not add alice to group devnet:\n{said}"));
     }
-    let said = rpm(&["-U", "--nodeps"], &[&b.current.devnet_rpm])?;
+    let said = rpm(&["-U", "--nodeps"], &[&b.current.devnet_rpm, &b.current.tray_rpm])?;
     if said.contains("added alice") {
         return Err(format!("the rpm upgrade spoke of the group again:\n{said}"));
     }
-    if !root.path.join("etc/systemd/system/multi-user.target.wants/devnetd.service").exists()
-        || group_line(&root)?.is_none()
-    {
+    if !root.enabled()? || group_line(&root)?.is_none() {
         return Err("the rpm upgrade's old %preun/%postun undid the install".into());
     }
-    let verify = rpm(&["-V", "devnet"], &[])?;
+    let verify = rpm(&["-V", "--nodeps", "devnet", "devnet-tray"], &[])?;
     if !verify.trim().is_empty() {
         return Err(format!("rpm -V devnet after the upgrade:\n{verify}"));
     }
-    rpm(&["-e", "devnet"], &[])?;
+    rpm(&["-e", "devnet-tray", "devnet"], &[])?;
     let left = changes(&before, &root.inventory()?);
     if !left.is_empty() {
         return Err(format!("rpm -e left the root different from before the install:\n{}", left.join("\n")));
