@@ -692,7 +692,8 @@ impl Booted {
     }
 
     fn as_alice(&self, cmd: &[&str]) -> Res<Output> {
-        let mut all = vec!["setpriv", "--reuid", ALICE, "--regid", ALICE, "--init-groups", "--", "env", "HOME=/home/alice"];
+        let mut all =
+            vec!["setpriv", "--reuid", ALICE, "--regid", ALICE, "--init-groups", "--", "env", "HOME=/home/alice"];
         all.extend_from_slice(cmd);
         self.run(&all, &[])
     }
@@ -709,7 +710,10 @@ impl Booted {
 
     /// `systemctl show devnetd -p <property> --value`.
     fn devnetd(&self, property: &str) -> Res<String> {
-        Ok(self.ok(&["systemctl", "show", "devnetd.service", "--property", property, "--value"], &[])?.trim().to_owned())
+        Ok(self
+            .ok(&["systemctl", "show", "devnetd.service", "--property", property, "--value"], &[])?
+            .trim()
+            .to_owned())
     }
 
     /// devnetd's pid, in the container's numbering.
@@ -915,15 +919,21 @@ fn member_connects(lab: &Lab) -> Res {
     let (state, kind, enabled) =
         (booted.devnetd("ActiveState")?, booted.devnetd("Type")?, booted.devnetd("UnitFileState")?);
     if (state.as_str(), kind.as_str(), enabled.as_str()) != ("active", "notify", "enabled") {
-        return Err(format!("devnetd is {state}, Type={kind}, {enabled} after the install:\n{said}\n{}", booted.journal()));
+        return Err(format!(
+            "devnetd is {state}, Type={kind}, {enabled} after the install:\n{said}\n{}",
+            booted.journal()
+        ));
     }
     // The sandbox is systemd's, as the unit says: two capabilities,
     // no_new_privs, a seccomp filter.
     let pid = booted.devnetd_pid()?;
     let status = booted.ok(&["cat", &format!("/proc/{pid}/status")], &[])?;
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default().to_owned();
+    let field =
+        |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim).unwrap_or_default().to_owned();
     let keep = format!("{:016x}", (1u64 << 12) | (1u64 << 10));
-    for (name, want) in [("CapEff:", keep.as_str()), ("CapBnd:", keep.as_str()), ("NoNewPrivs:", "1"), ("Seccomp:", "2")] {
+    for (name, want) in
+        [("CapEff:", keep.as_str()), ("CapBnd:", keep.as_str()), ("NoNewPrivs:", "1"), ("Seccomp:", "2")]
+    {
         if field(name) != want {
             return Err(format!("devnetd's {name} is {}, not {want}:\n{status}", field(name)));
         }
@@ -931,7 +941,10 @@ fn member_connects(lab: &Lab) -> Res {
     let profile = alice_profile(lab, &root)?;
     // A user outside group devnet is refused with the fix.
     booted.ok(&["useradd", "--uid", "2202", "--user-group", "mallory"], &[])?;
-    let out = booted.run(&["setpriv", "--reuid", "mallory", "--regid", "mallory", "--init-groups", "--", "devnet", "status"], &[])?;
+    let out = booted.run(
+        &["setpriv", "--reuid", "mallory", "--regid", "mallory", "--init-groups", "--", "devnet", "status"],
+        &[],
+    )?;
     if out.status.success() || !text(&out).contains("usermod -aG devnet") {
         return Err(format!("a user outside group devnet should be refused with the fix: {}", text(&out)));
     }
@@ -1013,9 +1026,18 @@ fn merge_boot_files(mut before: BTreeMap<String, String>, root: &Root) -> Res<BT
 
 /// What systemd, journald and logind write at boot and shutdown.
 fn booted_noise(path: &str) -> bool {
-    ["/var/log/", "/var/lib/systemd/", "/run/", "/var/tmp/", "/etc/machine-id", "/var/lib/dbus/", "/etc/.pwd.lock", "/var/lib/private/"]
-        .iter()
-        .any(|p| path.starts_with(p))
+    [
+        "/var/log/",
+        "/var/lib/systemd/",
+        "/run/",
+        "/var/tmp/",
+        "/etc/machine-id",
+        "/var/lib/dbus/",
+        "/etc/.pwd.lock",
+        "/var/lib/private/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
         || ["/run", "/var/lib/dbus", "/var/lib/private"].contains(&path)
 }
 
@@ -1084,7 +1106,14 @@ fn upgrade(lab: &Lab) -> Res {
         return Err("the upgrade removed devnetd's state directory".into());
     }
     let status = booted.ok(
-        &["dpkg-query", "--show", "--showformat", "${Package} ${Version} ${db:Status-Abbrev}\n", "devnet", "devnet-tray"],
+        &[
+            "dpkg-query",
+            "--show",
+            "--showformat",
+            "${Package} ${Version} ${db:Status-Abbrev}\n",
+            "devnet",
+            "devnet-tray",
+        ],
         &[],
     )?;
     let want = format!("devnet {v}-1 ii \ndevnet-tray {v}-1 ii \n", v = b.version);

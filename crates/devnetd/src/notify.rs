@@ -50,39 +50,40 @@ mod tests {
 
     fn receive(socket: &UnixDatagram) -> String {
         let mut buf = [0u8; 64];
-        let n = socket.recv(&mut buf).unwrap();
+        let n = socket.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
     #[test]
     fn readiness_reaches_a_path_socket() {
         let dir = std::env::temp_dir().join(format!("devnetd-notify-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).expect("a temporary folder");
         let path = dir.join("notify");
-        let listener = UnixDatagram::bind(&path).unwrap();
-        send(path.to_str().unwrap(), "READY=1").unwrap();
+        let listener = UnixDatagram::bind(&path).expect("a listening socket");
+        send(&path.to_string_lossy(), "READY=1").expect("sent");
         assert_eq!(receive(&listener), "READY=1");
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).expect("removed");
     }
 
     #[test]
     fn readiness_reaches_an_abstract_socket() {
         use std::os::linux::net::SocketAddrExt;
         let name = format!("devnetd-notify-test-{}", std::process::id());
-        let listener = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
-        send(&format!("@{name}"), "STOPPING=1").unwrap();
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("an abstract name");
+        let listener = UnixDatagram::bind_addr(&addr).expect("a listening socket");
+        send(&format!("@{name}"), "STOPPING=1").expect("sent");
         assert_eq!(receive(&listener), "STOPPING=1");
     }
 
     #[test]
     fn a_relative_socket_name_is_refused_with_the_reason() {
-        let err = send("notify", "READY=1").unwrap_err();
+        let err = send("notify", "READY=1").expect_err("a relative name is refused");
         assert!(err.to_string().contains("neither a path nor an abstract socket"), "{err}");
     }
 
     #[test]
     fn nobody_listening_is_an_error_not_a_hang() {
-        let err = send("/nonexistent/devnetd-notify", "READY=1").unwrap_err();
+        let err = send("/nonexistent/devnetd-notify", "READY=1").expect_err("nobody listens");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 }
