@@ -187,8 +187,30 @@ pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say
         None
     };
 
-    let relay_addr =
-        node.or(direct.first().copied()).ok_or_else(|| anyhow::anyhow!("the relay pod has no IP and no node port"))?;
+    // The profile's relay address must lie outside the routed CIDRs (a
+    // hand-written profile's relay is dialled without the bypass mark and
+    // would route into the tunnel). Here every dial is marked, so it only
+    // names where the relay is reached: its node port; its pod IP when that
+    // is outside the CIDRs; else (no node port, pod IPs in a routed CIDR)
+    // the API server, whose port-forward leads to it.
+    let cidrs = found.cidrs();
+    let outside = |a: &SocketAddr| !cidrs.iter().any(|c| c.contains(&a.ip()));
+    let relay_addr = match node.or_else(|| direct.iter().copied().find(outside)) {
+        Some(addr) => addr,
+        None if direct.is_empty() => bail!("the relay pod has no IP and no node port"),
+        None => {
+            let api = match api_server_host_port(&cluster.server) {
+                Some(hp) => tokio::net::lookup_host(hp).await.map(Iterator::collect).unwrap_or_default(),
+                None => Vec::new(),
+            };
+            api.into_iter().find(outside).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the relay in namespace {ns} has no node port, its pod IP lies in the CIDRs devnet routes, and the API server {} has no address outside them either: give the relay a node port (`devnet relay install` without --no-node-port, or the chart's nodePort.enabled)",
+                    cluster.server
+                )
+            })?
+        }
+    };
     let dns = found
         .dns_servers
         .iter()
@@ -211,6 +233,31 @@ pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say
         ..Default::default()
     };
     Ok(Prepared { name: cluster.context.clone(), file, direct, port_forward, discovered: discovered(&cluster, &found) })
+}
+
+/// The host and port of an API server URL (`https://host:port/…`; 443
+/// when the URL names none).
+fn api_server_host_port(server: &str) -> Option<(String, u16)> {
+    let rest = server.split_once("://").map_or(server, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        (host, after.strip_prefix(':'))
+    } else {
+        match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return None;
+    }
+    let port = match port {
+        Some(p) => p.parse().ok()?,
+        None => 443,
+    };
+    Some((host.to_owned(), port))
 }
 
 /// Whether any address accepts a TCP connection within a short time.
@@ -318,5 +365,21 @@ impl PortForward {
     pub async fn open(&self) -> Result<(Box<dyn RelayIo>, String)> {
         let (stream, label) = devnet_kube::portforward::open(&self.cluster, &self.namespace).await?;
         Ok((Box::new(stream), label))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_server_host_port;
+
+    #[test]
+    fn api_server_urls_name_host_and_port() {
+        let hp = |h: &str, p: u16| Some((h.to_owned(), p));
+        assert_eq!(api_server_host_port("https://10.60.20.10:6443/"), hp("10.60.20.10", 6443));
+        assert_eq!(api_server_host_port("https://api.example.com"), hp("api.example.com", 443));
+        assert_eq!(api_server_host_port("https://[fd00::1]:6443/k8s/clusters/c-1"), hp("fd00::1", 6443));
+        assert_eq!(api_server_host_port("https://[fd00::1]"), hp("fd00::1", 443));
+        assert_eq!(api_server_host_port("https://api.example.com:x/"), None);
+        assert_eq!(api_server_host_port("https:///"), None);
     }
 }
