@@ -436,6 +436,14 @@ exec "$@""#,
     }
 }
 
+/// Each root is 800 MB unpacked: gone with its trial (a booted container,
+/// declared after its root, is powered off before this runs).
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 fn digest(path: &Path) -> Res<String> {
     use std::hash::Hasher;
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -825,6 +833,12 @@ impl RootDaemon {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for RootDaemon {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
