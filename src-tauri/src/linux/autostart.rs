@@ -21,8 +21,12 @@ fn entry(exe: &std::path::Path) -> String {
     // Quoted per the Desktop Entry spec's Exec rules.
     let quoted =
         exe.display().to_string().replace('\\', "\\\\").replace('"', "\\\"").replace('`', "\\`").replace('$', "\\$");
+    // TryExec: once the package is removed, the session skips this entry
+    // instead of failing to start a program that is gone (the package's
+    // scripts never touch a user's home).
+    let plain = exe.display().to_string().replace('\\', "\\\\");
     format!(
-        "[Desktop Entry]\nType=Application\nName=devnet\nComment=Reach your Kubernetes cluster's network\nExec=\"{quoted}\"\nIcon=devnet\nTerminal=false\nX-GNOME-Autostart-enabled=true\n"
+        "[Desktop Entry]\nType=Application\nName=devnet\nComment=Reach your Kubernetes cluster's network\nTryExec={plain}\nExec=\"{quoted}\"\nIcon=devnet\nTerminal=false\nX-GNOME-Autostart-enabled=true\n"
     )
 }
 
@@ -53,7 +57,8 @@ mod tests {
     #[test]
     fn the_entry_quotes_the_program_path() {
         let e = entry(std::path::Path::new("/opt/my apps/dev$net/devnet-tray"));
-        assert!(e.contains("Exec=\"/opt/my apps/dev\\$net/devnet-tray\"\n"), "{e}");
+        assert!(e.contains("\nExec=\"/opt/my apps/dev\\$net/devnet-tray\"\n"), "{e}");
+        assert!(e.contains("\nTryExec=/opt/my apps/dev$net/devnet-tray\n"), "{e}");
         assert!(e.starts_with("[Desktop Entry]\nType=Application\n"));
     }
 }
