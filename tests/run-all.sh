@@ -62,6 +62,10 @@ mkdir -p /var/cache/devnet-lab/relay-image
 DEVNET_RELAY_TARGET_DIR=/var/cache/devnet-lab/relay-target \
   bash installers/relay/build-image.sh /var/cache/devnet-lab/relay-image/devnet-relay.tar
 export DEVNET_RELAY_IMAGE_TAR=/var/cache/devnet-lab/relay-image/devnet-relay.tar
+# Helm, for the relay chart's tests (helm lint and template against `devnet
+# relay manifests`; helm install into the real cluster), built from its Go
+# module into /var/cache/devnet-lab/helm (once per version; seconds when cached).
+HELM_GO_P=2 HELM_NICE=0 bash tests/lab/helm/build.sh >/dev/null
 
 # The package tests' clean Debian root (debootstrap, cached as a tarball)
 # and nfpm, which builds the .deb and .rpm (built from its Go module, cached).
