@@ -349,30 +349,6 @@ exec "$@""#,
         c
     }
 
-    /// A command in the root ([`mounted`](Self::mounted), chroot) with a
-    /// clean environment.
-    fn command(&self, cmd: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = self.mounted();
-        c.arg("chroot").arg(&self.path).args(["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]);
-        for (k, v) in env {
-            c.arg(format!("{k}={v}"));
-        }
-        c.args(cmd);
-        c
-    }
-
-    fn run(&self, cmd: &[&str], env: &[(&str, &str)]) -> Res<Output> {
-        self.command(cmd, env).output().map_err(|e| format!("{cmd:?} in the root: {e}"))
-    }
-
-    fn ok(&self, cmd: &[&str], env: &[(&str, &str)]) -> Res<String> {
-        let out = self.run(cmd, env)?;
-        if !out.status.success() {
-            return Err(format!("{cmd:?} in the root failed ({}): {}", out.status, text(&out)));
-        }
-        Ok(text(&out))
-    }
-
     /// Copies a package into the root (not /tmp: a booted container mounts
     /// a tmpfs there); its path inside.
     fn put(&self, file: &Path) -> Res<String> {
@@ -391,16 +367,6 @@ exec "$@""#,
         let target = self.path.join(link.strip_prefix("/").map_err(|e| e.to_string())?);
         let installed = self.path.join("usr/lib/systemd/system/devnetd.service");
         Ok(std::fs::canonicalize(&target).ok() == std::fs::canonicalize(&installed).ok() && installed.exists())
-    }
-
-    /// `dpkg -i` as `sudo` would run it for alice.
-    fn dpkg_install(&self, debs: &[&Path]) -> Res<String> {
-        let mut cmd = vec!["dpkg".to_owned(), "--install".to_owned()];
-        for deb in debs {
-            cmd.push(self.put(deb)?);
-        }
-        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        self.ok(&cmd, &[("SUDO_USER", ALICE), ("DEBIAN_FRONTEND", "noninteractive")])
     }
 
     /// Every path in the root but the kernel's file systems, with its type,
@@ -433,6 +399,74 @@ exec "$@""#,
         let mut out = BTreeMap::new();
         walk(&self.path, &self.path, &mut out)?;
         Ok(out)
+    }
+}
+
+/// Where commands run inside a root: chrooted into it, or in the container
+/// that booted it.
+trait Inside {
+    /// The command that enters it, before the program's own argv.
+    fn enter(&self) -> Command;
+    /// "the root" or "the container", for errors.
+    fn place(&self) -> &'static str;
+
+    /// `cmd` inside, with a clean environment plus `env`.
+    fn command(&self, cmd: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut c = self.enter();
+        c.args(["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]);
+        for (k, v) in env {
+            c.arg(format!("{k}={v}"));
+        }
+        c.args(cmd);
+        c
+    }
+
+    fn run(&self, cmd: &[&str], env: &[(&str, &str)]) -> Res<Output> {
+        self.command(cmd, env).output().map_err(|e| format!("{cmd:?} in {}: {e}", self.place()))
+    }
+
+    fn ok(&self, cmd: &[&str], env: &[(&str, &str)]) -> Res<String> {
+        let out = self.run(cmd, env)?;
+        if !out.status.success() {
+            return Err(format!("{cmd:?} in {} failed ({}): {}", self.place(), out.status, text(&out)));
+        }
+        Ok(text(&out))
+    }
+
+    /// `dpkg --install` as `sudo` runs it for alice; what it said.
+    fn dpkg_install(&self, root: &Root, debs: &[&Path]) -> Res<String> {
+        let mut cmd = vec!["dpkg".to_owned(), "--install".to_owned()];
+        for deb in debs {
+            cmd.push(root.put(deb)?);
+        }
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        self.ok(&cmd, &[("SUDO_USER", ALICE), ("DEBIAN_FRONTEND", "noninteractive")])
+    }
+}
+
+impl Inside for Root {
+    /// [`mounted`](Root::mounted), then chroot.
+    fn enter(&self) -> Command {
+        let mut c = self.mounted();
+        c.arg("chroot").arg(&self.path);
+        c
+    }
+
+    fn place(&self) -> &'static str {
+        "the root"
+    }
+}
+
+impl Inside for Booted {
+    /// All the container's namespaces and its root directory.
+    fn enter(&self) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["--target", &self.leader.to_string(), "--all", "--root", "--wd", "--"]);
+        c
+    }
+
+    fn place(&self) -> &'static str {
+        "the container"
     }
 }
 
@@ -501,7 +535,7 @@ fn group_line(root: &Root) -> Res<Option<String>> {
 fn install(lab: &Lab) -> Res {
     let b = builds(lab)?;
     let root = Root::fresh(lab, "install")?;
-    let said = root.dpkg_install(&[&b.current.devnet_deb, &b.current.tray_deb])?;
+    let said = root.dpkg_install(&root, &[&b.current.devnet_deb, &b.current.tray_deb])?;
     // The person installing joins the group, and is told what to do next.
     let line = group_line(&root)?.ok_or("no group devnet after install")?;
     if !line.split(':').nth(3).is_some_and(|m| m.split(',').any(|u| u == ALICE)) {
@@ -565,7 +599,7 @@ fn install(lab: &Lab) -> Res {
 fn unit_checks(lab: &Lab) -> Res {
     let b = builds(lab)?;
     let root = Root::fresh(lab, "unit")?;
-    root.dpkg_install(&[&b.current.devnet_deb])?;
+    root.dpkg_install(&root, &[&b.current.devnet_deb])?;
     // systemd's own checks, on the unit as installed (its binary, its
     // groups and users, in that root).
     let out = Command::new("systemd-analyze")
@@ -674,46 +708,11 @@ impl Booted {
         std::fs::read_to_string(lab.dir.join(format!("nspawn-{name}.log"))).unwrap_or_default()
     }
 
-    /// A command in the container (all its namespaces and its root) with a
-    /// clean environment.
-    fn command(&self, cmd: &[&str], env: &[(&str, &str)]) -> Command {
-        let mut c = Command::new("nsenter");
-        c.args(["--target", &self.leader.to_string(), "--all", "--root", "--wd", "--"]);
-        c.args(["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"]);
-        for (k, v) in env {
-            c.arg(format!("{k}={v}"));
-        }
-        c.args(cmd);
-        c
-    }
-
-    fn run(&self, cmd: &[&str], env: &[(&str, &str)]) -> Res<Output> {
-        self.command(cmd, env).output().map_err(|e| format!("{cmd:?} in the container: {e}"))
-    }
-
-    fn ok(&self, cmd: &[&str], env: &[(&str, &str)]) -> Res<String> {
-        let out = self.run(cmd, env)?;
-        if !out.status.success() {
-            return Err(format!("{cmd:?} in the container failed ({}): {}", out.status, text(&out)));
-        }
-        Ok(text(&out))
-    }
-
     fn as_alice(&self, cmd: &[&str]) -> Res<Output> {
         let mut all =
             vec!["setpriv", "--reuid", ALICE, "--regid", ALICE, "--init-groups", "--", "env", "HOME=/home/alice"];
         all.extend_from_slice(cmd);
         self.run(&all, &[])
-    }
-
-    /// `dpkg --install` as `sudo` runs it for alice; what it said.
-    fn dpkg_install(&self, root: &Root, debs: &[&Path]) -> Res<String> {
-        let mut cmd = vec!["dpkg".to_owned(), "--install".to_owned()];
-        for deb in debs {
-            cmd.push(root.put(deb)?);
-        }
-        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-        self.ok(&cmd, &[("SUDO_USER", ALICE), ("DEBIAN_FRONTEND", "noninteractive")])
     }
 
     /// `systemctl show devnetd -p <property> --value`.
@@ -1072,7 +1071,7 @@ fn purge_after_crash(lab: &Lab) -> Res {
     let b = builds(lab)?;
     let root = Root::fresh(lab, "purge")?;
     let before = root.inventory()?;
-    root.dpkg_install(&[&b.current.devnet_deb, &b.current.tray_deb])?;
+    root.dpkg_install(&root, &[&b.current.devnet_deb, &b.current.tray_deb])?;
     let mut daemon = RootDaemon::start(&root)?;
     let profile = alice_profile(lab, &root)?;
     let mut client = alice_connects(|cmd| root.command(cmd, &[]), &root, &profile)?;

@@ -203,14 +203,7 @@ fn reach_real_pods(lab: &Lab) -> Res {
             return Err(format!("getent hosts {name} gave {addrs:?} (CoreDNS through the tunnel)"));
         }
     }
-    let pods = lab.real_api("GET", "/api/v1/namespaces/demo/pods?labelSelector=app%3Dweb", None)?;
-    let ip = pods["items"][0]["status"]["podIP"].as_str().ok_or(format!("no web pod IP: {pods}"))?.to_owned();
-    for url in [format!("http://{ip}:8080/"), "http://10.96.0.20/".to_owned()] {
-        let body = lab.curl(&url)?;
-        if !body.contains("hello from a real pod") {
-            return Err(format!("{url} answered {body:?}"));
-        }
-    }
+    lab.real_web_answers()?;
     Ok(())
 }
 

@@ -381,14 +381,7 @@ fn chart_relay(lab: &Lab) -> Res {
     if log.contains("installing the relay") || !log.contains("fetching the relay's credentials once") {
         return Err(format!("connect should use the chart's relay and read its Secret:\n{log}"));
     }
-    let pods = lab.real_api("GET", "/api/v1/namespaces/demo/pods?labelSelector=app%3Dweb", None)?;
-    let ip = pods["items"][0]["status"]["podIP"].as_str().ok_or(format!("no web pod IP: {pods}"))?.to_owned();
-    for url in [format!("http://{ip}:8080/"), "http://10.96.0.20/".to_owned()] {
-        let body = lab.curl(&url)?;
-        if !body.contains("hello from a real pod") {
-            return Err(format!("{url} answered {body:?}"));
-        }
-    }
+    lab.real_web_answers()?;
     lab.disconnect()?;
 
     // An upgrade keeps the Secret, so clients keep their keyring entry.

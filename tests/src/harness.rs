@@ -640,6 +640,20 @@ pub fn host_snapshot() -> String {
 }
 
 impl Lab {
+    /// The real cluster's web pod, by its pod IP, and its Service's
+    /// ClusterIP (real kube-proxy) answer from the laptop.
+    pub fn real_web_answers(&self) -> Res {
+        let pods = self.real_api("GET", "/api/v1/namespaces/demo/pods?labelSelector=app%3Dweb", None)?;
+        let ip = pods["items"][0]["status"]["podIP"].as_str().ok_or(format!("no web pod IP: {pods}"))?.to_owned();
+        for url in [format!("http://{ip}:8080/"), "http://10.96.0.20/".to_owned()] {
+            let body = self.curl(&url)?;
+            if !body.contains("hello from a real pod") {
+                return Err(format!("{url} answered {body:?}"));
+            }
+        }
+        Ok(())
+    }
+
     /// `getent hosts <name>` on the laptop: the system resolver, as any
     /// program would use it. Returns the addresses.
     pub fn getent(&self, name: &str) -> Res<Vec<String>> {
