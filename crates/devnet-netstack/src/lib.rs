@@ -17,7 +17,11 @@
 //! socket buffers and the stream, within the stream's flow-control window.
 //!
 //! **UDP** needs no state machine: each (client, destination) pair becomes a
-//! relay datagram association, and answers are built as UDP packets.
+//! relay datagram association, and answers are built as UDP packets. An
+//! association idle for [`TunnelConfig::udp_idle`] (DNS: `dns_idle`, since
+//! every query comes from a new port) is forgotten, and at most
+//! `max_udp_associations` are kept (the least recently used goes first), so
+//! a long session's memory does not grow with every query it ever made.
 //!
 //! **What it does not do:** read or write the TUN device, open sockets,
 //! route, or decide which CIDRs go through the tunnel (the engine does).
@@ -55,11 +59,26 @@ pub struct TunnelConfig {
     /// Packets queued toward the TUN device before the stack reports itself
     /// exhausted and holds further segments.
     pub tx_queue: usize,
+    /// How long a UDP association lives without a datagram either way.
+    pub udp_idle: Duration,
+    /// The same for associations to port 53: a resolver asks once per
+    /// source port and is answered within its own timeout (5 s by default).
+    pub dns_idle: Duration,
+    /// UDP associations kept at most (below the relay's per-session cap).
+    pub max_udp_associations: usize,
 }
 
 impl Default for TunnelConfig {
     fn default() -> Self {
-        Self { mtu: 65_000, cidrs: Vec::new(), tcp_buffer: 1024 * 1024, tx_queue: 1024 }
+        Self {
+            mtu: 65_000,
+            cidrs: Vec::new(),
+            tcp_buffer: 1024 * 1024,
+            tx_queue: 1024,
+            udp_idle: Duration::from_secs(60),
+            dns_idle: Duration::from_secs(10),
+            max_udp_associations: 1024,
+        }
     }
 }
 
@@ -69,6 +88,8 @@ pub struct TunnelStats {
     pub tcp_flows: usize,
     pub pending_opens: usize,
     pub udp_associations: usize,
+    /// Associations forgotten: idle, or the oldest when the table was full.
+    pub udp_expired: u64,
     pub packets_in: u64,
     pub packets_out: u64,
     pub dropped_not_routed: u64,
@@ -93,6 +114,18 @@ enum Flow {
 
 type FlowKey = (SocketAddr, SocketAddr);
 
+/// A UDP association: the relay's id for a (client, destination) pair, and
+/// when a datagram last went either way.
+#[derive(Debug, Clone, Copy)]
+struct UdpAssoc {
+    id: u32,
+    last_used: Instant,
+}
+
+/// How often idle associations are looked for: often enough to bound
+/// memory, rarely enough that a busy poll loop never walks the table.
+const UDP_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// The userspace stack. See the crate docs.
 pub struct Tunnel {
     config: TunnelConfig,
@@ -101,11 +134,15 @@ pub struct Tunnel {
     sockets: SocketSet<'static>,
     flows: HashMap<FlowKey, Flow>,
     by_stream: HashMap<StreamId, FlowKey>,
-    udp: HashMap<FlowKey, u32>,
+    udp: HashMap<FlowKey, UdpAssoc>,
     udp_by_assoc: HashMap<u32, FlowKey>,
     next_assoc: u32,
+    next_udp_sweep: Instant,
     conn: Option<Connection>,
     epoch: Instant,
+    /// The time of the last [`poll`](Tunnel::poll): packets arrive between
+    /// polls and are stamped with it.
+    now: Instant,
     stats: TunnelStats,
     relay_name: Option<String>,
 }
@@ -145,8 +182,10 @@ impl Tunnel {
             udp: HashMap::new(),
             udp_by_assoc: HashMap::new(),
             next_assoc: 1,
+            next_udp_sweep: now + UDP_SWEEP_EVERY,
             conn: None,
             epoch,
+            now,
             stats: TunnelStats::default(),
             relay_name: None,
         }
@@ -304,20 +343,69 @@ impl Tunnel {
     }
 
     fn send_udp(&mut self, key: FlowKey, payload: &[u8]) {
-        let Some(conn) = self.conn.as_mut().filter(|c| c.is_established()) else {
+        if !self.conn.as_ref().is_some_and(Connection::is_established) {
             return;
-        };
-        let assoc = match self.udp.get(&key) {
-            Some(a) => *a,
-            None => {
-                let a = self.next_assoc;
-                self.next_assoc = self.next_assoc.wrapping_add(1).max(1);
-                self.udp.insert(key, a);
-                self.udp_by_assoc.insert(a, key);
-                a
+        }
+        let now = self.now;
+        let id = match self.udp.get_mut(&key) {
+            Some(a) => {
+                a.last_used = now;
+                a.id
             }
+            None => self.new_association(key),
         };
-        let _ = conn.send_datagram(assoc, key.1, payload);
+        if let Some(conn) = self.conn.as_mut() {
+            let _ = conn.send_datagram(id, key.1, payload);
+        }
+    }
+
+    /// A fresh id (never one still in use, even after the counter wraps),
+    /// making room first when the table is full.
+    fn new_association(&mut self, key: FlowKey) -> u32 {
+        if self.udp.len() >= self.config.max_udp_associations.max(1) {
+            let oldest = self.udp.iter().min_by_key(|(_, a)| a.last_used).map(|(k, _)| *k);
+            if let Some(oldest) = oldest {
+                self.forget_association(oldest);
+            }
+        }
+        while self.udp_by_assoc.contains_key(&self.next_assoc) {
+            self.next_assoc = self.next_assoc.wrapping_add(1).max(1);
+        }
+        let id = self.next_assoc;
+        self.next_assoc = self.next_assoc.wrapping_add(1).max(1);
+        self.udp.insert(key, UdpAssoc { id, last_used: self.now });
+        self.udp_by_assoc.insert(id, key);
+        id
+    }
+
+    fn forget_association(&mut self, key: FlowKey) {
+        if let Some(a) = self.udp.remove(&key) {
+            self.udp_by_assoc.remove(&a.id);
+            self.stats.udp_expired += 1;
+        }
+    }
+
+    /// Forgets associations idle longer than their timeout; runs at most
+    /// once per [`UDP_SWEEP_EVERY`].
+    fn sweep_udp(&mut self, now: Instant) {
+        if now < self.next_udp_sweep {
+            return;
+        }
+        self.next_udp_sweep = now + UDP_SWEEP_EVERY;
+        let (idle, dns_idle) = (self.config.udp_idle, self.config.dns_idle);
+        let expired: Vec<FlowKey> = self
+            .udp
+            .iter()
+            .filter(|((_, dst), a)| {
+                let limit = if dst.port() == 53 { dns_idle } else { idle };
+                now.saturating_duration_since(a.last_used) >= limit
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            trace!(client = %key.0, dst = %key.1, "UDP association expired");
+            self.forget_association(key);
+        }
     }
 
     /// When [`poll`](Self::poll) must next run, at the latest.
@@ -337,6 +425,8 @@ impl Tunnel {
     /// streams, and lets smoltcp send and receive. Returns the relay
     /// connection's terminal error if it closed.
     pub fn poll(&mut self, now: Instant) -> Option<devnet_proto::ConnectionError> {
+        self.now = now;
+        self.sweep_udp(now);
         let mut closed = None;
         loop {
             if let Some(conn) = self.conn.as_mut() {
@@ -373,7 +463,11 @@ impl Tunnel {
                 }
             }
             Event::Datagram { assoc, payload, .. } => {
+                // An answer to a forgotten association has nowhere to go.
                 if let Some(&(client, dst)) = self.udp_by_assoc.get(&assoc) {
+                    if let Some(a) = self.udp.get_mut(&(client, dst)) {
+                        a.last_used = self.now;
+                    }
                     let mut out = self.device.pool.take(payload.len() + 48);
                     packet::udp(&mut out, dst, client, &payload);
                     self.device.tx.push_back(out);

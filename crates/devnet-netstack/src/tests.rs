@@ -165,6 +165,101 @@ fn udp_round_trips_through_an_association() {
     assert_eq!(&packets[0][payload.0..payload.1], b"answer");
 }
 
+impl Harness {
+    /// A UDP datagram from the laptop, delivered; the association id the
+    /// relay saw it on.
+    fn udp(&mut self, from: &str, to: &str) -> u32 {
+        let mut q = Vec::new();
+        packet::udp(&mut q, addr(from), addr(to), b"q");
+        self.tunnel.handle_packet(q);
+        self.exchange();
+        match self.relay.poll_event() {
+            Some(Event::Datagram { assoc, .. }) => assoc,
+            other => panic!("expected a datagram, got {other:?}"),
+        }
+    }
+
+    /// Whether an answer on `assoc` reaches the laptop.
+    fn answered(&mut self, assoc: u32, from: &str) -> bool {
+        self.relay.send_datagram(assoc, addr(from), b"a").expect("send");
+        self.exchange();
+        !self.packets().is_empty()
+    }
+
+    /// Moves the clock on a second at a time, so heartbeats keep the relay
+    /// connection alive as on a real link.
+    fn step(&mut self, by: Duration) {
+        let end = self.now + by;
+        while self.now < end {
+            self.now = (self.now + Duration::from_secs(1)).min(end);
+            self.exchange();
+            while self.relay.poll_event().is_some() {}
+        }
+    }
+}
+
+#[test]
+fn idle_udp_associations_expire_dns_sooner() {
+    let mut h = Harness::new();
+    let dns = h.udp("192.168.10.2:40001", "10.96.0.10:53");
+    let metrics = h.udp("192.168.10.2:40002", "10.96.0.40:8125");
+    assert_eq!(h.tunnel.stats().udp_associations, 2);
+    h.step(Duration::from_secs(11));
+    // The DNS association is gone (its late answer is dropped); the other
+    // one still answers.
+    assert_eq!(h.tunnel.stats().udp_associations, 1);
+    assert!(!h.answered(dns, "10.96.0.10:53"));
+    assert!(h.answered(metrics, "10.96.0.40:8125"));
+    h.step(Duration::from_secs(61));
+    assert_eq!(h.tunnel.stats().udp_associations, 0);
+    assert_eq!(h.tunnel.stats().udp_expired, 2);
+    assert!(!h.answered(metrics, "10.96.0.40:8125"));
+}
+
+#[test]
+fn traffic_either_way_keeps_an_association() {
+    let mut h = Harness::new();
+    let first = h.udp("192.168.10.2:40002", "10.96.0.40:8125");
+    for _ in 0..10 {
+        h.step(Duration::from_secs(40));
+        // Answers alone keep it too.
+        assert!(h.answered(first, "10.96.0.40:8125"));
+    }
+    assert_eq!(h.udp("192.168.10.2:40002", "10.96.0.40:8125"), first);
+    assert_eq!(h.tunnel.stats().udp_expired, 0);
+}
+
+#[test]
+fn the_association_table_is_capped_least_recently_used_first() {
+    let mut h = Harness::new();
+    h.tunnel.config.max_udp_associations = 4;
+    let ids: Vec<u32> = (0..4)
+        .map(|i| {
+            h.now += Duration::from_millis(10);
+            h.udp(&format!("192.168.10.2:{}", 40000 + i), "10.96.0.40:8125")
+        })
+        .collect();
+    // The oldest is used again, so the second oldest makes room.
+    h.now += Duration::from_millis(10);
+    assert_eq!(h.udp("192.168.10.2:40000", "10.96.0.40:8125"), ids[0]);
+    let fifth = h.udp("192.168.10.2:40004", "10.96.0.40:8125");
+    assert!(!ids.contains(&fifth));
+    assert_eq!(h.tunnel.stats().udp_associations, 4);
+    assert!(!h.answered(ids[1], "10.96.0.40:8125"));
+    assert!(h.answered(ids[0], "10.96.0.40:8125"));
+}
+
+#[test]
+fn association_ids_are_not_reused_while_live_after_the_counter_wraps() {
+    let mut h = Harness::new();
+    let first = h.udp("192.168.10.2:40000", "10.96.0.40:8125");
+    assert_eq!(first, 1);
+    h.tunnel.next_assoc = u32::MAX;
+    assert_eq!(h.udp("192.168.10.2:40001", "10.96.0.40:8125"), u32::MAX);
+    // 0 is never an id and 1 is still in use.
+    assert_eq!(h.udp("192.168.10.2:40002", "10.96.0.40:8125"), 2);
+}
+
 #[test]
 fn losing_the_relay_resets_pending_opens() {
     let mut h = Harness::new();
