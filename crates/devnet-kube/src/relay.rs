@@ -190,7 +190,8 @@ pub struct RelayParams {
 }
 
 /// What a client needs to reach the relay, plus what the relay serves with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+/// Its `Debug` shows the CA's fingerprint, never the token or the key.
+#[derive(Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Credentials {
     pub token: String,
     pub ca_pem: String,
@@ -198,6 +199,19 @@ pub struct Credentials {
     pub cert_pem: String,
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Credentials { token, ca_pem, cert_pem, key_pem } = self;
+        let shown = |s: &String| if s.is_empty() { "<none>" } else { "<redacted>" };
+        f.debug_struct("Credentials")
+            .field("token", &shown(token))
+            .field("ca_sha256", &ca_fingerprint(ca_pem))
+            .field("cert_pem", &if cert_pem.is_empty() { "<none>" } else { "<certificate>" })
+            .field("key_pem", &shown(key_pem))
+            .finish()
+    }
 }
 
 impl Credentials {
@@ -691,6 +705,15 @@ mod tests {
                 cert_pem: "CERT".into(),
                 key_pem: "KEY".into(),
             },
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_token_or_the_key() {
+        let p = params();
+        for shown in [format!("{:?}", p.credentials), format!("{p:?}")] {
+            assert!(!shown.contains("t0k") && !shown.contains("KEY"), "{shown}");
+            assert!(shown.contains(&ca_fingerprint("CA")), "{shown}");
         }
     }
 

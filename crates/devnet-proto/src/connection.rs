@@ -23,7 +23,8 @@ pub enum Role {
 }
 
 /// Tunables. The defaults suit a LAN or a port-forward with tens of ms RTT.
-#[derive(Debug, Clone)]
+/// Its `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct Config {
     /// Our name, for the peer's logs (`devnet 0.1.0 on laptop`).
     pub name: String,
@@ -39,6 +40,20 @@ pub struct Config {
     pub dead_after: Duration,
     /// Most streams open at once; more are refused.
     pub max_streams: usize,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Config { name, token, stream_window, heartbeat_interval, dead_after, max_streams } = self;
+        f.debug_struct("Config")
+            .field("name", name)
+            .field("token", &if token.is_empty() { "<empty>" } else { "<redacted>" })
+            .field("stream_window", stream_window)
+            .field("heartbeat_interval", heartbeat_interval)
+            .field("dead_after", dead_after)
+            .field("max_streams", max_streams)
+            .finish()
+    }
 }
 
 impl Default for Config {

@@ -21,12 +21,22 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 /// The DNS name in the relay's certificate and the client's SNI.
 pub const RELAY_SERVER_NAME: &str = "devnet-relay";
 
-/// A freshly generated CA and relay leaf, PEM encoded.
-#[derive(Debug)]
+/// A freshly generated CA and relay leaf, PEM encoded. Its `Debug` leaves
+/// the private key out.
 pub struct GeneratedCerts {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+impl std::fmt::Debug for GeneratedCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeneratedCerts")
+            .field("ca_pem", &self.ca_pem)
+            .field("cert_pem", &self.cert_pem)
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Generates a CA and a relay certificate signed by it.
@@ -108,4 +118,15 @@ pub fn relay_server_name() -> ServerName<'static> {
 pub async fn write_or_flush<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, data: &[u8]) -> std::io::Result<usize> {
     use tokio::io::AsyncWriteExt;
     if data.is_empty() { wr.flush().await.map(|()| 0) } else { wr.write(data).await }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_never_shows_the_private_key() {
+        let certs = super::generate().expect("certificates");
+        let shown = format!("{certs:?}");
+        assert!(!shown.contains(certs.key_pem.trim()) && !shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 }

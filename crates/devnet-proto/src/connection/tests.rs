@@ -304,3 +304,11 @@ proptest::proptest! {
         let _ = pair.client.handle_input(&bytes, pair.now);
     }
 }
+
+#[test]
+fn debug_never_shows_the_token() {
+    let config = Config { token: "hunter2-token".into(), ..Config::default() };
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("hunter2-token") && shown.contains("<redacted>"), "{shown}");
+    assert!(format!("{:?}", Config::default()).contains("<empty>"));
+}
