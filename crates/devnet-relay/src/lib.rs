@@ -14,6 +14,7 @@
 //! **What it does not do:** decide routes, touch the node's network
 //! configuration, or talk to the Kubernetes API.
 
+pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod session;

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Parser, Debug)]
 #[command(name = "devnet-relay", version, about = "The in-cluster end of a devnet tunnel")]
@@ -82,6 +82,10 @@ fn main() -> Result<()> {
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {
+    match devnet_relay::limits::raise_open_files() {
+        Ok(limit) => info!(open_files = limit, "open-files limit"),
+        Err(e) => warn!(error = %e, "could not raise the open-files limit"),
+    }
     let token = std::fs::read_to_string(&args.token_file)
         .with_context(|| format!("reading the token file {}", args.token_file.display()))?
         .trim()
