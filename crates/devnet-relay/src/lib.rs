@@ -109,6 +109,10 @@ pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_LOGGING_IN: usize = 256;
 /// … and from one source address.
 pub const MAX_LOGGING_IN_PER_SOURCE: usize = 32;
+/// Streams one client may have open at once; its next open is refused
+/// with "relay stream limit of 1024 reached" (each holds a socket and up
+/// to a window of buffered bytes).
+pub const MAX_STREAMS_PER_SESSION: usize = 1024;
 
 /// Accepts sessions on `listener` until `shutdown` turns true, then waits
 /// for sessions to drain (bounded by the grace period).

@@ -106,6 +106,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         proto: devnet_proto::Config {
             name: format!("devnet-relay {}", env!("CARGO_PKG_VERSION")),
             token,
+            max_streams: devnet_relay::MAX_STREAMS_PER_SESSION,
             ..Default::default()
         },
         policy,

@@ -312,3 +312,28 @@ fn debug_never_shows_the_token() {
     assert!(!shown.contains("hunter2-token") && shown.contains("<redacted>"), "{shown}");
     assert!(format!("{:?}", Config::default()).contains("<empty>"));
 }
+
+#[test]
+fn streams_beyond_the_relays_limit_are_refused_with_the_reason() {
+    let now = Instant::now();
+    let mut pair = Pair {
+        client: Connection::client(config(TOKEN), now),
+        server: Connection::server(Config { max_streams: 2, ..config(TOKEN) }, now),
+        now,
+    };
+    pair.pump();
+    let _ = Pair::events(&mut pair.client);
+    let _ = Pair::events(&mut pair.server);
+    pair.open("10.0.0.1:80");
+    pair.open("10.0.0.2:80");
+    let third = pair.client.open("10.0.0.3:80".parse().expect("addr")).expect("open");
+    pair.pump();
+    assert!(Pair::events(&mut pair.server).is_empty(), "the relay never sees the third");
+    match pair.client.poll_event() {
+        Some(Event::OpenFailed { id, status: OpenStatus::Unreachable, message }) => {
+            assert_eq!(id, third);
+            assert_eq!(message, "relay stream limit of 2 reached");
+        }
+        other => panic!("expected the third open refused, got {other:?}"),
+    }
+}
