@@ -31,6 +31,12 @@ pub struct KubeArgs {
     /// Never install or upgrade the relay; fail instead.
     #[arg(long, global = true)]
     pub no_install: bool,
+    /// A public range the cluster may claim as its pod or service network
+    /// (repeat it for more). Without it, discovery refuses ranges outside
+    /// private address space: routing them would send traffic for those
+    /// internet addresses into the cluster.
+    #[arg(long, global = true, value_name = "CIDR")]
+    pub allow_public_cidr: Vec<ipnet::IpNet>,
 }
 
 impl KubeArgs {
@@ -61,7 +67,13 @@ impl KubeArgs {
     }
 
     pub fn cluster(&self, cluster_domain: Option<String>) -> Result<ClusterArgs> {
-        Ok(ClusterArgs { options: self.options(), relay: self.relay()?, no_install: self.no_install, cluster_domain })
+        Ok(ClusterArgs {
+            options: self.options(),
+            relay: self.relay()?,
+            no_install: self.no_install,
+            cluster_domain,
+            allow_public_cidrs: self.allow_public_cidr.clone(),
+        })
     }
 }
 

@@ -44,6 +44,10 @@ pub struct Sources {
     pub kube_dns: Option<Value>,
     /// The user's `--cluster-domain`.
     pub domain_override: Option<String>,
+    /// Public ranges the user allows the cluster to claim
+    /// (`--allow-public-cidr`): some providers give clusters ranges of
+    /// their own public space.
+    pub allow_public: Vec<IpNet>,
     /// Why a source is missing, for `status` and `doctor`.
     pub unavailable: Vec<String>,
 }
@@ -147,6 +151,10 @@ pub enum DiscoveryError {
         "{from} says {cidr}, which would route {what} into the cluster; refusing it. Fix the cluster's setting, or pass --cidr with the real range"
     )]
     TooBroad { cidr: IpNet, from: Source, what: &'static str },
+    #[error(
+        "{from} says {cidr}, a public range: routing it would send traffic for those internet addresses into the cluster, so devnet refuses it. If the cluster really uses it (some providers give clusters ranges of their own public space), allow it with --allow-public-cidr {cidr}"
+    )]
+    PublicRange { cidr: IpNet, from: Source },
 }
 
 /// Turns the fetched objects into the cluster's networks.
@@ -216,11 +224,9 @@ pub fn discover(sources: &Sources) -> Result<Discovery, DiscoveryError> {
     }
     dedup(&mut pod_cidrs);
     dedup(&mut service_cidrs);
-    for f in &pod_cidrs {
+    for f in pod_cidrs.iter().chain(&service_cidrs) {
         refuse_too_broad(f, "every address of the family")?;
-    }
-    for f in &service_cidrs {
-        refuse_too_broad(f, "every address of the family")?;
+        refuse_public(f, &sources.allow_public)?;
     }
 
     let dns_servers: Vec<Found<IpAddr>> = sources
@@ -259,6 +265,24 @@ fn refuse_too_broad(found: &Found<IpNet>, what: &'static str) -> Result<(), Disc
         return Err(DiscoveryError::TooBroad { cidr: found.value, from: found.source.clone(), what });
     }
     Ok(())
+}
+
+/// The cluster steers the laptop's routes: a range outside the private
+/// and shared address space is refused unless the user allowed it.
+fn refuse_public(found: &Found<IpNet>, allowed: &[IpNet]) -> Result<(), DiscoveryError> {
+    if is_private(&found.value) || allowed.iter().any(|a| a.contains(&found.value)) {
+        return Ok(());
+    }
+    Err(DiscoveryError::PublicRange { cidr: found.value, from: found.source.clone() })
+}
+
+/// Whether `net` lies inside address space no internet host uses: RFC 1918,
+/// shared address space (RFC 6598, 100.64.0.0/10), benchmarking
+/// (198.18.0.0/15), and IPv6 unique local addresses (fc00::/7).
+pub fn is_private(net: &IpNet) -> bool {
+    const PRIVATE: [&str; 6] =
+        ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15", "fc00::/7"];
+    PRIVATE.iter().filter_map(|p| p.parse::<IpNet>().ok()).any(|p| p.contains(net))
 }
 
 /// Why `net` can be no cluster network: a default route, loopback, the

@@ -35,6 +35,7 @@ fn load(name: &str) -> Sources {
         kubelet_config: configmap("kubelet-config"),
         kube_dns: of("v1", "Service").into_iter().find(|o| o["metadata"]["name"] == "kube-dns"),
         domain_override: None,
+        allow_public: Vec::new(),
         unavailable: lines("unavailable.txt"),
     }
 }
@@ -109,6 +110,44 @@ fn a_default_route_is_refused_with_its_source() {
     assert!(matches!(err, DiscoveryError::TooBroad { from: Source::KubeadmConfig, .. }), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("0.0.0.0/0") && text.contains("kubeadm-config") && text.contains("--cidr"), "{text}");
+}
+
+#[test]
+fn a_public_range_is_refused_unless_the_user_allows_it() {
+    // A service range in a provider's own public space, as GKE gives some
+    // clusters: the cluster's word alone must not route it.
+    let mut s = load("calico-ipip-v1");
+    s.rejected_cluster_ip = vec![
+        "Service \"devnet-probe\" is invalid: spec.clusterIPs: Invalid value: []string{\"1.1.1.1\"}: failed to allocate IP 1.1.1.1: the provided IP (1.1.1.1) is not in the valid range. The range of valid IPs is 34.118.224.0/20".into(),
+    ];
+    let err = discover(&s).expect_err("a public range without the user's word");
+    assert!(matches!(err, DiscoveryError::PublicRange { from: Source::RejectedClusterIp, .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("34.118.224.0/20") && text.contains("--allow-public-cidr 34.118.224.0/20"), "{text}");
+    // Allowed by the user (the same range, or one holding it), it is used.
+    for allowed in ["34.118.224.0/20", "34.118.0.0/16"] {
+        s.allow_public = vec![allowed.parse().expect("cidr")];
+        assert_eq!(
+            nets(&discover(&s).expect("allowed").service_cidrs),
+            [("34.118.224.0/20".into(), Source::RejectedClusterIp)]
+        );
+    }
+    // A narrower allowance does not cover it.
+    s.allow_public = vec!["34.118.224.0/24".parse().expect("cidr")];
+    assert!(discover(&s).is_err());
+}
+
+#[test]
+fn private_and_shared_space_is_not_public() {
+    use devnet_kube::discover::is_private;
+    for private in
+        ["10.96.0.0/12", "172.20.0.0/16", "192.168.0.0/16", "100.64.0.0/10", "198.18.0.0/15", "fd00:244::/48"]
+    {
+        assert!(is_private(&private.parse().expect("cidr")), "{private}");
+    }
+    for public in ["34.118.224.0/20", "8.0.0.0/8", "172.32.0.0/16", "2001:db8::/32", "11.0.0.0/8"] {
+        assert!(!is_private(&public.parse().expect("cidr")), "{public}");
+    }
 }
 
 #[test]

@@ -25,6 +25,8 @@ pub struct ClusterArgs {
     pub no_install: bool,
     /// Overrides the discovered cluster domain.
     pub cluster_domain: Option<String>,
+    /// Public ranges the cluster may claim (`--allow-public-cidr`).
+    pub allow_public_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// Where the relay's client credentials (token and CA) are kept for the
@@ -114,7 +116,8 @@ pub fn discovered(cluster: &Cluster, d: &Discovery) -> Vec<Discovered> {
 pub async fn discover_cluster(args: &ClusterArgs, say: Say<'_>) -> Result<(Cluster, Discovery, Vec<SocketAddr>)> {
     let cluster = Cluster::connect(&args.options).await?;
     say(&format!("cluster {} at {}", cluster.context, cluster.server));
-    let sources = cluster.gather(args.cluster_domain.clone()).await?;
+    let mut sources = cluster.gather(args.cluster_domain.clone()).await?;
+    sources.allow_public = args.allow_public_cidrs.clone();
     let found = discover(&sources)?;
     for f in discovered(&cluster, &found).iter().skip(1) {
         say(&format!("found {} {} (from {})", f.what, f.value, f.source));
