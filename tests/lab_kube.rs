@@ -42,6 +42,7 @@ fn main() {
             ("kube_04_bad_inputs_fail_in_one_line_and_leave_nothing", bad_inputs),
             ("kube_05_exec_plugin_and_auth_provider_run_as_the_user", credential_commands_run_as_the_user),
             ("kube_05b_bridge_survives_token_refresh_and_drops", bridge_survives_refresh),
+            ("kube_05c_under_sudo_root_opens_no_path_the_invoker_named", sudo_foreground_paths),
             ("kube_06_relay_pod_that_cannot_start_is_reported_in_its_own_words", image_pull_failure),
             ("kube_07_office_with_bgp_every_discovered_cidr_proven_direct", office_bgp_direct),
             ("kube_08_doctor_names_snat_by_the_forwarding_node", forwarding_node_snat),
@@ -362,6 +363,66 @@ fn credential_commands_run_as_the_user(lab: &Lab) -> Res {
         return Err(format!("an auth-provider under sudo --foreground: {}", text(&out)));
     }
     lab.laptop_unchanged("after the refusals")
+}
+
+/// `sudo devnet connect --foreground`: root reads the profile, token and
+/// CA only through the invoking user's own process, so a file only root may
+/// read is refused as it would be to them; a resolv.conf of their choosing
+/// and a state folder they could write are refused before anything changes.
+fn sudo_foreground_paths(lab: &Lab) -> Res {
+    use std::os::unix::fs::PermissionsExt;
+    let sudo = [("SUDO_UID", "2101"), ("SUDO_GID", "2101"), ("SUDO_USER", "alice")];
+    let dir = lab.dir.join("sudo");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let write = |name: &str, text: &str, mode: u32| -> Res<String> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(|e| e.to_string())?;
+        Ok(path.display().to_string())
+    };
+    let lab_profile = std::fs::read_to_string(profile(lab)).map_err(|e| e.to_string())?;
+    let secret = write("root-only-token", "not-for-alice", 0o600)?;
+    let root_profile = write("root-only.toml", &lab_profile, 0o600)?;
+    let steals = write("steals-token.toml", &format!("{lab_profile}\ntoken-file = \"{secret}\"\n"), 0o644)?;
+    // Readable by alice, but she names a resolv.conf (lab.devnet's state folder is root's).
+    let readable = write("readable.toml", &lab_profile, 0o644)?;
+    let foreground = |extra: &[&str]| -> Res<String> {
+        let mut args = vec!["connect", "--foreground"];
+        args.extend_from_slice(extra);
+        let out = lab.devnet(&args, &sudo)?;
+        if out.status.success() {
+            return Err(format!("connect --foreground {extra:?} under sudo should fail: {}", text(&out)));
+        }
+        Ok(text(&out))
+    };
+    let said = foreground(&["--profile", &root_profile])?;
+    if !said.contains(&format!("reading {root_profile} as uid 2101")) || !said.contains("Permission denied") {
+        return Err(format!("a profile only root may read: {said}"));
+    }
+    let said = foreground(&["--profile", &steals])?;
+    if !said.contains(&format!("reading {secret} as uid 2101")) || said.contains("not-for-alice") {
+        return Err(format!("a token file only root may read: {said}"));
+    }
+    let said = foreground(&["--profile", &readable, "--resolv-conf", &dir.join("resolv.conf").display().to_string()])?;
+    if !said.contains("was named by the user who ran sudo") {
+        return Err(format!("a resolv.conf the invoker named: {said}"));
+    }
+    // A state folder alice owns: its journal would tell root what to undo.
+    let state = dir.join("alice-state");
+    std::fs::create_dir_all(&state).map_err(|e| e.to_string())?;
+    std::os::unix::fs::chown(&state, Some(2101), Some(2101)).map_err(|e| e.to_string())?;
+    let out = lab
+        .on_laptop()
+        .arg(lab.tool("devnet"))
+        .args(["--state-dir", &state.display().to_string(), "connect", "--foreground", "--profile", &readable])
+        .envs(sudo)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() || !text(&out).contains("is not root's alone") {
+        return Err(format!("a state folder the invoker owns: {}", text(&out)));
+    }
+    lab.laptop_unchanged("after the refusals under sudo")
 }
 
 /// The port-forward through devnetd's bridge, opened by the user's own

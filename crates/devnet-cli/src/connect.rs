@@ -138,7 +138,11 @@ pub async fn in_process(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
     } else {
         (ProfileFile::default(), None, Vec::new())
     };
-    let mut file = overlay(file, &args)?;
+    let invoker = devnet_kube::InvokingUser::from_sudo();
+    let mut file = match &invoker {
+        None => overlay(file, &args)?,
+        Some(user) => under_sudo(file, &args, user, &state_dir)?,
+    };
     file.state_dir = Some(state_dir);
     file.resolv_conf = args.resolv_conf.clone().or(file.resolv_conf);
     let profile = file.validate()?;
@@ -175,7 +179,68 @@ pub fn overlay(base: ProfileFile, args: &ConnectArgs) -> Result<ProfileFile> {
         Some(path) => base.overlay(ProfileFile::load(path)?),
         None => base,
     };
-    let from_flags = ProfileFile {
+    Ok(from_file.overlay(from_flags(args)))
+}
+
+/// The profile as `sudo devnet connect --foreground` may use it: root opens
+/// no path the invoking user named. The profile, token and CA are read by
+/// the user's own process (their rights, not root's); a resolv.conf of the
+/// user's choosing is refused (root would rewrite it), and so is a state
+/// folder anyone but root could write (its journal says what root undoes).
+fn under_sudo(
+    base: ProfileFile,
+    args: &ConnectArgs,
+    user: &devnet_kube::InvokingUser,
+    state_dir: &std::path::Path,
+) -> Result<ProfileFile> {
+    let from_file = match &args.profile {
+        Some(path) => base.overlay(ProfileFile::parse(&kube::read_as_user(user, path)?, path)?),
+        None => base,
+    };
+    let mut file = from_file.overlay(from_flags(args));
+    if let Some(path) = file.token_file.take() {
+        let text = kube::read_as_user(user, &path)?;
+        anyhow::ensure!(!text.trim().is_empty(), "the token file {} is empty", path.display());
+        file.token = Some(devnet_model::Secret::new(text.trim()));
+    }
+    if let Some(path) = file.relay_ca.take() {
+        file.relay_ca_pem = Some(kube::read_as_user(user, &path)?);
+    }
+    if let Some(path) = file.resolv_conf.as_ref().or(args.resolv_conf.as_ref()) {
+        anyhow::bail!(
+            "resolv-conf {} was named by the user who ran sudo: under sudo devnet manages only the system's resolver; drop resolv-conf",
+            path.display()
+        );
+    }
+    root_only(state_dir)?;
+    Ok(file)
+}
+
+/// The state folder, or its nearest existing parent, must be root's and
+/// writable by no one else, like every folder above it (a sticky one such
+/// as /tmp may be shared: nobody can replace root's entries in it).
+fn root_only(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut path = Some(dir);
+    while let Some(p) = path {
+        if let Ok(meta) = std::fs::metadata(p) {
+            let shared_sticky = p != dir && meta.mode() & 0o1000 != 0;
+            anyhow::ensure!(
+                meta.uid() == 0 && (meta.mode() & 0o022 == 0 || shared_sticky),
+                "the state folder {} is not root's alone ({} is owned by uid {}, mode {:o}): under sudo, use a folder only root can write, or leave --state-dir out",
+                dir.display(),
+                p.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+        }
+        path = p.parent();
+    }
+    Ok(())
+}
+
+fn from_flags(args: &ConnectArgs) -> ProfileFile {
+    ProfileFile {
         relay: args.relay.clone(),
         token_file: args.token_file.clone(),
         relay_ca: args.relay_ca.clone(),
@@ -187,6 +252,5 @@ pub fn overlay(base: ProfileFile, args: &ConnectArgs) -> Result<ProfileFile> {
         tun_name: args.tun_name.clone(),
         mtu: args.mtu,
         ..Default::default()
-    };
-    Ok(from_file.overlay(from_flags))
+    }
 }

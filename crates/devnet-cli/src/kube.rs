@@ -145,6 +145,14 @@ impl CredentialStore for SudoKeyring {
     }
 }
 
+/// A file's contents, read by the invoking user's own process (under sudo,
+/// root opens no path the invoker named: the kernel checks their rights).
+pub fn read_as_user(user: &InvokingUser, path: &std::path::Path) -> Result<String> {
+    let path_text = path.to_str().with_context(|| format!("{} is not UTF-8", path.display()))?;
+    as_user(user, &["read-file", path_text], None)
+        .with_context(|| format!("reading {} as uid {} (the user who ran sudo)", path.display(), user.uid))
+}
+
 fn as_user(user: &InvokingUser, args: &[&str], stdin: Option<&str>) -> Result<String> {
     use std::os::unix::process::CommandExt;
     use std::process::Stdio;

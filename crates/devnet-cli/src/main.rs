@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use devnet_engine::config::{DEFAULT_STATE_DIR, ProfileFile};
 use devnet_engine::control::{self, Request, Response};
@@ -86,6 +86,10 @@ enum Command {
         #[arg(long)]
         account: String,
     },
+    /// The file reader devnet runs as the invoking user under sudo: root
+    /// reads no file the invoker named, the invoker's own process does.
+    #[command(hide = true)]
+    ReadFile { path: PathBuf },
     /// Check the way to a debugger in the cluster before an IDE attaches (exit code per failure class).
     Preflight(preflight::PreflightArgs),
     /// Explain which way each CIDR goes and what the office network could fix.
@@ -224,6 +228,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Connect(args) => connect::through_daemon(args, cli.socket).await.map(|()| 0),
         Command::Relay { action, kube } => relay(action, kube).await.map(|()| 0),
         Command::Credential { action, account } => credential(&action, &account).map(|()| 0),
+        Command::ReadFile { path } => read_file(&path).map(|()| 0),
         Command::Doctor { json, profile } => doctor(profile, cli.socket, cli.state_dir, json).await.map(|()| 0),
         Command::Preflight(args) => Ok(preflight::run(args, cli.socket).await),
         Command::Status { json, session } => status(&cli.socket, &cli.state_dir, session, json).await,
@@ -597,6 +602,17 @@ async fn manifests(m: ManifestsArgs, args: kube::KubeArgs) -> Result<()> {
 }
 
 /// The keyring helper: JSON credentials on stdin (store) or stdout (load).
+/// Prints a file (at most 1 MiB: profiles, tokens and CAs are small).
+fn read_file(path: &std::path::Path) -> Result<()> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1 << 20).read_to_string(&mut text))
+        .with_context(|| format!("reading {}", path.display()))?;
+    std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes())?;
+    Ok(())
+}
+
 fn credential(action: &str, account: &str) -> Result<()> {
     use devnet_kube::credentials as c;
     match action {

@@ -67,7 +67,13 @@ impl ProfileFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::Read { path: path.to_owned(), error: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), error: e.to_string() })
+        Self::parse(&text, path)
+    }
+
+    /// Parses a profile's text (read by someone else, e.g. as the user who
+    /// ran sudo); `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), error: e.to_string() })
     }
 
     /// The fields that name a file or directory on this machine. devnetd
