@@ -961,6 +961,13 @@ fn member_connects(lab: &Lab) -> Res {
     if out.status.success() || !text(&out).contains("usermod -aG devnet") {
         return Err(format!("a user outside group devnet should be refused with the fix: {}", text(&out)));
     }
+    // alice in a login from before the install: listed in the group, not
+    // carrying it. She is told to log in again, not to join.
+    let out = booted
+        .run(&["setpriv", "--reuid", ALICE, "--regid", ALICE, "--clear-groups", "--", "devnet", "status"], &[])?;
+    if out.status.success() || !text(&out).contains("log out and back in, or run `newgrp devnet`") {
+        return Err(format!("a login from before the install should be told to log in again: {}", text(&out)));
+    }
     let mut client = alice_connects(|cmd| booted.command(cmd, &[]), &root, &profile)?;
     let reached = alice_reaches_the_cluster(|cmd| booted.as_alice(cmd));
     let out = booted.as_alice(&["devnet", "disconnect"])?;
