@@ -24,7 +24,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use devnet_lab::harness::{self, Lab, OnFailure, Res, ServiceUnit, text};
+use devnet_lab::harness::{self, Lab, OnFailure, ReadySocket, Res, ServiceUnit, text};
 
 const LAB: &str = "pkg";
 /// The person installing (`sudo apt install ./devnet.deb`) and then using devnet.
@@ -785,17 +785,13 @@ impl Drop for Booted {
 /// reads it (`READY=1` on `$NOTIFY_SOCKET`).
 struct RootDaemon {
     child: Child,
-    log: PathBuf,
 }
 
 impl RootDaemon {
     fn start(root: &Root) -> Res<RootDaemon> {
         let unit = ServiceUnit::read(&root.path.join("usr/lib/systemd/system/devnetd.service"))?;
         let setpriv = unit.setpriv_args_with(|name| Ok(name.to_owned()))?;
-        let notify = root.path.join("run/devnetd-notify.sock");
-        let _ = std::fs::remove_file(&notify);
-        let ready = std::os::unix::net::UnixDatagram::bind(&notify).map_err(|e| e.to_string())?;
-        ready.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let ready = ReadySocket::bind(&root.path.join("run/devnetd-notify.sock"))?;
         let mut cmd = vec!["setpriv"];
         cmd.extend(setpriv.iter().map(String::as_str));
         cmd.push("--");
@@ -808,24 +804,10 @@ impl RootDaemon {
             .stderr(file)
             .spawn()
             .map_err(|e| format!("starting devnetd: {e}"))?;
-        let mut daemon = RootDaemon { child, log };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                return Err(format!("devnetd exited with {status}:\n{}", daemon.log()));
-            }
-            let mut buf = [0u8; 64];
-            if ready.recv(&mut buf).is_ok_and(|n| buf[..n].split(|b| *b == b'\n').any(|l| l == b"READY=1")) {
-                return Ok(daemon);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        daemon.kill();
-        Err(format!("devnetd did not say READY=1 within 10 s:\n{}", daemon.log()))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        // Dropped on failure, which kills it.
+        let mut daemon = RootDaemon { child };
+        ready.wait(|| daemon.child.try_wait().ok().flatten(), || std::fs::read_to_string(&log).unwrap_or_default())?;
+        Ok(daemon)
     }
 
     /// SIGKILL: a crash that leaves the journal.

@@ -32,6 +32,40 @@ pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// systemd's side of `Type=notify`: the datagram socket a service is
+/// pointed at with `$NOTIFY_SOCKET`, and the wait for its `READY=1`.
+#[derive(Debug)]
+pub struct ReadySocket(std::os::unix::net::UnixDatagram);
+
+impl ReadySocket {
+    /// Binds `path` (replacing a stale one).
+    pub fn bind(path: &Path) -> Res<Self> {
+        let _ = std::fs::remove_file(path);
+        let socket = std::os::unix::net::UnixDatagram::bind(path).map_err(|e| e.to_string())?;
+        socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+        Ok(Self(socket))
+    }
+
+    /// Waits up to 10 s for `READY=1`; `exited` says whether devnetd died
+    /// meanwhile, `log` what it said (for the error).
+    pub fn wait(&self, mut exited: impl FnMut() -> Option<std::process::ExitStatus>, log: impl Fn() -> String) -> Res {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Some(status) = exited() {
+                return Err(format!("devnetd exited with {status}:\n{}", log()));
+            }
+            let mut buf = [0u8; 256];
+            if let Ok(n) = self.0.recv(&mut buf)
+                && String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1")
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("devnetd did not say READY=1 within 10 s:\n{}", log()))
+    }
+}
+
 /// The directory holding the workspace's binaries (target/<profile>).
 fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -185,9 +219,7 @@ impl Lab {
             .open(self.dir.join("devnetd.log"))
             .map_err(|e| e.to_string())?;
         let notify_path = self.dir.join("devnetd.notify");
-        let _ = std::fs::remove_file(&notify_path);
-        let ready = std::os::unix::net::UnixDatagram::bind(&notify_path).map_err(|e| e.to_string())?;
-        ready.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let ready = ReadySocket::bind(&notify_path)?;
         let child = self
             .on_laptop()
             .arg("setpriv")
@@ -201,26 +233,14 @@ impl Lab {
             .spawn()
             .map_err(|e| format!("starting devnetd: {e}"))?;
         *self.daemon.lock().expect("lock") = Some(child);
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if let Some(child) = self.daemon.lock().expect("lock").as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                return Err(format!("devnetd exited with {status}:\n{}", self.daemon_log()));
-            }
-            let mut buf = [0u8; 256];
-            if let Ok(n) = ready.recv(&mut buf) {
-                let message = String::from_utf8_lossy(&buf[..n]);
-                if message.lines().any(|l| l == "READY=1") {
-                    // Ready means a client can connect now, not soon.
-                    std::os::unix::net::UnixStream::connect(self.socket())
-                        .map_err(|e| format!("devnetd said READY=1 but its socket refuses: {e}"))?;
-                    return Ok(());
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(format!("devnetd did not say READY=1 within 10 s:\n{}", self.daemon_log()))
+        ready.wait(
+            || self.daemon.lock().expect("lock").as_mut().and_then(|c| c.try_wait().ok().flatten()),
+            || self.daemon_log(),
+        )?;
+        // Ready means a client can connect now, not soon.
+        std::os::unix::net::UnixStream::connect(self.socket())
+            .map_err(|e| format!("devnetd said READY=1 but its socket refuses: {e}"))?;
+        Ok(())
     }
 
     /// Stops devnetd as its unit would (SIGTERM) and waits for it.
