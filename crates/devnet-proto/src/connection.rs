@@ -448,7 +448,9 @@ impl Connection {
                 if self.peer_going_away {
                     return Ok(());
                 }
-                self.streams.insert(id, Stream::new(false, window, self.config.stream_window));
+                // No window until the relay accepts: bytes sent before then
+                // are a violation, not something the relay must hold.
+                self.streams.insert(id, Stream::new(false, window, 0));
                 self.events.push_back(Event::OpenRequested { id, addr });
             }
             Frame::OpenResult { id, status, window, message } => {
@@ -583,14 +585,51 @@ impl Connection {
         Ok(id)
     }
 
-    /// Server: the dial for stream `id` succeeded.
+    /// Server: the dial for stream `id` succeeded; the client may send a
+    /// full [`Config::stream_window`].
     pub fn accept(&mut self, id: StreamId) -> Result<(), StreamError> {
+        self.accept_with_window(id, self.config.stream_window)
+    }
+
+    /// Server: the dial for stream `id` succeeded; the client may send
+    /// `window` bytes (possibly none) until [`grant`](Self::grant) allows more.
+    /// For a relay that shares a byte budget among its streams.
+    pub fn accept_with_window(&mut self, id: StreamId, window: u32) -> Result<(), StreamError> {
         let stream = self.streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;
         stream.open = true;
+        stream.recv_allowance = u64::from(window);
         self.stats.streams_opened += 1;
-        let window = self.config.stream_window;
         self.queue(&Frame::OpenResult { id, status: OpenStatus::Connected, window, message: "" });
         Ok(())
+    }
+
+    /// Lets the peer send `increment` more bytes on `id`. With
+    /// [`release`](Self::release), the application decides the window itself.
+    pub fn grant(&mut self, id: StreamId, increment: u32) {
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if increment == 0 || stream.remote_fin {
+            return;
+        }
+        stream.recv_allowance += u64::from(increment);
+        self.queue(&Frame::Window { id, increment });
+    }
+
+    /// Like [`consume`](Self::consume), but grants no credit back: the
+    /// application grants it with [`grant`](Self::grant) when it sees fit.
+    pub fn release(&mut self, id: StreamId, n: usize) {
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let n = n.min(stream.recv.len());
+        stream.recv.drain(..n);
+        // A ring once filled to a large window keeps its allocation; give
+        // it back when little of it is used, so memory follows the bytes held.
+        if stream.recv.capacity() > 4 * stream.recv.len() + 64 * 1024 {
+            stream.recv.shrink_to(stream.recv.len());
+        }
+        self.reap(id);
     }
 
     /// Server: the dial for stream `id` failed or was denied; the stream is gone.

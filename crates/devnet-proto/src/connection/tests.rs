@@ -337,3 +337,49 @@ fn streams_beyond_the_relays_limit_are_refused_with_the_reason() {
         other => panic!("expected the third open refused, got {other:?}"),
     }
 }
+
+#[test]
+fn data_before_the_relay_accepts_is_a_violation() {
+    let mut pair = Pair::established();
+    let id = pair.client.open("10.244.1.10:8080".parse().expect("addr")).expect("open");
+    pair.pump();
+    assert!(matches!(pair.server.poll_event(), Some(Event::OpenRequested { .. })));
+    let mut early = Vec::new();
+    Frame::Data { id, payload: b"early" }.encode(&mut early);
+    let err = pair.server.handle_input(&early, pair.now).expect_err("no window before accept");
+    assert!(err.to_string().contains("window"), "{err}");
+}
+
+#[test]
+fn a_relay_granting_its_own_credit_bounds_what_the_client_sends() {
+    let mut pair = Pair::established();
+    let id = pair.client.open("10.244.1.10:8080".parse().expect("addr")).expect("open");
+    pair.pump();
+    assert!(matches!(pair.server.poll_event(), Some(Event::OpenRequested { .. })));
+    pair.server.accept_with_window(id, 1000).expect("accept");
+    pair.pump();
+    assert_eq!(pair.client.poll_event(), Some(Event::Opened { id }));
+    assert_eq!(pair.client.send_capacity(id), 1000);
+    assert_eq!(pair.client.write(id, &[1u8; 4000]).expect("write"), 1000);
+    pair.pump();
+    assert_eq!(pair.server.readable(id), 1000);
+    // Released bytes give no credit back by themselves…
+    pair.server.release(id, 1000);
+    pair.pump();
+    assert_eq!(pair.client.send_capacity(id), 0);
+    // … the relay grants what its budget allows.
+    pair.server.grant(id, 300);
+    pair.pump();
+    assert_eq!(pair.client.send_capacity(id), 300);
+    assert_eq!(pair.client.poll_event(), Some(Event::Writable { id }));
+    // A zero window at accept is allowed: the client waits for a grant.
+    let other = pair.client.open("10.244.1.10:8081".parse().expect("addr")).expect("open");
+    pair.pump();
+    let _ = Pair::events(&mut pair.server);
+    pair.server.accept_with_window(other, 0).expect("accept");
+    pair.pump();
+    assert_eq!(pair.client.send_capacity(other), 0);
+    pair.server.grant(other, 10);
+    pair.pump();
+    assert_eq!(pair.client.send_capacity(other), 10);
+}
