@@ -42,6 +42,7 @@ pub fn verdict(cidr: &str, path: Path) -> Verdict {
             }),
             gateway: None,
             hops: Vec::new(),
+            proof: None,
         },
     }
 }

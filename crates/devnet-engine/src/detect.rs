@@ -3,10 +3,18 @@
 //! that route; `devnet_path` decides from the two. Both the look-up and the
 //! probe carry the bypass mark, so devnet's own routes never mask (or fake)
 //! a direct path, and detection can run again while connected.
+//!
+//! An answer is only evidence of routing: a CIDR whose probe answered is
+//! proven this cluster's by a TLS handshake with the relay at its own
+//! address inside the CIDR, over the same way, verified by the relay CA
+//! ([`Prover`]; security review finding 1).
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use devnet_path::{GatewayTrial, Observation, ProbeOutcome, Verdict};
+use devnet_path::{GatewayTrial, Observation, ProbeOutcome, Proof, ProofOutcome, RouteUsed, Verdict};
 use tokio::net::TcpSocket;
 
 use crate::config::Profile;
@@ -17,16 +25,130 @@ use crate::runner::Runner;
 /// milliseconds, and every CIDR is probed at once.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(700);
 
-/// Decides the path of every CIDR in the profile. Probes carry the bypass
-/// mark, which needs root (CAP_NET_ADMIN); see [`detect_with`].
-pub async fn detect(profile: &Profile, runner: &dyn Runner) -> anyhow::Result<Vec<Verdict>> {
-    detect_with(profile, runner, true).await
+/// How long a proof's TCP connect and TLS handshake may take together.
+pub const PROOF_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// How long a verified proof stands for the same endpoint over the same
+/// way before it is made again (a network change on this machine forgets
+/// every proof at once: [`Prover::forget`]).
+pub const PROOF_KEPT: Duration = Duration::from_secs(60);
+
+/// Proves that an answering way reaches this cluster: a TLS handshake with
+/// the relay, verified by the relay CA for its fixed name, through the same
+/// route (or forwarding node) as the probe. Verified proofs are kept per
+/// (endpoint, mark, route) for [`PROOF_KEPT`], so re-checks every two
+/// seconds cost no handshake; failures are never kept, so a path the office
+/// gains (a BGP route learned) is found by the next re-check.
+#[derive(Debug, Clone)]
+pub struct Prover {
+    tls: Option<Arc<rustls::ClientConfig>>,
+    verified: HashMap<ProofKey, Instant>,
 }
 
-/// [`detect`], choosing whether probes carry the bypass mark. Unmarked
-/// probes are right only while no engine has routes in place (`devnet
-/// doctor` run by a user without an engine).
+/// What a proof holds for: the relay's address, the socket mark, and the
+/// way the OS chose (device and next hop), or the forwarding node.
+type ProofKey = (SocketAddr, Option<u32>, Option<(String, Option<IpAddr>)>);
+
+impl Prover {
+    /// A prover that trusts the relay CA in `tls`; without one nothing can
+    /// be proven (and the evidence says so).
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
+        Self { tls, verified: HashMap::new() }
+    }
+
+    /// A prover with the profile's relay CA, if it can be loaded.
+    pub fn for_profile(profile: &Profile) -> Self {
+        let tls = match &profile.relay_ca_pem {
+            Some(pem) => devnet_tls::client_config_from_pem(pem).ok(),
+            None => devnet_tls::client_config(&profile.relay_ca).ok(),
+        };
+        Self::new(tls)
+    }
+
+    /// Forgets every proof: the network this machine is on changed, and the
+    /// same device and next hop may now be a stranger's.
+    pub fn forget(&mut self) {
+        self.verified.clear();
+    }
+
+    /// Proves each (endpoint, mark, route) at once; a kept proof is used
+    /// without a handshake.
+    async fn prove_all(&mut self, asks: Vec<(SocketAddr, Option<u32>, Option<RouteUsed>)>) -> Vec<Proof> {
+        let now = Instant::now();
+        self.verified.retain(|_, at| now.duration_since(*at) < PROOF_KEPT);
+        let key = |e: SocketAddr, m: Option<u32>, r: &Option<RouteUsed>| -> ProofKey {
+            (e, m, r.as_ref().map(|r| (r.dev.clone(), r.gateway)))
+        };
+        let mut handshakes = Vec::new();
+        for (endpoint, mark, route) in &asks {
+            let kept = self.verified.get(&key(*endpoint, *mark, route)).copied();
+            handshakes.push(match (kept, &self.tls) {
+                (Some(at), _) => Err(Ok(at)),
+                (None, None) => Err(Err("the relay CA is not known here, so no answer can be proven".to_owned())),
+                (None, Some(tls)) => Ok(tokio::spawn(handshake(*endpoint, *mark, tls.clone()))),
+            });
+        }
+        let mut proofs = Vec::new();
+        for ((endpoint, mark, route), h) in asks.into_iter().zip(handshakes) {
+            let outcome = match h {
+                Err(Ok(at)) => ProofOutcome::Verified { age_s: now.duration_since(at).as_secs() },
+                Err(Err(error)) => ProofOutcome::Failed { error },
+                Ok(task) => match task.await {
+                    Ok(Ok(())) => {
+                        self.verified.insert(key(endpoint, mark, &route), now);
+                        ProofOutcome::Verified { age_s: 0 }
+                    }
+                    Ok(Err(error)) => ProofOutcome::Failed { error },
+                    Err(e) => ProofOutcome::Failed { error: format!("the proof task failed: {e}") },
+                },
+            };
+            proofs.push(Proof { endpoint, route, outcome });
+        }
+        proofs
+    }
+}
+
+/// A TLS handshake with the relay at `endpoint` through a socket carrying
+/// `mark`, verified as the data path verifies it (the same client
+/// configuration, the relay's fixed name); closed with close_notify at once.
+async fn handshake(endpoint: SocketAddr, mark: Option<u32>, tls: Arc<rustls::ClientConfig>) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    let attempt = async {
+        let tcp = connect_marked(endpoint, mark).await.map_err(|e| format!("connecting: {e}"))?;
+        let mut stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(devnet_tls::relay_server_name(), tcp)
+            .await
+            .map_err(|e| format!("TLS handshake: {e}"))?;
+        let _ = stream.shutdown().await;
+        Ok(())
+    };
+    tokio::time::timeout(PROOF_TIMEOUT, attempt).await.unwrap_or_else(|_| {
+        Err(format!(
+            "no TLS answer within {:.1} s (something accepts connections there, but it is not the relay)",
+            PROOF_TIMEOUT.as_secs_f64()
+        ))
+    })
+}
+
+/// Decides the path of every CIDR in the profile. Probes carry the bypass
+/// mark, which needs root (CAP_NET_ADMIN); see [`detect_with`].
+pub async fn detect(profile: &Profile, runner: &dyn Runner, prover: &mut Prover) -> anyhow::Result<Vec<Verdict>> {
+    detect_proving(profile, runner, true, prover).await
+}
+
+/// [`detect`], choosing whether probes carry the bypass mark, proving with
+/// the profile's relay CA. Unmarked probes are right only while no engine
+/// has routes in place (`devnet doctor` run by a user without an engine).
 pub async fn detect_with(profile: &Profile, runner: &dyn Runner, mark: bool) -> anyhow::Result<Vec<Verdict>> {
+    detect_proving(profile, runner, mark, &mut Prover::for_profile(profile)).await
+}
+
+async fn detect_proving(
+    profile: &Profile,
+    runner: &dyn Runner,
+    mark: bool,
+    prover: &mut Prover,
+) -> anyhow::Result<Vec<Verdict>> {
     let mut observations = Vec::new();
     for cidr in &profile.cidrs {
         let target = profile.probe_target_for(cidr);
@@ -35,7 +157,15 @@ pub async fn detect_with(profile: &Profile, runner: &dyn Runner, mark: bool) -> 
             Some(t) => tokio::task::block_in_place(|| platform::route_get(runner, t.ip()))?,
             None => None,
         };
-        observations.push(Observation { cidr: *cidr, target, route, probe: None, gateway: None, hops: Vec::new() });
+        observations.push(Observation {
+            cidr: *cidr,
+            target,
+            route,
+            probe: None,
+            gateway: None,
+            hops: Vec::new(),
+            proof: None,
+        });
     }
     // All probes at once: detection takes one probe timeout at most.
     let probes: Vec<_> = observations
@@ -50,6 +180,22 @@ pub async fn detect_with(profile: &Profile, runner: &dyn Runner, mark: bool) -> 
             o.probe = p.await.ok();
         }
     }
+    // An answer proves routing, not the cluster: where one came, the relay
+    // proves the way at its own address inside the CIDR.
+    let bypass = mark.then_some(platform::BYPASS_MARK);
+    let mut asks = Vec::new();
+    let mut asked = Vec::new();
+    for (i, o) in observations.iter().enumerate() {
+        let answered = o.probe.as_ref().is_some_and(ProbeOutcome::answered);
+        if let (true, Some(endpoint)) = (answered, profile.relay_endpoint_for(&o.cidr)) {
+            let route = tokio::task::block_in_place(|| platform::route_get(runner, endpoint.ip()))?;
+            asks.push((endpoint, bypass, route));
+            asked.push(i);
+        }
+    }
+    for (i, proof) in asked.into_iter().zip(prover.prove_all(asks).await) {
+        observations[i].proof = Some(proof);
+    }
     // No direct answer: try the forwarding node of the target's family, if
     // one is configured, through the trial table (probes with GATEWAY_MARK).
     let mut trials = Vec::new();
@@ -60,7 +206,7 @@ pub async fn detect_with(profile: &Profile, runner: &dyn Runner, mark: bool) -> 
         // On-link: the kernel reaches it without a next hop.
         let on_link =
             tokio::task::block_in_place(|| platform::route_get(runner, gw))?.is_some_and(|r| r.gateway.is_none());
-        o.gateway = Some(GatewayTrial { gateway: gw, on_link, probe: None });
+        o.gateway = Some(GatewayTrial { gateway: gw, on_link, probe: None, proof: None });
         if on_link && mark {
             trials.push((o.cidr, tokio::spawn(probe_with(target, Some(platform::GATEWAY_MARK)))));
         }
@@ -70,6 +216,25 @@ pub async fn detect_with(profile: &Profile, runner: &dyn Runner, mark: bool) -> 
             && let Some(g) = o.gateway.as_mut()
         {
             g.probe = Some(outcome);
+        }
+    }
+    // Through the node too, an answer needs the relay's proof.
+    let mut asks = Vec::new();
+    let mut asked = Vec::new();
+    for (i, o) in observations.iter().enumerate() {
+        let Some(g) = &o.gateway else { continue };
+        let answered = g.probe.as_ref().is_some_and(ProbeOutcome::answered);
+        if let (true, Some(endpoint)) = (answered, profile.relay_endpoint_for(&o.cidr)) {
+            // The key names the node: the trial table's route is devnet's own.
+            let via = RouteUsed { dev: "forwarding node".into(), gateway: Some(g.gateway), src: None };
+            asks.push((endpoint, Some(platform::GATEWAY_MARK), Some(via)));
+            asked.push(i);
+        }
+    }
+    for (i, mut proof) in asked.into_iter().zip(prover.prove_all(asks).await) {
+        proof.route = None;
+        if let Some(g) = observations[i].gateway.as_mut() {
+            g.proof = Some(proof);
         }
     }
     Ok(observations.into_iter().map(|o| devnet_path::decide(o, &profile.tun_name, true)).collect())
@@ -236,4 +401,92 @@ pub fn roles(profile: &Profile) -> Vec<devnet_path::doctor::Role> {
             if dns || port_53 { Role::Services } else { Role::Pods }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real relay-like TLS server on loopback with a fresh CA; returns its
+    /// address, the CA, and a count of accepted connections.
+    async fn relay(dir: &str) -> (SocketAddr, String, Arc<std::sync::atomic::AtomicUsize>) {
+        let dir = std::env::temp_dir().join(format!("devnet-proof-{dir}-{}", std::process::id()));
+        devnet_tls::write_generated(&dir).expect("certificates");
+        let config = devnet_tls::server_config(&dir.join("cert.pem"), &dir.join("key.pem")).expect("server config");
+        let ca = std::fs::read_to_string(dir.join("ca.pem")).expect("ca");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            while let Ok((tcp, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move { acceptor.accept(tcp).await.map(drop) });
+            }
+        });
+        (addr, ca, accepted)
+    }
+
+    fn lo() -> Option<RouteUsed> {
+        Some(RouteUsed { dev: "lo".into(), gateway: None, src: None })
+    }
+
+    #[tokio::test]
+    async fn the_relay_proves_a_way_once_and_is_kept_until_the_network_changes() {
+        let (addr, ca, accepted) = relay("ok").await;
+        let mut prover = Prover::new(Some(devnet_tls::client_config_from_pem(&ca).expect("client")));
+        let proofs = prover.prove_all(vec![(addr, None, lo())]).await;
+        assert_eq!(proofs[0].outcome, ProofOutcome::Verified { age_s: 0 }, "{proofs:?}");
+        assert_eq!(proofs[0].route, lo());
+        // Re-checks every two seconds cost no handshake.
+        let again = prover.prove_all(vec![(addr, None, lo())]).await;
+        assert!(matches!(again[0].outcome, ProofOutcome::Verified { .. }), "{again:?}");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "the kept proof was used");
+        // Another way to the same address is proven on its own.
+        let eth = Some(RouteUsed { dev: "eth0".into(), gateway: None, src: None });
+        prover.prove_all(vec![(addr, None, eth)]).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        // A network change forgets every proof.
+        prover.forget();
+        prover.prove_all(vec![(addr, None, lo())]).await;
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    /// Security review finding 1: what a stranger can do instead of the
+    /// relay proves nothing.
+    #[tokio::test]
+    async fn hostile_router_answers_prove_nothing() {
+        let (stranger, _, _) = relay("stranger").await;
+        let (_, ca, _) = relay("ours").await;
+        let ours = devnet_tls::client_config_from_pem(&ca).expect("client");
+        // A TLS server whose certificate another CA signed.
+        let mut prover = Prover::new(Some(ours.clone()));
+        let p = prover.prove_all(vec![(stranger, None, lo())]).await;
+        assert!(
+            matches!(&p[0].outcome, ProofOutcome::Failed { error } if error.contains("TLS handshake")),
+            "{p:?}"
+        );
+        // A listener that accepts every connection and says nothing.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let silent_addr = silent.local_addr().expect("addr");
+        let held = tokio::spawn(async move {
+            let mut kept = Vec::new();
+            while let Ok((tcp, _)) = silent.accept().await {
+                kept.push(tcp);
+            }
+        });
+        let p = prover.prove_all(vec![(silent_addr, None, lo())]).await;
+        assert!(matches!(&p[0].outcome, ProofOutcome::Failed { error } if error.contains("no TLS answer")), "{p:?}");
+        held.abort();
+        // Nothing listening (a reset).
+        let p = prover.prove_all(vec![(silent_addr, None, lo())]).await;
+        assert!(matches!(&p[0].outcome, ProofOutcome::Failed { error } if error.contains("connecting")), "{p:?}");
+        // Failures are never kept: each check tries again.
+        assert!(prover.verified.is_empty());
+        // Without the CA nothing is proven, and the evidence says why.
+        let p = Prover::new(None).prove_all(vec![(stranger, None, lo())]).await;
+        assert!(matches!(&p[0].outcome, ProofOutcome::Failed { error } if error.contains("relay CA is not known")));
+    }
 }

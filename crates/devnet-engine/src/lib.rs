@@ -156,11 +156,13 @@ pub async fn start_with(
 
     // Decide each CIDR's path, then make the OS match.
     let mut tracker = devnet_path::Tracker::default();
+    // Proofs use the data path's own TLS configuration: one CA, one name.
+    let mut prover = detect::Prover::new(Some(tls.clone()));
     let journal = Journal::open(&profile.state_dir)?;
     let mut net = NetState::new(profile.clone(), runner.clone(), journal);
     let first = async {
         net.prepare_gateways()?;
-        tracker.update(detect::detect(&profile, runner.as_ref()).await.context("detecting paths")?);
+        tracker.update(detect::detect(&profile, runner.as_ref(), &mut prover).await.context("detecting paths")?);
         let tun = net.apply(&tracker.tunnelled(), &tracker.via_gateway())?;
         // Cluster names: the stub first, then the resolver pointed at it.
         let resolver = match profile.dns_server {
@@ -235,7 +237,7 @@ pub async fn start_with(
                     break done.unwrap_or_else(|e| Err(anyhow::anyhow!("data path panicked: {e}")));
                 }
                 () = tokio::time::sleep(if tracker.has_pending() { CONFIRM_INTERVAL } else { RECHECK_INTERVAL }) => {
-                    match recheck(&profile, runner.as_ref(), &mut tracker, &mut net, &mut dataplane, &dialer, &tls, &status_tx).await {
+                    match recheck(&profile, runner.as_ref(), &mut prover, &mut tracker, &mut net, &mut dataplane, &dialer, &tls, &status_tx).await {
                         Ok(true) => drain_echoes(&mut changes).await,
                         Ok(false) => {}
                         Err(e) => warn!(error = %format!("{e:#}"), "path re-check failed; keeping the current paths"),
@@ -245,7 +247,10 @@ pub async fn start_with(
                     // Let the burst (address, then routes) finish first.
                     drain_echoes(&mut changes).await;
                     info!("network changed on this machine; re-checking paths now");
-                    match recheck(&profile, runner.as_ref(), &mut tracker, &mut net, &mut dataplane, &dialer, &tls, &status_tx).await {
+                    // The same device and next hop may now be a stranger's:
+                    // every direct path is proven again.
+                    prover.forget();
+                    match recheck(&profile, runner.as_ref(), &mut prover, &mut tracker, &mut net, &mut dataplane, &dialer, &tls, &status_tx).await {
                         Ok(true) => drain_echoes(&mut changes).await,
                         Ok(false) => {}
                         Err(e) => warn!(error = %format!("{e:#}"), "path re-check failed; keeping the current paths"),
@@ -309,6 +314,7 @@ impl Dataplane {
 async fn recheck(
     profile: &Profile,
     runner: &dyn Runner,
+    prover: &mut detect::Prover,
     tracker: &mut devnet_path::Tracker,
     net: &mut NetState,
     dataplane: &mut Option<Dataplane>,
@@ -316,7 +322,7 @@ async fn recheck(
     tls: &Arc<rustls::ClientConfig>,
     status: &watch::Sender<Status>,
 ) -> Result<bool> {
-    let fresh = detect::detect(profile, runner).await?;
+    let fresh = detect::detect(profile, runner, prover).await?;
     let changed = tracker.update(fresh);
     if !changed {
         status.send_modify(|s| s.paths = tracker.current().to_vec());

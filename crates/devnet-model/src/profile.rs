@@ -25,6 +25,11 @@ pub struct ProfileFile {
     /// Service); the DNS server on port 53 is always one.
     #[serde(default)]
     pub probe_targets: Vec<String>,
+    /// The relay's own IP:PORTs inside the CIDRs (its pod IPs and its
+    /// Service's ClusterIPs, on its TLS port): a CIDR is direct only after a
+    /// TLS handshake with the relay there, verified by the relay CA.
+    #[serde(default)]
+    pub relay_endpoints: Vec<String>,
     pub cluster_domain: Option<String>,
     /// The cluster's namespaces: `svc.ns` resolves for these.
     #[serde(default)]
@@ -100,6 +105,7 @@ impl ProfileFile {
             cidrs: if over.cidrs.is_empty() { self.cidrs } else { over.cidrs },
             dns_server: over.dns_server.or(self.dns_server),
             probe_targets: if over.probe_targets.is_empty() { self.probe_targets } else { over.probe_targets },
+            relay_endpoints: if over.relay_endpoints.is_empty() { self.relay_endpoints } else { over.relay_endpoints },
             cluster_domain: over.cluster_domain.or(self.cluster_domain),
             namespaces: if over.namespaces.is_empty() { self.namespaces } else { over.namespaces },
             default_namespace: over.default_namespace.or(self.default_namespace),
@@ -131,6 +137,7 @@ pub struct Profile {
     pub cidrs: Vec<IpNet>,
     pub dns_server: Option<IpAddr>,
     pub probe_targets: Vec<SocketAddr>,
+    pub relay_endpoints: Vec<SocketAddr>,
     pub cluster_domain: String,
     pub namespaces: Vec<String>,
     pub default_namespace: Option<String>,
@@ -201,6 +208,12 @@ pub enum ConfigError {
     BadProbe(String),
     #[error("probe target {0} is outside every CIDR: it cannot prove a path to any of them")]
     ProbeNotRouted(SocketAddr),
+    #[error("relay endpoint {0:?} is not IP:PORT (e.g. 10.244.1.5:8443 or [fd00:96::5]:8443)")]
+    BadRelayEndpoint(String),
+    #[error(
+        "relay endpoint {0} is outside every CIDR: it can only prove the relay's own addresses inside the CIDRs (its pod IP, its Service's ClusterIP)"
+    )]
+    RelayEndpointNotRouted(SocketAddr),
     #[error("DNS server {0:?} is not an IP address")]
     BadDns(String),
     #[error("DNS server {0} is outside every CIDR, so the tunnel cannot reach it: add its range to cidrs")]
@@ -286,6 +299,14 @@ impl ProfileFile {
             }
             probe_targets.push(target);
         }
+        let mut relay_endpoints = Vec::new();
+        for text in &self.relay_endpoints {
+            let endpoint: SocketAddr = text.parse().map_err(|_| ConfigError::BadRelayEndpoint(text.clone()))?;
+            if !cidrs.iter().any(|n| n.contains(&endpoint.ip())) {
+                return Err(ConfigError::RelayEndpointNotRouted(endpoint));
+            }
+            relay_endpoints.push(endpoint);
+        }
         let cluster_domain = validate_domain(self.cluster_domain.as_deref().unwrap_or("cluster.local"))?;
         devnet_dns::NamePolicy::new(&cluster_domain, &self.namespaces, self.default_namespace.as_deref())
             .map_err(|e| ConfigError::BadNamespace(e.to_string()))?;
@@ -347,6 +368,7 @@ impl ProfileFile {
             cidrs,
             dns_server,
             probe_targets,
+            relay_endpoints,
             cluster_domain,
             namespaces: self.namespaces,
             default_namespace: self.default_namespace,
@@ -372,6 +394,14 @@ impl Profile {
             .into_iter()
             .chain(self.probe_targets.iter().copied())
             .find(|t| cidr.contains(&t.ip()))
+    }
+}
+
+impl Profile {
+    /// Where the relay can prove that a direct answer in `cidr` is this
+    /// cluster's: its first address inside it.
+    pub fn relay_endpoint_for(&self, cidr: &IpNet) -> Option<SocketAddr> {
+        self.relay_endpoints.iter().copied().find(|e| cidr.contains(&e.ip()))
     }
 }
 
@@ -481,6 +511,11 @@ mod tests {
             (Box::new(|p| p.dns_server = Some("dns".into())), "not an IP"),
             (Box::new(|p| p.probe_targets = vec!["10.244.1.10".into()]), "not IP:PORT"),
             (Box::new(|p| p.probe_targets = vec!["10.1.1.1:80".into()]), "outside every CIDR"),
+            (
+                Box::new(|p| p.relay_endpoints = vec!["10.244.1.5".into()]),
+                "relay endpoint \"10.244.1.5\" is not IP:PORT",
+            ),
+            (Box::new(|p| p.relay_endpoints = vec!["10.1.1.5:8443".into()]), "its Service's ClusterIP"),
             (Box::new(|p| p.cluster_domain = Some("cluster..local".into())), "empty label"),
             (Box::new(|p| p.cluster_domain = Some("clus ter.local".into())), "letters, digits"),
             (Box::new(|p| p.tun_name = Some("a-very-long-interface-name".into())), "1-15 characters"),
@@ -505,6 +540,17 @@ mod tests {
         p.token_file = Some(dir.join("token"));
         std::fs::write(dir.join("token"), "").expect("write");
         assert!(p.validate().expect_err("empty").to_string().contains("is empty"));
+    }
+
+    #[test]
+    fn relay_endpoints_are_found_per_cidr() {
+        let mut p = base(&tempdir("endpoints"));
+        p.relay_endpoints = vec!["10.244.1.5:8443".into(), "[fd00:96::5]:8443".into()];
+        let p = p.validate().expect("valid");
+        let at = |c: &str| p.relay_endpoint_for(&c.parse().expect("cidr")).map(|e| e.to_string());
+        assert_eq!(at("10.244.0.0/16").as_deref(), Some("10.244.1.5:8443"));
+        assert_eq!(at("fd00:96::/112").as_deref(), Some("[fd00:96::5]:8443"));
+        assert_eq!(at("10.96.0.0/16"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::{Hop, HopAnswer, Path, ProbeOutcome, Verdict};
+use crate::{Hop, HopAnswer, Path, ProbeOutcome, Verdict, answered_unproven};
 
 /// What a CIDR holds. With explicit profiles the service CIDR is the one
 /// holding the cluster DNS server; discovery will say it outright.
@@ -46,8 +46,14 @@ fn list(nets: &[IpNet]) -> String {
 
 /// Findings for a set of verdicts and the role of each CIDR.
 pub fn diagnose(verdicts: &[(Verdict, Role)]) -> Vec<Finding> {
+    // A CIDR that answers but is not proven to be this cluster is not a
+    // routing gap of the office network: it has its own finding below.
     let with = |role: Role, path: Path| -> Vec<IpNet> {
-        verdicts.iter().filter(|(v, r)| *r == role && v.path == path).map(|(v, _)| v.cidr).collect()
+        verdicts
+            .iter()
+            .filter(|(v, r)| *r == role && v.path == path && !answered_unproven(v))
+            .map(|(v, _)| v.cidr)
+            .collect()
     };
     let (pods_direct, pods_tunnel) = (with(Role::Pods, Path::Direct), with(Role::Pods, Path::Tunnel));
     let (svc_direct, svc_tunnel) = (with(Role::Services, Path::Direct), with(Role::Services, Path::Tunnel));
@@ -115,6 +121,10 @@ pub fn diagnose(verdicts: &[(Verdict, Role)]) -> Vec<Finding> {
             });
             continue;
         };
+        if answered_unproven(v) {
+            findings.push(unproven_finding(v));
+            continue;
+        }
         let first_router = v.evidence.route.as_ref().and_then(|r| r.gateway);
         if let Some(finding) = where_it_ends(v.cidr, target, first_router, &v.evidence.hops) {
             findings.push(finding);
@@ -142,6 +152,31 @@ pub fn diagnose(verdicts: &[(Verdict, Role)]) -> Vec<Finding> {
         findings.push(Finding { severity: Severity::Warning, title, detail, fix: Some(fix.into()) });
     }
     findings
+}
+
+/// A CIDR where something answers that did not prove to be this cluster:
+/// devnet keeps it in the tunnel (security review finding 1).
+fn unproven_finding(v: &Verdict) -> Finding {
+    let proof = v.evidence.proof.as_ref().or_else(|| v.evidence.gateway.as_ref().and_then(|g| g.proof.as_ref()));
+    let fix = match proof {
+        None => format!(
+            "if the office network does route {0} to this cluster, let the relay prove it: it needs an address inside {0} (for a service CIDR, the relay Service's ClusterIP; in a hand-written profile, list it in relay-endpoints); until then devnet tunnels it",
+            v.cidr
+        ),
+        Some(p) => format!(
+            "nothing to fix on a network that is not the office's (a hotel, a café, a captive portal); at the office, check that {} is routed to this cluster and not to another one using the same range, and that {} reaches the relay; until then devnet tunnels it",
+            v.cidr, p.endpoint
+        ),
+    };
+    Finding {
+        severity: Severity::Warning,
+        title: format!("something answers for {} on this network, but it is not proven to be this cluster", v.cidr),
+        detail: format!(
+            "{}. A captive portal or a hostile access point answers every connection, and another cluster may use the same range; so devnet keeps {} in the tunnel, and cluster traffic and cluster names never go in clear to whoever answered",
+            v.reason, v.cidr
+        ),
+        fix: Some(fix),
+    }
 }
 
 /// What a trace to `target` says about where the way to `cidr` ends: a hop
@@ -376,6 +411,7 @@ mod tests {
                 probe,
                 gateway: None,
                 hops: Vec::new(),
+                proof: None,
             },
         }
     }
@@ -415,11 +451,42 @@ mod tests {
         assert!(black_hole[0].detail.contains("192.168.10.1 on eth0"));
 
         let mut via_node = verdict("10.244.0.0/16", Path::Gateway, ok());
-        via_node.evidence.gateway =
-            Some(crate::GatewayTrial { gateway: "192.168.10.30".parse().expect("ip"), on_link: true, probe: ok() });
+        via_node.evidence.gateway = Some(crate::GatewayTrial {
+            gateway: "192.168.10.30".parse().expect("ip"),
+            on_link: true,
+            probe: ok(),
+            proof: None,
+        });
         let snat = diagnose(&[(via_node, Role::Pods)]);
         assert_eq!(titles(&snat), ["10.244.0.0/16 goes through the forwarding node 192.168.10.30"]);
         assert!(snat[0].detail.contains("masquerades"));
+
+        // Security review finding 1: answers nothing proved are named as
+        // such, not as a routing gap of the office network.
+        let hostile = |cidr: &str| {
+            let mut v = verdict(cidr, Path::Tunnel, ok());
+            v.reason = format!(
+                "10.0.0.1:53 answered in 0.30 ms over dev eth0, {}: the relay has no address in {cidr} to prove it",
+                crate::NOT_PROVEN
+            );
+            v
+        };
+        let hostile_lan =
+            diagnose(&[(hostile("10.244.0.0/16"), Role::Pods), (hostile("10.96.0.0/16"), Role::Services)]);
+        assert_eq!(
+            titles(&hostile_lan),
+            [
+                "something answers for 10.244.0.0/16 on this network, but it is not proven to be this cluster",
+                "something answers for 10.96.0.0/16 on this network, but it is not proven to be this cluster",
+            ]
+        );
+        assert!(hostile_lan[0].detail.contains("captive portal"), "{}", hostile_lan[0].detail);
+        assert!(hostile_lan[1].fix.as_deref().unwrap_or("").contains("ClusterIP"));
+        let pods_proven = diagnose(&[
+            (verdict("10.244.0.0/16", Path::Direct, ok()), Role::Pods),
+            (hostile("10.96.0.0/16"), Role::Services),
+        ]);
+        assert!(!titles(&pods_proven).contains(&"pod IPs are routed, ClusterIPs are not"), "{pods_proven:?}");
 
         let mut untested = verdict("10.244.0.0/16", Path::Tunnel, None);
         untested.evidence.target = None;

@@ -10,9 +10,26 @@
 //! The rules, in order:
 //! 1. A route through our own TUN device is never evidence of a direct path.
 //! 2. A probe that connected, or was *refused* by the target (a RST proves the
-//!    packets got there and back), on a route not through our TUN: direct.
-//! 3. Otherwise, the tunnel when a relay is configured; else unreachable.
-//! 4. A CIDR with no live target to probe cannot be proven direct: tunnel.
+//!    packets got there and back), on a route not through our TUN, shows only
+//!    that *something* answers: a captive portal or a hostile access point
+//!    answers every SYN. The CIDR is direct only when it is also [`Proof`]
+//!    that the route reaches *this* cluster: a TLS handshake with the relay
+//!    at its own address inside the CIDR (pod IP, or its Service's
+//!    ClusterIP), over the same route, verified by the cluster's relay CA
+//!    for the relay's fixed name. Nobody without the relay's key can fake
+//!    it; another cluster that uses the same range cannot either.
+//! 3. Answered but not proven: the tunnel when a relay is configured; else
+//!    unreachable, with evidence saying so ("answered, but not proven to be
+//!    this cluster") for `devnet status` and `devnet doctor`.
+//! 4. Otherwise, the tunnel when a relay is configured; else unreachable.
+//! 5. A CIDR with no live target to probe cannot be proven direct: tunnel.
+//! 6. A forwarding node's trial needs the same proof through the node.
+//!
+//! What a proof does *not* carry over: a proof in one CIDR says nothing of
+//! another, even over the same route (the next hop decides per
+//! destination, and many clusters share the default ranges), and a DNS
+//! answer for `kube-dns.kube-system.svc.<domain>` proves nothing (anyone who
+//! knows the cluster's conventions can answer it).
 //!
 //! **What it does not do:** look up routes, send probes, or change anything;
 //! the engine does, and feeds the results in.
@@ -100,6 +117,47 @@ pub struct Observation {
     /// probe that did not answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hops: Vec<Hop>,
+    /// Whether the way is this cluster's: tried when the probe answered and
+    /// the relay has an address inside the CIDR (None: not tried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
+}
+
+/// A TLS handshake with the relay at its own address inside a CIDR, over
+/// the route being judged: what makes an answer this cluster's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct Proof {
+    /// The relay's address that was dialled.
+    #[cfg_attr(feature = "ts", ts(type = "string"))]
+    pub endpoint: SocketAddr,
+    /// The route the OS chose for it; none for a trial through a forwarding
+    /// node (devnet's own trial table decides that way).
+    pub route: Option<RouteUsed>,
+    pub outcome: ProofOutcome,
+}
+
+/// How a proof ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum ProofOutcome {
+    /// The relay's certificate for its fixed name, signed by the profile's
+    /// relay CA. `age_s`: how long ago the handshake was (proofs are kept
+    /// per route until the network changes or they are a minute old).
+    Verified {
+        #[cfg_attr(feature = "ts", ts(type = "number"))]
+        age_s: u64,
+    },
+    /// No verified handshake: what happened instead (a certificate the CA
+    /// did not sign, no TLS answer at all, no connection, no CA known).
+    Failed { error: String },
+}
+
+impl Proof {
+    fn verified(&self) -> bool {
+        matches!(self.outcome, ProofOutcome::Verified { .. })
+    }
 }
 
 /// One hop of a trace: what came back for packets sent with TTL `ttl`.
@@ -140,6 +198,9 @@ pub struct GatewayTrial {
     /// routes through on-link nodes.
     pub on_link: bool,
     pub probe: Option<ProbeOutcome>,
+    /// The proof through the node (tried when its probe answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<Proof>,
 }
 
 /// The path chosen for a CIDR.
@@ -176,7 +237,19 @@ pub fn decide(observation: Observation, tun: &str, tunnel_available: bool) -> Ve
         (Some(t), Some(r), _) if r.dev == tun => {
             fallback(format!("the only route to {} is devnet's own device {}", t.ip(), r.dev))
         }
-        (Some(t), Some(r), Some(p)) if p.answered() => (Path::Direct, direct_reason(t, r, p)),
+        (Some(t), Some(r), Some(p)) if p.answered() => {
+            let answered = direct_reason(t, r, p);
+            match unproven(observation.cidr, observation.proof.as_ref(), Some(r), tun) {
+                None => {
+                    let proof = observation.proof.as_ref().map_or(String::new(), |p| p.endpoint.to_string());
+                    (
+                        Path::Direct,
+                        format!("{answered}; the relay at {proof} proved it is this cluster (TLS verified by its CA)"),
+                    )
+                }
+                Some(why) => fallback(format!("{answered}, {NOT_PROVEN}: {why}")),
+            }
+        }
         (Some(t), Some(r), Some(p)) => fallback(format!(
             "{} did not answer over {} ({})",
             t,
@@ -189,7 +262,8 @@ pub fn decide(observation: Observation, tun: &str, tunnel_available: bool) -> Ve
         )),
         (Some(t), Some(_), None) => fallback(format!("{t} was not probed")),
     };
-    // No direct path: a configured forwarding node that answered beats the tunnel.
+    // No direct path: a configured forwarding node that answered, and
+    // through which the relay proved the cluster, beats the tunnel.
     let (path, reason) = match (&observation.target, &observation.gateway) {
         (Some(t), Some(g)) if path != Path::Direct => match &g.probe {
             Some(p) if g.on_link && p.answered() => {
@@ -197,10 +271,12 @@ pub fn decide(observation: Observation, tun: &str, tunnel_available: bool) -> Ve
                     ProbeOutcome::Connected { rtt_us } | ProbeOutcome::Refused { rtt_us } => *rtt_us,
                     _ => 0,
                 };
-                (
-                    Path::Gateway,
-                    format!("{t} answered in {:.2} ms via the forwarding node {}", rtt as f64 / 1000.0, g.gateway),
-                )
+                let answered =
+                    format!("{t} answered in {:.2} ms via the forwarding node {}", rtt as f64 / 1000.0, g.gateway);
+                match unproven(observation.cidr, g.proof.as_ref(), None, tun) {
+                    None => (Path::Gateway, format!("{answered}; the relay proved it is this cluster")),
+                    Some(why) => (path, format!("{reason}; {answered}, {NOT_PROVEN}: {why}")),
+                }
             }
             _ if !g.on_link => {
                 (path, format!("{reason}; the forwarding node {} is not on a directly connected network", g.gateway))
@@ -211,6 +287,36 @@ pub fn decide(observation: Observation, tun: &str, tunnel_available: bool) -> Ve
     };
     Verdict { cidr: observation.cidr, path, reason, evidence: observation }
 }
+
+/// Why an answer over `route` (None: through a forwarding node) is not
+/// proven to be this cluster; None when the proof holds.
+fn unproven(cidr: IpNet, proof: Option<&Proof>, route: Option<&RouteUsed>, tun: &str) -> Option<String> {
+    let Some(proof) = proof else {
+        return Some(format!("the relay has no address in {cidr} to prove it"));
+    };
+    let e = proof.endpoint;
+    if let ProofOutcome::Failed { error } = &proof.outcome {
+        return Some(format!("no verified TLS handshake with the relay at {e} ({error})"));
+    }
+    match (route, &proof.route) {
+        (_, Some(pr)) if pr.dev == tun => Some(format!("the relay at {e} was reached through devnet's own device")),
+        (Some(r), Some(pr)) if (r.dev.as_str(), r.gateway) != (pr.dev.as_str(), pr.gateway) => {
+            Some(format!("the relay at {e} was proven over {}, not over {}", describe_route(pr), describe_route(r)))
+        }
+        (Some(_), None) => Some(format!("the OS has no route to the relay at {e}")),
+        _ if proof.verified() => None,
+        _ => Some(format!("the relay at {e} did not prove it")),
+    }
+}
+
+/// Whether a verdict's probe answered but nothing proved the answer is the
+/// cluster's (what doctor calls "answers, but not as this cluster").
+pub fn answered_unproven(v: &Verdict) -> bool {
+    matches!(v.path, Path::Tunnel | Path::Unreachable) && v.reason.contains(NOT_PROVEN)
+}
+
+/// The words every verdict uses for an answer nothing proved.
+pub const NOT_PROVEN: &str = "but not proven to be this cluster";
 
 /// Smooths re-checks: a CIDR's path changes only when two checks in a row
 /// agree on the new path, so one lost probe under load does not flip a
@@ -307,7 +413,37 @@ mod tests {
             probe,
             gateway: None,
             hops: Vec::new(),
+            proof: None,
         }
+    }
+
+    fn route(dev: &str, gw: Option<&str>) -> RouteUsed {
+        RouteUsed { dev: dev.into(), gateway: gw.map(|g| g.parse().expect("gw")), src: None }
+    }
+
+    /// The relay at 10.96.0.5:8443 over `route`, verified or not.
+    fn proof(route: Option<RouteUsed>, verified: bool) -> Option<Proof> {
+        Some(Proof {
+            endpoint: "10.96.0.5:8443".parse().expect("endpoint"),
+            route,
+            outcome: if verified {
+                ProofOutcome::Verified { age_s: 0 }
+            } else {
+                ProofOutcome::Failed { error: "TLS handshake: no answer within 1.5 s".into() }
+            },
+        })
+    }
+
+    /// An observation whose probe answered over eth0 via the office router,
+    /// with `proof`.
+    fn proven(proof: Option<Proof>) -> Observation {
+        let mut o = obs(
+            Some("10.96.0.10:53"),
+            Some(("eth0", Some("192.168.10.1"))),
+            Some(ProbeOutcome::Connected { rtt_us: 420 }),
+        );
+        o.proof = proof;
+        o
     }
 
     #[test]
@@ -319,9 +455,18 @@ mod tests {
         let eth = Some(("eth0", Some("192.168.10.1")));
         let tun = Some(("devnet0", None));
         let t = Some("10.96.0.10:53");
+        let with_proof = |mut o: Observation| {
+            o.proof = proof(Some(route("eth0", Some("192.168.10.1"))), true);
+            o
+        };
         let table: Vec<(Observation, bool, Path, &str)> = vec![
-            (obs(t, eth, ok.clone()), true, Path::Direct, "answered in 0.42 ms over dev eth0 via 192.168.10.1"),
-            (obs(t, eth, refused), true, Path::Direct, "answered"),
+            (
+                with_proof(obs(t, eth, ok.clone())),
+                true,
+                Path::Direct,
+                "answered in 0.42 ms over dev eth0 via 192.168.10.1; the relay at 10.96.0.5:8443 proved it",
+            ),
+            (with_proof(obs(t, eth, refused)), true, Path::Direct, "answered"),
             (obs(t, eth, timeout.clone()), true, Path::Tunnel, "timed out after 500 ms"),
             (obs(t, eth, unreach.clone()), true, Path::Tunnel, "No route to host"),
             (obs(t, eth, timeout), false, Path::Unreachable, "did not answer"),
@@ -344,7 +489,12 @@ mod tests {
         let eth = Some(("eth0", Some("192.168.10.1")));
         let t = Some("10.96.0.10:53");
         let timeout = Some(ProbeOutcome::TimedOut { after_ms: 700 });
-        let gw = |on_link, probe| GatewayTrial { gateway: "192.168.10.30".parse().expect("ip"), on_link, probe };
+        let gw = |on_link, probe| GatewayTrial {
+            gateway: "192.168.10.30".parse().expect("ip"),
+            on_link,
+            probe,
+            proof: proof(None, true),
+        };
         let mut o = obs(t, eth, timeout.clone());
         o.gateway = Some(gw(true, Some(ProbeOutcome::Connected { rtt_us: 500 })));
         let v = decide(o, "devnet0", true);
@@ -360,8 +510,89 @@ mod tests {
         assert_eq!(decide(o, "devnet0", true).path, Path::Tunnel);
         // A direct path wins over the node.
         let mut o = obs(t, eth, Some(ProbeOutcome::Connected { rtt_us: 100 }));
+        o.proof = proof(Some(route("eth0", Some("192.168.10.1"))), true);
         o.gateway = Some(gw(true, Some(ProbeOutcome::Connected { rtt_us: 500 })));
         assert_eq!(decide(o, "devnet0", true).path, Path::Direct);
+    }
+
+    /// Security review finding 1: a hostile access point (or captive portal)
+    /// that answers every SYN, or resets it, must not pull a CIDR out of the
+    /// tunnel. Only a TLS handshake with the relay, verified by its CA, over
+    /// the same route proves the cluster.
+    #[test]
+    fn hostile_router_keeps_every_cidr_in_the_tunnel() {
+        let eth = || Some(route("eth0", Some("192.168.10.1")));
+        let refused = |mut o: Observation| {
+            o.probe = Some(ProbeOutcome::Refused { rtt_us: 90 });
+            o
+        };
+        let table: Vec<(Observation, bool, Path, &str)> = vec![
+            // Answered, no relay address inside the CIDR: nothing to prove it with.
+            (proven(None), true, Path::Tunnel, "but not proven to be this cluster: the relay has no address in"),
+            (proven(None), false, Path::Unreachable, "not proven"),
+            (refused(proven(None)), true, Path::Tunnel, "not proven"),
+            // A listener that takes every connection and says nothing, or a
+            // certificate the relay CA did not sign.
+            (
+                proven(proof(eth(), false)),
+                true,
+                Path::Tunnel,
+                "no verified TLS handshake with the relay at 10.96.0.5:8443",
+            ),
+            // The proof went another way than the probe.
+            (
+                proven(proof(Some(route("wlan0", Some("10.0.0.1"))), true)),
+                true,
+                Path::Tunnel,
+                "proven over dev wlan0 via 10.0.0.1, not over dev eth0 via 192.168.10.1",
+            ),
+            // Through our own device proves nothing.
+            (proven(proof(Some(route("devnet0", None)), true)), true, Path::Tunnel, "devnet's own device"),
+            (proven(proof(None, true)), true, Path::Tunnel, "no route to the relay"),
+            // Proven over the same route: direct.
+            (proven(proof(eth(), true)), true, Path::Direct, "proved it is this cluster (TLS verified by its CA)"),
+        ];
+        for (o, tunnel, want, fragment) in table {
+            let v = decide(o.clone(), "devnet0", tunnel);
+            assert_eq!(v.path, want, "{o:?}: {}", v.reason);
+            assert!(v.reason.contains(fragment), "{:?} lacks {fragment:?}", v.reason);
+            assert_eq!(answered_unproven(&v), want != Path::Direct, "{}", v.reason);
+        }
+    }
+
+    #[test]
+    fn a_forwarding_node_needs_the_same_proof() {
+        let mut o = obs(
+            Some("10.96.0.10:53"),
+            Some(("eth0", Some("192.168.10.1"))),
+            Some(ProbeOutcome::TimedOut { after_ms: 700 }),
+        );
+        let trial = |proof| GatewayTrial {
+            gateway: "192.168.10.30".parse().expect("ip"),
+            on_link: true,
+            probe: Some(ProbeOutcome::Connected { rtt_us: 500 }),
+            proof,
+        };
+        o.gateway = Some(trial(None));
+        let v = decide(o.clone(), "devnet0", true);
+        assert_eq!(v.path, Path::Tunnel, "{}", v.reason);
+        assert!(v.reason.contains("via the forwarding node 192.168.10.30, but not proven"), "{}", v.reason);
+        assert!(answered_unproven(&v));
+        o.gateway = Some(trial(proof(None, false)));
+        assert_eq!(decide(o.clone(), "devnet0", true).path, Path::Tunnel);
+        o.gateway = Some(trial(proof(None, true)));
+        assert_eq!(decide(o, "devnet0", true).path, Path::Gateway);
+    }
+
+    #[test]
+    fn proofs_read_back_as_written() {
+        let p = proof(Some(route("eth0", None)), true).expect("proof");
+        let json = serde_json::to_string(&p).expect("json");
+        assert!(json.contains(r#""outcome":"verified""#), "{json}");
+        assert_eq!(serde_json::from_str::<Proof>(&json).expect("parse"), p);
+        // Evidence from before proofs existed still reads.
+        let old = r#"{"cidr":"10.96.0.0/16","target":null,"route":null,"probe":null}"#;
+        assert_eq!(serde_json::from_str::<Observation>(old).expect("old evidence").proof, None);
     }
 
     fn verdict(path: Path) -> Verdict {
