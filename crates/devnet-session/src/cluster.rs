@@ -224,6 +224,8 @@ pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say
     let mut probes: Vec<String> = pod_probes.iter().map(ToString::to_string).collect();
     probes.extend(state.pod_ips.iter().map(|ip| SocketAddr::new(*ip, relay::TUNNEL_PORT).to_string()));
     probes.extend(found.dns_servers.iter().map(|f| SocketAddr::new(f.value, 53).to_string()));
+    // Where the relay proves that a direct answer is this cluster's.
+    let relay_endpoints = relay_endpoints(&cluster, ns, &state.pod_ips, &found.cidrs()).await;
     let file = ProfileFile {
         relay: Some(relay_addr.to_string()),
         token: Some(creds.token.into()),
@@ -231,11 +233,44 @@ pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say
         cidrs: found.cidrs().iter().map(ToString::to_string).collect(),
         dns_server: dns.map(|d| d.to_string()),
         probe_targets: probes,
+        relay_endpoints,
         cluster_domain: Some(found.cluster_domain.value.clone()),
         namespaces: cluster.namespaces().await,
         ..Default::default()
     };
     Ok(Prepared { name: cluster.context.clone(), file, direct, port_forward, discovered: discovered(&cluster, &found) })
+}
+
+/// The relay's own addresses inside the routed `cidrs`, where it proves
+/// that a direct answer is this cluster's (a TLS handshake verified by its
+/// CA): its pod IPs on the tunnel port (the pod CIDRs) and its Service's
+/// ClusterIPs on the Service's port (the service CIDRs). The Service is
+/// read here rather than by `relay::state`, which other callers share.
+async fn relay_endpoints(
+    cluster: &Cluster,
+    ns: &str,
+    pod_ips: &[std::net::IpAddr],
+    cidrs: &[ipnet::IpNet],
+) -> Vec<String> {
+    let mut endpoints: Vec<SocketAddr> = pod_ips.iter().map(|ip| SocketAddr::new(*ip, relay::TUNNEL_PORT)).collect();
+    if let Ok(svc) = cluster.get(&format!("/api/v1/namespaces/{ns}/services/{}", relay::NAME)).await {
+        endpoints.extend(service_endpoints(&svc));
+    }
+    endpoints.into_iter().filter(|e| cidrs.iter().any(|c| c.contains(&e.ip()))).map(|e| e.to_string()).collect()
+}
+
+/// A Service's ClusterIPs (`spec.clusterIPs`, else `spec.clusterIP`; none
+/// when headless) on its first port.
+fn service_endpoints(svc: &serde_json::Value) -> Vec<SocketAddr> {
+    let spec = &svc["spec"];
+    let Some(port) = spec["ports"][0]["port"].as_u64().and_then(|p| u16::try_from(p).ok()) else {
+        return Vec::new();
+    };
+    let ips: Vec<&str> = match spec["clusterIPs"].as_array() {
+        Some(list) => list.iter().filter_map(serde_json::Value::as_str).collect(),
+        None => spec["clusterIP"].as_str().into_iter().collect(),
+    };
+    ips.into_iter().filter_map(|ip| ip.parse().ok()).map(|ip| SocketAddr::new(ip, port)).collect()
 }
 
 /// The host and port of an API server URL (`https://host:port/…`; 443
@@ -373,7 +408,21 @@ impl PortForward {
 
 #[cfg(test)]
 mod tests {
-    use super::api_server_host_port;
+    use super::{SocketAddr, api_server_host_port, service_endpoints};
+
+    #[test]
+    fn the_relay_service_gives_its_cluster_ips_as_endpoints() {
+        use serde_json::json;
+        let dual = json!({"spec": {"clusterIP": "10.96.0.5", "clusterIPs": ["10.96.0.5", "fd00:96::5"],
+            "ports": [{"name": "tunnel", "port": 8443, "targetPort": 8443, "nodePort": 31443}]}});
+        let got: Vec<String> = service_endpoints(&dual).iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["10.96.0.5:8443", "[fd00:96::5]:8443"]);
+        let old = json!({"spec": {"clusterIP": "10.96.0.5", "ports": [{"port": 9443}]}});
+        assert_eq!(service_endpoints(&old), ["10.96.0.5:9443".parse::<SocketAddr>().expect("addr")]);
+        let headless = json!({"spec": {"clusterIP": "None", "clusterIPs": ["None"], "ports": [{"port": 8443}]}});
+        assert!(service_endpoints(&headless).is_empty());
+        assert!(service_endpoints(&json!({"spec": {"clusterIP": "10.96.0.5"}})).is_empty(), "no port");
+    }
 
     #[test]
     fn api_server_urls_name_host_and_port() {
