@@ -42,6 +42,8 @@ fn declarations() -> String {
         devnet_path::GatewayTrial::decl(),
         devnet_path::Hop::decl(),
         devnet_path::HopAnswer::decl(),
+        devnet_path::Proof::decl(),
+        devnet_path::ProofOutcome::decl(),
         devnet_path::doctor::Finding::decl(),
         devnet_path::doctor::Severity::decl(),
     ];

@@ -150,7 +150,12 @@ gateway?: GatewayTrial | null,
  * Where packets to the target stop, hop by hop, when doctor traced a
  * probe that did not answer.
  */
-hops?: Array<Hop>, };
+hops?: Array<Hop>, 
+/**
+ * Whether the way is this cluster's: tried when the probe answered and
+ * the relay has an address inside the CIDR (None: not tried).
+ */
+proof?: Proof | null, };
 
 export type RouteUsed = { dev: string, gateway: string | null, src: string | null, };
 
@@ -161,7 +166,11 @@ export type GatewayTrial = { gateway: string,
  * Whether the node is on a directly connected network; devnet only
  * routes through on-link nodes.
  */
-on_link: boolean, probe: ProbeOutcome | null, };
+on_link: boolean, probe: ProbeOutcome | null, 
+/**
+ * The proof through the node (tried when its probe answered).
+ */
+proof?: Proof | null, };
 
 export type Hop = { ttl: number, 
 /**
@@ -170,6 +179,19 @@ export type Hop = { ttl: number,
 from: string | null, answer: HopAnswer, };
 
 export type HopAnswer = "forwards" | "no-route" | "prohibited" | "reached" | "silent";
+
+export type Proof = { 
+/**
+ * The relay's address that was dialled.
+ */
+endpoint: string, 
+/**
+ * The route the OS chose for it; none for a trial through a forwarding
+ * node (devnet's own trial table decides that way).
+ */
+route: RouteUsed | null, outcome: ProofOutcome, };
+
+export type ProofOutcome = { "outcome": "verified", age_s: number, } | { "outcome": "failed", error: string, };
 
 export type Finding = { severity: Severity, title: string, detail: string, 
 /**
