@@ -93,6 +93,8 @@ pub struct TunnelStats {
     pub packets_in: u64,
     pub packets_out: u64,
     pub dropped_not_routed: u64,
+    /// Packets from the laptop that do not parse, and datagrams from the
+    /// relay too large for one packet of the MTU.
     pub dropped_malformed: u64,
     pub refused: u64,
     pub unreachable: u64,
@@ -465,6 +467,15 @@ impl Tunnel {
             Event::Datagram { assoc, payload, .. } => {
                 // An answer to a forgotten association has nowhere to go.
                 if let Some(&(client, dst)) = self.udp_by_assoc.get(&assoc) {
+                    // A datagram that does not fit one packet of the TUN's
+                    // MTU cannot be written (and past 64 KiB its length
+                    // fields would wrap): dropped, as a router would.
+                    let header = if dst.is_ipv4() { 20 + 8 } else { 40 + 8 };
+                    if header + payload.len() > self.config.mtu.min(usize::from(u16::MAX)) {
+                        debug!(%dst, len = payload.len(), mtu = self.config.mtu, "dropping a datagram larger than the MTU");
+                        self.stats.dropped_malformed += 1;
+                        return None;
+                    }
                     if let Some(a) = self.udp.get_mut(&(client, dst)) {
                         a.last_used = self.now;
                     }

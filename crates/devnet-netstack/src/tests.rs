@@ -289,3 +289,25 @@ fn a_silent_relay_is_reported_by_poll() {
     }
     assert!(matches!(closed, Some(devnet_proto::ConnectionError::HeartbeatTimeout(_))), "{closed:?}");
 }
+
+/// Found by fuzzing (netstack_tunnel): a relay datagram of 64 KiB became a
+/// UDP packet larger than the TUN's MTU whose 16-bit length fields wrapped.
+#[test]
+fn a_relay_datagram_larger_than_the_mtu_is_dropped_not_wrapped() {
+    let mut h = Harness::new();
+    let assoc = h.udp("192.168.10.2:40003", "10.96.0.10:53");
+    let dst = addr("10.96.0.10:53");
+    let mtu = h.tunnel.config.mtu;
+    h.relay.send_datagram(assoc, dst, &vec![7; devnet_proto::frame::MAX_DATA_PAYLOAD]).expect("send");
+    h.exchange();
+    assert!(h.packets().is_empty(), "an oversized datagram was written to the TUN device");
+    assert_eq!(h.tunnel.stats().dropped_malformed, 1);
+    // The largest that fits one packet still goes through, whole.
+    h.relay.send_datagram(assoc, dst, &vec![7; mtu - 28]).expect("send");
+    h.exchange();
+    let packets = h.packets();
+    assert_eq!(packets.len(), 1);
+    assert_eq!(packets[0].len(), mtu);
+    let Ok(Inbound::Udp { payload, .. }) = packet::classify(&packets[0]) else { panic!("not a UDP packet") };
+    assert_eq!(payload.1 - payload.0, mtu - 28);
+}

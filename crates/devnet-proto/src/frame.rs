@@ -170,6 +170,8 @@ pub enum DecodeError {
     BadFamily(u8),
     #[error("{0} is not valid UTF-8")]
     BadUtf8(&'static str),
+    #[error("a {what} payload of {len} bytes exceeds the limit of {MAX_DATA_PAYLOAD}: no devnet peer sends one")]
+    PayloadTooLarge { what: &'static str, len: usize },
 }
 
 impl Frame<'_> {
@@ -288,7 +290,7 @@ impl Frame<'_> {
             },
             ty::DATA => {
                 let id = r.u32("stream id")?;
-                Frame::Data { id, payload: r.rest() }
+                Frame::Data { id, payload: r.payload("data")? }
             }
             ty::WINDOW => Frame::Window { id: r.u32("stream id")?, increment: r.u32("window increment")? },
             ty::FIN => Frame::Fin { id: r.u32("stream id")? },
@@ -296,7 +298,7 @@ impl Frame<'_> {
             ty::DATAGRAM => {
                 let assoc = r.u32("association id")?;
                 let addr = r.addr()?;
-                Frame::Datagram { assoc, addr, payload: r.rest() }
+                Frame::Datagram { assoc, addr, payload: r.payload("datagram")? }
             }
             ty::PING => Frame::Ping { nonce: r.u64("nonce")? },
             ty::PONG => Frame::Pong { nonce: r.u64("nonce")? },
@@ -386,8 +388,15 @@ impl<'a> Reader<'a> {
         };
         Ok(SocketAddr::new(ip, self.u16("port")?))
     }
-    fn rest(&mut self) -> &'a [u8] {
-        std::mem::take(&mut self.buf)
+    /// The rest of the frame as a payload. The limit is the one senders
+    /// cut to: a larger payload would be one that cannot be sent on (the
+    /// encoder refuses it, and a UDP datagram that size overflows the
+    /// length field of the packet it would become).
+    fn payload(&mut self, what: &'static str) -> Result<&'a [u8], DecodeError> {
+        if self.buf.len() > MAX_DATA_PAYLOAD {
+            return Err(DecodeError::PayloadTooLarge { what, len: self.buf.len() });
+        }
+        Ok(std::mem::take(&mut self.buf))
     }
 }
 
@@ -447,6 +456,30 @@ mod tests {
         assert_eq!(Frame::decode(&[0, 0, 0, 8, ty::DATAGRAM, 0, 0, 0, 1, 5, 0, 0]), Err(DecodeError::BadFamily(5)));
         let err = Frame::decode(&[0, 0, 0, 4, ty::HELLO, 0, 1, 0xff]).expect_err("bad utf8");
         assert_eq!(err, DecodeError::BadUtf8("token"));
+    }
+
+    /// Found by fuzzing (proto_frame): the decoder took Data and Datagram
+    /// payloads up to the frame limit (256 KiB), which the encoder refuses
+    /// with a panic, so a relay re-encoding what it received, or a tunnel
+    /// turning a datagram into a UDP packet, could not carry them.
+    #[test]
+    fn oversized_payloads_are_refused_by_the_decoder() {
+        for (t, what, header) in [(ty::DATA, "data", 4), (ty::DATAGRAM, "datagram", 4 + 7)] {
+            let len = MAX_DATA_PAYLOAD + 1;
+            let mut bytes = ((1 + header + len) as u32).to_be_bytes().to_vec();
+            bytes.push(t);
+            bytes.extend_from_slice(&[0, 0, 0, 1]);
+            if t == ty::DATAGRAM {
+                bytes.extend_from_slice(&[4, 10, 96, 0, 10, 0, 53]);
+            }
+            bytes.resize(bytes.len() + len, 0);
+            assert_eq!(Frame::decode(&bytes), Err(DecodeError::PayloadTooLarge { what, len }));
+            // The largest payload a sender cuts to still decodes.
+            let max = vec![0; MAX_DATA_PAYLOAD];
+            let mut ok = Vec::new();
+            Frame::Data { id: 1, payload: &max }.encode(&mut ok);
+            assert!(matches!(Frame::decode(&ok), Ok(Some((Frame::Data { .. }, _)))));
+        }
     }
 
     #[test]

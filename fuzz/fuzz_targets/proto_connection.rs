@@ -1,0 +1,3 @@
+#![no_main]
+// The body and what it asserts: devnet_fuzz_targets::proto_connection.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| devnet_fuzz_targets::proto_connection(data));
