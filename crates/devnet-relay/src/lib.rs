@@ -14,6 +14,7 @@
 //! **What it does not do:** decide routes, touch the node's network
 //! configuration, or talk to the Kubernetes API.
 
+pub mod budget;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
@@ -54,6 +55,14 @@ pub struct Shared {
     /// closed at once. Logged-in clients are not affected, and one noisy
     /// address cannot keep everyone else from logging in.
     pub logging_in: LoggingIn,
+    /// The window credit all sessions hold together (see [`budget`]).
+    pub budget: Arc<budget::Global>,
+    /// The sizes each session's credit follows.
+    pub credit: budget::Limits,
+    /// Dials one session may have in progress; beyond, an open is refused at
+    /// once with the limit named (each dial holds a socket and a task for up
+    /// to the dial timeout).
+    pub max_dialing: usize,
 }
 
 /// The connections logging in, in all and per source address.
@@ -113,6 +122,8 @@ pub const MAX_LOGGING_IN_PER_SOURCE: usize = 32;
 /// with "relay stream limit of 1024 reached" (each holds a socket and up
 /// to a window of buffered bytes).
 pub const MAX_STREAMS_PER_SESSION: usize = 1024;
+/// The default [`Shared::max_dialing`].
+pub const MAX_DIALING_PER_SESSION: usize = 64;
 
 /// Accepts sessions on `listener` until `shutdown` turns true, then waits
 /// for sessions to drain (bounded by the grace period).

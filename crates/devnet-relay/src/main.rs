@@ -115,6 +115,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         metrics: metrics.clone(),
         login_timeout: devnet_relay::LOGIN_TIMEOUT,
         logging_in: devnet_relay::LoggingIn::new(devnet_relay::MAX_LOGGING_IN, devnet_relay::MAX_LOGGING_IN_PER_SOURCE),
+        budget: Arc::new(devnet_relay::budget::Global::new(devnet_relay::budget::GLOBAL_BUDGET)),
+        credit: devnet_relay::budget::Limits::default(),
+        max_dialing: devnet_relay::MAX_DIALING_PER_SESSION,
     });
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let health =

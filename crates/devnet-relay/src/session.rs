@@ -2,12 +2,18 @@
 //! [`Connection`], with a task per dialled socket.
 //!
 //! Backpressure runs end to end. Towards a destination, bytes stay in the
-//! connection's receive buffer (and so count against the client's window)
-//! until the socket writer reports them written. From a destination, each
-//! socket reader holds a one-chunk gate that reopens only when the
-//! connection accepted the previous chunk within the stream's send window.
+//! connection's receive buffer until the socket writer reports them written,
+//! and only then does the stream get credit again, from the session's
+//! [`Credit`] (the byte budget): a destination that never reads holds at
+//! most its stream's window, and all of a session's at most its budget.
+//! From a destination, each socket reader holds a one-chunk gate that
+//! reopens only when the connection accepted the previous chunk within the
+//! stream's send window; chunks read and not yet taken count against
+//! [`UP_BUDGET`], and the connection takes none while its unsent output
+//! exceeds [`OUTBUF_CAP`], so a client that grants credit and never reads
+//! cannot make the relay buffer for it either.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +28,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::Shared;
+use crate::budget::Credit;
 use crate::metrics::Metrics;
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -29,6 +36,11 @@ const UDP_IDLE: Duration = Duration::from_secs(60);
 /// UDP associations per client: the client keeps at most as many (and
 /// forgets idle ones sooner), so an honest one never meets this.
 const MAX_UDP_ASSOCS: usize = 1024;
+/// Bytes read from a session's destinations and not yet taken by the
+/// connection (each stream reads a chunk at a time).
+pub const UP_BUDGET: usize = 4 * 1024 * 1024;
+/// Unsent output above which the connection takes no more stream data.
+pub const OUTBUF_CAP: usize = 1024 * 1024;
 
 /// Messages from socket tasks to the session.
 enum Up {
@@ -54,6 +66,8 @@ struct StreamIo {
     socket: Arc<TcpStream>,
     down: mpsc::UnboundedSender<Down>,
     gate: Arc<Semaphore>,
+    /// The session's [`UP_BUDGET`]; a chunk holds its length until taken.
+    up_bytes: Arc<Semaphore>,
     /// A chunk the connection could not yet take in full, and how much it took.
     pending_up: Option<(Vec<u8>, usize)>,
     eof_pending: bool,
@@ -67,6 +81,9 @@ impl Drop for StreamIo {
     fn drop(&mut self) {
         // The writer is left to flush what it has; the reader must stop.
         self.reader.abort();
+        if let Some((data, _)) = &self.pending_up {
+            self.up_bytes.add_permits(data.len());
+        }
     }
 }
 
@@ -124,6 +141,10 @@ where
         conn: Connection::server(shared.proto.clone(), Instant::now().into_std()),
         streams: HashMap::new(),
         udp: HashMap::new(),
+        credit: Credit::new(shared.budget.clone(), shared.credit),
+        dialing: 0,
+        up_bytes: Arc::new(Semaphore::new(UP_BUDGET)),
+        blocked_up: VecDeque::new(),
         shared,
         established: false,
     };
@@ -149,6 +170,7 @@ where
                 Ok(n) => {
                     session.conn.advance_transmit(n);
                     needs_flush = true;
+                    session.resume_up();
                 }
                 Err(e) => break SessionEnd::Ended(format!("write error: {e}")),
             },
@@ -209,6 +231,13 @@ struct Session {
     conn: Connection,
     streams: HashMap<StreamId, StreamIo>,
     udp: HashMap<u32, UdpAssoc>,
+    /// The window credit this session's streams hold (the byte budget).
+    credit: Credit,
+    /// Dials in progress.
+    dialing: usize,
+    up_bytes: Arc<Semaphore>,
+    /// Streams with a chunk waiting for the output to drain below [`OUTBUF_CAP`].
+    blocked_up: VecDeque<StreamId>,
     shared: Arc<Shared>,
     established: bool,
 }
@@ -233,7 +262,7 @@ impl Session {
                 }
                 Event::Reset { id, message } => {
                     debug!(id, %message, "client reset stream");
-                    if let Some(s) = self.streams.remove(&id) {
+                    if let Some(s) = self.forget(id) {
                         s.writer.abort();
                     }
                 }
@@ -261,6 +290,14 @@ impl Session {
                 return;
             }
         };
+        if self.dialing >= self.shared.max_dialing {
+            Metrics::add(&self.shared.metrics.dials_refused_busy, 1);
+            let message = format!("relay limit of {} dials in progress reached; try again", self.shared.max_dialing);
+            debug!(id, dst = %addr, "{message}");
+            self.conn.refuse(id, OpenStatus::Unreachable, &message);
+            return;
+        }
+        self.dialing += 1;
         let timeout = self.shared.dial_timeout;
         let up_tx = up_tx.clone();
         tokio::spawn(async move {
@@ -276,14 +313,21 @@ impl Session {
     fn handle_up(&mut self, msg: Up, up_tx: &mpsc::UnboundedSender<Up>) {
         match msg {
             Up::Dialed { id, result: Ok(stream) } => {
-                if self.conn.accept(id).is_err() {
+                self.dialing -= 1;
+                if !self.conn.contains(id) {
                     return; // the client gave up on the stream meanwhile
+                }
+                let window = self.credit.open(id);
+                if self.conn.accept_with_window(id, window).is_err() {
+                    self.forget(id);
+                    return;
                 }
                 Metrics::add(&self.shared.metrics.streams_opened, 1);
                 let _ = stream.set_nodelay(true);
-                self.streams.insert(id, spawn_stream_tasks(id, stream, up_tx));
+                self.streams.insert(id, spawn_stream_tasks(id, stream, up_tx, &self.up_bytes));
             }
             Up::Dialed { id, result: Err((status, message)) } => {
+                self.dialing -= 1;
                 Metrics::add(&self.shared.metrics.dial_failures, 1);
                 debug!(id, ?status, %message, "dial failed");
                 self.conn.refuse(id, status, &message);
@@ -293,6 +337,8 @@ impl Session {
                 if let Some(s) = self.streams.get_mut(&id) {
                     s.pending_up = Some((data, 0));
                     self.retry_up(id);
+                } else {
+                    self.up_bytes.add_permits(data.len());
                 }
             }
             Up::Eof { id } => {
@@ -306,16 +352,16 @@ impl Session {
                 }
             }
             Up::ReadError { id, message } | Up::WriteError { id, message } => {
-                if self.streams.remove(&id).is_some() {
+                if self.forget(id).is_some() {
                     self.conn.reset(id, &message);
                 }
             }
             Up::Written { id, n } => {
                 Metrics::add(&self.shared.metrics.bytes_to_destinations, n as u64);
-                self.conn.consume(id, n);
                 if let Some(s) = self.streams.get_mut(&id) {
                     s.forwarded -= n;
                 }
+                self.drained(id, n);
                 self.reap(id);
             }
             Up::Datagram { assoc, from, payload } => {
@@ -341,12 +387,16 @@ impl Session {
                 match s.socket.try_write(a) {
                     Ok(n) if n > 0 => {
                         Metrics::add(&self.shared.metrics.bytes_to_destinations, n as u64);
-                        self.conn.consume(id, n);
+                        self.conn.release(id, n);
+                        for (id, increment) in self.credit.drained(id, n) {
+                            self.conn.grant(id, increment);
+                        }
                     }
                     _ => break,
                 }
             }
         }
+        let Some(s) = self.streams.get_mut(&id) else { return };
         let (a, b) = self.conn.peek(id);
         let total = a.len() + b.len();
         if total <= s.forwarded {
@@ -371,11 +421,16 @@ impl Session {
         let Some((data, done)) = &mut s.pending_up else {
             return;
         };
+        if self.conn.transmit().len() >= OUTBUF_CAP {
+            self.blocked_up.push_back(id);
+            return;
+        }
         match self.conn.write(id, &data[*done..]) {
             Ok(n) => *done += n,
             Err(_) => return,
         }
         if *done == data.len() {
+            self.up_bytes.add_permits(data.len());
             s.pending_up = None;
             s.gate.add_permits(1);
             if s.eof_pending {
@@ -385,11 +440,36 @@ impl Session {
         }
     }
 
+    /// Retries chunks held back while the output was above [`OUTBUF_CAP`].
+    fn resume_up(&mut self) {
+        while self.conn.transmit().len() < OUTBUF_CAP {
+            let Some(id) = self.blocked_up.pop_front() else { return };
+            self.retry_up(id);
+        }
+    }
+
+    /// The destination of `id` took `n` bytes: they leave the receive
+    /// buffer and the budget grants credit where it is owed.
+    fn drained(&mut self, id: StreamId, n: usize) {
+        self.conn.release(id, n);
+        for (id, increment) in self.credit.drained(id, n) {
+            self.conn.grant(id, increment);
+        }
+    }
+
+    /// Drops our side of a stream and gives its credit to streams owed some.
+    fn forget(&mut self, id: StreamId) -> Option<StreamIo> {
+        for (id, increment) in self.credit.close(id) {
+            self.conn.grant(id, increment);
+        }
+        self.streams.remove(&id)
+    }
+
     /// Drops our side of a stream once the connection has forgotten it,
     /// which it does when both directions finished and every byte was written.
     fn reap(&mut self, id: StreamId) {
         if !self.conn.contains(id) {
-            self.streams.remove(&id);
+            self.forget(id);
         }
     }
 
@@ -451,32 +531,46 @@ fn classify_dial_error(target: SocketAddr, e: &io::Error) -> (OpenStatus, String
     }
 }
 
-fn spawn_stream_tasks(id: StreamId, stream: TcpStream, up_tx: &mpsc::UnboundedSender<Up>) -> StreamIo {
+fn spawn_stream_tasks(
+    id: StreamId,
+    stream: TcpStream,
+    up_tx: &mpsc::UnboundedSender<Up>,
+    up_bytes: &Arc<Semaphore>,
+) -> StreamIo {
     let socket = Arc::new(stream);
     let gate = Arc::new(Semaphore::new(1));
     let reader = {
-        let (gate, up_tx, socket) = (gate.clone(), up_tx.clone(), socket.clone());
+        let (gate, up_tx, socket, up_bytes) = (gate.clone(), up_tx.clone(), socket.clone(), up_bytes.clone());
         tokio::spawn(async move {
             loop {
                 let Ok(permit) = gate.acquire().await else { return };
                 permit.forget();
-                let mut data = vec![0u8; READ_CHUNK];
+                // The buffer exists only while bytes wait: an idle stream holds none.
                 let read = loop {
                     if let Err(e) = socket.readable().await {
                         break Err(e);
                     }
+                    let Ok(budget) = up_bytes.acquire_many(READ_CHUNK as u32).await else { return };
+                    let mut data = vec![0u8; READ_CHUNK];
                     match socket.try_read(&mut data) {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        other => break other,
+                        Err(e) => break Err(e),
+                        Ok(n) => {
+                            // The chunk keeps its own length of the budget until taken.
+                            budget.forget();
+                            up_bytes.add_permits(READ_CHUNK - n);
+                            data.truncate(n);
+                            data.shrink_to_fit();
+                            break Ok(data);
+                        }
                     }
                 };
                 match read {
-                    Ok(0) => {
+                    Ok(data) if data.is_empty() => {
                         let _ = up_tx.send(Up::Eof { id });
                         return;
                     }
-                    Ok(n) => {
-                        data.truncate(n);
+                    Ok(data) => {
                         if up_tx.send(Up::Data { id, data }).is_err() {
                             return;
                         }
@@ -511,7 +605,17 @@ fn spawn_stream_tasks(id: StreamId, stream: TcpStream, up_tx: &mpsc::UnboundedSe
         })
         .abort_handle()
     };
-    StreamIo { socket, down, gate, pending_up: None, eof_pending: false, forwarded: 0, reader, writer }
+    StreamIo {
+        socket,
+        down,
+        gate,
+        up_bytes: up_bytes.clone(),
+        pending_up: None,
+        eof_pending: false,
+        forwarded: 0,
+        reader,
+        writer,
+    }
 }
 
 async fn write_all_shared(socket: &TcpStream, mut data: &[u8]) -> io::Result<()> {
@@ -543,3 +647,6 @@ async fn udp_reader(assoc: u32, socket: Arc<UdpSocket>, up_tx: mpsc::UnboundedSe
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

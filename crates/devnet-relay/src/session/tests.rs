@@ -1,0 +1,246 @@
+//! Sessions over real loopback sockets: a relay's session loop, clients
+//! driving the real protocol state machine, and destinations that are real
+//! listeners (one that never reads, one that echoes, one that never answers).
+//! Plain TCP stands in for TLS between client and relay: the session code is
+//! the same for any byte stream, and TLS would only add set-up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use devnet_proto::{Config, Connection, Event, OpenStatus, StreamId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::budget::{Global, Limits};
+use crate::metrics::Metrics;
+use crate::policy::Policy;
+use crate::{LoggingIn, Shared};
+
+const TOKEN: &str = "session-test-token";
+const KIB: usize = 1024;
+
+fn limits() -> Limits {
+    Limits { initial_window: 16 * KIB, max_window: 64 * KIB, session: 1024 * KIB, floor: 256 * KIB }
+}
+
+fn shared(max_dialing: usize) -> Arc<Shared> {
+    Arc::new(Shared {
+        proto: Config { token: TOKEN.into(), max_streams: crate::MAX_STREAMS_PER_SESSION, ..Config::default() },
+        policy: Policy::loopback_for_tests(),
+        dial_timeout: Duration::from_secs(30),
+        shutdown_grace: Duration::from_secs(1),
+        metrics: Arc::new(Metrics::default()),
+        login_timeout: Duration::from_secs(10),
+        logging_in: LoggingIn::new(16, 16),
+        budget: Arc::new(Global::new(8 * 1024 * KIB)),
+        credit: limits(),
+        max_dialing,
+    })
+}
+
+/// Runs sessions for every connection to the returned address.
+async fn start_relay(shared: Arc<Shared>) -> (SocketAddr, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+    let addr = listener.local_addr().expect("addr");
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((tcp, peer)) = listener.accept().await {
+            let slot = shared.logging_in.admit(peer.ip()).expect("a login place");
+            let login = super::Login { deadline: Instant::now() + shared.login_timeout, slot };
+            let (shared, shutdown_rx) = (shared.clone(), shutdown_rx.clone());
+            tokio::spawn(async move {
+                let end = super::run(tcp, peer, shared, shutdown_rx, login).await;
+                eprintln!("session from {peer} ended: {end:?}");
+            });
+        }
+    });
+    (addr, shutdown_tx)
+}
+
+/// A devnet client: the protocol state machine over a TCP connection.
+struct Client {
+    conn: Connection,
+    tcp: TcpStream,
+    events: Vec<Event>,
+}
+
+impl Client {
+    async fn connect(relay: SocketAddr) -> Self {
+        let config = Config { token: TOKEN.into(), ..Config::default() };
+        let tcp = TcpStream::connect(relay).await.expect("connect to the relay");
+        let mut client = Self { conn: Connection::client(config, std::time::Instant::now()), tcp, events: Vec::new() };
+        assert!(client.drive_until(Duration::from_secs(5), |c| c.conn.is_established()).await, "logged in");
+        client
+    }
+
+    /// Moves bytes both ways until `done` holds (true) or `timeout` passes (false).
+    async fn drive_until(&mut self, timeout: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut buf = vec![0u8; 256 * KIB];
+        loop {
+            while let Some(event) = self.conn.poll_event() {
+                self.events.push(event);
+            }
+            if done(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let tick = tokio::time::sleep(Duration::from_millis(20));
+            let pending = self.conn.transmit();
+            let pending = pending[..pending.len().min(256 * KIB)].to_vec();
+            let (mut rd, mut wr) = self.tcp.split();
+            tokio::select! {
+                written = wr.write(&pending), if !pending.is_empty() => {
+                    self.conn.advance_transmit(written.expect("write to the relay"));
+                }
+                read = rd.read(&mut buf) => {
+                    let n = read.expect("read from the relay");
+                    assert!(n > 0, "the relay closed the session");
+                    self.conn.handle_input(&buf[..n], std::time::Instant::now()).expect("a valid relay");
+                }
+                () = tick => self.conn.handle_timeout(std::time::Instant::now()),
+            }
+        }
+    }
+
+    fn opened(&self, id: StreamId) -> bool {
+        self.events.contains(&Event::Opened { id })
+    }
+}
+
+/// A listener that accepts and never reads, with a small receive buffer so
+/// the kernel soaks up little of what the relay writes.
+fn sink() -> SocketAddr {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4 * KIB).expect("SO_RCVBUF");
+    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()).expect("bind sink");
+    socket.listen(1024).expect("listen");
+    let listener = std::net::TcpListener::from(socket);
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    addr
+}
+
+async fn echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = tcp.split();
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_streams_stay_within_the_byte_budget_and_other_clients_keep_working() {
+    let shared = shared(crate::MAX_DIALING_PER_SESSION);
+    let (relay, _shutdown) = start_relay(shared.clone()).await;
+    let (sink, echo) = (sink(), echo().await);
+
+    // One client opens 1,000 streams to a sink and writes all it is allowed to.
+    let mut flood = Client::connect(relay).await;
+    let mut ids = Vec::new();
+    let payload = vec![0x5au8; 256 * KIB];
+    for _ in 0..1000 {
+        ids.push(flood.conn.open(sink).expect("open"));
+        // Opened a few at a time: the relay dials at most 64 at once.
+        if ids.len() % 50 == 0 {
+            let batch = ids.clone();
+            let all_open = flood.drive_until(Duration::from_secs(10), |c| batch.iter().all(|id| c.opened(*id))).await;
+            assert!(all_open, "every stream to the sink opens");
+        }
+    }
+    let mut quiet_rounds = 0;
+    let pushed = flood
+        .drive_until(Duration::from_secs(20), |c| {
+            let mut sent = 0;
+            for id in &ids {
+                sent += c.conn.write(*id, &payload).unwrap_or(0);
+            }
+            quiet_rounds = if sent == 0 && c.conn.transmit().is_empty() { quiet_rounds + 1 } else { 0 };
+            quiet_rounds >= 25
+        })
+        .await;
+    assert!(pushed, "the flood reaches a standstill");
+    let sent = flood.conn.stats().bytes_out;
+    let held = shared.budget.held();
+    assert!(sent > 2 * limits().session as u64, "the flood sent {sent} bytes, enough to overrun the budget");
+    assert!(held <= limits().session, "the relay holds {held} bytes, more than the session budget");
+    assert!(held >= limits().session / 2, "the budget is what stopped the flood (held {held})");
+
+    // Another client's round trip still works, and the flood is still connected.
+    let mut honest = Client::connect(relay).await;
+    let id = honest.conn.open(echo).expect("open");
+    assert!(honest.drive_until(Duration::from_secs(10), |c| c.opened(id)).await, "the echo stream opens");
+    assert_eq!(honest.conn.write(id, b"ping").expect("write"), 4);
+    let mut got = Vec::new();
+    let answered = honest
+        .drive_until(Duration::from_secs(10), |c| {
+            let mut buf = [0u8; 16];
+            let n = c.conn.read(id, &mut buf);
+            got.extend_from_slice(&buf[..n]);
+            got == b"ping"
+        })
+        .await;
+    assert!(answered, "the echo came back (got {got:?})");
+    assert!(flood.drive_until(Duration::from_secs(1), |c| c.conn.is_established()).await);
+    assert!(shared.budget.held() <= limits().session + limits().floor, "two sessions within their budgets");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dials_in_progress_beyond_the_cap_are_refused_with_the_limit_named() {
+    // A listener whose accept queue is full: the kernel drops further SYNs,
+    // so dials to it stay in progress.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()).expect("bind");
+    socket.listen(0).expect("listen");
+    let silent = std::net::TcpListener::from(socket);
+    let silent_addr = silent.local_addr().expect("addr");
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        fillers.push(tokio::spawn(TcpStream::connect(silent_addr)));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let shared = shared(4);
+    let (relay, _shutdown) = start_relay(shared.clone()).await;
+    let mut client = Client::connect(relay).await;
+    let ids: Vec<_> = (0..6).map(|_| client.conn.open(silent_addr).expect("open")).collect();
+    let refused = |c: &Client| {
+        c.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::OpenFailed { id, status, message } => Some((*id, *status, message.clone())),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(client.drive_until(Duration::from_secs(5), |c| refused(c).len() >= 2).await, "two opens refused");
+    // Nothing else comes back: four dials are still in progress.
+    assert!(!client.drive_until(Duration::from_millis(500), |c| refused(c).len() > 2).await);
+    let refused = refused(&client);
+    assert_eq!(refused.iter().map(|r| r.0).collect::<Vec<_>>(), ids[4..].to_vec());
+    for (_, status, message) in refused {
+        assert_eq!(status, OpenStatus::Unreachable);
+        assert_eq!(message, "relay limit of 4 dials in progress reached; try again");
+    }
+    assert_eq!(shared.metrics.dials_refused_busy.load(std::sync::atomic::Ordering::Relaxed), 2);
+    drop(silent);
+    for f in fillers {
+        f.abort();
+    }
+}
