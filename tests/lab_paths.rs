@@ -11,6 +11,11 @@
 //!   the forwarding node on the laptop's LAN; devnet routes through it.
 //! - **bgp-pods-only**: `serviceClusterIPs` not set: services tunnelled, and
 //!   doctor says so.
+//! - **hostile router** (security review finding 1): the office router
+//!   answers every connection and DNS query to the cluster CIDRs; an answer
+//!   is not proof, so everything stays in the tunnel. Every direct path in
+//!   the other trials is proven by a TLS handshake with the relay (its pod
+//!   IPs and its Service's ClusterIPs are the profile's relay-endpoints).
 //!
 //! Needs root; fails loudly without it. Trials run in order on one lab.
 
@@ -38,6 +43,7 @@ fn main() {
             ("paths_11_a_local_route_change_is_rechecked_at_once", local_change),
             ("paths_12_a_symlinked_resolv_conf_comes_back_as_the_same_link", resolv_conf_symlink),
             ("paths_13_doctor_traces_a_route_missing_at_a_later_hop", route_missing_at_a_hop),
+            ("paths_14_hostile_router_keeps_every_cidr_in_the_tunnel", hostile_router_keeps_every_cidr_in_the_tunnel),
         ],
         harness::OnFailure::Reset,
     )
@@ -120,12 +126,20 @@ fn web_answers(lab: &Lab) -> Res {
 
 fn gateway_all_direct(lab: &Lab) -> Res {
     lab.sh_ok("office-routes", &["all"])?;
-    let sessions_before = lab.relay_metric("sessions_total")?;
+    // The relay proves each direct path with a TLS handshake (no session
+    // follows): nothing may be carried through it.
+    let carried = |lab: &Lab| -> Res<(u64, u64)> {
+        Ok((lab.relay_metric("streams_opened")?, lab.relay_metric("datagrams_relayed")?))
+    };
+    let carried_before = carried(lab)?;
     lab.connect("direct")?;
     expect_paths(lab, ALL_DIRECT)?;
     let (_, _, reason) = paths(lab)?.into_iter().next().ok_or("no paths")?;
     if !reason.contains("answered") || !reason.contains("dev eth0 via 192.168.10.1") {
         return Err(format!("the evidence should name the probe and the route: {reason}"));
+    }
+    if !reason.contains("proved it is this cluster") {
+        return Err(format!("the evidence should name the relay's proof: {reason}"));
     }
     // Nothing of devnet's is in the data path: no TUN device at all.
     if lab.exec("laptop", &["ip", "link", "show", "devnet0"])?.status.success() {
@@ -137,8 +151,8 @@ fn gateway_all_direct(lab: &Lab) -> Res {
     if !addrs.iter().any(|a| a == "10.96.0.20" || a == "fd00:96::20") {
         return Err(format!("getent hosts web.demo gave {addrs:?}"));
     }
-    if lab.relay_metric("sessions_total")? != sessions_before {
-        return Err("the relay was used although every CIDR is direct".into());
+    if carried(lab)? != carried_before {
+        return Err("the relay carried traffic although every CIDR is direct".into());
     }
     lab.disconnect()?;
     lab.laptop_unchanged("after disconnecting from the gateway scenario")
@@ -518,4 +532,64 @@ fn route_missing_at_a_hop(lab: &Lab) -> Res {
         out.lines().filter(|l| l.contains("hop") || l.contains("first router")).collect::<Vec<_>>().join("\n")
     );
     Ok(())
+}
+
+/// Security review finding 1: the office router turns hostile (a captive
+/// portal, a rogue access point): it takes every IPv4 connection to the
+/// cluster CIDRs itself, resets every IPv6 one, and answers every DNS query
+/// to them (kube-dns's own name with the address a cluster would give). An
+/// answer proves routing, not the cluster: every CIDR stays in the tunnel,
+/// status and doctor say why, and traffic reaches the real pods through the
+/// relay.
+fn hostile_router_keeps_every_cidr_in_the_tunnel(lab: &Lab) -> Res {
+    lab.sh_ok("office-routes", &["none"])?;
+    lab.sh_ok("hostile", &["on"])?;
+    let result = (|| {
+        // Without devnet, the stranger answers for the pod and the cluster DNS.
+        let body = lab.curl("http://10.244.1.10:8080/")?;
+        if body.trim() != "hello from hostile" {
+            return Err(format!("the hostile router should answer for the pod, said {body:?}"));
+        }
+        let a =
+            lab.laptop_ok(&["dig", "+short", "+time=2", "@10.96.0.10", "kube-dns.kube-system.svc.cluster.local"])?;
+        if a.trim() != "10.96.0.10" {
+            return Err(format!("the hostile DNS should give kube-dns the expected address, said {a:?}"));
+        }
+        lab.connect("connected")?;
+        expect_paths(lab, ALL_TUNNEL)?;
+        for (cidr, _, reason) in paths(lab)? {
+            if !reason.contains("answered") || !reason.contains("but not proven to be this cluster") {
+                return Err(format!("{cidr}: the evidence should say it answered but is not proven: {reason}"));
+            }
+        }
+        // The real pods answer, through the relay: the web pod and its
+        // ClusterIP say "hello from web", the cluster DNS gives web.demo its
+        // own address (the hostile one would say 10.96.0.10), and the echo
+        // pod echoes over UDP.
+        let opened = lab.relay_metric("streams_opened")?;
+        web_answers(lab)?;
+        lab.probe(&["udp", "10.244.3.10:7"])?;
+        lab.probe(&["many", "10.244.3.10:7", "4"])?;
+        if lab.relay_metric("streams_opened")? < opened + 8 {
+            return Err("the pods' traffic did not go through the relay".into());
+        }
+        // doctor says why, with the engine's evidence.
+        let out = run_doctor(lab)?;
+        for want in [
+            "something answers for 10.244.0.0/16 on this network, but it is not proven to be this cluster",
+            "something answers for fd00:96::/112 on this network, but it is not proven to be this cluster",
+            "captive portal",
+        ] {
+            if !out.contains(want) {
+                return Err(format!("doctor should say {want:?}:\n{out}"));
+            }
+        }
+        if out.contains("ClusterIPs are not") {
+            return Err(format!("doctor blames the office's routing for a stranger's answers:\n{out}"));
+        }
+        lab.disconnect()
+    })();
+    lab.sh_ok("hostile", &["off"])?;
+    result?;
+    lab.laptop_unchanged("after the hostile router")
 }

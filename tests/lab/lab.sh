@@ -66,6 +66,18 @@
 #                               that bounding set, no_new_privs, group devnet;
 #                               socket $dir/run/devnetd.sock (the tests' harness
 #                               does the same from Rust)
+#   lab.sh hostile <lab> on|off
+#                               the office router turns hostile (a captive
+#                               portal, a rogue access point; security review
+#                               finding 1): every TCP connection to the
+#                               cluster CIDRs is taken by a listener of its
+#                               own (IPv4: an HTTP server that says "hello
+#                               from hostile"; IPv6: reset), and DNS to them
+#                               is answered by a dnsmasq that says 10.96.0.10
+#                               / fd00:96::a to every name (so kube-dns's own
+#                               name gets the expected answer). The relay's
+#                               node port stays reachable, as the Internet
+#                               would be from a café.
 #   lab.sh office-routes <lab> none|pods|all|misrouted
 #                               seed 001's forwarding node: the office router
 #                               routes the pod (and service) CIDRs via node1,
@@ -103,6 +115,7 @@ SERVICES=(
   "kube-dns 10.96.0.10 fd00:96::a 53 udp 10.244.2.53 fd00:244:0:2::53 53"
   "echo 10.96.0.30 fd00:96::30 7 tcp 10.244.3.10 fd00:244:0:3::10 7"
   "echo 10.96.0.30 fd00:96::30 7 udp 10.244.3.10 fd00:244:0:3::10 7"
+  "devnet-relay 10.96.0.5 fd00:96::5 8443 tcp 10.244.1.5 fd00:244:0:1::5 8443"
 )
 
 new_ns() {
@@ -277,7 +290,10 @@ relay-ca = "$dir/relay-tls/ca.pem"
 cidrs = ["10.244.0.0/16", "10.96.0.0/16", "fd00:244::/48", "fd00:96::/112"]
 dns-server = "10.96.0.10"
 probe-targets = ["10.244.1.10:8080", "[fd00:244:0:1::10]:8080", "[fd00:96::a]:53"]
-namespaces = ["demo", "kube-system", "com", "corp"]
+# Where the relay proves a direct path is this cluster's: its pod IPs and its
+# Service's ClusterIPs (security review finding 1).
+relay-endpoints = ["10.244.1.5:8443", "[fd00:244:0:1::5]:8443", "10.96.0.5:8443", "[fd00:96::5]:8443"]
+namespaces = ["demo", "kube-system", "com", "corp", "acme"]
 cluster-domain = "cluster.local"
 PROFILE
   wait_ready
@@ -290,6 +306,11 @@ office_dns_conf() { # office_dns_conf plain|forward: the office DNS's configurat
 host-record=www.example.com,192.0.2.80
 host-record=intranet.office.example,192.168.10.80
 host-record=git.corp,192.168.10.81
+# The office's own zone "acme", which a cluster namespace "acme" must not
+# take: the office DNS answers for it (its apex too).
+local=/acme/
+txt-record=acme,"the office zone"
+host-record=git.acme,192.168.10.82
 log-queries
 log-facility=$dir/office-dns-queries.log
 CONF
@@ -578,6 +599,58 @@ office_routes() {
       in_ns node2 ip route replace unreachable 10.244.1.0/24 ;;
     *) echo "office-routes takes none, pods, all or misrouted" >&2; exit 2 ;;
   esac
+}
+
+hostile() {
+  local mode=${3:-} cidr
+  for cmd in iptables ip6tables; do
+    in_ns office "$cmd" -t nat -D PREROUTING -j LABHOSTILE 2>/dev/null || true
+    in_ns office "$cmd" -t nat -F LABHOSTILE 2>/dev/null || true
+    in_ns office "$cmd" -t nat -X LABHOSTILE 2>/dev/null || true
+  done
+  for f in hostile-web hostile-dns; do
+    [[ -f $dir/$f.pid ]] && kill "$(cat "$dir/$f.pid")" 2>/dev/null || true
+    rm -f "$dir/$f.pid"
+  done
+  case "$mode" in
+    off) return 0 ;;
+    on) ;;
+    *) echo "hostile takes on or off" >&2; exit 2 ;;
+  esac
+  spawn office hostile-web "$bin/devnet-labd" serve --name hostile
+  { dnsmasq_base | sed 's/^port=53$/port=5353/'; cat <<CONF
+address=/#/10.96.0.10
+address=/#/fd00:96::a
+log-queries
+log-facility=$dir/hostile-dns-queries.log
+CONF
+  } >"$dir/hostile-dns.conf"
+  spawn office hostile-dns dnsmasq --conf-file="$dir/hostile-dns.conf" --pid-file="$dir/hostile-dns.dnsmasq-pid"
+  in_ns office iptables -t nat -N LABHOSTILE
+  in_ns office ip6tables -t nat -N LABHOSTILE
+  for cidr in 10.244.0.0/16 10.96.0.0/16; do
+    in_ns office iptables -t nat -A LABHOSTILE -d "$cidr" -p udp --dport 53 -j REDIRECT --to-ports 5353
+    in_ns office iptables -t nat -A LABHOSTILE -d "$cidr" -p tcp --dport 53 -j REDIRECT --to-ports 5353
+    # Every SYN is answered: the HTTP server takes the connection.
+    in_ns office iptables -t nat -A LABHOSTILE -d "$cidr" -p tcp -j REDIRECT --to-ports 8080
+  done
+  for cidr in fd00:244::/48 fd00:96::/112; do
+    in_ns office ip6tables -t nat -A LABHOSTILE -d "$cidr" -p udp --dport 53 -j REDIRECT --to-ports 5353
+    in_ns office ip6tables -t nat -A LABHOSTILE -d "$cidr" -p tcp --dport 53 -j REDIRECT --to-ports 5353
+    # Every SYN is reset: nothing listens on port 1.
+    in_ns office ip6tables -t nat -A LABHOSTILE -d "$cidr" -p tcp -j REDIRECT --to-ports 1
+  done
+  in_ns office iptables -t nat -I PREROUTING -i lanbr -j LABHOSTILE
+  in_ns office ip6tables -t nat -I PREROUTING -i lanbr -j LABHOSTILE
+  local i
+  for i in $(seq 100); do
+    if in_ns laptop bash -c 'exec 3<>/dev/tcp/10.244.1.10/8080' 2>/dev/null \
+      && in_ns laptop dig +short +time=1 +tries=1 @10.96.0.10 anything.example >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "the hostile router did not come up" >&2; exit 1
 }
 
 bird_start() { # bird_start <host> <config>
@@ -1432,6 +1505,7 @@ case "$1" in
   realdebug) realdebug ;;
   realapi-apply) shift 2; realapi_apply "$(cat)" ;;
   office-routes) office_routes "$@" ;;
+  hostile) hostile "$@" ;;
   api) api ;;
   office-dns) office_dns "$@" ;;
   firewall) firewall "$@" ;;
