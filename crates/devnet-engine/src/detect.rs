@@ -464,10 +464,7 @@ mod tests {
         // A TLS server whose certificate another CA signed.
         let mut prover = Prover::new(Some(ours.clone()));
         let p = prover.prove_all(vec![(stranger, None, lo())]).await;
-        assert!(
-            matches!(&p[0].outcome, ProofOutcome::Failed { error } if error.contains("TLS handshake")),
-            "{p:?}"
-        );
+        assert!(matches!(&p[0].outcome, ProofOutcome::Failed { error } if error.contains("TLS handshake")), "{p:?}");
         // A listener that accepts every connection and says nothing.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let silent_addr = silent.local_addr().expect("addr");
