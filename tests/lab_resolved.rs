@@ -23,6 +23,10 @@ fn main() {
         setup,
         &[
             ("resolved_01_link_of_our_own_with_cluster_domains_only", cluster_domains_only),
+            (
+                "resolved_01b_a_namespace_named_like_an_office_zone_never_becomes_a_routing_domain",
+                office_zone_namespace_left_to_the_office,
+            ),
             ("resolved_02_restart_that_forgot_the_link_is_repaired", restart_repaired),
             ("resolved_03_at_the_office_the_link_carries_no_traffic_then_home", office_then_home),
             ("resolved_04_disconnect_and_crash_leave_resolved_as_it_was", disconnect_and_crash),
@@ -125,6 +129,40 @@ fn cluster_domains_only(lab: &Lab) -> Res {
     // The resolv.conf files are resolved's and the lab's, untouched.
     if lab.laptop_ok(&["cat", "/etc/resolv.conf"])? != stub_file {
         return Err("devnet changed resolved's stub resolv.conf".into());
+    }
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnect")
+}
+
+/// The cluster has a namespace `acme` (so a tenant could have made one),
+/// and the office DNS serves its own zone `acme` (security review finding
+/// 5: `~acme` would take `git.acme` from the office). Before `acme` becomes
+/// a routing domain the engine asks the office DNS, which answers for it:
+/// it stays the office's, and status says so.
+fn office_zone_namespace_left_to_the_office(lab: &Lab) -> Res {
+    let profile = std::fs::read_to_string(lab.dir.join("resolved-profile.toml")).map_err(|e| e.to_string())?;
+    if !profile.contains("\"acme\"") {
+        return Err(format!("the lab's profile should list namespace acme:\n{profile}"));
+    }
+    connect(lab, "connected")?;
+    let link = resolvectl(lab, &["status", "devnet0"])?;
+    if link.contains("~acme") {
+        return Err(format!("namespace acme, a zone the office DNS answers, became a routing domain:\n{link}"));
+    }
+    if !link.contains("~demo") {
+        return Err(format!("the other namespaces should stay routing domains:\n{link}"));
+    }
+    if lab.getent("git.acme")? != ["192.168.10.82"] {
+        return Err("git.acme should come from the office DNS, not namespace acme".into());
+    }
+    let backend = lab.status()?["dns_backend"].as_str().unwrap_or_default().to_owned();
+    if !backend.contains("namespaces left to the network's DNS, which answers them: acme") {
+        return Err(format!("status should say why acme is not a routing domain: {backend:?}"));
+    }
+    names_resolve(lab)?;
+    let log = lab.cluster_dns_queries();
+    if log.lines().any(|l| l.contains("query[") && l.contains("git.acme")) {
+        return Err(format!("git.acme reached the cluster DNS:\n{log}"));
     }
     lab.disconnect()?;
     lab.laptop_unchanged("after disconnect")

@@ -74,13 +74,9 @@ pub async fn through_daemon(args: ConnectArgs, socket: PathBuf) -> Result<()> {
     );
     let session_name = args.session.clone();
     let (req, port_forward) = if args.uses_cluster() {
-        devnet_session::cluster::prepare(
-            &args.kube.cluster(args.cluster_domain.clone())?,
-            kube::keyring().as_ref(),
-            &say,
-        )
-        .await?
-        .into_request(session_name, |file| overlay(file, &args))?
+        devnet_session::cluster::prepare(&args.cluster_args()?, kube::keyring().as_ref(), &say)
+            .await?
+            .into_request(session_name, |file| overlay(file, &args))?
     } else {
         let file = overlay(ProfileFile::default(), &args)?;
         let name = session_name
@@ -123,12 +119,7 @@ pub async fn in_process(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
         "devnet connect --foreground needs root: it creates a TUN device and routes (run it with sudo, or drop --foreground to use devnetd)"
     );
     let (file, dialer, discovered) = if args.uses_cluster() {
-        let prepared = devnet_session::cluster::prepare(
-            &args.kube.cluster(args.cluster_domain.clone())?,
-            kube::keyring().as_ref(),
-            &say,
-        )
-        .await?;
+        let prepared = devnet_session::cluster::prepare(&args.cluster_args()?, kube::keyring().as_ref(), &say).await?;
         let direct = DirectDial { addrs: prepared.direct, timeout: Duration::from_millis(800), bypass: true };
         let mut transports: Vec<Box<dyn Dial>> = vec![Box::new(direct)];
         if let Some(pf) = prepared.port_forward {
@@ -174,6 +165,20 @@ pub async fn in_process(args: ConnectArgs, state_dir: PathBuf) -> Result<()> {
 }
 
 /// The profile from `base` (the cluster), then the profile file, then flags.
+impl ConnectArgs {
+    /// What `devnet-session` needs to reach the cluster for this connect.
+    fn cluster_args(&self) -> Result<devnet_session::cluster::ClusterArgs> {
+        use devnet_session::cluster::NamespaceChoice;
+        let mut args = self.kube.cluster(self.cluster_domain.clone())?;
+        args.namespaces = match (self.all_namespaces, self.namespaces.is_empty()) {
+            (true, _) => NamespaceChoice::All,
+            (false, false) => NamespaceChoice::These(self.namespaces.clone()),
+            (false, true) => NamespaceChoice::Kubeconfig,
+        };
+        Ok(args)
+    }
+}
+
 pub fn overlay(base: ProfileFile, args: &ConnectArgs) -> Result<ProfileFile> {
     let from_file = match &args.profile {
         Some(path) => base.overlay(ProfileFile::load(path)?),
@@ -249,6 +254,7 @@ fn from_flags(args: &ConnectArgs) -> ProfileFile {
         probe_targets: args.probe_targets.clone(),
         dns_backend: args.dns_backend.clone(),
         cluster_domain: args.cluster_domain.clone(),
+        namespaces: args.namespaces.clone(),
         tun_name: args.tun_name.clone(),
         mtu: args.mtu,
         ..Default::default()

@@ -73,6 +73,7 @@ impl KubeArgs {
             no_install: self.no_install,
             cluster_domain,
             allow_public_cidrs: self.allow_public_cidr.clone(),
+            namespaces: Default::default(),
         })
     }
 }

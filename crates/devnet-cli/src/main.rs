@@ -189,6 +189,16 @@ struct ConnectArgs {
     /// The cluster domain.
     #[arg(long)]
     cluster_domain: Option<String>,
+    /// A namespace whose short names (`svc.namespace`) resolve; repeat or
+    /// comma-separate. Default: the namespaces your kubeconfig's contexts
+    /// name for this cluster. Full names (`svc.ns.svc.cluster.local`)
+    /// resolve for every namespace either way.
+    #[arg(long = "namespace", value_name = "NAMESPACE", value_delimiter = ',', conflicts_with = "all_namespaces")]
+    namespaces: Vec<String>,
+    /// Short names for every namespace of the cluster. Whoever may create a
+    /// namespace then decides where your lookups of `*.<its name>` go.
+    #[arg(long)]
+    all_namespaces: bool,
     /// How the system is pointed at devnet's DNS: auto, systemd-resolved or resolv-conf.
     #[arg(long)]
     dns_backend: Option<String>,

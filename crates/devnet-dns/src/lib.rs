@@ -140,6 +140,25 @@ impl NamePolicy {
         }
     }
 
+    /// The namespaces that make routing domains and `svc.ns` names: those
+    /// given, less public suffixes and the names networks use for their own
+    /// hosts.
+    pub fn routed_namespaces(&self) -> Vec<String> {
+        self.namespaces.iter().filter(|ns| !never_captured(ns)).cloned().collect()
+    }
+
+    /// This policy without the namespaces in `taken` (names the laptop's own
+    /// resolver answers: a namespace `acme` must not take `git.acme` from
+    /// the office DNS). Their services stay reachable by the cluster's own
+    /// names, `svc.ns.svc.<domain>`.
+    pub fn without(mut self, taken: &[String]) -> Self {
+        self.namespaces.retain(|ns| !taken.contains(ns));
+        if self.default_namespace.as_ref().is_some_and(|ns| taken.contains(ns)) {
+            self.default_namespace = None;
+        }
+        self
+    }
+
     fn is_namespace(&self, ns: &str) -> bool {
         self.namespaces.contains(ns) && !never_captured(ns)
     }
@@ -220,6 +239,21 @@ mod tests {
         // No namespaces: nothing but the cluster domain.
         let p = NamePolicy::new("cluster.local", &[], None).expect("policy");
         assert_eq!(p.resolver_domains(), ["cluster.local"]);
+    }
+
+    #[test]
+    fn namespaces_the_network_answers_are_left_to_it() {
+        let namespaces: Vec<String> = ["demo", "acme", "corp"].iter().map(|s| (*s).to_owned()).collect();
+        let p = NamePolicy::new("cluster.local", &namespaces, Some("acme")).expect("policy");
+        assert_eq!(p.routed_namespaces(), ["acme", "demo"], "corp is never a routing domain");
+        let p = p.without(&["acme".to_owned()]);
+        assert_eq!(p.resolver_domains(), ["cluster.local", "demo", "svc"]);
+        assert_eq!(p.route(&name("git.acme.")), Route::Upstream);
+        assert_eq!(p.route(&name("web.demo.")), Route::Cluster(name("web.demo.svc.cluster.local.")));
+        // The default namespace went with it: bare names stay the network's.
+        assert_eq!(p.route(&name("git.")), Route::Upstream);
+        let full = name("git.acme.svc.cluster.local.");
+        assert_eq!(p.route(&full), Route::Cluster(full.clone()));
     }
 
     #[test]

@@ -107,6 +107,45 @@ pub fn probe_answer(answer: &[u8], id: u16) -> Result<ProbeAnswer, RewriteError>
     Ok(ProbeAnswer::Code(msg.metadata.response_code.to_string()))
 }
 
+/// Whether a name exists, as a resolver said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameExists {
+    /// It answered NOERROR: records, or none of the type asked (the name is there).
+    Yes,
+    /// It answered NXDOMAIN.
+    No,
+    /// Anything else: refused, a server failure, garbage, another query's answer.
+    Unknown,
+}
+
+/// An SOA query for the single label `label` (`acme.`): does the laptop's
+/// own resolver hold names under it? Asked before a namespace becomes a
+/// routing domain.
+pub fn existence_query(label: &str, id: u16) -> Result<Vec<u8>, RewriteError> {
+    use hickory_proto::op::{OpCode, Query};
+    use hickory_proto::rr::RecordType;
+    let name = Name::from_ascii(format!("{label}."))
+        .map_err(|e| RewriteError(format!("{label:?} is not a DNS label: {e}")))?;
+    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = true;
+    msg.queries.push(Query::query(name, RecordType::SOA));
+    msg.to_vec().map_err(|e| RewriteError(e.to_string()))
+}
+
+/// Reads the answer to [`existence_query`] `id`.
+pub fn existence_answer(answer: &[u8], id: u16) -> NameExists {
+    match Message::from_bytes(answer) {
+        Ok(msg) if msg.metadata.id == id && msg.metadata.message_type == MessageType::Response => {
+            match msg.metadata.response_code {
+                ResponseCode::NoError => NameExists::Yes,
+                ResponseCode::NXDomain => NameExists::No,
+                _ => NameExists::Unknown,
+            }
+        }
+        _ => NameExists::Unknown,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -180,5 +219,25 @@ mod probe_tests {
         ok.answers.push(Record::from_rdata(name, 5, RData::A(A::new(10, 96, 0, 10))));
         assert_eq!(probe_answer(&ok.to_vec().expect("bytes"), 7), Ok(ProbeAnswer::Records));
         assert!(probe_answer(&ok.to_vec().expect("bytes"), 8).is_err(), "a stray answer is not taken");
+    }
+
+    #[test]
+    fn existence_answers_are_read_strictly() {
+        let q = existence_query("acme", 7).expect("query");
+        let asked = Message::from_bytes(&q).expect("decode");
+        assert_eq!(asked.queries[0].name().to_ascii(), "acme.");
+        assert_eq!(asked.queries[0].query_type(), hickory_proto::rr::RecordType::SOA);
+        let reply = |id: u16, code: ResponseCode| {
+            let mut m = Message::new(id, MessageType::Response, hickory_proto::op::OpCode::Query);
+            m.metadata.response_code = code;
+            m.to_vec().expect("encode")
+        };
+        assert_eq!(existence_answer(&reply(7, ResponseCode::NoError), 7), NameExists::Yes);
+        assert_eq!(existence_answer(&reply(7, ResponseCode::NXDomain), 7), NameExists::No);
+        assert_eq!(existence_answer(&reply(7, ResponseCode::Refused), 7), NameExists::Unknown);
+        assert_eq!(existence_answer(&reply(7, ResponseCode::ServFail), 7), NameExists::Unknown);
+        assert_eq!(existence_answer(&reply(8, ResponseCode::NoError), 7), NameExists::Unknown, "another query's");
+        assert_eq!(existence_answer(&q, 7), NameExists::Unknown, "a query is not an answer");
+        assert_eq!(existence_answer(b"\x00garbage", 7), NameExists::Unknown);
     }
 }

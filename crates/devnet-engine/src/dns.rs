@@ -128,9 +128,9 @@ pub(crate) async fn configure(profile: &Profile, net: &mut NetState) -> Result<R
         (devnet_dns::resolved::Backend::SystemdResolved, Some(bus)) => {
             let address = profile.dns_link_address;
             let ifindex = net.ensure_dns_link(address)?;
-            let stub = start_stub(profile, address, bus.servers(ifindex).await).await?;
-            let policy =
-                NamePolicy::new(&profile.cluster_domain, &profile.namespaces, profile.default_namespace.as_deref())?;
+            let upstreams = bus.servers(ifindex).await;
+            let (policy, left) = policy_for(profile, &upstreams).await?;
+            let stub = start_stub(profile, policy.clone(), address, upstreams).await?;
             let calls = devnet_dns::resolved::link_calls(ifindex, address, &policy);
             let configured = async {
                 net.journal_mut().record(Entry::ResolvedLink { ifname: profile.tun_name.clone() })?;
@@ -148,11 +148,16 @@ pub(crate) async fn configure(profile: &Profile, net: &mut NetState) -> Result<R
             Ok(Resolver {
                 stub,
                 resolved: Some(session),
-                description: format!("systemd-resolved: link {link} (index {ifindex}), server {address}; {why}"),
+                description: format!(
+                    "systemd-resolved: link {link} (index {ifindex}), server {address}; {why}{}",
+                    left_note(&left)
+                ),
             })
         }
         _ => {
-            let stub = start_stub(profile, profile.dns_stub, upstreams(profile)?).await?;
+            let upstreams = upstreams(profile)?;
+            let (policy, left) = policy_for(profile, &upstreams).await?;
+            let stub = start_stub(profile, policy, profile.dns_stub, upstreams).await?;
             if let Err(e) = configure_resolv_conf(profile, net.journal_mut()) {
                 stub.abort();
                 return Err(e);
@@ -160,7 +165,12 @@ pub(crate) async fn configure(profile: &Profile, net: &mut NetState) -> Result<R
             Ok(Resolver {
                 stub,
                 resolved: None,
-                description: format!("resolv.conf: {} -> {}; {why}", profile.resolv_conf.display(), profile.dns_stub),
+                description: format!(
+                    "resolv.conf: {} -> {}; {why}{}",
+                    profile.resolv_conf.display(),
+                    profile.dns_stub,
+                    left_note(&left)
+                ),
             })
         }
     }
@@ -201,10 +211,87 @@ async fn choose_backend(profile: &Profile) -> Result<(devnet_dns::resolved::Back
     }
 }
 
-/// Starts the stub on `listen`:53 (UDP and TCP).
-async fn start_stub(profile: &Profile, listen: IpAddr, upstreams: Vec<IpAddr>) -> Result<tokio::task::JoinHandle<()>> {
-    let cluster = SocketAddr::new(profile.dns_server.context("no DNS server configured")?, 53);
+/// How long the laptop's own resolvers get to say which namespaces' names
+/// they answer: once, before the session's DNS is configured.
+const EXISTENCE_TIMEOUT: Duration = Duration::from_millis(700);
+
+/// The session's name policy: the profile's namespaces less those whose
+/// names the laptop's own resolvers already answer (an office zone `acme`
+/// keeps `git.acme` when the cluster also has a namespace `acme`). Returns
+/// the namespaces left to the network.
+async fn policy_for(profile: &Profile, upstreams: &[IpAddr]) -> Result<(NamePolicy, Vec<String>)> {
     let policy = NamePolicy::new(&profile.cluster_domain, &profile.namespaces, profile.default_namespace.as_deref())?;
+    let servers: Vec<SocketAddr> = upstreams.iter().map(|ip| SocketAddr::new(*ip, 53)).collect();
+    let left = answered_elsewhere(&policy.routed_namespaces(), &servers).await;
+    if !left.is_empty() {
+        warn!(namespaces = ?left, "the network's DNS answers these names: they stay its own, not routing domains");
+    }
+    Ok((policy.without(&left), left))
+}
+
+/// The labels among `labels` that a resolver in `servers` says exist. A
+/// resolver that says every name exists (one that rewrites NXDOMAIN, a
+/// captive portal's) is caught by a random label it cannot know, and then
+/// decides nothing.
+async fn answered_elsewhere(labels: &[String], servers: &[SocketAddr]) -> Vec<String> {
+    use devnet_dns::rewrite::NameExists;
+    if labels.is_empty() || servers.is_empty() {
+        return Vec::new();
+    }
+    let canary = format!("devnet-{:08x}", rand_u32());
+    let ask = |label: String, id: u16| {
+        let servers = servers.to_vec();
+        async move {
+            let Ok(query) = rewrite::existence_query(&label, id) else { return (label, NameExists::Unknown) };
+            let said = match tokio::time::timeout(EXISTENCE_TIMEOUT, forward(&servers, &query, false)).await {
+                Ok(Some(answer)) => rewrite::existence_answer(&answer, id),
+                _ => NameExists::Unknown,
+            };
+            (label, said)
+        }
+    };
+    let base = rand_u32() as u16;
+    let asked = labels.iter().cloned().chain(std::iter::once(canary.clone()));
+    // All at once: the whole check takes one timeout at most.
+    let asking: Vec<_> = asked.enumerate().map(|(i, l)| tokio::spawn(ask(l, base.wrapping_add(i as u16)))).collect();
+    let mut said = Vec::with_capacity(asking.len());
+    for a in asking {
+        said.extend(a.await.ok());
+    }
+    if said.iter().any(|(l, e)| *l == canary && *e == NameExists::Yes) {
+        warn!(servers = ?servers, "the network's DNS says every name exists; namespaces stay routing domains");
+        return Vec::new();
+    }
+    said.into_iter().filter(|(l, e)| *l != canary && *e == NameExists::Yes).map(|(l, _)| l).collect()
+}
+
+/// A random number: the canary's label and the queries' ids, which an
+/// off-path stranger should not guess.
+fn rand_u32() -> u32 {
+    use std::hash::BuildHasher;
+    // Each RandomState is seeded from the OS's randomness.
+    std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now()) as u32
+}
+
+/// What status says about namespaces left to the network's DNS.
+fn left_note(left: &[String]) -> String {
+    if left.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; namespaces left to the network's DNS, which answers them: {} (use svc.<namespace>.svc.<cluster domain>)",
+        left.join(", ")
+    )
+}
+
+/// Starts the stub on `listen`:53 (UDP and TCP).
+async fn start_stub(
+    profile: &Profile,
+    policy: NamePolicy,
+    listen: IpAddr,
+    upstreams: Vec<IpAddr>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let cluster = SocketAddr::new(profile.dns_server.context("no DNS server configured")?, 53);
     let listen = SocketAddr::new(listen, 53);
     let udp = UdpSocket::bind(listen).await.with_context(|| format!("binding the DNS stub on {listen}"))?;
     let tcp = TcpListener::bind(listen).await.with_context(|| format!("binding the DNS stub on {listen}/tcp"))?;

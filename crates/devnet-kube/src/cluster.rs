@@ -53,6 +53,28 @@ pub struct ClusterOptions {
     pub non_interactive: bool,
 }
 
+/// The namespaces a kubeconfig names for the cluster of `context`: that
+/// context's own (`default` when it names none), then those of the other
+/// contexts on the same cluster, each once. These are where the user works,
+/// and so the namespaces whose short names (`svc.ns`) devnet resolves by
+/// default.
+pub fn working_namespaces(kc: &Kubeconfig, context: &str) -> Vec<String> {
+    let of = |c: &kube::config::NamedContext| c.context.as_ref().map(|c| (c.cluster.clone(), c.namespace.clone()));
+    let Some((cluster, own)) = kc.contexts.iter().find(|c| c.name == context).and_then(of) else {
+        return Vec::new();
+    };
+    let mut out = vec![own.unwrap_or_else(|| "default".to_owned())];
+    for (other_cluster, ns) in kc.contexts.iter().filter_map(of) {
+        if let Some(ns) = ns
+            && other_cluster == cluster
+            && !out.contains(&ns)
+        {
+            out.push(ns);
+        }
+    }
+    out
+}
+
 /// Makes the exec plugin of `context`'s user non-interactive
 /// (`interactiveMode: Never`): kube then closes its stdin and sets
 /// `spec.interactive: false` in `KUBERNETES_EXEC_INFO`.
@@ -103,6 +125,9 @@ pub struct Cluster {
     pub client: kube::Client,
     pub context: String,
     pub server: String,
+    /// The namespaces the user's kubeconfig names for this cluster
+    /// ([`working_namespaces`]): where they work.
+    pub working_namespaces: Vec<String>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -164,6 +189,7 @@ impl Cluster {
         let Some(ctx) = kc.contexts.iter().find(|c| c.name == context).and_then(|c| c.context.clone()) else {
             return Err(KubeError::UnknownContext { name: context, available: names.join(", ") });
         };
+        let working_namespaces = working_namespaces(&kc, &context);
         // Under sudo, credential commands must run as the invoking user, not
         // root: an exec plugin is run here as that user and its token handed
         // to the client (no refresh: `--foreground` sessions are short); an
@@ -193,7 +219,7 @@ impl Cluster {
             .map_err(|e| KubeError::BadKubeconfig { path: kubeconfig_paths(opts)[0].clone(), error: e.to_string() })?;
         let server = config.cluster_url.to_string();
         let client = build_client(config).map_err(|e| KubeError::Other(e.to_string()))?;
-        let cluster = Cluster { client, context, server };
+        let cluster = Cluster { client, context, server, working_namespaces };
         cluster.get("/version").await?;
         Ok(cluster)
     }
@@ -472,6 +498,31 @@ pub fn describe_kubeconfig(opts: &ClusterOptions) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn working_namespaces_are_the_contexts_on_the_same_cluster() {
+        let kc = Kubeconfig::from_yaml(
+            r#"
+contexts:
+- name: a
+  context: {cluster: dev, user: me, namespace: team-a}
+- name: b
+  context: {cluster: dev, user: me, namespace: payments}
+- name: c
+  context: {cluster: dev, user: admin}
+- name: d
+  context: {cluster: prod, user: me, namespace: prod-only}
+- name: e
+  context: {cluster: dev, user: me, namespace: team-a}
+"#,
+        )
+        .expect("kubeconfig");
+        assert_eq!(working_namespaces(&kc, "a"), ["team-a", "payments"]);
+        // A context without a namespace works in `default`.
+        assert_eq!(working_namespaces(&kc, "c"), ["default", "team-a", "payments"]);
+        assert_eq!(working_namespaces(&kc, "d"), ["prod-only"]);
+        assert!(working_namespaces(&kc, "nope").is_empty());
+    }
 
     #[test]
     fn never_interactive_touches_only_the_contexts_user() {

@@ -27,6 +27,53 @@ pub struct ClusterArgs {
     pub cluster_domain: Option<String>,
     /// Public ranges the cluster may claim (`--allow-public-cidr`).
     pub allow_public_cidrs: Vec<ipnet::IpNet>,
+    /// Whose short names (`svc.ns`) resolve, each namespace a routing domain
+    /// of the laptop's resolver.
+    pub namespaces: NamespaceChoice,
+}
+
+/// Which namespaces' short names (`svc.ns`) the laptop resolves. Each one
+/// becomes a routing domain of the laptop's resolver, so a name the cluster
+/// controls decides where lookups of `*.ns` go: by default only the
+/// namespaces the user works in, never every namespace a tenant can create.
+/// (Full names, `svc.ns.svc.<domain>`, resolve for every namespace.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NamespaceChoice {
+    /// The namespaces the user's kubeconfig names for this cluster.
+    #[default]
+    Kubeconfig,
+    /// These, as the user chose them (`--namespace`).
+    These(Vec<String>),
+    /// Every namespace the cluster has (`--all-namespaces`).
+    All,
+}
+
+impl NamespaceChoice {
+    /// The namespaces to resolve short names for, and a line for each
+    /// choice that could not be honoured. `cluster` is the cluster's own
+    /// list, empty when it may not be read.
+    pub fn resolve(&self, working: &[String], cluster: &[String]) -> (Vec<String>, Vec<String>) {
+        let known = |ns: &String| cluster.is_empty() || cluster.contains(ns);
+        match self {
+            // A kubeconfig's namespace the cluster lacks is an old context:
+            // left out quietly.
+            Self::Kubeconfig => (working.iter().filter(|ns| known(ns)).cloned().collect(), Vec::new()),
+            // A chosen one is kept (it may be created later), and said.
+            Self::These(chosen) => (
+                chosen.clone(),
+                chosen
+                    .iter()
+                    .filter(|ns| !known(ns))
+                    .map(|ns| {
+                        format!(
+                            "namespace {ns} does not exist in the cluster (yet); its short names resolve once it does"
+                        )
+                    })
+                    .collect(),
+            ),
+            Self::All => (cluster.to_vec(), Vec::new()),
+        }
+    }
 }
 
 /// Where the relay's client credentials (token and CA) are kept for the
@@ -235,7 +282,14 @@ pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say
         probe_targets: probes,
         relay_endpoints,
         cluster_domain: Some(found.cluster_domain.value.clone()),
-        namespaces: cluster.namespaces().await,
+        namespaces: {
+            let (namespaces, notes) = args.namespaces.resolve(&cluster.working_namespaces, &cluster.namespaces().await);
+            for note in &notes {
+                say(note);
+            }
+            say(&format!("short names (svc.namespace) for namespaces {}", namespaces.join(", ")));
+            namespaces
+        },
         ..Default::default()
     };
     Ok(Prepared { name: cluster.context.clone(), file, direct, port_forward, discovered: discovered(&cluster, &found) })
@@ -408,7 +462,23 @@ impl PortForward {
 
 #[cfg(test)]
 mod tests {
-    use super::{SocketAddr, api_server_host_port, service_endpoints};
+    use super::{NamespaceChoice, SocketAddr, api_server_host_port, service_endpoints};
+
+    #[test]
+    fn namespace_choices() {
+        let v = |xs: &[&str]| xs.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let working = v(&["team-a", "old-project"]);
+        let cluster = v(&["default", "team-a", "payments", "acme"]);
+        let k = NamespaceChoice::Kubeconfig;
+        assert_eq!(k.resolve(&working, &cluster), (v(&["team-a"]), vec![]));
+        // The cluster's list may not be readable: the kubeconfig decides.
+        assert_eq!(k.resolve(&working, &[]), (working.clone(), vec![]));
+        let (chosen, notes) = NamespaceChoice::These(v(&["payments", "later"])).resolve(&working, &cluster);
+        assert_eq!(chosen, v(&["payments", "later"]));
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("later"), "{notes:?}");
+        assert_eq!(NamespaceChoice::All.resolve(&working, &cluster).0, cluster);
+    }
 
     #[test]
     fn the_relay_service_gives_its_cluster_ips_as_endpoints() {
