@@ -420,15 +420,30 @@ async fn doctor(args: ConnectArgs, socket: PathBuf, state_dir: PathBuf, json: bo
         let (cluster, found, pod_probes) =
             devnet_session::cluster::discover_cluster(&args.kube.cluster(args.cluster_domain.clone())?, &kube::say)
                 .await?;
-        if let Ok(relay) = devnet_kube::relay::state(&cluster, &args.kube.relay()?.namespace).await {
+        let ns = args.kube.relay()?.namespace;
+        // Where the relay proves a direct path is this cluster's, and the CA
+        // its handshake is checked against: the one kept in the keyring for
+        // this relay (without it, no path can be proven direct).
+        let mut relay_endpoints = Vec::new();
+        if let Ok(relay) = devnet_kube::relay::state(&cluster, &ns).await {
             relay_pods = relay
                 .pod_ips
                 .iter()
                 .map(|ip| std::net::SocketAddr::new(*ip, devnet_kube::relay::TUNNEL_PORT))
                 .collect();
+            relay_endpoints =
+                devnet_session::cluster::relay_endpoints(&cluster, &ns, &relay.pod_ips, &found.cidrs()).await;
+        }
+        let account = devnet_kube::credentials::account(&cluster.server, &ns);
+        let relay_ca_pem = kube::keyring().load(&account).ok().flatten().map(|c| c.ca_pem);
+        if relay_ca_pem.is_none() {
+            notes.push(format!(
+                "no relay credentials in your keyring for {}: direct paths cannot be proven until `devnet connect` has fetched them once",
+                cluster.context
+            ));
         }
         facts = devnet_session::cluster::discovered(&cluster, &found);
-        notes = found.notes.clone();
+        notes.extend(found.notes.iter().cloned());
         for p in found.calico_pools.iter().filter(|p| p.is_overlay()) {
             notes.push(format!(
                 "Calico pool {} ({}) uses {}: pod IPs are not routable from outside the cluster unless the office peers with Calico over BGP; devnet tunnels them",
@@ -441,10 +456,12 @@ async fn doctor(args: ConnectArgs, socket: PathBuf, state_dir: PathBuf, json: bo
             cidrs: found.cidrs().iter().map(ToString::to_string).collect(),
             dns_server: found.dns_servers.first().map(|f| f.value.to_string()),
             cluster_domain: Some(found.cluster_domain.value.clone()),
-            // Doctor only probes paths: no relay is dialled.
+            // Doctor only probes paths (and proves them with the relay's
+            // own handshake): the tunnel is never dialled.
             relay: Some("192.0.2.1:9".into()),
             token: Some("unused".into()),
-            relay_ca_pem: Some(String::new()),
+            relay_ca_pem: Some(relay_ca_pem.unwrap_or_default()),
+            relay_endpoints,
             ..Default::default()
         };
         file.probe_targets = pod_probes.iter().map(ToString::to_string).collect();

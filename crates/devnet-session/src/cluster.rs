@@ -300,7 +300,7 @@ pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say
 /// CA): its pod IPs on the tunnel port (the pod CIDRs) and its Service's
 /// ClusterIPs on the Service's port (the service CIDRs). The Service is
 /// read here rather than by `relay::state`, which other callers share.
-async fn relay_endpoints(
+pub async fn relay_endpoints(
     cluster: &Cluster,
     ns: &str,
     pod_ips: &[std::net::IpAddr],
