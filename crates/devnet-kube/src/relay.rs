@@ -291,6 +291,9 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
                 "args": ["serve", "--listen", format!("[::]:{TUNNEL_PORT}"), "--health-listen", format!("[::]:{HEALTH_PORT}"),
                          "--cert", format!("{MOUNT}/tls.crt"), "--key", format!("{MOUNT}/tls.key"),
                          "--token-file", format!("{MOUNT}/token"), "--allow", allow],
+                // The relay's own node, whichever it lands on (a node that
+                // joined after the install included): never dialled.
+                "env": [{"name": "DEVNET_RELAY_HOST_IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}],
                 "ports": [{"name": "tunnel", "containerPort": TUNNEL_PORT, "protocol": "TCP"},
                           {"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
                 "resources": {"requests": {"cpu": res.requests.cpu, "memory": res.requests.memory},
@@ -578,8 +581,50 @@ pub fn pod_problem(pod: &Value) -> Option<String> {
     None
 }
 
+/// Adds `--deny-node` for `nodes` to the relay's arguments: it then refuses
+/// them even inside an allowed CIDR (CNIs that give pods node-network
+/// addresses put the nodes there).
+pub fn deny_nodes(mut objs: Vec<Value>, nodes: &[std::net::IpAddr]) -> Vec<Value> {
+    if nodes.is_empty() {
+        return objs;
+    }
+    let list = nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    for obj in objs.iter_mut().filter(|o| o["kind"] == "Deployment") {
+        if let Some(args) = obj["spec"]["template"]["spec"]["containers"][0]["args"].as_array_mut() {
+            args.extend([json!("--deny-node"), json!(list)]);
+        }
+    }
+    objs
+}
+
+/// The nodes' InternalIP and ExternalIP addresses, when the installer may
+/// list nodes (an admin may; a user installing into a namespace often may
+/// not, and then the relay still refuses its own node from the downward API).
+pub async fn node_addresses(cluster: &Cluster) -> Vec<std::net::IpAddr> {
+    let nodes = match cluster.get("/api/v1/nodes").await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::info!(error = %e, "cannot list nodes; the relay refuses only its own node's address");
+            return Vec::new();
+        }
+    };
+    let mut ips: Vec<std::net::IpAddr> = nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| n["status"]["addresses"].as_array().into_iter().flatten())
+        .filter(|a| a["type"] == "InternalIP" || a["type"] == "ExternalIP")
+        .filter_map(|a| a["address"].as_str()?.parse().ok())
+        .collect();
+    ips.sort_unstable();
+    ips.dedup();
+    ips
+}
+
 /// Applies every object (server-side apply: installing twice changes nothing,
-/// a new version replaces the old).
+/// a new version replaces the old). The relay is told the nodes' addresses
+/// known now ([`node_addresses`]); a node that joins later is refused once
+/// the relay runs on it (downward API) or the next install lists it.
 pub async fn install(cluster: &Cluster, params: &RelayParams) -> Result<(), KubeError> {
     params.settings.check().map_err(|e| KubeError::Other(e.to_string()))?;
     check_allow(&params.allow).map_err(|e| KubeError::Other(e.to_string()))?;
@@ -590,7 +635,8 @@ pub async fn install(cluster: &Cluster, params: &RelayParams) -> Result<(), Kube
             missing.join(", ")
         )));
     }
-    for obj in manifests(params) {
+    let nodes = node_addresses(cluster).await;
+    for obj in deny_nodes(manifests(params), &nodes) {
         if obj["kind"] == "Namespace" {
             match cluster.post("/api/v1/namespaces", &obj).await {
                 Ok(_) | Err(KubeError::Api { code: 409, .. }) => continue,
@@ -750,6 +796,23 @@ mod tests {
         // Selectors too, for CNIs where ipBlock never matches pod IPs.
         assert_eq!(np["egress"][1]["to"], json!([{"namespaceSelector": {}}]));
         assert_eq!(np["egress"][2]["to"][1]["podSelector"]["matchLabels"]["k8s-app"], "kube-dns");
+    }
+
+    #[test]
+    fn the_relay_is_told_every_node_address() {
+        let objs = manifests(&params());
+        let env = &objs[3]["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(
+            env,
+            &json!([{"name": "DEVNET_RELAY_HOST_IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}]),
+            "its own node from the downward API"
+        );
+        let nodes = ["10.60.20.11".parse().expect("ip"), "fd00:10::11".parse().expect("ip")];
+        let objs = deny_nodes(objs, &nodes);
+        let args = &objs[3]["spec"]["template"]["spec"]["containers"][0]["args"];
+        let args: Vec<&str> = args.as_array().expect("args").iter().filter_map(Value::as_str).collect();
+        assert_eq!(args[args.len() - 2..], ["--deny-node", "10.60.20.11,fd00:10::11"]);
+        assert_eq!(deny_nodes(manifests(&params()), &[]), manifests(&params()), "no nodes known: no flag");
     }
 
     /// Compares `text` with the golden file `name`; `DEVNET_BLESS=1` writes

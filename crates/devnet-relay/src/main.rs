@@ -56,6 +56,15 @@ struct ServeArgs {
     /// A CIDR the relay may dial into (the cluster's pod and service CIDRs); repeat or comma-separate.
     #[arg(long = "allow", required = true, value_delimiter = ',')]
     allow: Vec<IpNet>,
+    /// A node address the relay must never dial, even inside an allowed CIDR
+    /// (the nodes `devnet relay install` found); repeat or comma-separate.
+    #[arg(long = "deny-node", value_delimiter = ',')]
+    deny_node: Vec<std::net::IpAddr>,
+    /// The relay's own node's addresses, comma-separated; the Deployment sets
+    /// it from the downward API (status.hostIP), so a node that joined after
+    /// the install is covered when the relay lands on it.
+    #[arg(long, env = "DEVNET_RELAY_HOST_IPS", default_value = "")]
+    host_ips: String,
     /// How long a dial may take before the client is told it timed out.
     #[arg(long, default_value_t = 5000)]
     dial_timeout_ms: u64,
@@ -99,7 +108,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if !args.listen.ip().is_unspecified() {
         own.push(args.listen.ip());
     }
-    let policy = Policy::new(args.allow, own).context("invalid --allow")?;
+    let host_ips = parse_ips(&args.host_ips).context("invalid DEVNET_RELAY_HOST_IPS (--host-ips)")?;
+    let policy =
+        Policy::new(args.allow, own).context("invalid --allow")?.with_nodes(args.deny_node.into_iter().chain(host_ips));
+    info!(nodes = ?policy.nodes(), "node addresses refused");
     let tls = tls::server_config(&args.cert, &args.key)?;
     let metrics = Arc::new(Metrics::default());
     let shared = Arc::new(Shared {
@@ -136,4 +148,27 @@ async fn serve(args: ServeArgs) -> Result<()> {
     devnet_relay::serve(listener, tls, shared, shutdown_rx).await?;
     info!("relay stopped");
     Ok(())
+}
+
+/// A comma-separated list of addresses; empty entries (an unset variable) are skipped.
+fn parse_ips(list: &str) -> Result<Vec<std::net::IpAddr>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().with_context(|| format!("{s:?} is not an IP address")))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ips_from_the_downward_api_are_read() {
+        assert_eq!(parse_ips("").expect("empty"), Vec::<std::net::IpAddr>::new());
+        let got = parse_ips("10.60.20.11, fd00:10::11").expect("two");
+        assert_eq!(got, ["10.60.20.11".parse::<std::net::IpAddr>().expect("ip"), "fd00:10::11".parse().expect("ip")]);
+        let err = parse_ips("node1").expect_err("a name");
+        assert!(format!("{err:#}").contains("\"node1\" is not an IP address"), "{err:#}");
+    }
 }

@@ -2,8 +2,10 @@
 //!
 //! A relay inside a cluster is a confused deputy waiting to happen: anyone
 //! holding a token could use it to reach the node's loopback services, the
-//! cloud metadata endpoint, or the relay pod itself. So the check runs in two
-//! steps, deny classes first and the allow list second, on the *canonical*
+//! cloud metadata endpoint, the relay pod itself, or the nodes (the kubelet's
+//! API, SSH, node ports), whose addresses share the pod CIDR on CNIs that
+//! give pods addresses from the node network (AWS VPC CNI, Azure CNI). So the
+//! check runs in two steps, deny classes first and the allow list second, on the *canonical*
 //! address: IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`),
 //! NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`) encodings are unwrapped to
 //! the IPv4 address they really reach before either step.
@@ -32,6 +34,9 @@ pub enum Denial {
     Broadcast,
     /// One of the relay's own addresses (its pod IP, or the node's).
     RelayItself,
+    /// A node's address (the relay's node, from the downward API, and the
+    /// nodes listed at install).
+    Node,
     /// A NAT64 local-use prefix whose embedded IPv4 address cannot be known.
     OpaqueTranslation,
     /// Not inside any allowed CIDR.
@@ -48,6 +53,7 @@ impl fmt::Display for Denial {
             Denial::Multicast => "multicast address",
             Denial::Broadcast => "broadcast address",
             Denial::RelayItself => "the relay's own address",
+            Denial::Node => "a node's address (the relay never dials the nodes: kubelet, SSH, node ports)",
             Denial::OpaqueTranslation => "NAT64 local-use prefix (the real destination cannot be checked)",
             Denial::NotAllowed => "outside the cluster CIDRs this relay serves",
         })
@@ -70,6 +76,7 @@ pub enum PolicyError {
 pub struct Policy {
     allowed: Vec<IpNet>,
     own: Vec<IpAddr>,
+    nodes: Vec<IpAddr>,
     /// Only the crate's own tests, whose destinations live on loopback.
     loopback_allowed: bool,
 }
@@ -97,13 +104,32 @@ impl Policy {
             }
         }
         let own = own.into_iter().map(canonical).collect();
-        Ok(Self { allowed, own, loopback_allowed: false })
+        Ok(Self { allowed, own, nodes: Vec::new(), loopback_allowed: false })
+    }
+
+    /// Refuses the nodes' addresses too, even inside an allowed CIDR.
+    #[must_use]
+    pub fn with_nodes(mut self, nodes: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.nodes.extend(nodes.into_iter().map(canonical));
+        self.nodes.sort_unstable();
+        self.nodes.dedup();
+        self
+    }
+
+    /// The node addresses refused.
+    pub fn nodes(&self) -> &[IpAddr] {
+        &self.nodes
     }
 
     /// A policy admitting 127.0.0.0/8, for tests whose destinations listen on loopback.
     #[cfg(test)]
     pub(crate) fn loopback_for_tests() -> Self {
-        Self { allowed: vec![IpNet::V4("127.0.0.0/8".parse().expect("cidr"))], own: vec![], loopback_allowed: true }
+        Self {
+            allowed: vec![IpNet::V4("127.0.0.0/8".parse().expect("cidr"))],
+            own: vec![],
+            nodes: vec![],
+            loopback_allowed: true,
+        }
     }
 
     /// The allowed CIDRs.
@@ -127,6 +153,9 @@ impl Policy {
         }
         if self.own.contains(&addr) {
             return Err(Denial::RelayItself);
+        }
+        if self.nodes.contains(&addr) {
+            return Err(Denial::Node);
         }
         if self.allowed.iter().any(|net| net.contains(&addr)) { Ok(addr) } else { Err(Denial::NotAllowed) }
     }
@@ -247,6 +276,29 @@ mod tests {
             let want = want.map(|s| s.parse::<IpAddr>().expect("ip"));
             assert_eq!(got, want, "{input}");
         }
+    }
+
+    #[test]
+    fn the_relay_can_reach_the_nodes_no_more() {
+        // Pods and nodes share 10.0.0.0/16, as with a VPC CNI.
+        let nodes = ["10.0.1.11", "10.0.1.12", "fd00:10::11"].map(|s| s.parse::<IpAddr>().expect("ip"));
+        let p = Policy::new(vec!["10.0.0.0/16".parse().expect("cidr"), "fd00:10::/64".parse().expect("cidr")], vec![])
+            .expect("policy")
+            .with_nodes(nodes);
+        let table: &[(&str, Result<&str, Denial>)] = &[
+            ("10.0.1.11", Err(Denial::Node)),
+            ("10.0.1.12", Err(Denial::Node)),
+            ("::ffff:10.0.1.12", Err(Denial::Node)),
+            ("64:ff9b::a00:10b", Err(Denial::Node)),
+            ("fd00:10::11", Err(Denial::Node)),
+            ("10.0.1.13", Ok("10.0.1.13")),
+            ("10.0.2.20", Ok("10.0.2.20")),
+        ];
+        for (input, want) in table {
+            let got = p.check(input.parse().expect("ip"));
+            assert_eq!(got, want.map(|s| s.parse::<IpAddr>().expect("ip")), "{input}");
+        }
+        assert!(Denial::Node.to_string().contains("node"));
     }
 
     #[test]
