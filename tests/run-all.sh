@@ -93,6 +93,11 @@ export DEVNET_ARTIFACTS=${DEVNET_ARTIFACTS:-$PWD/target/test-artifacts}
   npm run e2e
 )
 
+# Coverage-guided fuzzing (cargo-fuzz, fuzz/): each target for 20 s, after a
+# one-time build cached in /var/cache/devnet-lab/fuzz-target; the committed
+# corpus also replays on stable in `cargo test` (devnet-fuzz-targets).
+FUZZ_TARGET_DIR=/var/cache/devnet-lab/fuzz-target FUZZ_NICE=0 bash fuzz/run.sh 20
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
