@@ -237,7 +237,7 @@ async fn detect_proving(
             g.proof = Some(proof);
         }
     }
-    Ok(observations.into_iter().map(|o| devnet_path::decide(o, &profile.tun_name, true)).collect())
+    Ok(devnet_path::decide_all(observations, &profile.tun_name, true))
 }
 
 async fn probe(target: std::net::SocketAddr, mark: bool) -> ProbeOutcome {

@@ -24,12 +24,19 @@
 //! 4. Otherwise, the tunnel when a relay is configured; else unreachable.
 //! 5. A CIDR with no live target to probe cannot be proven direct: tunnel.
 //! 6. A forwarding node's trial needs the same proof through the node.
+//! 7. ([`decide_all`]) A CIDR in which the relay has *no* address of its
+//!    own (another node's pod block: the relay runs on one node) and whose
+//!    probe answered is proven by a CIDR of the same address family that
+//!    the relay proved over the *same* route (device and next hop). Against
+//!    a stranger this is as strong as its own proof: a captive portal or a
+//!    hostile access point cannot produce the first proof at all. Against a
+//!    next hop that does reach the cluster, a per-CIDR proof would add
+//!    nothing either: such a router can let the relay's address through and
+//!    divert the rest of the same CIDR. A CIDR whose *own* proof failed
+//!    never borrows one: that failure is evidence its way leads elsewhere.
 //!
-//! What a proof does *not* carry over: a proof in one CIDR says nothing of
-//! another, even over the same route (the next hop decides per
-//! destination, and many clusters share the default ranges), and a DNS
-//! answer for `kube-dns.kube-system.svc.<domain>` proves nothing (anyone who
-//! knows the cluster's conventions can answer it).
+//! A DNS answer for `kube-dns.kube-system.svc.<domain>` proves nothing
+//! (anyone who knows the cluster's conventions can answer it).
 //!
 //! **What it does not do:** look up routes, send probes, or change anything;
 //! the engine does, and feeds the results in.
@@ -286,6 +293,37 @@ pub fn decide(observation: Observation, tun: &str, tunnel_available: bool) -> Ve
         _ => (path, reason),
     };
     Verdict { cidr: observation.cidr, path, reason, evidence: observation }
+}
+
+/// Decides every CIDR of a profile: [`decide`] for each, then rule 7: a
+/// CIDR the relay has no address in, whose probe answered, takes the proof
+/// of a same-family CIDR proven over the same route.
+pub fn decide_all(observations: Vec<Observation>, tun: &str, tunnel_available: bool) -> Vec<Verdict> {
+    let mut verdicts: Vec<Verdict> = observations.into_iter().map(|o| decide(o, tun, tunnel_available)).collect();
+    let proven: Vec<(IpNet, RouteUsed)> = verdicts
+        .iter()
+        .filter(|v| v.path == Path::Direct && v.evidence.proof.as_ref().is_some_and(Proof::verified))
+        .filter_map(|v| Some((v.cidr, v.evidence.route.clone()?)))
+        .collect();
+    for v in verdicts.iter_mut().filter(|v| v.path != Path::Direct && v.evidence.proof.is_none()) {
+        let (Some(t), Some(r), Some(p)) = (&v.evidence.target, &v.evidence.route, &v.evidence.probe) else { continue };
+        if r.dev == tun || !p.answered() {
+            continue;
+        }
+        let same_way = |(cidr, pr): &&(IpNet, RouteUsed)| {
+            cidr.network().is_ipv4() == v.cidr.network().is_ipv4()
+                && (pr.dev.as_str(), pr.gateway) == (r.dev.as_str(), r.gateway)
+        };
+        if let Some((sibling, _)) = proven.iter().find(same_way) {
+            v.reason = format!(
+                "{}; the relay has no address in {} but proved {sibling} over this same route (TLS verified by its CA)",
+                direct_reason(t, r, p),
+                v.cidr
+            );
+            v.path = Path::Direct;
+        }
+    }
+    verdicts
 }
 
 /// Why an answer over `route` (None: through a forwarding node) is not
@@ -582,6 +620,53 @@ mod tests {
         assert_eq!(decide(o.clone(), "devnet0", true).path, Path::Tunnel);
         o.gateway = Some(trial(proof(None, true)));
         assert_eq!(decide(o, "devnet0", true).path, Path::Gateway);
+    }
+
+    /// Rule 7: the relay runs on one node, so other nodes' pod blocks
+    /// have no relay address of their own; a proof over the same route
+    /// covers them, and nothing else.
+    #[test]
+    fn a_proof_covers_cidrs_without_a_relay_address_over_the_same_route_only() {
+        let eth = || Some(route("eth0", Some("192.168.10.1")));
+        let answered = |cidr: &str, target: &str, route: Option<RouteUsed>, proof: Option<Proof>| {
+            let mut o = obs(Some(target), None, Some(ProbeOutcome::Connected { rtt_us: 300 }));
+            o.cidr = cidr.parse().expect("cidr");
+            o.route = route;
+            o.proof = proof;
+            o
+        };
+        let proven_block = answered("10.96.0.0/16", "10.96.0.10:53", eth(), proof(eth(), true));
+        let table: Vec<(Observation, Path, &str)> = vec![
+            // Another node's block over the same router: covered.
+            (
+                answered("10.244.2.0/24", "10.244.2.9:80", eth(), None),
+                Path::Direct,
+                "proved 10.96.0.0/16 over this same route",
+            ),
+            // Another way (a VPN, another router): not covered.
+            (answered("10.244.3.0/24", "10.244.3.9:80", Some(route("wg0", None)), None), Path::Tunnel, "not proven"),
+            // Its own proof failed: evidence it leads elsewhere; not covered.
+            (answered("10.244.4.0/24", "10.244.4.9:80", eth(), proof(eth(), false)), Path::Tunnel, "no verified TLS"),
+            // Another family: not covered.
+            (answered("fd00:244::/48", "[fd00:244::9]:80", eth(), None), Path::Tunnel, "not proven"),
+            // Through our own device: never.
+            (
+                answered("10.244.5.0/24", "10.244.5.9:80", Some(route("devnet0", None)), None),
+                Path::Tunnel,
+                "devnet's own",
+            ),
+        ];
+        for (o, want, fragment) in table {
+            let cidr = o.cidr;
+            let verdicts = decide_all(vec![proven_block.clone(), o], "devnet0", true);
+            assert_eq!(verdicts[0].path, Path::Direct);
+            assert_eq!(verdicts[1].path, want, "{cidr}: {}", verdicts[1].reason);
+            assert!(verdicts[1].reason.contains(fragment), "{cidr}: {:?} lacks {fragment:?}", verdicts[1].reason);
+        }
+        // Nothing proven (the hostile router): nothing to borrow.
+        let hostile = answered("10.96.0.0/16", "10.96.0.10:53", eth(), proof(eth(), false));
+        let other = answered("10.244.2.0/24", "10.244.2.9:80", eth(), None);
+        assert!(decide_all(vec![hostile, other], "devnet0", true).iter().all(|v| v.path == Path::Tunnel));
     }
 
     #[test]
