@@ -537,8 +537,10 @@ users:
     auth-provider:
       name: gcp
       config: {cmd-path: "$a/auth-provider.sh", cmd-args: "config-helper", token-key: "{.credential.access_token}"}
+# The developer works in namespace demo: devnet resolves short names
+# (web.demo) for the namespaces a kubeconfig names, and only those.
 contexts:
-- {name: lab, context: {cluster: lab, user: dev}}
+- {name: lab, context: {cluster: lab, user: dev, namespace: demo}}
 - {name: lab-reader, context: {cluster: lab, user: reader}}
 - {name: lab-expired, context: {cluster: lab, user: expired}}
 - {name: lab-exec, context: {cluster: lab, user: exec}}
@@ -893,8 +895,10 @@ clusters:
 users:
 - {name: dev, user: {token: dev-token}}
 - {name: reader, user: {token: reader-token}}
+# The developer works in namespace demo: devnet resolves short names
+# (web.demo) for the namespaces a kubeconfig names, and only those.
 contexts:
-- {name: lab, context: {cluster: lab, user: dev}}
+- {name: lab, context: {cluster: lab, user: dev, namespace: demo}}
 - {name: lab-reader, context: {cluster: lab, user: reader}}
 KC
   cat >"$dir/kube-profile.toml" <<PROFILE
