@@ -122,7 +122,8 @@ pub const MAX_LOGGING_IN_PER_SOURCE: usize = 32;
 /// with "relay stream limit of 1024 reached" (each holds a socket and up
 /// to a window of buffered bytes).
 pub const MAX_STREAMS_PER_SESSION: usize = 1024;
-/// The default [`Shared::max_dialing`].
+/// The default [`Shared::max_dialing`]: dials in progress per client; more
+/// opens wait for a slot (bounded by [`MAX_STREAMS_PER_SESSION`]).
 pub const MAX_DIALING_PER_SESSION: usize = 64;
 
 /// Accepts sessions on `listener` until `shutdown` turns true, then waits

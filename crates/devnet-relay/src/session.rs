@@ -143,6 +143,7 @@ where
         udp: HashMap::new(),
         credit: Credit::new(shared.budget.clone(), shared.credit),
         dialing: 0,
+        waiting_dials: VecDeque::new(),
         up_bytes: Arc::new(Semaphore::new(UP_BUDGET)),
         blocked_up: VecDeque::new(),
         shared,
@@ -235,6 +236,10 @@ struct Session {
     credit: Credit,
     /// Dials in progress.
     dialing: usize,
+    /// Opens waiting for a dial slot, oldest first: a burst (a browser, a
+    /// connection pool warming up) waits its turn instead of failing; the
+    /// queue is bounded by the streams a client may have open.
+    waiting_dials: VecDeque<(StreamId, SocketAddr)>,
     up_bytes: Arc<Semaphore>,
     /// Streams with a chunk waiting for the output to drain below [`OUTBUF_CAP`].
     blocked_up: VecDeque<StreamId>,
@@ -291,12 +296,15 @@ impl Session {
             }
         };
         if self.dialing >= self.shared.max_dialing {
-            Metrics::add(&self.shared.metrics.dials_refused_busy, 1);
-            let message = format!("relay limit of {} dials in progress reached; try again", self.shared.max_dialing);
-            debug!(id, dst = %addr, "{message}");
-            self.conn.refuse(id, OpenStatus::Unreachable, &message);
+            Metrics::add(&self.shared.metrics.dials_queued, 1);
+            debug!(id, dst = %addr, limit = self.shared.max_dialing, "dial waits for a slot");
+            self.waiting_dials.push_back((id, target));
             return;
         }
+        self.dial(id, target, up_tx);
+    }
+
+    fn dial(&mut self, id: StreamId, target: SocketAddr, up_tx: &mpsc::UnboundedSender<Up>) {
         self.dialing += 1;
         let timeout = self.shared.dial_timeout;
         let up_tx = up_tx.clone();
@@ -310,10 +318,23 @@ impl Session {
         });
     }
 
+    /// A dial ended: the oldest waiting open whose stream the client still
+    /// wants takes its slot.
+    fn dial_done(&mut self, up_tx: &mpsc::UnboundedSender<Up>) {
+        self.dialing -= 1;
+        while self.dialing < self.shared.max_dialing
+            && let Some((id, target)) = self.waiting_dials.pop_front()
+        {
+            if self.conn.contains(id) {
+                self.dial(id, target, up_tx);
+            }
+        }
+    }
+
     fn handle_up(&mut self, msg: Up, up_tx: &mpsc::UnboundedSender<Up>) {
         match msg {
             Up::Dialed { id, result: Ok(stream) } => {
-                self.dialing -= 1;
+                self.dial_done(up_tx);
                 if !self.conn.contains(id) {
                     return; // the client gave up on the stream meanwhile
                 }
@@ -327,7 +348,7 @@ impl Session {
                 self.streams.insert(id, spawn_stream_tasks(id, stream, up_tx, &self.up_bytes));
             }
             Up::Dialed { id, result: Err((status, message)) } => {
-                self.dialing -= 1;
+                self.dial_done(up_tx);
                 Metrics::add(&self.shared.metrics.dial_failures, 1);
                 debug!(id, ?status, %message, "dial failed");
                 self.conn.refuse(id, status, &message);
