@@ -208,6 +208,10 @@ async fn handle_client(
             Metrics::add(&metrics.handshake_failures, 1);
             warn!(%peer, %error, "client refused at the handshake");
         }
+        SessionEnd::PathProof => {
+            Metrics::add(&metrics.path_proofs, 1);
+            debug!(%peer, "a direct path proven (TLS handshake, then a clean close)");
+        }
         SessionEnd::LoginTimedOut => {
             Metrics::add(&metrics.logins_timed_out, 1);
             warn!(%peer, timeout = ?shared_login_timeout, "no login within the deadline; closed");

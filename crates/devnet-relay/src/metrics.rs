@@ -31,6 +31,7 @@ counters! {
     streams_opened: "TCP streams connected to a destination",
     streams_denied: "TCP streams and datagrams refused by policy",
     dial_failures: "TCP dials that failed (refused, unreachable, timed out)",
+    path_proofs: "TLS handshakes closed cleanly before a login: laptops proving a direct path reaches this relay",
     dials_queued: "TCP opens that waited for a dial slot (the client already had the most dials in progress)",
     datagrams_relayed: "UDP datagrams relayed to destinations",
     bytes_to_destinations: "stream bytes written to destinations",

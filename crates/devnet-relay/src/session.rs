@@ -112,6 +112,10 @@ pub enum SessionEnd {
     LoginTimedOut,
     /// The handshake never completed.
     HandshakeFailed(ConnectionError),
+    /// The client closed cleanly after TLS without a byte of the preface: a
+    /// laptop proving that a direct path reaches this relay (its CA-verified
+    /// handshake is the proof), not a failed login.
+    PathProof,
     /// The session was established and later ended.
     Ended(String),
 }
@@ -154,13 +158,16 @@ where
     let mut needs_flush = false;
     let mut drain_deadline: Option<Instant> = None;
     let mut shutting_down = *shutdown.borrow();
+    let mut received = 0usize;
     let end = loop {
         let timer = session.conn.poll_timeout().map(Instant::from_std);
         let timer = [timer, drain_deadline, login.as_ref().map(|l| l.deadline)].into_iter().flatten().min();
         tokio::select! {
             read = rd.read(&mut buf) => match read {
+                Ok(0) if received == 0 => break SessionEnd::PathProof,
                 Ok(0) => break SessionEnd::Ended("client closed the connection".into()),
                 Ok(n) => {
+                    received += n;
                     let _ = session.conn.handle_input(&buf[..n], Instant::now().into_std());
                 }
                 Err(e) => break SessionEnd::Ended(format!("read error: {e}")),

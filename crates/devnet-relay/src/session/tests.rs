@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::SessionEnd;
 use crate::budget::{Global, Limits};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
@@ -242,4 +243,31 @@ async fn dials_beyond_the_cap_wait_their_turn_and_none_fails() {
     for f in fillers {
         f.abort();
     }
+}
+
+/// A laptop proving a direct path (finding 1's TLS handshake, then a clean
+/// close) is counted as a proof, not as a failed login; a client that sent
+/// anything at all and left is not.
+#[tokio::test]
+async fn a_path_proof_is_not_a_failed_login() {
+    async fn end_after(sent: &'static [u8]) -> SessionEnd {
+        let shared = shared(4);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::spawn(async move {
+            let mut tcp = TcpStream::connect(addr).await.expect("connect");
+            tcp.write_all(sent).await.expect("write");
+            tcp.shutdown().await.expect("close");
+            tcp
+        });
+        let (tcp, peer) = listener.accept().await.expect("accept");
+        let slot = shared.logging_in.admit(peer.ip()).expect("a login place");
+        let login = super::Login { deadline: Instant::now() + shared.login_timeout, slot };
+        let (_tx, shutdown) = watch::channel(false);
+        let end = super::run(tcp, peer, shared, shutdown, login).await;
+        drop(client.await);
+        end
+    }
+    assert!(matches!(end_after(b"").await, SessionEnd::PathProof));
+    assert!(!matches!(end_after(b"x").await, SessionEnd::PathProof));
 }
