@@ -2,8 +2,11 @@
 //! uninstall`, and what `devnet connect` does before tunnelling.
 //!
 //! [`manifests`] is pure (golden-tested): a namespace, a ServiceAccount with
-//! no token and no RBAC (the relay only dials addresses), a Secret with the
-//! relay's TLS key pair, CA and token, a Deployment (one replica, requests
+//! no token and no RBAC (the relay only dials addresses), two Secrets — the
+//! relay's TLS key pair ([`TLS_SECRET`], which only the relay pod mounts) and
+//! the client's half, CA and token ([`CLIENT_SECRET`], which users may read)
+//! — the Role users are bound to ([`USER_ROLE`]: it names the client Secret
+//! and no other), a Deployment (one replica, requests
 //! and limits, probes, non-root, read-only root filesystem, no
 //! capabilities), a NodePort Service, and a NetworkPolicy that admits only
 //! the tunnel port and lets the relay reach only the cluster's CIDRs and DNS.
@@ -33,6 +36,17 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const VERSION_LABEL: &str = "devnet.dev/version";
 const PROTOCOL_LABEL: &str = "devnet.dev/protocol";
 const MOUNT: &str = "/etc/devnet-relay";
+/// The relay's TLS key pair: mounted by the relay pod, readable by no user
+/// (whoever holds the key can pose as the relay on the office LAN).
+pub const TLS_SECRET: &str = "devnet-relay-tls";
+/// The client's half, the CA and the token: what users read into their
+/// keyring. The relay mounts it too (it checks the token).
+pub const CLIENT_SECRET: &str = "devnet-relay-client";
+/// The one Secret earlier releases installed: it held the key and the token
+/// together, so an install deletes it once the two above are in place.
+pub const LEGACY_SECRET: &str = NAME;
+/// The Role an admin binds users to (a RoleBinding of their own).
+pub const USER_ROLE: &str = "devnet-user";
 /// The relay CA's fingerprint on the Deployment: public, and enough for a
 /// client to tell that its keyring entry belongs to an older install.
 const CA_ANNOTATION: &str = "devnet.dev/ca-sha256";
@@ -269,10 +283,13 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
         json!({"apiVersion": "v1", "kind": "ServiceAccount",
                "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
                "automountServiceAccountToken": false}),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+               "metadata": {"name": TLS_SECRET, "namespace": ns, "labels": labels()},
+               "data": {"tls.crt": b64(&p.credentials.cert_pem), "tls.key": b64(&p.credentials.key_pem)}}),
         json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-               "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
-               "data": {"token": b64(&p.credentials.token), "ca.crt": b64(&p.credentials.ca_pem),
-                        "tls.crt": b64(&p.credentials.cert_pem), "tls.key": b64(&p.credentials.key_pem)}}),
+               "metadata": {"name": CLIENT_SECRET, "namespace": ns, "labels": labels()},
+               "data": {"token": b64(&p.credentials.token), "ca.crt": b64(&p.credentials.ca_pem)}}),
+        user_role(ns),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": NAME, "namespace": ns, "labels": labels(),
                      "annotations": {CA_ANNOTATION: ca_fingerprint(&p.credentials.ca_pem)}},
@@ -289,8 +306,8 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
               "containers": [{
                 "name": "relay", "image": p.settings.image, "imagePullPolicy": "IfNotPresent",
                 "args": ["serve", "--listen", format!("[::]:{TUNNEL_PORT}"), "--health-listen", format!("[::]:{HEALTH_PORT}"),
-                         "--cert", format!("{MOUNT}/tls.crt"), "--key", format!("{MOUNT}/tls.key"),
-                         "--token-file", format!("{MOUNT}/token"), "--allow", allow],
+                         "--cert", format!("{MOUNT}/tls/tls.crt"), "--key", format!("{MOUNT}/tls/tls.key"),
+                         "--token-file", format!("{MOUNT}/client/token"), "--allow", allow],
                 // The relay's own node, whichever it lands on (a node that
                 // joined after the install included): never dialled.
                 "env": [{"name": "DEVNET_RELAY_HOST_IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}],
@@ -302,9 +319,13 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": HEALTH_PORT}, "periodSeconds": 10},
                 "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                                     "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": [{"name": "credentials", "mountPath": MOUNT, "readOnly": true}],
+                "volumeMounts": [{"name": "tls", "mountPath": format!("{MOUNT}/tls"), "readOnly": true},
+                                 {"name": "client", "mountPath": format!("{MOUNT}/client"), "readOnly": true}],
               }],
-              "volumes": [{"name": "credentials", "secret": {"secretName": NAME, "defaultMode": 0o440}}],
+              // The client Secret only for its token: the relay checks it.
+              "volumes": [{"name": "tls", "secret": {"secretName": TLS_SECRET, "defaultMode": 0o440}},
+                          {"name": "client", "secret": {"secretName": CLIENT_SECRET, "defaultMode": 0o440,
+                                                        "items": [{"key": "token", "path": "token"}]}}],
             }}}}),
         json!({"apiVersion": "v1", "kind": "Service",
                "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
@@ -333,6 +354,25 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
                       "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}],
         }}),
     ]
+}
+
+/// The Role an admin binds the relay's users to: what `devnet connect`
+/// reads ([`connect_rights`]), each rule on the relay's own objects where
+/// RBAC can name them. Of the Secrets it names the client's only: the TLS
+/// key stays with the relay pod.
+fn user_role(ns: &str) -> Value {
+    let rules: Vec<Value> = connect_rights(ns)
+        .into_iter()
+        .map(|(verb, group, resource, _, name)| match name {
+            Some(name) => {
+                json!({"apiGroups": [group], "resources": [resource], "resourceNames": [name], "verbs": [verb]})
+            }
+            None => json!({"apiGroups": [group], "resources": [resource], "verbs": [verb]}),
+        })
+        .collect();
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+           "metadata": {"name": USER_ROLE, "namespace": ns, "labels": labels()},
+           "rules": rules})
 }
 
 /// The objects for a repository that must not hold secrets (GitOps):
@@ -395,6 +435,7 @@ pub fn path_of(obj: &Value) -> String {
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
     let plural = match kind {
         "NetworkPolicy" => "networkpolicies".to_owned(),
+        "ReplicaSet" => "replicasets".to_owned(),
         k => format!("{}s", k.to_lowercase()),
     };
     let base = if api.contains('/') { format!("/apis/{api}") } else { format!("/api/{api}") };
@@ -404,42 +445,67 @@ pub fn path_of(obj: &Value) -> String {
     }
 }
 
-/// A right as (verb, group, resource, namespace; `None`: cluster-wide).
-pub type Right<'a> = (&'static str, &'static str, &'static str, Option<&'a str>);
+/// A right as (verb, group, resource, namespace (`None`: cluster-wide),
+/// the one object's name it is limited to (`None`: any)).
+pub type Right<'a> = (&'static str, &'static str, &'static str, Option<&'a str>, Option<&'static str>);
 
-/// The rights an install into namespace `ns` needs.
+/// The rights an install into namespace `ns` needs: the Role it makes
+/// grants users rights the installer must hold itself (RBAC refuses to
+/// grant more), and the Secret of an older install is deleted.
 pub fn install_rights(ns: &str) -> Vec<Right<'_>> {
+    let mut rights = vec![
+        ("create", "", "namespaces", None, None),
+        ("patch", "", "serviceaccounts", Some(ns), None),
+        ("patch", "", "secrets", Some(ns), None),
+        ("delete", "", "secrets", Some(ns), Some(LEGACY_SECRET)),
+        ("patch", "rbac.authorization.k8s.io", "roles", Some(ns), None),
+        ("patch", "apps", "deployments", Some(ns), None),
+        ("patch", "", "services", Some(ns), None),
+        ("patch", "networking.k8s.io", "networkpolicies", Some(ns), None),
+    ];
+    rights.extend(connect_rights(ns));
+    rights
+}
+
+/// The rights `connect` needs once the relay runs in namespace `ns`, and
+/// what the [`USER_ROLE`] grants. The relay pod is found through its
+/// Deployment's current ReplicaSet (a pod that merely carries the relay's
+/// label is never dialled); `get` on the client Secret is needed only while
+/// the keyring has no entry for this relay, and no rule names the TLS Secret.
+pub fn connect_rights(ns: &str) -> Vec<Right<'_>> {
     vec![
-        ("create", "", "namespaces", None),
-        ("patch", "", "serviceaccounts", Some(ns)),
-        ("patch", "", "secrets", Some(ns)),
-        ("patch", "apps", "deployments", Some(ns)),
-        ("patch", "", "services", Some(ns)),
-        ("patch", "networking.k8s.io", "networkpolicies", Some(ns)),
+        ("get", "apps", "deployments", Some(ns), Some(NAME)),
+        ("list", "apps", "replicasets", Some(ns), None),
+        ("list", "", "pods", Some(ns), None),
+        ("get", "", "services", Some(ns), Some(NAME)),
+        ("get", "", "secrets", Some(ns), Some(CLIENT_SECRET)),
+        ("create", "", "pods/portforward", Some(ns), None),
     ]
 }
 
-/// The rights `connect` needs once the relay runs in namespace `ns`
-/// (`get secrets` only while the keyring has no entry for this relay).
-pub fn connect_rights(ns: &str) -> Vec<Right<'_>> {
-    vec![
-        ("get", "apps", "deployments", Some(ns)),
-        ("list", "", "pods", Some(ns)),
-        ("get", "", "services", Some(ns)),
-        ("get", "", "secrets", Some(ns)),
-        ("create", "", "pods/portforward", Some(ns)),
-    ]
+/// The RBAC rule that grants `right`, as a user asks an admin for it.
+pub fn rule_text(right: &Right<'_>) -> String {
+    let (verb, group, resource, ns, name) = right;
+    let names = name.map_or(String::new(), |n| format!(", resourceNames: [\"{n}\"]"));
+    let scope = ns.map_or("cluster-wide".to_owned(), |ns| format!("in namespace {ns}"));
+    format!("{{apiGroups: [\"{group}\"], resources: [\"{resource}\"]{names}, verbs: [\"{verb}\"]}} {scope}")
 }
 
 /// The rights among `rights` the user lacks, as RBAC rules to ask for.
 pub async fn missing_rights(cluster: &Cluster, rights: &[Right<'_>]) -> Result<Vec<String>, KubeError> {
     let mut missing = Vec::new();
-    for (verb, group, resource, ns) in rights {
-        if !cluster.can_i(verb, group, resource, *ns).await? {
-            let scope = ns.map_or("cluster-wide".to_owned(), |ns| format!("in namespace {ns}"));
-            missing.push(format!(
-                "{{apiGroups: [\"{group}\"], resources: [\"{resource}\"], verbs: [\"{verb}\"]}} {scope}"
-            ));
+    for right in rights {
+        let (verb, group, resource, ns, name) = *right;
+        let (resource_only, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let review = json!({
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": resource_only,
+                                            "subresource": subresource, "namespace": ns.unwrap_or(""),
+                                            "name": name.unwrap_or("")}},
+        });
+        let answer = cluster.post("/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", &review).await?;
+        if answer["status"]["allowed"].as_bool() != Some(true) {
+            missing.push(rule_text(right));
         }
     }
     Ok(missing)
@@ -526,9 +592,17 @@ pub async fn state(cluster: &Cluster, ns: &str) -> Result<RelayState, KubeError>
     st.version = deploy["metadata"]["labels"][VERSION_LABEL].as_str().map(str::to_owned);
     st.protocol = deploy["metadata"]["labels"][PROTOCOL_LABEL].as_str().map(str::to_owned);
     st.ca_sha256 = deploy["metadata"]["annotations"][CA_ANNOTATION].as_str().map(str::to_owned);
-    let pods =
-        cluster.get(&format!("/api/v1/namespaces/{ns}/pods?labelSelector=app.kubernetes.io%2Fname%3D{NAME}")).await?;
-    if let Some(pod) = pods["items"].as_array().and_then(|p| p.last()) {
+    let selector = format!("labelSelector=app.kubernetes.io%2Fname%3D{NAME}");
+    let replica_sets =
+        cluster.get(&format!("/apis/apps/v1/namespaces/{ns}/replicasets?{selector}")).await.map_err(|e| match e {
+            KubeError::Forbidden(m) => KubeError::Forbidden(format!(
+                "{m}: finding the relay pod through its Deployment's ReplicaSet needs {}; ask a cluster admin for it (the Role {USER_ROLE} in namespace {ns} grants it)",
+                rule_text(&("list", "apps", "replicasets", Some(ns), None))
+            )),
+            e => e,
+        })?;
+    let pods = cluster.get(&format!("/api/v1/namespaces/{ns}/pods?{selector}")).await?;
+    if let Some(pod) = relay_pod(&deploy, &replica_sets, &pods) {
         st.pod = pod["metadata"]["name"].as_str().map(str::to_owned);
         let status = &pod["status"];
         st.ready = status["conditions"]
@@ -545,6 +619,42 @@ pub async fn state(cluster: &Cluster, ns: &str) -> Result<RelayState, KubeError>
         st.node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().and_then(|p| u16::try_from(p).ok());
     }
     Ok(st)
+}
+
+/// The relay's pod among `pods`: one whose controller is the Deployment's
+/// current ReplicaSet (the one the Deployment owns, by uid, at the
+/// Deployment's revision), ready ones first, then the newest. The label
+/// alone proves nothing: whoever may create pods in the namespace can label
+/// one `devnet-relay`, and it must never be dialled as the relay.
+pub fn relay_pod<'a>(deploy: &Value, replica_sets: &Value, pods: &'a Value) -> Option<&'a Value> {
+    const REVISION: &str = "deployment.kubernetes.io/revision";
+    let controlled_by = |obj: &Value, uid: &Value| {
+        obj["metadata"]["ownerReferences"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|o| o["controller"] == true && o["uid"].is_string() && o["uid"] == *uid)
+    };
+    let revision = deploy["metadata"]["annotations"][REVISION].as_str()?;
+    let current = replica_sets["items"].as_array()?.iter().find(|rs| {
+        controlled_by(rs, &deploy["metadata"]["uid"]) && rs["metadata"]["annotations"][REVISION] == revision
+    })?;
+    let hash = current["metadata"]["labels"]["pod-template-hash"].as_str()?;
+    let ready = |p: &Value| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    };
+    pods["items"]
+        .as_array()?
+        .iter()
+        .filter(|p| {
+            controlled_by(p, &current["metadata"]["uid"]) && p["metadata"]["labels"]["pod-template-hash"] == hash
+        })
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .max_by_key(|p| (ready(p), p["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_owned()))
 }
 
 /// The pod's own words for why it is not running, if it is stuck.
@@ -645,6 +755,13 @@ pub async fn install(cluster: &Cluster, params: &RelayParams) -> Result<(), Kube
         }
         cluster.apply(&path_of(&obj), &obj).await?;
     }
+    // An older install kept the key and the token in one Secret that users
+    // could read; the Deployment now mounts the two above, so it goes.
+    match cluster.delete(&format!("/api/v1/namespaces/{}/secrets/{LEGACY_SECRET}", params.settings.namespace)).await {
+        Ok(_) => tracing::info!(namespace = %params.settings.namespace, "deleted the older install's combined Secret"),
+        Err(KubeError::Api { code: 404, .. }) => {}
+        Err(e) => return Err(e),
+    }
     Ok(())
 }
 
@@ -670,16 +787,23 @@ pub async fn uninstall(cluster: &Cluster, ns: &str) -> Result<bool, KubeError> {
     }
 }
 
-/// Reads the client's half of the credentials from the relay's Secret in
-/// namespace `ns`.
+/// Reads the client's half of the credentials from the relay's client
+/// Secret in namespace `ns`, or, for a relay an older devnet installed (one
+/// Secret, no client Secret yet), from that Secret.
 pub async fn fetch_credentials(cluster: &Cluster, ns: &str) -> Result<Credentials, KubeError> {
-    let secret = cluster.get(&format!("/api/v1/namespaces/{ns}/secrets/{NAME}")).await?;
+    let (name, secret) = match cluster.get(&format!("/api/v1/namespaces/{ns}/secrets/{CLIENT_SECRET}")).await {
+        Ok(s) => (CLIENT_SECRET, s),
+        Err(KubeError::Api { code: 404, .. }) => {
+            (LEGACY_SECRET, cluster.get(&format!("/api/v1/namespaces/{ns}/secrets/{LEGACY_SECRET}")).await?)
+        }
+        Err(e) => return Err(e),
+    };
     let field = |k: &str| -> Result<String, KubeError> {
         let raw = secret["data"][k].as_str().unwrap_or_default();
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(raw)
-            .map_err(|e| KubeError::Other(format!("secret {ns}/{NAME} field {k} is not base64: {e}")))?;
-        String::from_utf8(bytes).map_err(|_| KubeError::Other(format!("secret {ns}/{NAME} field {k} is not text")))
+            .map_err(|e| KubeError::Other(format!("secret {ns}/{name} field {k} is not base64: {e}")))?;
+        String::from_utf8(bytes).map_err(|_| KubeError::Other(format!("secret {ns}/{name} field {k} is not text")))
     };
     Ok(Credentials {
         token: field("token")?,
@@ -767,8 +891,11 @@ mod tests {
     fn install_objects_are_locked_down() {
         let objs = manifests(&params());
         let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().expect("kind")).collect();
-        assert_eq!(kinds, ["Namespace", "ServiceAccount", "Secret", "Deployment", "Service", "NetworkPolicy"]);
-        let deploy = &objs[3];
+        assert_eq!(
+            kinds,
+            ["Namespace", "ServiceAccount", "Secret", "Secret", "Role", "Deployment", "Service", "NetworkPolicy"]
+        );
+        let deploy = &objs[5];
         let pod = &deploy["spec"]["template"]["spec"];
         let c = &pod["containers"][0];
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
@@ -780,17 +907,18 @@ mod tests {
         let args: Vec<&str> = c["args"].as_array().expect("args").iter().map(|a| a.as_str().expect("str")).collect();
         assert_eq!(args.last(), Some(&"10.244.0.0/16,10.96.0.0/16"), "the relay may dial only the cluster's CIDRs");
         assert_eq!(objs[1]["automountServiceAccountToken"], false);
-        let np = &objs[5]["spec"];
+        let np = &objs[7]["spec"];
         assert_eq!(np["ingress"], json!([{"ports": [{"protocol": "TCP", "port": 8443}]}]));
         assert_eq!(
             np["egress"][0]["to"],
             json!([{"ipBlock": {"cidr": "10.244.0.0/16"}}, {"ipBlock": {"cidr": "10.96.0.0/16"}}])
         );
-        assert_eq!(objs[2]["data"]["token"], b64("t0k"));
+        assert_eq!(objs[3]["data"]["token"], b64("t0k"));
         // A real kubelet mounts Secret files root-owned: the relay reads them
         // through fsGroup and group read.
         assert_eq!(pod["securityContext"]["fsGroup"], 65532);
         assert_eq!(pod["volumes"][0]["secret"]["defaultMode"], 0o440);
+        assert_eq!(pod["volumes"][1]["secret"]["defaultMode"], 0o440);
         // The namespace enforces the Pod Security profile the relay meets.
         assert_eq!(objs[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
         // Selectors too, for CNIs where ipBlock never matches pod IPs.
@@ -798,10 +926,135 @@ mod tests {
         assert_eq!(np["egress"][2]["to"][1]["podSelector"]["matchLabels"]["k8s-app"], "kube-dns");
     }
 
+    /// Security review R-1: every user who may connect could read the
+    /// Secret that held the relay's TLS key, and pose as the relay to
+    /// colleagues on the office LAN.
+    #[test]
+    fn the_relay_key_is_in_a_secret_clients_may_not_read() {
+        let objs = manifests(&params());
+        let secret = |name: &str| objs.iter().find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == name);
+        let tls = secret(TLS_SECRET).expect("TLS Secret");
+        let client = secret(CLIENT_SECRET).expect("client Secret");
+        assert_eq!(tls["data"].as_object().expect("data").keys().collect::<Vec<_>>(), ["tls.crt", "tls.key"]);
+        assert_eq!(client["data"].as_object().expect("data").keys().collect::<Vec<_>>(), ["ca.crt", "token"]);
+        assert!(secret(LEGACY_SECRET).is_none(), "no Secret holds the key and the token together");
+
+        let role = objs.iter().find(|o| o["kind"] == "Role").expect("the users' Role");
+        assert_eq!(role["metadata"]["name"], USER_ROLE);
+        let rules = role["rules"].as_array().expect("rules");
+        let on_secrets: Vec<&Value> = rules
+            .iter()
+            .filter(|r| r["resources"].as_array().expect("resources").contains(&json!("secrets")))
+            .collect();
+        assert_eq!(on_secrets.len(), 1, "{rules:?}");
+        assert_eq!(on_secrets[0]["resourceNames"], json!([CLIENT_SECRET]), "never all secrets");
+        assert_eq!(on_secrets[0]["verbs"], json!(["get"]));
+        assert!(!role.to_string().contains(TLS_SECRET), "no rule names the TLS Secret: {role}");
+        for r in rules {
+            let verbs = r["verbs"].as_array().expect("verbs");
+            assert!(
+                !verbs.contains(&json!("*")) && !r["resources"].as_array().expect("r").contains(&json!("*")),
+                "{r}"
+            );
+        }
+
+        // The relay mounts the key and, of the client Secret, the token only.
+        let pod = &objs.iter().find(|o| o["kind"] == "Deployment").expect("deployment")["spec"]["template"]["spec"];
+        assert_eq!(pod["volumes"][0]["secret"]["secretName"], TLS_SECRET);
+        assert_eq!(pod["volumes"][1]["secret"]["secretName"], CLIENT_SECRET);
+        assert_eq!(pod["volumes"][1]["secret"]["items"], json!([{"key": "token", "path": "token"}]));
+        let args = pod["containers"][0]["args"].to_string();
+        for file in ["/etc/devnet-relay/tls/tls.crt", "/etc/devnet-relay/tls/tls.key", "/etc/devnet-relay/client/token"]
+        {
+            assert!(args.contains(file), "{file} in {args}");
+        }
+
+        // What connect checks is what the Role grants; an install asks for
+        // those rights too (RBAC lets no one grant more than they hold).
+        let connect = connect_rights(DEFAULT_NAMESPACE);
+        assert_eq!(rules.len(), connect.len());
+        assert!(connect.contains(&("get", "", "secrets", Some("devnet"), Some(CLIENT_SECRET))));
+        assert!(connect.iter().all(|r| install_rights("devnet").contains(r)));
+        assert!(install_rights("devnet").contains(&("delete", "", "secrets", Some("devnet"), Some(LEGACY_SECRET))));
+        assert_eq!(
+            rule_text(&connect[4]),
+            "{apiGroups: [\"\"], resources: [\"secrets\"], resourceNames: [\"devnet-relay-client\"], verbs: [\"get\"]} in namespace devnet"
+        );
+    }
+
+    /// A Deployment as the controller-manager leaves it, its current
+    /// ReplicaSet (revision 2), an older one (revision 1), and pods.
+    fn cluster_fixture() -> (Value, Value) {
+        let deploy = json!({"metadata": {"name": NAME, "uid": "d-uid",
+            "annotations": {"deployment.kubernetes.io/revision": "2"}}});
+        let rs = |uid: &str, hash: &str, revision: &str| {
+            json!({"metadata": {"name": format!("{NAME}-{hash}"), "uid": uid,
+                "labels": {"app.kubernetes.io/name": NAME, "pod-template-hash": hash},
+                "annotations": {"deployment.kubernetes.io/revision": revision},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME,
+                                     "uid": "d-uid", "controller": true}]}})
+        };
+        (deploy, json!({"items": [rs("rs-new", "7c9f", "2"), rs("rs-old", "5b4d", "1")]}))
+    }
+
+    fn pod(name: &str, owner: Option<&str>, hash: &str, ready: bool, created: &str) -> Value {
+        let owners = owner.map_or(
+            json!([]),
+            |uid| json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "x", "uid": uid, "controller": true}]),
+        );
+        json!({"metadata": {"name": name, "creationTimestamp": created, "ownerReferences": owners,
+                            "labels": {"app.kubernetes.io/name": NAME, "pod-template-hash": hash}},
+               "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                          "podIPs": [{"ip": "10.244.1.7"}]}})
+    }
+
+    /// Security review R-1: `relay::state` took the last pod labelled
+    /// `devnet-relay`, so anyone who may create a pod in the relay's
+    /// namespace became the relay for direct dials and port-forwards.
+    #[test]
+    fn a_stray_pod_labelled_as_the_relay_is_never_dialled() {
+        let (deploy, replica_sets) = cluster_fixture();
+        let name = |p: Option<&Value>| p.and_then(|p| p["metadata"]["name"].as_str()).map(str::to_owned);
+        let relay = pod("devnet-relay-7c9f-abcde", Some("rs-new"), "7c9f", true, "2026-01-01T00:00:00Z");
+        let strays = [
+            // The label alone, listed last and newest, ready.
+            pod("devnet-relay-evil", None, "7c9f", true, "2026-01-02T00:00:00Z"),
+            // Owned by a ReplicaSet of the same name but not that uid.
+            pod("devnet-relay-7c9f-fake1", Some("rs-forged"), "7c9f", true, "2026-01-02T00:00:00Z"),
+            // The previous revision's pod, still terminating.
+            pod("devnet-relay-5b4d-old", Some("rs-old"), "5b4d", true, "2026-01-02T00:00:00Z"),
+            // The current ReplicaSet's uid but another template's hash.
+            pod("devnet-relay-0000-fake2", Some("rs-new"), "0000", true, "2026-01-02T00:00:00Z"),
+        ];
+        let mut items = vec![relay.clone()];
+        items.extend(strays.iter().cloned());
+        assert_eq!(
+            name(relay_pod(&deploy, &replica_sets, &json!({"items": items}))).as_deref(),
+            Some("devnet-relay-7c9f-abcde")
+        );
+        // With the relay pod gone, no stray takes its place.
+        assert_eq!(name(relay_pod(&deploy, &replica_sets, &json!({"items": strays}))), None);
+
+        // A ReplicaSet someone else made, claiming the current revision but
+        // not owned by the Deployment's uid, vouches for nothing.
+        let mut forged = replica_sets.clone();
+        forged["items"][0]["metadata"]["ownerReferences"][0]["uid"] = json!("other");
+        assert_eq!(name(relay_pod(&deploy, &forged, &json!({"items": [relay.clone()]}))), None);
+        // Before the controller has stamped a revision there is no pod yet.
+        let mut fresh = deploy.clone();
+        fresh["metadata"].as_object_mut().expect("meta").remove("annotations");
+        assert_eq!(name(relay_pod(&fresh, &replica_sets, &json!({"items": [relay.clone()]}))), None);
+        // Of the current ReplicaSet's pods, a ready one beats a newer one
+        // that is not.
+        let starting = pod("devnet-relay-7c9f-zzzzz", Some("rs-new"), "7c9f", false, "2026-01-03T00:00:00Z");
+        let both = json!({"items": [relay, starting]});
+        assert_eq!(name(relay_pod(&deploy, &replica_sets, &both)).as_deref(), Some("devnet-relay-7c9f-abcde"));
+    }
+
     #[test]
     fn the_relay_is_told_every_node_address() {
         let objs = manifests(&params());
-        let env = &objs[3]["spec"]["template"]["spec"]["containers"][0]["env"];
+        let env = &objs[5]["spec"]["template"]["spec"]["containers"][0]["env"];
         assert_eq!(
             env,
             &json!([{"name": "DEVNET_RELAY_HOST_IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}]),
@@ -809,7 +1062,7 @@ mod tests {
         );
         let nodes = ["10.60.20.11".parse().expect("ip"), "fd00:10::11".parse().expect("ip")];
         let objs = deny_nodes(objs, &nodes);
-        let args = &objs[3]["spec"]["template"]["spec"]["containers"][0]["args"];
+        let args = &objs[5]["spec"]["template"]["spec"]["containers"][0]["args"];
         let args: Vec<&str> = args.as_array().expect("args").iter().filter_map(Value::as_str).collect();
         assert_eq!(args[args.len() - 2..], ["--deny-node", "10.60.20.11,fd00:10::11"]);
         assert_eq!(deny_nodes(manifests(&params()), &[]), manifests(&params()), "no nodes known: no flag");
@@ -866,7 +1119,7 @@ mod tests {
         for o in &objs[1..] {
             assert_eq!(o["metadata"]["namespace"], "team-net", "{}", o["kind"]);
         }
-        let c = &objs[3]["spec"]["template"]["spec"]["containers"][0];
+        let c = &objs[5]["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"], "registry.example.com/mirror/devnet-relay:0.1.0");
         assert_eq!(
             c["resources"],
@@ -874,33 +1127,33 @@ mod tests {
         );
         // No node port: a ClusterIP Service; laptops use the pod IP or the
         // API server's port-forward.
-        assert_eq!(objs[4]["spec"]["type"], "ClusterIP");
-        assert_eq!(objs[4]["spec"]["ports"][0].get("nodePort"), None);
+        assert_eq!(objs[6]["spec"]["type"], "ClusterIP");
+        assert_eq!(objs[6]["spec"]["ports"][0].get("nodePort"), None);
         assert_eq!(
-            objs[5]["spec"]["egress"][2]["to"][1]["ipBlock"]["cidr"], "fd00:96::a/128",
+            objs[7]["spec"]["egress"][2]["to"][1]["ipBlock"]["cidr"], "fd00:96::a/128",
             "an IPv6 DNS server is one address"
         );
         assert_eq!(
-            path_of(&objs[3]),
+            path_of(&objs[5]),
             "/apis/apps/v1/namespaces/team-net/deployments/devnet-relay",
             "install applies where the settings say"
         );
         let rights = install_rights("team-net");
-        assert!(rights.contains(&("patch", "apps", "deployments", Some("team-net"))));
+        assert!(rights.contains(&("patch", "apps", "deployments", Some("team-net"), None)));
     }
 
     #[test]
     fn gitops_objects_hold_no_secret_and_no_ca_fingerprint() {
         let all = manifests(&params());
-        assert!(all[3]["metadata"]["annotations"][CA_ANNOTATION].is_string());
+        assert!(all[5]["metadata"]["annotations"][CA_ANNOTATION].is_string());
         let objs = without_secret(all.clone());
         let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().expect("kind")).collect();
-        assert_eq!(kinds, ["Namespace", "ServiceAccount", "Deployment", "Service", "NetworkPolicy"]);
-        assert_eq!(objs[2]["metadata"].get("annotations"), None, "no annotation left empty");
-        // Nothing else changes: the pod still mounts the Secret by name.
+        assert_eq!(kinds, ["Namespace", "ServiceAccount", "Role", "Deployment", "Service", "NetworkPolicy"]);
+        assert_eq!(objs[3]["metadata"].get("annotations"), None, "no annotation left empty");
+        // Nothing else changes: the pod still mounts the Secrets by name.
         let mut rest = all;
-        rest.remove(2);
-        rest[2]["metadata"].as_object_mut().expect("meta").remove("annotations");
+        rest.drain(2..4);
+        rest[3]["metadata"].as_object_mut().expect("meta").remove("annotations");
         assert_eq!(objs, rest);
         let text = to_yaml(&objs).expect("yaml");
         assert!(!text.contains("tls.key:") && !text.contains("kind: Secret"), "{text}");
@@ -913,7 +1166,7 @@ mod tests {
             let back: Vec<Value> = serde_saphyr::from_multiple(&text).expect("parse");
             assert_eq!(back, objs, "{text}");
             // Strings that look like numbers stay strings for every reader.
-            let cpu = objs[3]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"].clone();
+            let cpu = objs[5]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"].clone();
             assert!(text.contains(&format!("cpu: {cpu}")), "{cpu} unquoted in:\n{text}");
             assert!(text.contains("devnet.dev/protocol: \"1\""), "{text}");
             assert!(text.starts_with("apiVersion: v1\nkind: Namespace\nmetadata:\n"), "{text}");
@@ -977,7 +1230,9 @@ mod tests {
             [
                 "/api/v1/namespaces/devnet",
                 "/api/v1/namespaces/devnet/serviceaccounts/devnet-relay",
-                "/api/v1/namespaces/devnet/secrets/devnet-relay",
+                "/api/v1/namespaces/devnet/secrets/devnet-relay-tls",
+                "/api/v1/namespaces/devnet/secrets/devnet-relay-client",
+                "/apis/rbac.authorization.k8s.io/v1/namespaces/devnet/roles/devnet-user",
                 "/apis/apps/v1/namespaces/devnet/deployments/devnet-relay",
                 "/api/v1/namespaces/devnet/services/devnet-relay",
                 "/apis/networking.k8s.io/v1/namespaces/devnet/networkpolicies/devnet-relay",

@@ -205,7 +205,9 @@ pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say
                     say("fetching the relay's credentials once from the API server into the keyring");
                     let c = relay::fetch_credentials(&cluster, ns).await.map_err(|e| match e {
                         KubeError::Forbidden(m) => anyhow::anyhow!(
-                            "{m}: reading the relay's credentials needs {{apiGroups: [\"\"], resources: [\"secrets\"], verbs: [\"get\"]}} in namespace {ns}; ask a cluster admin for it"
+                            "{m}: reading the relay's credentials needs {}; ask a cluster admin for it (the Role {} in namespace {ns} grants it)",
+                            relay::rule_text(&("get", "", "secrets", Some(ns), Some(relay::CLIENT_SECRET))),
+                            relay::USER_ROLE
                         ),
                         e => e.into(),
                     })?;
