@@ -113,20 +113,22 @@ enum RelayAction {
     /// Print, as YAML, the objects `devnet relay install` applies, for GitOps.
     ///
     /// The same objects in the same order as `devnet relay install` with the
-    /// same flags: Namespace, ServiceAccount, Secret, Deployment, Service,
-    /// NetworkPolicy. The CIDRs the relay may dial come from --allow (and the
-    /// cluster DNS from --dns); without --allow they are discovered from the
-    /// cluster (--context, --kubeconfig) as install does.
+    /// same flags: Namespace, ServiceAccount, the Secrets devnet-relay-tls and
+    /// devnet-relay-client, the Role devnet-user (bind users to it),
+    /// Deployment, Service, NetworkPolicy. The CIDRs the relay may dial come
+    /// from --allow (and the cluster DNS from --dns); without --allow they are
+    /// discovered from the cluster (--context, --kubeconfig) as install does.
     ///
-    /// The Secret holds the relay's TLS private key, its CA and the token
-    /// clients present, generated afresh on every run. It is left out unless
-    /// --include-secret, and so is the Deployment's devnet.dev/ca-sha256
-    /// annotation (the fingerprint of that CA): a private key does not belong
-    /// in plain git. Create the Secret once in the cluster with
+    /// devnet-relay-tls holds the relay's TLS key pair (only the relay pod
+    /// mounts it; no user may read it); devnet-relay-client holds the CA and
+    /// the token clients present. Both are generated afresh on every run and
+    /// left out unless --include-secret, and so is the Deployment's
+    /// devnet.dev/ca-sha256 annotation (the fingerprint of that CA): a private
+    /// key does not belong in plain git. Create them once in the cluster with
     /// `devnet relay manifests --secret-only | kubectl apply -f -`, or seal
     /// that output (kubeseal, SOPS) and commit the sealed form. Clients read
-    /// the CA and token from the Secret (they need `get secrets` in the
-    /// relay's namespace once) and keep them in their keyring.
+    /// the CA and token from devnet-relay-client (the Role devnet-user lets
+    /// them get that Secret and no other) and keep them in their keyring.
     Manifests(ManifestsArgs),
 }
 
@@ -142,12 +144,12 @@ struct ManifestsArgs {
     /// port 53; repeat or comma-separate. With --allow; else discovered.
     #[arg(long = "dns", value_delimiter = ',', value_name = "IP", requires = "allow")]
     dns: Vec<String>,
-    /// Also print the Secret, with fresh credentials, and the Deployment's CA
+    /// Also print the Secrets, with fresh credentials, and the Deployment's CA
     /// fingerprint: only for a store meant for secrets.
     #[arg(long)]
     include_secret: bool,
-    /// Print only the Secret, with fresh credentials (to create it once, or to
-    /// seal it).
+    /// Print only the Secrets, with fresh credentials (to create them once, or
+    /// to seal them).
     #[arg(long, conflicts_with_all = ["include_secret", "allow", "dns"])]
     secret_only: bool,
 }
@@ -621,8 +623,11 @@ async fn manifests(m: ManifestsArgs, args: kube::KubeArgs) -> Result<()> {
         let ns = &params.settings.namespace;
         let flag = if ns == r::DEFAULT_NAMESPACE { String::new() } else { format!(" --relay-namespace {ns}") };
         kube::say(&format!(
-            "the Secret {ns}/{} is left out (it holds the relay's private key and token): create it once with `devnet relay manifests --secret-only{flag} | kubectl apply -f -`, or seal that output (kubeseal, SOPS) and commit the sealed form; clients read its CA and token once (get secrets in namespace {ns})",
-            r::NAME
+            "the Secrets {ns}/{} (the relay's private key) and {ns}/{} (its CA and token) are left out: create them once with `devnet relay manifests --secret-only{flag} | kubectl apply -f -`, or seal that output (kubeseal, SOPS) and commit the sealed form; clients read the CA and token once (the Role {} grants get on {} only)",
+            r::TLS_SECRET,
+            r::CLIENT_SECRET,
+            r::USER_ROLE,
+            r::CLIENT_SECRET
         ));
     }
     Ok(())
