@@ -98,7 +98,7 @@ fn main() {
             ("no_path_06_1000_concurrent_connections", thousand_connections),
             ("no_path_07_closed_port_refused_at_once", closed_port_refused),
             ("no_path_08_unused_pod_ip_fails_bounded", unused_ip_fails),
-            ("no_path_09_relay_refuses_outside_and_blocked", relay_refusals),
+            ("no_path_09_relay_refuses_outside_blocked_and_the_nodes", relay_refusals),
             ("no_path_10_bad_clients_get_clear_errors", bad_clients),
             ("no_path_10b_relay_cuts_dribbled_logins_and_crowds_from_one_address", relay_login_limits),
             ("no_path_11_relay_health_and_metrics", relay_health_and_metrics),
@@ -260,7 +260,7 @@ fn unused_ip_fails(lab: &Lab) -> Res {
 fn relay_refusals(lab: &Lab) -> Res {
     let cases = [
         ("8.8.8.8:53", "outside the cluster CIDRs"),
-        ("10.60.20.12:22", "outside the cluster CIDRs"),
+        ("10.60.20.12:22", "a node's address"),
         ("127.0.0.1:22", "loopback"),
         ("[::1]:22", "loopback"),
         ("[::ffff:127.0.0.1]:22", "loopback"),
@@ -273,7 +273,16 @@ fn relay_refusals(lab: &Lab) -> Res {
         ("[fe80::1]:80", "link-local"),
         ("10.244.1.5:8443", "relay's own address"),
         ("[::ffff:10.244.1.5]:9090", "relay's own address"),
+        // Node2's address inside the allowed pod range (security review R-2).
+        ("10.244.2.1:8080", "a node's address"),
+        ("[::ffff:10.244.2.1]:7", "a node's address"),
     ];
+    // Without the relay's refusal the node would answer: it is reachable
+    // from the relay's own namespace, and inside the relay's allowlist.
+    let node = lab.exec("relay", &["curl", "-s", "-m", "2", "http://10.244.2.1:8080/"])?;
+    if !String::from_utf8_lossy(&node.stdout).contains("hello from node2") {
+        return Err(format!("node2 should answer at 10.244.2.1 from the relay's namespace: {node:?}"));
+    }
     for (dst, why) in cases {
         let r = relay_probe(lab, &["--dst", dst])?;
         if r["status"] != "Denied" || !r["message"].as_str().unwrap_or("").contains(why) {

@@ -266,6 +266,12 @@ up() {
 
   spawn web web "$bin/devnet-labd" serve --name web
   spawn echo echo "$bin/devnet-labd" serve --name echo
+  # Node2 also has an address inside the pod range, as nodes do where pods
+  # and nodes share a subnet (AWS VPC CNI, Azure CNI), with its own servers
+  # (the kubelet's and SSH's place): the relay must never dial it (security
+  # review R-2), although its allowlist covers it.
+  in_ns node2 ip addr add 10.244.2.1/32 dev lo
+  spawn node2 node2-services "$bin/devnet-labd" serve --name node2
   { dnsmasq_base; cat <<CONF
 local=/cluster.local/
 host-record=web.demo.svc.cluster.local,10.96.0.20,fd00:96::20
@@ -331,10 +337,13 @@ office_dns() { # lab.sh office-dns <lab> plain|forward
 }
 
 relay_start() {
-  spawn relay relay env RUST_LOG=info "$bin/devnet-relay" serve \
+  # As `devnet relay install` starts it: its own node's address from the
+  # downward API, and every node's addresses known at install.
+  spawn relay relay env RUST_LOG=info DEVNET_RELAY_HOST_IPS=10.60.20.11 "$bin/devnet-relay" serve \
     --listen '[::]:8443' --health-listen '[::]:9090' \
     --cert "$dir/relay-tls/cert.pem" --key "$dir/relay-tls/key.pem" --token-file "$dir/token" \
-    --allow 10.244.0.0/16,10.96.0.0/16,fd00:244::/48,fd00:96::/112
+    --allow 10.244.0.0/16,10.96.0.0/16,fd00:244::/48,fd00:96::/112 \
+    --deny-node 10.60.20.11,10.60.20.12,10.60.20.13,10.244.2.1
   local i
   for i in $(seq 100); do
     in_ns laptop bash -c 'exec 3<>/dev/tcp/10.60.20.11/31090' 2>/dev/null && return 0
