@@ -46,6 +46,7 @@ fn main() {
             ("kube_06_relay_pod_that_cannot_start_is_reported_in_its_own_words", image_pull_failure),
             ("kube_07_office_with_bgp_every_discovered_cidr_proven_direct", office_bgp_direct),
             ("kube_08_doctor_names_snat_by_the_forwarding_node", forwarding_node_snat),
+            ("kube_08b_a_stray_pod_labelled_as_the_relay_is_never_dialled", stray_relay_pod),
             ("kube_09_relay_uninstall_removes_it_forgets_the_credentials_spares_foreign", uninstall),
         ],
         harness::OnFailure::Reset,
@@ -207,7 +208,7 @@ fn through_portforward(lab: &Lab) -> Res {
     if creds.get("key_pem").is_some() {
         return Err(format!("the keyring must hold only the client's token and CA: {creds}"));
     }
-    let secret = api_get(lab, "/api/v1/namespaces/devnet/secrets/devnet-relay")?;
+    let secret = api_get(lab, "/api/v1/namespaces/devnet/secrets/devnet-relay-client")?;
     let token = base64::Engine::decode(
         &base64::engine::general_purpose::STANDARD,
         secret["data"]["token"].as_str().unwrap_or(""),
@@ -575,6 +576,78 @@ fn connect_state(lab: &Lab, state: &str) -> Res {
 
 /// `devnet relay uninstall`: the namespace and everything in it go, the pod's
 /// process stops, and the keyring entry is forgotten.
+fn api_post(lab: &Lab, path: &str, body: &serde_json::Value) -> Res<serde_json::Value> {
+    let url = format!("https://10.60.20.10:6443{path}");
+    let body = body.to_string();
+    let (auth, json) = ("Authorization: Bearer dev-token", "Content-Type: application/json");
+    let out = lab.exec("api", &["curl", "-sk", "-m", "3", "-H", auth, "-H", json, "-d", &body, &url])?;
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("{path}: {e}: {}", text(&out)))
+}
+
+/// Security review R-1: whoever may create a pod in the relay's namespace
+/// labels it `devnet-relay`, and `relay::state` took it for the relay (the
+/// last pod listed): direct dials and port-forwards went to it. Now only the
+/// pod of the Deployment's current ReplicaSet (by uid) is the relay. And an
+/// install replaces an older install's Secret, which held the relay's key
+/// together with the token users read, with the two Secrets, and deletes it.
+fn stray_relay_pod(lab: &Lab) -> Res {
+    let stray = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        // Listed last, ready, on another pod's address.
+        "metadata": {"name": "devnet-relay-zzzzzzzzzz-zzzzz", "namespace": "devnet",
+                     "labels": {"app.kubernetes.io/name": "devnet-relay"}},
+        "spec": {"containers": [{"name": "relay", "image": "registry.invalid/impostor:1"}]},
+        "status": {"phase": "Running", "podIP": "10.244.3.10", "podIPs": [{"ip": "10.244.3.10"}],
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    });
+    let made = api_post(lab, "/api/v1/namespaces/devnet/pods", &stray)?;
+    if made["metadata"]["name"] != "devnet-relay-zzzzzzzzzz-zzzzz" {
+        return Err(format!("the stray pod was not created: {made}"));
+    }
+    let kc = kubeconfig(lab);
+    let out = lab.devnet(&["relay", "status", "--context", "lab", "--kubeconfig", &kc], &[])?;
+    let said = text(&out);
+    let json_end = said.rfind('}').map_or(0, |i| i + 1);
+    let st: serde_json::Value =
+        serde_json::from_str(&said[..json_end]).map_err(|e| format!("relay status: {e}: {said}"))?;
+    let pod = st["pod"].as_str().unwrap_or_default();
+    if !out.status.success() || pod.is_empty() || pod.contains("zzzz") || st["pod_ips"][0] != "10.244.1.5" {
+        return Err(format!("relay status took another pod for the relay: {said}"));
+    }
+    // The current ReplicaSet (the older revisions are kept at zero).
+    let rs = api_get(lab, "/apis/apps/v1/namespaces/devnet/replicasets")?;
+    let current = rs["items"].as_array().into_iter().flatten().filter(|r| r["spec"]["replicas"] == 1);
+    let current: Vec<&str> = current.filter_map(|r| r["metadata"]["name"].as_str()).collect();
+    if current.len() != 1 || !pod.starts_with(&format!("{}-", current[0])) {
+        return Err(format!("the relay pod {pod} is not its current ReplicaSet's: {rs}"));
+    }
+
+    // An older install's one Secret: `relay install` leaves it no longer.
+    let legacy = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "devnet-relay", "namespace": "devnet"},
+        "data": {"token": "b2xk", "ca.crt": "b2xk", "tls.crt": "b2xk", "tls.key": "b2xk"}});
+    api_post(lab, "/api/v1/namespaces/devnet/secrets", &legacy)?;
+    let out = lab.devnet(&["relay", "install", "--context", "lab", "--kubeconfig", &kc], &[])?;
+    if !out.status.success() || !text(&out).contains("installed in namespace devnet (pod devnet-relay-") {
+        return Err(format!("relay install: {}", text(&out)));
+    }
+    if text(&out).contains("zzzz") {
+        return Err(format!("relay install took the stray pod for the relay: {}", text(&out)));
+    }
+    if api_get(lab, "/api/v1/namespaces/devnet/secrets/devnet-relay")?["code"] != 404 {
+        return Err("the older install's Secret, which holds the relay's key, is still there".into());
+    }
+    let tls = api_get(lab, "/api/v1/namespaces/devnet/secrets/devnet-relay-tls")?;
+    let client = api_get(lab, "/api/v1/namespaces/devnet/secrets/devnet-relay-client")?;
+    if tls["data"].get("token").is_some() || client["data"].get("tls.key").is_some() || tls["data"]["tls.key"].is_null()
+    {
+        return Err(format!("the key and the token are not apart: {tls} {client}"));
+    }
+    let url = "https://10.60.20.10:6443/api/v1/namespaces/devnet/pods/devnet-relay-zzzzzzzzzz-zzzzz";
+    lab.exec("api", &["curl", "-sk", "-m", "3", "-X", "DELETE", "-H", "Authorization: Bearer dev-token", url])?;
+    Ok(())
+}
+
 fn uninstall(lab: &Lab) -> Res {
     let kc = kubeconfig(lab);
     let out = lab.devnet(&["relay", "uninstall", "--context", "lab", "--kubeconfig", &kc], &[])?;

@@ -1,5 +1,9 @@
 //! The stand-in's controllers and kubelet, cut down to what devnet's relay
-//! needs: a Deployment gets one Pod; the Pod runs as a real process in a lab
+//! needs: a Deployment gets a ReplicaSet per pod template, as the real
+//! controller-manager makes them (named and labelled with the template's
+//! `pod-template-hash`, owned by the Deployment's uid, the revision
+//! annotation on both, the older ones kept at zero replicas), and the
+//! current one gets one Pod, owned by its uid; the Pod runs as a real process in a lab
 //! network namespace (the pod's IP lives there), with its Secret volumes
 //! written to files as a real kubelet writes them (root-owned, `defaultMode`,
 //! group `fsGroup`), its `runAsUser`, `runAsGroup` and `fsGroup` honoured
@@ -72,13 +76,14 @@ pub async fn after_write(server: &Arc<Server>, kind: &Kind, obj: &Value) {
 pub async fn after_delete(server: &Arc<Server>, obj: &Value) {
     match obj["kind"].as_str() {
         Some("Deployment") => {
-            let pods = owned_pods(server, obj).await;
-            let pod_kind = kind_named("Pod");
-            for pod in pods {
-                let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-                server.kubelet.kill(&name).await;
-                let ns = pod["metadata"]["namespace"].as_str().map(str::to_owned);
-                let _ = server.store.lock().await.delete(&pod_kind, ns.as_deref(), &name);
+            // The garbage collector: the ReplicaSets go, and their pods.
+            for rs in owned(server, "ReplicaSet", obj).await {
+                for pod in owned(server, "Pod", &rs).await {
+                    delete_pod(server, &pod).await;
+                }
+                let ns = rs["metadata"]["namespace"].as_str().map(str::to_owned);
+                let name = rs["metadata"]["name"].as_str().unwrap_or_default();
+                let _ = server.store.lock().await.delete(&kind_named("ReplicaSet"), ns.as_deref(), name);
             }
         }
         Some("Pod") => server.kubelet.kill(obj["metadata"]["name"].as_str().unwrap_or_default()).await,
@@ -86,35 +91,102 @@ pub async fn after_delete(server: &Arc<Server>, obj: &Value) {
     }
 }
 
-async fn owned_pods(server: &Arc<Server>, deployment: &Value) -> Vec<Value> {
-    let uid = deployment["metadata"]["uid"].clone();
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// The objects of `kind` whose controller is `owner` (by uid, as the
+/// garbage collector and the controllers match them).
+async fn owned(server: &Arc<Server>, kind: &str, owner: &Value) -> Vec<Value> {
+    let uid = &owner["metadata"]["uid"];
     let store = server.store.lock().await;
-    store.all_of(&kind_named("Pod")).into_iter().filter(|p| p["metadata"]["ownerReferences"][0]["uid"] == uid).collect()
+    store
+        .all_of(&kind_named(kind))
+        .into_iter()
+        .filter(|o| {
+            o["metadata"]["ownerReferences"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["controller"] == true && r["uid"] == *uid)
+        })
+        .collect()
+}
+
+async fn delete_pod(server: &Arc<Server>, pod: &Value) {
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    server.kubelet.kill(&name).await;
+    let ns = pod["metadata"]["namespace"].as_str().map(str::to_owned);
+    let _ = server.store.lock().await.delete(&kind_named("Pod"), ns.as_deref(), &name);
+}
+
+fn owner_ref(kind: &str, owner: &Value) -> Value {
+    json!([{"apiVersion": "apps/v1", "kind": kind, "controller": true, "blockOwnerDeletion": true,
+            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}])
 }
 
 async fn reconcile_deployment(server: &Arc<Server>, deploy: &Value) {
     let template = &deploy["spec"]["template"];
     let hash = hex8(&serde_json::to_vec(template).unwrap_or_default());
-    let name = format!("{}-{hash}", deploy["metadata"]["name"].as_str().unwrap_or("deploy"));
+    let deploy_name = deploy["metadata"]["name"].as_str().unwrap_or("deploy").to_owned();
+    let rs_name = format!("{deploy_name}-{hash}");
     let ns = deploy["metadata"]["namespace"].as_str().unwrap_or("default").to_owned();
-    let existing = owned_pods(server, deploy).await;
-    if existing.iter().any(|p| p["metadata"]["name"] == name.as_str()) {
+    let rs_kind = kind_named("ReplicaSet");
+    let sets = owned(server, "ReplicaSet", deploy).await;
+    let revision_of = |rs: &Value| rs["metadata"]["annotations"][REVISION].as_str().and_then(|r| r.parse::<u64>().ok());
+    let current = match sets.iter().find(|rs| rs["metadata"]["name"] == rs_name.as_str()) {
+        Some(rs) => rs.clone(),
+        None => {
+            // A new template: a new ReplicaSet at the next revision; the old
+            // ones are scaled to zero (their pods go: one replica, strategy
+            // Recreate) and kept, as revision history.
+            let revision = sets.iter().filter_map(revision_of).max().unwrap_or(0) + 1;
+            for old in &sets {
+                for pod in owned(server, "Pod", old).await {
+                    delete_pod(server, &pod).await;
+                }
+                let mut old = old.clone();
+                old["spec"]["replicas"] = json!(0);
+                old["status"] = json!({"replicas": 0});
+                server.store.lock().await.put_internal(&rs_kind, old);
+            }
+            let mut labels = template["metadata"]["labels"].clone();
+            labels["pod-template-hash"] = json!(hash);
+            let rs = json!({
+                "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "metadata": {"name": rs_name, "namespace": ns, "labels": labels,
+                             "annotations": {REVISION: revision.to_string()},
+                             "ownerReferences": owner_ref("Deployment", deploy)},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"pod-template-hash": hash}},
+                         "template": {"metadata": {"labels": labels}, "spec": template["spec"]}},
+            });
+            let mut store = server.store.lock().await;
+            store.put_internal(&rs_kind, rs);
+            store.get(&rs_kind, Some(&ns), &rs_name).expect("just written")
+        }
+    };
+    // The Deployment carries its current revision (a write may have
+    // replaced its annotations).
+    {
+        let mut store = server.store.lock().await;
+        let kind = kind_named("Deployment");
+        if let Ok(mut now) = store.get(&kind, Some(&ns), &deploy_name)
+            && now["metadata"]["uid"] == deploy["metadata"]["uid"]
+            && now["metadata"]["annotations"][REVISION] != current["metadata"]["annotations"][REVISION]
+        {
+            now["metadata"]["annotations"][REVISION] = current["metadata"]["annotations"][REVISION].clone();
+            store.put_internal(&kind, now);
+        }
+    }
+    if !owned(server, "Pod", &current).await.is_empty() {
         return;
     }
-    // A new template: the old pod goes (the relay has one replica and
-    // strategy Recreate), the new one comes.
-    for old in existing {
-        let old_name = old["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        server.kubelet.kill(&old_name).await;
-        let _ = server.store.lock().await.delete(&kind_named("Pod"), Some(&ns), &old_name);
-    }
+    let suffix = hex8(current["metadata"]["uid"].to_string().as_bytes());
+    let labels = current["metadata"]["labels"].clone();
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {
-            "name": name, "namespace": ns,
-            "labels": template["metadata"]["labels"],
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "controller": true,
-                                 "name": deploy["metadata"]["name"], "uid": deploy["metadata"]["uid"]}],
+            "name": format!("{rs_name}-{}", &suffix[..5]), "namespace": ns,
+            "labels": labels,
+            "ownerReferences": owner_ref("ReplicaSet", &current),
         },
         "spec": template["spec"],
         "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],

@@ -17,7 +17,9 @@
 //! ```
 //!
 //! Rules are RBAC's, flattened: verbs, resources (with `pods/portforward`
-//! style subresources), API groups (default any), namespaces (default any).
+//! style subresources), API groups (default any), namespaces (default any),
+//! resourceNames (default any; as in RBAC, a rule with names matches only
+//! requests for one of them, so never a list or a create).
 
 use std::path::Path;
 
@@ -50,6 +52,8 @@ struct Rule {
     api_groups: Vec<String>,
     #[serde(default)]
     namespaces: Vec<String>,
+    #[serde(default, rename = "resourceNames")]
+    resource_names: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -72,20 +76,23 @@ impl Users {
 }
 
 impl User {
-    fn allows(&self, verb: &str, group: &str, resource: &str, namespace: Option<&str>) -> bool {
+    fn allows(&self, verb: &str, group: &str, resource: &str, namespace: Option<&str>, name: Option<&str>) -> bool {
         let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
         self.rules.iter().any(|r| {
             any(&r.verbs, verb)
                 && any(&r.resources, resource)
                 && (r.api_groups.is_empty() || any(&r.api_groups, group))
                 && (r.namespaces.is_empty() || namespace.is_some_and(|ns| any(&r.namespaces, ns)))
+                && (r.resource_names.is_empty() || name.is_some_and(|n| r.resource_names.iter().any(|x| x == n)))
         })
     }
 
     /// Authorizes a request, with the real server's wording on denial.
     pub fn authorize(&self, verb: &str, target: &Target, resource: &str, namespaced: bool) -> Decision {
         let ns = if namespaced { target.namespace.as_deref() } else { None };
-        if self.allows(verb, &target.group, resource, ns) {
+        // A create names no existing object (RBAC ignores the name then).
+        let name = if verb == "create" && target.subresource.is_none() { None } else { target.name.as_deref() };
+        if self.allows(verb, &target.group, resource, ns, name) {
             return Decision::Allow;
         }
         let what = match &target.name {
@@ -114,7 +121,14 @@ pub fn self_subject_access_review(user: &User, mut review: Value) -> hyper::Resp
         sub => format!("{}/{sub}", s("resource")),
     };
     let ns = s("namespace");
-    let allowed = user.allows(&s("verb"), &s("group"), &resource, (!ns.is_empty()).then_some(ns.as_str()));
+    let name = s("name");
+    let allowed = user.allows(
+        &s("verb"),
+        &s("group"),
+        &resource,
+        (!ns.is_empty()).then_some(ns.as_str()),
+        (!name.is_empty()).then_some(name.as_str()),
+    );
     review["status"] = json!({"allowed": allowed});
     json_response(hyper::StatusCode::CREATED, &review)
 }

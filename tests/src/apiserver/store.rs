@@ -47,6 +47,7 @@ const KINDS: &[Kind] = &[
     k("", "v1", "secrets", "Secret", true),
     k("", "v1", "serviceaccounts", "ServiceAccount", true),
     k("apps", "v1", "deployments", "Deployment", true),
+    k("apps", "v1", "replicasets", "ReplicaSet", true),
     k("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", true),
     k("networking.k8s.io", "v1", "servicecidrs", "ServiceCIDR", false),
     k("rbac.authorization.k8s.io", "v1", "roles", "Role", true),
