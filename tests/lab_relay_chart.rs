@@ -248,7 +248,7 @@ fn dry_run(lab: &Lab) -> Res {
         let ours = dry_run_all(lab, &format!("devnet relay manifests ({name})"), &manifests(lab, flags)?, false)?;
         for answers in [&answers, &ours] {
             let kinds: Vec<&str> = answers.iter().filter_map(|a| a["kind"].as_str()).collect();
-            for kind in ["Namespace", "ServiceAccount", "Secret", "Deployment", "Service", "NetworkPolicy"] {
+            for kind in ["Namespace", "ServiceAccount", "Secret", "Role", "Deployment", "Service", "NetworkPolicy"] {
                 if !kinds.contains(&kind) {
                     return Err(format!("{name}: no {kind} among {kinds:?}"));
                 }
