@@ -75,6 +75,75 @@ fn relay_login_limits(lab: &Lab) -> Res {
     Ok(())
 }
 
+/// While a session runs: the relay token and the relay's TLS key appear
+/// in no process's argv or environment on this machine, and in no file
+/// the lab's processes wrote (logs, devnetd's and the engine's state and
+/// journal), only in the two files they are kept in (security review
+/// acceptance: no secrets in argv, env or logs).
+fn no_secret_anywhere(lab: &Lab) -> Res {
+    let token = std::fs::read_to_string(lab.dir.join("token")).map_err(|e| e.to_string())?.trim().to_owned();
+    let key_pem = std::fs::read_to_string(lab.dir.join("relay-tls/key.pem")).map_err(|e| e.to_string())?;
+    // The key's longest base64 line: any copy of the key carries it.
+    let key_line = key_pem.lines().filter(|l| !l.starts_with("-----")).max_by_key(|l| l.len()).unwrap_or("").to_owned();
+    if token.len() < 16 || key_line.len() < 40 {
+        return Err(format!(
+            "the lab's secrets look wrong: token {} bytes, key line {} bytes",
+            token.len(),
+            key_line.len()
+        ));
+    }
+    let secrets = [("the relay token", token.as_str()), ("the relay's TLS key", key_line.as_str())];
+    let mut hits = Vec::new();
+    let mut processes = 0;
+    for entry in std::fs::read_dir("/proc").map_err(|e| e.to_string())?.flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == std::process::id().to_string() {
+            continue;
+        }
+        processes += 1;
+        for what in ["cmdline", "environ"] {
+            let Ok(bytes) = std::fs::read(entry.path().join(what)) else { continue };
+            let text = String::from_utf8_lossy(&bytes);
+            for (name, secret) in secrets {
+                if text.contains(secret) {
+                    let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+                    hits.push(format!("{name} in the {what} of pid {pid} ({})", comm.trim()));
+                }
+            }
+        }
+    }
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => walk(&path, out),
+                Ok(t) if t.is_file() => out.push(path),
+                _ => {}
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&lab.dir, &mut files);
+    let kept = [lab.dir.join("token"), lab.dir.join("relay-tls/key.pem")];
+    for file in files.iter().filter(|f| !kept.contains(f)) {
+        let Ok(bytes) = std::fs::read(file) else { continue };
+        let text = String::from_utf8_lossy(&bytes);
+        for (name, secret) in secrets {
+            if text.contains(secret) {
+                hits.push(format!("{name} in {}", file.display()));
+            }
+        }
+    }
+    if processes < 10 || files.len() < 10 {
+        return Err(format!("looked at too little to mean anything: {processes} processes, {} files", files.len()));
+    }
+    if !hits.is_empty() {
+        return Err(format!("secrets where they must not be:\n{}", hits.join("\n")));
+    }
+    println!("no secret in {processes} processes' argv and environment, nor in {} files", files.len());
+    Ok(())
+}
+
 fn setup() -> Res<Lab> {
     let lab = Lab::up(LAB)?;
     lab.connect("connected")?;
@@ -105,6 +174,7 @@ fn main() {
             ("no_path_12_relay_graceful_shutdown", relay_graceful_shutdown),
             ("no_path_13_relay_killed_and_restarted", relay_restart),
             ("no_path_14_status_reports_the_link", status_reports),
+            ("no_path_14b_no_secret_in_any_argv_environment_log_or_state_file", no_secret_anywhere),
             ("no_path_15_disconnect_leaves_nothing", disconnect_leaves_nothing),
             ("no_path_16_sigkill_then_restart_leaves_nothing", sigkill_then_restart),
             ("no_path_17_bad_profile_leaves_nothing", bad_profile_leaves_nothing),
