@@ -24,6 +24,7 @@ fn main() {
             ("realkube_01_discovery_through_the_real_api_server", discovery),
             ("realkube_02_rights_from_a_real_selfsubjectaccessreview", rbac),
             ("realkube_03_connect_from_nothing_installs_a_relay_the_real_kubelet_runs", install),
+            ("realkube_03b_the_relay_key_is_in_a_secret_clients_may_not_read", relay_key_unreadable),
             ("realkube_04_tunnel_through_the_real_port_forward_to_pods_clusterips_and_coredns", through_portforward),
             ("realkube_05_direct_to_the_node_port_through_real_kube_proxy", direct_node_port),
             ("realkube_06_a_user_without_pods_portforward_is_told_so", no_portforward),
@@ -143,7 +144,9 @@ fn look_at_install(lab: &Lab) -> Res {
     if ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] != "restricted" {
         return Err(format!("the namespace does not enforce restricted: {ns}"));
     }
-    if pod["spec"]["securityContext"]["fsGroup"] != 65532 || pod["spec"]["volumes"][0]["secret"]["defaultMode"] != 0o440
+    if pod["spec"]["securityContext"]["fsGroup"] != 65532
+        || pod["spec"]["volumes"][0]["secret"]["defaultMode"] != 0o440
+        || pod["spec"]["volumes"][1]["secret"]["defaultMode"] != 0o440
     {
         return Err(format!("the relay pod cannot read its Secret on a real kubelet: {}", pod["spec"]));
     }
@@ -237,6 +240,46 @@ fn no_portforward(lab: &Lab) -> Res {
     }
     lab.sh_ok("firewall", &["open"])?;
     lab.laptop_unchanged("after the refused connect")
+}
+
+/// Security review R-1: the relay's one Secret held its TLS key beside the
+/// token, and users could get secrets in its namespace: any of them could
+/// pose as the relay. A colleague bound to the Role devnet installs
+/// (devnet-user) reads the client Secret, and the real RBAC refuses them the
+/// TLS Secret and every other.
+fn relay_key_unreadable(lab: &Lab) -> Res {
+    lab.real_api("POST", "/api/v1/namespaces/devnet/serviceaccounts", Some(r#"{"metadata":{"name":"colleague"}}"#))?;
+    let binding = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"colleague","namespace":"devnet"},
+        "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"devnet-user"},
+        "subjects":[{"kind":"ServiceAccount","name":"colleague","namespace":"devnet"}]}"#;
+    lab.real_api("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/devnet/rolebindings", Some(binding))?;
+    let request = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":600}}"#;
+    let answer = lab.real_api("POST", "/api/v1/namespaces/devnet/serviceaccounts/colleague/token", Some(request))?;
+    let token = answer["status"]["token"].as_str().ok_or(format!("no token: {answer}"))?.to_owned();
+    let auth = format!("Authorization: Bearer {token}");
+    let get = |path: &str| -> Res<serde_json::Value> {
+        let url = format!("https://10.60.20.10:6443{path}");
+        let out = lab.exec("api", &["curl", "-sk", "-m", "5", "-H", &auth, &url])?;
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{path}: {e}: {}", text(&out)))
+    };
+    let client = get("/api/v1/namespaces/devnet/secrets/devnet-relay-client")?;
+    if client["data"]["token"].as_str().is_none_or(str::is_empty) {
+        return Err(format!("a user bound to devnet-user cannot read the client Secret: {client}"));
+    }
+    for path in ["/api/v1/namespaces/devnet/secrets/devnet-relay-tls", "/api/v1/namespaces/devnet/secrets"] {
+        let refused = get(path)?;
+        if refused["code"] != 403 {
+            return Err(format!("{path} should be Forbidden to a user bound to devnet-user: {refused}"));
+        }
+    }
+    // What connect reads to find the relay pod, the user may read.
+    let sets = get("/apis/apps/v1/namespaces/devnet/replicasets")?;
+    if sets["items"].as_array().is_none_or(Vec::is_empty) {
+        return Err(format!("a user bound to devnet-user cannot list the relay's ReplicaSets: {sets}"));
+    }
+    lab.real_api("DELETE", "/apis/rbac.authorization.k8s.io/v1/namespaces/devnet/rolebindings/colleague", None)?;
+    lab.real_api("DELETE", "/api/v1/namespaces/devnet/serviceaccounts/colleague", None)?;
+    Ok(())
 }
 
 /// A real TokenRequest token, bound to a Secret: while the Secret exists
