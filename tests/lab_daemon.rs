@@ -232,8 +232,10 @@ fn side_by_side(lab: &Lab) -> Res {
     // Profiles for a second cluster behind the same relay.
     let base = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
     let keep = ["relay", "token-file", "relay-ca"];
-    let relay: String =
-        base.lines().filter(|l| keep.iter().any(|k| l.starts_with(k))).map(|l| format!("{l}\n")).collect();
+    // Exactly these keys (not `relay-endpoints`: this cluster's relay
+    // addresses lie in the first cluster's CIDRs).
+    let key = |l: &str| l.split('=').next().unwrap_or_default().trim().to_owned();
+    let relay: String = base.lines().filter(|l| keep.contains(&key(l).as_str())).map(|l| format!("{l}\n")).collect();
     let write = |name: &str, rest: &str| -> Res<String> {
         let path = lab.dir.join(name);
         std::fs::write(&path, format!("{relay}{rest}")).map_err(|e| e.to_string())?;
