@@ -12,6 +12,7 @@ use devnet_ipc::codec::{self, Decoder, FrameError};
 use devnet_ipc::message::{ClientMsg, ServerMsg};
 use devnet_model::Secret;
 use devnet_model::profile::{ProfileFile, parse_cidrs};
+use devnet_netstack::checksum::{finish, pseudo_sum, sum};
 use devnet_netstack::{BufferPool, Tunnel, TunnelConfig};
 use devnet_proto::frame::MAX_DATA_PAYLOAD;
 use devnet_proto::{Config, Connection, Event, Frame, OpenStatus, RejectCode, StreamId};
@@ -315,35 +316,19 @@ const CLIENTS: [&str; 4] = ["192.168.10.2:40000", "192.168.10.2:40001", "[fd00:1
 const DESTS: [&str; 6] =
     ["10.96.0.20:80", "10.96.0.10:53", "10.97.0.1:80", "[fd00:96::20]:80", "[fd00:96::a]:53", "[fd00:97::1]:80"];
 
-fn checksum(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
+/// A laptop source and a destination of one family, chosen by `pick`.
+fn pick_flow(pick: u8) -> (SocketAddr, SocketAddr) {
+    let v6 = pick & 1 == 1;
+    let client = CLIENTS[usize::from(pick >> 1) % 2 + if v6 { 2 } else { 0 }].parse().expect("literal");
+    let dest = DESTS[usize::from(pick >> 2) % 3 + if v6 { 3 } else { 0 }].parse().expect("literal");
+    (client, dest)
 }
 
 /// An IP packet carrying `transport` (whose checksum field is at
 /// `csum_at`), with valid header and transport checksums.
 fn ip_packet(src: IpAddr, dst: IpAddr, proto: u8, mut transport: Vec<u8>, csum_at: usize) -> Vec<u8> {
     let len = transport.len();
-    let pseudo = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => checksum(checksum(0, &s.octets()), &d.octets()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => checksum(checksum(0, &s.octets()), &d.octets()),
-        _ => 0,
-    } + u32::from(proto)
-        + len as u32;
-    let c = fold(checksum(pseudo, &transport));
+    let c = finish(sum(pseudo_sum(src, dst, proto, len), &transport));
     transport[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
     let mut out = Vec::with_capacity(40 + len);
     match (src, dst) {
@@ -353,7 +338,7 @@ fn ip_packet(src: IpAddr, dst: IpAddr, proto: u8, mut transport: Vec<u8>, csum_a
             out.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
             out.extend_from_slice(&s.octets());
             out.extend_from_slice(&d.octets());
-            let c = fold(checksum(0, &out));
+            let c = finish(sum(0, &out));
             out[10..12].copy_from_slice(&c.to_be_bytes());
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
@@ -561,12 +546,7 @@ pub fn netstack_tunnel(data: &[u8]) {
             }
             // A TCP segment from the laptop.
             1..=3 => {
-                let pick = input.u8();
-                let v6 = pick & 1 == 1;
-                let client: SocketAddr =
-                    CLIENTS[usize::from(pick >> 1) % 2 + if v6 { 2 } else { 0 }].parse().expect("literal");
-                let dest: SocketAddr =
-                    DESTS[usize::from(pick >> 2) % 3 + if v6 { 3 } else { 0 }].parse().expect("literal");
+                let (client, dest) = pick_flow(input.u8());
                 let flags = input.u8();
                 let track = net.tcp.get(&(client, dest)).copied().unwrap_or_default();
                 let mode = input.u8();
@@ -580,12 +560,7 @@ pub fn netstack_tunnel(data: &[u8]) {
             }
             // A UDP datagram from the laptop.
             4 => {
-                let pick = input.u8();
-                let v6 = pick & 1 == 1;
-                let client: SocketAddr =
-                    CLIENTS[usize::from(pick >> 1) % 2 + if v6 { 2 } else { 0 }].parse().expect("literal");
-                let dest: SocketAddr =
-                    DESTS[usize::from(pick >> 2) % 3 + if v6 { 3 } else { 0 }].parse().expect("literal");
+                let (client, dest) = pick_flow(input.u8());
                 let payload = input.short_bytes();
                 net.tunnel.handle_packet(udp_packet(client, dest, payload));
             }

@@ -26,6 +26,7 @@
 //! **What it does not do:** read or write the TUN device, open sockets,
 //! route, or decide which CIDRs go through the tunnel (the engine does).
 
+pub mod checksum;
 mod device;
 mod packet;
 

@@ -11,6 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
+use crate::checksum::{finish, pseudo_sum, sum};
+
 /// What the stack needs to know about an inbound packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Inbound {
@@ -87,34 +89,6 @@ pub(crate) fn classify(packet: &[u8]) -> Result<Inbound, PacketError> {
         }
         _ => Ok(Inbound::Other),
     }
-}
-
-/// One's-complement sum over `data`, folded later by [`finish`].
-fn sum(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn finish(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
-fn pseudo_sum(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
-    let acc = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => sum(sum(0, &s.octets()), &d.octets()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => sum(sum(0, &s.octets()), &d.octets()),
-        _ => 0,
-    };
-    acc + u32::from(proto) + len as u32
 }
 
 /// Appends an IP header for a `len`-byte payload of `proto`.
