@@ -218,7 +218,7 @@ const CA_ANNOTATION: &str = "devnet.dev/ca-sha256";
 
 /// Defaults: the same objects, except what is random on both sides: the
 /// Secrets' data (a fresh CA, key pair and token each run) and the CA
-/// fingerprint on the Deployment. Those are checked for what they must be
+/// fingerprint on the Deployment and its pod. Those are checked for what they must be
 /// instead: the key pair alone in one Secret, the CA and token in the
 /// other, and a fingerprint of that CA.
 #[test]
@@ -236,6 +236,9 @@ fn chart_defaults_render_what_devnet_installs() {
         let deploy = objs.get_mut(DEPLOYMENT).expect("a Deployment");
         let fingerprint = deploy["metadata"]["annotations"][CA_ANNOTATION].take();
         assert_eq!(fingerprint, devnet_kube::relay::ca_fingerprint(&decode(&data["ca.crt"])).as_str());
+        // The pod carries it too (new credentials restart the pod).
+        let on_pod = deploy["spec"]["template"]["metadata"]["annotations"][CA_ANNOTATION].take();
+        assert_eq!(on_pod, fingerprint);
     }
     assert_same("defaults", &chart, &devnet);
     // The image is this release's, as `devnet connect` deploys it.

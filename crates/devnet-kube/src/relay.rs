@@ -296,7 +296,11 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
         "spec": {
           "replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": selector},
           "template": {
-            "metadata": {"labels": labels()},
+            // The CA's fingerprint on the pod too: fresh credentials (an
+            // install that replaced a stuck relay) change the template, so
+            // the pod restarts and serves them (the relay reads its token
+            // and key once, at start).
+            "metadata": {"labels": labels(), "annotations": {CA_ANNOTATION: ca_fingerprint(&p.credentials.ca_pem)}},
             "spec": {
               "serviceAccountName": NAME, "automountServiceAccountToken": false,
               // fsGroup: a real kubelet mounts Secret files root-owned; with
@@ -385,14 +389,18 @@ pub fn without_secret(objs: Vec<Value>) -> Vec<Value> {
         .map(|mut o| {
             // `get_mut`, not indexing: indexing would add a null
             // `annotations` to every object that has none.
-            if let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut)
-                && let Some(notes) = meta.get_mut("annotations").and_then(Value::as_object_mut)
-            {
-                notes.remove(CA_ANNOTATION);
-                if notes.is_empty() {
-                    meta.remove("annotations");
+            let strip = |meta: Option<&mut Value>| {
+                if let Some(meta) = meta.and_then(Value::as_object_mut)
+                    && let Some(notes) = meta.get_mut("annotations").and_then(Value::as_object_mut)
+                {
+                    notes.remove(CA_ANNOTATION);
+                    if notes.is_empty() {
+                        meta.remove("annotations");
+                    }
                 }
-            }
+            };
+            strip(o.get_mut("metadata"));
+            strip(o.pointer_mut("/spec/template/metadata"));
             o
         })
         .collect()
@@ -1142,6 +1150,23 @@ mod tests {
         assert!(rights.contains(&("patch", "apps", "deployments", Some("team-net"), None)));
     }
 
+    /// An install with fresh credentials (replacing a stuck relay of the
+    /// same version) must restart the pod: the relay reads its key and
+    /// token once, so an unchanged template would keep serving the old ones.
+    #[test]
+    fn fresh_credentials_change_the_pod_template() {
+        let old = manifests(&params());
+        let mut p = params();
+        p.credentials = Credentials::generate().expect("credentials");
+        let new = manifests(&p);
+        let template = |objs: &[Value]| objs[5]["spec"]["template"].clone();
+        assert_ne!(template(&old), template(&new));
+        assert_eq!(
+            template(&new)["metadata"]["annotations"][CA_ANNOTATION],
+            new[5]["metadata"]["annotations"][CA_ANNOTATION]
+        );
+    }
+
     #[test]
     fn gitops_objects_hold_no_secret_and_no_ca_fingerprint() {
         let all = manifests(&params());
@@ -1150,10 +1175,12 @@ mod tests {
         let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().expect("kind")).collect();
         assert_eq!(kinds, ["Namespace", "ServiceAccount", "Role", "Deployment", "Service", "NetworkPolicy"]);
         assert_eq!(objs[3]["metadata"].get("annotations"), None, "no annotation left empty");
+        assert_eq!(objs[3]["spec"]["template"]["metadata"].get("annotations"), None, "nor on the pod");
         // Nothing else changes: the pod still mounts the Secrets by name.
         let mut rest = all;
         rest.drain(2..4);
         rest[3]["metadata"].as_object_mut().expect("meta").remove("annotations");
+        rest[3]["spec"]["template"]["metadata"].as_object_mut().expect("meta").remove("annotations");
         assert_eq!(objs, rest);
         let text = to_yaml(&objs).expect("yaml");
         assert!(!text.contains("tls.key:") && !text.contains("kind: Secret"), "{text}");
