@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "needs root (network namespaces): sudo $0" >&2; exit 1; }
 secs=${1:-5}
 need=()
-for tool in ip:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl iperf3:iperf3 jq:jq \
+for tool in ip:iproute2 tc:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl iperf3:iperf3 jq:jq gnuplot:gnuplot-nox \
   openvpn:openvpn sshuttle:sshuttle sshd:openssh-server ssh:openssh-client wg:wireguard-tools ping:iputils-ping column:bsdextrautils; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
@@ -51,15 +51,26 @@ L echo iperf3 -s -D -p 5201 >/dev/null
 target=10.244.3.10
 
 measure() { # measure <label> <echo-port>: prints one JSON object
-  local one eight rr cps port=$2
+  local one eight down rr cps cps16 port=$2
   # Latency and connection rate first: they suffer for a while after bulk
   # runs (memory reclaim, TIME_WAIT) on a 2-core machine.
   rr=$(L laptop "$DEVNET_BIN/devnet-labd" probe rr "$target:$port" 20000)
+  # New connections one after another (a connection's latency) and from 16
+  # connectors at once (the capacity), each for the same time.
   cps=$(L laptop "$DEVNET_BIN/devnet-labd" probe cps "$target:$port" "$secs")
+  cps16=$(L laptop "$DEVNET_BIN/devnet-labd" probe cps "$target:$port" "$secs" 16)
   one=$(L laptop iperf3 -c $target -t "$secs" -J | jq '.end.sum_received.bits_per_second')
+  down=$(L laptop iperf3 -c $target -t "$secs" -R -J | jq '.end.sum_received.bits_per_second')
   eight=$(L laptop iperf3 -c $target -t "$secs" -P 8 -J | jq '.end.sum_received.bits_per_second')
-  jq -n --arg path "$1" --argjson one "$one" --argjson eight "$eight" --argjson rr "$rr" --argjson cps "$cps" \
-    '{path: $path, single_stream_bps: $one, eight_streams_bps: $eight, rr_p50_us: $rr.p50_us, rr_p99_us: $rr.p99_us, connections_per_second: $cps.connections_per_second}'
+  jq -n --arg path "$1" --argjson one "$one" --argjson eight "$eight" --argjson down "$down" --argjson rr "$rr" \
+    --argjson cps "$cps" --argjson cps16 "$cps16" \
+    '{path: $path, single_stream_bps: $one, eight_streams_bps: $eight, download_bps: $down,
+      rr_p50_us: $rr.p50_us, rr_p99_us: $rr.p99_us, connections_per_second: $cps.connections_per_second,
+      connections_per_second_16: $cps16.connections_per_second}'
+}
+
+rss_kb() { # rss_kb <command name>: the largest resident set of processes of that name, in KiB
+  ps -o rss= -C "$1" | sort -n | tail -1
 }
 
 # Routed path: a static route on the office router to the pod's node.
@@ -88,8 +99,14 @@ for _ in $(seq 50); do
   L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
   sleep 0.2
 done
+# Memory connected and idle (no traffic yet), right after the 8-stream run,
+# and 30 s later; the relay's too.
+sleep 2
+engine_idle_kb=$(rss_kb devnet); relay_idle_kb=$(rss_kb devnet-relay)
 devnet=$(measure devnet 17)
-rss_kb=$(ps -o rss= -C devnet | sort -n | tail -1)
+engine_load_kb=$(rss_kb devnet); relay_load_kb=$(rss_kb devnet-relay)
+sleep 30
+engine_after_kb=$(rss_kb devnet); relay_after_kb=$(rss_kb devnet-relay)
 # devnet's stub (resolv.conf backend), the cluster DNS through the tunnel.
 dns_stub=$(dns_lookups devnet-resolv-conf 127.0.0.153:53)
 L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
@@ -129,10 +146,61 @@ wireguard_up; wireguard=$(measure wireguard 27); wireguard_down
 openvpn_up; openvpn=$(measure openvpn 37); openvpn_down
 sshuttle_up; sshuttle=$(measure sshuttle 47); sshuttle_down
 
+# Far from the cluster: the laptop's link gets half the added round trip
+# each way and the loss each way (netem on both ends of the laptop's link,
+# inside the lab's namespaces), for routed, devnet and userspace WireGuard.
+far() { # far <label> <echo-port>: one JSON object under the current netem
+  local one rr
+  one=$(L laptop iperf3 -c $target -t "$secs" -J | jq '.end.sum_received.bits_per_second')
+  rr=$(L laptop "$DEVNET_BIN/devnet-labd" probe rr "$target:$2" 200)
+  jq -n --arg path "$1" --argjson one "$one" --argjson rr "$rr" \
+    '{path: $path, single_stream_bps: $one, rr_p50_us: $rr.p50_us, rr_p99_us: $rr.p99_us}'
+}
+netem() { # netem <rtt-ms> <loss-%>
+  L laptop tc qdisc replace dev eth0 root netem delay "$(($1 / 2))ms" loss "$2%"
+  L office tc qdisc replace dev lan0 root netem delay "$(($1 / 2))ms" loss "$2%"
+}
+netem_off() {
+  L laptop tc qdisc del dev eth0 root 2>/dev/null || true
+  L office tc qdisc del dev lan0 root 2>/dev/null || true
+}
+far_all=()
+far_cases=("20 0.1" "60 1")
+# netem is a kernel module some kernels lack (CONFIG_NET_SCH_NETEM): then
+# the far cases are recorded as not measured, with the reason.
+if ! L laptop tc qdisc replace dev eth0 root netem delay 1ms 2>/dev/null; then
+  echo "this kernel has no netem (CONFIG_NET_SCH_NETEM): the far-away cases are not measured" >&2
+  far_cases=()
+fi
+netem_off
+for case in "${far_cases[@]}"; do
+  read -r rtt loss <<<"$case"
+  netem "$rtt" "$loss"
+  L office ip route add 10.244.3.0/24 via 10.60.20.13
+  r=$(far routed 7)
+  L office ip route del 10.244.3.0/24 via 10.60.20.13
+  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --foreground \
+    --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" --profile "$dir/profile.toml" >"$dir/engine-far.log" 2>&1 &
+  for _ in $(seq 100); do
+    L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
+    sleep 0.2
+  done
+  d=$(far devnet 17)
+  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
+  sleep 1
+  wireguard_up; w=$(far wireguard 27); wireguard_down
+  netem_off
+  far_all+=("$(jq -n --argjson rtt "$rtt" --argjson loss "$loss" --argjson r "$r" --argjson d "$d" --argjson w "$w" \
+    '{added_rtt_ms: $rtt, loss_percent_each_way: $loss, paths: [$r, $d, $w]}')")
+done
+far_json=$( ((${#far_all[@]})) && printf '%s\n' "${far_all[@]}" | jq -s . || echo '"not measured: this kernel has no netem"')
+
 mkdir -p bench/results
 out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).json
 jq -n --argjson routed "$routed" --argjson devnet "$devnet" --argjson wireguard "$wireguard" \
-  --argjson openvpn "$openvpn" --argjson sshuttle "$sshuttle" --arg rss "$rss_kb" --arg cores "$(nproc)" \
+  --argjson openvpn "$openvpn" --argjson sshuttle "$sshuttle" --arg cores "$(nproc)" \
+  --arg e_idle "$engine_idle_kb" --arg e_load "$engine_load_kb" --arg e_after "$engine_after_kb" \
+  --arg r_idle "$relay_idle_kb" --arg r_load "$relay_load_kb" --arg r_after "$relay_after_kb" --argjson far "$far_json" \
   --argjson kube_direct "$kube_direct" --argjson kube_portforward "$kube_portforward" \
   --arg nothing "$from_nothing_s" --arg direct_s "$installed_direct_s" --arg pf_s "$installed_portforward_s" \
   --argjson dns_routed "$dns_routed" --argjson dns_stub "$dns_stub" --argjson dns_resolved "$dns_resolved" \
@@ -140,20 +208,30 @@ jq -n --argjson routed "$routed" --argjson devnet "$devnet" --argjson wireguard 
     dns_lookups: [$dns_routed, $dns_stub, $dns_resolved],
     connect_to_first_request_s: {from_nothing: ($nothing|tonumber), relay_installed_direct: ($direct_s|tonumber),
                                  relay_installed_portforward: ($pf_s|tonumber)},
-    devnet_engine_rss_kb: ($rss|tonumber), cores: ($cores|tonumber)}' >"$out"
+    rss_kb: {engine_idle: ($e_idle|tonumber), engine_after_8_streams: ($e_load|tonumber),
+             engine_30s_later: ($e_after|tonumber), relay_idle: ($r_idle|tonumber),
+             relay_after_8_streams: ($r_load|tonumber), relay_30s_later: ($r_after|tonumber)},
+    far: $far, cores: ($cores|tonumber)}' >"$out"
 
 # One row per path; ratios are devnet's metric over that path's (higher is
 # better for throughput and connections, lower is better for latency).
 jq -r '
   def g(x): (x * 100 | round) / 100;
   (.paths[] | select(.path == "devnet")) as $d
-  | ["path", "1 stream Gbit/s", "8 streams Gbit/s", "RR p50 us", "RR p99 us", "conns/s", "devnet/path: 1 stream", "8 streams", "p50", "conns/s"],
-    (.paths[] | [.path, g(.single_stream_bps/1e9), g(.eight_streams_bps/1e9), (.rr_p50_us|round), (.rr_p99_us|round),
-      (.connections_per_second|round), g($d.single_stream_bps/.single_stream_bps), g($d.eight_streams_bps/.eight_streams_bps),
-      g($d.rr_p50_us/.rr_p50_us), g($d.connections_per_second/.connections_per_second)])
+  | ["path", "1 stream Gbit/s", "8 streams", "download", "RR p50 us", "RR p99 us", "conns/s", "conns/s x16",
+     "devnet/path: 1 stream", "8 streams", "download", "p50", "conns/s", "x16"],
+    (.paths[] | [.path, g(.single_stream_bps/1e9), g(.eight_streams_bps/1e9), g(.download_bps/1e9), (.rr_p50_us|round),
+      (.rr_p99_us|round), (.connections_per_second|round), (.connections_per_second_16|round),
+      g($d.single_stream_bps/.single_stream_bps), g($d.eight_streams_bps/.eight_streams_bps), g($d.download_bps/.download_bps),
+      g($d.rr_p50_us/.rr_p50_us), g($d.connections_per_second/.connections_per_second),
+      g($d.connections_per_second_16/.connections_per_second_16)])
   | @tsv' "$out" | column -t -s $'\t'
 jq -r '.connect_to_first_request_s | "connect to first request: from nothing \(.from_nothing)s (goal < 15 s + image pull); relay installed: direct \(.relay_installed_direct)s, port-forward \(.relay_installed_portforward)s (goal < 2 s)"' "$out"
 jq -r '(.dns_lookups[] | select(.path == "routed")) as $r | .dns_lookups[]
   | "cluster name lookups, \(.path): p50 \(.p50_us|round) us, p99 \(.p99_us|round) us (\((.p50_us/$r.p50_us*100|round)/100)x routed p50), \(.lost) of 2000 lost"' "$out"
-echo "devnet engine RSS: $((rss_kb / 1024)) MiB; $(nproc) cores shared by every process in the lab"
+jq -r 'if (.far|type) == "string" then "far away: \(.far)" else .far[] | (.paths[] | select(.path == "routed")) as $r | .paths[]
+  | "+\(.added_rtt_ms) ms RTT, \(.loss_percent_each_way)% loss each way, \(.path): 1 stream \((.single_stream_bps/1e6|round)) Mbit/s (\((.single_stream_bps/$r.single_stream_bps*100|round)/100)x routed), RR p50 \(.rr_p50_us/1000*100|round/100) ms" end' "$out"
+jq -r '.rss_kb | "RSS MiB: engine idle \(.engine_idle/1024|round), after 8 streams \(.engine_after_8_streams/1024|round), 30 s later \(.engine_30s_later/1024|round); relay idle \(.relay_idle/1024|round), after 8 streams \(.relay_after_8_streams/1024|round), 30 s later \(.relay_30s_later/1024|round)"' "$out"
+echo "$(nproc) cores shared by every process in the lab"
+bash bench/chart.sh "$out" "${out%.json}.png"
 echo "saved $out"

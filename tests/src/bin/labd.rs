@@ -50,8 +50,15 @@ enum Probe {
     Udp { to: SocketAddr },
     /// Request/response round trips on one connection: prints p50 and p99 in microseconds.
     Rr { to: SocketAddr, count: usize },
-    /// New connections per second (connect, 1-byte echo, close) for some seconds.
-    Cps { to: SocketAddr, seconds: u64 },
+    /// New connections per second (connect, 1-byte echo, close) for some
+    /// seconds, from CONCURRENCY connectors at once (1: one after another,
+    /// which measures the latency of a connection; more: the capacity).
+    Cps {
+        to: SocketAddr,
+        seconds: u64,
+        #[arg(default_value_t = 1)]
+        concurrency: usize,
+    },
     /// Name lookups, one after another, each for a name never asked before
     /// (`b<i>-<pid>.<suffix>`, so no cache answers it): prints p50 and p99
     /// in microseconds and how many got no answer within 2 s.
@@ -403,18 +410,26 @@ async fn probe(p: Probe) -> Result<()> {
         Probe::Relay { relay, ca, token_file, dst, mode } => {
             relay_probe(relay, &ca, &token_file, dst, mode.as_deref()).await?
         }
-        Probe::Cps { to, seconds } => {
-            let end = Instant::now() + Duration::from_secs(seconds);
-            let mut n = 0u64;
+        Probe::Cps { to, seconds, concurrency } => {
             let start = Instant::now();
-            while Instant::now() < end {
-                let mut s = TcpStream::connect(to).await?;
-                s.write_all(b"x").await?;
-                let mut b = [0u8; 1];
-                s.read_exact(&mut b).await?;
-                n += 1;
-            }
-            println!("{}", serde_json::json!({"connections_per_second": n as f64 / start.elapsed().as_secs_f64()}));
+            let end = start + Duration::from_secs(seconds);
+            let connector = |_| async move {
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    let mut s = TcpStream::connect(to).await?;
+                    s.write_all(b"x").await?;
+                    let mut b = [0u8; 1];
+                    s.read_exact(&mut b).await?;
+                    n += 1;
+                }
+                Ok::<_, anyhow::Error>(n)
+            };
+            let counts = futures::future::try_join_all((0..concurrency.max(1)).map(connector)).await?;
+            let n: u64 = counts.iter().sum();
+            println!(
+                "{}",
+                serde_json::json!({"connections_per_second": n as f64 / start.elapsed().as_secs_f64(), "concurrency": concurrency.max(1)})
+            );
         }
     }
     Ok(())
