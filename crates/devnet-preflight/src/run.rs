@@ -313,6 +313,22 @@ impl Run<'_> {
         if let Some(kc) = &self.opts.cluster.kubeconfig {
             cmd.arg("--kubeconfig").arg(kc);
         }
+        // Short names (`svc.ns`, what launch configurations use) resolve
+        // only for the namespaces a user works in: the kubeconfig's, and
+        // here the targets' too, since the debugger attaches by that name.
+        let mut namespaces = match devnet_kube::cluster::load_kubeconfig(&self.opts.cluster) {
+            Ok(kc) => devnet_kube::cluster::working_namespaces(&kc, &context),
+            Err(_) => Vec::new(),
+        };
+        for t in &self.opts.targets {
+            let ns = self.namespace(t);
+            if !namespaces.contains(&ns) {
+                namespaces.push(ns);
+            }
+        }
+        if !namespaces.is_empty() {
+            cmd.arg("--namespace").arg(namespaces.join(","));
+        }
         use std::os::unix::process::CommandExt;
         // Its own process group: the IDE's task ending (or Ctrl-C in its
         // terminal) must not end the session the debugger is about to use.
