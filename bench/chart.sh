@@ -13,7 +13,7 @@ trap 'rm -rf "$tmp"' EXIT
 jq -r '(.paths[] | select(.path == "routed")) as $r
   | .paths[] | [.path,
       .single_stream_bps / $r.single_stream_bps,
-      .eight_streams_bps / $r.eight_streams_bps,
+      ((.eight_streams_bps // 0) / $r.eight_streams_bps),
       ((.download_bps // 0) / ($r.download_bps // 1)),
       .connections_per_second / $r.connections_per_second,
       ((.connections_per_second_16 // 0) / ($r.connections_per_second_16 // 1)),
