@@ -69,6 +69,13 @@ measure() { # measure <label> <echo-port>: prints one JSON object
       connections_per_second_16: $cps16.connections_per_second}'
 }
 
+wait_connected() { # until the session on the laptop says connected (20 s at most)
+  for _ in $(seq 100); do
+    L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && return 0
+    sleep 0.2
+  done
+}
+
 rss_kb() { # rss_kb <command name>: the largest resident set of processes of that name, in KiB
   ps -o rss= -C "$1" | sort -n | tail -1
 }
@@ -95,10 +102,7 @@ L office ip route del 10.96.0.0/16 via 10.60.20.11
 # its IPC at connect, nothing on the data path.
 L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --foreground \
   --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" --profile "$dir/profile.toml" >"$dir/engine.log" 2>&1 &
-for _ in $(seq 50); do
-  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
-  sleep 0.2
-done
+wait_connected
 # Memory connected and idle (no traffic yet), right after the 8-stream run,
 # and 30 s later; the relay's too.
 sleep 2
@@ -118,10 +122,7 @@ sleep 1
 DEVNET_RESOLVED_LOG_LEVEL=info bash tests/lab/lab.sh resolved "$lab" start
 nsenter -t "$(cat "$dir/resolved/holder.pid")" -m -n "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect \
   --foreground --resolv-conf /etc/resolv.conf --profile "$dir/profile.toml" >"$dir/engine-resolved.log" 2>&1 &
-for _ in $(seq 50); do
-  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
-  sleep 0.2
-done
+wait_connected
 dns_resolved=$(dns_lookups devnet-systemd-resolved 127.0.0.53:53)
 L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
 sleep 1
@@ -181,10 +182,7 @@ for case in "${far_cases[@]}"; do
   L office ip route del 10.244.3.0/24 via 10.60.20.13
   L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --foreground \
     --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" --profile "$dir/profile.toml" >"$dir/engine-far.log" 2>&1 &
-  for _ in $(seq 100); do
-    L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
-    sleep 0.2
-  done
+  wait_connected
   d=$(far devnet 17)
   L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
   sleep 1
