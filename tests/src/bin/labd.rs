@@ -12,6 +12,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
+#[path = "labd/wan_link.rs"]
+mod wan_link;
+
 const SEED: u64 = 0x5eed;
 const ALT_ECHO_PORTS: [u16; 6] = [17, 27, 37, 47, 57, 67];
 
@@ -27,6 +30,29 @@ enum Cli {
     /// Probe from a client.
     #[command(subcommand)]
     Probe(Probe),
+    /// A WAN link in userspace (for kernels without netem): a TAP in each of
+    /// two network namespaces, frames forwarded both ways after DELAY_US and
+    /// with LOSS_PERCENT random loss each way, until killed.
+    WanLink {
+        /// One end, NETNS:IFNAME (e.g. bench-laptop:eth0); the TAP is created there.
+        #[arg(long)]
+        a: String,
+        /// The other end, NETNS:IFNAME (e.g. bench-office:lan0).
+        #[arg(long)]
+        b: String,
+        /// One-way delay in microseconds, each direction (half the added round trip).
+        #[arg(long, default_value_t = 0)]
+        delay_us: u64,
+        /// Random loss in percent, each direction independently.
+        #[arg(long, default_value_t = 0.0)]
+        loss_percent: f64,
+        /// Frames in flight per direction before tail drop (netem's default limit).
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Seed of the loss decisions, so a run is repeatable.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -90,10 +116,23 @@ enum Probe {
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // The link needs no runtime: one thread, which steps into namespaces.
+    if let Cli::WanLink { a, b, delay_us, loss_percent, limit, seed } = cli {
+        return wan_link::run(wan_link::Config {
+            a: wan_link::parse_end(&a)?,
+            b: wan_link::parse_end(&b)?,
+            delay: Duration::from_micros(delay_us),
+            loss_percent,
+            limit,
+            seed,
+        });
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    match Cli::parse() {
+    match cli {
         Cli::Serve { name } => rt.block_on(serve(name)),
         Cli::Probe(p) => rt.block_on(probe(p)),
+        Cli::WanLink { .. } => unreachable!("handled above"),
     }
 }
 
