@@ -46,8 +46,9 @@ enum Cli {
         /// Random loss in percent, each direction independently.
         #[arg(long, default_value_t = 0.0)]
         loss_percent: f64,
-        /// Frames in flight per direction before tail drop (netem's default limit).
-        #[arg(long, default_value_t = 1000)]
+        /// Frames in flight per direction before tail drop (the default: more
+        /// than this machine fills, so the only loss is LOSS_PERCENT).
+        #[arg(long, default_value_t = 50_000)]
         limit: usize,
         /// Seed of the loss decisions, so a run is repeatable.
         #[arg(long, default_value_t = 1)]

@@ -10,8 +10,11 @@
 //!
 //! Like netem with the bench's command (`delay D loss P`): uniform random loss,
 //! decided once per frame per direction (each direction its own seeded RNG,
-//! so a run is repeatable), and at most `limit` frames in flight per
-//! direction (netem's default limit, 1000), the rest tail-dropped.
+//! so a run is repeatable). At most `limit` frames in flight per direction,
+//! the rest tail-dropped; the default is far above what this machine fills,
+//! as netem's default of 1000 is in practice (netem on a veth counts GSO
+//! packets of up to 64 KB; a TAP hands over single frames), so that the only
+//! loss is the loss asked for.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -153,21 +156,20 @@ pub fn run(cfg: Config) -> Result<()> {
     );
     // Independent RNG streams per direction.
     let seeds = [cfg.seed, cfg.seed ^ 0xb5ad_4ece_da1c_e2a9];
-    let mut threads = Vec::new();
+    // The first thread to stop (its TAP gone with its namespace) stops the
+    // link: the process exits and the other TAP goes too.
+    let (done, stopped) = std::sync::mpsc::channel::<Result<()>>();
     for (i, (from, to)) in [(a.clone(), b.clone()), (b, a)].into_iter().enumerate() {
         let shared = Arc::new(Shared {
             dir: Mutex::new(Direction::new(cfg.delay, loss, cfg.limit, seeds[i])),
             due: Condvar::new(),
         });
-        let s = shared.clone();
-        threads.push(std::thread::spawn(move || read_side(&from, &s)));
-        threads.push(std::thread::spawn(move || write_side(&to, &shared)));
+        let (s, d) = (shared.clone(), done.clone());
+        std::thread::spawn(move || d.send(read_side(&from, &s)));
+        let d = done.clone();
+        std::thread::spawn(move || d.send(write_side(&to, &shared)));
     }
-    for t in threads {
-        // The first thread to end ends the link: each loops until an error.
-        let r = t.join().map_err(|_| anyhow::anyhow!("a wan-link thread panicked"))?;
-        r?;
-    }
+    stopped.recv().context("wan-link threads")??;
     Ok(())
 }
 
@@ -178,7 +180,11 @@ fn read_side(tap: &SyncDevice, shared: &Shared) -> Result<()> {
         let now = Instant::now();
         let mut dir = shared.dir.lock().expect("wan-link queue lock");
         let was_empty = dir.next_due().is_none();
+        let overflowed = dir.overflowed;
         dir.offer(now, buf[..len].to_vec());
+        if dir.overflowed > overflowed && dir.overflowed.is_power_of_two() {
+            eprintln!("wan-link: queue full, {} frames tail-dropped so far (raise --limit)", dir.overflowed);
+        }
         if was_empty {
             shared.due.notify_one();
         }
