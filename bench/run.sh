@@ -251,8 +251,8 @@ for case in "${far_cases[@]}"; do
 done
 far_json=$(printf '%s\n' "${far_all[@]}" | jq -s .)
 far_lines() { # far_lines <json file>: one line per far case and path
-  jq -r 'if (.far|type) == "string" then "far away: \(.far)" else .far[] | (.paths[] | select(.path == "routed")) as $r | .paths[]
-    | "+\(.added_rtt_ms) ms RTT, \(.loss_percent_each_way)% loss each way (\(.link // "netem")), \(.path): 1 stream \((.single_stream_bps/1e6|round)) Mbit/s (\((.single_stream_bps/$r.single_stream_bps*100|round)/100)x routed), RR p50 \(.rr_p50_us/1000*100|round/100) ms" end' "$1"
+  jq -r 'if (.far|type) == "string" then "far away: \(.far)" else .far[] | . as $c | (.paths[] | select(.path == "routed")) as $r | .paths[]
+    | "+\($c.added_rtt_ms) ms RTT, \($c.loss_percent_each_way)% loss each way (\($c.link // "netem")), \(.path): 1 stream \((.single_stream_bps/1e6|round)) Mbit/s (\((.single_stream_bps/$r.single_stream_bps*100|round)/100)x routed), RR p50 \(.rr_p50_us/1000*100|round/100) ms" end' "$1"
 }
 if [[ $only == far ]]; then
   # Not in $dir: the lab's teardown removes it.

@@ -264,8 +264,8 @@ mod tests {
 
     #[test]
     fn a_bad_link_end_names_the_fix() {
-        assert!(parse_end("eth0").unwrap_err().to_string().contains("NETNS:IFNAME"));
+        assert!(parse_end("eth0").expect_err("no namespace").to_string().contains("NETNS:IFNAME"));
         assert!(parse_end("ns:averyveryverylongname").is_err());
-        assert_eq!(parse_end("bench-laptop:eth0").unwrap(), ("bench-laptop".into(), "eth0".into()));
+        assert_eq!(parse_end("bench-laptop:eth0").expect("a good end"), ("bench-laptop".into(), "eth0".into()));
     }
 }
