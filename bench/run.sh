@@ -177,11 +177,21 @@ fi
 # MACs, MTU, addresses and routes, joined by that process, and swapped back
 # after each case.
 far() { # far <label> <echo-port>: one JSON object over the current far link
-  local one rr
-  one=$(L laptop iperf3 -c $target -t "$secs" -J | jq '.end.sum_received.bits_per_second')
+  # Random loss makes one short stream's throughput vary by a third from run
+  # to run (where its few losses fall): the median of three runs.
+  local runs=() rr i
+  # A run right after another can find iperf3's server still busy with the
+  # last one (through a tunnel its end comes later): a pause, and a failed
+  # run is null, left out of the median.
+  for i in 1 2 3; do
+    runs+=("$(L laptop iperf3 -c $target -t "$secs" -J | jq '.end.sum_received.bits_per_second // null')")
+    sleep 1
+  done
   rr=$(L laptop "$DEVNET_BIN/devnet-labd" probe rr "$target:$2" 200)
-  jq -n --arg path "$1" --argjson one "$one" --argjson rr "$rr" \
-    '{path: $path, single_stream_bps: $one, rr_p50_us: $rr.p50_us, rr_p99_us: $rr.p99_us}'
+  jq -n --arg path "$1" --argjson runs "$(printf '%s\n' "${runs[@]}" | jq -s .)" --argjson rr "$rr" \
+    '{path: $path, single_stream_bps_runs: $runs,
+      single_stream_bps: ($runs | map(select(. != null)) | sort | if length == 0 then null else .[(length - 1) / 2 | floor] end),
+      rr_p50_us: $rr.p50_us, rr_p99_us: $rr.p99_us}'
 }
 laptop_link_config() { # laptop_link_config <laptop-mac> <office-mac>: lab.sh up's config of the laptop's link
   L laptop ip link set eth0 address "$1" mtu 1500 up
@@ -252,7 +262,7 @@ done
 far_json=$(printf '%s\n' "${far_all[@]}" | jq -s .)
 far_lines() { # far_lines <json file>: one line per far case and path
   jq -r 'if (.far|type) == "string" then "far away: \(.far)" else .far[] | . as $c | (.paths[] | select(.path == "routed")) as $r | .paths[]
-    | "+\($c.added_rtt_ms) ms RTT, \($c.loss_percent_each_way)% loss each way (\($c.link // "netem")), \(.path): 1 stream \((.single_stream_bps/1e6|round)) Mbit/s (\((.single_stream_bps/$r.single_stream_bps*100|round)/100)x routed), RR p50 \(.rr_p50_us/1000*100|round/100) ms" end' "$1"
+    | "+\($c.added_rtt_ms) ms RTT, \($c.loss_percent_each_way)% loss each way (\($c.link // "netem")), \(.path): 1 stream \(if .single_stream_bps == null or $r.single_stream_bps == null then "failed" else "\(.single_stream_bps/1e6|round) Mbit/s (\((.single_stream_bps/$r.single_stream_bps*100|round)/100)x routed)" end), RR p50 \(.rr_p50_us/1000*100|round/100) ms" end' "$1"
 }
 if [[ $only == far ]]; then
   # Not in $dir: the lab's teardown removes it.
