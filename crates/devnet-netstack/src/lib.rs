@@ -67,6 +67,14 @@ pub struct TunnelConfig {
     pub dns_idle: Duration,
     /// UDP associations kept at most (below the relay's per-session cap).
     pub max_udp_associations: usize,
+    /// Bytes queued for the relay (the connection's transmit queue) above
+    /// which no more is taken from the local sockets: the clients' TCP
+    /// windows close instead, and a new stream's `Open` or a keystroke waits
+    /// behind at most this much, not behind every stream's whole window.
+    pub relay_high_water: usize,
+    /// Bytes one flow may move toward the relay per round-robin turn, so a
+    /// bulk upload cannot take the whole queue from the flows beside it.
+    pub relay_turn: usize,
 }
 
 impl Default for TunnelConfig {
@@ -79,6 +87,8 @@ impl Default for TunnelConfig {
             udp_idle: Duration::from_secs(60),
             dns_idle: Duration::from_secs(10),
             max_udp_associations: 1024,
+            relay_high_water: 512 * 1024,
+            relay_turn: 64 * 1024,
         }
     }
 }
@@ -99,6 +109,9 @@ pub struct TunnelStats {
     pub dropped_malformed: u64,
     pub refused: u64,
     pub unreachable: u64,
+    /// The most bytes the relay connection's transmit queue held after a
+    /// poll (bounded by [`TunnelConfig::relay_high_water`] plus one turn).
+    pub relay_queue_peak: usize,
 }
 
 #[derive(Debug)]
@@ -148,6 +161,10 @@ pub struct Tunnel {
     now: Instant,
     stats: TunnelStats,
     relay_name: Option<String>,
+    /// Flows that may send toward the relay, rebuilt on each pump (kept to
+    /// reuse its allocation), and where the next round-robin pass starts.
+    uplink: Vec<(StreamId, SocketHandle)>,
+    uplink_cursor: usize,
 }
 
 /// The addresses smoltcp itself uses. Only the routes through them matter:
@@ -191,6 +208,8 @@ impl Tunnel {
             now,
             stats: TunnelStats::default(),
             relay_name: None,
+            uplink: Vec::new(),
+            uplink_cursor: 0,
         }
     }
 
@@ -447,6 +466,9 @@ impl Tunnel {
             }
         }
         self.iface.poll(smol_now(self.epoch, now), &mut self.device, &mut self.sockets);
+        if let Some(conn) = self.conn.as_ref() {
+            self.stats.relay_queue_peak = self.stats.relay_queue_peak.max(conn.transmit().len());
+        }
         closed
     }
 
@@ -564,8 +586,8 @@ impl Tunnel {
     /// Moves bytes between smoltcp sockets and relay streams. Returns whether
     /// anything moved (so another smoltcp poll may send more).
     fn pump(&mut self) -> bool {
+        let mut progressed = self.pump_uplink();
         let Self { flows, sockets, conn, by_stream, .. } = self;
-        let mut progressed = false;
         let mut finished = Vec::new();
         for (key, flow) in flows.iter_mut() {
             let Flow::Established { stream, socket, fin_to_client, fin_to_relay } = flow else {
@@ -581,16 +603,7 @@ impl Tunnel {
             if matches!(sock.state(), tcp::State::Listen | tcp::State::SynReceived) {
                 continue;
             }
-            // Client → relay, straight from smoltcp's buffer into frames.
-            while sock.can_recv() && conn.send_capacity(id) > 0 {
-                match sock.recv(|buf| {
-                    let n = conn.write(id, buf).unwrap_or(0);
-                    (n, n)
-                }) {
-                    Ok(n) if n > 0 => progressed = true,
-                    _ => break,
-                }
-            }
+            // Client → relay moved in `pump_uplink` already.
             if !*fin_to_relay && !sock.may_recv() {
                 // The client sent FIN and every byte before it was forwarded.
                 conn.finish(id);
@@ -628,6 +641,70 @@ impl Tunnel {
             }
         }
         progressed
+    }
+
+    /// Client → relay, straight from smoltcp's buffers into frames: flows
+    /// take turns of at most [`TunnelConfig::relay_turn`] bytes from a
+    /// rotating start, and none moves while the connection's transmit queue
+    /// holds [`TunnelConfig::relay_high_water`] or more. What stays in a
+    /// socket closes that client's TCP window, which is the backpressure a
+    /// sender understands; the queue stays small, so neither memory nor the
+    /// wait of a new stream's frames grows with the number of streams.
+    fn pump_uplink(&mut self) -> bool {
+        let Self { flows, sockets, conn, uplink, uplink_cursor, config, .. } = self;
+        let Some(conn) = conn.as_mut() else {
+            return false;
+        };
+        if conn.transmit().len() >= config.relay_high_water {
+            return false;
+        }
+        uplink.clear();
+        uplink.extend(flows.values().filter_map(|flow| match flow {
+            Flow::Established { stream: Some(id), socket, .. } => Some((*id, *socket)),
+            _ => None,
+        }));
+        if uplink.is_empty() {
+            return false;
+        }
+        let turn = config.relay_turn.max(1);
+        let count = uplink.len();
+        let mut progressed = false;
+        loop {
+            let mut moved = false;
+            for i in 0..count {
+                let at = (*uplink_cursor + i) % count;
+                if conn.transmit().len() >= config.relay_high_water {
+                    // This flow's turn comes first next time.
+                    *uplink_cursor = at;
+                    return true;
+                }
+                let (id, handle) = uplink[at];
+                let sock = sockets.get_mut::<tcp::Socket>(handle);
+                if matches!(sock.state(), tcp::State::Listen | tcp::State::SynReceived) {
+                    continue;
+                }
+                let mut left = turn;
+                while left > 0 && sock.can_recv() && conn.send_capacity(id) > 0 {
+                    match sock.recv(|buf| {
+                        let take = buf.len().min(left);
+                        let n = conn.write(id, &buf[..take]).unwrap_or(0);
+                        (n, n)
+                    }) {
+                        Ok(n) if n > 0 => {
+                            left -= n;
+                            moved = true;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            // The next pass starts one flow later, so the first place rotates.
+            *uplink_cursor = (*uplink_cursor + 1) % count;
+            progressed |= moved;
+            if !moved {
+                return progressed;
+            }
+        }
     }
 }
 

@@ -20,10 +20,14 @@ fn addr(s: &str) -> SocketAddr {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_config(TunnelConfig::default())
+    }
+
+    fn with_config(config: TunnelConfig) -> Self {
         let now = Instant::now();
         let config = TunnelConfig {
             cidrs: vec!["10.96.0.0/16".parse().expect("cidr"), "fd00:96::/112".parse().expect("cidr")],
-            ..TunnelConfig::default()
+            ..config
         };
         let mut tunnel = Tunnel::new(config, BufferPool::default(), now);
         let proto = Config { token: "t".into(), ..Config::default() };
@@ -310,4 +314,133 @@ fn a_relay_datagram_larger_than_the_mtu_is_dropped_not_wrapped() {
     assert_eq!(packets[0].len(), mtu);
     let Ok(Inbound::Udp { payload, .. }) = packet::classify(&packets[0]) else { panic!("not a UDP packet") };
     assert_eq!(payload.1 - payload.0, mtu - 28);
+}
+
+/// An IPv4 TCP segment with a payload, as the laptop's kernel would send it.
+fn client_segment(from: SocketAddr, to: SocketAddr, seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (from.ip(), to.ip()) else { panic!("IPv4 only") };
+    let tcp = TcpRepr {
+        src_port: from.port(),
+        dst_port: to.port(),
+        control: TcpControl::None,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: Some(TcpSeqNumber(ack as i32)),
+        window_len: u16::MAX,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload,
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut out = vec![0; ip.buffer_len() + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut packet = Ipv4Packet::new_unchecked(&mut out);
+    ip.emit(&mut packet, &caps);
+    tcp.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), &src.into(), &dst.into(), &caps);
+    out
+}
+
+/// The sequence number of the SYN-ACK among `packets` (the only packet
+/// expected right after an open completes).
+fn syn_ack_seq(packets: &[Vec<u8>]) -> u32 {
+    use smoltcp::wire::{Ipv4Packet, TcpPacket};
+    assert_eq!(packets.len(), 1, "{packets:?}");
+    let ip = Ipv4Packet::new_checked(&packets[0][..]).expect("IPv4");
+    let tcp = TcpPacket::new_checked(ip.payload()).expect("TCP");
+    assert!(tcp.syn() && tcp.ack());
+    tcp.seq_number().0 as u32
+}
+
+/// Establishes `n` client connections through the tunnel; each flow's
+/// client address, its stream id at the relay, and the next client sequence
+/// number and acknowledgment.
+fn established_flows(h: &mut Harness, n: u16) -> Vec<(SocketAddr, StreamId, u32, u32)> {
+    let dst = addr("10.96.0.20:80");
+    (0..n)
+        .map(|i| {
+            let client = addr(&format!("192.168.10.2:{}", 41000 + i));
+            h.syn(&client.to_string(), &dst.to_string());
+            let id = h.open_request();
+            h.relay.accept(id).expect("accept");
+            h.exchange();
+            let ack = syn_ack_seq(&h.packets()).wrapping_add(1);
+            h.tunnel.handle_packet(client_segment(client, dst, 1001, ack, &[]));
+            h.exchange();
+            (client, id, 1001, ack)
+        })
+        .collect()
+}
+
+#[test]
+fn the_relay_queue_stays_bounded_and_flows_take_turns() {
+    let (high_water, turn, per_flow) = (64 * 1024, 16 * 1024, 48 * 1024);
+    let mut h = Harness::with_config(TunnelConfig {
+        relay_high_water: high_water,
+        relay_turn: turn,
+        ..TunnelConfig::default()
+    });
+    let flows = established_flows(&mut h, 8);
+    let dst = addr("10.96.0.20:80");
+    for (k, &(client, _, seq, ack)) in flows.iter().enumerate() {
+        let payload: Vec<u8> = (0..per_flow).map(|i| (i as u8).wrapping_mul(7).wrapping_add(k as u8)).collect();
+        h.tunnel.handle_packet(client_segment(client, dst, seq, ack, &payload));
+    }
+    // The last turn may straddle the mark, in frames of its own.
+    use devnet_proto::frame::{DATA_OVERHEAD, MAX_DATA_PAYLOAD};
+    let bound = high_water + turn + turn.div_ceil(MAX_DATA_PAYLOAD) * DATA_OVERHEAD;
+    let mut received: HashMap<StreamId, Vec<u8>> = HashMap::new();
+    let mut first = true;
+    for _ in 0..100 {
+        h.tunnel.poll(h.now);
+        let conn = h.tunnel.connection_mut().expect("attached");
+        let up = conn.transmit().to_vec();
+        assert!(up.len() <= bound, "{} bytes queued for the relay, over {bound}", up.len());
+        conn.advance_transmit(up.len());
+        h.relay.handle_input(&up, h.now).expect("relay input");
+        let before: HashMap<StreamId, usize> = received.iter().map(|(id, b)| (*id, b.len())).collect();
+        for &(_, id, _, _) in &flows {
+            let mut buf = vec![0; 256 * 1024];
+            let n = h.relay.read(id, &mut buf);
+            received.entry(id).or_default().extend_from_slice(&buf[..n]);
+        }
+        if first && !up.is_empty() {
+            // The first batch: several flows got a turn, none more than one.
+            let served: Vec<usize> = received
+                .iter()
+                .map(|(id, b)| b.len() - before.get(id).copied().unwrap_or(0))
+                .filter(|&n| n > 0)
+                .collect();
+            assert!(
+                served.len() >= high_water / turn,
+                "only {} flows served in the first batch: {served:?}",
+                served.len()
+            );
+            assert!(served.iter().all(|&n| n <= turn), "a flow took more than one turn: {served:?}");
+            first = false;
+        }
+        let down = h.relay.transmit().to_vec();
+        h.relay.advance_transmit(down.len());
+        if !down.is_empty() {
+            h.tunnel.connection_mut().expect("attached").handle_input(&down, h.now).expect("client input");
+        }
+        let _ = h.packets();
+        if received.values().map(Vec::len).sum::<usize>() == flows.len() * per_flow {
+            break;
+        }
+    }
+    for (k, &(_, id, _, _)) in flows.iter().enumerate() {
+        let want: Vec<u8> = (0..per_flow).map(|i| (i as u8).wrapping_mul(7).wrapping_add(k as u8)).collect();
+        assert!(received.get(&id) == Some(&want), "flow {k}'s bytes arrived incomplete or changed");
+    }
+    assert!(h.tunnel.stats().relay_queue_peak <= bound);
 }

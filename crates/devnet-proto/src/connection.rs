@@ -8,6 +8,13 @@ use std::time::{Duration, Instant};
 use crate::frame::{DATA_OVERHEAD, DecodeError, Frame, MAX_DATA_PAYLOAD, OpenStatus, RejectCode};
 use crate::{MAGIC, PREFACE_LEN, PROTOCOL_VERSION, preface};
 
+/// Written transmit bytes left in place before they are compacted away.
+const COMPACT_AFTER: usize = 64 * 1024;
+
+/// Capacity an empty buffer keeps after a burst: a few frames' worth, so
+/// steady small traffic does not reallocate.
+const KEEP_CAPACITY: usize = 64 * 1024;
+
 /// A stream's id. Clients allocate odd ids in increasing order; ids are never
 /// reused within a connection, so late frames for a closed stream are
 /// recognised and dropped.
@@ -304,15 +311,47 @@ impl Connection {
     }
 
     /// Marks `n` bytes of [`transmit`](Self::transmit) as written.
+    ///
+    /// The written prefix is dropped when it is at least [`COMPACT_AFTER`]
+    /// and larger than what remains, so each move copies fewer bytes than
+    /// were written since the last one (and never more than the queue holds,
+    /// which the shells bound).
     pub fn advance_transmit(&mut self, n: usize) {
         self.out_start += n;
         debug_assert!(self.out_start <= self.outbuf.len());
         if self.out_start == self.outbuf.len() {
             self.outbuf.clear();
             self.out_start = 0;
-        } else if self.out_start > 1 << 20 && self.out_start * 2 > self.outbuf.len() {
+        } else if self.out_start >= COMPACT_AFTER && self.out_start * 2 > self.outbuf.len() {
             self.outbuf.drain(..self.out_start);
             self.out_start = 0;
+        }
+    }
+
+    /// Bytes of buffer capacity held: the transmit and input buffers and
+    /// every stream's receive buffer (what [`handle_timeout`](Self::handle_timeout)
+    /// gives back once they drain).
+    pub fn buffered_capacity(&self) -> usize {
+        self.outbuf.capacity() + self.inbuf.capacity() + self.streams.values().map(|s| s.recv.capacity()).sum::<usize>()
+    }
+
+    /// Gives back the capacity a burst left in empty buffers: a drained
+    /// transmit queue, input buffer or stream receive buffer keeps at most
+    /// [`KEEP_CAPACITY`], so a long session's memory follows its current
+    /// traffic rather than its largest burst.
+    fn release_idle_capacity(&mut self) {
+        if self.out_start == self.outbuf.len() && self.outbuf.capacity() > KEEP_CAPACITY {
+            self.outbuf.clear();
+            self.out_start = 0;
+            self.outbuf.shrink_to(KEEP_CAPACITY);
+        }
+        if self.inbuf.is_empty() && self.inbuf.capacity() > KEEP_CAPACITY {
+            self.inbuf.shrink_to(KEEP_CAPACITY);
+        }
+        for stream in self.streams.values_mut() {
+            if stream.recv.is_empty() && stream.recv.capacity() > KEEP_CAPACITY {
+                stream.recv.shrink_to(KEEP_CAPACITY);
+            }
         }
     }
 
@@ -335,6 +374,9 @@ impl Connection {
             return;
         }
         if now >= self.next_ping {
+            // Once per heartbeat interval: cheap, and a burst's buffers are
+            // back within a second or two of it ending.
+            self.release_idle_capacity();
             if self.state == State::Established {
                 self.nonce += 1;
                 self.ping_sent = Some((self.nonce, now));

@@ -383,3 +383,44 @@ fn a_relay_granting_its_own_credit_bounds_what_the_client_sends() {
     pair.pump();
     assert_eq!(pair.client.send_capacity(other), 10);
 }
+
+#[test]
+fn a_burst_s_buffers_are_given_back_once_drained() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.0.0.1:80");
+    // A window's worth each way, written while nothing is sent.
+    let data = vec![5u8; 64 * 1024];
+    assert_eq!(pair.client.write(id, &data).expect("write"), data.len());
+    let queued = pair.client.transmit().len();
+    assert!(queued > data.len());
+    // Written out in pieces: the written prefix is compacted away, so the
+    // queue never holds much more than what is still unsent.
+    let mut sent = Vec::new();
+    while !pair.client.transmit().is_empty() {
+        let n = pair.client.transmit().len().min(10_000);
+        sent.extend_from_slice(&pair.client.transmit()[..n]);
+        pair.client.advance_transmit(n);
+    }
+    pair.server.handle_input(&sent, pair.now).expect("server input");
+    assert_eq!(pair.server.readable(id), data.len());
+    let before = pair.server.buffered_capacity();
+    assert!(before >= data.len(), "{before}");
+    let mut buf = vec![0; data.len()];
+    assert_eq!(pair.server.read(id, &mut buf), data.len());
+    pair.pump();
+    // Drained, but the capacity stays until the next heartbeat tick.
+    pair.now += Duration::from_millis(1100);
+    pair.server.handle_timeout(pair.now);
+    pair.client.handle_timeout(pair.now);
+    assert!(
+        pair.server.buffered_capacity() <= 3 * KEEP_CAPACITY,
+        "{} bytes of buffers still held after the burst drained (before: {before})",
+        pair.server.buffered_capacity()
+    );
+    assert!(pair.client.buffered_capacity() <= 3 * KEEP_CAPACITY);
+    // And the stream still works.
+    assert_eq!(pair.client.write(id, b"again").expect("write"), 5);
+    pair.pump();
+    assert_eq!(pair.server.read(id, &mut buf), 5);
+    assert_eq!(&buf[..5], b"again");
+}
