@@ -16,9 +16,10 @@ use smoltcp::time::Instant;
 pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl BufferPool {
-    // Enough for a burst of full-size packets in flight; beyond that,
-    // buffers are freed rather than kept (each can be 64 KiB).
-    const MAX_POOLED: usize = 128;
+    // Enough for a burst of full-size packets in flight (a TUN read batch
+    // goes through the stack before the next); beyond that, buffers are
+    // freed rather than kept, since each can be 64 KiB and stays resident.
+    const MAX_POOLED: usize = 32;
 
     /// A cleared buffer with at least `capacity` bytes reserved.
     pub fn take(&self, capacity: usize) -> Vec<u8> {

@@ -55,7 +55,10 @@ pub struct TunnelConfig {
     /// Destinations the tunnel carries; packets to anything else are dropped.
     pub cidrs: Vec<IpNet>,
     /// smoltcp socket buffer per direction per connection. The receive side
-    /// is the window advertised to the local client.
+    /// is the window advertised to the local client. It only has to cover
+    /// the TUN hop's bandwidth-delay product (10 Gbit/s × 100 µs is
+    /// 125 KB); the WAN's is carried by the protocol's stream window, so
+    /// a larger one only holds memory per flow.
     pub tcp_buffer: usize,
     /// Packets queued toward the TUN device before the stack reports itself
     /// exhausted and holds further segments.
@@ -82,7 +85,7 @@ impl Default for TunnelConfig {
         Self {
             mtu: 65_000,
             cidrs: Vec::new(),
-            tcp_buffer: 1024 * 1024,
+            tcp_buffer: 256 * 1024,
             tx_queue: 1024,
             udp_idle: Duration::from_secs(60),
             dns_idle: Duration::from_secs(10),
@@ -112,6 +115,9 @@ pub struct TunnelStats {
     /// The most bytes the relay connection's transmit queue held after a
     /// poll (bounded by [`TunnelConfig::relay_high_water`] plus one turn).
     pub relay_queue_peak: usize,
+    /// Connections that got a closed connection's socket (and its buffers)
+    /// rather than newly allocated ones.
+    pub sockets_reused: u64,
 }
 
 #[derive(Debug)]
@@ -165,7 +171,16 @@ pub struct Tunnel {
     /// reuse its allocation), and where the next round-robin pass starts.
     uplink: Vec<(StreamId, SocketHandle)>,
     uplink_cursor: usize,
+    /// Closed sockets kept for the next connections (at most
+    /// [`SPARE_SOCKETS`]): a new connection then allocates and zeroes no
+    /// buffers on its way to the SYN-ACK.
+    spare_sockets: Vec<tcp::Socket<'static>>,
 }
+
+/// Closed sockets kept for reuse: enough for bursts of short connections,
+/// few enough that an idle tunnel holds little (each holds two
+/// [`TunnelConfig::tcp_buffer`]s, resident only as far as they were used).
+const SPARE_SOCKETS: usize = 8;
 
 /// The addresses smoltcp itself uses. Only the routes through them matter:
 /// with any-IP on, the stack answers for every destination, and replies
@@ -210,6 +225,7 @@ impl Tunnel {
             relay_name: None,
             uplink: Vec::new(),
             uplink_cursor: 0,
+            spare_sockets: Vec::new(),
         }
     }
 
@@ -347,7 +363,10 @@ impl Tunnel {
             Ok(stream) => {
                 debug!(src = %key.0, dst = %key.1, stream, "opening through relay");
                 self.by_stream.insert(stream, key);
-                self.flows.insert(key, Flow::Opening { stream, syn });
+                // Held in a Vec of its own size: a pool buffer is MTU-sized
+                // (64 KiB) and the relay's answer may take a while.
+                self.flows.insert(key, Flow::Opening { stream, syn: syn.to_vec() });
+                self.recycle(syn);
             }
             Err(e) => {
                 debug!(dst = %key.1, error = %e, "cannot open stream");
@@ -524,12 +543,26 @@ impl Tunnel {
         let Some(Flow::Opening { syn, .. }) = self.flows.remove(&key) else {
             return;
         };
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; self.config.tcp_buffer]),
-            tcp::SocketBuffer::new(vec![0; self.config.tcp_buffer]),
-        );
-        socket.set_nagle_enabled(false);
-        socket.set_ack_delay(None);
+        let mut socket = match self.spare_sockets.pop() {
+            // `listen` resets a closed socket: state, sequence numbers,
+            // timers and both buffers (emptied, so none of the last flow's
+            // bytes can be read or sent again). What it keeps are the
+            // options set below, and duplicate-ACK bookkeeping that the
+            // new flow's first ACK overwrites.
+            Some(spare) => {
+                self.stats.sockets_reused += 1;
+                spare
+            }
+            None => {
+                let mut socket = tcp::Socket::new(
+                    tcp::SocketBuffer::new(vec![0; self.config.tcp_buffer]),
+                    tcp::SocketBuffer::new(vec![0; self.config.tcp_buffer]),
+                );
+                socket.set_nagle_enabled(false);
+                socket.set_ack_delay(None);
+                socket
+            }
+        };
         let endpoint = IpListenEndpoint { addr: Some(key.1.ip().into()), port: key.1.port() };
         if socket.listen(endpoint).is_err() {
             self.recycle(syn);
@@ -587,7 +620,7 @@ impl Tunnel {
     /// anything moved (so another smoltcp poll may send more).
     fn pump(&mut self) -> bool {
         let mut progressed = self.pump_uplink();
-        let Self { flows, sockets, conn, by_stream, .. } = self;
+        let Self { flows, sockets, conn, by_stream, spare_sockets, .. } = self;
         let mut finished = Vec::new();
         for (key, flow) in flows.iter_mut() {
             let Flow::Established { stream, socket, fin_to_client, fin_to_relay } = flow else {
@@ -634,7 +667,15 @@ impl Tunnel {
         }
         for key in finished {
             if let Some(Flow::Established { socket, stream, .. }) = flows.remove(&key) {
-                sockets.remove(socket);
+                let socket = sockets.remove(socket);
+                if spare_sockets.len() < SPARE_SOCKETS
+                    && let smoltcp::socket::Socket::Tcp(socket) = socket
+                {
+                    // Closed or in TIME-WAIT, and out of the set: nothing
+                    // more is sent for it (the client's late segments get a
+                    // RST, as before).
+                    spare_sockets.push(socket);
+                }
                 if let Some(id) = stream {
                     by_stream.remove(&id);
                 }

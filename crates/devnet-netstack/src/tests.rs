@@ -444,3 +444,46 @@ fn the_relay_queue_stays_bounded_and_flows_take_turns() {
     }
     assert!(h.tunnel.stats().relay_queue_peak <= bound);
 }
+
+/// The payload and sequence number of a TCP segment to the client.
+fn segment_payload(packet: &[u8]) -> (u32, Vec<u8>) {
+    use smoltcp::wire::{Ipv4Packet, TcpPacket};
+    let ip = Ipv4Packet::new_checked(packet).expect("IPv4");
+    let tcp = TcpPacket::new_checked(ip.payload()).expect("TCP");
+    (tcp.seq_number().0 as u32, tcp.payload().to_vec())
+}
+
+#[test]
+fn a_reused_socket_carries_nothing_of_the_previous_flow() {
+    let mut h = Harness::new();
+    let dst = addr("10.96.0.20:80");
+    let first = established_flows(&mut h, 1)[0];
+    // The relay sends bytes the client never acknowledges, so they sit in
+    // the socket's send buffer; the client's bytes sit unread too.
+    h.relay.write(first.1, b"stale bytes for the first client").expect("write");
+    h.exchange();
+    assert!(!h.packets().is_empty());
+    h.relay.reset(first.1, "gone");
+    h.exchange();
+    let _ = h.packets();
+    assert_eq!(h.tunnel.stats().tcp_flows, 0);
+    while h.relay.poll_event().is_some() {}
+
+    let second = established_flows(&mut h, 1)[0];
+    assert_eq!(h.tunnel.stats().sockets_reused, 1, "the closed flow's socket was not reused");
+    // Nothing of the first flow is (re)sent to the second client.
+    h.step(Duration::from_secs(2));
+    h.exchange();
+    assert!(h.packets().is_empty(), "a reused socket sent something on its own");
+    h.relay.write(second.1, b"fresh").expect("write");
+    h.exchange();
+    let packets = h.packets();
+    assert_eq!(packets.len(), 1, "{packets:?}");
+    assert_eq!(segment_payload(&packets[0]), (second.3, b"fresh".to_vec()));
+    // And the second client's bytes reach its own stream only.
+    h.tunnel.handle_packet(client_segment(second.0, dst, second.2, second.3 + 5, b"hello"));
+    h.exchange();
+    let mut buf = [0u8; 64];
+    let n = h.relay.read(second.1, &mut buf);
+    assert_eq!(&buf[..n], b"hello");
+}
