@@ -82,6 +82,9 @@ pub(crate) async fn run(
     let mut tunnelling = !profile.cidrs.is_empty();
     let mut last_status = Instant::now();
     let mut bytes = (0u64, 0u64);
+    // Traffic seen at the last status tick, since when none moved, and
+    // whether freed memory went back to the system since.
+    let mut quiet = (bytes, Instant::now(), true);
 
     loop {
         let now = Instant::now();
@@ -223,6 +226,14 @@ pub(crate) async fn run(
 
         if now.duration_since(last_status) >= Duration::from_millis(250) {
             last_status = now;
+            if bytes != quiet.0 {
+                quiet = (bytes, now, false);
+            } else if !quiet.2 && now.duration_since(quiet.1) >= QUIET_BEFORE_TRIM {
+                // The connection gave its drained buffers back at its last
+                // heartbeat tick; now hand the freed pages to the system.
+                release_freed_memory();
+                quiet.2 = true;
+            }
             let stats = tunnel.stats();
             let rtt = tunnel.connection().and_then(Connection::rtt);
             status.send_modify(|s| {
@@ -238,6 +249,26 @@ pub(crate) async fn run(
                 s.relay_rtt_ms = rtt.map(|d| d.as_secs_f64() * 1000.0);
             });
         }
+    }
+}
+
+/// How long the relay link must carry nothing before freed memory is
+/// returned: past the connection's heartbeat tick (1 s), which releases
+/// drained buffers, and long enough that a pause inside a transfer does
+/// not trim in vain.
+const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(3);
+
+/// Returns memory freed after a burst to the system. glibc keeps freed heap
+/// memory (and raises its mmap threshold after large frees, so the next
+/// large buffers come from the heap too): without this the engine stays at
+/// its busiest size for the rest of the session.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims glibc's own arenas; it takes
+    // no pointers and is safe to call from any thread at any time.
+    #[allow(unsafe_code, reason = "one libc call without arguments that could be misused")]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
