@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 /// Recycled packet buffers, shared by the device and its receive tokens.
@@ -103,6 +103,14 @@ impl phy::Device for QueueDevice {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = self.mtu;
+        // Checksums are computed on what smoltcp sends but not verified on
+        // what it receives: every packet it gets was built by this
+        // machine's kernel and copied through the TUN device in memory,
+        // never crossing a link that could corrupt it (the kernel skips the
+        // check for its own loopback traffic likewise). Only TCP reaches
+        // smoltcp; `packet::classify` still checks what it parses itself.
+        caps.checksum.ipv4 = Checksum::Tx;
+        caps.checksum.tcp = Checksum::Tx;
         caps
     }
 }
