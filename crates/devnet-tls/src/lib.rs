@@ -72,6 +72,17 @@ fn ensure_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// The data path's crypto: ring's, with TLS13_AES_128_GCM_SHA256 first
+/// (ring's default order puts AES-256 first). AES-128 has 10 rounds to
+/// AES-256's 14 and the same GHASH, and is as strong as the X25519/P-256
+/// key exchange that feeds it. Both ends use this order; a rustls server
+/// follows the client's, so this is what they agree on.
+fn data_path_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(provider)
+}
+
 /// The relay's TLS configuration from a certificate chain and key in PEM.
 pub fn server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::ServerConfig>> {
     ensure_provider();
@@ -81,7 +92,10 @@ pub fn server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::Serv
         .with_context(|| format!("parsing certificate {}", cert_pem.display()))?;
     anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert_pem.display());
     let key = PrivateKeyDer::from_pem_file(key_pem).with_context(|| format!("reading key {}", key_pem.display()))?;
-    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key)?;
+    let config = rustls::ServerConfig::builder_with_provider(data_path_provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
     Ok(Arc::new(config))
 }
 
@@ -93,7 +107,12 @@ pub fn client_config(ca_pem: &Path) -> Result<Arc<rustls::ClientConfig>> {
         roots.add(cert.with_context(|| format!("parsing CA {}", ca_pem.display()))?)?;
     }
     anyhow::ensure!(!roots.is_empty(), "{} holds no CA certificate", ca_pem.display());
-    Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(data_path_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
 }
 
 /// A client TLS configuration that trusts only the CA in `pem` (as kept in
@@ -105,7 +124,12 @@ pub fn client_config_from_pem(pem: &str) -> Result<Arc<rustls::ClientConfig>> {
         roots.add(cert.context("parsing the relay CA")?)?;
     }
     anyhow::ensure!(!roots.is_empty(), "the relay CA holds no certificate");
-    Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
+    Ok(Arc::new(
+        rustls::ClientConfig::builder_with_provider(data_path_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
 }
 
 /// The server name clients verify.
@@ -122,6 +146,33 @@ pub async fn write_or_flush<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, data: 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn both_ends_agree_on_aes_128_gcm() {
+        let certs = super::generate().expect("certificates");
+        let dir = std::env::temp_dir().join(format!("devnet-tls-suite-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("cert.pem"), &certs.cert_pem).expect("cert");
+        std::fs::write(dir.join("key.pem"), &certs.key_pem).expect("key");
+        let server = super::server_config(&dir.join("cert.pem"), &dir.join("key.pem")).expect("server config");
+        let client = super::client_config_from_pem(&certs.ca_pem).expect("client config");
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut c = rustls::ClientConnection::new(client, super::relay_server_name()).expect("client");
+        let mut s = rustls::ServerConnection::new(server).expect("server");
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).expect("client write");
+            s.read_tls(&mut &buf[..]).expect("server read");
+            s.process_new_packets().expect("server process");
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).expect("server write");
+            c.read_tls(&mut &buf[..]).expect("client read");
+            c.process_new_packets().expect("client process");
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        let suite = c.negotiated_cipher_suite().map(|s| s.suite());
+        assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+    }
+
     #[test]
     fn debug_never_shows_the_private_key() {
         let certs = super::generate().expect("certificates");
