@@ -86,6 +86,11 @@ pub(crate) async fn run(
     // whether freed memory went back to the system since.
     let mut quiet = (bytes, Instant::now(), true);
 
+    // One timer for the life of the loop, moved only when the deadline does
+    // (not a new one registered with the runtime on every turn).
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
+
     loop {
         let now = Instant::now();
         let mut wake = tunnel.poll_at(now.into_std()).map(Instant::from_std);
@@ -93,6 +98,9 @@ pub(crate) async fn run(
             wake = Some(wake.map_or(at, |w| w.min(at)));
         }
         let wake = wake.unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_millis(500));
+        if timer.deadline() != wake {
+            timer.as_mut().reset(wake);
+        }
         let transmit: &[u8] = tunnel.connection().map_or(&[], Connection::transmit);
         let (rd, wr, flush, dialling) = match &mut relay {
             Relay::Up(link) => (Some(&mut link.rd), Some(&mut link.wr), link.needs_flush, None),
@@ -115,7 +123,7 @@ pub(crate) async fn run(
             r = read_opt(rd, &mut rbuf) => Wake::RelayRead(r),
             r = write_opt(wr, transmit), if can_write => Wake::RelayWrite(r),
             r = recv_opt(dialling) => Wake::Dialled(r),
-            () = tokio::time::sleep_until(wake) => Wake::Timer,
+            () = &mut timer => Wake::Timer,
         };
         let now = Instant::now();
         let mut lost: Option<String> = None;
@@ -222,6 +230,19 @@ pub(crate) async fn run(
                 s.last_error = Some(reason);
             });
         }
+        // What the stack produced for the relay goes out before what it
+        // produced for the TUN device: for a request, the relay's bytes are
+        // on the critical path and the client's ACK is not.
+        if let (Relay::Up(link), Some(conn)) = (&mut relay, tunnel.connection_mut()) {
+            match std::future::poll_fn(|cx| std::task::Poll::Ready(send_now(link, conn, cx))).await {
+                Ok(n) => bytes.0 += n as u64,
+                Err(e) => {
+                    warn!(relay = %profile.relay, error = %e, "writing to the relay failed");
+                    // Seen again by the select's write branch, which reports it.
+                    link.needs_flush = true;
+                }
+            }
+        }
         flush_tun(&mut tunnel, &tun).await;
 
         if now.duration_since(last_status) >= Duration::from_millis(250) {
@@ -270,6 +291,38 @@ fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Writes what the connection has for the relay now, without waiting, and
+/// flushes in the same step: the loop then needs no turn only to flush.
+/// What the socket does not take now is left to the select's write branch,
+/// which waits for it. Returns the bytes taken.
+fn send_now(link: &mut Link, conn: &mut Connection, cx: &mut std::task::Context<'_>) -> io::Result<usize> {
+    use std::pin::Pin;
+    use std::task::Poll;
+    // `cx` is the data path task's own: a Pending here arms the wake-up the
+    // next turn's select would arm anyway.
+    let mut sent = 0;
+    while !conn.transmit().is_empty() {
+        match Pin::new(&mut link.wr).poll_write(cx, conn.transmit()) {
+            Poll::Ready(Ok(0)) => return Err(io::Error::new(io::ErrorKind::WriteZero, "the relay link took no bytes")),
+            Poll::Ready(Ok(n)) => {
+                conn.advance_transmit(n);
+                sent += n;
+                link.needs_flush = true;
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(sent),
+        }
+    }
+    if link.needs_flush {
+        match Pin::new(&mut link.wr).poll_flush(cx) {
+            Poll::Ready(Ok(())) => link.needs_flush = false,
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => {}
+        }
+    }
+    Ok(sent)
 }
 
 fn is_permanent(error: &ConnectionError) -> bool {
