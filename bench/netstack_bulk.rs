@@ -1,0 +1,151 @@
+//! A sans-IO bulk upload through the laptop's stack, for instruction counts
+//! that do not depend on the machine's load (issue 14): hand-built TCP
+//! segments from `FLOWS` clients → [`Tunnel`] (smoltcp, pump) → the client
+//! [`Connection`] → the relay's `Connection` → read and dropped.
+//!
+//! ```text
+//! cargo build --release -p devnet-netstack --example netstack_bulk
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/bulk.out \
+//!     target/release/examples/netstack_bulk 64 1
+//! callgrind_annotate /tmp/bulk.out | head -30   # total Ir; ÷ bytes = Ir/byte
+//! ```
+//!
+//! Arguments: MiB to move in all (default 64), flows (default 1). It prints
+//! the bytes moved and the relay queue's peak; a wrong byte count panics.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use devnet_netstack::{BufferPool, Tunnel, TunnelConfig};
+use devnet_proto::{Config, Connection, Event};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+
+const SEGMENT: usize = 60_000;
+
+fn segment(
+    from: SocketAddr,
+    to: SocketAddr,
+    control: TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (from.ip(), to.ip()) else { unreachable!("IPv4 only") };
+    let tcp = TcpRepr {
+        src_port: from.port(),
+        dst_port: to.port(),
+        control,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+        window_len: u16::MAX,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload,
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut out = vec![0; ip.buffer_len() + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut packet = Ipv4Packet::new_unchecked(&mut out);
+    ip.emit(&mut packet, &caps);
+    tcp.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), &src.into(), &dst.into(), &caps);
+    out
+}
+
+/// Moves every queued byte both ways between the tunnel's connection and
+/// the relay's, then polls the tunnel; returns the relay's events.
+fn exchange(tunnel: &mut Tunnel, relay: &mut Connection, now: Instant) -> Vec<Event> {
+    tunnel.poll(now);
+    let conn = tunnel.connection_mut().expect("attached");
+    let up = conn.transmit().to_vec();
+    conn.advance_transmit(up.len());
+    relay.handle_input(&up, now).expect("relay input");
+    let down = relay.transmit().to_vec();
+    relay.advance_transmit(down.len());
+    tunnel.connection_mut().expect("attached").handle_input(&down, now).expect("client input");
+    tunnel.poll(now);
+    std::iter::from_fn(|| relay.poll_event()).collect()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mib: usize = args.next().map_or(64, |a| a.parse().expect("MiB"));
+    let flows: u16 = args.next().map_or(1, |a| a.parse().expect("flows"));
+    let now = Instant::now();
+    let config = TunnelConfig { cidrs: vec!["10.96.0.0/16".parse().expect("cidr")], ..TunnelConfig::default() };
+    let mut tunnel = Tunnel::new(config, BufferPool::default(), now);
+    let proto = Config { token: "t".into(), ..Config::default() };
+    let mut client = Connection::client(proto.clone(), now);
+    let mut relay = Connection::server(proto, now);
+    for _ in 0..2 {
+        let c = client.transmit().to_vec();
+        client.advance_transmit(c.len());
+        relay.handle_input(&c, now).expect("relay input");
+        let s = relay.transmit().to_vec();
+        relay.advance_transmit(s.len());
+        client.handle_input(&s, now).expect("client input");
+    }
+    while relay.poll_event().is_some() {}
+    while client.poll_event().is_some() {}
+    tunnel.attach(client);
+
+    let dst: SocketAddr = "10.96.0.20:80".parse().expect("addr");
+    // (client address, relay stream, next sequence number, acknowledgment)
+    let mut open = Vec::new();
+    for i in 0..flows {
+        let from: SocketAddr = format!("192.168.10.2:{}", 40000 + i).parse().expect("addr");
+        tunnel.handle_packet(segment(from, dst, TcpControl::Syn, 1000, None, &[]));
+        let id = exchange(&mut tunnel, &mut relay, now)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::OpenRequested { id, .. } => Some(id),
+                _ => None,
+            })
+            .expect("open requested");
+        relay.accept(id).expect("accept");
+        exchange(&mut tunnel, &mut relay, now);
+        let syn_ack = tunnel.pop_packet().expect("SYN-ACK");
+        let seq = {
+            let ip = Ipv4Packet::new_checked(&syn_ack[..]).expect("IPv4");
+            TcpPacket::new_checked(ip.payload()).expect("TCP").seq_number().0 as u32
+        };
+        tunnel.recycle(syn_ack);
+        let ack = seq.wrapping_add(1);
+        tunnel.handle_packet(segment(from, dst, TcpControl::None, 1001, Some(ack), &[]));
+        open.push((from, id, 1001u32, ack));
+    }
+    exchange(&mut tunnel, &mut relay, now);
+
+    let payload = vec![0x5a; SEGMENT];
+    let total = mib * 1024 * 1024;
+    let (mut sent, mut received) = (0usize, 0usize);
+    let mut sink = vec![0; 1 << 20];
+    while received < total {
+        for (from, _, seq, ack) in &mut open {
+            if sent < total {
+                let n = SEGMENT.min(total - sent);
+                tunnel.handle_packet(segment(*from, dst, TcpControl::Psh, *seq, Some(*ack), &payload[..n]));
+                *seq = seq.wrapping_add(n as u32);
+                sent += n;
+            }
+        }
+        exchange(&mut tunnel, &mut relay, now);
+        for &(_, id, _, _) in &open {
+            received += relay.read(id, &mut sink);
+        }
+        while let Some(p) = tunnel.pop_packet() {
+            tunnel.recycle(p);
+        }
+    }
+    assert_eq!(received, total);
+    println!("moved {received} bytes over {flows} flows; relay queue peak {} bytes", tunnel.stats().relay_queue_peak);
+}
