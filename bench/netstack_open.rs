@@ -1,0 +1,140 @@
+//! New connections through the laptop's stack, sans-IO, for allocation and
+//! instruction counts per connection (issue 14): each one is a SYN, the
+//! relay's open and accept, the handshake's ACK, a byte each way, and the
+//! client's RST, through [`Tunnel`] and both [`Connection`]s.
+//!
+//! ```text
+//! cargo build --release -p devnet-netstack --example netstack_open
+//! valgrind --tool=dhat --dhat-out-file=/tmp/open.dhat \
+//!     target/release/examples/netstack_open 2000   # "Total:" bytes ÷ 2000
+//! valgrind --tool=callgrind target/release/examples/netstack_open 2000
+//! ```
+//!
+//! Argument: connections (default 2000), one after another.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use devnet_netstack::{BufferPool, Tunnel, TunnelConfig};
+use devnet_proto::{Config, Connection, Event};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
+
+fn segment(
+    from: SocketAddr,
+    to: SocketAddr,
+    control: TcpControl,
+    seq: u32,
+    ack: Option<u32>,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (IpAddr::V4(src), IpAddr::V4(dst)) = (from.ip(), to.ip()) else { unreachable!("IPv4 only") };
+    let tcp = TcpRepr {
+        src_port: from.port(),
+        dst_port: to.port(),
+        control,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+        window_len: u16::MAX,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload,
+    };
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut out = vec![0; ip.buffer_len() + tcp.buffer_len()];
+    let caps = ChecksumCapabilities::default();
+    let mut packet = Ipv4Packet::new_unchecked(&mut out);
+    ip.emit(&mut packet, &caps);
+    tcp.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), &src.into(), &dst.into(), &caps);
+    out
+}
+
+/// Moves every queued byte both ways between the tunnel's connection and
+/// the relay's, then polls the tunnel; returns the relay's events.
+fn exchange(tunnel: &mut Tunnel, relay: &mut Connection, now: Instant) -> Vec<Event> {
+    tunnel.poll(now);
+    let conn = tunnel.connection_mut().expect("attached");
+    let up = conn.transmit().to_vec();
+    conn.advance_transmit(up.len());
+    relay.handle_input(&up, now).expect("relay input");
+    let down = relay.transmit().to_vec();
+    relay.advance_transmit(down.len());
+    tunnel.connection_mut().expect("attached").handle_input(&down, now).expect("client input");
+    tunnel.poll(now);
+    std::iter::from_fn(|| relay.poll_event()).collect()
+}
+
+fn main() {
+    let count: u32 = std::env::args().nth(1).map_or(2000, |a| a.parse().expect("connections"));
+    let now = Instant::now();
+    let config = TunnelConfig { cidrs: vec!["10.96.0.0/16".parse().expect("cidr")], ..TunnelConfig::default() };
+    let mut tunnel = Tunnel::new(config, BufferPool::default(), now);
+    let proto = Config { token: "t".into(), ..Config::default() };
+    let mut client = Connection::client(proto.clone(), now);
+    let mut relay = Connection::server(proto, now);
+    for _ in 0..2 {
+        let c = client.transmit().to_vec();
+        client.advance_transmit(c.len());
+        relay.handle_input(&c, now).expect("relay input");
+        let s = relay.transmit().to_vec();
+        relay.advance_transmit(s.len());
+        client.handle_input(&s, now).expect("client input");
+    }
+    while relay.poll_event().is_some() {}
+    while client.poll_event().is_some() {}
+    tunnel.attach(client);
+
+    let dst: SocketAddr = "10.96.0.20:80".parse().expect("addr");
+    let mut echoed = 0;
+    for i in 0..count {
+        // A new client port each time, as a client's connect() picks.
+        let from: SocketAddr = format!("192.168.10.2:{}", 10000 + i % 50000).parse().expect("addr");
+        tunnel.handle_packet(segment(from, dst, TcpControl::Syn, 1000, None, &[]));
+        let id = exchange(&mut tunnel, &mut relay, now)
+            .into_iter()
+            .find_map(|e| match e {
+                Event::OpenRequested { id, .. } => Some(id),
+                _ => None,
+            })
+            .expect("open requested");
+        relay.accept(id).expect("accept");
+        exchange(&mut tunnel, &mut relay, now);
+        let syn_ack = tunnel.pop_packet().expect("SYN-ACK");
+        let seq = {
+            let ip = Ipv4Packet::new_checked(&syn_ack[..]).expect("IPv4");
+            TcpPacket::new_checked(ip.payload()).expect("TCP").seq_number().0 as u32
+        };
+        tunnel.recycle(syn_ack);
+        let ack = seq.wrapping_add(1);
+        tunnel.handle_packet(segment(from, dst, TcpControl::Psh, 1001, Some(ack), b"?"));
+        exchange(&mut tunnel, &mut relay, now);
+        let mut byte = [0u8; 1];
+        assert_eq!(relay.read(id, &mut byte), 1);
+        relay.write(id, b"!").expect("write");
+        exchange(&mut tunnel, &mut relay, now);
+        while let Some(p) = tunnel.pop_packet() {
+            let ip = Ipv4Packet::new_checked(&p[..]).expect("IPv4");
+            echoed += TcpPacket::new_checked(ip.payload()).expect("TCP").payload().len();
+            tunnel.recycle(p);
+        }
+        tunnel.handle_packet(segment(from, dst, TcpControl::Rst, 1002, Some(ack + 1), &[]));
+        exchange(&mut tunnel, &mut relay, now);
+        while let Some(p) = tunnel.pop_packet() {
+            tunnel.recycle(p);
+        }
+        while relay.poll_event().is_some() {}
+    }
+    assert_eq!(echoed, count as usize);
+    let stats = tunnel.stats();
+    assert_eq!(stats.tcp_flows, 0);
+    println!("{count} connections; {} reused a closed one's socket", stats.sockets_reused);
+}
