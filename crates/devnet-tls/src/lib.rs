@@ -11,6 +11,8 @@
 //! signed by a per-cluster CA; clients trust only that CA. The name is fixed
 //! because the relay is reached by pod IP, node port or port-forward alike.
 
+pub mod identity;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -85,6 +87,103 @@ pub fn server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::Serv
     Ok(Arc::new(config))
 }
 
+/// The relay's TLS configuration when it also admits clients by
+/// certificate: a client may present one signed by `client_ca` (checked
+/// here, expiry included) or none (a path proof, or a token login on a
+/// relay that has a token file: the session decides).
+pub fn server_config_with_clients(
+    cert_pem: &Path,
+    key_pem: &Path,
+    client_ca: CertificateDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    ensure_provider();
+    let certs = CertificateDer::pem_file_iter(cert_pem)
+        .with_context(|| format!("reading certificate {}", cert_pem.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing certificate {}", cert_pem.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert_pem.display());
+    let key = PrivateKeyDer::from_pem_file(key_pem).with_context(|| format!("reading key {}", key_pem.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(client_ca)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).allow_unauthenticated().build()?;
+    let config = rustls::ServerConfig::builder().with_client_cert_verifier(verifier).with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+/// How a laptop logs in to the relay: a bearer token (a relay an operator
+/// runs with a token file), or a client certificate and its key (a relay
+/// in Kubernetes, after enrolment). Both travel in the one credential
+/// field a profile and devnetd's IPC carry (a redacting `Secret`); a
+/// certificate credential is its PEM chain followed by its private key.
+pub enum RelayCredential<'a> {
+    Token(&'a str),
+    Certificate { chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static> },
+}
+
+impl std::fmt::Debug for RelayCredential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+            Self::Certificate { chain, .. } => write!(f, "Certificate({} certificates, key <redacted>)", chain.len()),
+        }
+    }
+}
+
+const CERT_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+
+impl<'a> RelayCredential<'a> {
+    /// Reads a credential: PEM with a certificate is a certificate
+    /// credential (and must hold a key), anything else a token.
+    pub fn parse(text: &'a str) -> Result<Self> {
+        if !text.trim_start().starts_with(CERT_BEGIN) {
+            return Ok(Self::Token(text));
+        }
+        let chain = CertificateDer::pem_slice_iter(text.as_bytes()).collect::<Result<Vec<_>, _>>().context(
+            "the client certificate is not valid PEM: run `devnet relay credentials --forget` and connect again",
+        )?;
+        let key = PrivateKeyDer::from_pem_slice(text.as_bytes()).context(
+            "the client certificate comes without its private key: run `devnet relay credentials --forget` and connect again",
+        )?;
+        Ok(Self::Certificate { chain, key })
+    }
+
+    /// The token the protocol's `Hello` carries: none with a certificate.
+    pub fn hello_token(&self) -> &'a str {
+        match self {
+            Self::Token(t) => t,
+            Self::Certificate { .. } => "",
+        }
+    }
+}
+
+/// The credential text for a certificate and its key.
+pub fn certificate_credential(cert_pem: &str, key_pem: &str) -> String {
+    format!("{}\n{}", cert_pem.trim_end(), key_pem.trim_end())
+}
+
+/// A client configuration that trusts only the CA in `ca_pem` and, with a
+/// certificate credential, presents it.
+pub fn client_config_for(ca_pem: &str, credential: &str) -> Result<Arc<rustls::ClientConfig>> {
+    ensure_provider();
+    let roots = roots_from_pem(ca_pem)?;
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    Ok(Arc::new(match RelayCredential::parse(credential)? {
+        RelayCredential::Token(_) => builder.with_no_client_auth(),
+        RelayCredential::Certificate { chain, key } => {
+            builder.with_client_auth_cert(chain, key).context("the client certificate does not match its key")?
+        }
+    }))
+}
+
+fn roots_from_pem(pem: &str) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.context("parsing the relay CA")?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "the relay CA holds no certificate");
+    Ok(roots)
+}
+
 /// A client TLS configuration that trusts only the CA in `ca_pem`.
 pub fn client_config(ca_pem: &Path) -> Result<Arc<rustls::ClientConfig>> {
     ensure_provider();
@@ -100,11 +199,7 @@ pub fn client_config(ca_pem: &Path) -> Result<Arc<rustls::ClientConfig>> {
 /// the keyring, never on disk).
 pub fn client_config_from_pem(pem: &str) -> Result<Arc<rustls::ClientConfig>> {
     ensure_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        roots.add(cert.context("parsing the relay CA")?)?;
-    }
-    anyhow::ensure!(!roots.is_empty(), "the relay CA holds no certificate");
+    let roots = roots_from_pem(pem)?;
     Ok(Arc::new(rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth()))
 }
 
