@@ -67,7 +67,8 @@ pub(crate) async fn run(
     let connector = TlsConnector::from(tls);
     let proto = devnet_proto::Config {
         name: format!("devnet {} on {}", env!("CARGO_PKG_VERSION"), hostname()),
-        token: profile.token.expose().to_owned(),
+        // A client certificate logs in by itself: its Hello carries no token.
+        token: devnet_tls::RelayCredential::parse(profile.token.expose())?.hello_token().to_owned(),
         ..Default::default()
     };
     let mut relay = Relay::Dialling(dial(dialer.clone(), connector.clone(), status.clone()));
