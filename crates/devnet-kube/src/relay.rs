@@ -836,6 +836,14 @@ pub async fn revoke(
     serials: &[String],
     undo: bool,
 ) -> Result<(Vec<String>, Vec<String>), KubeError> {
+    let forbidden = |e: KubeError| match e {
+        KubeError::Forbidden(m) => KubeError::Forbidden(format!(
+            "{m}: revoking needs {} and {}, which a cluster admin has (users bound to {USER_ROLE} do not)",
+            rule_text(&revoke_rights(ns)[0]),
+            rule_text(&revoke_rights(ns)[1])
+        )),
+        e => e,
+    };
     let path = format!("/api/v1/namespaces/{ns}/configmaps/{REVOKED_CONFIGMAP}");
     let current = match cluster.get(&path).await {
         Ok(cm) => cm,
@@ -844,14 +852,7 @@ pub async fn revoke(
                 "there is no revocation list ({ns}/{REVOKED_CONFIGMAP}): is a relay of devnet {VERSION} installed in namespace {ns}? run `devnet relay install` (or pass --relay-namespace)"
             )));
         }
-        Err(KubeError::Forbidden(m)) => {
-            return Err(KubeError::Forbidden(format!(
-                "{m}: revoking needs {} and {}, which a cluster admin has (users bound to {USER_ROLE} do not)",
-                rule_text(&revoke_rights(ns)[0]),
-                rule_text(&revoke_rights(ns)[1])
-            )));
-        }
-        Err(e) => return Err(e),
+        Err(e) => return Err(forbidden(e)),
     };
     let lines = |key: &str| -> Vec<String> {
         current["data"][key]
@@ -880,7 +881,7 @@ pub async fn revoke(
     let (users, serials) = (change(lines("users"), users), change(lines("serials"), &serials));
     let text = |list: &[String]| list.iter().map(|l| format!("{l}\n")).collect::<String>();
     let patch = json!({"data": {"users": text(&users), "serials": text(&serials)}});
-    cluster.merge_patch(&path, &patch).await?;
+    cluster.merge_patch(&path, &patch).await.map_err(forbidden)?;
     Ok((users, serials))
 }
 

@@ -284,12 +284,15 @@ pub async fn identity_for(
         None
     });
     let (fp, instance) = (state.ca_sha256.as_deref(), state.instance.as_deref());
+    // The keyring entry is per cluster, and one person may use contexts
+    // with different users there: only this user's certificate serves.
+    let user = devnet_kube::enrol::user_name(cluster).await;
     if let Some(kept) = kept
+        && kept.user == user
         && devnet_kube::enrol::still_good(&kept, fp, instance, std::time::SystemTime::now(), ENROL_MARGIN)
     {
         return Ok(kept);
     }
-    let user = devnet_kube::enrol::user_name(cluster).await;
     say(&format!(
         "enrolling as {user} with the relay in namespace {ns} (a client certificate for 8 h, through the API server)"
     ));
