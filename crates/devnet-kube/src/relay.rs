@@ -486,6 +486,9 @@ pub fn connect_rights(ns: &str) -> Vec<Right<'_>> {
         ("list", "", "pods", Some(ns), None),
         ("get", "", "services", Some(ns), Some(NAME)),
         ("create", "", "pods/portforward", Some(ns), None),
+        // The port-forward is a WebSocket upgrade of a GET: a real API server
+        // (1.30 and newer) authorises it as `get` too.
+        ("get", "", "pods/portforward", Some(ns), None),
     ]
 }
 
@@ -1055,7 +1058,14 @@ mod tests {
                     r["resources"][0].as_str().expect("resource")
                 ))
                 .collect::<Vec<_>>(),
-            ["get deployments", "list replicasets", "list pods", "get services", "create pods/portforward"]
+            [
+                "get deployments",
+                "list replicasets",
+                "list pods",
+                "get services",
+                "create pods/portforward",
+                "get pods/portforward"
+            ]
         );
         // What connect checks is what the Role grants; an install asks for
         // those rights too (RBAC lets no one grant more than they hold).
