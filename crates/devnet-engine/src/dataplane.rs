@@ -156,7 +156,7 @@ pub(crate) async fn run(
                     let _ = conn.handle_input(&rbuf[..n], now.into_std());
                 }
             }
-            Wake::RelayRead(Err(e)) => lost = Some(format!("reading from the relay failed: {e}")),
+            Wake::RelayRead(Err(e)) => lost = Some(read_error(&e)),
             Wake::RelayWrite(Ok(n)) => {
                 if let (Relay::Up(link), Some(conn)) = (&mut relay, tunnel.connection_mut()) {
                     if n == 0 {
@@ -242,6 +242,22 @@ pub(crate) async fn run(
     }
 }
 
+/// Why reading from the relay failed, worded with the fix when the relay
+/// refused this laptop's client certificate: with TLS 1.3 its verdict
+/// arrives as an alert on the first read, after the handshake looked done.
+fn read_error(e: &io::Error) -> String {
+    use rustls::AlertDescription as A;
+    let alert = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).and_then(|r| match r {
+        rustls::Error::AlertReceived(a) => Some(*a),
+        _ => None,
+    });
+    match alert {
+        Some(A::CertificateExpired) => "the relay refused this laptop's client certificate: it has expired; reconnect (`devnet disconnect`, then `devnet connect`), which enrols anew".into(),
+        Some(A::UnknownCA | A::BadCertificate | A::DecryptError) => "the relay does not know this laptop's client certificate (it restarted, or was reinstalled, since you enrolled); reconnect (`devnet disconnect`, then `devnet connect`), which enrols anew".into(),
+        _ => format!("reading from the relay failed: {e}"),
+    }
+}
+
 fn is_permanent(error: &ConnectionError) -> bool {
     matches!(
         error,
@@ -249,6 +265,22 @@ fn is_permanent(error: &ConnectionError) -> bool {
             | ConnectionError::NotDevnet
             | ConnectionError::Rejected { code: RejectCode::Unauthorized | RejectCode::VersionMismatch, .. }
     )
+}
+
+#[cfg(test)]
+mod read_error_tests {
+    use super::read_error;
+
+    #[test]
+    fn a_refused_client_certificate_names_the_fix() {
+        let alert = |a| std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::AlertReceived(a));
+        let expired = read_error(&alert(rustls::AlertDescription::CertificateExpired));
+        assert!(expired.contains("expired") && expired.contains("devnet connect"), "{expired}");
+        let unknown = read_error(&alert(rustls::AlertDescription::UnknownCA));
+        assert!(unknown.contains("restarted") && unknown.contains("devnet connect"), "{unknown}");
+        let other = read_error(&std::io::Error::other("reset"));
+        assert_eq!(other, "reading from the relay failed: reset");
+    }
 }
 
 fn take_packet(tunnel: &mut Tunnel, packet: &[u8]) {
