@@ -267,22 +267,6 @@ fn is_permanent(error: &ConnectionError) -> bool {
     )
 }
 
-#[cfg(test)]
-mod read_error_tests {
-    use super::read_error;
-
-    #[test]
-    fn a_refused_client_certificate_names_the_fix() {
-        let alert = |a| std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::AlertReceived(a));
-        let expired = read_error(&alert(rustls::AlertDescription::CertificateExpired));
-        assert!(expired.contains("expired") && expired.contains("devnet connect"), "{expired}");
-        let unknown = read_error(&alert(rustls::AlertDescription::UnknownCA));
-        assert!(unknown.contains("restarted") && unknown.contains("devnet connect"), "{unknown}");
-        let other = read_error(&std::io::Error::other("reset"));
-        assert_eq!(other, "reading from the relay failed: reset");
-    }
-}
-
 fn take_packet(tunnel: &mut Tunnel, packet: &[u8]) {
     let mut buf = tunnel.buffer();
     buf.extend_from_slice(packet);
@@ -345,4 +329,20 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod read_error_tests {
+    use super::read_error;
+
+    #[test]
+    fn a_refused_client_certificate_names_the_fix() {
+        let alert = |a| std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::AlertReceived(a));
+        let expired = read_error(&alert(rustls::AlertDescription::CertificateExpired));
+        assert!(expired.contains("expired") && expired.contains("devnet connect"), "{expired}");
+        let unknown = read_error(&alert(rustls::AlertDescription::UnknownCA));
+        assert!(unknown.contains("restarted") && unknown.contains("devnet connect"), "{unknown}");
+        let other = read_error(&std::io::Error::other("reset"));
+        assert_eq!(other, "reading from the relay failed: reset");
+    }
 }
