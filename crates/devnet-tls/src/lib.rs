@@ -142,7 +142,7 @@ impl<'a> RelayCredential<'a> {
             "the client certificate is not valid PEM: run `devnet relay credentials --forget` and connect again",
         )?;
         let key = PrivateKeyDer::from_pem_slice(text.as_bytes()).context(
-            "the client certificate comes without its private key: run `devnet relay credentials --forget` and connect again",
+            "the relay credential holds a client certificate without its private key: connect with `devnet connect --context <context>`, which enrols anew",
         )?;
         Ok(Self::Certificate { chain, key })
     }
@@ -217,6 +217,22 @@ pub async fn write_or_flush<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, data: 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_credential_is_a_token_or_a_certificate_with_its_key() {
+        use super::RelayCredential;
+        let token = RelayCredential::parse("s3cret").expect("a token");
+        assert_eq!(token.hello_token(), "s3cret");
+        assert_eq!(format!("{token:?}"), "Token(<redacted>)");
+        let certs = super::generate().expect("certificates");
+        let both = super::certificate_credential(&certs.cert_pem, &certs.key_pem);
+        let cert = RelayCredential::parse(&both).expect("a certificate");
+        assert_eq!(cert.hello_token(), "", "a certificate login sends no token");
+        assert!(!format!("{cert:?}").contains("PRIVATE"), "{cert:?}");
+        let err = RelayCredential::parse(&certs.cert_pem).expect_err("no key");
+        assert!(format!("{err:#}").contains("without its private key"), "{err:#}");
+        super::client_config_for(&certs.ca_pem, &both).expect("a client configuration presenting it");
+    }
+
     #[test]
     fn debug_never_shows_the_private_key() {
         let certs = super::generate().expect("certificates");
