@@ -47,6 +47,7 @@ fn main() {
             ("kube_07_office_with_bgp_every_discovered_cidr_proven_direct", office_bgp_direct),
             ("kube_08_doctor_names_snat_by_the_forwarding_node", forwarding_node_snat),
             ("kube_08b_a_stray_pod_labelled_as_the_relay_is_never_dialled", stray_relay_pod),
+            ("kube_08c_a_revoked_user_is_cut_off_and_told_whom_to_ask_another_connects", revoked_user),
             ("kube_09_relay_uninstall_removes_it_forgets_the_credentials_spares_foreign", uninstall),
         ],
         harness::OnFailure::Reset,
@@ -199,36 +200,69 @@ fn through_portforward(lab: &Lab) -> Res {
             return Err(format!("process {pid} in the relay pod runs as {uid}, not uid 65532"));
         }
     }
-    // The client's half of the credentials is in the kernel keyring, where
-    // another process finds it; the token never lands on the laptop's disk.
+    // The user's own identity is in the kernel keyring, where another
+    // process finds it: a client certificate naming them, its private key
+    // (made on the laptop, never on its disk) and the relay CA. No Secret
+    // was read: there is no client Secret any more.
     let account = "https://10.60.20.10:6443#devnet";
     let stored = lab.devnet(&["credential", "load", "--account", account], &[])?;
-    let creds: serde_json::Value =
+    let id: serde_json::Value =
         serde_json::from_slice(&stored.stdout).map_err(|e| format!("keyring: {e}: {}", text(&stored)))?;
-    if creds.get("key_pem").is_some() {
-        return Err(format!("the keyring must hold only the client's token and CA: {creds}"));
+    let key = id["key_pem"].as_str().unwrap_or_default();
+    if id["user"] != "dev"
+        || !id["cert_pem"].as_str().unwrap_or_default().contains("BEGIN CERTIFICATE")
+        || key.is_empty()
+    {
+        return Err(format!("the keyring must hold dev's client certificate and key: {}", id["user"]));
     }
-    let secret = api_get(lab, "/api/v1/namespaces/devnet/secrets/devnet-relay-client")?;
-    let token = base64::Engine::decode(
-        &base64::engine::general_purpose::STANDARD,
-        secret["data"]["token"].as_str().unwrap_or(""),
-    )
-    .map_err(|e| format!("secret token: {e}"))?;
-    let token = String::from_utf8_lossy(&token).into_owned();
-    let grep = std::process::Command::new("grep").args(["-rl", &token]).arg(lab.dir.join("laptop-state")).output();
-    if token.is_empty() || creds["token"] != token.as_str() || grep.is_ok_and(|o| !o.stdout.is_empty()) {
-        return Err("the relay token is empty or was written to the laptop's state directory".into());
+    let key_line = key.lines().nth(1).unwrap_or("no key");
+    let grep = std::process::Command::new("grep").args(["-rlF", key_line]).arg(lab.dir.join("laptop-state")).output();
+    if grep.is_ok_and(|o| !o.stdout.is_empty()) {
+        return Err("the client's private key was written to the laptop's state directory".into());
+    }
+    if api_get(lab, "/api/v1/namespaces/devnet/secrets/devnet-relay-client")?["code"] != 404 {
+        return Err("an install still makes the shared client Secret".into());
+    }
+    // The relay logged who connected, and with which certificate.
+    let serial = id["serial"].as_str().unwrap_or("no serial");
+    let logs: String = std::fs::read_dir(lab.dir.join("api/pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("container.log")).ok())
+        .collect();
+    let logs = strip_ansi(&logs);
+    if !logs.lines().any(|l| l.contains("client authenticated") && l.contains("user=dev") && l.contains(serial)) {
+        return Err(format!("the relay did not log dev's session with serial {serial}:\n{logs}"));
     }
     lab.disconnect()?;
     lab.laptop_unchanged("after disconnect")
 }
 
+/// Text without terminal colour sequences (the relay's log colours its fields).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for end in chars.by_ref() {
+                if end.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn direct_then_cut(lab: &Lab) -> Res {
     lab.sh_ok("firewall", &["open"])?;
     connect(lab, "lab", &[])?;
-    if lab.engine_log().contains("fetching the relay's credentials") {
+    if lab.engine_log().contains("enrolling as") {
         return Err(format!(
-            "the second connect should take the relay credentials from the keyring:\n{}",
+            "the second connect should take the client certificate from the keyring:\n{}",
             lab.engine_log()
         ));
     }
@@ -639,13 +673,75 @@ fn stray_relay_pod(lab: &Lab) -> Res {
     }
     let tls = api_get(lab, "/api/v1/namespaces/devnet/secrets/devnet-relay-tls")?;
     let client = api_get(lab, "/api/v1/namespaces/devnet/secrets/devnet-relay-client")?;
-    if tls["data"].get("token").is_some() || client["data"].get("tls.key").is_some() || tls["data"]["tls.key"].is_null()
-    {
-        return Err(format!("the key and the token are not apart: {tls} {client}"));
+    if tls["data"].get("token").is_some() || client["code"] != 404 || tls["data"]["tls.key"].is_null() {
+        return Err(format!("the relay's key must be alone in its Secret, and no client Secret left: {tls} {client}"));
     }
     let url = "https://10.60.20.10:6443/api/v1/namespaces/devnet/pods/devnet-relay-zzzzzzzzzz-zzzzz";
     lab.exec("api", &["curl", "-sk", "-m", "3", "-X", "DELETE", "-H", "Authorization: Bearer dev-token", url])?;
     Ok(())
+}
+
+/// Issue 11 finding 3: each user has an identity of their own. A colleague
+/// connects; an admin revokes them (`devnet relay revoke`, the ConfigMap
+/// the relay pod mounts): their live session ends, their next connect fails
+/// with one line naming revocation and who can undo it, and another user
+/// connects as before. The stand-in kubelet keeps the mounted ConfigMap
+/// current within a second (a real one within about a minute).
+fn revoked_user(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
+    let (kc, p) = (kubeconfig(lab), profile(lab));
+    connect(lab, "lab-teammate", &[])?;
+    reach_cluster(lab)?;
+    // Teammate may not revoke anyone (no rights on ConfigMaps).
+    let out =
+        lab.devnet(&["relay", "revoke", "--context", "lab-teammate", "--kubeconfig", &kc, "--user", "dev"], &[])?;
+    if out.status.success() || !text(&out).contains("cluster admin") {
+        return Err(format!("a user revoked someone: {}", text(&out)));
+    }
+    let out = lab.devnet(&["relay", "revoke", "--context", "lab", "--kubeconfig", &kc, "--user", "teammate"], &[])?;
+    if !out.status.success() || !text(&out).contains("revoked teammate") {
+        return Err(format!("relay revoke: {}", text(&out)));
+    }
+    // The live session is closed, and the engine says why.
+    let start = Instant::now();
+    let mut last = serde_json::Value::Null;
+    loop {
+        if let Ok(s) = lab.status() {
+            if s["last_error"].as_str().is_some_and(|e| e.contains("revoked")) && s["state"] != "connected" {
+                break;
+            }
+            last = s;
+        }
+        if start.elapsed() > Duration::from_secs(15) {
+            return Err(format!("the revoked user's session was not closed: {last}\n{}", lab.engine_log()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.disconnect()?;
+    // Connecting again fails at once, in one line that names the fix.
+    let out = lab.devnet(&["connect", "--context", "lab-teammate", "--kubeconfig", &kc, "--profile", &p], &[])?;
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let last = err.lines().rev().find(|l| l.starts_with("error:")).unwrap_or_default();
+    for want in ["teammate", "revoked", "ask a cluster admin", "devnet relay revoke --undo --user teammate"] {
+        if out.status.success() || !last.contains(want) {
+            return Err(format!("the revoked user's connect: expected {want:?} in one error line, got:\n{err}"));
+        }
+    }
+    lab.laptop_unchanged("after the revoked user's connect")?;
+    // Another user is not affected.
+    connect(lab, "lab", &[])?;
+    reach_cluster(lab)?;
+    lab.disconnect()?;
+    // Undone, the colleague connects again (a fresh enrolment).
+    let out =
+        lab.devnet(&["relay", "revoke", "--undo", "--context", "lab", "--kubeconfig", &kc, "--user", "teammate"], &[])?;
+    if !out.status.success() {
+        return Err(format!("relay revoke --undo: {}", text(&out)));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    connect(lab, "lab-teammate", &[])?;
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnect")
 }
 
 fn uninstall(lab: &Lab) -> Res {

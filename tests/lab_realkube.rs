@@ -146,7 +146,7 @@ fn look_at_install(lab: &Lab) -> Res {
     }
     if pod["spec"]["securityContext"]["fsGroup"] != 65532
         || pod["spec"]["volumes"][0]["secret"]["defaultMode"] != 0o440
-        || pod["spec"]["volumes"][1]["secret"]["defaultMode"] != 0o440
+        || pod["spec"]["volumes"][1]["configMap"]["name"] != "devnet-relay-revoked"
     {
         return Err(format!("the relay pod cannot read its Secret on a real kubelet: {}", pod["spec"]));
     }
@@ -242,17 +242,25 @@ fn no_portforward(lab: &Lab) -> Res {
     lab.laptop_unchanged("after the refused connect")
 }
 
-/// Security review R-1: the relay's one Secret held its TLS key beside the
-/// token, and users could get secrets in its namespace: any of them could
-/// pose as the relay. A colleague bound to the Role devnet installs
-/// (devnet-user) reads the client Secret, and the real RBAC refuses them the
-/// TLS Secret and every other.
+/// Security review R-1 and issue 11 finding 3: the relay's key sat in a
+/// Secret users could read, and everyone shared one token. Now a colleague
+/// bound only to the Role devnet installs (devnet-user, plus the cluster's
+/// read-only `view`, which discovery reads and which grants no Secret)
+/// enrols through the REAL port-forward (API server, kubelet, the pod's
+/// loopback) for a certificate naming them as the real API server knows
+/// them, connects with it, and the real RBAC refuses them every Secret in
+/// the relay's namespace.
 fn relay_key_unreadable(lab: &Lab) -> Res {
+    lab.disconnect()?;
     lab.real_api("POST", "/api/v1/namespaces/devnet/serviceaccounts", Some(r#"{"metadata":{"name":"colleague"}}"#))?;
     let binding = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"colleague","namespace":"devnet"},
         "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"Role","name":"devnet-user"},
         "subjects":[{"kind":"ServiceAccount","name":"colleague","namespace":"devnet"}]}"#;
     lab.real_api("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/devnet/rolebindings", Some(binding))?;
+    let view = r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRoleBinding","metadata":{"name":"colleague-view"},
+        "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"view"},
+        "subjects":[{"kind":"ServiceAccount","name":"colleague","namespace":"devnet"}]}"#;
+    lab.real_api("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", Some(view))?;
     let request = r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":600}}"#;
     let answer = lab.real_api("POST", "/api/v1/namespaces/devnet/serviceaccounts/colleague/token", Some(request))?;
     let token = answer["status"]["token"].as_str().ok_or(format!("no token: {answer}"))?.to_owned();
@@ -262,11 +270,11 @@ fn relay_key_unreadable(lab: &Lab) -> Res {
         let out = lab.exec("api", &["curl", "-sk", "-m", "5", "-H", &auth, &url])?;
         serde_json::from_slice(&out.stdout).map_err(|e| format!("{path}: {e}: {}", text(&out)))
     };
-    let client = get("/api/v1/namespaces/devnet/secrets/devnet-relay-client")?;
-    if client["data"]["token"].as_str().is_none_or(str::is_empty) {
-        return Err(format!("a user bound to devnet-user cannot read the client Secret: {client}"));
-    }
-    for path in ["/api/v1/namespaces/devnet/secrets/devnet-relay-tls", "/api/v1/namespaces/devnet/secrets"] {
+    for path in [
+        "/api/v1/namespaces/devnet/secrets/devnet-relay-tls",
+        "/api/v1/namespaces/devnet/secrets/devnet-relay-client",
+        "/api/v1/namespaces/devnet/secrets",
+    ] {
         let refused = get(path)?;
         if refused["code"] != 403 {
             return Err(format!("{path} should be Forbidden to a user bound to devnet-user: {refused}"));
@@ -277,9 +285,41 @@ fn relay_key_unreadable(lab: &Lab) -> Res {
     if sets["items"].as_array().is_none_or(Vec::is_empty) {
         return Err(format!("a user bound to devnet-user cannot list the relay's ReplicaSets: {sets}"));
     }
+    // The colleague connects through the API server only: enrolment and
+    // tunnel both ride the real port-forward.
+    let kc = std::fs::read_to_string(kubeconfig(lab)).map_err(|e| e.to_string())?;
+    let kc = kc.replace("users:\n", &format!("users:\n- {{name: colleague, user: {{token: {token}}}}}\n")).replace(
+        "contexts:\n",
+        "contexts:\n- {name: colleague, context: {cluster: lab, user: colleague, namespace: demo}}\n",
+    );
+    let path = lab.dir.join("kubeconfig-colleague");
+    std::fs::write(&path, kc).map_err(|e| e.to_string())?;
+    let path = path.display().to_string();
+    lab.connect_args(
+        &["--context", "colleague", "--kubeconfig", &path, "--no-install", "--session", "lab"],
+        &[],
+        "connected",
+        Duration::from_secs(60),
+    )?;
+    if !lab.engine_log().contains("enrolling as system:serviceaccount:devnet:colleague") {
+        return Err(format!(
+            "the colleague did not enrol under the name the API server gives them:\n{}",
+            lab.engine_log()
+        ));
+    }
+    reach_real_pods(lab)?;
+    let stored = lab.devnet(&["credential", "load", "--account", "https://10.60.20.10:6443#devnet"], &[])?;
+    let stored = String::from_utf8_lossy(&stored.stdout).into_owned();
+    if !stored.contains("system:serviceaccount:devnet:colleague") {
+        return Err(format!("the keyring holds no certificate for the colleague: {}", stored.len()));
+    }
+    lab.disconnect()?;
+    lab.real_api("DELETE", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/colleague-view", None)?;
     lab.real_api("DELETE", "/apis/rbac.authorization.k8s.io/v1/namespaces/devnet/rolebindings/colleague", None)?;
     lab.real_api("DELETE", "/api/v1/namespaces/devnet/serviceaccounts/colleague", None)?;
-    Ok(())
+    // The next trial expects the admin's session through the port-forward.
+    let kc = kubeconfig(lab);
+    lab.connect_args(&["--context", "lab", "--kubeconfig", &kc], &[], "connected", Duration::from_secs(60))
 }
 
 /// A real TokenRequest token, bound to a Secret: while the Secret exists

@@ -484,6 +484,13 @@ users:
   rules:
   - {verbs: [get, list, watch], resources: ["*"]}
   - {verbs: [create], resources: [services], namespaces: [default]}
+# A colleague who may connect (port-forward to the relay) but not install.
+- name: teammate
+  token: teammate-token
+  rules:
+  - {verbs: [get, list, watch], resources: ["*"]}
+  - {verbs: [create], resources: [services], namespaces: [default]}
+  - {verbs: [create], resources: [pods/portforward], namespaces: [devnet]}
 - name: old-session
   token: expired-token
   expired: true
@@ -534,6 +541,7 @@ clusters:
 users:
 - {name: dev, user: {token: dev-token}}
 - {name: reader, user: {token: reader-token}}
+- {name: teammate, user: {token: teammate-token}}
 - {name: expired, user: {token: expired-token}}
 - name: exec
   user:
@@ -551,6 +559,7 @@ users:
 contexts:
 - {name: lab, context: {cluster: lab, user: dev, namespace: demo}}
 - {name: lab-reader, context: {cluster: lab, user: reader}}
+- {name: lab-teammate, context: {cluster: lab, user: teammate}}
 - {name: lab-expired, context: {cluster: lab, user: expired}}
 - {name: lab-exec, context: {cluster: lab, user: exec}}
 - {name: lab-authprov, context: {cluster: lab, user: authprov}}

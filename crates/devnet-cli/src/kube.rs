@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use devnet_engine::transport::{Dial, DialFuture, RelayStream};
-use devnet_kube::relay::{Credentials, Quantities, RelaySettings, Resources};
+use devnet_kube::credentials::ClientIdentity;
+use devnet_kube::relay::{Quantities, RelaySettings, Resources};
 use devnet_kube::{ClusterOptions, InvokingUser};
 use devnet_session::cluster::{ClusterArgs, CredentialStore, PortForward, UserKeyring};
 
@@ -135,13 +136,14 @@ pub fn keyring() -> Box<dyn CredentialStore> {
 struct SudoKeyring(InvokingUser);
 
 impl CredentialStore for SudoKeyring {
-    fn load(&self, account: &str) -> Result<Option<Credentials>> {
+    fn load(&self, account: &str) -> Result<Option<ClientIdentity>> {
         let out = as_user(&self.0, &["credential", "load", "--account", account], None)?;
         if out.trim().is_empty() { Ok(None) } else { Ok(Some(serde_json::from_str(&out)?)) }
     }
 
-    fn store(&self, account: &str, creds: &Credentials) -> Result<()> {
-        let json = serde_json::to_string(&creds.for_client())?;
+    fn store(&self, account: &str, identity: &ClientIdentity) -> Result<()> {
+        // On the helper's stdin, never in its arguments or environment.
+        let json = serde_json::to_string(identity)?;
         as_user(&self.0, &["credential", "store", "--account", account], Some(&json)).map(drop)
     }
 }

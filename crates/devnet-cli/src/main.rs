@@ -110,26 +110,43 @@ enum RelayAction {
     Status,
     /// Remove the relay's namespace and everything in it.
     Uninstall,
+    /// Revoke a user's (or one certificate's) access to the relay: their
+    /// live sessions are closed and they can enrol no more. Needs rights on
+    /// the ConfigMap devnet-relay-revoked, which cluster admins have.
+    Revoke(RevokeArgs),
     /// Print, as YAML, the objects `devnet relay install` applies, for GitOps.
     ///
     /// The same objects in the same order as `devnet relay install` with the
-    /// same flags: Namespace, ServiceAccount, the Secrets devnet-relay-tls and
-    /// devnet-relay-client, the Role devnet-user (bind users to it),
-    /// Deployment, Service, NetworkPolicy. The CIDRs the relay may dial come
-    /// from --allow (and the cluster DNS from --dns); without --allow they are
-    /// discovered from the cluster (--context, --kubeconfig) as install does.
+    /// same flags: Namespace, ServiceAccount, the Secret devnet-relay-tls,
+    /// the ConfigMap devnet-relay-revoked, the Role devnet-user (bind users
+    /// to it), Deployment, Service, NetworkPolicy. The CIDRs the relay may
+    /// dial come from --allow (and the cluster DNS from --dns); without
+    /// --allow they are discovered from the cluster (--context, --kubeconfig)
+    /// as install does.
     ///
-    /// devnet-relay-tls holds the relay's TLS key pair (only the relay pod
-    /// mounts it; no user may read it); devnet-relay-client holds the CA and
-    /// the token clients present. Both are generated afresh on every run and
-    /// left out unless --include-secret, and so is the Deployment's
-    /// devnet.dev/ca-sha256 annotation (the fingerprint of that CA): a private
-    /// key does not belong in plain git. Create them once in the cluster with
-    /// `devnet relay manifests --secret-only | kubectl apply -f -`, or seal
-    /// that output (kubeseal, SOPS) and commit the sealed form. Clients read
-    /// the CA and token from devnet-relay-client (the Role devnet-user lets
-    /// them get that Secret and no other) and keep them in their keyring.
+    /// devnet-relay-tls holds the relay's TLS key pair and CA (only the
+    /// relay pod mounts it; no user may read it). It is generated afresh on
+    /// every run and left out unless --include-secret, and so is the
+    /// Deployment's devnet.dev/ca-sha256 annotation (the fingerprint of that
+    /// CA): a private key does not belong in plain git. Create it once in the
+    /// cluster with `devnet relay manifests --secret-only | kubectl apply -f
+    /// -`, or seal that output (kubeseal, SOPS) and commit the sealed form.
+    /// Users read no Secret: `devnet connect` enrols them through the API
+    /// server's port-forward for a client certificate of their own.
     Manifests(ManifestsArgs),
+}
+
+#[derive(Args, Debug)]
+struct RevokeArgs {
+    /// The user, as the relay logs them (the API server's name for them); repeatable.
+    #[arg(long = "user", value_name = "NAME")]
+    users: Vec<String>,
+    /// A certificate serial, as the relay logs it (hex); repeatable.
+    #[arg(long = "serial", value_name = "HEX")]
+    serials: Vec<String>,
+    /// Admit them again instead.
+    #[arg(long)]
+    undo: bool,
 }
 
 #[derive(Args, Debug)]
@@ -437,7 +454,7 @@ async fn doctor(args: ConnectArgs, socket: PathBuf, state_dir: PathBuf, json: bo
                 devnet_session::cluster::relay_endpoints(&cluster, &ns, &relay.pod_ips, &found.cidrs()).await;
         }
         let account = devnet_kube::credentials::account(&cluster.server, &ns);
-        let relay_ca_pem = kube::keyring().load(&account).ok().flatten().map(|c| c.ca_pem);
+        let relay_ca_pem = kube::keyring().load(&account).ok().flatten().map(|c| c.relay_ca_pem);
         if relay_ca_pem.is_none() {
             notes.push(format!(
                 "no relay credentials in your keyring for {}: direct paths cannot be proven until `devnet connect` has fetched them once",
@@ -545,14 +562,7 @@ async fn relay(action: RelayAction, args: kube::KubeArgs) -> Result<()> {
             let mut cluster_args = args.cluster(None)?;
             cluster_args.relay = settings.apply(cluster_args.relay)?;
             let (cluster, found, _) = devnet_session::cluster::discover_cluster(&cluster_args, &kube::say).await?;
-            let (st, _) = devnet_session::cluster::install_relay(
-                &cluster,
-                &cluster_args,
-                &found,
-                kube::keyring().as_ref(),
-                &kube::say,
-            )
-            .await?;
+            let st = devnet_session::cluster::install_relay(&cluster, &cluster_args, &found, &kube::say).await?;
             println!(
                 "relay {} installed in namespace {} (pod {})",
                 r::VERSION,
@@ -578,6 +588,29 @@ async fn relay(action: RelayAction, args: kube::KubeArgs) -> Result<()> {
             let removed = r::uninstall(&cluster, &ns).await?;
             let _ = devnet_kube::credentials::forget(&account);
             println!("{}", if removed { "relay uninstalled" } else { "no relay was installed" });
+            Ok(())
+        }
+        RelayAction::Revoke(v) => {
+            anyhow::ensure!(
+                !v.users.is_empty() || !v.serials.is_empty(),
+                "name whom to revoke: --user NAME (as the relay's log shows it) or --serial HEX"
+            );
+            for user in &v.users {
+                devnet_kube::enrol::check_user(user).map_err(anyhow::Error::msg)?;
+            }
+            let ns = args.relay()?.namespace;
+            let cluster = devnet_kube::Cluster::connect(&args.options()).await?;
+            let (users, serials) = r::revoke(&cluster, &ns, &v.users, &v.serials, v.undo).await?;
+            let what = v.users.iter().chain(&v.serials).cloned().collect::<Vec<_>>().join(", ");
+            if v.undo {
+                println!("re-admitted {what}");
+            } else {
+                println!(
+                    "revoked {what}: the relay closes their sessions once the kubelet updates its copy of {ns}/{} (usually within a minute)",
+                    r::REVOKED_CONFIGMAP
+                );
+            }
+            println!("revoked now: users [{}], serials [{}]", users.join(", "), serials.join(", "));
             Ok(())
         }
         RelayAction::Manifests(m) => manifests(m, args).await,
@@ -623,11 +656,9 @@ async fn manifests(m: ManifestsArgs, args: kube::KubeArgs) -> Result<()> {
         let ns = &params.settings.namespace;
         let flag = if ns == r::DEFAULT_NAMESPACE { String::new() } else { format!(" --relay-namespace {ns}") };
         kube::say(&format!(
-            "the Secrets {ns}/{} (the relay's private key) and {ns}/{} (its CA and token) are left out: create them once with `devnet relay manifests --secret-only{flag} | kubectl apply -f -`, or seal that output (kubeseal, SOPS) and commit the sealed form; clients read the CA and token once (the Role {} grants get on {} only)",
+            "the Secret {ns}/{} (the relay's private key and CA) is left out: create it once with `devnet relay manifests --secret-only{flag} | kubectl apply -f -`, or seal that output (kubeseal, SOPS) and commit the sealed form; users read no Secret (the Role {} lets them port-forward to the relay, and `devnet connect` enrols them for a client certificate of their own)",
             r::TLS_SECRET,
-            r::CLIENT_SECRET,
             r::USER_ROLE,
-            r::CLIENT_SECRET
         ));
     }
     Ok(())

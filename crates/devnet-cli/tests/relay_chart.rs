@@ -212,27 +212,24 @@ fn decode(v: &Value) -> String {
 }
 
 const TLS_SECRET: &str = "Secret devnet/devnet-relay-tls";
-const CLIENT_SECRET: &str = "Secret devnet/devnet-relay-client";
 const DEPLOYMENT: &str = "Deployment devnet/devnet-relay";
 const CA_ANNOTATION: &str = "devnet.dev/ca-sha256";
 
 /// Defaults: the same objects, except what is random on both sides: the
-/// Secrets' data (a fresh CA, key pair and token each run) and the CA
-/// fingerprint on the Deployment and its pod. Those are checked for what they must be
-/// instead: the key pair alone in one Secret, the CA and token in the
-/// other, and a fingerprint of that CA.
+/// Secret's data (a fresh CA and key pair each run) and the CA fingerprint
+/// on the Deployment and its pod. Those are checked for what they must be
+/// instead: the key pair and CA in the one Secret (no token, no Secret
+/// for users), and a fingerprint of that CA.
 #[test]
 fn chart_defaults_render_what_devnet_installs() {
     let mut chart = by_identity(render(&DEFAULTS));
     let (devnet, _) = manifests(&DEFAULTS);
     let mut devnet = by_identity(devnet);
     for objs in [&mut chart, &mut devnet] {
-        let tls = objs.get_mut(TLS_SECRET).expect("the TLS Secret")["data"].take();
-        let keys: Vec<&String> = tls.as_object().expect("data").keys().collect();
-        assert_eq!(keys, ["tls.crt", "tls.key"]);
-        let data = objs.get_mut(CLIENT_SECRET).expect("the client Secret")["data"].take();
+        let data = objs.get_mut(TLS_SECRET).expect("the TLS Secret")["data"].take();
         let keys: Vec<&String> = data.as_object().expect("data").keys().collect();
-        assert_eq!(keys, ["ca.crt", "token"]);
+        assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
+        assert!(!objs.keys().any(|k| k.starts_with("Secret ") && k != TLS_SECRET), "one Secret: {:?}", objs.keys());
         let deploy = objs.get_mut(DEPLOYMENT).expect("a Deployment");
         let fingerprint = deploy["metadata"]["annotations"][CA_ANNOTATION].take();
         assert_eq!(fingerprint, devnet_kube::relay::ca_fingerprint(&decode(&data["ca.crt"])).as_str());
@@ -332,20 +329,17 @@ fn bad_values_are_refused_with_their_reason() {
 fn credentials_the_chart_generates_serve_the_relay() {
     let objs = by_identity(render(&DEFAULTS));
     let data = &objs[TLS_SECRET]["data"];
-    let client = &objs[CLIENT_SECRET]["data"];
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("relay-chart-credentials");
     std::fs::create_dir_all(&dir).expect("dir");
     for f in ["tls.crt", "tls.key"] {
         std::fs::write(dir.join(f), decode(&data[f])).expect("write");
     }
-    let token = decode(&client["token"]);
-    assert!(token.len() >= 32 && token.chars().all(|c| c.is_ascii_alphanumeric()), "token {token:?}");
     let server = devnet_tls::server_config(&dir.join("tls.crt"), &dir.join("tls.key")).expect("the relay loads them");
-    let client = devnet_tls::client_config_from_pem(&decode(&client["ca.crt"])).expect("a client trusts the CA");
+    let client = devnet_tls::client_config_from_pem(&decode(&data["ca.crt"])).expect("a client trusts the CA");
     handshake(server, client).expect("TLS handshake with the chart's credentials");
     // A CA from another render is refused: the pin is real.
     let other = by_identity(render(&DEFAULTS));
-    let client = devnet_tls::client_config_from_pem(&decode(&other[CLIENT_SECRET]["data"]["ca.crt"])).expect("CA");
+    let client = devnet_tls::client_config_from_pem(&decode(&other[TLS_SECRET]["data"]["ca.crt"])).expect("CA");
     let server = devnet_tls::server_config(&dir.join("tls.crt"), &dir.join("tls.key")).expect("server");
     assert!(handshake(server, client).is_err(), "a client pinned to another CA accepted the relay");
 }
@@ -383,30 +377,27 @@ fn handshake(
     panic!("the handshake did not finish");
 }
 
-/// `--secret-only` prints the two Secrets with fresh credentials;
-/// `--include-secret` adds them (and the CA fingerprint) to the rest; by
-/// default neither is there.
+/// `--secret-only` prints the relay's Secret with fresh credentials;
+/// `--include-secret` adds it (and the CA fingerprint) to the rest; by
+/// default it is not there.
 #[test]
 fn the_secret_is_printed_only_when_asked_for() {
     let (objs, note) =
         manifests(&Case { name: "plain", values: "", flags: &["--allow", "10.244.0.0/16", "--dns", "10.96.0.10"] });
     let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().expect("kind")).collect();
     // The order devnet applies in (install is the same function).
-    assert_eq!(kinds, ["Namespace", "ServiceAccount", "Role", "Deployment", "Service", "NetworkPolicy"]);
-    assert_eq!(objs[3]["metadata"].get("annotations"), None);
-    assert!(
-        note.contains("the Secrets devnet/devnet-relay-tls (the relay's private key) and devnet/devnet-relay-client"),
-        "{note}"
-    );
+    assert_eq!(kinds, ["Namespace", "ServiceAccount", "ConfigMap", "Role", "Deployment", "Service", "NetworkPolicy"]);
+    assert_eq!(objs[4]["metadata"].get("annotations"), None);
+    assert!(note.contains("the Secret devnet/devnet-relay-tls (the relay's private key and CA) is left out"), "{note}");
+    assert!(note.contains("users read no Secret"), "{note}");
     let out = devnet(&["relay", "manifests", "--secret-only", "--relay-namespace", "team-net"]);
     assert!(out.status.success(), "{}", text(&out));
     let objs = documents(&String::from_utf8_lossy(&out.stdout));
-    assert_eq!(objs.len(), 2);
+    assert_eq!(objs.len(), 1);
     assert!(objs.iter().all(|o| o["kind"] == "Secret" && o["metadata"]["namespace"] == "team-net"));
     assert_eq!(objs[0]["metadata"]["name"], "devnet-relay-tls");
     assert!(decode(&objs[0]["data"]["tls.key"]).contains("PRIVATE KEY"));
-    assert_eq!(objs[1]["metadata"]["name"], "devnet-relay-client");
-    assert_eq!(objs[1]["data"].get("tls.key"), None, "the client Secret holds no key");
+    assert!(decode(&objs[0]["data"]["ca.crt"]).contains("BEGIN CERTIFICATE"));
     let out = devnet(&["relay", "manifests", "--secret-only", "--allow", "10.0.0.0/16"]);
     assert!(!out.status.success(), "--secret-only takes no CIDRs: {}", text(&out));
 }

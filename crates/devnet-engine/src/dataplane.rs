@@ -67,7 +67,8 @@ pub(crate) async fn run(
     let connector = TlsConnector::from(tls);
     let proto = devnet_proto::Config {
         name: format!("devnet {} on {}", env!("CARGO_PKG_VERSION"), hostname()),
-        token: profile.token.expose().to_owned(),
+        // A client certificate logs in by itself: its Hello carries no token.
+        token: devnet_tls::RelayCredential::parse(profile.token.expose())?.hello_token().to_owned(),
         ..Default::default()
     };
     let mut relay = Relay::Dialling(dial(dialer.clone(), connector.clone(), status.clone()));
@@ -166,7 +167,7 @@ pub(crate) async fn run(
                     let _ = conn.handle_input(&rbuf[..n], now.into_std());
                 }
             }
-            Wake::RelayRead(Err(e)) => lost = Some(format!("reading from the relay failed: {e}")),
+            Wake::RelayRead(Err(e)) => lost = Some(read_error(&e)),
             Wake::RelayWrite(Ok(n)) => {
                 if let (Relay::Up(link), Some(conn)) = (&mut relay, tunnel.connection_mut()) {
                     if n == 0 {
@@ -325,6 +326,22 @@ fn send_now(link: &mut Link, conn: &mut Connection, cx: &mut std::task::Context<
     Ok(sent)
 }
 
+/// Why reading from the relay failed, worded with the fix when the relay
+/// refused this laptop's client certificate: with TLS 1.3 its verdict
+/// arrives as an alert on the first read, after the handshake looked done.
+fn read_error(e: &io::Error) -> String {
+    use rustls::AlertDescription as A;
+    let alert = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).and_then(|r| match r {
+        rustls::Error::AlertReceived(a) => Some(*a),
+        _ => None,
+    });
+    match alert {
+        Some(A::CertificateExpired) => "the relay refused this laptop's client certificate: it has expired; reconnect (`devnet disconnect`, then `devnet connect`), which enrols anew".into(),
+        Some(A::UnknownCA | A::BadCertificate | A::DecryptError) => "the relay does not know this laptop's client certificate (it restarted, or was reinstalled, since you enrolled); reconnect (`devnet disconnect`, then `devnet connect`), which enrols anew".into(),
+        _ => format!("reading from the relay failed: {e}"),
+    }
+}
+
 fn is_permanent(error: &ConnectionError) -> bool {
     matches!(
         error,
@@ -396,4 +413,20 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod read_error_tests {
+    use super::read_error;
+
+    #[test]
+    fn a_refused_client_certificate_names_the_fix() {
+        let alert = |a| std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::AlertReceived(a));
+        let expired = read_error(&alert(rustls::AlertDescription::CertificateExpired));
+        assert!(expired.contains("expired") && expired.contains("devnet connect"), "{expired}");
+        let unknown = read_error(&alert(rustls::AlertDescription::UnknownCA));
+        assert!(unknown.contains("restarted") && unknown.contains("devnet connect"), "{unknown}");
+        let other = read_error(&std::io::Error::other("reset"));
+        assert_eq!(other, "reading from the relay failed: reset");
+    }
 }

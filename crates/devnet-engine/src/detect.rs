@@ -56,13 +56,10 @@ impl Prover {
         Self { tls, verified: HashMap::new() }
     }
 
-    /// A prover with the profile's relay CA, if it can be loaded.
+    /// A prover with the profile's relay CA (and client certificate), if
+    /// they can be loaded.
     pub fn for_profile(profile: &Profile) -> Self {
-        let tls = match &profile.relay_ca_pem {
-            Some(pem) => devnet_tls::client_config_from_pem(pem).ok(),
-            None => devnet_tls::client_config(&profile.relay_ca).ok(),
-        };
-        Self::new(tls)
+        Self::new(relay_tls(profile).ok())
     }
 
     /// Forgets every proof: the network this machine is on changed, and the
@@ -106,6 +103,18 @@ impl Prover {
         }
         proofs
     }
+}
+
+/// The client TLS configuration for the profile's relay: its CA, from the
+/// keyring or a file, and the credential's client certificate if it is one.
+pub fn relay_tls(profile: &Profile) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use anyhow::Context;
+    let ca = match &profile.relay_ca_pem {
+        Some(pem) => pem.clone(),
+        None => std::fs::read_to_string(&profile.relay_ca)
+            .with_context(|| format!("loading the relay CA from {}", profile.relay_ca.display()))?,
+    };
+    devnet_tls::client_config_for(&ca, profile.token.expose()).context("loading the relay CA and client credential")
 }
 
 /// A TLS handshake with the relay at `endpoint` through a socket carrying

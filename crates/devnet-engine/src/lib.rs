@@ -148,11 +148,9 @@ pub async fn start_with(
     }
     let socket = control::socket_path(&profile.state_dir);
     let listener = control::bind(&socket).await?;
-    let tls = match &profile.relay_ca_pem {
-        Some(pem) => devnet_tls::client_config_from_pem(pem).context("loading the relay CA")?,
-        None => devnet_tls::client_config(&profile.relay_ca)
-            .with_context(|| format!("loading the relay CA from {}", profile.relay_ca.display()))?,
-    };
+    // The relay CA, and the client certificate when the credential is one
+    // (a relay in Kubernetes): the data path and the path proofs present it.
+    let tls = detect::relay_tls(&profile)?;
 
     // Decide each CIDR's path, then make the OS match.
     let mut tracker = devnet_path::Tracker::default();

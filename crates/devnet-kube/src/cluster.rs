@@ -128,6 +128,9 @@ pub struct Cluster {
     /// The namespaces the user's kubeconfig names for this cluster
     /// ([`working_namespaces`]): where they work.
     pub working_namespaces: Vec<String>,
+    /// The context's user name in the kubeconfig: who the user is when the
+    /// API server cannot say (no SelfSubjectReview).
+    pub kubeconfig_user: Option<String>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -219,7 +222,8 @@ impl Cluster {
             .map_err(|e| KubeError::BadKubeconfig { path: kubeconfig_paths(opts)[0].clone(), error: e.to_string() })?;
         let server = config.cluster_url.to_string();
         let client = build_client(config).map_err(|e| KubeError::Other(e.to_string()))?;
-        let cluster = Cluster { client, context, server, working_namespaces };
+        let kubeconfig_user = ctx.user.clone();
+        let cluster = Cluster { client, context, server, working_namespaces, kubeconfig_user };
         cluster.get("/version").await?;
         Ok(cluster)
     }
@@ -277,6 +281,10 @@ impl Cluster {
             "application/apply-patch+yaml",
         )
         .await
+    }
+    /// A JSON merge patch (only the fields in `body` change).
+    pub async fn merge_patch(&self, path: &str, body: &Value) -> Result<Value, KubeError> {
+        self.request("PATCH", path, Some(body), "application/merge-patch+json").await
     }
     pub async fn delete(&self, path: &str) -> Result<Value, KubeError> {
         self.request("DELETE", path, None, "application/json").await

@@ -4,7 +4,8 @@
 //! engine. [`discover`] turns API objects into the cluster's networks
 //! (pure, fixture-tested); [`cluster`] reads the kubeconfig and talks to the
 //! API server; [`relay`] installs, checks and removes the relay;
-//! [`credentials`] keeps the relay's client credentials in the OS keyring;
+//! [`enrol`] gets the user's client certificate from the relay through the
+//! port-forward; [`credentials`] keeps it in the OS keyring;
 //! [`portforward`] is the API-server transport to the relay.
 //!
 //! **What it does not do:** touch the OS network (the engine does), or
@@ -14,6 +15,7 @@
 pub mod cluster;
 pub mod credentials;
 pub mod discover;
+pub mod enrol;
 pub mod portforward;
 pub mod relay;
 

@@ -16,18 +16,23 @@ use crate::relay::TUNNEL_PORT;
 
 /// Opens a port-forward to the tunnel port of the relay pod in namespace `ns`.
 pub async fn open(cluster: &Cluster, ns: &str) -> io::Result<(DuplexStream, String)> {
+    open_port(cluster, ns, TUNNEL_PORT).await
+}
+
+/// Opens a port-forward to `port` of the relay pod in namespace `ns` (the
+/// kubelet connects to it on the pod's own loopback).
+pub async fn open_port(cluster: &Cluster, ns: &str, port: u16) -> io::Result<(DuplexStream, String)> {
     let st = crate::relay::state(cluster, ns).await.map_err(|e| io::Error::other(e.to_string()))?;
     let pod = st
         .pod
         .filter(|_| st.ready)
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no ready relay pod in namespace {ns}")))?;
     let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(cluster.client.clone(), ns);
-    let mut forwarder = pods.portforward(&pod, &[TUNNEL_PORT]).await.map_err(|e| {
+    let mut forwarder = pods.portforward(&pod, &[port]).await.map_err(|e| {
         io::Error::new(io::ErrorKind::ConnectionRefused, format!("port-forward to {ns}/{pod}: {}", cluster.explain(e)))
     })?;
-    let stream =
-        forwarder.take_stream(TUNNEL_PORT).ok_or_else(|| io::Error::other("the port-forward gave no stream"))?;
-    let errors = forwarder.take_error(TUNNEL_PORT);
+    let stream = forwarder.take_stream(port).ok_or_else(|| io::Error::other("the port-forward gave no stream"))?;
+    let errors = forwarder.take_error(port);
     // The forwarder's task pumps the WebSocket; it ends when either side closes.
     tokio::spawn(async move {
         if let Some(errors) = errors
@@ -37,5 +42,5 @@ pub async fn open(cluster: &Cluster, ns: &str) -> io::Result<(DuplexStream, Stri
         }
         let _ = forwarder.join().await;
     });
-    Ok((stream, format!("port-forward {ns}/{pod}:{TUNNEL_PORT} via {}", cluster.server)))
+    Ok((stream, format!("port-forward {ns}/{pod}:{port} via {}", cluster.server)))
 }

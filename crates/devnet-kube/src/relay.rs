@@ -2,11 +2,13 @@
 //! uninstall`, and what `devnet connect` does before tunnelling.
 //!
 //! [`manifests`] is pure (golden-tested): a namespace, a ServiceAccount with
-//! no token and no RBAC (the relay only dials addresses), two Secrets — the
-//! relay's TLS key pair ([`TLS_SECRET`], which only the relay pod mounts) and
-//! the client's half, CA and token ([`CLIENT_SECRET`], which users may read)
-//! — the Role users are bound to ([`USER_ROLE`]: it names the client Secret
-//! and no other), a Deployment (one replica, requests
+//! no token and no RBAC (the relay only dials addresses), the relay's TLS
+//! key pair and CA in a Secret ([`TLS_SECRET`], which only the relay pod
+//! mounts and no user may read), the revocation list ([`REVOKED_CONFIGMAP`],
+//! which admins edit with `devnet relay revoke`), the Role users are bound
+//! to ([`USER_ROLE`]: finding the relay pod and port-forwarding to it, no
+//! Secret at all: laptops enrol for a per-user client certificate through
+//! the port-forward, see [`crate::enrol`]), a Deployment (one replica, requests
 //! and limits, probes, non-root, read-only root filesystem, no
 //! capabilities), a NodePort Service, and a NetworkPolicy that admits only
 //! the tunnel port and lets the relay reach only the cluster's CIDRs and DNS.
@@ -30,18 +32,24 @@ use crate::cluster::{Cluster, KubeError};
 pub const DEFAULT_NAMESPACE: &str = "devnet";
 pub const NAME: &str = "devnet-relay";
 pub const TUNNEL_PORT: u16 = 8443;
+/// Where laptops enrol: on the relay pod's loopback, which only the API
+/// server's port-forward reaches (RBAC `create pods/portforward`).
+pub const ENROL_PORT: u16 = 8444;
 pub const HEALTH_PORT: u16 = 9090;
 /// This client's version; the relay it installs is the same.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const VERSION_LABEL: &str = "devnet.dev/version";
 const PROTOCOL_LABEL: &str = "devnet.dev/protocol";
 const MOUNT: &str = "/etc/devnet-relay";
-/// The relay's TLS key pair: mounted by the relay pod, readable by no user
-/// (whoever holds the key can pose as the relay on the office LAN).
+/// The relay's TLS key pair and its CA: mounted by the relay pod, readable
+/// by no user (whoever holds the key can pose as the relay on the office LAN).
 pub const TLS_SECRET: &str = "devnet-relay-tls";
-/// The client's half, the CA and the token: what users read into their
-/// keyring. The relay mounts it too (it checks the token).
+/// The Secret earlier releases gave users (a CA and a token everyone
+/// shared): an install deletes it, laptops enrol instead.
 pub const CLIENT_SECRET: &str = "devnet-relay-client";
+/// The revoked users and certificate serials (keys `users` and `serials`,
+/// one a line), mounted into the relay pod, which re-reads it.
+pub const REVOKED_CONFIGMAP: &str = "devnet-relay-revoked";
 /// The one Secret earlier releases installed: it held the key and the token
 /// together, so an install deletes it once the two above are in place.
 pub const LEGACY_SECRET: &str = NAME;
@@ -203,49 +211,32 @@ pub struct RelayParams {
     pub credentials: Credentials,
 }
 
-/// What a client needs to reach the relay, plus what the relay serves with.
-/// Its `Debug` shows the CA's fingerprint, never the token or the key.
-#[derive(Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+/// What the relay serves with: its CA, its certificate and key (the Secret
+/// [`TLS_SECRET`]). Laptops get the CA at enrolment; nothing here is shared
+/// with users. Its `Debug` shows the CA's fingerprint, never the key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
-    pub token: String,
     pub ca_pem: String,
-    #[serde(skip_serializing_if = "String::is_empty", default)]
     pub cert_pem: String,
-    #[serde(skip_serializing_if = "String::is_empty", default)]
     pub key_pem: String,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Credentials { token, ca_pem, cert_pem, key_pem } = self;
-        let shown = |s: &String| if s.is_empty() { "<none>" } else { "<redacted>" };
+        let Credentials { ca_pem, cert_pem, key_pem } = self;
         f.debug_struct("Credentials")
-            .field("token", &shown(token))
             .field("ca_sha256", &ca_fingerprint(ca_pem))
             .field("cert_pem", &if cert_pem.is_empty() { "<none>" } else { "<certificate>" })
-            .field("key_pem", &shown(key_pem))
+            .field("key_pem", &if key_pem.is_empty() { "<none>" } else { "<redacted>" })
             .finish()
     }
 }
 
 impl Credentials {
-    /// A fresh CA, relay key pair and token.
+    /// A fresh CA and relay key pair.
     pub fn generate() -> anyhow::Result<Self> {
         let certs = devnet_tls::generate()?;
-        let mut raw = [0u8; 24];
-        getrandom::fill(&mut raw).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        let token = raw.iter().map(|b| format!("{b:02x}")).collect();
-        Ok(Credentials { token, ca_pem: certs.ca_pem, cert_pem: certs.cert_pem, key_pem: certs.key_pem })
-    }
-
-    /// Only what a client keeps (the relay's private key stays in the cluster).
-    pub fn for_client(&self) -> Credentials {
-        Credentials {
-            token: self.token.clone(),
-            ca_pem: self.ca_pem.clone(),
-            cert_pem: String::new(),
-            key_pem: String::new(),
-        }
+        Ok(Credentials { ca_pem: certs.ca_pem, cert_pem: certs.cert_pem, key_pem: certs.key_pem })
     }
 }
 
@@ -285,10 +276,12 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
                "automountServiceAccountToken": false}),
         json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
                "metadata": {"name": TLS_SECRET, "namespace": ns, "labels": labels()},
-               "data": {"tls.crt": b64(&p.credentials.cert_pem), "tls.key": b64(&p.credentials.key_pem)}}),
-        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-               "metadata": {"name": CLIENT_SECRET, "namespace": ns, "labels": labels()},
-               "data": {"token": b64(&p.credentials.token), "ca.crt": b64(&p.credentials.ca_pem)}}),
+               "data": {"tls.crt": b64(&p.credentials.cert_pem), "tls.key": b64(&p.credentials.key_pem),
+                        "ca.crt": b64(&p.credentials.ca_pem)}}),
+        // No data here: `devnet relay revoke` owns it, and an upgrade must
+        // never empty it (install creates it only when it is missing).
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": REVOKED_CONFIGMAP, "namespace": ns, "labels": labels()}}),
         user_role(ns),
         json!({"apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": NAME, "namespace": ns, "labels": labels(),
@@ -298,7 +291,7 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
           "template": {
             // The CA's fingerprint on the pod too: fresh credentials (an
             // install that replaced a stuck relay) change the template, so
-            // the pod restarts and serves them (the relay reads its token
+            // the pod restarts and serves them (the relay reads its CA
             // and key once, at start).
             "metadata": {"labels": labels(), "annotations": {CA_ANNOTATION: ca_fingerprint(&p.credentials.ca_pem)}},
             "spec": {
@@ -311,7 +304,10 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
                 "name": "relay", "image": p.settings.image, "imagePullPolicy": "IfNotPresent",
                 "args": ["serve", "--listen", format!("[::]:{TUNNEL_PORT}"), "--health-listen", format!("[::]:{HEALTH_PORT}"),
                          "--cert", format!("{MOUNT}/tls/tls.crt"), "--key", format!("{MOUNT}/tls/tls.key"),
-                         "--token-file", format!("{MOUNT}/client/token"), "--allow", allow],
+                         "--relay-ca", format!("{MOUNT}/tls/ca.crt"),
+                         // Loopback: only the kubelet's port-forward reaches it.
+                         "--enrol-listen", format!("127.0.0.1:{ENROL_PORT}"),
+                         "--revoked-dir", format!("{MOUNT}/revoked"), "--allow", allow],
                 // The relay's own node, whichever it lands on (a node that
                 // joined after the install included): never dialled.
                 "env": [{"name": "DEVNET_RELAY_HOST_IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}],
@@ -324,12 +320,12 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
                 "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                                     "capabilities": {"drop": ["ALL"]}},
                 "volumeMounts": [{"name": "tls", "mountPath": format!("{MOUNT}/tls"), "readOnly": true},
-                                 {"name": "client", "mountPath": format!("{MOUNT}/client"), "readOnly": true}],
+                                 {"name": "revoked", "mountPath": format!("{MOUNT}/revoked"), "readOnly": true}],
               }],
-              // The client Secret only for its token: the relay checks it.
+              // The revocation list as the kubelet keeps it current (a
+              // directory mount, not subPath, so updates arrive).
               "volumes": [{"name": "tls", "secret": {"secretName": TLS_SECRET, "defaultMode": 0o440}},
-                          {"name": "client", "secret": {"secretName": CLIENT_SECRET, "defaultMode": 0o440,
-                                                        "items": [{"key": "token", "path": "token"}]}}],
+                          {"name": "revoked", "configMap": {"name": REVOKED_CONFIGMAP, "optional": true}}],
             }}}}),
         json!({"apiVersion": "v1", "kind": "Service",
                "metadata": {"name": NAME, "namespace": ns, "labels": labels()},
@@ -362,8 +358,8 @@ pub fn manifests(p: &RelayParams) -> Vec<Value> {
 
 /// The Role an admin binds the relay's users to: what `devnet connect`
 /// reads ([`connect_rights`]), each rule on the relay's own objects where
-/// RBAC can name them. Of the Secrets it names the client's only: the TLS
-/// key stays with the relay pod.
+/// RBAC can name them. No rule on Secrets: the TLS key stays with the relay
+/// pod, and laptops enrol through the port-forward instead.
 fn user_role(ns: &str) -> Value {
     let rules: Vec<Value> = connect_rights(ns)
         .into_iter()
@@ -380,9 +376,9 @@ fn user_role(ns: &str) -> Value {
 }
 
 /// The objects for a repository that must not hold secrets (GitOps):
-/// [`manifests`] without the Secret, which holds the relay's private key and
-/// token, and without the Deployment's CA fingerprint, which would name
-/// that Secret's CA. Clients then read the CA from the Secret itself.
+/// [`manifests`] without the Secret, which holds the relay's private key,
+/// and without the Deployment's CA fingerprint, which would name that
+/// Secret's CA. Clients then trust the CA the relay hands them at enrolment.
 pub fn without_secret(objs: Vec<Value>) -> Vec<Value> {
     objs.into_iter()
         .filter(|o| o["kind"] != "Secret")
@@ -466,6 +462,8 @@ pub fn install_rights(ns: &str) -> Vec<Right<'_>> {
         ("patch", "", "serviceaccounts", Some(ns), None),
         ("patch", "", "secrets", Some(ns), None),
         ("delete", "", "secrets", Some(ns), Some(LEGACY_SECRET)),
+        ("delete", "", "secrets", Some(ns), Some(CLIENT_SECRET)),
+        ("create", "", "configmaps", Some(ns), None),
         ("patch", "rbac.authorization.k8s.io", "roles", Some(ns), None),
         ("patch", "apps", "deployments", Some(ns), None),
         ("patch", "", "services", Some(ns), None),
@@ -478,16 +476,27 @@ pub fn install_rights(ns: &str) -> Vec<Right<'_>> {
 /// The rights `connect` needs once the relay runs in namespace `ns`, and
 /// what the [`USER_ROLE`] grants. The relay pod is found through its
 /// Deployment's current ReplicaSet (a pod that merely carries the relay's
-/// label is never dialled); `get` on the client Secret is needed only while
-/// the keyring has no entry for this relay, and no rule names the TLS Secret.
+/// label is never dialled); the port-forward carries enrolment (a per-user
+/// client certificate) and, when no direct path answers, the tunnel. No
+/// rule touches a Secret.
 pub fn connect_rights(ns: &str) -> Vec<Right<'_>> {
     vec![
         ("get", "apps", "deployments", Some(ns), Some(NAME)),
         ("list", "apps", "replicasets", Some(ns), None),
         ("list", "", "pods", Some(ns), None),
         ("get", "", "services", Some(ns), Some(NAME)),
-        ("get", "", "secrets", Some(ns), Some(CLIENT_SECRET)),
         ("create", "", "pods/portforward", Some(ns), None),
+        // The port-forward is a WebSocket upgrade of a GET: a real API server
+        // (1.30 and newer) authorises it as `get` too.
+        ("get", "", "pods/portforward", Some(ns), None),
+    ]
+}
+
+/// The rights `devnet relay revoke` needs (an admin's, not a user's).
+pub fn revoke_rights(ns: &str) -> Vec<Right<'_>> {
+    vec![
+        ("get", "", "configmaps", Some(ns), Some(REVOKED_CONFIGMAP)),
+        ("patch", "", "configmaps", Some(ns), Some(REVOKED_CONFIGMAP)),
     ]
 }
 
@@ -536,6 +545,10 @@ pub struct RelayState {
     pub ca_sha256: Option<String>,
     /// The pod's own reason when it is not running (ErrImagePull, …).
     pub problem: Option<String>,
+    /// The relay process now running: the pod's uid and its container's
+    /// start time. Client certificates outlive neither (the client CA is
+    /// in the process's memory).
+    pub instance: Option<String>,
 }
 
 impl RelayState {
@@ -590,6 +603,7 @@ pub async fn state(cluster: &Cluster, ns: &str) -> Result<RelayState, KubeError>
         node_port: None,
         ca_sha256: None,
         problem: None,
+        instance: None,
     };
     let deploy = match cluster.get(&format!("/apis/apps/v1/namespaces/{ns}/deployments/{NAME}")).await {
         Ok(d) => d,
@@ -622,6 +636,7 @@ pub async fn state(cluster: &Cluster, ns: &str) -> Result<RelayState, KubeError>
             status["podIPs"].as_array().into_iter().flatten().filter_map(|i| i["ip"].as_str()?.parse().ok()).collect();
         st.host_ip = status["hostIP"].as_str().and_then(|i| i.parse().ok());
         st.problem = pod_problem(pod);
+        st.instance = instance(pod);
     }
     if let Ok(svc) = cluster.get(&format!("/api/v1/namespaces/{ns}/services/{NAME}")).await {
         st.node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().and_then(|p| u16::try_from(p).ok());
@@ -663,6 +678,13 @@ pub fn relay_pod<'a>(deploy: &Value, replica_sets: &Value, pods: &'a Value) -> O
         })
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
         .max_by_key(|p| (ready(p), p["metadata"]["creationTimestamp"].as_str().unwrap_or_default().to_owned()))
+}
+
+/// The relay process in `pod`: its uid and its running container's start.
+pub fn instance(pod: &Value) -> Option<String> {
+    let uid = pod["metadata"]["uid"].as_str()?;
+    let started = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].as_str()?;
+    Some(format!("{uid}/{started}"))
 }
 
 /// The pod's own words for why it is not running, if it is stuck.
@@ -755,6 +777,14 @@ pub async fn install(cluster: &Cluster, params: &RelayParams) -> Result<(), Kube
     }
     let nodes = node_addresses(cluster).await;
     for obj in deny_nodes(manifests(params), &nodes) {
+        // The namespace may exist; the revocation list must survive an
+        // upgrade: both are created only when missing.
+        if obj["kind"] == "ConfigMap" {
+            match cluster.post(&format!("/api/v1/namespaces/{}/configmaps", params.settings.namespace), &obj).await {
+                Ok(_) | Err(KubeError::Api { code: 409, .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
         if obj["kind"] == "Namespace" {
             match cluster.post("/api/v1/namespaces", &obj).await {
                 Ok(_) | Err(KubeError::Api { code: 409, .. }) => continue,
@@ -763,12 +793,16 @@ pub async fn install(cluster: &Cluster, params: &RelayParams) -> Result<(), Kube
         }
         cluster.apply(&path_of(&obj), &obj).await?;
     }
-    // An older install kept the key and the token in one Secret that users
-    // could read; the Deployment now mounts the two above, so it goes.
-    match cluster.delete(&format!("/api/v1/namespaces/{}/secrets/{LEGACY_SECRET}", params.settings.namespace)).await {
-        Ok(_) => tracing::info!(namespace = %params.settings.namespace, "deleted the older install's combined Secret"),
-        Err(KubeError::Api { code: 404, .. }) => {}
-        Err(e) => return Err(e),
+    // Older installs gave users Secrets: the key and a shared token in one,
+    // then a CA and the shared token in another. Laptops now enrol, so both go.
+    for old in [LEGACY_SECRET, CLIENT_SECRET] {
+        match cluster.delete(&format!("/api/v1/namespaces/{}/secrets/{old}", params.settings.namespace)).await {
+            Ok(_) => {
+                tracing::info!(namespace = %params.settings.namespace, secret = old, "deleted an older install's Secret users could read")
+            }
+            Err(KubeError::Api { code: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -795,30 +829,63 @@ pub async fn uninstall(cluster: &Cluster, ns: &str) -> Result<bool, KubeError> {
     }
 }
 
-/// Reads the client's half of the credentials from the relay's client
-/// Secret in namespace `ns`, or, for a relay an older devnet installed (one
-/// Secret, no client Secret yet), from that Secret.
-pub async fn fetch_credentials(cluster: &Cluster, ns: &str) -> Result<Credentials, KubeError> {
-    let (name, secret) = match cluster.get(&format!("/api/v1/namespaces/{ns}/secrets/{CLIENT_SECRET}")).await {
-        Ok(s) => (CLIENT_SECRET, s),
+/// Revokes (or with `undo`, re-admits) users and certificate serials in the
+/// relay's revocation list in namespace `ns`, with the caller's own rights
+/// (an admin's: users have none on ConfigMaps). Returns the list as it is now.
+pub async fn revoke(
+    cluster: &Cluster,
+    ns: &str,
+    users: &[String],
+    serials: &[String],
+    undo: bool,
+) -> Result<(Vec<String>, Vec<String>), KubeError> {
+    let forbidden = |e: KubeError| match e {
+        KubeError::Forbidden(m) => KubeError::Forbidden(format!(
+            "{m}: revoking needs {} and {}, which a cluster admin has (users bound to {USER_ROLE} do not)",
+            rule_text(&revoke_rights(ns)[0]),
+            rule_text(&revoke_rights(ns)[1])
+        )),
+        e => e,
+    };
+    let path = format!("/api/v1/namespaces/{ns}/configmaps/{REVOKED_CONFIGMAP}");
+    let current = match cluster.get(&path).await {
+        Ok(cm) => cm,
         Err(KubeError::Api { code: 404, .. }) => {
-            (LEGACY_SECRET, cluster.get(&format!("/api/v1/namespaces/{ns}/secrets/{LEGACY_SECRET}")).await?)
+            return Err(KubeError::Other(format!(
+                "there is no revocation list ({ns}/{REVOKED_CONFIGMAP}): is a relay of devnet {VERSION} installed in namespace {ns}? run `devnet relay install` (or pass --relay-namespace)"
+            )));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(forbidden(e)),
     };
-    let field = |k: &str| -> Result<String, KubeError> {
-        let raw = secret["data"][k].as_str().unwrap_or_default();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(raw)
-            .map_err(|e| KubeError::Other(format!("secret {ns}/{name} field {k} is not base64: {e}")))?;
-        String::from_utf8(bytes).map_err(|_| KubeError::Other(format!("secret {ns}/{name} field {k} is not text")))
+    let lines = |key: &str| -> Vec<String> {
+        current["data"][key]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
     };
-    Ok(Credentials {
-        token: field("token")?,
-        ca_pem: field("ca.crt")?,
-        cert_pem: String::new(),
-        key_pem: String::new(),
-    })
+    let change = |mut list: Vec<String>, entries: &[String]| {
+        for e in entries {
+            if undo {
+                list.retain(|l| l != e);
+            } else if !list.contains(e) {
+                list.push(e.clone());
+            }
+        }
+        list
+    };
+    let serials: Vec<String> = serials
+        .iter()
+        .map(|s| s.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_ascii_lowercase())
+        .collect();
+    let (users, serials) = (change(lines("users"), users), change(lines("serials"), &serials));
+    let text = |list: &[String]| list.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let patch = json!({"data": {"users": text(&users), "serials": text(&serials)}});
+    cluster.merge_patch(&path, &patch).await.map_err(forbidden)?;
+    Ok((users, serials))
 }
 
 /// Waits for the relay pod to be ready, reporting each change of phase, and
@@ -877,20 +944,15 @@ mod tests {
             settings: RelaySettings { image: "ghcr.io/devnet/relay:0.1.0".into(), ..RelaySettings::default() },
             allow: vec!["10.244.0.0/16".parse().expect("net"), "10.96.0.0/16".parse().expect("net")],
             dns: vec!["10.96.0.10".parse().expect("ip")],
-            credentials: Credentials {
-                token: "t0k".into(),
-                ca_pem: "CA".into(),
-                cert_pem: "CERT".into(),
-                key_pem: "KEY".into(),
-            },
+            credentials: Credentials { ca_pem: "CA".into(), cert_pem: "CERT".into(), key_pem: "KEY".into() },
         }
     }
 
     #[test]
-    fn debug_never_shows_the_token_or_the_key() {
+    fn debug_never_shows_the_key() {
         let p = params();
         for shown in [format!("{:?}", p.credentials), format!("{p:?}")] {
-            assert!(!shown.contains("t0k") && !shown.contains("KEY"), "{shown}");
+            assert!(!shown.contains("KEY"), "{shown}");
             assert!(shown.contains(&ca_fingerprint("CA")), "{shown}");
         }
     }
@@ -901,7 +963,7 @@ mod tests {
         let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().expect("kind")).collect();
         assert_eq!(
             kinds,
-            ["Namespace", "ServiceAccount", "Secret", "Secret", "Role", "Deployment", "Service", "NetworkPolicy"]
+            ["Namespace", "ServiceAccount", "Secret", "ConfigMap", "Role", "Deployment", "Service", "NetworkPolicy"]
         );
         let deploy = &objs[5];
         let pod = &deploy["spec"]["template"]["spec"];
@@ -921,12 +983,14 @@ mod tests {
             np["egress"][0]["to"],
             json!([{"ipBlock": {"cidr": "10.244.0.0/16"}}, {"ipBlock": {"cidr": "10.96.0.0/16"}}])
         );
-        assert_eq!(objs[3]["data"]["token"], b64("t0k"));
         // A real kubelet mounts Secret files root-owned: the relay reads them
         // through fsGroup and group read.
         assert_eq!(pod["securityContext"]["fsGroup"], 65532);
         assert_eq!(pod["volumes"][0]["secret"]["defaultMode"], 0o440);
-        assert_eq!(pod["volumes"][1]["secret"]["defaultMode"], 0o440);
+        // The revocation list is a directory mount (a subPath never updates).
+        assert_eq!(pod["volumes"][1]["configMap"], json!({"name": REVOKED_CONFIGMAP, "optional": true}));
+        assert_eq!(objs[3]["metadata"]["name"], REVOKED_CONFIGMAP);
+        assert!(objs[3].get("data").is_none(), "an upgrade never empties the revocation list: {}", objs[3]);
         // The namespace enforces the Pod Security profile the relay meets.
         assert_eq!(objs[0]["metadata"]["labels"]["pod-security.kubernetes.io/enforce"], "restricted");
         // Selectors too, for CNIs where ipBlock never matches pod IPs.
@@ -936,58 +1000,79 @@ mod tests {
 
     /// Security review R-1: every user who may connect could read the
     /// Secret that held the relay's TLS key, and pose as the relay to
-    /// colleagues on the office LAN.
+    /// colleagues on the office LAN; and everyone shared one token.
     #[test]
     fn the_relay_key_is_in_a_secret_clients_may_not_read() {
         let objs = manifests(&params());
-        let secret = |name: &str| objs.iter().find(|o| o["kind"] == "Secret" && o["metadata"]["name"] == name);
-        let tls = secret(TLS_SECRET).expect("TLS Secret");
-        let client = secret(CLIENT_SECRET).expect("client Secret");
-        assert_eq!(tls["data"].as_object().expect("data").keys().collect::<Vec<_>>(), ["tls.crt", "tls.key"]);
-        assert_eq!(client["data"].as_object().expect("data").keys().collect::<Vec<_>>(), ["ca.crt", "token"]);
-        assert!(secret(LEGACY_SECRET).is_none(), "no Secret holds the key and the token together");
+        let secrets: Vec<&Value> = objs.iter().filter(|o| o["kind"] == "Secret").collect();
+        assert_eq!(secrets.len(), 1, "the relay's own Secret only: {secrets:?}");
+        let tls = secrets[0];
+        assert_eq!(tls["metadata"]["name"], TLS_SECRET);
+        assert_eq!(tls["data"].as_object().expect("data").keys().collect::<Vec<_>>(), ["ca.crt", "tls.crt", "tls.key"]);
+        assert!(!objs.iter().any(|o| o["metadata"]["name"] == CLIENT_SECRET), "no shared client Secret");
+        assert!(!serde_json::to_string(&objs).expect("json").contains("token"), "no shared token anywhere");
 
+        // The relay mounts its key and the revocation list; it enrols on
+        // its loopback and serves client certificates, with no token file.
+        let pod = &objs.iter().find(|o| o["kind"] == "Deployment").expect("deployment")["spec"]["template"]["spec"];
+        assert_eq!(pod["volumes"][0]["secret"]["secretName"], TLS_SECRET);
+        assert_eq!(pod["volumes"].as_array().expect("volumes").len(), 2);
+        let args = pod["containers"][0]["args"].to_string();
+        for arg in [
+            "/etc/devnet-relay/tls/tls.crt",
+            "/etc/devnet-relay/tls/tls.key",
+            "\"--relay-ca\",\"/etc/devnet-relay/tls/ca.crt\"",
+            "\"--enrol-listen\",\"127.0.0.1:8444\"",
+            "\"--revoked-dir\",\"/etc/devnet-relay/revoked\"",
+        ] {
+            assert!(args.contains(arg), "{arg} in {args}");
+        }
+        assert!(!args.contains("--token-file"), "{args}");
+        // Upgrades delete the Secrets older installs let users read.
+        let install = install_rights("devnet");
+        assert!(install.contains(&("delete", "", "secrets", Some("devnet"), Some(LEGACY_SECRET))));
+        assert!(install.contains(&("delete", "", "secrets", Some("devnet"), Some(CLIENT_SECRET))));
+    }
+
+    /// Issue 11 finding 3: users need the port-forward and what finds the
+    /// relay pod, never `get secrets`.
+    #[test]
+    fn the_user_role_grants_no_secrets_at_all() {
+        let objs = manifests(&params());
         let role = objs.iter().find(|o| o["kind"] == "Role").expect("the users' Role");
         assert_eq!(role["metadata"]["name"], USER_ROLE);
         let rules = role["rules"].as_array().expect("rules");
-        let on_secrets: Vec<&Value> = rules
-            .iter()
-            .filter(|r| r["resources"].as_array().expect("resources").contains(&json!("secrets")))
-            .collect();
-        assert_eq!(on_secrets.len(), 1, "{rules:?}");
-        assert_eq!(on_secrets[0]["resourceNames"], json!([CLIENT_SECRET]), "never all secrets");
-        assert_eq!(on_secrets[0]["verbs"], json!(["get"]));
-        assert!(!role.to_string().contains(TLS_SECRET), "no rule names the TLS Secret: {role}");
         for r in rules {
+            let resources = r["resources"].as_array().expect("resources");
+            assert!(!resources.contains(&json!("secrets")), "no rule on Secrets: {r}");
+            assert!(!resources.contains(&json!("configmaps")), "users cannot edit the revocation list: {r}");
             let verbs = r["verbs"].as_array().expect("verbs");
-            assert!(
-                !verbs.contains(&json!("*")) && !r["resources"].as_array().expect("r").contains(&json!("*")),
-                "{r}"
-            );
+            assert!(!verbs.contains(&json!("*")) && !resources.contains(&json!("*")), "{r}");
         }
-
-        // The relay mounts the key and, of the client Secret, the token only.
-        let pod = &objs.iter().find(|o| o["kind"] == "Deployment").expect("deployment")["spec"]["template"]["spec"];
-        assert_eq!(pod["volumes"][0]["secret"]["secretName"], TLS_SECRET);
-        assert_eq!(pod["volumes"][1]["secret"]["secretName"], CLIENT_SECRET);
-        assert_eq!(pod["volumes"][1]["secret"]["items"], json!([{"key": "token", "path": "token"}]));
-        let args = pod["containers"][0]["args"].to_string();
-        for file in ["/etc/devnet-relay/tls/tls.crt", "/etc/devnet-relay/tls/tls.key", "/etc/devnet-relay/client/token"]
-        {
-            assert!(args.contains(file), "{file} in {args}");
-        }
-
+        assert_eq!(
+            rules
+                .iter()
+                .map(|r| format!(
+                    "{} {}",
+                    r["verbs"][0].as_str().expect("verb"),
+                    r["resources"][0].as_str().expect("resource")
+                ))
+                .collect::<Vec<_>>(),
+            [
+                "get deployments",
+                "list replicasets",
+                "list pods",
+                "get services",
+                "create pods/portforward",
+                "get pods/portforward"
+            ]
+        );
         // What connect checks is what the Role grants; an install asks for
         // those rights too (RBAC lets no one grant more than they hold).
         let connect = connect_rights(DEFAULT_NAMESPACE);
         assert_eq!(rules.len(), connect.len());
-        assert!(connect.contains(&("get", "", "secrets", Some("devnet"), Some(CLIENT_SECRET))));
         assert!(connect.iter().all(|r| install_rights("devnet").contains(r)));
-        assert!(install_rights("devnet").contains(&("delete", "", "secrets", Some("devnet"), Some(LEGACY_SECRET))));
-        assert_eq!(
-            rule_text(&connect[4]),
-            "{apiGroups: [\"\"], resources: [\"secrets\"], resourceNames: [\"devnet-relay-client\"], verbs: [\"get\"]} in namespace devnet"
-        );
+        assert!(revoke_rights("devnet").iter().all(|r| !connect.contains(r)), "revoking is an admin's right");
     }
 
     /// A Deployment as the controller-manager leaves it, its current
@@ -1151,8 +1236,8 @@ mod tests {
     }
 
     /// An install with fresh credentials (replacing a stuck relay of the
-    /// same version) must restart the pod: the relay reads its key and
-    /// token once, so an unchanged template would keep serving the old ones.
+    /// same version) must restart the pod: the relay reads its key and CA
+    /// once, so an unchanged template would keep serving the old ones.
     #[test]
     fn fresh_credentials_change_the_pod_template() {
         let old = manifests(&params());
@@ -1173,14 +1258,17 @@ mod tests {
         assert!(all[5]["metadata"]["annotations"][CA_ANNOTATION].is_string());
         let objs = without_secret(all.clone());
         let kinds: Vec<&str> = objs.iter().map(|o| o["kind"].as_str().expect("kind")).collect();
-        assert_eq!(kinds, ["Namespace", "ServiceAccount", "Role", "Deployment", "Service", "NetworkPolicy"]);
-        assert_eq!(objs[3]["metadata"].get("annotations"), None, "no annotation left empty");
-        assert_eq!(objs[3]["spec"]["template"]["metadata"].get("annotations"), None, "nor on the pod");
-        // Nothing else changes: the pod still mounts the Secrets by name.
+        assert_eq!(
+            kinds,
+            ["Namespace", "ServiceAccount", "ConfigMap", "Role", "Deployment", "Service", "NetworkPolicy"]
+        );
+        assert_eq!(objs[4]["metadata"].get("annotations"), None, "no annotation left empty");
+        assert_eq!(objs[4]["spec"]["template"]["metadata"].get("annotations"), None, "nor on the pod");
+        // Nothing else changes: the pod still mounts the Secret by name.
         let mut rest = all;
-        rest.drain(2..4);
-        rest[3]["metadata"].as_object_mut().expect("meta").remove("annotations");
-        rest[3]["spec"]["template"]["metadata"].as_object_mut().expect("meta").remove("annotations");
+        rest.remove(2);
+        rest[4]["metadata"].as_object_mut().expect("meta").remove("annotations");
+        rest[4]["spec"]["template"]["metadata"].as_object_mut().expect("meta").remove("annotations");
         assert_eq!(objs, rest);
         let text = to_yaml(&objs).expect("yaml");
         assert!(!text.contains("tls.key:") && !text.contains("kind: Secret"), "{text}");
@@ -1258,7 +1346,7 @@ mod tests {
                 "/api/v1/namespaces/devnet",
                 "/api/v1/namespaces/devnet/serviceaccounts/devnet-relay",
                 "/api/v1/namespaces/devnet/secrets/devnet-relay-tls",
-                "/api/v1/namespaces/devnet/secrets/devnet-relay-client",
+                "/api/v1/namespaces/devnet/configmaps/devnet-relay-revoked",
                 "/apis/rbac.authorization.k8s.io/v1/namespaces/devnet/roles/devnet-user",
                 "/apis/apps/v1/namespaces/devnet/deployments/devnet-relay",
                 "/api/v1/namespaces/devnet/services/devnet-relay",
@@ -1290,6 +1378,7 @@ mod tests {
             node_port: None,
             ca_sha256: None,
             problem: None,
+            instance: None,
         }
     }
 

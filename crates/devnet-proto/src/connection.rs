@@ -47,11 +47,28 @@ pub struct Config {
     pub dead_after: Duration,
     /// Most streams open at once; more are refused.
     pub max_streams: usize,
+    /// Server: what the transport already decided about the client (its
+    /// TLS client certificate). The `Hello` keeps its layout: a client
+    /// with a certificate sends an empty token.
+    pub transport_auth: TransportAuth,
+}
+
+/// Server: how the transport under the connection authenticated the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TransportAuth {
+    /// Not at all: the `Hello`'s token must match [`Config::token`].
+    #[default]
+    None,
+    /// By a client certificate the relay issued: the token is not checked.
+    Authenticated,
+    /// Refused (a revoked certificate): the `Hello` is answered with a
+    /// `Reject` carrying this message, which tells the user the fix.
+    Refused(String),
 }
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let Config { name, token, stream_window, heartbeat_interval, dead_after, max_streams } = self;
+        let Config { name, token, stream_window, heartbeat_interval, dead_after, max_streams, transport_auth } = self;
         f.debug_struct("Config")
             .field("name", name)
             .field("token", &if token.is_empty() { "<empty>" } else { "<redacted>" })
@@ -59,6 +76,7 @@ impl std::fmt::Debug for Config {
             .field("heartbeat_interval", heartbeat_interval)
             .field("dead_after", dead_after)
             .field("max_streams", max_streams)
+            .field("transport_auth", transport_auth)
             .finish()
     }
 }
@@ -72,6 +90,7 @@ impl Default for Config {
             heartbeat_interval: Duration::from_secs(1),
             dead_after: Duration::from_secs(4),
             max_streams: 16 * 1024,
+            transport_auth: TransportAuth::None,
         }
     }
 }
@@ -118,6 +137,9 @@ pub enum ConnectionError {
     Rejected { code: RejectCode, message: String },
     #[error("the client presented a wrong or missing token")]
     Unauthorized,
+    /// The relay refused this client's identity; the message says why and what to do.
+    #[error("{0}")]
+    IdentityRefused(String),
     #[error("malformed frame from peer: {0}")]
     Decode(#[from] DecodeError),
     #[error("protocol violation by peer: {0}")]
@@ -405,7 +427,9 @@ impl Connection {
                         Some(RejectCode::ProtocolViolation)
                     }
                     ConnectionError::VersionMismatch { .. } => Some(RejectCode::VersionMismatch),
-                    ConnectionError::Unauthorized => Some(RejectCode::Unauthorized),
+                    ConnectionError::Unauthorized | ConnectionError::IdentityRefused(_) => {
+                        Some(RejectCode::Unauthorized)
+                    }
                     _ => None,
                 };
                 self.close_with(e.clone(), reject);
@@ -581,8 +605,16 @@ impl Connection {
     fn handle_handshake(&mut self, frame: Frame<'_>) -> Result<(), ConnectionError> {
         match (self.role, frame) {
             (Role::Server, Frame::Hello { token, client }) => {
-                if !constant_time_eq(token.as_bytes(), self.config.token.as_bytes()) || self.config.token.is_empty() {
-                    return Err(ConnectionError::Unauthorized);
+                match &self.config.transport_auth {
+                    TransportAuth::Authenticated => {}
+                    TransportAuth::Refused(why) => return Err(ConnectionError::IdentityRefused(why.clone())),
+                    TransportAuth::None => {
+                        if !constant_time_eq(token.as_bytes(), self.config.token.as_bytes())
+                            || self.config.token.is_empty()
+                        {
+                            return Err(ConnectionError::Unauthorized);
+                        }
+                    }
                 }
                 self.outbuf.extend_from_slice(&preface());
                 let name = self.config.name.clone();
@@ -793,6 +825,13 @@ impl Connection {
     /// Closes the connection locally, telling the peer why.
     pub fn close(&mut self, message: &str) {
         self.close_with(ConnectionError::Local(message.to_owned()), Some(RejectCode::Unavailable));
+    }
+
+    /// Server: ends a session whose client is no longer admitted (its
+    /// certificate was revoked): the client is told `message` as an
+    /// `Unauthorized` rejection, which it does not retry.
+    pub fn refuse_identity(&mut self, message: &str) {
+        self.close_with(ConnectionError::IdentityRefused(message.to_owned()), Some(RejectCode::Unauthorized));
     }
 
     // ---- internals -------------------------------------------------------

@@ -11,7 +11,8 @@
 //! - a versioned preface and handshake ([`PROTOCOL_VERSION`]): a peer that
 //!   speaks another version, or no devnet at all, is refused with a message
 //!   that says what to run;
-//! - bearer-token client authentication, compared in constant time;
+//! - bearer-token client authentication, compared in constant time, or
+//!   the transport's own ([`TransportAuth`]: a TLS client certificate);
 //! - many TCP streams over one connection, each with its own flow-control
 //!   window ([`Config::stream_window`]) so one slow consumer never stalls the
 //!   others and a fast path can keep bandwidth × RTT in flight;
@@ -31,7 +32,7 @@ mod connection;
 pub mod frame;
 pub mod whoami;
 
-pub use connection::{Config, Connection, ConnectionError, Event, Role, Stats, StreamError, StreamId};
+pub use connection::{Config, Connection, ConnectionError, Event, Role, Stats, StreamError, StreamId, TransportAuth};
 pub use frame::{DecodeError, Frame, OpenStatus, RejectCode};
 
 /// The protocol version this build speaks. Bumped on any incompatible change

@@ -1,7 +1,9 @@
 //! # devnet-relay: the in-cluster end of the tunnel
 //!
 //! **Layer:** a thin tokio shell around [`devnet_proto::Connection`]. It
-//! accepts TLS sessions from devnet clients, authenticates them by token,
+//! accepts TLS sessions from devnet clients, authenticates them by a
+//! client certificate it issued at enrolment ([`identity`]: a relay in
+//! Kubernetes) or by token (a relay an operator runs with a token file),
 //! dials TCP destinations and relays UDP datagrams for them, within a
 //! [`policy::Policy`] that admits only the cluster's CIDRs and never
 //! loopback, link-local, metadata endpoints or the relay itself.
@@ -15,6 +17,7 @@
 //! configuration, or talk to the Kubernetes API.
 
 pub mod budget;
+pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
@@ -26,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use devnet_proto::TransportAuth;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -63,6 +67,8 @@ pub struct Shared {
     /// once with the limit named (each dial holds a socket and a task for up
     /// to the dial timeout).
     pub max_dialing: usize,
+    /// Client certificates (a relay in Kubernetes); `None`: token logins only.
+    pub identities: Option<Arc<identity::Identities>>,
 }
 
 /// The connections logging in, in all and per source address.
@@ -191,7 +197,21 @@ async fn handle_client(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             Metrics::add(&metrics.handshake_failures, 1);
-            warn!(%peer, error = %e, "TLS handshake failed (not a devnet client, or a client that does not trust this relay's CA)");
+            match certificate_refusal(&e) {
+                Some(reason) => {
+                    Metrics::add(
+                        match reason {
+                            CertificateRefusal::Expired => &metrics.refused_expired,
+                            CertificateRefusal::UnknownCa => &metrics.refused_unknown_ca,
+                        },
+                        1,
+                    );
+                    warn!(%peer, reason = reason.as_str(), error = %e, "client certificate refused");
+                }
+                None => {
+                    warn!(%peer, error = %e, "TLS handshake failed (not a devnet client, or a client that does not trust this relay's CA)")
+                }
+            }
             return;
         }
         Err(_) => {
@@ -200,13 +220,20 @@ async fn handle_client(
             return;
         }
     };
+    let (auth, identity) = authenticate(&tls, &shared);
+    if matches!(auth, TransportAuth::Refused(_)) && identity.is_some() {
+        Metrics::add(&metrics.refused_revoked, 1);
+    }
+    let (user, serial) = identity.as_ref().map_or(("", ""), |i| (i.user.as_str(), i.serial.as_str()));
+    let (user, serial) = (user.to_owned(), serial.to_owned());
     Metrics::add(&metrics.sessions_total, 1);
     Metrics::add(&metrics.sessions_active, 1);
     let shared_login_timeout = shared.login_timeout;
-    match session::run(tls, peer, shared, shutdown, session::Login { deadline, slot: login }).await {
+    let login = session::Login { deadline, slot: login, auth, identity };
+    match session::run(tls, peer, shared, shutdown, login).await {
         SessionEnd::HandshakeFailed(error) => {
             Metrics::add(&metrics.handshake_failures, 1);
-            warn!(%peer, %error, "client refused at the handshake");
+            warn!(%peer, %user, %serial, %error, "client refused at the handshake");
         }
         SessionEnd::PathProof => {
             Metrics::add(&metrics.path_proofs, 1);
@@ -216,9 +243,68 @@ async fn handle_client(
             Metrics::add(&metrics.logins_timed_out, 1);
             warn!(%peer, timeout = ?shared_login_timeout, "no login within the deadline; closed");
         }
-        SessionEnd::Ended(reason) => info!(%peer, %reason, "session ended"),
+        SessionEnd::Revoked(message) => {
+            Metrics::add(&metrics.refused_revoked, 1);
+            warn!(%peer, %user, %serial, %message, "session closed: revoked");
+        }
+        SessionEnd::Ended(reason) => info!(%peer, %user, %serial, %reason, "session ended"),
     }
     metrics.sessions_active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Why a client certificate was refused at the TLS handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateRefusal {
+    Expired,
+    /// Not signed by this relay process's client CA.
+    UnknownCa,
+}
+
+impl CertificateRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::UnknownCa => "unknown CA",
+        }
+    }
+}
+
+/// The client-certificate refusal behind a failed TLS accept, if that was it.
+pub fn certificate_refusal(error: &std::io::Error) -> Option<CertificateRefusal> {
+    use rustls::CertificateError as C;
+    match error.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => Some(CertificateRefusal::Expired),
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => Some(CertificateRefusal::UnknownCa),
+        _ => None,
+    }
+}
+
+/// How a TLS session's client is admitted: by the certificate it
+/// presented (already verified against the client CA), or, without one,
+/// by the token in its `Hello` (only a relay with a token file has one).
+fn authenticate(
+    tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    shared: &Shared,
+) -> (TransportAuth, Option<identity::Issued>) {
+    let presented = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+    match (&shared.identities, presented) {
+        (Some(ids), Some(cert)) => match ids.identify(cert) {
+            Some(issued) if ids.revoked().borrow().covers(&issued) => {
+                (TransportAuth::Refused(identity::revoked_message(&issued)), Some(issued))
+            }
+            Some(issued) => (TransportAuth::Authenticated, Some(issued)),
+            // Verified by our CA yet not issued by us: cannot happen while
+            // the CA lives only in this process; refused all the same.
+            None => (TransportAuth::Refused("the relay does not know this client certificate: connect again (devnet enrols anew)".into()), None),
+        },
+        (Some(_), None) if shared.proto.token.is_empty() => (
+            TransportAuth::Refused(
+                "this relay admits laptops by a client certificate: connect with `devnet connect --context <your context>`, which enrols you through the API server".into(),
+            ),
+            None,
+        ),
+        _ => (TransportAuth::None, None),
+    }
 }
 
 /// Answers [`devnet_proto::whoami`]: the address this relay sees the client

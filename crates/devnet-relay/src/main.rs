@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use devnet_relay::identity::Identities;
 use devnet_relay::metrics::Metrics;
 use devnet_relay::policy::Policy;
 use devnet_relay::{Shared, tls};
@@ -50,9 +51,30 @@ struct ServeArgs {
     #[arg(long)]
     key: PathBuf,
     /// A file holding the token clients must present (never pass it as an argument:
-    /// arguments are visible to every user of the node).
+    /// arguments are visible to every user of the node). For a relay an
+    /// operator runs outside Kubernetes; a relay in Kubernetes admits
+    /// laptops by the client certificates it issues (--enrol-listen).
     #[arg(long, env = "DEVNET_RELAY_TOKEN_FILE")]
-    token_file: PathBuf,
+    token_file: Option<PathBuf>,
+    /// Where laptops enrol for a per-user client certificate: the pod's
+    /// loopback (127.0.0.1:8444), which only the API server's port-forward
+    /// reaches, so Kubernetes RBAC decides who may.
+    #[arg(long)]
+    enrol_listen: Option<SocketAddr>,
+    /// The CA of the relay's own certificate, PEM: handed to laptops at
+    /// enrolment (needed with --enrol-listen).
+    #[arg(long)]
+    relay_ca: Option<PathBuf>,
+    /// A directory with the revocation list (files `users` and `serials`,
+    /// one entry a line): the ConfigMap devnet-relay-revoked, mounted.
+    #[arg(long)]
+    revoked_dir: Option<PathBuf>,
+    /// How often the revocation list is re-read.
+    #[arg(long, default_value_t = 5)]
+    revoked_every_secs: u64,
+    /// How long an issued client certificate is valid.
+    #[arg(long, default_value_t = 8)]
+    client_cert_hours: u64,
     /// A CIDR the relay may dial into (the cluster's pod and service CIDRs); repeat or comma-separate.
     #[arg(long = "allow", required = true, value_delimiter = ',')]
     allow: Vec<IpNet>,
@@ -95,15 +117,37 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Ok(limit) => info!(open_files = limit, "open-files limit"),
         Err(e) => warn!(error = %e, "could not raise the open-files limit"),
     }
-    let token = std::fs::read_to_string(&args.token_file)
-        .with_context(|| format!("reading the token file {}", args.token_file.display()))?
-        .trim()
-        .to_owned();
+    let token = match &args.token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?
+                .trim()
+                .to_owned();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "the token file {} is empty: put the client token in it",
+                path.display()
+            );
+            token
+        }
+        None => String::new(),
+    };
     anyhow::ensure!(
-        !token.is_empty(),
-        "the token file {} is empty: put the client token in it",
-        args.token_file.display()
+        args.token_file.is_some() || args.enrol_listen.is_some(),
+        "no way for a laptop to log in: pass --enrol-listen (a relay in Kubernetes: per-user client certificates) or --token-file (a relay you run yourself)"
     );
+    let identities = match args.enrol_listen {
+        None => None,
+        Some(_) => {
+            let path = args.relay_ca.as_ref().context(
+                "--enrol-listen needs --relay-ca: the CA of the relay's certificate, which laptops receive at enrolment",
+            )?;
+            let relay_ca =
+                std::fs::read_to_string(path).with_context(|| format!("reading the relay CA {}", path.display()))?;
+            anyhow::ensure!(relay_ca.contains("BEGIN CERTIFICATE"), "{} holds no PEM certificate", path.display());
+            Some(Arc::new(Identities::new(relay_ca, Duration::from_secs(args.client_cert_hours * 3600))?))
+        }
+    };
     let mut own = devnet_relay::own_addresses()?;
     if !args.listen.ip().is_unspecified() {
         own.push(args.listen.ip());
@@ -112,8 +156,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let policy =
         Policy::new(args.allow, own).context("invalid --allow")?.with_nodes(args.deny_node.into_iter().chain(host_ips));
     info!(nodes = ?policy.nodes(), "node addresses refused");
-    let tls = tls::server_config(&args.cert, &args.key)?;
+    let tls = match &identities {
+        Some(ids) => tls::server_config_with_clients(&args.cert, &args.key, ids.client_ca_der())?,
+        None => tls::server_config(&args.cert, &args.key)?,
+    };
     let metrics = Arc::new(Metrics::default());
+    if let (Some(ids), Some(addr)) = (&identities, args.enrol_listen) {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (--enrol-listen)"))?;
+        info!(listen = %addr, hours = args.client_cert_hours, "enrolment serving");
+        tokio::spawn(devnet_relay::identity::serve_enrol(listener, ids.clone(), metrics.clone()));
+        if let Some(dir) = args.revoked_dir.clone() {
+            let period = Duration::from_secs(args.revoked_every_secs.max(1));
+            tokio::spawn(devnet_relay::identity::watch_revoked(dir, ids.clone(), period));
+        }
+    }
     let shared = Arc::new(Shared {
         proto: devnet_proto::Config {
             name: format!("devnet-relay {}", env!("CARGO_PKG_VERSION")),
@@ -130,6 +186,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         budget: Arc::new(devnet_relay::budget::Global::new(devnet_relay::budget::GLOBAL_BUDGET)),
         credit: devnet_relay::budget::Limits::default(),
         max_dialing: devnet_relay::MAX_DIALING_PER_SESSION,
+        identities,
     });
     let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let health =

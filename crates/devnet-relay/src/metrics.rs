@@ -36,6 +36,11 @@ counters! {
     datagrams_relayed: "UDP datagrams relayed to destinations",
     bytes_to_destinations: "stream bytes written to destinations",
     bytes_from_destinations: "stream bytes read from destinations",
+    enrolments: "client certificates issued (enrolment over the API server's port-forward)",
+    enrolments_refused: "enrolments refused (a revoked user, or a request that is not one)",
+    refused_expired: "sessions refused because the client certificate had expired",
+    refused_revoked: "sessions refused or closed because the client certificate or its user is revoked",
+    refused_unknown_ca: "sessions refused because the client certificate is not from this relay's client CA (another CA, or an earlier relay process)",
 }
 
 impl Metrics {

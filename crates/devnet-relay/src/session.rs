@@ -116,6 +116,9 @@ pub enum SessionEnd {
     /// laptop proving that a direct path reaches this relay (its CA-verified
     /// handshake is the proof), not a failed login.
     PathProof,
+    /// The client's certificate (or its user) was revoked while the
+    /// session was live: it was closed with this message.
+    Revoked(String),
     /// The session was established and later ended.
     Ended(String),
 }
@@ -126,6 +129,10 @@ pub enum SessionEnd {
 pub struct Login {
     pub deadline: Instant,
     pub slot: crate::LoginSlot,
+    /// What the TLS layer decided about the client (its certificate).
+    pub auth: devnet_proto::TransportAuth,
+    /// Whose certificate it presented, if any.
+    pub identity: Option<crate::identity::Issued>,
 }
 
 /// Runs a session to completion.
@@ -139,10 +146,15 @@ pub async fn run<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut proto = shared.proto.clone();
+    proto.transport_auth = login.auth.clone();
+    // A session with a certificate follows the revocation list.
+    let identity = login.identity.clone();
+    let mut revoked = shared.identities.as_ref().filter(|_| identity.is_some()).map(|ids| ids.revoked());
     let mut login = Some(login);
     let (mut rd, mut wr) = tokio::io::split(io);
     let mut session = Session {
-        conn: Connection::server(shared.proto.clone(), Instant::now().into_std()),
+        conn: Connection::server(proto, Instant::now().into_std()),
         streams: HashMap::new(),
         udp: HashMap::new(),
         credit: Credit::new(shared.budget.clone(), shared.credit),
@@ -152,6 +164,7 @@ where
         blocked_up: VecDeque::new(),
         shared,
         established: false,
+        identity: identity.clone(),
     };
     let (up_tx, mut up_rx) = mpsc::unbounded_channel();
     let mut buf = vec![0u8; 256 * 1024];
@@ -193,6 +206,19 @@ where
                     session.conn.close("relay shut down");
                 }
             }
+            Some(list) = next_revocation(&mut revoked) => {
+                if let Some(who) = identity.as_ref().filter(|who| list.covers(who)) {
+                    let message = crate::identity::revoked_message(who);
+                    session.conn.refuse_identity(&message);
+                    let pending = session.conn.transmit().to_vec();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        wr.write_all(&pending).await?;
+                        wr.flush().await
+                    })
+                    .await;
+                    break SessionEnd::Revoked(message);
+                }
+            }
             changed = shutdown.changed(), if !shutting_down => {
                 shutting_down = true;
                 if changed.is_ok() {
@@ -228,6 +254,22 @@ where
 /// buffered until flushed). One future, so the write half is borrowed once.
 pub use devnet_tls::write_or_flush;
 
+/// The next revocation list, when this session follows one.
+async fn next_revocation(
+    revoked: &mut Option<watch::Receiver<crate::identity::Revoked>>,
+) -> Option<crate::identity::Revoked> {
+    match revoked {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(rx.borrow_and_update().clone()),
+            Err(_) => {
+                *revoked = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -252,6 +294,8 @@ struct Session {
     blocked_up: VecDeque<StreamId>,
     shared: Arc<Shared>,
     established: bool,
+    /// The client's certificate identity, for the logs.
+    identity: Option<crate::identity::Issued>,
 }
 
 impl Session {
@@ -260,7 +304,10 @@ impl Session {
             match event {
                 Event::Connected { peer } => {
                     self.established = true;
-                    info!(client = %peer, "client authenticated");
+                    let (user, serial) =
+                        self.identity.as_ref().map_or(("", ""), |i| (i.user.as_str(), i.serial.as_str()));
+                    let by = if self.identity.is_some() { "certificate" } else { "token" };
+                    info!(client = %peer, %user, %serial, by, "client authenticated");
                 }
                 Event::OpenRequested { id, addr } => self.open(id, addr, up_tx),
                 Event::Readable { id } => self.forward_down(id),

@@ -1,6 +1,7 @@
 //! From a kubeconfig to what a session needs: discover the cluster, make
-//! sure the relay runs (installing or upgrading it when the user may), get
-//! the relay's credentials from the keyring (or once from the API), and the
+//! sure the relay runs (installing or upgrading it when the user may), the
+//! user's client certificate for the relay from the keyring (or from
+//! enrolment through the API server's port-forward), and the
 //! ways to reach the relay: direct to its pod or node port, or the API
 //! server's port-forward, opened here with the user's credentials.
 
@@ -8,9 +9,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
+use devnet_kube::credentials::ClientIdentity;
 use devnet_kube::discover::{Discovery, discover};
 use devnet_kube::relay::{self, Credentials, RelayParams, RelaySettings};
-use devnet_kube::{Cluster, ClusterOptions, KubeError};
+use devnet_kube::{Cluster, ClusterOptions};
 use devnet_model::profile::ProfileFile;
 use devnet_model::status::Discovered;
 
@@ -76,12 +78,12 @@ impl NamespaceChoice {
     }
 }
 
-/// Where the relay's client credentials (token and CA) are kept for the
-/// user: their keyring, or, for a root process under sudo, the invoking
-/// user's keyring through a helper run as them.
+/// Where the user's client identity for a relay (certificate, key, relay
+/// CA) is kept: their keyring, or, for a root process under sudo, the
+/// invoking user's keyring through a helper run as them.
 pub trait CredentialStore: Send + Sync {
-    fn load(&self, account: &str) -> Result<Option<Credentials>>;
-    fn store(&self, account: &str, creds: &Credentials) -> Result<()>;
+    fn load(&self, account: &str) -> Result<Option<ClientIdentity>>;
+    fn store(&self, account: &str, identity: &ClientIdentity) -> Result<()>;
 }
 
 /// This process's own user's keyring.
@@ -89,12 +91,12 @@ pub trait CredentialStore: Send + Sync {
 pub struct UserKeyring;
 
 impl CredentialStore for UserKeyring {
-    fn load(&self, account: &str) -> Result<Option<Credentials>> {
+    fn load(&self, account: &str) -> Result<Option<ClientIdentity>> {
         Ok(devnet_kube::credentials::load(account)?)
     }
 
-    fn store(&self, account: &str, creds: &Credentials) -> Result<()> {
-        Ok(devnet_kube::credentials::store(account, &creds.for_client())?)
+    fn store(&self, account: &str, identity: &ClientIdentity) -> Result<()> {
+        Ok(devnet_kube::credentials::store(account, identity)?)
     }
 }
 
@@ -106,7 +108,7 @@ pub type Say<'a> = &'a (dyn Fn(&str) + Sync);
 pub struct Prepared {
     /// The session's name: the kubeconfig context.
     pub name: String,
-    /// The profile discovery makes (with the token and CA inline).
+    /// The profile discovery makes (with the client certificate and CA inline).
     pub file: ProfileFile,
     /// The relay's pod IP and node port, to dial directly.
     pub direct: Vec<SocketAddr>,
@@ -178,45 +180,8 @@ pub async fn discover_cluster(args: &ClusterArgs, say: Say<'_>) -> Result<(Clust
 pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say<'_>) -> Result<Prepared> {
     let (cluster, found, pod_probes) = discover_cluster(args, say).await?;
     let ns = args.relay.namespace.as_str();
-    let (state, fresh) = ensure_relay(&cluster, args, &found, keyring, say).await?;
-    let account = devnet_kube::credentials::account(&cluster.server, ns);
-    let creds = match fresh {
-        Some(c) => c.for_client(),
-        None => {
-            let kept = keyring.load(&account)?;
-            match (kept, &state.ca_sha256) {
-                // Only if it belongs to the relay installed now.
-                (Some(c), Some(fp)) if *fp == relay::ca_fingerprint(&c.ca_pem) => c,
-                // A relay deployed without the fingerprint (GitOps, a Helm
-                // chart with its own Secret) cannot vouch for the keyring's
-                // entry: the Secret says which CA is current, and the entry
-                // serves only when the Secret may not be read.
-                (Some(c), None) => match relay::fetch_credentials(&cluster, ns).await {
-                    Ok(fresh) => {
-                        if fresh != c {
-                            keyring.store(&account, &fresh)?;
-                        }
-                        fresh
-                    }
-                    Err(KubeError::Forbidden(_)) => c,
-                    Err(e) => return Err(e.into()),
-                },
-                _ => {
-                    say("fetching the relay's credentials once from the API server into the keyring");
-                    let c = relay::fetch_credentials(&cluster, ns).await.map_err(|e| match e {
-                        KubeError::Forbidden(m) => anyhow::anyhow!(
-                            "{m}: reading the relay's credentials needs {}; ask a cluster admin for it (the Role {} in namespace {ns} grants it)",
-                            relay::rule_text(&("get", "", "secrets", Some(ns), Some(relay::CLIENT_SECRET))),
-                            relay::USER_ROLE
-                        ),
-                        e => e.into(),
-                    })?;
-                    keyring.store(&account, &c)?;
-                    c
-                }
-            }
-        }
-    };
+    let state = ensure_relay(&cluster, args, &found, say).await?;
+    let identity = identity_for(&cluster, ns, &state, keyring, say).await?;
 
     // Ways to the relay: direct to the pod IP and the node port, then the
     // API server.
@@ -277,8 +242,9 @@ pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say
     let relay_endpoints = relay_endpoints(&cluster, ns, &state.pod_ips, &found.cidrs()).await;
     let file = ProfileFile {
         relay: Some(relay_addr.to_string()),
-        token: Some(creds.token.into()),
-        relay_ca_pem: Some(creds.ca_pem),
+        // The credential slot carries the client certificate and its key.
+        token: Some(identity.credential().into()),
+        relay_ca_pem: Some(identity.relay_ca_pem.clone()),
         cidrs: found.cidrs().iter().map(ToString::to_string).collect(),
         dns_server: dns.map(|d| d.to_string()),
         probe_targets: probes,
@@ -295,6 +261,46 @@ pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say
         ..Default::default()
     };
     Ok(Prepared { name: cluster.context.clone(), file, direct, port_forward, discovered: discovered(&cluster, &found) })
+}
+
+/// How long a kept client certificate must still be valid to be used
+/// rather than replaced (a session started now should not expire soon).
+pub const ENROL_MARGIN: Duration = Duration::from_secs(3600);
+
+/// The user's client identity for the relay in `ns`: the keyring's while
+/// it is good ([`devnet_kube::enrol::still_good`]), else a new one from
+/// enrolment, kept in the keyring. A keyring that cannot be used (a
+/// container without keyutils) costs an enrolment per connect, nothing more.
+pub async fn identity_for(
+    cluster: &Cluster,
+    ns: &str,
+    state: &relay::RelayState,
+    keyring: &dyn CredentialStore,
+    say: Say<'_>,
+) -> Result<ClientIdentity> {
+    let account = devnet_kube::credentials::account(&cluster.server, ns);
+    let kept = keyring.load(&account).unwrap_or_else(|e| {
+        say(&format!("the keyring cannot be read ({e:#}); enrolling anew"));
+        None
+    });
+    let (fp, instance) = (state.ca_sha256.as_deref(), state.instance.as_deref());
+    // The keyring entry is per cluster, and one person may use contexts
+    // with different users there: only this user's certificate serves.
+    let user = devnet_kube::enrol::user_name(cluster).await;
+    if let Some(kept) = kept
+        && kept.user == user
+        && devnet_kube::enrol::still_good(&kept, fp, instance, std::time::SystemTime::now(), ENROL_MARGIN)
+    {
+        return Ok(kept);
+    }
+    say(&format!(
+        "enrolling as {user} with the relay in namespace {ns} (a client certificate for 8 h, through the API server)"
+    ));
+    let identity = devnet_kube::enrol::enrol(cluster, ns, &user, fp, instance).await?;
+    if let Err(e) = keyring.store(&account, &identity) {
+        say(&format!("the client certificate could not be kept in the keyring ({e:#}); the next connect enrols again"));
+    }
+    Ok(identity)
 }
 
 /// The relay's own addresses inside the routed `cidrs`, where it proves
@@ -368,15 +374,13 @@ async fn any_answers(addrs: &[SocketAddr]) -> bool {
     false
 }
 
-/// Makes sure a relay of this version runs; returns its state, and the
-/// credentials when this call (re)installed it.
+/// Makes sure a relay of this version runs; returns its state.
 async fn ensure_relay(
     cluster: &Cluster,
     args: &ClusterArgs,
     found: &Discovery,
-    keyring: &dyn CredentialStore,
     say: Say<'_>,
-) -> Result<(relay::RelayState, Option<Credentials>)> {
+) -> Result<relay::RelayState> {
     let ns = args.relay.namespace.as_str();
     let state = relay::state(cluster, ns).await?;
     let advice = state.version_advice();
@@ -388,9 +392,9 @@ async fn ensure_relay(
             say(&a);
         }
         if state.ready {
-            return Ok((state, None));
+            return Ok(state);
         }
-        return Ok((relay::wait_ready(cluster, ns, Duration::from_secs(120), say).await?, None));
+        return relay::wait_ready(cluster, ns, Duration::from_secs(120), say).await.map_err(Into::into);
     }
     if args.no_install {
         bail!(
@@ -408,25 +412,21 @@ async fn ensure_relay(
         (true, None) => "upgrading the relay".to_owned(),
     }
     .as_str());
-    let (state, creds) = install_relay(cluster, args, found, keyring, say).await?;
-    Ok((state, Some(creds)))
+    install_relay(cluster, args, found, say).await
 }
 
-/// Installs (or re-applies) the relay with fresh credentials, waits for its
-/// pod, and keeps the client's half of the credentials in the keyring.
+/// Installs (or re-applies) the relay with a fresh CA and key, and waits
+/// for its pod. Laptops enrol with it afterwards (nothing to keep here).
 pub async fn install_relay(
     cluster: &Cluster,
     args: &ClusterArgs,
     found: &Discovery,
-    keyring: &dyn CredentialStore,
     say: Say<'_>,
-) -> Result<(relay::RelayState, Credentials)> {
+) -> Result<relay::RelayState> {
     let params = relay_params(&args.relay, found, Credentials::generate()?);
     relay::install(cluster, &params).await?;
     let ns = args.relay.namespace.as_str();
-    let state = relay::wait_ready(cluster, ns, Duration::from_secs(120), say).await?;
-    keyring.store(&devnet_kube::credentials::account(&cluster.server, ns), &params.credentials)?;
-    Ok((state, params.credentials))
+    Ok(relay::wait_ready(cluster, ns, Duration::from_secs(120), say).await?)
 }
 
 /// What an install applies: the settings, and from discovery the CIDRs the

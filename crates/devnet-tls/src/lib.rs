@@ -11,6 +11,8 @@
 //! signed by a per-cluster CA; clients trust only that CA. The name is fixed
 //! because the relay is reached by pod IP, node port or port-forward alike.
 
+pub mod identity;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -83,20 +85,125 @@ fn data_path_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(provider)
 }
 
-/// The relay's TLS configuration from a certificate chain and key in PEM.
-pub fn server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::ServerConfig>> {
-    ensure_provider();
+/// A certificate chain and its key from PEM files.
+fn chain_and_key(cert_pem: &Path, key_pem: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
     let certs = CertificateDer::pem_file_iter(cert_pem)
         .with_context(|| format!("reading certificate {}", cert_pem.display()))?
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("parsing certificate {}", cert_pem.display()))?;
     anyhow::ensure!(!certs.is_empty(), "{} holds no certificate", cert_pem.display());
     let key = PrivateKeyDer::from_pem_file(key_pem).with_context(|| format!("reading key {}", key_pem.display()))?;
+    Ok((certs, key))
+}
+
+/// The relay's TLS configuration from a certificate chain and key in PEM.
+pub fn server_config(cert_pem: &Path, key_pem: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    ensure_provider();
+    let (certs, key) = chain_and_key(cert_pem, key_pem)?;
     let config = rustls::ServerConfig::builder_with_provider(data_path_provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
     Ok(Arc::new(config))
+}
+
+/// The relay's TLS configuration when it also admits clients by
+/// certificate: a client may present one signed by `client_ca` (checked
+/// here, expiry included) or none (a path proof, or a token login on a
+/// relay that has a token file: the session decides).
+pub fn server_config_with_clients(
+    cert_pem: &Path,
+    key_pem: &Path,
+    client_ca: CertificateDer<'static>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    ensure_provider();
+    let (certs, key) = chain_and_key(cert_pem, key_pem)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(client_ca)?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), data_path_provider())
+        .allow_unauthenticated()
+        .build()?;
+    let config = rustls::ServerConfig::builder_with_provider(data_path_provider())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+/// How a laptop logs in to the relay: a bearer token (a relay an operator
+/// runs with a token file), or a client certificate and its key (a relay
+/// in Kubernetes, after enrolment). Both travel in the one credential
+/// field a profile and devnetd's IPC carry (a redacting `Secret`); a
+/// certificate credential is its PEM chain followed by its private key.
+pub enum RelayCredential<'a> {
+    Token(&'a str),
+    Certificate { chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static> },
+}
+
+impl std::fmt::Debug for RelayCredential<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Token(_) => f.write_str("Token(<redacted>)"),
+            Self::Certificate { chain, .. } => write!(f, "Certificate({} certificates, key <redacted>)", chain.len()),
+        }
+    }
+}
+
+const CERT_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+
+impl<'a> RelayCredential<'a> {
+    /// Reads a credential: PEM with a certificate is a certificate
+    /// credential (and must hold a key), anything else a token.
+    pub fn parse(text: &'a str) -> Result<Self> {
+        if !text.trim_start().starts_with(CERT_BEGIN) {
+            return Ok(Self::Token(text));
+        }
+        let chain = CertificateDer::pem_slice_iter(text.as_bytes()).collect::<Result<Vec<_>, _>>().context(
+            "the client certificate is not valid PEM: run `devnet relay credentials --forget` and connect again",
+        )?;
+        let key = PrivateKeyDer::from_pem_slice(text.as_bytes()).context(
+            "the relay credential holds a client certificate without its private key: connect with `devnet connect --context <context>`, which enrols anew",
+        )?;
+        Ok(Self::Certificate { chain, key })
+    }
+
+    /// The token the protocol's `Hello` carries: none with a certificate.
+    pub fn hello_token(&self) -> &'a str {
+        match self {
+            Self::Token(t) => t,
+            Self::Certificate { .. } => "",
+        }
+    }
+}
+
+/// The credential text for a certificate and its key.
+pub fn certificate_credential(cert_pem: &str, key_pem: &str) -> String {
+    format!("{}\n{}", cert_pem.trim_end(), key_pem.trim_end())
+}
+
+/// A client configuration that trusts only the CA in `ca_pem` and, with a
+/// certificate credential, presents it.
+pub fn client_config_for(ca_pem: &str, credential: &str) -> Result<Arc<rustls::ClientConfig>> {
+    ensure_provider();
+    let roots = roots_from_pem(ca_pem)?;
+    let builder = rustls::ClientConfig::builder_with_provider(data_path_provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    Ok(Arc::new(match RelayCredential::parse(credential)? {
+        RelayCredential::Token(_) => builder.with_no_client_auth(),
+        RelayCredential::Certificate { chain, key } => {
+            builder.with_client_auth_cert(chain, key).context("the client certificate does not match its key")?
+        }
+    }))
+}
+
+fn roots_from_pem(pem: &str) -> Result<rustls::RootCertStore> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots.add(cert.context("parsing the relay CA")?)?;
+    }
+    anyhow::ensure!(!roots.is_empty(), "the relay CA holds no certificate");
+    Ok(roots)
 }
 
 /// A client TLS configuration that trusts only the CA in `ca_pem`.
@@ -119,11 +226,7 @@ pub fn client_config(ca_pem: &Path) -> Result<Arc<rustls::ClientConfig>> {
 /// the keyring, never on disk).
 pub fn client_config_from_pem(pem: &str) -> Result<Arc<rustls::ClientConfig>> {
     ensure_provider();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-        roots.add(cert.context("parsing the relay CA")?)?;
-    }
-    anyhow::ensure!(!roots.is_empty(), "the relay CA holds no certificate");
+    let roots = roots_from_pem(pem)?;
     Ok(Arc::new(
         rustls::ClientConfig::builder_with_provider(data_path_provider())
             .with_safe_default_protocol_versions()?
@@ -148,29 +251,60 @@ pub async fn write_or_flush<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, data: 
 mod tests {
     #[test]
     fn both_ends_agree_on_aes_128_gcm() {
+        use rustls_pki_types::pem::PemObject;
         let certs = super::generate().expect("certificates");
         let dir = std::env::temp_dir().join(format!("devnet-tls-suite-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join("cert.pem"), &certs.cert_pem).expect("cert");
         std::fs::write(dir.join("key.pem"), &certs.key_pem).expect("key");
-        let server = super::server_config(&dir.join("cert.pem"), &dir.join("key.pem")).expect("server config");
-        let client = super::client_config_from_pem(&certs.ca_pem).expect("client config");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let client_ca = rustls_pki_types::CertificateDer::from_pem_slice(certs.ca_pem.as_bytes()).expect("a CA");
+        // Token relays and certificate relays, with the configs each side
+        // really builds.
+        let pairs = [
+            (
+                super::server_config(&cert, &key).expect("server config"),
+                super::client_config_from_pem(&certs.ca_pem).expect("client config"),
+            ),
+            (
+                super::server_config_with_clients(&cert, &key, client_ca).expect("server config with clients"),
+                super::client_config_for(&certs.ca_pem, "a token").expect("client config for a token"),
+            ),
+        ];
         let _ = std::fs::remove_dir_all(&dir);
-        let mut c = rustls::ClientConnection::new(client, super::relay_server_name()).expect("client");
-        let mut s = rustls::ServerConnection::new(server).expect("server");
-        for _ in 0..10 {
-            let mut buf = Vec::new();
-            c.write_tls(&mut buf).expect("client write");
-            s.read_tls(&mut &buf[..]).expect("server read");
-            s.process_new_packets().expect("server process");
-            let mut buf = Vec::new();
-            s.write_tls(&mut buf).expect("server write");
-            c.read_tls(&mut &buf[..]).expect("client read");
-            c.process_new_packets().expect("client process");
+        for (server, client) in pairs {
+            let mut c = rustls::ClientConnection::new(client, super::relay_server_name()).expect("client");
+            let mut s = rustls::ServerConnection::new(server).expect("server");
+            for _ in 0..10 {
+                let mut buf = Vec::new();
+                c.write_tls(&mut buf).expect("client write");
+                s.read_tls(&mut &buf[..]).expect("server read");
+                s.process_new_packets().expect("server process");
+                let mut buf = Vec::new();
+                s.write_tls(&mut buf).expect("server write");
+                c.read_tls(&mut &buf[..]).expect("client read");
+                c.process_new_packets().expect("client process");
+            }
+            assert!(!c.is_handshaking() && !s.is_handshaking());
+            let suite = c.negotiated_cipher_suite().map(|s| s.suite());
+            assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
         }
-        assert!(!c.is_handshaking() && !s.is_handshaking());
-        let suite = c.negotiated_cipher_suite().map(|s| s.suite());
-        assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+    }
+
+    #[test]
+    fn a_credential_is_a_token_or_a_certificate_with_its_key() {
+        use super::RelayCredential;
+        let token = RelayCredential::parse("s3cret").expect("a token");
+        assert_eq!(token.hello_token(), "s3cret");
+        assert_eq!(format!("{token:?}"), "Token(<redacted>)");
+        let certs = super::generate().expect("certificates");
+        let both = super::certificate_credential(&certs.cert_pem, &certs.key_pem);
+        let cert = RelayCredential::parse(&both).expect("a certificate");
+        assert_eq!(cert.hello_token(), "", "a certificate login sends no token");
+        assert!(!format!("{cert:?}").contains("PRIVATE"), "{cert:?}");
+        let err = RelayCredential::parse(&certs.cert_pem).expect_err("no key");
+        assert!(format!("{err:#}").contains("without its private key"), "{err:#}");
+        super::client_config_for(&certs.ca_pem, &both).expect("a client configuration presenting it");
     }
 
     #[test]

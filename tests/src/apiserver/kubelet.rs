@@ -48,6 +48,11 @@ pub struct Kubelet {
 }
 
 impl Kubelet {
+    /// The network namespace pods run in (`None` without a runtime).
+    pub fn netns(&self) -> Option<String> {
+        self.runtime.as_ref().map(|rt| rt.netns.clone())
+    }
+
     pub fn new(runtime: Option<Runtime>) -> Self {
         Kubelet { runtime, running: Mutex::new(HashMap::new()) }
     }
@@ -274,6 +279,29 @@ async fn run_pod(server: Arc<Server>, deploy: Value, pod: Value) {
     let mut mounts: Vec<(String, PathBuf)> = Vec::new();
     for vol in spec["volumes"].as_array().into_iter().flatten() {
         let vname = vol["name"].as_str().unwrap_or_default();
+        if let Some(cm) = vol["configMap"]["name"].as_str() {
+            // As the real kubelet: the ConfigMap's keys as files, kept
+            // current while the pod runs (the real one syncs within about a
+            // minute; here within a second), absent and optional: empty.
+            let dir = pod_dir.join(vname);
+            let _ = std::fs::create_dir_all(&dir);
+            sync_configmap_volume(&server, &ns, cm, &dir).await;
+            tokio::spawn(keep_configmap_volume(
+                server.clone(),
+                ns.clone(),
+                cm.to_owned(),
+                dir.clone(),
+                pod_name.clone(),
+            ));
+            for m in container["volumeMounts"].as_array().into_iter().flatten() {
+                if m["name"] == vname
+                    && let Some(path) = m["mountPath"].as_str()
+                {
+                    mounts.push((path.trim_end_matches('/').to_owned(), dir.clone()));
+                }
+            }
+            continue;
+        }
         let Some(secret) = vol["secret"]["secretName"].as_str() else { continue };
         let dir = pod_dir.join(vname);
         let data = {
@@ -385,6 +413,49 @@ async fn run_pod(server: Arc<Server>, deploy: Value, pod: Value) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Writes the ConfigMap's data as files in `dir` (world-readable, as the
+/// kubelet's default 0644), removing keys it no longer has.
+async fn sync_configmap_volume(server: &Arc<Server>, ns: &str, name: &str, dir: &std::path::Path) {
+    let data = {
+        let store = server.store.lock().await;
+        store.get(&kind_named("ConfigMap"), Some(ns), name).map(|c| c["data"].clone()).unwrap_or(Value::Null)
+    };
+    let keys: Vec<(String, String)> = data
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !keys.iter().any(|(k, _)| *k == name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    for (key, value) in keys {
+        let path = dir.join(&key);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(value.as_str()) {
+            // Atomically, as the kubelet swaps its ..data link.
+            let tmp = dir.join(format!(".{key}.tmp"));
+            if std::fs::write(&tmp, &value).is_ok() {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644));
+                let _ = std::fs::rename(&tmp, &path);
+            }
+        }
+    }
+}
+
+async fn keep_configmap_volume(server: Arc<Server>, ns: String, name: String, dir: PathBuf, pod: String) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if !server.kubelet.running.lock().await.contains_key(&pod) {
+            return;
+        }
+        sync_configmap_volume(&server, &ns, &name, &dir).await;
     }
 }
 

@@ -328,6 +328,15 @@ async fn handle(server: Arc<Server>, req: Request<Incoming>) -> Response<Body> {
             &json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-devnet-standin", "platform": "linux/amd64"}),
         );
     }
+    // Who am I (what `kubectl auth whoami` asks; devnet names its client
+    // certificate after the answer).
+    if path == "/apis/authentication.k8s.io/v1/selfsubjectreviews" && method == Method::POST {
+        return json_response(
+            StatusCode::CREATED,
+            &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview",
+                    "status": {"userInfo": {"username": user.name, "groups": ["system:authenticated"]}}}),
+        );
+    }
     if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" && method == Method::POST {
         let body = match read_json(req).await {
             Ok(v) => v,

@@ -108,6 +108,7 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>, target: Target,
         );
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+    let netns = server.kubelet.netns();
     server.portforwards.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mode = server.portforwards.mode.subscribe();
     let drops = server.portforwards.drops.subscribe();
@@ -115,7 +116,7 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>, target: Target,
         let Ok(upgraded) = hyper::upgrade::on(req).await else { return };
         let io = hyper_util::rt::TokioIo::new(upgraded);
         let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-        forward(ws, ip, ports, mode, drops).await;
+        forward(ws, ip, netns, ports, mode, drops).await;
     });
     let mut resp = Response::new(full(""));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -127,10 +128,31 @@ pub async fn handle(server: Arc<Server>, req: Request<Incoming>, target: Target,
     resp
 }
 
+/// A TCP connection to 127.0.0.1:`port` inside the network namespace
+/// `netns` (`/run/netns/NAME`), made on a thread of its own (setns changes
+/// the calling thread for good); the socket stays in that namespace.
+async fn connect_in_netns(netns: String, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = (|| -> std::io::Result<std::net::TcpStream> {
+            let ns = std::fs::File::open(format!("/run/netns/{netns}"))?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let tcp = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))?;
+            tcp.set_nonblocking(true)?;
+            Ok(tcp)
+        })();
+        let _ = tx.send(result);
+    });
+    let tcp = rx.await.map_err(|_| std::io::Error::other("the netns dialler thread died"))??;
+    tokio::net::TcpStream::from_std(tcp)
+}
+
 /// Pumps one port (the one devnet uses; more ports would each get a task).
 async fn forward<S>(
     ws: tokio_tungstenite::WebSocketStream<S>,
     ip: std::net::IpAddr,
+    netns: Option<String>,
     ports: Vec<u16>,
     mut mode: watch::Receiver<Mode>,
     mut drops: watch::Receiver<u64>,
@@ -147,9 +169,17 @@ async fn forward<S>(
         }
     }
     let port = ports[0];
-    let tcp = match tokio::net::TcpStream::connect(SocketAddr::new(ip, port)).await {
+    // The real kubelet (through the runtime) dials localhost inside the
+    // pod's network namespace: a port the pod serves on its loopback only
+    // is reachable this way and from nowhere else.
+    let dialled = match netns {
+        Some(netns) => connect_in_netns(netns, port).await,
+        None => tokio::net::TcpStream::connect(SocketAddr::new(ip, port)).await,
+    };
+    let tcp = match dialled {
         Ok(t) => t,
         Err(e) => {
+            let ip = "localhost";
             let msg = format!("error forwarding port {port} to pod: dial tcp {ip}:{port}: {e}");
             let mut frame = vec![1u8];
             frame.extend_from_slice(msg.as_bytes());

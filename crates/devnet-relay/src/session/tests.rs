@@ -39,6 +39,7 @@ fn shared(max_dialing: usize) -> Arc<Shared> {
         budget: Arc::new(Global::new(8 * 1024 * KIB)),
         credit: limits(),
         max_dialing,
+        identities: None,
     })
 }
 
@@ -50,7 +51,12 @@ async fn start_relay(shared: Arc<Shared>) -> (SocketAddr, watch::Sender<bool>) {
     tokio::spawn(async move {
         while let Ok((tcp, peer)) = listener.accept().await {
             let slot = shared.logging_in.admit(peer.ip()).expect("a login place");
-            let login = super::Login { deadline: Instant::now() + shared.login_timeout, slot };
+            let login = super::Login {
+                deadline: Instant::now() + shared.login_timeout,
+                slot,
+                auth: devnet_proto::TransportAuth::None,
+                identity: None,
+            };
             let (shared, shutdown_rx) = (shared.clone(), shutdown_rx.clone());
             tokio::spawn(async move {
                 let end = super::run(tcp, peer, shared, shutdown_rx, login).await;
@@ -262,7 +268,12 @@ async fn a_path_proof_is_not_a_failed_login() {
         });
         let (tcp, peer) = listener.accept().await.expect("accept");
         let slot = shared.logging_in.admit(peer.ip()).expect("a login place");
-        let login = super::Login { deadline: Instant::now() + shared.login_timeout, slot };
+        let login = super::Login {
+            deadline: Instant::now() + shared.login_timeout,
+            slot,
+            auth: devnet_proto::TransportAuth::None,
+            identity: None,
+        };
         let (_tx, shutdown) = watch::channel(false);
         let end = super::run(tcp, peer, shared, shutdown, login).await;
         drop(client.await);
