@@ -479,12 +479,17 @@ impl Tunnel {
                 }
             }
             self.iface.poll(smol_now(self.epoch, now), &mut self.device, &mut self.sockets);
-            let progressed = self.pump();
-            if !progressed || !self.device.rx.is_empty() && self.device.tx.len() >= self.config.tx_queue {
+            if !self.pump() {
+                // Nothing moved since smoltcp ran: it has nothing new to send.
+                break;
+            }
+            if !self.device.rx.is_empty() && self.device.tx.len() >= self.config.tx_queue {
+                // What the pump moved (window updates, data) goes out now,
+                // as far as the transmit queue allows.
+                self.iface.poll(smol_now(self.epoch, now), &mut self.device, &mut self.sockets);
                 break;
             }
         }
-        self.iface.poll(smol_now(self.epoch, now), &mut self.device, &mut self.sockets);
         if let Some(conn) = self.conn.as_ref() {
             self.stats.relay_queue_peak = self.stats.relay_queue_peak.max(conn.transmit().len());
         }
