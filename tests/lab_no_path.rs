@@ -177,6 +177,7 @@ fn main() {
             ("no_path_14b_no_secret_in_any_argv_environment_log_or_state_file", no_secret_anywhere),
             ("no_path_15_disconnect_leaves_nothing", disconnect_leaves_nothing),
             ("no_path_16_sigkill_then_restart_leaves_nothing", sigkill_then_restart),
+            ("no_path_16b_mtu_1280_on_the_tun_and_the_laptop_link_no_stall", mtu_1280),
             ("no_path_17_bad_profile_leaves_nothing", bad_profile_leaves_nothing),
         ],
         harness::OnFailure::Keep,
@@ -487,6 +488,33 @@ fn sigkill_then_restart(lab: &Lab) -> Res {
     lab.curl("http://10.96.0.20/")?;
     lab.disconnect()?;
     lab.laptop_unchanged("after crash and restart")
+}
+
+/// IPv6's minimum MTU on devnet's TUN and on the laptop's own link (a
+/// tethered phone, a VPN underneath): TCP segments the smoltcp side never
+/// saw at 65000, the relay link's own segments at 1280, and no stall.
+fn mtu_1280(lab: &Lab) -> Res {
+    let profile = lab.dir.join("profile.toml").display().to_string();
+    lab.laptop_ok(&["ip", "link", "set", "eth0", "mtu", "1280"])?;
+    let outcome = (|| {
+        lab.connect_args(&["--profile", &profile, "--mtu", "1280"], &[], "connected", Duration::from_secs(10))?;
+        let link = lab.laptop_ok(&["ip", "-j", "link", "show", "devnet0"])?;
+        if !link.contains("\"mtu\":1280") {
+            return Err(format!("devnet0 is not at MTU 1280: {link}"));
+        }
+        let bytes = (64u64 << 20).to_string();
+        // SHA-256 of what was sent against what arrived, each way, v4 and v6.
+        lab.probe(&["upload", "10.244.3.10:9000", &bytes])?;
+        lab.probe(&["download", "10.244.3.10:9001", &bytes])?;
+        lab.probe(&["download", "[fd00:244:0:3::10]:9001", &bytes])?;
+        // EDNS's 1232-byte default fits the MTU; an answer over TCP too.
+        dns_over_udp_and_tcp(lab)?;
+        lab.curl("http://10.96.0.20/")?;
+        lab.disconnect()
+    })();
+    lab.laptop_ok(&["ip", "link", "set", "eth0", "mtu", "1500"])?;
+    outcome?;
+    lab.laptop_unchanged("after the MTU 1280 session")
 }
 
 fn bad_profile_leaves_nothing(lab: &Lab) -> Res {
