@@ -14,6 +14,7 @@ use devnet_engine::transport::{Dial, DirectDial, Fallback};
 use devnet_ipc::message::{ClientKind, ConnectRequest};
 use devnet_model::profile::ProfileFile;
 use devnet_session::keeper::{self, Event};
+use devnet_session::renewal::Reason;
 use tracing::info;
 
 use crate::kube::{self, PortForwardDial, say};
@@ -51,6 +52,13 @@ impl Printer {
     }
 }
 
+/// How long a certificate valid until `not_after` (Unix seconds) has left: `7 h 59 min`.
+fn valid_for(not_after: u64) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let minutes = not_after.saturating_sub(now) / 60;
+    format!("{} h {} min", minutes / 60, minutes % 60)
+}
+
 /// Resolves on Ctrl-C or SIGTERM (or SIGHUP: the terminal went away).
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -73,10 +81,14 @@ pub async fn through_daemon(args: ConnectArgs, socket: PathBuf) -> Result<()> {
         "devnet connect does not need sudo: devnetd does the privileged part, and your kubeconfig and keyring are yours; run it as yourself (or `sudo devnet connect --foreground` on a machine without the service)"
     );
     let session_name = args.session.clone();
-    let (req, port_forward) = if args.uses_cluster() {
-        devnet_session::cluster::prepare(&args.cluster_args()?, kube::keyring().as_ref(), &say)
-            .await?
-            .into_request(session_name, |file| overlay(file, &args))?
+    let (req, port_forward, renew) = if args.uses_cluster() {
+        let keyring: Arc<dyn devnet_session::cluster::CredentialStore> = Arc::from(kube::keyring());
+        let prepared = devnet_session::cluster::prepare(&args.cluster_args()?, keyring.as_ref(), &say).await?;
+        // Enrolling again later, as this user, keeps a long session's
+        // certificate valid (devnetd holds no cluster credentials).
+        let renew = keeper::Renew { renewal: prepared.renewal.clone(), keyring };
+        let (req, port_forward) = prepared.into_request(session_name, |file| overlay(file, &args))?;
+        (req, port_forward, Some(renew))
     } else {
         let file = overlay(ProfileFile::default(), &args)?;
         let name = session_name
@@ -93,7 +105,7 @@ pub async fn through_daemon(args: ConnectArgs, socket: PathBuf) -> Result<()> {
             discovered: Vec::new(),
         };
         devnet_session::profile::check(&req)?;
-        (req, None)
+        (req, None, None)
     };
     let name = req.session.clone();
     let mut printer = Printer::default();
@@ -102,10 +114,23 @@ pub async fn through_daemon(args: ConnectArgs, socket: PathBuf) -> Result<()> {
         ClientKind::Cli,
         req,
         port_forward,
+        renew,
         |event| match event {
             Event::Started => eprintln!("devnet: session {name} started by devnetd"),
             Event::Status(s) => printer.show(&s.status),
             Event::BridgeFailed(e) => eprintln!("devnet: could not open the port-forward: {e}"),
+            Event::Renewing(Reason::Expiring) => {
+                eprintln!("devnet: the client certificate expires soon; enrolling again");
+            }
+            Event::Renewing(Reason::Refused) => {
+                eprintln!("devnet: the relay refused the client certificate; enrolling again");
+            }
+            Event::Renewed { serial, not_after } => {
+                eprintln!("devnet: client certificate renewed (serial {serial}, valid for {})", valid_for(not_after));
+            }
+            Event::RenewFailed(e) => {
+                eprintln!("devnet: could not renew the client certificate (tried again later): {e}")
+            }
         },
         stop_signal(),
     )

@@ -38,10 +38,16 @@ pub enum Response {
     Error { message: String },
 }
 
-/// Commands the control socket hands to the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Commands the control socket (and devnetd) hand to the engine.
+#[derive(Debug)]
 pub enum Command {
     Disconnect,
+    /// Present this client credential (certificate and key) from now on;
+    /// the answer says whether it was taken.
+    RenewCredential {
+        credential: devnet_model::Secret,
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// Path of the control socket in `state_dir`.

@@ -57,21 +57,23 @@ pub(crate) async fn run(
     profile: &Profile,
     tun: tun_rs::AsyncDevice,
     dialer: Arc<dyn Dial>,
-    tls: Arc<rustls::ClientConfig>,
+    mut tls: watch::Receiver<Arc<rustls::ClientConfig>>,
     status: watch::Sender<Status>,
     mut commands: mpsc::Receiver<Control>,
 ) -> Result<()> {
     let config =
         TunnelConfig { mtu: usize::from(profile.mtu), cidrs: profile.cidrs.clone(), ..TunnelConfig::default() };
     let mut tunnel = Tunnel::new(config, BufferPool::default(), Instant::now().into_std());
-    let connector = TlsConnector::from(tls);
+    // Each dial takes the configuration current then: a renewed client
+    // certificate applies from the next (re)connect on.
+    let connector = |tls: &watch::Receiver<Arc<rustls::ClientConfig>>| TlsConnector::from(tls.borrow().clone());
     let proto = devnet_proto::Config {
         name: format!("devnet {} on {}", env!("CARGO_PKG_VERSION"), hostname()),
         // A client certificate logs in by itself: its Hello carries no token.
         token: devnet_tls::RelayCredential::parse(profile.token.expose())?.hello_token().to_owned(),
         ..Default::default()
     };
-    let mut relay = Relay::Dialling(dial(dialer.clone(), connector.clone(), status.clone()));
+    let mut relay = Relay::Dialling(dial(dialer.clone(), connector(&tls), status.clone()));
     let mut backoff = BACKOFF_MIN;
     let mut scratch = vec![0u8; usize::from(profile.mtu) + 4];
     let mut rbuf = vec![0u8; 256 * 1024];
@@ -116,6 +118,7 @@ pub(crate) async fn run(
             RelayWrite(io::Result<usize>),
             Dialled(io::Result<Tls>),
             Command(Option<Control>),
+            Credential,
             Timer,
         }
         let woke = tokio::select! {
@@ -124,6 +127,7 @@ pub(crate) async fn run(
             r = read_opt(rd, &mut rbuf) => Wake::RelayRead(r),
             r = write_opt(wr, transmit), if can_write => Wake::RelayWrite(r),
             r = recv_opt(dialling) => Wake::Dialled(r),
+            () = credential_changed(&mut tls) => Wake::Credential,
             () = &mut timer => Wake::Timer,
         };
         let now = Instant::now();
@@ -186,9 +190,18 @@ pub(crate) async fn run(
                 relay = Relay::Up(Link { rd, wr, needs_flush: false });
             }
             Wake::Dialled(Err(e)) => lost = Some(format!("cannot reach the relay: {e}")),
+            Wake::Credential => {
+                drop(tls.borrow_and_update());
+                // A link waiting out its backoff (the relay refused the old
+                // certificate) tries the new one now.
+                if matches!(relay, Relay::Waiting(_)) {
+                    info!("client credential renewed; dialling the relay now");
+                    relay = Relay::Dialling(dial(dialer.clone(), connector(&tls), status.clone()));
+                }
+            }
             Wake::Timer => {
                 if matches!(relay, Relay::Waiting(at) if now >= at) {
-                    relay = Relay::Dialling(dial(dialer.clone(), connector.clone(), status.clone()));
+                    relay = Relay::Dialling(dial(dialer.clone(), connector(&tls), status.clone()));
                 }
             }
         }
@@ -330,14 +343,19 @@ fn send_now(link: &mut Link, conn: &mut Connection, cx: &mut std::task::Context<
 /// refused this laptop's client certificate: with TLS 1.3 its verdict
 /// arrives as an alert on the first read, after the handshake looked done.
 fn read_error(e: &io::Error) -> String {
+    use devnet_model::status::CREDENTIAL_REFUSED;
     use rustls::AlertDescription as A;
     let alert = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()).and_then(|r| match r {
         rustls::Error::AlertReceived(a) => Some(*a),
         _ => None,
     });
     match alert {
-        Some(A::CertificateExpired) => "the relay refused this laptop's client certificate: it has expired; reconnect (`devnet disconnect`, then `devnet connect`), which enrols anew".into(),
-        Some(A::UnknownCA | A::BadCertificate | A::DecryptError) => "the relay does not know this laptop's client certificate (it restarted, or was reinstalled, since you enrolled); reconnect (`devnet disconnect`, then `devnet connect`), which enrols anew".into(),
+        Some(A::CertificateExpired) => format!(
+            "{CREDENTIAL_REFUSED}: it has expired; a running `devnet connect` enrols anew by itself (else reconnect: `devnet disconnect`, then `devnet connect`)"
+        ),
+        Some(A::UnknownCA | A::BadCertificate | A::DecryptError) => format!(
+            "{CREDENTIAL_REFUSED}: the relay does not know it (it restarted, or was reinstalled, since you enrolled); a running `devnet connect` enrols anew by itself (else reconnect: `devnet disconnect`, then `devnet connect`)"
+        ),
         _ => format!("reading from the relay failed: {e}"),
     }
 }
@@ -387,6 +405,14 @@ fn dial(
     rx
 }
 
+/// Resolves when the TLS configuration was replaced (never once its
+/// sender is gone).
+async fn credential_changed(tls: &mut watch::Receiver<Arc<rustls::ClientConfig>>) {
+    if tls.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 async fn read_opt(rd: Option<&mut ReadHalf<Tls>>, buf: &mut [u8]) -> io::Result<usize> {
     match rd {
         Some(rd) => rd.read(buf).await,
@@ -426,6 +452,10 @@ mod read_error_tests {
         assert!(expired.contains("expired") && expired.contains("devnet connect"), "{expired}");
         let unknown = read_error(&alert(rustls::AlertDescription::UnknownCA));
         assert!(unknown.contains("restarted") && unknown.contains("devnet connect"), "{unknown}");
+        // The user's side recognises both as a refused certificate.
+        for refused in [&expired, &unknown] {
+            assert!(refused.starts_with(devnet_model::status::CREDENTIAL_REFUSED), "{refused}");
+        }
         let other = read_error(&std::io::Error::other("reset"));
         assert_eq!(other, "reading from the relay failed: reset");
     }

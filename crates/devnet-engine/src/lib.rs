@@ -81,7 +81,8 @@ impl EngineHandle {
     }
 }
 
-/// Asks a running engine to disconnect; cheap to clone.
+/// Asks a running engine to disconnect, or hands it a renewed client
+/// credential; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EngineControl {
     commands: mpsc::Sender<control::Command>,
@@ -92,6 +93,20 @@ impl EngineControl {
     /// have stopped: then nothing happens).
     pub async fn disconnect(&self) {
         let _ = self.commands.send(control::Command::Disconnect).await;
+    }
+
+    /// Hands the engine a new client credential (certificate and key, as
+    /// enrolment gave them) for every later (re)connect to the relay; a
+    /// link the relay refused is dialled again at once. Refused, with the
+    /// reason, when it is no certificate for the session's relay CA, or the
+    /// session logs in with a token.
+    pub async fn renew_credential(&self, credential: devnet_model::Secret) -> Result<(), String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(control::Command::RenewCredential { credential, reply })
+            .await
+            .map_err(|_| "the session has ended".to_owned())?;
+        answer.await.map_err(|_| "the session has ended".to_owned())?
     }
 }
 
@@ -151,6 +166,10 @@ pub async fn start_with(
     // The relay CA, and the client certificate when the credential is one
     // (a relay in Kubernetes): the data path and the path proofs present it.
     let tls = detect::relay_tls(&profile)?;
+    // The data path dials with whatever configuration this holds last: a
+    // renewed client certificate replaces it (a new configuration, so no
+    // session resumed under the old certificate either).
+    let (tls_tx, tls_rx) = watch::channel(tls.clone());
 
     // Decide each CIDR's path, then make the OS match.
     let mut tracker = devnet_path::Tracker::default();
@@ -213,8 +232,14 @@ pub async fn start_with(
         };
         drain_echoes(&mut changes).await;
         if let Some(tun) = tun {
-            dataplane =
-                Some(Dataplane::spawn(&profile, net.routed().to_vec(), tun, &dialer, tls.clone(), status_tx.clone()));
+            dataplane = Some(Dataplane::spawn(
+                &profile,
+                net.routed().to_vec(),
+                tun,
+                &dialer,
+                tls_rx.clone(),
+                status_tx.clone(),
+            ));
         }
         let result = loop {
             let finished = async {
@@ -224,7 +249,16 @@ pub async fn start_with(
                 }
             };
             tokio::select! {
-                _ = cmd_rx.recv() => {
+                command = cmd_rx.recv() => {
+                    if let Some(control::Command::RenewCredential { credential, reply }) = command {
+                        let taken = renewed_tls(&profile, &credential).map(|tls| {
+                            tls_tx.send_replace(tls);
+                            info!("client credential renewed; later (re)connects present it");
+                        });
+                        let _ = reply.send(taken);
+                        continue;
+                    }
+                    // Disconnect, or every sender gone.
                     if let Some(d) = dataplane.take() {
                         let _ = d.control.send(Control::Disconnect).await;
                         break d.task.await.unwrap_or_else(|e| Err(anyhow::anyhow!("data path panicked: {e}")));
@@ -235,7 +269,7 @@ pub async fn start_with(
                     break done.unwrap_or_else(|e| Err(anyhow::anyhow!("data path panicked: {e}")));
                 }
                 () = tokio::time::sleep(if tracker.has_pending() { CONFIRM_INTERVAL } else { RECHECK_INTERVAL }) => {
-                    match recheck(&profile, runner.as_ref(), &mut prover, &mut tracker, &mut net, &mut dataplane, &dialer, &tls, &status_tx).await {
+                    match recheck(&profile, runner.as_ref(), &mut prover, &mut tracker, &mut net, &mut dataplane, &dialer, &tls_rx, &status_tx).await {
                         Ok(true) => drain_echoes(&mut changes).await,
                         Ok(false) => {}
                         Err(e) => warn!(error = %format!("{e:#}"), "path re-check failed; keeping the current paths"),
@@ -248,7 +282,7 @@ pub async fn start_with(
                     // The same device and next hop may now be a stranger's:
                     // every direct path is proven again.
                     prover.forget();
-                    match recheck(&profile, runner.as_ref(), &mut prover, &mut tracker, &mut net, &mut dataplane, &dialer, &tls, &status_tx).await {
+                    match recheck(&profile, runner.as_ref(), &mut prover, &mut tracker, &mut net, &mut dataplane, &dialer, &tls_rx, &status_tx).await {
                         Ok(true) => drain_echoes(&mut changes).await,
                         Ok(false) => {}
                         Err(e) => warn!(error = %format!("{e:#}"), "path re-check failed; keeping the current paths"),
@@ -295,7 +329,7 @@ impl Dataplane {
         cidrs: Vec<ipnet::IpNet>,
         tun: tun_rs::AsyncDevice,
         dialer: &Arc<dyn transport::Dial>,
-        tls: Arc<rustls::ClientConfig>,
+        tls: watch::Receiver<Arc<rustls::ClientConfig>>,
         status: watch::Sender<Status>,
     ) -> Self {
         let dialer = dialer.clone();
@@ -317,7 +351,7 @@ async fn recheck(
     net: &mut NetState,
     dataplane: &mut Option<Dataplane>,
     dialer: &Arc<dyn transport::Dial>,
-    tls: &Arc<rustls::ClientConfig>,
+    tls: &watch::Receiver<Arc<rustls::ClientConfig>>,
     status: &watch::Sender<Status>,
 ) -> Result<bool> {
     let fresh = detect::detect(profile, runner, prover).await?;
@@ -342,6 +376,26 @@ async fn recheck(
         s.routes = want;
     });
     Ok(true)
+}
+
+/// The data path's TLS configuration with `credential` as the client
+/// certificate, for a session that logs in with one.
+fn renewed_tls(profile: &Profile, credential: &devnet_model::Secret) -> Result<Arc<rustls::ClientConfig>, String> {
+    use devnet_tls::RelayCredential;
+    let is_certificate = |c: &str| matches!(RelayCredential::parse(c), Ok(RelayCredential::Certificate { .. }));
+    if !is_certificate(profile.token.expose()) {
+        return Err(
+            "this session logs in with the relay token, not a client certificate: there is nothing to renew".into()
+        );
+    }
+    if !is_certificate(credential.expose()) {
+        return Err(
+            "the renewed credential is no client certificate with its key (PEM, as enrolment gives them)".into()
+        );
+    }
+    let mut renewed = profile.clone();
+    renewed.token = credential.clone();
+    detect::relay_tls(&renewed).map_err(|e| format!("{e:#}"))
 }
 
 fn initial_status(profile: &Profile) -> Status {

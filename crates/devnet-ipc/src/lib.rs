@@ -26,8 +26,8 @@ pub mod message;
 pub mod stream;
 
 /// The version of this protocol. Bump it with any change to a message
-/// other than the hellos.
-pub const IPC_VERSION: u32 = 1;
+/// other than the hellos. 2: `RenewCredential` / `CredentialRenewed`.
+pub const IPC_VERSION: u32 = 2;
 
 /// Where devnetd listens.
 pub const DEFAULT_SOCKET: &str = "/run/devnet/devnetd.sock";

@@ -42,6 +42,12 @@ pub enum ClientMsg {
     Bridge { session: String, attempt: u64, label: String },
     /// The bridge devnetd asked for could not be opened.
     BridgeFailed { session: String, attempt: u64, error: String },
+    /// A new client credential (certificate and key, as enrolment gave
+    /// them) for `session`: the engine presents it on every later
+    /// (re)connect, and reconnects now if the relay refused the old one.
+    /// Only the session's owner (or root). Answered by
+    /// [`ServerMsg::CredentialRenewed`] or an error.
+    RenewCredential { session: String, credential: Secret },
 }
 
 /// Everything devnetd needs to start a session: contents, never paths.
@@ -97,6 +103,8 @@ pub enum ServerMsg {
     BridgeAccepted,
     /// The session is being ended.
     Disconnecting { session: String },
+    /// The session's engine took the new credential.
+    CredentialRenewed { session: String },
     /// The request failed; the connection stays usable.
     Error { error: IpcError },
 }
@@ -137,6 +145,8 @@ pub enum IpcError {
     NoHello,
     #[error("session {session} was started by uid {owner}: only that user or root may end it")]
     NotOwner { session: String, owner: u32 },
+    #[error("session {session} was started by uid {owner}: only that user (or root) may renew its client certificate")]
+    NotOwnerOfCredential { session: String, owner: u32 },
     #[error("no session named {session} (running: {})", if running.is_empty() { "none".to_owned() } else { running.join(", ") })]
     NoSession { session: String, running: Vec<String> },
     #[error("several sessions run ({}): name one with --session", running.join(", "))]
@@ -207,5 +217,20 @@ mod tests {
             discovered: Vec::new(),
         };
         assert!(!format!("{:?}", ClientMsg::Connect(Box::new(req))).contains("s3cr3t"));
+        let renew = ClientMsg::RenewCredential { session: "lab".into(), credential: Secret::new("s3cr3t-key") };
+        assert!(!format!("{renew:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_renewal_travels_as_tagged_json_and_back() {
+        let renew = ClientMsg::RenewCredential { session: "lab".into(), credential: Secret::new("pem") };
+        let json = serde_json::to_string(&renew).expect("json");
+        assert_eq!(json, r#"{"type":"renew-credential","session":"lab","credential":"pem"}"#);
+        assert_eq!(serde_json::from_str::<ClientMsg>(&json).expect("back"), renew);
+        let answer = ServerMsg::CredentialRenewed { session: "lab".into() };
+        let json = serde_json::to_string(&answer).expect("json");
+        assert_eq!(serde_json::from_str::<ServerMsg>(&json).expect("back"), answer);
+        let refused = IpcError::NotOwnerOfCredential { session: "lab".into(), owner: 1000 }.to_string();
+        assert!(refused.contains("uid 1000") && refused.contains("renew"), "{refused}");
     }
 }

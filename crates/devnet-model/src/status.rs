@@ -86,7 +86,19 @@ pub struct Status {
     pub unreachable: u64,
 }
 
+/// How [`Status::last_error`] begins when the relay refused the laptop's
+/// client certificate (expired, or unknown to a relay restarted since
+/// enrolment): the user's side enrols again when it sees this.
+pub const CREDENTIAL_REFUSED: &str = "the relay refused this laptop's client certificate";
+
 impl Status {
+    /// Whether the link is down because the relay refused the client
+    /// certificate (see [`CREDENTIAL_REFUSED`]).
+    pub fn credential_refused(&self) -> bool {
+        self.state != LinkState::Connected
+            && self.last_error.as_deref().is_some_and(|e| e.starts_with(CREDENTIAL_REFUSED))
+    }
+
     /// A short human summary for `devnet status`.
     pub fn human(&self) -> String {
         let mut s = format!("state:    {:?}\nrelay:    {}", self.state, self.relay);

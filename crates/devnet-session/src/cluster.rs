@@ -115,6 +115,8 @@ pub struct Prepared {
     /// The API server's port-forward, when the user may use it.
     pub port_forward: Option<PortForward>,
     pub discovered: Vec<Discovered>,
+    /// How the keeper enrols again while the session runs.
+    pub renewal: crate::renewal::Renewal,
 }
 
 impl Prepared {
@@ -260,7 +262,16 @@ pub async fn prepare(args: &ClusterArgs, keyring: &dyn CredentialStore, say: Say
         },
         ..Default::default()
     };
-    Ok(Prepared { name: cluster.context.clone(), file, direct, port_forward, discovered: discovered(&cluster, &found) })
+    let renewal =
+        crate::renewal::Renewal { cluster: cluster.clone(), namespace: ns.to_owned(), not_after: identity.not_after };
+    Ok(Prepared {
+        name: cluster.context.clone(),
+        file,
+        direct,
+        port_forward,
+        discovered: discovered(&cluster, &found),
+        renewal,
+    })
 }
 
 /// How long a kept client certificate must still be valid to be used

@@ -1,16 +1,27 @@
 //! Keeping a session with devnetd: start it, follow its status, open a
 //! bridge (the API server's port-forward, with the user's credentials)
-//! whenever devnetd asks for one, and end it when asked to.
+//! whenever devnetd asks for one, renew the client certificate before it
+//! expires or when the relay refuses it ([`crate::renewal`]), and end it
+//! when asked to.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use devnet_ipc::client::{self, Connection};
 use devnet_ipc::message::{ClientKind, ClientMsg, ConnectRequest, ServerMsg, SessionStatus};
-use tracing::{debug, warn};
+use devnet_model::Secret;
+use tracing::{debug, info, warn};
 
-use crate::cluster::PortForward;
+use crate::cluster::{CredentialStore, PortForward};
+use crate::renewal::{Action, Reason, Renewal, RenewalSchedule};
+
+/// The longest the keeper sleeps before looking at the renewal schedule
+/// again: its timer does not count time the laptop spent asleep, the wall
+/// clock (which certificates follow) does.
+const SCHEDULE_TICK: Duration = Duration::from_secs(30);
 
 /// What the keeper reports as the session goes.
 #[derive(Debug)]
@@ -21,16 +32,37 @@ pub enum Event<'a> {
     Status(&'a SessionStatus),
     /// A bridge could not be opened (devnetd retries).
     BridgeFailed(String),
+    /// Enrolling again (the certificate expires soon, or the relay refused it).
+    Renewing(Reason),
+    /// The engine presents a new client certificate from now on.
+    Renewed { serial: String, not_after: u64 },
+    /// A renewal failed; it is tried again later.
+    RenewFailed(String),
+}
+
+/// The user's side of certificate renewal: how to enrol, and where the
+/// result is kept for the next connect.
+pub struct Renew {
+    pub renewal: Renewal,
+    pub keyring: Arc<dyn CredentialStore>,
+}
+
+impl std::fmt::Debug for Renew {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renew").field("renewal", &self.renewal).finish_non_exhaustive()
+    }
 }
 
 /// Starts `req` in devnetd at `socket` and keeps it until `stop` resolves
 /// (then ends it) or devnetd ends it. With `port_forward`, every bridge
-/// devnetd asks for is opened here.
+/// devnetd asks for is opened here; with `renew`, the client certificate
+/// is renewed as [`RenewalSchedule`] says.
 pub async fn keep(
     socket: &Path,
     kind: ClientKind,
     req: ConnectRequest,
     port_forward: Option<PortForward>,
+    renew: Option<Renew>,
     mut on_event: impl FnMut(Event<'_>),
     stop: impl Future<Output = ()>,
 ) -> Result<()> {
@@ -46,9 +78,46 @@ pub async fn keep(
     tokio::pin!(stop);
     let mut stopping = false;
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::channel::<String>(4);
+    let renew = renew.map(Arc::new);
+    let mut schedule = renew.as_ref().map(|r| RenewalSchedule::new(r.renewal.not_after, unix_now()));
+    // Whether the engine reports that the relay refused the certificate,
+    // and whether a renewal runs now.
+    let mut refused = false;
+    let mut renewing = false;
+    let (renewed_tx, mut renewed_rx) = tokio::sync::mpsc::channel::<Result<(String, u64), String>>(1);
     loop {
+        let mut tick = SCHEDULE_TICK;
+        if let (Some(s), Some(r), false) = (schedule.as_ref(), renew.as_ref(), renewing || stopping) {
+            match s.next(unix_now(), refused) {
+                Action::Wait(d) => tick = tick.min(d),
+                Action::Renew(reason) => {
+                    renewing = true;
+                    on_event(Event::Renewing(reason));
+                    let (socket, session, r, done) = (socket.to_owned(), name.clone(), r.clone(), renewed_tx.clone());
+                    tokio::spawn(async move {
+                        let result = renew_credential(&socket, kind, session, &r).await.map_err(|e| format!("{e:#}"));
+                        let _ = done.send(result).await;
+                    });
+                }
+            }
+        }
         tokio::select! {
             Some(error) = failed_rx.recv() => on_event(Event::BridgeFailed(error)),
+            Some(result) = renewed_rx.recv() => {
+                renewing = false;
+                let Some(s) = schedule.as_mut() else { continue };
+                match result {
+                    Ok((serial, not_after)) => {
+                        s.renewed(not_after, unix_now());
+                        on_event(Event::Renewed { serial, not_after });
+                    }
+                    Err(error) => {
+                        s.failed(unix_now());
+                        on_event(Event::RenewFailed(error));
+                    }
+                }
+            }
+            () = tokio::time::sleep(tick), if schedule.is_some() => {}
             () = &mut stop, if !stopping => {
                 stopping = true;
                 conn.send(&ClientMsg::Disconnect { session: Some(name.clone()) }).await?;
@@ -57,6 +126,7 @@ pub async fn keep(
                 None => bail!("devnetd went away (it undoes the session's changes when it starts again)"),
                 Some(ServerMsg::Sessions { sessions }) => {
                     if let Some(s) = sessions.iter().find(|s| s.name == name) {
+                        refused = s.status.credential_refused();
                         on_event(Event::Status(s));
                     }
                 }
@@ -84,6 +154,29 @@ pub async fn keep(
             }
         }
     }
+}
+
+/// Enrols again as the user and hands the new certificate to devnetd for
+/// `session` (on a connection of its own: the keeper's carries status).
+/// Returns the new certificate's serial and expiry.
+async fn renew_credential(socket: &Path, kind: ClientKind, session: String, renew: &Renew) -> Result<(String, u64)> {
+    let identity = renew.renewal.enrol(renew.keyring.as_ref()).await.context("enrolling again with the relay")?;
+    let mut conn = client::connect(socket, kind).await?;
+    let credential = Secret::new(identity.credential());
+    conn.send(&ClientMsg::RenewCredential { session, credential }).await?;
+    match conn.recv().await? {
+        Some(ServerMsg::CredentialRenewed { .. }) => {
+            info!(serial = %identity.serial, not_after = identity.not_after, "client certificate renewed");
+            Ok((identity.serial, identity.not_after))
+        }
+        Some(ServerMsg::Error { error }) => bail!("devnetd: {error}"),
+        other => bail!("devnetd answered {other:?} to the renewed credential"),
+    }
+}
+
+/// The wall clock, which certificates follow, in seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Opens a port-forward and hands it to devnetd as a bridge, then pumps

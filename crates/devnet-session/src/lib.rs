@@ -6,7 +6,9 @@
 //! install, the keyring ([`cluster`]); reading a profile's files
 //! ([`profile`]); and keeping a session with devnetd: asking for it with
 //! contents, never paths, and opening the API server's port-forward with
-//! the user's credentials whenever devnetd asks for a bridge ([`keeper`]).
+//! the user's credentials whenever devnetd asks for a bridge ([`keeper`]),
+//! and enrolling again before the client certificate expires or when the
+//! relay refuses it ([`renewal`]).
 //!
 //! **What it does not do:** change the OS network. Routes, resolver and
 //! TUN devices are devnetd's (or, with `--foreground`, the in-process
@@ -15,3 +17,4 @@
 pub mod cluster;
 pub mod keeper;
 pub mod profile;
+pub mod renewal;

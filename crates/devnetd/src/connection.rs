@@ -130,6 +130,12 @@ async fn handle(
             }
             None
         }
+        ClientMsg::RenewCredential { session, credential } => {
+            match sessions.renew_credential(uid, &session, credential).await {
+                Ok(()) => Some(ServerMsg::CredentialRenewed { session }),
+                Err(e) => error(e),
+            }
+        }
         ClientMsg::Bridge { .. } => None,
     }
 }

@@ -13,6 +13,7 @@ use devnet_engine::status::Status;
 use devnet_engine::transport::{Dial, DirectDial, Fallback};
 use devnet_engine::{EngineControl, EngineHandle};
 use devnet_ipc::message::{ConnectRequest, IpcError, ServerMsg, SessionStatus};
+use devnet_model::Secret;
 use ipnet::IpNet;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -249,6 +250,30 @@ impl Sessions {
         };
         control.disconnect().await;
         Ok(name)
+    }
+
+    /// Hands `session`'s engine a new client credential (its owner's
+    /// renewal, after enrolling again): every later (re)connect presents
+    /// it. Only the owner or root, as for [`Self::end`]; the secret is never
+    /// logged.
+    pub async fn renew_credential(&self, uid: u32, session: &str, credential: Secret) -> Result<(), IpcError> {
+        let control = {
+            let running = self.running.lock().expect("lock");
+            let Some(s) = running.get(session) else {
+                return Err(IpcError::NoSession {
+                    session: session.to_owned(),
+                    running: running.keys().cloned().collect(),
+                });
+            };
+            if uid != 0 && uid != s.owner_uid {
+                warn!(session, uid, owner = s.owner_uid, "refused a credential renewal from another user");
+                return Err(IpcError::NotOwnerOfCredential { session: session.to_owned(), owner: s.owner_uid });
+            }
+            s.control.clone()
+        };
+        control.renew_credential(credential).await.map_err(|message| IpcError::Config { message })?;
+        info!(session, uid, "client credential renewed");
+        Ok(())
     }
 
     /// Ends every session and waits until each undid its changes.
