@@ -18,7 +18,16 @@ const ALICE: u32 = 2101;
 const BOB: u32 = 2102;
 const MALLORY: u32 = 2103;
 
+/// When set (to a session's name), this binary is not the lab but an IPC
+/// client, run as another user by a trial: it hands devnetd a credential
+/// for that session and prints devnetd's answer as JSON. (devnet has no
+/// command for it: only a running `devnet connect` renews its own session.)
+const RENEW_SESSION: &str = "DEVNET_LAB_RENEW_SESSION";
+
 fn main() {
+    if let Ok(session) = std::env::var(RENEW_SESSION) {
+        renew_client(&session);
+    }
     harness::run(
         "daemon",
         setup,
@@ -56,6 +65,43 @@ fn devnet_as(lab: &Lab, uid: u32, groups: &[&str], args: &[&str]) -> Res<std::pr
         .args(args)
         .output()
         .map_err(|e| format!("devnet {args:?}: {e}"))
+}
+
+/// The [`RENEW_SESSION`] client: one `RenewCredential`, its answer on stdout.
+fn renew_client(session: &str) -> ! {
+    let socket = devnet_ipc::socket_path();
+    let answer = runtime().block_on(async {
+        let mut conn = client::connect(&socket, ClientKind::Cli).await.map_err(|e| e.to_string())?;
+        let credential = devnet_model::Secret::new("-----BEGIN CERTIFICATE-----\nnot one\n");
+        conn.send(&ClientMsg::RenewCredential { session: session.to_owned(), credential })
+            .await
+            .map_err(|e| e.to_string())?;
+        conn.recv().await.map_err(|e| e.to_string())
+    });
+    match answer {
+        Ok(Some(msg)) => {
+            println!("{}", serde_json::to_string(&msg).unwrap_or_default());
+            std::process::exit(0)
+        }
+        other => {
+            eprintln!("no answer to the renewal: {other:?}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// devnetd's answer when `uid` hands it a credential for `session`.
+fn renew_as(lab: &Lab, uid: u32, session: &str) -> Res<serde_json::Value> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let prefix = as_user(uid, &["devnet"])?;
+    let out = std::process::Command::new(&prefix[0])
+        .args(&prefix[1..])
+        .arg(me)
+        .env(RENEW_SESSION, session)
+        .env(devnet_ipc::SOCKET_ENV, lab.socket())
+        .output()
+        .map_err(|e| e.to_string())?;
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("the renewing client: {e}: {}", text(&out)))
 }
 
 fn capabilities(lab: &Lab) -> Res {
@@ -116,6 +162,22 @@ fn member_connects(lab: &Lab) -> Res {
     let out = devnet_as(lab, BOB, &["devnet"], &["disconnect"])?;
     if out.status.success() || !text(&out).contains(&format!("started by uid {ALICE}: only that user or root")) {
         return Err(format!("another member's disconnect: {}", text(&out)));
+    }
+    // Nor hand it a client certificate (what `devnet connect` does when
+    // it renews its own): refused, naming the owner, before the engine
+    // sees it.
+    let answer = renew_as(lab, BOB, "profile")?;
+    if answer["type"] != "error"
+        || answer["error"]["kind"] != "not-owner-of-credential"
+        || answer["error"]["owner"] != ALICE
+    {
+        return Err(format!("another member's credential renewal: {answer}"));
+    }
+    // The owner's reaches the engine, which says why it does not apply
+    // (this session logs in with a token).
+    let answer = renew_as(lab, ALICE, "profile")?;
+    if answer["type"] != "error" || !answer["error"]["message"].as_str().is_some_and(|m| m.contains("token")) {
+        return Err(format!("the owner's renewal of a token session: {answer}"));
     }
     // A non-member is refused with one line that says how to join.
     let out = devnet_as(lab, MALLORY, &[], &["status"])?;

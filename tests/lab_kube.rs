@@ -48,6 +48,7 @@ fn main() {
             ("kube_08_doctor_names_snat_by_the_forwarding_node", forwarding_node_snat),
             ("kube_08b_a_stray_pod_labelled_as_the_relay_is_never_dialled", stray_relay_pod),
             ("kube_08c_a_revoked_user_is_cut_off_and_told_whom_to_ask_another_connects", revoked_user),
+            ("kube_08d_a_session_outlives_its_certificate_and_a_relay_restart", outlives_relay_restart),
             ("kube_09_relay_uninstall_removes_it_forgets_the_credentials_spares_foreign", uninstall),
         ],
         harness::OnFailure::Reset,
@@ -732,14 +733,99 @@ fn revoked_user(lab: &Lab) -> Res {
     connect(lab, "lab", &[])?;
     reach_cluster(lab)?;
     lab.disconnect()?;
-    // Undone, the colleague connects again (a fresh enrolment).
+    // Undone, the colleague connects again (a fresh enrolment), once the
+    // relay has re-read its list (every 5 s; a fixed wait raced it).
+    let reloads = || relay_logs(lab).lines().filter(|l| l.contains("revocation list changed")).count();
+    let reloaded_before = reloads();
     let out =
         lab.devnet(&["relay", "revoke", "--undo", "--context", "lab", "--kubeconfig", &kc, "--user", "teammate"], &[])?;
     if !out.status.success() {
         return Err(format!("relay revoke --undo: {}", text(&out)));
     }
-    std::thread::sleep(Duration::from_secs(2));
+    let start = Instant::now();
+    while reloads() <= reloaded_before {
+        if start.elapsed() > Duration::from_secs(15) {
+            return Err(format!("the relay did not re-read its revocation list within 15 s:\n{}", relay_logs(lab)));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     connect(lab, "lab-teammate", &[])?;
+    lab.disconnect()?;
+    lab.laptop_unchanged("after disconnect")
+}
+
+/// Every relay pod's log so far, without colours.
+fn relay_logs(lab: &Lab) -> String {
+    let logs: String = std::fs::read_dir(lab.dir.join("api/pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|d| std::fs::read_to_string(d.path().join("container.log")).ok())
+        .collect();
+    strip_ansi(&logs)
+}
+
+/// A session outlives its client certificate. A relay restart (`kubectl
+/// rollout restart`: a new pod, whose client CA lives in its memory only)
+/// invalidates every certificate at once, as expiry does one: the relay
+/// refuses it, and the `devnet connect` still running enrols again as the
+/// user and hands the new certificate to devnetd, whose engine reconnects
+/// with it. Nobody reconnects by hand; the relay logs the new enrolment.
+/// (When renewal falls due ahead of expiry is `RenewalSchedule`'s unit
+/// tests, on a stepped clock.)
+fn outlives_relay_restart(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
+    connect(lab, "lab", &[])?;
+    reach_cluster(lab)?;
+    let enrolments = || relay_logs(lab).lines().filter(|l| l.contains("enrolled") && l.contains("user=dev")).count();
+    let enrolled_before = enrolments();
+    let reconnects = lab.status()?["reconnects"].as_u64().unwrap_or(0);
+    let pod_before = api_get(lab, "/api/v1/namespaces/devnet/pods")?["items"][0]["metadata"]["uid"].clone();
+    // What `kubectl rollout restart deployment/devnet-relay` sends.
+    let restarted_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations":
+        {"kubectl.kubernetes.io/restartedAt": restarted_at.to_string()}}}}});
+    let url = "https://10.60.20.10:6443/apis/apps/v1/namespaces/devnet/deployments/devnet-relay";
+    let (auth, merge) = ("Authorization: Bearer dev-token", "Content-Type: application/merge-patch+json");
+    let out = lab.exec(
+        "api",
+        &["curl", "-sk", "-m", "10", "-X", "PATCH", "-H", auth, "-H", merge, "-d", &patch.to_string(), url],
+    )?;
+    if !out.status.success() {
+        return Err(format!("rollout restart: {}", text(&out)));
+    }
+    let start = Instant::now();
+    let mut last = serde_json::Value::Null;
+    loop {
+        if let Ok(s) = lab.status() {
+            if s["state"] == "connected" && s["reconnects"].as_u64().unwrap_or(0) > reconnects {
+                break;
+            }
+            last = s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            return Err(format!(
+                "the session did not recover within 60 s of the relay's restart; last status {last}\n{}",
+                lab.engine_log()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("    recovered {:.1} s after the relay restarted", start.elapsed().as_secs_f64());
+    reach_cluster(lab)?;
+    let pod_after = api_get(lab, "/api/v1/namespaces/devnet/pods")?["items"][0]["metadata"]["uid"].clone();
+    if pod_after == pod_before {
+        return Err(format!("the relay pod was not replaced (uid {pod_after})"));
+    }
+    if enrolments() <= enrolled_before {
+        return Err(format!("the relay logged no new enrolment for dev:\n{}", relay_logs(lab)));
+    }
+    let log = lab.engine_log();
+    if !log.contains("the relay refused the client certificate; enrolling again")
+        || !log.contains("client certificate renewed")
+    {
+        return Err(format!("devnet connect did not say it renewed the certificate:\n{log}"));
+    }
     lab.disconnect()?;
     lab.laptop_unchanged("after disconnect")
 }
