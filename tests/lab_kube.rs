@@ -49,6 +49,7 @@ fn main() {
             ("kube_08b_a_stray_pod_labelled_as_the_relay_is_never_dialled", stray_relay_pod),
             ("kube_08c_a_revoked_user_is_cut_off_and_told_whom_to_ask_another_connects", revoked_user),
             ("kube_08d_a_session_outlives_its_certificate_and_a_relay_restart", outlives_relay_restart),
+            ("kube_08e_a_certificate_is_renewed_before_it_expires_and_presented_after", renewed_before_expiry),
             ("kube_09_relay_uninstall_removes_it_forgets_the_credentials_spares_foreign", uninstall),
         ],
         harness::OnFailure::Reset,
@@ -827,6 +828,66 @@ fn outlives_relay_restart(lab: &Lab) -> Res {
         return Err(format!("devnet connect did not say it renewed the certificate:\n{log}"));
     }
     lab.disconnect()?;
+    lab.laptop_unchanged("after disconnect")
+}
+
+/// Sets the relay container's args (a rollout: a new pod) with a merge patch.
+fn set_relay_args(lab: &Lab, args: &serde_json::Value) -> Res {
+    let path = "/apis/apps/v1/namespaces/devnet/deployments/devnet-relay";
+    let mut containers = api_get(lab, path)?["spec"]["template"]["spec"]["containers"].clone();
+    containers[0]["args"] = args.clone();
+    let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": containers}}}});
+    let url = format!("https://10.60.20.10:6443{path}");
+    let (auth, merge) = ("Authorization: Bearer dev-token", "Content-Type: application/merge-patch+json");
+    let out = lab.exec(
+        "api",
+        &["curl", "-sk", "-m", "10", "-X", "PATCH", "-H", auth, "-H", merge, "-d", &patch.to_string(), &url],
+    )?;
+    if !out.status.success() || !text(&out).contains("devnet-relay") {
+        return Err(format!("patching the relay's args: {}", text(&out)));
+    }
+    Ok(())
+}
+
+/// Expiry itself, with a relay that issues 60 s certificates
+/// (`--client-cert-lifetime 60s`; 8 h by default): `devnet connect`
+/// renews with a quarter of the lifetime left, so after the first
+/// certificate has expired a reconnect (the port-forward dropped) presents
+/// the renewed one and is taken at once, with no refusal on the way.
+fn renewed_before_expiry(lab: &Lab) -> Res {
+    lab.sh_ok("firewall", &["api-only"])?;
+    let path = "/apis/apps/v1/namespaces/devnet/deployments/devnet-relay";
+    let original = api_get(lab, path)?["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    let mut short = original.as_array().cloned().ok_or("the relay container has no args")?;
+    short.extend(["--client-cert-lifetime".into(), "60s".into()]);
+    set_relay_args(lab, &serde_json::Value::Array(short))?;
+    let result = (|| {
+        connect(lab, "lab", &[])?;
+        let connected = Instant::now();
+        reach_cluster(lab)?;
+        // Renewed ahead of expiry (at about 45 s).
+        // What `devnet connect` said (devnetd's log holds earlier trials' refusals).
+        let said = || lab.engine_log().split("--- devnetd ---").next().unwrap_or_default().to_owned();
+        while !said().contains("client certificate renewed") {
+            if connected.elapsed() > Duration::from_secs(70) {
+                return Err(format!("no renewal within 70 s of a 60 s certificate:\n{}", lab.engine_log()));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        // Past the first certificate's expiry, the link is made again.
+        std::thread::sleep(Duration::from_secs(65).saturating_sub(connected.elapsed()));
+        let before = lab.status()?["reconnects"].as_u64().unwrap_or(0);
+        standin(lab, "drop-portforwards")?;
+        wait_reconnected(lab, before + 1)?;
+        reach_cluster(lab)?;
+        let log = said();
+        if !log.contains("expires soon; enrolling again") || log.contains("refused th") {
+            return Err(format!("expected a renewal ahead of expiry and no refusal:\n{log}"));
+        }
+        lab.disconnect()
+    })();
+    set_relay_args(lab, &original)?;
+    result?;
     lab.laptop_unchanged("after disconnect")
 }
 

@@ -72,9 +72,11 @@ struct ServeArgs {
     /// How often the revocation list is re-read.
     #[arg(long, default_value_t = 5)]
     revoked_every_secs: u64,
-    /// How long an issued client certificate is valid.
-    #[arg(long, default_value_t = 8)]
-    client_cert_hours: u64,
+    /// How long an issued client certificate is valid: `8h`, `90m`, `120s`
+    /// (at least 60 s). Laptops renew theirs ahead of expiry, so a shorter
+    /// one costs an enrolment more often, nothing else.
+    #[arg(long, default_value = "8h", value_parser = parse_lifetime)]
+    client_cert_lifetime: Duration,
     /// A CIDR the relay may dial into (the cluster's pod and service CIDRs); repeat or comma-separate.
     #[arg(long = "allow", required = true, value_delimiter = ',')]
     allow: Vec<IpNet>,
@@ -145,7 +147,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             let relay_ca =
                 std::fs::read_to_string(path).with_context(|| format!("reading the relay CA {}", path.display()))?;
             anyhow::ensure!(relay_ca.contains("BEGIN CERTIFICATE"), "{} holds no PEM certificate", path.display());
-            Some(Arc::new(Identities::new(relay_ca, Duration::from_secs(args.client_cert_hours * 3600))?))
+            Some(Arc::new(Identities::new(relay_ca, args.client_cert_lifetime)?))
         }
     };
     let mut own = devnet_relay::own_addresses()?;
@@ -163,7 +165,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let metrics = Arc::new(Metrics::default());
     if let (Some(ids), Some(addr)) = (&identities, args.enrol_listen) {
         let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr} (--enrol-listen)"))?;
-        info!(listen = %addr, hours = args.client_cert_hours, "enrolment serving");
+        info!(listen = %addr, lifetime_secs = args.client_cert_lifetime.as_secs(), "enrolment serving");
         tokio::spawn(devnet_relay::identity::serve_enrol(listener, ids.clone(), metrics.clone()));
         if let Some(dir) = args.revoked_dir.clone() {
             let period = Duration::from_secs(args.revoked_every_secs.max(1));
@@ -216,9 +218,35 @@ fn parse_ips(list: &str) -> Result<Vec<std::net::IpAddr>> {
         .collect()
 }
 
+/// A certificate lifetime: a number and `h`, `m` or `s`, at least 60 s.
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is no lifetime: write it as 8h, 90m or 120s (at least 60 s)");
+    let text = text.trim();
+    let (number, unit) = [('h', 3600), ('m', 60), ('s', 1)]
+        .into_iter()
+        .find_map(|(suffix, unit)| text.strip_suffix(suffix).map(|n| (n, unit)))
+        .ok_or_else(bad)?;
+    let secs = number.parse::<u64>().ok().and_then(|n| n.checked_mul(unit)).ok_or_else(bad)?;
+    if secs < 60 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_lifetimes_take_hours_minutes_or_seconds() {
+        assert_eq!(parse_lifetime("8h"), Ok(Duration::from_secs(8 * 3600)));
+        assert_eq!(parse_lifetime("90m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_lifetime("60s"), Ok(Duration::from_secs(60)));
+        for bad in ["8", "30s", "h", "-1h", "8d", "8é", ""] {
+            let err = parse_lifetime(bad).expect_err(bad);
+            assert!(err.contains("8h, 90m or 120s"), "{err}");
+        }
+    }
 
     #[test]
     fn host_ips_from_the_downward_api_are_read() {
