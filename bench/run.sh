@@ -146,19 +146,6 @@ if [[ $only != far ]]; then
   sleep 1
   bash tests/lab/lab.sh resolved "$lab" stop
 
-  # devnet with Kubernetes (the lab's STAND-IN API server; its kubelet runs the
-  # real relay binary, so "from nothing" has no image pull in it): time from
-  # `devnet connect --context lab` to the first HTTP answer from a ClusterIP,
-  # then the direct (node port) and API-server port-forward transports.
-  bash tests/lab/lab.sh api "$lab"
-  source bench/kube-connect.sh
-  from_nothing_s=$(kube_connect open); kube_disconnect
-  installed_direct_s=$(kube_connect open)
-  kube_direct=$(measure kube-direct 57); kube_disconnect
-  installed_portforward_s=$(kube_connect api-only)
-  kube_portforward=$(measure kube-portforward 67); kube_disconnect
-  bash tests/lab/lab.sh firewall "$lab" open
-
   # Peers.
   source bench/peers.sh
   wireguard_up; wireguard=$(measure wireguard 27); wireguard_down
@@ -187,7 +174,11 @@ far() { # far <label> <echo-port>: one JSON object over the current far link
     runs+=("$(L laptop iperf3 -c $target -t "$secs" -J | jq '.end.sum_received.bits_per_second // null')")
     sleep 1
   done
-  rr=$(L laptop "$DEVNET_BIN/devnet-labd" probe rr "$target:$2" 200)
+  # A failed latency run is null too (and says why on stderr), so one case
+  # cannot lose the whole run's results.
+  rr=$(L laptop "$DEVNET_BIN/devnet-labd" probe rr "$target:$2" 200 2>"$dir/far-rr.err") ||
+    { echo "far ($1): the latency probe failed: $(grep -m1 '^Error' "$dir/far-rr.err")" >&2; rr=null
+      [[ ! -s $dir/engine-far.log ]] || { echo "far ($1): the engine's log ends:" >&2; tail -15 "$dir/engine-far.log" >&2; }; }
   jq -n --arg path "$1" --argjson runs "$(printf '%s\n' "${runs[@]}" | jq -s .)" --argjson rr "$rr" \
     '{path: $path, single_stream_bps_runs: $runs,
       single_stream_bps: ($runs | map(select(. != null)) | sort | if length == 0 then null else .[(length - 1) / 2 | floor] end),
@@ -262,8 +253,27 @@ done
 far_json=$(printf '%s\n' "${far_all[@]}" | jq -s .)
 far_lines() { # far_lines <json file>: one line per far case and path
   jq -r 'if (.far|type) == "string" then "far away: \(.far)" else .far[] | . as $c | (.paths[] | select(.path == "routed")) as $r | .paths[]
-    | "+\($c.added_rtt_ms) ms RTT, \($c.loss_percent_each_way)% loss each way (\($c.link // "netem")), \(.path): 1 stream \(if .single_stream_bps == null or $r.single_stream_bps == null then "failed" else "\(.single_stream_bps/1e6|round) Mbit/s (\((.single_stream_bps/$r.single_stream_bps*100|round)/100)x routed)" end), RR p50 \(.rr_p50_us/1000*100|round/100) ms" end' "$1"
+    | "+\($c.added_rtt_ms) ms RTT, \($c.loss_percent_each_way)% loss each way (\($c.link // "netem")), \(.path): 1 stream \(if .single_stream_bps == null or $r.single_stream_bps == null then "failed" else "\(.single_stream_bps/1e6|round) Mbit/s (\((.single_stream_bps/$r.single_stream_bps*100|round)/100)x routed)" end), RR p50 \(if .rr_p50_us == null then "failed" else "\(.rr_p50_us/1000*100|round/100) ms" end)" end' "$1"
 }
+# devnet with Kubernetes, last: the relay it installs takes over node1's
+# node port 31443, where the other devnet measurements (the far-away cases
+# too) reach the lab's own relay.
+kube_section() {
+  # devnet with Kubernetes (the lab's STAND-IN API server; its kubelet runs the
+  # real relay binary, so "from nothing" has no image pull in it): time from
+  # `devnet connect --context lab` to the first HTTP answer from a ClusterIP,
+  # then the direct (node port) and API-server port-forward transports.
+  bash tests/lab/lab.sh api "$lab"
+  source bench/kube-connect.sh
+  from_nothing_s=$(kube_connect open); kube_disconnect
+  installed_direct_s=$(kube_connect open)
+  kube_direct=$(measure kube-direct 57); kube_disconnect
+  installed_portforward_s=$(kube_connect api-only)
+  kube_portforward=$(measure kube-portforward 67); kube_disconnect
+  bash tests/lab/lab.sh firewall "$lab" open
+
+}
+[[ $only == far ]] || kube_section
 if [[ $only == far ]]; then
   # Not in $dir: the lab's teardown removes it.
   out=/tmp/devnet-bench-far-$(date -u +%Y%m%dT%H%M%SZ).json
