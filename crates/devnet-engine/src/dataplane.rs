@@ -261,7 +261,9 @@ pub(crate) async fn run(
 
         if now.duration_since(last_status) >= Duration::from_millis(250) {
             last_status = now;
-            if bytes != quiet.0 {
+            // Heartbeats move a few bytes every second: only more than
+            // that counts as traffic, or the link would never look quiet.
+            if bytes.0 + bytes.1 > quiet.0.0 + quiet.0.1 + QUIET_BYTES {
                 quiet = (bytes, now, false);
             } else if !quiet.2 && now.duration_since(quiet.1) >= QUIET_BEFORE_TRIM {
                 // The connection gave its drained buffers back at its last
@@ -292,6 +294,10 @@ pub(crate) async fn run(
 /// drained buffers, and long enough that a pause inside a transfer does
 /// not trim in vain.
 const QUIET_BEFORE_TRIM: Duration = Duration::from_secs(3);
+
+/// Relay bytes (both ways) that still count as quiet: heartbeats and a
+/// status poll or two, not a transfer.
+const QUIET_BYTES: u64 = 16 * 1024;
 
 /// Returns memory freed after a burst to the system. glibc keeps freed heap
 /// memory (and raises its mmap threshold after large frees, so the next
