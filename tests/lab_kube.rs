@@ -227,13 +227,7 @@ fn through_portforward(lab: &Lab) -> Res {
     }
     // The relay logged who connected, and with which certificate.
     let serial = id["serial"].as_str().unwrap_or("no serial");
-    let logs: String = std::fs::read_dir(lab.dir.join("api/pods"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|d| std::fs::read_to_string(d.path().join("container.log")).ok())
-        .collect();
-    let logs = strip_ansi(&logs);
+    let logs = relay_logs(lab);
     if !logs.lines().any(|l| l.contains("client authenticated") && l.contains("user=dev") && l.contains(serial)) {
         return Err(format!("the relay did not log dev's session with serial {serial}:\n{logs}"));
     }
