@@ -268,7 +268,12 @@ impl Core {
         let core = self.clone();
         let ctx = context.clone();
         let say = move |line: &str| core.step(&ctx, line);
-        let prepared = devnet_session::cluster::prepare(&args, &devnet_session::cluster::UserKeyring, &say).await?;
+        let keyring: std::sync::Arc<dyn devnet_session::cluster::CredentialStore> =
+            std::sync::Arc::new(devnet_session::cluster::UserKeyring);
+        let prepared = devnet_session::cluster::prepare(&args, keyring.as_ref(), &say).await?;
+        // The tray keeps a long session's certificate valid as the CLI does:
+        // it enrols again as this user (devnetd holds no cluster credentials).
+        let renew = keeper::Renew { renewal: prepared.renewal.clone(), keyring };
         let (req, port_forward) = prepared.into_request(Some(context.clone()), Ok)?;
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         self.with(|m| {
@@ -282,6 +287,7 @@ impl Core {
             ClientKind::Tray,
             req,
             port_forward,
+            Some(renew),
             move |event| match event {
                 Event::Started => core.with(|m| {
                     if let Some(p) = m.progress.as_mut().filter(|p| p.context == name) {
@@ -293,6 +299,11 @@ impl Core {
                 // Status comes through the subscription every client shares.
                 Event::Status(_) => {}
                 Event::BridgeFailed(e) => core.with(|m| Self::event(m, format!("{name}: port-forward failed: {e}"))),
+                Event::Renewing(_) => core.with(|m| Self::event(m, format!("{name}: renewing the client certificate"))),
+                Event::Renewed { .. } => core.with(|m| Self::event(m, format!("{name}: client certificate renewed"))),
+                Event::RenewFailed(e) => {
+                    core.with(|m| Self::event(m, format!("{name}: could not renew the client certificate: {e}")))
+                }
             },
             async move {
                 let _ = stop_rx.await;
