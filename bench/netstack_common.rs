@@ -5,8 +5,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use devnet_netstack::Tunnel;
-use devnet_proto::{Connection, Event};
+use devnet_netstack::{BufferPool, Tunnel, TunnelConfig};
+use devnet_proto::{Config, Connection, Event};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber};
 
@@ -61,4 +61,26 @@ pub fn exchange(tunnel: &mut Tunnel, relay: &mut Connection, now: Instant) -> Ve
     tunnel.connection_mut().expect("attached").handle_input(&down, now).expect("client input");
     tunnel.poll(now);
     std::iter::from_fn(|| relay.poll_event()).collect()
+}
+
+/// A tunnel for 10.96.0.0/16 whose relay connection has logged in, and the
+/// relay's end of it.
+pub fn logged_in(now: Instant) -> (Tunnel, Connection) {
+    let config = TunnelConfig { cidrs: vec!["10.96.0.0/16".parse().expect("cidr")], ..TunnelConfig::default() };
+    let mut tunnel = Tunnel::new(config, BufferPool::default(), now);
+    let proto = Config { token: "t".into(), ..Config::default() };
+    let mut client = Connection::client(proto.clone(), now);
+    let mut relay = Connection::server(proto, now);
+    for _ in 0..2 {
+        let c = client.transmit().to_vec();
+        client.advance_transmit(c.len());
+        relay.handle_input(&c, now).expect("relay input");
+        let s = relay.transmit().to_vec();
+        relay.advance_transmit(s.len());
+        client.handle_input(&s, now).expect("client input");
+    }
+    while relay.poll_event().is_some() {}
+    while client.poll_event().is_some() {}
+    tunnel.attach(client);
+    (tunnel, relay)
 }

@@ -15,33 +15,17 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use devnet_netstack::{BufferPool, Tunnel, TunnelConfig};
-use devnet_proto::{Config, Connection, Event};
+use devnet_proto::Event;
 use smoltcp::wire::{Ipv4Packet, TcpControl, TcpPacket};
 
 #[path = "netstack_common.rs"]
 mod netstack_common;
-use netstack_common::{exchange, segment};
+use netstack_common::{exchange, logged_in, segment};
 
 fn main() {
     let count: u32 = std::env::args().nth(1).map_or(2000, |a| a.parse().expect("connections"));
     let now = Instant::now();
-    let config = TunnelConfig { cidrs: vec!["10.96.0.0/16".parse().expect("cidr")], ..TunnelConfig::default() };
-    let mut tunnel = Tunnel::new(config, BufferPool::default(), now);
-    let proto = Config { token: "t".into(), ..Config::default() };
-    let mut client = Connection::client(proto.clone(), now);
-    let mut relay = Connection::server(proto, now);
-    for _ in 0..2 {
-        let c = client.transmit().to_vec();
-        client.advance_transmit(c.len());
-        relay.handle_input(&c, now).expect("relay input");
-        let s = relay.transmit().to_vec();
-        relay.advance_transmit(s.len());
-        client.handle_input(&s, now).expect("client input");
-    }
-    while relay.poll_event().is_some() {}
-    while client.poll_event().is_some() {}
-    tunnel.attach(client);
+    let (mut tunnel, mut relay) = logged_in(now);
 
     let dst: SocketAddr = "10.96.0.20:80".parse().expect("addr");
     let mut echoed = 0;
