@@ -63,6 +63,7 @@ pub(crate) async fn run(
 ) -> Result<()> {
     let config =
         TunnelConfig { mtu: usize::from(profile.mtu), cidrs: profile.cidrs.clone(), ..TunnelConfig::default() };
+    keep_large_buffers_off_the_heap();
     let mut tunnel = Tunnel::new(config, BufferPool::default(), Instant::now().into_std());
     // Each dial takes the configuration current then: a renewed client
     // certificate applies from the next (re)connect on.
@@ -310,6 +311,27 @@ fn release_freed_memory() {
     #[allow(unsafe_code, reason = "one libc call without arguments that could be misused")]
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Large allocations at or above this size get their own mapping.
+const MMAP_THRESHOLD: usize = 256 * 1024;
+
+/// Makes every large buffer (a flow's socket buffers, the relay read
+/// buffer) a mapping of its own. glibc's default raises its mmap threshold
+/// after the first large free, so from the second flow on the 1 MiB socket
+/// buffers come from the heap: `calloc` must zero them (2 MiB of memset per
+/// connection, all resident at once), and a freed one stays resident until
+/// a trim. As mappings, they are zero pages until written, resident only as
+/// far as a flow used them, and gone from the RSS the moment they are freed.
+/// Setting the threshold also turns glibc's raising of it off.
+fn keep_large_buffers_off_the_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's allocation policy for later
+    // allocations; it takes no pointers.
+    #[allow(unsafe_code, reason = "one libc call with constant arguments")]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
     }
 }
 

@@ -134,6 +134,9 @@ enum Flow {
         socket: SocketHandle,
         fin_to_client: bool,
         fin_to_relay: bool,
+        /// Bytes through the socket's buffers, both ways: a bound on how
+        /// much of them the flow made resident.
+        moved: u64,
     },
 }
 
@@ -172,7 +175,7 @@ pub struct Tunnel {
     relay_name: Option<String>,
     /// Flows that may send toward the relay, rebuilt on each pump (kept to
     /// reuse its allocation), and where the next round-robin pass starts.
-    uplink: Vec<(StreamId, SocketHandle)>,
+    uplink: Vec<(StreamId, SocketHandle, FlowKey)>,
     uplink_cursor: usize,
     /// Closed sockets kept for the next connections (at most
     /// [`SPARE_SOCKETS`]): a new connection then allocates and zeroes no
@@ -184,6 +187,11 @@ pub struct Tunnel {
 /// few enough that an idle tunnel holds little (each holds two
 /// [`TunnelConfig::tcp_buffer`]s, resident only as far as they were used).
 const SPARE_SOCKETS: usize = 8;
+
+/// Only a socket whose flow moved at most this much is kept as a spare: a
+/// bulk flow's buffers are resident in full, and eight of them would hold
+/// 16 MiB for nothing; a short connection's hold a few pages.
+const SPARE_MAX_MOVED: u64 = 64 * 1024;
 
 /// The addresses smoltcp itself uses. Only the routes through them matter:
 /// with any-IP on, the stack answers for every destination, and replies
@@ -579,7 +587,13 @@ impl Tunnel {
         let handle = self.sockets.add(socket);
         self.flows.insert(
             key,
-            Flow::Established { stream: Some(stream), socket: handle, fin_to_client: false, fin_to_relay: false },
+            Flow::Established {
+                stream: Some(stream),
+                socket: handle,
+                fin_to_client: false,
+                fin_to_relay: false,
+                moved: 0,
+            },
         );
         // Replay the held SYN: smoltcp answers it with the SYN-ACK now.
         self.device.rx.push_back(syn);
@@ -631,7 +645,7 @@ impl Tunnel {
         let Self { flows, sockets, conn, by_stream, spare_sockets, .. } = self;
         let mut finished = Vec::new();
         for (key, flow) in flows.iter_mut() {
-            let Flow::Established { stream, socket, fin_to_client, fin_to_relay } = flow else {
+            let Flow::Established { stream, socket, fin_to_client, fin_to_relay, moved } = flow else {
                 continue;
             };
             let sock = sockets.get_mut::<tcp::Socket>(*socket);
@@ -659,6 +673,7 @@ impl Tunnel {
                     break;
                 }
                 conn.consume(id, n);
+                *moved += n as u64;
                 progressed = true;
             }
             if !*fin_to_client && conn.is_read_closed(id) {
@@ -674,9 +689,10 @@ impl Tunnel {
             }
         }
         for key in finished {
-            if let Some(Flow::Established { socket, stream, .. }) = flows.remove(&key) {
+            if let Some(Flow::Established { socket, stream, moved, .. }) = flows.remove(&key) {
                 let socket = sockets.remove(socket);
                 if spare_sockets.len() < SPARE_SOCKETS
+                    && moved <= SPARE_MAX_MOVED
                     && let smoltcp::socket::Socket::Tcp(socket) = socket
                 {
                     // Closed or in TIME-WAIT, and out of the set: nothing
@@ -708,8 +724,8 @@ impl Tunnel {
             return false;
         }
         uplink.clear();
-        uplink.extend(flows.values().filter_map(|flow| match flow {
-            Flow::Established { stream: Some(id), socket, .. } => Some((*id, *socket)),
+        uplink.extend(flows.iter().filter_map(|(key, flow)| match flow {
+            Flow::Established { stream: Some(id), socket, .. } => Some((*id, *socket, *key)),
             _ => None,
         }));
         if uplink.is_empty() {
@@ -727,7 +743,7 @@ impl Tunnel {
                     *uplink_cursor = at;
                     return true;
                 }
-                let (id, handle) = uplink[at];
+                let (id, handle, key) = uplink[at];
                 let sock = sockets.get_mut::<tcp::Socket>(handle);
                 if matches!(sock.state(), tcp::State::Listen | tcp::State::SynReceived) {
                     continue;
@@ -745,6 +761,11 @@ impl Tunnel {
                         }
                         _ => break,
                     }
+                }
+                if left < turn
+                    && let Some(Flow::Established { moved: flow_moved, .. }) = flows.get_mut(&key)
+                {
+                    *flow_moved += (turn - left) as u64;
                 }
             }
             // The next pass starts one flow later, so the first place rotates.

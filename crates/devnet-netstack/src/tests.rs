@@ -487,3 +487,42 @@ fn a_reused_socket_carries_nothing_of_the_previous_flow() {
     let n = h.relay.read(second.1, &mut buf);
     assert_eq!(&buf[..n], b"hello");
 }
+
+#[test]
+fn a_bulk_flow_s_socket_is_not_kept_as_a_spare() {
+    let mut h = Harness::new();
+    let dst = addr("10.96.0.20:80");
+    // A short flow's socket is kept for the next connection...
+    let short = established_flows(&mut h, 1)[0];
+    h.tunnel.handle_packet(client_segment(short.0, dst, short.2, short.3, b"GET / HTTP/1.1\r\n\r\n"));
+    h.exchange();
+    h.relay.reset(short.1, "done");
+    h.exchange();
+    let _ = h.packets();
+    while h.relay.poll_event().is_some() {}
+    // ...the socket of one that moved more than a few pages is not: its
+    // buffers are resident and would stay so while it waits.
+    let bulk = established_flows(&mut h, 1)[0];
+    assert_eq!(h.tunnel.stats().sockets_reused, 1, "the short flow's socket was not reused");
+    let chunk = [7u8; 1400];
+    let mut seq = bulk.2;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0;
+    for _ in 0..(2 * SPARE_MAX_MOVED as usize).div_ceil(chunk.len()) {
+        h.tunnel.handle_packet(client_segment(bulk.0, dst, seq, bulk.3, &chunk));
+        seq = seq.wrapping_add(chunk.len() as u32);
+        h.exchange();
+        read += h.relay.read(bulk.1, &mut buf);
+    }
+    let _ = h.packets();
+    assert!(read as u64 > SPARE_MAX_MOVED, "only {read} bytes reached the relay");
+    h.relay.reset(bulk.1, "done");
+    h.exchange();
+    let _ = h.packets();
+    while h.relay.poll_event().is_some() {}
+    assert_eq!(h.tunnel.stats().tcp_flows, 0);
+
+    // The next connection gets new buffers, not the bulk flow's.
+    established_flows(&mut h, 1);
+    assert_eq!(h.tunnel.stats().sockets_reused, 1, "a bulk flow's socket was kept as a spare");
+}
