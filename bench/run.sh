@@ -18,13 +18,17 @@
 #   sudo bench/run.sh [seconds-per-iperf-run]
 #   sudo BENCH_ONLY=far bench/run.sh [seconds]   only the far-away cases (a
 #        check of the WAN link; printed and saved in /tmp, not in bench/results/)
+#   sudo BENCH_ONLY=devnet bench/run.sh [seconds]   only devnet's own
+#        measurements and memory, no routed path or peers to compare with (a
+#        check while changing the data path; saved in /tmp, not in bench/results/)
 #   DEVNET_BIN=<dir>: use the binaries there instead of building release ones
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "needs root (network namespaces): sudo $0" >&2; exit 1; }
 secs=${1:-5}
 only=${BENCH_ONLY:-}
-[[ -z $only || $only == far ]] || { echo "BENCH_ONLY=$only: the only subset is far (the far-away cases)" >&2; exit 2; }
+[[ -z $only || $only == far || $only == devnet ]] ||
+  { echo "BENCH_ONLY=$only: the subsets are far (the far-away cases) and devnet (devnet alone, with its memory)" >&2; exit 2; }
 need=()
 for tool in ip:iproute2 tc:iproute2 iptables:iptables dnsmasq:dnsmasq-base dig:dnsutils curl:curl iperf3:iperf3 jq:jq gnuplot:gnuplot-nox \
   openvpn:openvpn sshuttle:sshuttle sshd:openssh-server ssh:openssh-client wg:wireguard-tools ping:iputils-ping column:bsdextrautils; do
@@ -37,7 +41,7 @@ fi
 command -v bc >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends bc >/dev/null; }
 command -v boringtun-cli >/dev/null || cargo install boringtun-cli --locked
 export PATH=$PATH:$HOME/.cargo/bin
-[[ $only == far ]] || bash tests/lab/fetch-resolved.sh
+[[ -n $only ]] || bash tests/lab/fetch-resolved.sh
 if [[ -z ${DEVNET_BIN:-} ]]; then
   cargo build --workspace --bins --release --locked
   export DEVNET_BIN=$PWD/target/release
@@ -97,6 +101,36 @@ rss_kb() { # rss_kb <command name>: the largest resident set of processes of tha
   ps -o rss= -C "$1" | sort -n | tail -1
 }
 
+devnet_with_memory() { # devnet's measurements, with the RSS of the engine and relay around them
+  # The engine in the client's process (--foreground): devnetd would add only
+  # its IPC at connect, nothing on the data path.
+  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --foreground \
+    --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" --profile "$dir/profile.toml" >"$dir/engine.log" 2>&1 &
+  wait_connected
+  # Memory connected and idle (no traffic yet), right after the 8-stream run,
+  # and 30 s later; the relay's too.
+  sleep 2
+  engine_idle_kb=$(rss_kb devnet); relay_idle_kb=$(rss_kb devnet-relay)
+  devnet=$(measure devnet 17)
+  engine_load_kb=$(rss_kb devnet); relay_load_kb=$(rss_kb devnet-relay)
+  sleep 30
+  engine_after_kb=$(rss_kb devnet); relay_after_kb=$(rss_kb devnet-relay)
+}
+rss_json() {
+  jq -n --arg e_idle "$engine_idle_kb" --arg e_load "$engine_load_kb" --arg e_after "$engine_after_kb" \
+    --arg r_idle "$relay_idle_kb" --arg r_load "$relay_load_kb" --arg r_after "$relay_after_kb" \
+    '{engine_idle: ($e_idle|tonumber), engine_after_8_streams: ($e_load|tonumber), engine_30s_later: ($e_after|tonumber),
+      relay_idle: ($r_idle|tonumber), relay_after_8_streams: ($r_load|tonumber), relay_30s_later: ($r_after|tonumber)}'
+}
+if [[ $only == devnet ]]; then
+  devnet_with_memory
+  # Not in $dir: the lab's teardown removes it.
+  out=/tmp/devnet-bench-devnet-$(date -u +%Y%m%dT%H%M%SZ).json
+  jq -n --argjson devnet "$devnet" --argjson rss "$(rss_json)" '{devnet: $devnet, rss_kb: $rss}' | tee "$out"
+  echo "saved $out (a devnet-only run: not in bench/results/)"
+  exit 0
+fi
+
 if [[ $only != far ]]; then
   # Routed path: a static route on the office router to the pod's node.
   L office ip route add 10.244.3.0/24 via 10.60.20.13
@@ -116,19 +150,7 @@ if [[ $only != far ]]; then
   L office ip route del 10.96.0.0/16 via 10.60.20.11
 
   # devnet.
-  # The engine in the client's process (--foreground): devnetd would add only
-  # its IPC at connect, nothing on the data path.
-  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --foreground \
-    --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" --profile "$dir/profile.toml" >"$dir/engine.log" 2>&1 &
-  wait_connected
-  # Memory connected and idle (no traffic yet), right after the 8-stream run,
-  # and 30 s later; the relay's too.
-  sleep 2
-  engine_idle_kb=$(rss_kb devnet); relay_idle_kb=$(rss_kb devnet-relay)
-  devnet=$(measure devnet 17)
-  engine_load_kb=$(rss_kb devnet); relay_load_kb=$(rss_kb devnet-relay)
-  sleep 30
-  engine_after_kb=$(rss_kb devnet); relay_after_kb=$(rss_kb devnet-relay)
+  devnet_with_memory
   # devnet's stub (resolv.conf backend), the cluster DNS through the tunnel.
   dns_stub=$(dns_lookups devnet-resolv-conf 127.0.0.153:53)
   L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null
@@ -287,8 +309,7 @@ mkdir -p bench/results
 out=bench/results/$(date -u +%Y%m%dT%H%M%SZ).json
 jq -n --argjson routed "$routed" --argjson devnet "$devnet" --argjson wireguard "$wireguard" \
   --argjson openvpn "$openvpn" --argjson sshuttle "$sshuttle" --arg cores "$(nproc)" \
-  --arg e_idle "$engine_idle_kb" --arg e_load "$engine_load_kb" --arg e_after "$engine_after_kb" \
-  --arg r_idle "$relay_idle_kb" --arg r_load "$relay_load_kb" --arg r_after "$relay_after_kb" --argjson far "$far_json" \
+  --argjson rss "$(rss_json)" --argjson far "$far_json" \
   --argjson kube_direct "$kube_direct" --argjson kube_portforward "$kube_portforward" \
   --arg nothing "$from_nothing_s" --arg direct_s "$installed_direct_s" --arg pf_s "$installed_portforward_s" \
   --argjson dns_routed "$dns_routed" --argjson dns_stub "$dns_stub" --argjson dns_resolved "$dns_resolved" \
@@ -296,9 +317,7 @@ jq -n --argjson routed "$routed" --argjson devnet "$devnet" --argjson wireguard 
     dns_lookups: [$dns_routed, $dns_stub, $dns_resolved],
     connect_to_first_request_s: {from_nothing: ($nothing|tonumber), relay_installed_direct: ($direct_s|tonumber),
                                  relay_installed_portforward: ($pf_s|tonumber)},
-    rss_kb: {engine_idle: ($e_idle|tonumber), engine_after_8_streams: ($e_load|tonumber),
-             engine_30s_later: ($e_after|tonumber), relay_idle: ($r_idle|tonumber),
-             relay_after_8_streams: ($r_load|tonumber), relay_30s_later: ($r_after|tonumber)},
+    rss_kb: $rss,
     far: $far, cores: ($cores|tonumber)}' >"$out"
 
 # One row per path; ratios are devnet's metric over that path's (higher is
