@@ -70,6 +70,23 @@ fn desktop(lab: &Lab, args: &[&str]) -> Res<String> {
     Ok(text(&out))
 }
 
+/// The context names of the kubeconfig the window's user has (a copy of the
+/// lab's), in file order.
+fn kubeconfig_contexts(lab: &Lab) -> Res<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Kubeconfig {
+        contexts: Vec<Named>,
+    }
+    let path = lab.dir.join("kubeconfig");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(config.contexts.into_iter().map(|c| c.name).collect())
+}
+
 fn with_window<T>(f: impl FnOnce(&Session) -> Res<T>) -> Res<T> {
     let w = WINDOW.lock().map_err(|e| e.to_string())?;
     f(w.as_ref().ok_or("the window did not open (see the first trial)")?)
@@ -101,8 +118,11 @@ fn opens(lab: &Lab) -> Res {
         return Err(format!("the current context should be chosen: {chosen}"));
     }
     let options = w.script("return Array.from(document.querySelectorAll('#context option')).map(o => o.value)")?;
-    if options.as_array().is_none_or(|a| a.len() != 7) {
-        return Err(format!("every context of the kubeconfig should be offered: {options}"));
+    let want = kubeconfig_contexts(lab)?;
+    if options != serde_json::json!(want) {
+        return Err(format!(
+            "every context of the kubeconfig should be offered, in its order: {options}, want {want:?}"
+        ));
     }
     w.screenshot(&artifacts().join("01-off.png"))?;
     *WINDOW.lock().map_err(|e| e.to_string())? = Some(w);
