@@ -110,8 +110,18 @@ impl Session {
         self.at("POST", "/execute/sync", Some(&json!({"script": script, "args": []})))
     }
 
-    /// Saves a screenshot of the window.
+    /// Saves a screenshot of the window, once the page has painted what its
+    /// DOM holds now: taken at once after a change, WebKit could still show
+    /// the window's first paint ("Waiting for devnet…").
     pub fn screenshot(&self, path: &Path) -> Res {
+        self.at(
+            "POST",
+            "/execute/async",
+            Some(&json!({
+                "script": "const done = arguments[0]; requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+                "args": []
+            })),
+        )?;
         let v = self.at("GET", "/screenshot", None)?;
         let png = base64::engine::general_purpose::STANDARD
             .decode(v.as_str().unwrap_or_default())
