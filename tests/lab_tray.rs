@@ -71,19 +71,10 @@ fn desktop(lab: &Lab, args: &[&str]) -> Res<String> {
 }
 
 /// The context names of the kubeconfig the window's user has (a copy of the
-/// lab's), in file order.
+/// lab's), in file order, read as devnet reads kubeconfigs.
 fn kubeconfig_contexts(lab: &Lab) -> Res<Vec<String>> {
-    #[derive(serde::Deserialize)]
-    struct Named {
-        name: String,
-    }
-    #[derive(serde::Deserialize)]
-    struct Kubeconfig {
-        contexts: Vec<Named>,
-    }
     let path = lab.dir.join("kubeconfig");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let config: Kubeconfig = serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config = kube::config::Kubeconfig::read_from(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(config.contexts.into_iter().map(|c| c.name).collect())
 }
 
