@@ -40,6 +40,7 @@ counters! {
     enrolments_refused: "enrolments refused (a revoked user, or a request that is not one)",
     refused_expired: "sessions refused because the client certificate had expired",
     refused_revoked: "sessions refused or closed because the client certificate or its user is revoked",
+    session_output_peak_bytes: "the most bytes one session has held for its client, unsent, since start (a high-water mark, not a counter)",
     refused_unknown_ca: "sessions refused because the client certificate is not from this relay's client CA (another CA, or an earlier relay process)",
 }
 
@@ -47,5 +48,10 @@ impl Metrics {
     /// Adds `n` to a counter.
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Relaxed);
+    }
+
+    /// Raises a high-water mark to `n` if `n` is higher.
+    pub fn raise(mark: &AtomicU64, n: u64) {
+        mark.fetch_max(n, Relaxed);
     }
 }

@@ -1,28 +1,45 @@
 //! One client session: a TLS stream driven through the sans-IO
-//! [`Connection`], with a task per dialled socket.
+//! [`Connection`], and the destination sockets it dialled, all owned by the
+//! session's one task.
+//!
+//! There is no task, channel or buffer per stream. Each destination socket
+//! wakes the session with its stream id ([`ReadyStreams`]) when it becomes
+//! readable or writable, and the session moves bytes in that turn: client
+//! bytes are written to the socket straight from the connection's receive
+//! buffer, and destination bytes are read into one session buffer and
+//! handed to the connection at once. Dials are futures inside the session
+//! too. Only UDP associations keep a reader task each (a datagram at a
+//! time, for DNS).
 //!
 //! Backpressure runs end to end. Towards a destination, bytes stay in the
-//! connection's receive buffer until the socket writer reports them written,
-//! and only then does the stream get credit again, from the session's
-//! [`Credit`] (the byte budget): a destination that never reads holds at
-//! most its stream's window, and all of a session's at most its budget.
-//! From a destination, each socket reader holds a one-chunk gate that
-//! reopens only when the connection accepted the previous chunk within the
-//! stream's send window; chunks read and not yet taken count against
-//! [`UP_BUDGET`], and the connection takes none while its unsent output
-//! exceeds [`OUTBUF_CAP`], so a client that grants credit and never reads
-//! cannot make the relay buffer for it either.
+//! connection's receive buffer until the socket took them, and only then
+//! does the stream get credit again, from the session's [`Credit`] (the
+//! byte budget): a destination that never reads holds at most its stream's
+//! window, and all of a session's at most its budget. From a destination,
+//! the session reads only as much as the stream's send window allows, and
+//! nothing while the connection's unsent output exceeds [`OUTBUF_CAP`], so
+//! a client that grants credit and never reads cannot make the relay
+//! buffer for it either: what it does not take stays in the kernel's
+//! socket buffers, and the destination's TCP window closes.
+//!
+//! Not here: TLS and login admission (the accept loop in `lib.rs`), the
+//! destination policy (`policy.rs`) and the byte budget (`budget.rs`).
 
 use std::collections::{HashMap, VecDeque};
-use std::io;
+use std::future::Future;
+use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use devnet_proto::{Connection, ConnectionError, Event, OpenStatus, StreamId};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -31,59 +48,100 @@ use crate::Shared;
 use crate::budget::Credit;
 use crate::metrics::Metrics;
 
+/// The most read from a destination at once: one session buffer of this size.
 const READ_CHUNK: usize = 64 * 1024;
+/// The most read from one destination in one turn before the others (and
+/// the client's connection) get theirs.
+const READ_PER_TURN: usize = 4 * READ_CHUNK;
 const UDP_IDLE: Duration = Duration::from_secs(60);
 /// UDP associations per client: the client keeps at most as many (and
 /// forgets idle ones sooner), so an honest one never meets this.
 const MAX_UDP_ASSOCS: usize = 1024;
-/// Bytes read from a session's destinations and not yet taken by the
-/// connection (each stream reads a chunk at a time).
-pub const UP_BUDGET: usize = 4 * 1024 * 1024;
-/// Unsent output above which the connection takes no more stream data.
+/// Unsent output above which the session reads no more from destinations.
 pub const OUTBUF_CAP: usize = 1024 * 1024;
 
-/// Messages from socket tasks to the session.
-enum Up {
-    Dialed { id: StreamId, result: Result<TcpStream, (OpenStatus, String)> },
-    Data { id: StreamId, data: Vec<u8> },
-    Eof { id: StreamId },
-    ReadError { id: StreamId, message: String },
-    Written { id: StreamId, n: usize },
-    WriteError { id: StreamId, message: String },
+/// Messages from UDP reader tasks to the session.
+enum UdpUp {
     Datagram { assoc: u32, from: SocketAddr, payload: Vec<u8> },
-    UdpIdle { assoc: u32 },
+    Idle { assoc: u32 },
 }
 
-/// Messages from the session to a socket writer.
-enum Down {
-    Data(Vec<u8>),
-    Fin,
-}
+type DialResult = Result<TcpStream, (OpenStatus, String)>;
+type Dial = Pin<Box<dyn Future<Output = (StreamId, DialResult)> + Send>>;
 
+/// A dialled destination, driven by the session.
 struct StreamIo {
-    /// Shared with the socket tasks; the session writes to it directly when
-    /// the writer task has nothing queued, saving a task hop per chunk.
-    socket: Arc<TcpStream>,
-    down: mpsc::UnboundedSender<Down>,
-    gate: Arc<Semaphore>,
-    /// The session's [`UP_BUDGET`]; a chunk holds its length until taken.
-    up_bytes: Arc<Semaphore>,
-    /// A chunk the connection could not yet take in full, and how much it took.
-    pending_up: Option<(Vec<u8>, usize)>,
-    eof_pending: bool,
-    /// Bytes of the connection's receive buffer already handed to the writer.
-    forwarded: usize,
-    reader: AbortHandle,
-    writer: AbortHandle,
+    socket: TcpStream,
+    /// Registered with the socket's readiness: puts this stream's id on the
+    /// session's [`ReadyStreams`].
+    waker: Waker,
+    /// The client finished: shut the socket's write side once every byte
+    /// before the Fin is written.
+    fin_pending: bool,
+    /// The destination closed its side, or the stream was finished towards
+    /// the client: nothing more is read.
+    read_done: bool,
+    /// On the session's list of streams waiting for the output to drain.
+    waiting_for_output: bool,
 }
 
-impl Drop for StreamIo {
-    fn drop(&mut self) {
-        // The writer is left to flush what it has; the reader must stop.
-        self.reader.abort();
-        if let Some((data, _)) = &self.pending_up {
-            self.up_bytes.add_permits(data.len());
+/// The ids of streams whose sockets became ready since the session last
+/// looked, and the session task's waker. A stream's waker pushes its id
+/// and wakes the session, so a turn visits only the streams that have
+/// something to do, never all of them.
+#[derive(Default)]
+struct ReadyStreams(Mutex<ReadyState>);
+
+#[derive(Default)]
+struct ReadyState {
+    ids: Vec<StreamId>,
+    session: Option<Waker>,
+}
+
+struct StreamWaker {
+    id: StreamId,
+    ready: Arc<ReadyStreams>,
+}
+
+impl Wake for StreamWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let session = {
+            let mut state = self.ready.lock();
+            state.ids.push(self.id);
+            state.session.take()
+        };
+        if let Some(waker) = session {
+            waker.wake();
         }
+    }
+}
+
+impl ReadyStreams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReadyState> {
+        // A panic while holding it leaves only ids behind: still usable.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn waker_for(self: &Arc<Self>, id: StreamId) -> Waker {
+        Waker::from(Arc::new(StreamWaker { id, ready: self.clone() }))
+    }
+
+    /// Swaps the ready ids into `out` (which must be empty), or remembers
+    /// the session's waker when there are none.
+    fn poll_take(&self, cx: &Context<'_>, out: &mut Vec<StreamId>) -> Poll<()> {
+        let mut state = self.lock();
+        if state.ids.is_empty() {
+            if !state.session.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                state.session = Some(cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut state.ids, out);
+        Poll::Ready(())
     }
 }
 
@@ -153,20 +211,23 @@ where
     let mut revoked = shared.identities.as_ref().filter(|_| identity.is_some()).map(|ids| ids.revoked());
     let mut login = Some(login);
     let (mut rd, mut wr) = tokio::io::split(io);
+    let (udp_tx, mut udp_rx) = mpsc::unbounded_channel();
     let mut session = Session {
         conn: Connection::server(proto, Instant::now().into_std()),
         streams: HashMap::new(),
+        ready: Arc::default(),
+        read_buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+        waiting_for_output: VecDeque::new(),
         udp: HashMap::new(),
+        udp_tx,
         credit: Credit::new(shared.budget.clone(), shared.credit),
-        dialing: 0,
+        dials: FuturesUnordered::new(),
         waiting_dials: VecDeque::new(),
-        up_bytes: Arc::new(Semaphore::new(UP_BUDGET)),
-        blocked_up: VecDeque::new(),
         shared,
         established: false,
         identity: identity.clone(),
     };
-    let (up_tx, mut up_rx) = mpsc::unbounded_channel();
+    let mut ready_ids = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut needs_flush = false;
     let mut drain_deadline: Option<Instant> = None;
@@ -191,11 +252,15 @@ where
                 Ok(n) => {
                     session.conn.advance_transmit(n);
                     needs_flush = true;
-                    session.resume_up();
+                    session.output_drained();
                 }
                 Err(e) => break SessionEnd::Ended(format!("write error: {e}")),
             },
-            Some(msg) = up_rx.recv() => session.handle_up(msg, &up_tx),
+            () = std::future::poll_fn(|cx| session.ready.poll_take(cx, &mut ready_ids)) => {
+                session.serve_ready(&mut ready_ids);
+            }
+            Some((id, result)) = session.dials.next(), if !session.dials.is_empty() => session.dialed(id, result),
+            Some(msg) = udp_rx.recv() => session.handle_udp(msg),
             () = sleep_until_opt(timer) => {
                 let now = Instant::now();
                 if login.as_ref().is_some_and(|l| now >= l.deadline) {
@@ -227,7 +292,7 @@ where
                 }
             }
         }
-        if let Some(end) = session.handle_events(&up_tx) {
+        if let Some(end) = session.handle_events() {
             // Best effort: let the peer read why (a Reject frame).
             let pending = session.conn.transmit().to_vec();
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -237,6 +302,7 @@ where
             .await;
             break end;
         }
+        Metrics::raise(&session.shared.metrics.session_output_peak_bytes, session.conn.transmit().len() as u64);
         if session.established {
             // Logged in: no deadline any more, and room for the next one.
             login = None;
@@ -280,18 +346,23 @@ pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
 struct Session {
     conn: Connection,
     streams: HashMap<StreamId, StreamIo>,
+    /// Streams whose sockets woke the session.
+    ready: Arc<ReadyStreams>,
+    /// Where destination bytes land on their way into the connection.
+    read_buf: Box<[u8]>,
+    /// Streams that stopped reading because the output was above
+    /// [`OUTBUF_CAP`], oldest first.
+    waiting_for_output: VecDeque<StreamId>,
     udp: HashMap<u32, UdpAssoc>,
+    udp_tx: mpsc::UnboundedSender<UdpUp>,
     /// The window credit this session's streams hold (the byte budget).
     credit: Credit,
     /// Dials in progress.
-    dialing: usize,
+    dials: FuturesUnordered<Dial>,
     /// Opens waiting for a dial slot, oldest first: a burst (a browser, a
     /// connection pool warming up) waits its turn instead of failing; the
     /// queue is bounded by the streams a client may have open.
     waiting_dials: VecDeque<(StreamId, SocketAddr)>,
-    up_bytes: Arc<Semaphore>,
-    /// Streams with a chunk waiting for the output to drain below [`OUTBUF_CAP`].
-    blocked_up: VecDeque<StreamId>,
     shared: Arc<Shared>,
     established: bool,
     /// The client's certificate identity, for the logs.
@@ -299,7 +370,7 @@ struct Session {
 }
 
 impl Session {
-    fn handle_events(&mut self, up_tx: &mpsc::UnboundedSender<Up>) -> Option<SessionEnd> {
+    fn handle_events(&mut self) -> Option<SessionEnd> {
         while let Some(event) = self.conn.poll_event() {
             match event {
                 Event::Connected { peer } => {
@@ -309,23 +380,21 @@ impl Session {
                     let by = if self.identity.is_some() { "certificate" } else { "token" };
                     info!(client = %peer, %user, %serial, by, "client authenticated");
                 }
-                Event::OpenRequested { id, addr } => self.open(id, addr, up_tx),
+                Event::OpenRequested { id, addr } => self.open(id, addr),
                 Event::Readable { id } => self.forward_down(id),
-                Event::Writable { id } => self.retry_up(id),
+                Event::Writable { id } => self.forward_up(id),
                 Event::Finished { id } => {
-                    self.forward_down(id);
-                    if let Some(s) = self.streams.get(&id) {
-                        let _ = s.down.send(Down::Fin);
+                    if let Some(s) = self.streams.get_mut(&id) {
+                        s.fin_pending = true;
                     }
-                    self.reap(id);
+                    self.forward_down(id);
                 }
                 Event::Reset { id, message } => {
                     debug!(id, %message, "client reset stream");
-                    if let Some(s) = self.forget(id) {
-                        s.writer.abort();
-                    }
+                    // Dropping the socket closes it, unsent bytes and all.
+                    self.forget(id);
                 }
-                Event::Datagram { assoc, addr, payload } => self.send_datagram(assoc, addr, &payload, up_tx),
+                Event::Datagram { assoc, addr, payload } => self.send_datagram(assoc, addr, &payload),
                 Event::Opened { .. } | Event::OpenFailed { .. } | Event::GoAway { .. } => {}
                 Event::Closed { error } => {
                     return Some(if self.established {
@@ -339,7 +408,7 @@ impl Session {
         None
     }
 
-    fn open(&mut self, id: StreamId, addr: SocketAddr, up_tx: &mpsc::UnboundedSender<Up>) {
+    fn open(&mut self, id: StreamId, addr: SocketAddr) {
         let target = match self.shared.policy.check(addr.ip()) {
             Ok(ip) => SocketAddr::new(ip, addr.port()),
             Err(denial) => {
@@ -349,186 +418,177 @@ impl Session {
                 return;
             }
         };
-        if self.dialing >= self.shared.max_dialing {
+        if self.dials.len() >= self.shared.max_dialing {
             Metrics::add(&self.shared.metrics.dials_queued, 1);
             debug!(id, dst = %addr, limit = self.shared.max_dialing, "dial waits for a slot");
             self.waiting_dials.push_back((id, target));
             return;
         }
-        self.dial(id, target, up_tx);
+        self.dial(id, target);
     }
 
-    fn dial(&mut self, id: StreamId, target: SocketAddr, up_tx: &mpsc::UnboundedSender<Up>) {
-        self.dialing += 1;
+    fn dial(&mut self, id: StreamId, target: SocketAddr) {
         let timeout = self.shared.dial_timeout;
-        let up_tx = up_tx.clone();
-        tokio::spawn(async move {
+        self.dials.push(Box::pin(async move {
             let result = match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
                 Ok(Ok(stream)) => Ok(stream),
                 Ok(Err(e)) => Err(classify_dial_error(target, &e)),
                 Err(_) => Err((OpenStatus::TimedOut, format!("no answer from {target} within {timeout:?}"))),
             };
-            let _ = up_tx.send(Up::Dialed { id, result });
-        });
+            (id, result)
+        }));
     }
 
-    /// A dial ended: the oldest waiting open whose stream the client still
-    /// wants takes its slot.
-    fn dial_done(&mut self, up_tx: &mpsc::UnboundedSender<Up>) {
-        self.dialing -= 1;
-        while self.dialing < self.shared.max_dialing
+    /// A dial ended: the oldest waiting opens whose streams the client still
+    /// wants take the free slots, then the stream is accepted or refused.
+    fn dialed(&mut self, id: StreamId, result: DialResult) {
+        while self.dials.len() < self.shared.max_dialing
             && let Some((id, target)) = self.waiting_dials.pop_front()
         {
             if self.conn.contains(id) {
-                self.dial(id, target, up_tx);
+                self.dial(id, target);
             }
         }
-    }
-
-    fn handle_up(&mut self, msg: Up, up_tx: &mpsc::UnboundedSender<Up>) {
-        match msg {
-            Up::Dialed { id, result: Ok(stream) } => {
-                self.dial_done(up_tx);
-                if !self.conn.contains(id) {
-                    return; // the client gave up on the stream meanwhile
-                }
-                let window = self.credit.open(id);
-                if self.conn.accept_with_window(id, window).is_err() {
-                    self.forget(id);
-                    return;
-                }
-                Metrics::add(&self.shared.metrics.streams_opened, 1);
-                let _ = stream.set_nodelay(true);
-                self.streams.insert(id, spawn_stream_tasks(id, stream, up_tx, &self.up_bytes));
-            }
-            Up::Dialed { id, result: Err((status, message)) } => {
-                self.dial_done(up_tx);
+        let stream = match result {
+            Ok(stream) => stream,
+            Err((status, message)) => {
                 Metrics::add(&self.shared.metrics.dial_failures, 1);
                 debug!(id, ?status, %message, "dial failed");
                 self.conn.refuse(id, status, &message);
+                return;
             }
-            Up::Data { id, data } => {
-                Metrics::add(&self.shared.metrics.bytes_from_destinations, data.len() as u64);
-                if let Some(s) = self.streams.get_mut(&id) {
-                    s.pending_up = Some((data, 0));
-                    self.retry_up(id);
-                } else {
-                    self.up_bytes.add_permits(data.len());
-                }
-            }
-            Up::Eof { id } => {
-                if let Some(s) = self.streams.get_mut(&id) {
-                    if s.pending_up.is_some() {
-                        s.eof_pending = true;
-                    } else {
-                        self.conn.finish(id);
-                        self.reap(id);
-                    }
-                }
-            }
-            Up::ReadError { id, message } | Up::WriteError { id, message } => {
-                if self.forget(id).is_some() {
-                    self.conn.reset(id, &message);
-                }
-            }
-            Up::Written { id, n } => {
-                Metrics::add(&self.shared.metrics.bytes_to_destinations, n as u64);
-                if let Some(s) = self.streams.get_mut(&id) {
-                    s.forwarded -= n;
-                }
-                self.drained(id, n);
-                self.reap(id);
-            }
-            Up::Datagram { assoc, from, payload } => {
-                let _ = self.conn.send_datagram(assoc, from, &payload);
-            }
-            Up::UdpIdle { assoc } => {
-                self.udp.remove(&assoc);
-            }
+        };
+        if !self.conn.contains(id) {
+            return; // the client gave up on the stream meanwhile
+        }
+        let window = self.credit.open(id);
+        if self.conn.accept_with_window(id, window).is_err() {
+            self.forget(id);
+            return;
+        }
+        Metrics::add(&self.shared.metrics.streams_opened, 1);
+        let _ = stream.set_nodelay(true);
+        let waker = self.ready.waker_for(id);
+        // A client that finished before the dial completed still gets its Fin.
+        let fin_pending = self.conn.is_read_closed(id);
+        let io = StreamIo { socket: stream, waker, fin_pending, read_done: false, waiting_for_output: false };
+        self.streams.insert(id, io);
+        // Registers the socket's read interest (and writes anything queued).
+        self.forward_down(id);
+        self.forward_up(id);
+    }
+
+    /// Streams whose sockets woke the session: each moves what it can both ways.
+    fn serve_ready(&mut self, ids: &mut Vec<StreamId>) {
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids.drain(..) {
+            self.forward_down(id);
+            self.forward_up(id);
         }
     }
 
-    /// Hands bytes the client sent on `id` to the destination: written
-    /// straight to the socket when nothing is queued for the writer task and
-    /// the socket takes them, otherwise queued for the writer (in order).
+    /// Writes the bytes the client sent on `id` to its destination, straight
+    /// from the connection's receive buffer, until the socket would block
+    /// (then its writability wakes the session); shuts the socket's write
+    /// side after the last byte once the client finished.
     fn forward_down(&mut self, id: StreamId) {
         let Some(s) = self.streams.get_mut(&id) else { return };
-        if s.forwarded == 0 {
-            loop {
-                let (a, _) = self.conn.peek(id);
-                if a.is_empty() {
-                    break;
-                }
-                match s.socket.try_write(a) {
-                    Ok(n) if n > 0 => {
-                        Metrics::add(&self.shared.metrics.bytes_to_destinations, n as u64);
-                        self.conn.release(id, n);
-                        for (id, increment) in self.credit.drained(id, n) {
-                            self.conn.grant(id, increment);
-                        }
+        loop {
+            let (a, b) = self.conn.peek(id);
+            if a.is_empty() {
+                break;
+            }
+            match s.socket.try_write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
+                Ok(n) if n > 0 => {
+                    Metrics::add(&self.shared.metrics.bytes_to_destinations, n as u64);
+                    self.conn.release(id, n);
+                    for (id, increment) in self.credit.drained(id, n) {
+                        self.conn.grant(id, increment);
                     }
-                    _ => break,
                 }
+                Ok(_) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match s.socket.poll_write_ready(&mut Context::from_waker(&s.waker)) {
+                        Poll::Ready(Ok(())) => {} // writable again already: try once more
+                        Poll::Ready(Err(e)) => return self.fail(id, format!("destination write error: {e}")),
+                        Poll::Pending => return,
+                    }
+                }
+                Err(e) => return self.fail(id, format!("destination write error: {e}")),
             }
         }
+        if s.fin_pending {
+            s.fin_pending = false;
+            let _ = socket2::SockRef::from(&s.socket).shutdown(std::net::Shutdown::Write);
+        }
+        self.reap(id);
+    }
+
+    /// Reads what the destination of `id` sent into the stream, as far as
+    /// its send window allows and while the output is below [`OUTBUF_CAP`].
+    /// Stops at [`READ_PER_TURN`] and asks for another turn, so one busy
+    /// destination does not hold up the others.
+    fn forward_up(&mut self, id: StreamId) {
         let Some(s) = self.streams.get_mut(&id) else { return };
-        let (a, b) = self.conn.peek(id);
-        let total = a.len() + b.len();
-        if total <= s.forwarded {
-            return;
+        let mut turn_left = READ_PER_TURN;
+        while !s.read_done {
+            if self.conn.transmit().len() >= OUTBUF_CAP {
+                if !s.waiting_for_output {
+                    s.waiting_for_output = true;
+                    self.waiting_for_output.push_back(id);
+                }
+                return;
+            }
+            // No credit: the client's Window frame brings the stream back (Writable).
+            let room = self.conn.send_capacity(id).min(READ_CHUNK);
+            if room == 0 {
+                return;
+            }
+            if turn_left == 0 {
+                s.waker.wake_by_ref();
+                return;
+            }
+            match s.socket.try_read(&mut self.read_buf[..room]) {
+                Ok(0) => {
+                    s.read_done = true;
+                    self.conn.finish(id);
+                }
+                Ok(n) => {
+                    Metrics::add(&self.shared.metrics.bytes_from_destinations, n as u64);
+                    // Within the send window, so the connection takes it all.
+                    let _ = self.conn.write(id, &self.read_buf[..n]);
+                    turn_left = turn_left.saturating_sub(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match s.socket.poll_read_ready(&mut Context::from_waker(&s.waker)) {
+                        Poll::Ready(Ok(())) => {} // readable again already: try once more
+                        Poll::Ready(Err(e)) => return self.fail(id, format!("destination read error: {e}")),
+                        Poll::Pending => return,
+                    }
+                }
+                Err(e) => return self.fail(id, format!("destination read error: {e}")),
+            }
         }
-        let mut chunk = Vec::with_capacity(total - s.forwarded);
-        if s.forwarded < a.len() {
-            chunk.extend_from_slice(&a[s.forwarded..]);
-            chunk.extend_from_slice(b);
-        } else {
-            chunk.extend_from_slice(&b[s.forwarded - a.len()..]);
-        }
-        s.forwarded = total;
-        let _ = s.down.send(Down::Data(chunk));
+        self.reap(id);
     }
 
-    /// Pushes a pending chunk from a destination into the stream's window.
-    fn retry_up(&mut self, id: StreamId) {
-        let Some(s) = self.streams.get_mut(&id) else {
-            return;
-        };
-        let Some((data, done)) = &mut s.pending_up else {
-            return;
-        };
-        if self.conn.transmit().len() >= OUTBUF_CAP {
-            self.blocked_up.push_back(id);
-            return;
-        }
-        match self.conn.write(id, &data[*done..]) {
-            Ok(n) => *done += n,
-            Err(_) => return,
-        }
-        if *done == data.len() {
-            self.up_bytes.add_permits(data.len());
-            s.pending_up = None;
-            s.gate.add_permits(1);
-            if s.eof_pending {
-                self.conn.finish(id);
-                self.reap(id);
+    /// The output drained: streams held back by [`OUTBUF_CAP`] read again,
+    /// oldest first, while it stays below.
+    fn output_drained(&mut self) {
+        while self.conn.transmit().len() < OUTBUF_CAP {
+            let Some(id) = self.waiting_for_output.pop_front() else { return };
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.waiting_for_output = false;
+                self.forward_up(id);
             }
         }
     }
 
-    /// Retries chunks held back while the output was above [`OUTBUF_CAP`].
-    fn resume_up(&mut self) {
-        while self.conn.transmit().len() < OUTBUF_CAP {
-            let Some(id) = self.blocked_up.pop_front() else { return };
-            self.retry_up(id);
-        }
-    }
-
-    /// The destination of `id` took `n` bytes: they leave the receive
-    /// buffer and the budget grants credit where it is owed.
-    fn drained(&mut self, id: StreamId, n: usize) {
-        self.conn.release(id, n);
-        for (id, increment) in self.credit.drained(id, n) {
-            self.conn.grant(id, increment);
+    /// The destination socket of `id` failed: the client's stream is reset.
+    fn fail(&mut self, id: StreamId, message: String) {
+        if self.forget(id).is_some() {
+            self.conn.reset(id, &message);
         }
     }
 
@@ -548,7 +608,18 @@ impl Session {
         }
     }
 
-    fn send_datagram(&mut self, assoc: u32, addr: SocketAddr, payload: &[u8], up_tx: &mpsc::UnboundedSender<Up>) {
+    fn handle_udp(&mut self, msg: UdpUp) {
+        match msg {
+            UdpUp::Datagram { assoc, from, payload } => {
+                let _ = self.conn.send_datagram(assoc, from, &payload);
+            }
+            UdpUp::Idle { assoc } => {
+                self.udp.remove(&assoc);
+            }
+        }
+    }
+
+    fn send_datagram(&mut self, assoc: u32, addr: SocketAddr, payload: &[u8]) {
         let target = match self.shared.policy.check(addr.ip()) {
             Ok(ip) => SocketAddr::new(ip, addr.port()),
             Err(denial) => {
@@ -576,7 +647,7 @@ impl Session {
                     return;
                 }
             };
-            let reader = tokio::spawn(udp_reader(assoc, Arc::new(receiver), up_tx.clone())).abort_handle();
+            let reader = tokio::spawn(udp_reader(assoc, Arc::new(receiver), self.udp_tx.clone())).abort_handle();
             self.udp.insert(assoc, UdpAssoc { sender, target, reader });
         }
         if let Some(a) = self.udp.get(&assoc) {
@@ -606,117 +677,18 @@ fn classify_dial_error(target: SocketAddr, e: &io::Error) -> (OpenStatus, String
     }
 }
 
-fn spawn_stream_tasks(
-    id: StreamId,
-    stream: TcpStream,
-    up_tx: &mpsc::UnboundedSender<Up>,
-    up_bytes: &Arc<Semaphore>,
-) -> StreamIo {
-    let socket = Arc::new(stream);
-    let gate = Arc::new(Semaphore::new(1));
-    let reader = {
-        let (gate, up_tx, socket, up_bytes) = (gate.clone(), up_tx.clone(), socket.clone(), up_bytes.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok(permit) = gate.acquire().await else { return };
-                permit.forget();
-                // The buffer exists only while bytes wait: an idle stream holds none.
-                let read = loop {
-                    if let Err(e) = socket.readable().await {
-                        break Err(e);
-                    }
-                    let Ok(budget) = up_bytes.acquire_many(READ_CHUNK as u32).await else { return };
-                    let mut data = vec![0u8; READ_CHUNK];
-                    match socket.try_read(&mut data) {
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                        Err(e) => break Err(e),
-                        Ok(n) => {
-                            // The chunk keeps its own length of the budget until taken.
-                            budget.forget();
-                            up_bytes.add_permits(READ_CHUNK - n);
-                            data.truncate(n);
-                            data.shrink_to_fit();
-                            break Ok(data);
-                        }
-                    }
-                };
-                match read {
-                    Ok(data) if data.is_empty() => {
-                        let _ = up_tx.send(Up::Eof { id });
-                        return;
-                    }
-                    Ok(data) => {
-                        if up_tx.send(Up::Data { id, data }).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = up_tx.send(Up::ReadError { id, message: format!("destination read error: {e}") });
-                        return;
-                    }
-                }
-            }
-        })
-        .abort_handle()
-    };
-    let (down, mut down_rx) = mpsc::unbounded_channel::<Down>();
-    let writer = {
-        let (up_tx, socket) = (up_tx.clone(), socket.clone());
-        tokio::spawn(async move {
-            while let Some(msg) = down_rx.recv().await {
-                match msg {
-                    Down::Data(data) => {
-                        if let Err(e) = write_all_shared(&socket, &data).await {
-                            let _ = up_tx.send(Up::WriteError { id, message: format!("destination write error: {e}") });
-                            return;
-                        }
-                        let _ = up_tx.send(Up::Written { id, n: data.len() });
-                    }
-                    Down::Fin => {
-                        let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Write);
-                    }
-                }
-            }
-        })
-        .abort_handle()
-    };
-    StreamIo {
-        socket,
-        down,
-        gate,
-        up_bytes: up_bytes.clone(),
-        pending_up: None,
-        eof_pending: false,
-        forwarded: 0,
-        reader,
-        writer,
-    }
-}
-
-async fn write_all_shared(socket: &TcpStream, mut data: &[u8]) -> io::Result<()> {
-    while !data.is_empty() {
-        socket.writable().await?;
-        match socket.try_write(data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-async fn udp_reader(assoc: u32, socket: Arc<UdpSocket>, up_tx: mpsc::UnboundedSender<Up>) {
+async fn udp_reader(assoc: u32, socket: Arc<UdpSocket>, up_tx: mpsc::UnboundedSender<UdpUp>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match tokio::time::timeout(UDP_IDLE, socket.recv_from(&mut buf)).await {
             Ok(Ok((n, from))) => {
-                if up_tx.send(Up::Datagram { assoc, from, payload: buf[..n].to_vec() }).is_err() {
+                if up_tx.send(UdpUp::Datagram { assoc, from, payload: buf[..n].to_vec() }).is_err() {
                     return;
                 }
             }
             Ok(Err(e)) => debug!(assoc, error = %e, "UDP receive error"),
             Err(_) => {
-                let _ = up_tx.send(Up::UdpIdle { assoc });
+                let _ = up_tx.send(UdpUp::Idle { assoc });
                 return;
             }
         }

@@ -282,3 +282,77 @@ async fn a_path_proof_is_not_a_failed_login() {
     assert!(matches!(end_after(b"").await, SessionEnd::PathProof));
     assert!(!matches!(end_after(b"x").await, SessionEnd::PathProof));
 }
+
+/// A listener whose every connection sends zeros as fast as it can once
+/// `go` is set, until the other side goes away.
+fn source(go: Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind source");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let go = go.clone();
+            std::thread::spawn(move || {
+                while !go.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                let zeros = vec![0u8; 64 * KIB];
+                while std::io::Write::write_all(&mut conn, &zeros).is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+/// A client that grants 16 windows of 4 MiB and then stops reading its
+/// connection: the relay reads from the destinations only while its unsent
+/// output is below the cap, so it holds about 1 MiB for the client, not
+/// the 64 MiB the windows allow; the rest waits in the destinations'
+/// sockets. Once the client reads again, every stream moves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_holds_the_relay_to_its_output_cap() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let shared = shared(crate::MAX_DIALING_PER_SESSION);
+    let (relay, _shutdown) = start_relay(shared.clone()).await;
+    let go = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let source = source(go.clone());
+    let mut client = Client::connect(relay).await;
+    let ids: Vec<_> = (0..16).map(|_| client.conn.open(source).expect("open")).collect();
+    assert!(client.drive_until(Duration::from_secs(10), |c| ids.iter().all(|id| c.opened(*id))).await);
+
+    // The client stops reading, the destinations start sending; wait until
+    // the relay stops reading from them.
+    go.store(true, Relaxed);
+    let metrics = &shared.metrics;
+    let mut last = metrics.bytes_from_destinations.load(Relaxed);
+    let mut still = 0;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = metrics.bytes_from_destinations.load(Relaxed);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+        if still == 5 {
+            break;
+        }
+    }
+    assert_eq!(still, 5, "the relay kept reading from the destinations ({last} bytes)");
+    let windows = 16 * Config::default().stream_window as u64;
+    let peak = metrics.session_output_peak_bytes.load(Relaxed);
+    let bound = (super::OUTBUF_CAP + super::READ_CHUNK + 4 * KIB) as u64;
+    assert!(last > 2 * super::OUTBUF_CAP as u64, "the relay read {last} bytes before it stopped");
+    assert!(last < windows / 2, "the relay read {last} bytes: the windows stopped it, not the cap");
+    assert!(peak <= bound, "the relay held {peak} bytes for the client, above {bound}");
+
+    // Reading again, every stream moves again.
+    let mut got = vec![0usize; ids.len()];
+    let mut buf = vec![0u8; 256 * KIB];
+    let resumed = client
+        .drive_until(Duration::from_secs(30), |c| {
+            for (i, id) in ids.iter().enumerate() {
+                got[i] += c.conn.read(*id, &mut buf);
+            }
+            got.iter().all(|n| *n >= 2 * super::OUTBUF_CAP)
+        })
+        .await;
+    assert!(resumed, "some streams stalled after the client read again: {got:?}");
+}
