@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::Result;
 use devnet_netstack::{BufferPool, Tunnel, TunnelConfig};
 use devnet_proto::{Connection, ConnectionError, RejectCode};
+use devnet_tls::link::{Received, receive_ready, send_now};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -38,6 +39,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Packets read from the TUN device per wake-up before the stack runs.
 const TUN_BATCH: usize = 64;
+/// The most taken from the relay link in one turn (the read buffer's size).
+const RELAY_READ_PER_TURN: usize = 256 * 1024;
 
 type Tls = TlsStream<RelayStream>;
 
@@ -77,7 +80,7 @@ pub(crate) async fn run(
     let mut relay = Relay::Dialling(dial(dialer.clone(), connector(&tls), status.clone()));
     let mut backoff = BACKOFF_MIN;
     let mut scratch = vec![0u8; usize::from(profile.mtu) + 4];
-    let mut rbuf = vec![0u8; 256 * 1024];
+    let mut rbuf = vec![0u8; RELAY_READ_PER_TURN];
     let mut ever_connected = false;
     // Whether the relay link is up now, and whether any CIDR uses it: with
     // none (every CIDR went direct) the link stays up for a quick way back,
@@ -168,8 +171,19 @@ pub(crate) async fn run(
             Wake::RelayRead(Ok(0)) => lost = Some("the relay closed the connection".into()),
             Wake::RelayRead(Ok(n)) => {
                 bytes.1 += n as u64;
-                if let Some(conn) = tunnel.connection_mut() {
+                if let (Relay::Up(link), Some(conn)) = (&mut relay, tunnel.connection_mut()) {
                     let _ = conn.handle_input(&rbuf[..n], now.into_std());
+                    // And every record already readable, so the stack runs
+                    // once for them all.
+                    let more = std::future::poll_fn(|cx| {
+                        let budget = RELAY_READ_PER_TURN.saturating_sub(n);
+                        std::task::Poll::Ready(receive_ready(&mut link.rd, conn, &mut rbuf, budget, now.into_std(), cx))
+                    });
+                    match more.await {
+                        Ok(Received::Bytes(n)) => bytes.1 += n as u64,
+                        Ok(Received::Closed(_)) => lost = Some("the relay closed the connection".into()),
+                        Err(e) => lost = Some(read_error(&e)),
+                    }
                 }
             }
             Wake::RelayRead(Err(e)) => lost = Some(read_error(&e)),
@@ -249,7 +263,11 @@ pub(crate) async fn run(
         // produced for the TUN device: for a request, the relay's bytes are
         // on the critical path and the client's ACK is not.
         if let (Relay::Up(link), Some(conn)) = (&mut relay, tunnel.connection_mut()) {
-            match std::future::poll_fn(|cx| std::task::Poll::Ready(send_now(link, conn, cx))).await {
+            match std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(send_now(&mut link.wr, conn, &mut link.needs_flush, cx))
+            })
+            .await
+            {
                 Ok(n) => bytes.0 += n as u64,
                 Err(e) => {
                     warn!(relay = %profile.relay, error = %e, "writing to the relay failed");
@@ -337,36 +355,6 @@ fn keep_large_buffers_off_the_heap() {
 
 /// Writes what the connection has for the relay now, without waiting, and
 /// flushes in the same step: the loop then needs no turn only to flush.
-/// What the socket does not take now is left to the select's write branch,
-/// which waits for it. Returns the bytes taken.
-fn send_now(link: &mut Link, conn: &mut Connection, cx: &mut std::task::Context<'_>) -> io::Result<usize> {
-    use std::pin::Pin;
-    use std::task::Poll;
-    // `cx` is the data path task's own: a Pending here arms the wake-up the
-    // next turn's select would arm anyway.
-    let mut sent = 0;
-    while !conn.transmit().is_empty() {
-        match Pin::new(&mut link.wr).poll_write(cx, conn.transmit()) {
-            Poll::Ready(Ok(0)) => return Err(io::Error::new(io::ErrorKind::WriteZero, "the relay link took no bytes")),
-            Poll::Ready(Ok(n)) => {
-                conn.advance_transmit(n);
-                sent += n;
-                link.needs_flush = true;
-            }
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => return Ok(sent),
-        }
-    }
-    if link.needs_flush {
-        match Pin::new(&mut link.wr).poll_flush(cx) {
-            Poll::Ready(Ok(())) => link.needs_flush = false,
-            Poll::Ready(Err(e)) => return Err(e),
-            Poll::Pending => {}
-        }
-    }
-    Ok(sent)
-}
-
 /// Why reading from the relay failed, worded with the fix when the relay
 /// refused this laptop's client certificate: with TLS 1.3 its verdict
 /// arrives as an alert on the first read, after the handshake looked done.
@@ -448,10 +436,10 @@ async fn read_opt(rd: Option<&mut ReadHalf<Tls>>, buf: &mut [u8]) -> io::Result<
     }
 }
 
-/// [`devnet_tls::write_or_flush`] when the link is up.
+/// [`devnet_tls::link::write_or_flush`] when the link is up.
 async fn write_opt<W: AsyncWrite + Unpin>(wr: Option<&mut W>, data: &[u8]) -> io::Result<usize> {
     match wr {
-        Some(wr) => devnet_tls::write_or_flush(wr, data).await,
+        Some(wr) => devnet_tls::link::write_or_flush(wr, data).await,
         None => std::future::pending().await,
     }
 }

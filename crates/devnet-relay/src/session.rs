@@ -35,6 +35,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use devnet_proto::{Connection, ConnectionError, Event, OpenStatus, StreamId};
+use devnet_tls::link::{Received, receive_ready, send_now, write_or_flush};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -53,6 +54,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The most read from one destination in one turn before the others (and
 /// the client's connection) get theirs.
 const READ_PER_TURN: usize = 4 * READ_CHUNK;
+/// The most taken from the client's link in one turn before the
+/// destinations get theirs.
+const LINK_READ_PER_TURN: usize = 256 * 1024;
 const UDP_IDLE: Duration = Duration::from_secs(60);
 /// UDP associations per client: the client keeps at most as many (and
 /// forgets idle ones sooner), so an honest one never meets this.
@@ -233,16 +237,35 @@ where
     let mut drain_deadline: Option<Instant> = None;
     let mut shutting_down = *shutdown.borrow();
     let mut received = 0usize;
+    // One timer for the life of the session, moved only when the deadline
+    // does (not a new one registered with the runtime on every turn).
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(timer);
     let end = loop {
-        let timer = session.conn.poll_timeout().map(Instant::from_std);
-        let timer = [timer, drain_deadline, login.as_ref().map(|l| l.deadline)].into_iter().flatten().min();
+        let deadline = session.conn.poll_timeout().map(Instant::from_std);
+        let deadline = [deadline, drain_deadline, login.as_ref().map(|l| l.deadline)].into_iter().flatten().min();
+        if let Some(at) = deadline
+            && timer.deadline() != at
+        {
+            timer.as_mut().reset(at);
+        }
         tokio::select! {
             read = rd.read(&mut buf) => match read {
                 Ok(0) if received == 0 => break SessionEnd::PathProof,
                 Ok(0) => break SessionEnd::Ended("client closed the connection".into()),
                 Ok(n) => {
                     received += n;
-                    let _ = session.conn.handle_input(&buf[..n], Instant::now().into_std());
+                    let now = Instant::now().into_std();
+                    let _ = session.conn.handle_input(&buf[..n], now);
+                    // And every record already readable, in this turn.
+                    let more = std::future::poll_fn(|cx| {
+                        Poll::Ready(receive_ready(&mut rd, &mut session.conn, &mut buf, LINK_READ_PER_TURN.saturating_sub(n), now, cx))
+                    });
+                    match more.await {
+                        Ok(Received::Bytes(n)) => received += n,
+                        Ok(Received::Closed(_)) => break SessionEnd::Ended("client closed the connection".into()),
+                        Err(e) => break SessionEnd::Ended(format!("read error: {e}")),
+                    }
                 }
                 Err(e) => break SessionEnd::Ended(format!("read error: {e}")),
             },
@@ -261,7 +284,7 @@ where
             }
             Some((id, result)) = session.dials.next(), if !session.dials.is_empty() => session.dialed(id, result),
             Some(msg) = udp_rx.recv() => session.handle_udp(msg),
-            () = sleep_until_opt(timer) => {
+            () = &mut timer, if deadline.is_some() => {
                 let now = Instant::now();
                 if login.as_ref().is_some_and(|l| now >= l.deadline) {
                     break SessionEnd::LoginTimedOut;
@@ -303,6 +326,13 @@ where
             break end;
         }
         Metrics::raise(&session.shared.metrics.session_output_peak_bytes, session.conn.transmit().len() as u64);
+        // What this turn produced goes out now, not a turn later.
+        let sent = std::future::poll_fn(|cx| Poll::Ready(send_now(&mut wr, &mut session.conn, &mut needs_flush, cx)));
+        match sent.await {
+            Ok(0) => {}
+            Ok(_) => session.output_drained(),
+            Err(e) => break SessionEnd::Ended(format!("write error: {e}")),
+        }
         if session.established {
             // Logged in: no deadline any more, and room for the next one.
             login = None;
@@ -316,10 +346,6 @@ where
     end
 }
 
-/// Writes what is pending, or flushes when nothing is (TLS keeps records
-/// buffered until flushed). One future, so the write half is borrowed once.
-pub use devnet_tls::write_or_flush;
-
 /// The next revocation list, when this session follows one.
 async fn next_revocation(
     revoked: &mut Option<watch::Receiver<crate::identity::Revoked>>,
@@ -332,13 +358,6 @@ async fn next_revocation(
                 std::future::pending().await
             }
         },
-        None => std::future::pending().await,
-    }
-}
-
-pub(crate) async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

@@ -5,13 +5,15 @@
 //! depends on another for TLS.
 //!
 //! **What it does not do:** open sockets or keep secrets anywhere: it turns
-//! PEM into rustls configurations and generates a CA and leaf.
+//! PEM into rustls configurations and generates a CA and leaf, and
+//! ([`link`]) moves a protocol connection's bytes over a stream it is given.
 //!
 //! The relay presents a leaf certificate for the name [`RELAY_SERVER_NAME`]
 //! signed by a per-cluster CA; clients trust only that CA. The name is fixed
 //! because the relay is reached by pod IP, node port or port-forward alike.
 
 pub mod identity;
+pub mod link;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -238,13 +240,6 @@ pub fn client_config_from_pem(pem: &str) -> Result<Arc<rustls::ClientConfig>> {
 /// The server name clients verify.
 pub fn relay_server_name() -> ServerName<'static> {
     ServerName::try_from(RELAY_SERVER_NAME).expect("valid DNS name")
-}
-
-/// Writes `data`, or flushes when there is nothing to write (returns 0
-/// then): one call for "make progress on the send side" in a `select!`.
-pub async fn write_or_flush<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, data: &[u8]) -> std::io::Result<usize> {
-    use tokio::io::AsyncWriteExt;
-    if data.is_empty() { wr.flush().await.map(|()| 0) } else { wr.write(data).await }
 }
 
 #[cfg(test)]
