@@ -63,9 +63,8 @@ pub struct Shared {
     pub budget: Arc<budget::Global>,
     /// The sizes each session's credit follows.
     pub credit: budget::Limits,
-    /// Dials one session may have in progress; beyond, an open is refused at
-    /// once with the limit named (each dial holds a socket and a task for up
-    /// to the dial timeout).
+    /// Dials one session may have in progress; beyond, an open waits for a
+    /// slot, oldest first (each dial holds a socket for up to the dial timeout).
     pub max_dialing: usize,
     /// Client certificates (a relay in Kubernetes); `None`: token logins only.
     pub identities: Option<Arc<identity::Identities>>,
