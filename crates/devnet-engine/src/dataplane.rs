@@ -23,6 +23,7 @@ use tokio_rustls::client::TlsStream;
 use tracing::{info, warn};
 
 use crate::config::Profile;
+use crate::os::platform::{TUN_HEADER_LEN, TUN_WRITE_HEADER};
 use crate::transport::{Dial, RelayStream};
 /// What the engine tells the data path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +80,7 @@ pub(crate) async fn run(
     };
     let mut relay = Relay::Dialling(dial(dialer.clone(), connector(&tls), status.clone()));
     let mut backoff = BACKOFF_MIN;
-    let mut scratch = vec![0u8; usize::from(profile.mtu) + 4];
+    let mut scratch = vec![0u8; TUN_HEADER_LEN + usize::from(profile.mtu) + 4];
     let mut rbuf = vec![0u8; RELAY_READ_PER_TURN];
     let mut ever_connected = false;
     // Whether the relay link is up now, and whether any CIDR uses it: with
@@ -385,7 +386,11 @@ fn is_permanent(error: &ConnectionError) -> bool {
     )
 }
 
-fn take_packet(tunnel: &mut Tunnel, packet: &[u8]) {
+/// Hands one read from the TUN device (a virtio-net header, then the
+/// packet) to the stack. The header says at most that the packet's
+/// checksum is partial, which the stack does not check anyway.
+fn take_packet(tunnel: &mut Tunnel, read: &[u8]) {
+    let Some(packet) = read.get(TUN_HEADER_LEN..).filter(|p| !p.is_empty()) else { return };
     let mut buf = tunnel.buffer();
     buf.extend_from_slice(packet);
     tunnel.handle_packet(buf);
@@ -393,7 +398,8 @@ fn take_packet(tunnel: &mut Tunnel, packet: &[u8]) {
 
 async fn flush_tun(tunnel: &mut Tunnel, tun: &tun_rs::AsyncDevice) {
     while let Some(packet) = tunnel.pop_packet() {
-        if let Err(e) = tun.send(&packet).await {
+        let frame = [io::IoSlice::new(&TUN_WRITE_HEADER), io::IoSlice::new(&packet)];
+        if let Err(e) = tun.send_vectored(&frame).await {
             warn!(error = %e, "writing to the TUN device failed; packet dropped");
         }
         tunnel.recycle(packet);

@@ -159,9 +159,13 @@ impl NetState {
         let tun = tun_rs::DeviceBuilder::new()
             .name(&name)
             .mtu(self.profile.mtu)
+            // IFF_VNET_HDR: packets carry a virtio-net header (the data
+            // path strips and adds it), so the kernel may leave checksums.
+            .offload(true)
             .enable(true)
             .build_async()
             .with_context(|| format!("creating TUN device {name} (are you root? is /dev/net/tun there?)"))?;
+        platform::tun_checksum_offload(&tun).with_context(|| format!("setting checksum offload on {name}"))?;
         let any_v6 = self.profile.cidrs.iter().any(|n| matches!(n, IpNet::V6(_)));
         platform::adopt_link(self.runner.as_ref(), &name, any_v6)?;
         self.tun_created = true;

@@ -362,6 +362,34 @@ pub fn adopt_link(runner: &dyn Runner, dev: &str, ipv6: bool) -> Result<(), RunE
     Ok(())
 }
 
+/// Bytes of the virtio-net header in front of every packet read from or
+/// written to our TUN device (it is opened with `IFF_VNET_HDR`).
+pub const TUN_HEADER_LEN: usize = 10;
+
+/// The header of every packet devnet writes: `VIRTIO_NET_HDR_F_DATA_VALID`,
+/// no segmentation. smoltcp and devnet's packet builder checksum what they
+/// send, so the receiving application's kernel need not check again.
+pub const TUN_WRITE_HEADER: [u8; TUN_HEADER_LEN] = [2, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// Lets the kernel hand packets to our TUN device with their TCP and UDP
+/// checksums left for the device (`TUN_F_CSUM`), as it does for a NIC: the
+/// sending application's kernel then neither checksums nor re-walks what
+/// it sends. Nothing else is offloaded, so every packet is still one IP
+/// packet of at most the MTU (no TSO or USO aggregates). The stack never
+/// verifies checksums of what the TUN device hands it (the local kernel
+/// built it; see `devnet_netstack::device`), so partial ones are fine.
+/// Replaces the offload set tun-rs enables with `IFF_VNET_HDR`.
+pub fn tun_checksum_offload(tun: &impl std::os::fd::AsRawFd) -> std::io::Result<()> {
+    /// `_IOW('T', 208, unsigned int)` from `<linux/if_tun.h>`.
+    const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+    const TUN_F_CSUM: libc::c_uint = 0x01;
+    // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned int of
+    // flags), not a pointer; the fd is a TUN device we own and keep open.
+    #[allow(unsafe_code, reason = "one ioctl with a plain integer argument")]
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETOFFLOAD, TUN_F_CSUM) };
+    if rc < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
 /// Puts `address` (a host address: /32 or /128) on our link `dev`, where
 /// devnet's DNS stub listens for systemd-resolved. The address goes with
 /// the device.
