@@ -518,24 +518,26 @@ impl Session {
             if a.is_empty() {
                 break;
             }
-            match s.socket.try_write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
-                Ok(n) if n > 0 => {
+            let error = match s.socket.try_write_vectored(&[IoSlice::new(a), IoSlice::new(b)]) {
+                Ok(0) => break,
+                Ok(n) => {
                     Metrics::add(&self.shared.metrics.bytes_to_destinations, n as u64);
                     self.conn.release(id, n);
                     for (id, increment) in self.credit.drained(id, n) {
                         self.conn.grant(id, increment);
                     }
+                    continue;
                 }
-                Ok(_) => break,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match s.socket.poll_write_ready(&mut Context::from_waker(&s.waker)) {
-                        Poll::Ready(Ok(())) => {} // writable again already: try once more
-                        Poll::Ready(Err(e)) => return self.fail(id, format!("destination write error: {e}")),
+                        Poll::Ready(Ok(())) => continue, // writable again already
+                        Poll::Ready(Err(e)) => e,
                         Poll::Pending => return,
                     }
                 }
-                Err(e) => return self.fail(id, format!("destination write error: {e}")),
-            }
+                Err(e) => e,
+            };
+            return self.fail(id, format!("destination write error: {error}"));
         }
         if s.fin_pending {
             s.fin_pending = false;
@@ -568,26 +570,29 @@ impl Session {
                 s.waker.wake_by_ref();
                 return;
             }
-            match s.socket.try_read(&mut self.read_buf[..room]) {
+            let error = match s.socket.try_read(&mut self.read_buf[..room]) {
                 Ok(0) => {
                     s.read_done = true;
                     self.conn.finish(id);
+                    continue;
                 }
                 Ok(n) => {
                     Metrics::add(&self.shared.metrics.bytes_from_destinations, n as u64);
                     // Within the send window, so the connection takes it all.
                     let _ = self.conn.write(id, &self.read_buf[..n]);
                     turn_left = turn_left.saturating_sub(n);
+                    continue;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     match s.socket.poll_read_ready(&mut Context::from_waker(&s.waker)) {
-                        Poll::Ready(Ok(())) => {} // readable again already: try once more
-                        Poll::Ready(Err(e)) => return self.fail(id, format!("destination read error: {e}")),
+                        Poll::Ready(Ok(())) => continue, // readable again already
+                        Poll::Ready(Err(e)) => e,
                         Poll::Pending => return,
                     }
                 }
-                Err(e) => return self.fail(id, format!("destination read error: {e}")),
-            }
+                Err(e) => e,
+            };
+            return self.fail(id, format!("destination read error: {error}"));
         }
         self.reap(id);
     }
