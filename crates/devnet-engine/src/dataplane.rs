@@ -354,8 +354,6 @@ fn keep_large_buffers_off_the_heap() {
     }
 }
 
-/// Writes what the connection has for the relay now, without waiting, and
-/// flushes in the same step: the loop then needs no turn only to flush.
 /// Why reading from the relay failed, worded with the fix when the relay
 /// refused this laptop's client certificate: with TLS 1.3 its verdict
 /// arrives as an alert on the first read, after the handshake looked done.

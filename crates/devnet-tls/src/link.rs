@@ -93,3 +93,101 @@ pub fn receive_ready<R: AsyncRead + Unpin>(
     }
     Ok(Received::Bytes(received))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::task::Waker;
+
+    use devnet_proto::Config;
+
+    use super::*;
+
+    /// A reader that hands over one queued chunk per read, as a TLS reader
+    /// hands over one record, then waits (or ends, once `eof` is set).
+    struct Records {
+        chunks: VecDeque<Vec<u8>>,
+        eof: bool,
+    }
+
+    impl AsyncRead for Records {
+        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            match self.chunks.pop_front() {
+                Some(chunk) => {
+                    buf.put_slice(&chunk);
+                    Poll::Ready(Ok(()))
+                }
+                None if self.eof => Poll::Ready(Ok(())),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    /// A writer that takes at most `per_write` bytes a call, `writes` calls
+    /// in all, and then waits; it counts its flushes.
+    struct Slow {
+        taken: Vec<u8>,
+        per_write: usize,
+        writes: usize,
+        flushes: usize,
+    }
+
+    impl AsyncWrite for Slow {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+            if self.writes == 0 {
+                return Poll::Pending;
+            }
+            self.writes -= 1;
+            let n = data.len().min(self.per_write);
+            self.taken.extend_from_slice(&data[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.flushes += 1;
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn conn() -> Connection {
+        Connection::client(Config::default(), Instant::now())
+    }
+
+    #[test]
+    fn every_record_already_readable_is_taken_in_one_call_within_the_budget() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut rd = Records { chunks: (0..6).map(|_| vec![0u8; 16 * 1024]).collect(), eof: false };
+        let mut conn = conn();
+        // Four records fit the budget; the rest waits for the next turn.
+        let got = receive_ready(&mut rd, &mut conn, &mut buf, 64 * 1024, Instant::now(), &mut cx).expect("read");
+        assert_eq!(got, Received::Bytes(64 * 1024));
+        assert_eq!(rd.chunks.len(), 2);
+        let got = receive_ready(&mut rd, &mut conn, &mut buf, 64 * 1024, Instant::now(), &mut cx).expect("read");
+        assert_eq!(got, Received::Bytes(32 * 1024), "then it stops where reading would wait");
+        rd.eof = true;
+        let got = receive_ready(&mut rd, &mut conn, &mut buf, 64 * 1024, Instant::now(), &mut cx).expect("read");
+        assert_eq!(got, Received::Closed(0));
+    }
+
+    #[test]
+    fn send_now_writes_what_the_writer_takes_and_flushes_only_when_all_went() {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut conn = conn();
+        let queued = conn.transmit().to_vec();
+        assert!(queued.len() > 20, "a new client connection has its preface queued");
+        let mut needs_flush = false;
+        let mut wr = Slow { taken: Vec::new(), per_write: 10, writes: 2, flushes: 0 };
+        assert_eq!(send_now(&mut wr, &mut conn, &mut needs_flush, &mut cx).expect("send"), 20);
+        assert_eq!(conn.transmit(), &queued[20..], "the rest stays queued");
+        assert!(needs_flush && wr.flushes == 0, "written but not flushed while bytes wait");
+        wr.writes = usize::MAX;
+        wr.per_write = usize::MAX;
+        assert_eq!(send_now(&mut wr, &mut conn, &mut needs_flush, &mut cx).expect("send"), queued.len() - 20);
+        assert!(conn.transmit().is_empty());
+        assert_eq!(wr.taken, queued);
+        assert!(!needs_flush && wr.flushes == 1, "flushed in the same call");
+    }
+}
