@@ -230,6 +230,7 @@ where
         shared,
         established: false,
         identity: identity.clone(),
+        output_peak: 0,
     };
     let mut ready_ids = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -298,12 +299,7 @@ where
                 if let Some(who) = identity.as_ref().filter(|who| list.covers(who)) {
                     let message = crate::identity::revoked_message(who);
                     session.conn.refuse_identity(&message);
-                    let pending = session.conn.transmit().to_vec();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        wr.write_all(&pending).await?;
-                        wr.flush().await
-                    })
-                    .await;
+                    send_last_words(&mut wr, &session.conn).await;
                     break SessionEnd::Revoked(message);
                 }
             }
@@ -316,16 +312,10 @@ where
             }
         }
         if let Some(end) = session.handle_events() {
-            // Best effort: let the peer read why (a Reject frame).
-            let pending = session.conn.transmit().to_vec();
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                wr.write_all(&pending).await?;
-                wr.flush().await
-            })
-            .await;
+            send_last_words(&mut wr, &session.conn).await;
             break end;
         }
-        Metrics::raise(&session.shared.metrics.session_output_peak_bytes, session.conn.transmit().len() as u64);
+        session.note_output_peak();
         // What this turn produced goes out now, not a turn later.
         let sent = std::future::poll_fn(|cx| Poll::Ready(send_now(&mut wr, &mut session.conn, &mut needs_flush, cx)));
         match sent.await {
@@ -344,6 +334,17 @@ where
     let _ = wr.shutdown().await;
     debug!(%peer, "session over");
     end
+}
+
+/// Best effort before a session ends: lets the client read why (a Reject
+/// or a revocation), waiting at most a second for it to take the bytes.
+async fn send_last_words<W: AsyncWrite + Unpin>(wr: &mut W, conn: &Connection) {
+    let pending = conn.transmit();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        wr.write_all(pending).await?;
+        wr.flush().await
+    })
+    .await;
 }
 
 /// The next revocation list, when this session follows one.
@@ -386,9 +387,20 @@ struct Session {
     established: bool,
     /// The client's certificate identity, for the logs.
     identity: Option<crate::identity::Issued>,
+    /// The most output this session has held unsent, so the shared
+    /// high-water mark is touched only when it grows, not on every turn.
+    output_peak: usize,
 }
 
 impl Session {
+    fn note_output_peak(&mut self) {
+        let unsent = self.conn.transmit().len();
+        if unsent > self.output_peak {
+            self.output_peak = unsent;
+            Metrics::raise(&self.shared.metrics.session_output_peak_bytes, unsent as u64);
+        }
+    }
+
     fn handle_events(&mut self) -> Option<SessionEnd> {
         while let Some(event) = self.conn.poll_event() {
             match event {
