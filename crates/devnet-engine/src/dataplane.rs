@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use crate::config::Profile;
 use crate::os::platform::{TUN_HEADER_LEN, TUN_WRITE_HEADER};
 use crate::transport::{Dial, RelayStream};
+use devnet_model::profile::BUSY_POLL_NEAR_RELAY;
 /// What the engine tells the data path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Control {
@@ -83,6 +84,12 @@ pub(crate) async fn run(
     let mut scratch = vec![0u8; TUN_HEADER_LEN + usize::from(profile.mtu) + 4];
     let mut rbuf = vec![0u8; RELAY_READ_PER_TURN];
     let mut ever_connected = false;
+    // The last turn took one packet from the TUN device: this one reads
+    // the rest that are queued.
+    let mut tun_batch_next = false;
+    // Until when the loop polls instead of sleeping (after traffic, with
+    // the relay near).
+    let mut busy_until = Instant::now();
     // Whether the relay link is up now, and whether any CIDR uses it: with
     // none (every CIDR went direct) the link stays up for a quick way back,
     // and status says Direct.
@@ -119,14 +126,20 @@ pub(crate) async fn run(
 
         enum Wake {
             Tun(io::Result<usize>),
+            /// The packets queued behind the one the last turn took.
+            TunBatch,
             RelayRead(io::Result<usize>),
             RelayWrite(io::Result<usize>),
             Dialled(io::Result<Tls>),
             Command(Option<Control>),
             Credential,
             Timer,
+            BusyPoll,
         }
-        let woke = tokio::select! {
+        let woke = if std::mem::take(&mut tun_batch_next) {
+            Wake::TunBatch
+        } else {
+            tokio::select! {
             cmd = commands.recv() => Wake::Command(cmd),
             r = tun.recv(&mut scratch) => Wake::Tun(r),
             r = read_opt(rd, &mut rbuf) => Wake::RelayRead(r),
@@ -134,10 +147,19 @@ pub(crate) async fn run(
             r = recv_opt(dialling) => Wake::Dialled(r),
             () = credential_changed(&mut tls) => Wake::Credential,
             () = &mut timer => Wake::Timer,
+            // Busy polling: the runtime looks at its I/O without waiting
+            // (this is its only worker) and comes back here.
+            () = tokio::task::yield_now(), if busy_until > now => Wake::BusyPoll,
+            }
         };
         let now = Instant::now();
         let mut lost: Option<String> = None;
+        if matches!(woke, Wake::Tun(Ok(_)) | Wake::TunBatch | Wake::RelayRead(Ok(_))) {
+            let rtt = tunnel.connection().and_then(Connection::rtt);
+            busy_until = now + busy_poll_window(profile.busy_poll, rtt);
+        }
         match woke {
+            Wake::BusyPoll => continue,
             Wake::Command(Some(Control::SetCidrs(cidrs))) => {
                 tunnelling = !cidrs.is_empty();
                 tunnel.set_cidrs(cidrs);
@@ -158,12 +180,24 @@ pub(crate) async fn run(
             }
             Wake::Tun(Ok(n)) => {
                 take_packet(&mut tunnel, &scratch[..n]);
-                // Drain what else is ready, so the stack runs once per batch.
-                for _ in 1..TUN_BATCH {
+                // What else is queued is read next turn, as a batch, so the
+                // stack runs once for it. Not now: for a request the read
+                // would find nothing and only hold the request back from
+                // the relay.
+                tun_batch_next = true;
+            }
+            Wake::TunBatch => {
+                let mut taken = 0;
+                while taken < TUN_BATCH {
                     match tun.try_recv(&mut scratch) {
                         Ok(n) => take_packet(&mut tunnel, &scratch[..n]),
                         Err(_) => break,
                     }
+                    taken += 1;
+                }
+                if taken == 0 {
+                    // Nothing was queued (the TUN branch sees the next packet).
+                    continue;
                 }
             }
             Wake::Tun(Err(e)) => {
@@ -306,6 +340,21 @@ pub(crate) async fn run(
                 s.relay_rtt_ms = rtt.map(|d| d.as_secs_f64() * 1000.0);
             });
         }
+    }
+}
+
+/// How long the loop keeps polling after traffic before it sleeps: the
+/// profile's busy poll while the relay's last measured round trip is below
+/// [`BUSY_POLL_NEAR_RELAY`], else none. Near, the answer to what was just
+/// sent usually arrives within the window and is taken at once; without
+/// it, the engine sleeps and that answer must first wake an idle CPU, which
+/// costs tens of microseconds per wake-up on a VM or a laptop in a deep
+/// C-state. Far, or before the first heartbeat measured the relay, polling
+/// would only burn CPU.
+fn busy_poll_window(configured: Duration, relay_rtt: Option<Duration>) -> Duration {
+    match relay_rtt {
+        Some(rtt) if rtt < BUSY_POLL_NEAR_RELAY => configured,
+        _ => Duration::ZERO,
     }
 }
 
@@ -459,6 +508,27 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod busy_poll_tests {
+    use super::*;
+
+    #[test]
+    fn polls_only_while_the_relay_is_measured_near() {
+        let configured = Duration::from_micros(100);
+        let cases = [
+            (None, Duration::ZERO),
+            (Some(Duration::from_micros(150)), configured),
+            (Some(BUSY_POLL_NEAR_RELAY - Duration::from_micros(1)), configured),
+            (Some(BUSY_POLL_NEAR_RELAY), Duration::ZERO),
+            (Some(Duration::from_millis(20)), Duration::ZERO),
+        ];
+        for (rtt, want) in cases {
+            assert_eq!(busy_poll_window(configured, rtt), want, "relay rtt {rtt:?}");
+        }
+        assert_eq!(busy_poll_window(Duration::ZERO, Some(Duration::from_micros(150))), Duration::ZERO);
+    }
 }
 
 #[cfg(test)]

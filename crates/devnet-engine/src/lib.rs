@@ -119,6 +119,19 @@ pub struct Recovery {
     pub undone: Vec<String>,
 }
 
+/// The runtime a process that runs engines (the CLI in the foreground,
+/// devnetd) must use: one worker, so that when the data path busy-polls
+/// (it yields instead of sleeping) that worker is the one that looks at
+/// the I/O, without waiting. With a second worker parked in `epoll_wait`,
+/// that one would own the I/O driver: every answer would wake it first,
+/// on a CPU that was idle, which is the very cost busy polling avoids.
+/// The engine's other tasks (control socket, DNS stub, re-checks) are
+/// light; blocking calls go through `block_in_place`, which hands the
+/// worker to another thread meanwhile.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()
+}
+
 /// Undoes what an engine that is known to be dead (its owner's lock is
 /// free, or nothing answers on its socket) left at `state_dir`: the
 /// journal, then its control socket, then the directory if that empties it.

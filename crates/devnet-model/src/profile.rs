@@ -57,6 +57,10 @@ pub struct ProfileFile {
     pub allow_overlap: Vec<String>,
     pub tun_name: Option<String>,
     pub mtu: Option<u16>,
+    /// How long the data path keeps polling after traffic before it
+    /// sleeps, in microseconds, while the relay is near (see
+    /// [`Profile::busy_poll`]); 0 turns it off.
+    pub busy_poll_us: Option<u32>,
     pub state_dir: Option<PathBuf>,
     /// The relay token itself (from the keyring, or sent by a client to
     /// devnetd; never read from a profile file).
@@ -117,6 +121,7 @@ impl ProfileFile {
             gateways: if over.gateways.is_empty() { self.gateways } else { over.gateways },
             tun_name: over.tun_name.or(self.tun_name),
             mtu: over.mtu.or(self.mtu),
+            busy_poll_us: over.busy_poll_us.or(self.busy_poll_us),
             state_dir: over.state_dir.or(self.state_dir),
             token: over.token.or(self.token),
             relay_ca_pem: over.relay_ca_pem.or(self.relay_ca_pem),
@@ -149,6 +154,11 @@ pub struct Profile {
     pub gateways: Vec<IpAddr>,
     pub tun_name: String,
     pub mtu: u16,
+    /// After traffic, the data path polls for this long before it sleeps,
+    /// while the relay is near ([`BUSY_POLL_NEAR_RELAY`]): an answer that
+    /// comes back within it is taken at once, with no wake-up of an idle
+    /// CPU. Zero turns it off.
+    pub busy_poll: std::time::Duration,
     pub state_dir: PathBuf,
 }
 
@@ -157,6 +167,15 @@ pub struct Profile {
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/devnet/foreground";
 pub const DEFAULT_TUN_NAME: &str = "devnet0";
 pub const DEFAULT_MTU: u16 = 65_000;
+/// The default [`Profile::busy_poll`]: about one round trip to a relay in
+/// the same building, through the relay to a pod and back.
+pub const DEFAULT_BUSY_POLL_US: u32 = 100;
+/// The most [`Profile::busy_poll`] may be: past this, polling costs more
+/// CPU than the wake-up it saves.
+pub const MAX_BUSY_POLL_US: u32 = 1_000;
+/// Busy polling runs only while the relay's measured round trip is below
+/// this: a farther relay's answers come too late to catch by polling.
+pub const BUSY_POLL_NEAR_RELAY: std::time::Duration = std::time::Duration::from_millis(1);
 /// A loopback address of its own, so the stub never competes for port 53
 /// with systemd-resolved (127.0.0.53) or a local dnsmasq (127.0.0.1).
 pub const DEFAULT_DNS_STUB: &str = "127.0.0.153";
@@ -242,6 +261,8 @@ pub enum ConfigError {
     BadTunName(String),
     #[error("MTU {0} is out of range: use 1280 to 65535")]
     BadMtu(u16),
+    #[error("busy-poll-us {0} is out of range: use 0 (off) to {MAX_BUSY_POLL_US}")]
+    BadBusyPoll(u32),
 }
 
 const RESERVED: [(&str, &str); 5] = [
@@ -360,6 +381,10 @@ impl ProfileFile {
         if mtu < 1280 {
             return Err(ConfigError::BadMtu(mtu));
         }
+        let busy_poll_us = self.busy_poll_us.unwrap_or(DEFAULT_BUSY_POLL_US);
+        if busy_poll_us > MAX_BUSY_POLL_US {
+            return Err(ConfigError::BadBusyPoll(busy_poll_us));
+        }
         Ok(Profile {
             relay,
             token,
@@ -380,6 +405,7 @@ impl ProfileFile {
             gateways,
             tun_name,
             mtu,
+            busy_poll: std::time::Duration::from_micros(u64::from(busy_poll_us)),
             state_dir: self.state_dir.unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         })
     }
@@ -490,6 +516,7 @@ mod tests {
         assert_eq!(p.cluster_domain, "cluster.local");
         assert_eq!(p.tun_name, DEFAULT_TUN_NAME);
         assert_eq!(p.cidrs.len(), 3);
+        assert_eq!(p.busy_poll, std::time::Duration::from_micros(u64::from(DEFAULT_BUSY_POLL_US)));
     }
 
     #[test]
@@ -520,6 +547,7 @@ mod tests {
             (Box::new(|p| p.cluster_domain = Some("clus ter.local".into())), "letters, digits"),
             (Box::new(|p| p.tun_name = Some("a-very-long-interface-name".into())), "1-15 characters"),
             (Box::new(|p| p.mtu = Some(500)), "1280"),
+            (Box::new(|p| p.busy_poll_us = Some(5_000)), "0 (off) to 1000"),
             (Box::new(|p| p.namespaces = vec!["Team_A".into()]), "Team_A"),
             (Box::new(|p| p.dns_stub = Some("192.168.1.1".into())), "loopback"),
             (Box::new(|p| p.dns_backend = Some("resolvconf".into())), "auto, systemd-resolved, resolv-conf"),

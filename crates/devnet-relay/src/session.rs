@@ -38,7 +38,7 @@ use devnet_proto::{Connection, ConnectionError, Event, OpenStatus, StreamId};
 use devnet_tls::link::{Received, receive_ready, send_now, write_or_flush};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -582,27 +582,26 @@ impl Session {
                 s.waker.wake_by_ref();
                 return;
             }
-            let error = match s.socket.try_read(&mut self.read_buf[..room]) {
-                Ok(0) => {
+            // `poll_read`, not `try_read`: after a short read it marks the
+            // socket as drained (a new arrival is a new edge), so a reply
+            // goes to the client without first reading again for an EAGAIN.
+            let mut buf = ReadBuf::new(&mut self.read_buf[..room]);
+            let error = match Pin::new(&mut s.socket).poll_read(&mut Context::from_waker(&s.waker), &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
                     s.read_done = true;
                     self.conn.finish(id);
                     continue;
                 }
-                Ok(n) => {
+                Poll::Ready(Ok(())) => {
+                    let n = buf.filled().len();
                     Metrics::add(&self.shared.metrics.bytes_from_destinations, n as u64);
                     // Within the send window, so the connection takes it all.
-                    let _ = self.conn.write(id, &self.read_buf[..n]);
+                    let _ = self.conn.write(id, buf.filled());
                     turn_left = turn_left.saturating_sub(n);
                     continue;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match s.socket.poll_read_ready(&mut Context::from_waker(&s.waker)) {
-                        Poll::Ready(Ok(())) => continue, // readable again already
-                        Poll::Ready(Err(e)) => e,
-                        Poll::Pending => return,
-                    }
-                }
-                Err(e) => e,
+                Poll::Pending => return,
+                Poll::Ready(Err(e)) => e,
             };
             return self.fail(id, format!("destination read error: {error}"));
         }
