@@ -26,6 +26,7 @@ use crate::config::Profile;
 use crate::os::platform::{TUN_HEADER_LEN, TUN_WRITE_HEADER};
 use crate::transport::{Dial, RelayStream};
 use devnet_model::profile::BUSY_POLL_NEAR_RELAY;
+
 /// What the engine tells the data path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Control {
