@@ -148,8 +148,8 @@ pub(crate) async fn run(
             r = recv_opt(dialling) => Wake::Dialled(r),
             () = credential_changed(&mut tls) => Wake::Credential,
             () = &mut timer => Wake::Timer,
-            // Busy polling: the runtime looks at its I/O without waiting
-            // (this is its only worker) and comes back here.
+            // Busy polling: the data path's own current-thread runtime
+            // looks at its I/O without waiting and comes back here.
             () = tokio::task::yield_now(), if busy_until > now => Wake::BusyPoll,
             }
         };

@@ -120,16 +120,12 @@ pub struct Recovery {
 }
 
 /// The runtime a process that runs engines (the CLI in the foreground,
-/// devnetd) must use: one worker, so that when the data path busy-polls
-/// (it yields instead of sleeping) that worker is the one that looks at
-/// the I/O, without waiting. With a second worker parked in `epoll_wait`,
-/// that one would own the I/O driver: every answer would wake it first,
-/// on a CPU that was idle, which is the very cost busy polling avoids.
-/// The engine's other tasks (control socket, DNS stub, re-checks) are
-/// light; blocking calls go through `block_in_place`, which hands the
-/// worker to another thread meanwhile.
+/// devnetd) uses for everything but the data path, which runs on a thread
+/// and runtime of its own (see `Dataplane`). Blocking calls in the
+/// control plane go through `block_in_place`, which needs a multi-thread
+/// runtime.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }
 
 /// Undoes what an engine that is known to be dead (its owner's lock is
@@ -274,12 +270,12 @@ pub async fn start_with(
                     // Disconnect, or every sender gone.
                     if let Some(d) = dataplane.take() {
                         let _ = d.control.send(Control::Disconnect).await;
-                        break d.task.await.unwrap_or_else(|e| Err(anyhow::anyhow!("data path panicked: {e}")));
+                        break d.task.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the data path's thread panicked")));
                     }
                     break Ok(());
                 }
                 done = finished => {
-                    break done.unwrap_or_else(|e| Err(anyhow::anyhow!("data path panicked: {e}")));
+                    break done.unwrap_or_else(|_| Err(anyhow::anyhow!("the data path's thread panicked")));
                 }
                 () = tokio::time::sleep(if tracker.has_pending() { CONFIRM_INTERVAL } else { RECHECK_INTERVAL }) => {
                     match recheck(&profile, runner.as_ref(), &mut prover, &mut tracker, &mut net, &mut dataplane, &dialer, &tls_rx, &status_tx).await {
@@ -331,25 +327,55 @@ const RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 /// followed within about one interval plus two probe timeouts.
 const CONFIRM_INTERVAL: std::time::Duration = std::time::Duration::from_millis(300);
 
+/// The data path, on a thread of its own with a current-thread runtime:
+/// its TUN device and its direct relay socket are registered with that
+/// runtime's I/O driver alone, so when it busy-polls (see
+/// [`dataplane`]) the thread that polls is the one that sees their
+/// readiness, and the control plane's tasks (re-checks, DNS stub, control
+/// socket, the Kubernetes client) never share its CPU turn.
 struct Dataplane {
     control: mpsc::Sender<Control>,
-    task: tokio::task::JoinHandle<Result<()>>,
+    /// The data path's end: its error, or `Ok` after a disconnect. Closed
+    /// without a value if the thread panicked.
+    task: tokio::sync::oneshot::Receiver<Result<()>>,
 }
 
 impl Dataplane {
     fn spawn(
         profile: &Profile,
         cidrs: Vec<ipnet::IpNet>,
-        tun: tun_rs::AsyncDevice,
+        tun: tun_rs::SyncDevice,
         dialer: &Arc<dyn transport::Dial>,
         tls: watch::Receiver<Arc<rustls::ClientConfig>>,
         status: watch::Sender<Status>,
     ) -> Self {
         let dialer = dialer.clone();
         let (control, rx) = mpsc::channel(8);
+        let (done, task) = tokio::sync::oneshot::channel();
         let mut profile = profile.clone();
         profile.cidrs = cidrs;
-        let task = tokio::spawn(async move { dataplane::run(&profile, tun, dialer, tls, status, rx).await });
+        let thread = move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the data path's runtime")
+                .and_then(|runtime| {
+                    runtime.block_on(async {
+                        let tun = tun_rs::AsyncDevice::new(tun).context("registering the TUN device")?;
+                        dataplane::run(&profile, tun, dialer, tls, status, rx).await
+                    })
+                });
+            let _ = done.send(result);
+        };
+        let task = match std::thread::Builder::new().name("devnet-datapath".into()).spawn(thread) {
+            Ok(_) => task,
+            Err(e) => {
+                // The engine's loop sees a data path that ended with this error.
+                let (done, task) = tokio::sync::oneshot::channel();
+                let _ = done.send(Err(anyhow::Error::new(e).context("starting the data path's thread")));
+                task
+            }
+        };
         Self { control, task }
     }
 }

@@ -23,7 +23,7 @@ pub(crate) struct NetState {
     /// The TUN device made for DNS alone (systemd-resolved needs a link of
     /// ours), not yet carrying traffic: handed to the data path the first
     /// time a CIDR needs the tunnel.
-    idle_tun: Option<tun_rs::AsyncDevice>,
+    idle_tun: Option<tun_rs::SyncDevice>,
     rules: [bool; 2],
     routed: Vec<IpNet>,
     via: Vec<(IpNet, IpAddr)>,
@@ -81,8 +81,9 @@ impl NetState {
 
     /// Routes exactly `want` through the tunnel and `via` through their
     /// forwarding nodes. Returns the TUN device when this call created it
-    /// (the first time any CIDR needs the tunnel).
-    pub(crate) fn apply(&mut self, want: &[IpNet], via: &[(IpNet, IpAddr)]) -> Result<Option<tun_rs::AsyncDevice>> {
+    /// (the first time any CIDR needs the tunnel); the data path registers
+    /// it with its own runtime.
+    pub(crate) fn apply(&mut self, want: &[IpNet], via: &[(IpNet, IpAddr)]) -> Result<Option<tun_rs::SyncDevice>> {
         let runner = self.runner.clone();
         let runner = runner.as_ref();
         let added: Vec<IpNet> = want.iter().filter(|n| !self.routed.contains(n)).copied().collect();
@@ -153,7 +154,7 @@ impl NetState {
     }
 
     /// Creates our TUN device (journaled first) and marks it as ours.
-    fn create_tun(&mut self) -> Result<tun_rs::AsyncDevice> {
+    fn create_tun(&mut self) -> Result<tun_rs::SyncDevice> {
         let name = self.profile.tun_name.clone();
         self.journal.record(Entry::Tun { name: name.clone() })?;
         let tun = tun_rs::DeviceBuilder::new()
@@ -163,7 +164,7 @@ impl NetState {
             // path strips and adds it), so the kernel may leave checksums.
             .offload(true)
             .enable(true)
-            .build_async()
+            .build_sync()
             .with_context(|| format!("creating TUN device {name} (are you root? is /dev/net/tun there?)"))?;
         platform::tun_checksum_offload(&tun).with_context(|| format!("setting checksum offload on {name}"))?;
         let any_v6 = self.profile.cidrs.iter().any(|n| matches!(n, IpNet::V6(_)));

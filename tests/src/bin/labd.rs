@@ -16,13 +16,17 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 mod wan_link;
 
 const SEED: u64 = 0x5eed;
-const ALT_ECHO_PORTS: [u16; 6] = [17, 27, 37, 47, 57, 67];
+/// More TCP echo ports: 17…67, one per benchmarked path, and each plus
+/// 1000 for that path's concurrent connection-rate probe (its own TIME_WAIT
+/// table too: after the sequential probe's thousands of connections to one
+/// port, port selection for that port slows connects down fivefold).
+const ALT_ECHO_PORTS: [u16; 13] = [17, 27, 37, 47, 57, 67, 1007, 1017, 1027, 1037, 1047, 1057, 1067];
 
 #[derive(Parser)]
 #[command(about = "devnet lab servers and probes")]
 enum Cli {
     /// Serve HTTP on 8080, TCP+UDP echo on 7 (and TCP echo on ALT_ECHO_PORTS, so a
-    /// benchmark can give each path its own port and TIME_WAIT table), a sink on 9000 and a source on 9001.
+    /// benchmark can give each probe of each path its own port and TIME_WAIT table), a sink on 9000 and a source on 9001.
     Serve {
         #[arg(long)]
         name: String,
