@@ -175,6 +175,7 @@ fn main() {
             ("no_path_13_relay_killed_and_restarted", relay_restart),
             ("no_path_14_status_reports_the_link", status_reports),
             ("no_path_14b_no_secret_in_any_argv_environment_log_or_state_file", no_secret_anywhere),
+            ("no_path_14c_the_data_path_owns_a_thread_and_an_io_driver", data_path_owns_its_driver),
             ("no_path_15_disconnect_leaves_nothing", disconnect_leaves_nothing),
             ("no_path_16_sigkill_then_restart_leaves_nothing", sigkill_then_restart),
             ("no_path_16b_mtu_1280_on_the_tun_and_the_laptop_link_no_stall", mtu_1280),
@@ -457,6 +458,86 @@ fn status_reports(lab: &Lab) -> Res {
     }
     if s["reconnects"].as_u64() < Some(2) || s["routes"].as_array().map(Vec::len) != Some(4) {
         return Err(format!("status: {s}"));
+    }
+    Ok(())
+}
+
+/// Busy polling only pays when the thread that polls is the one whose
+/// I/O driver watches the TUN device and the relay link (otherwise each
+/// answer wakes another thread first): in devnetd, one thread is the data
+/// path's, and one epoll instance watches both of its descriptors and
+/// none of the control plane's (the daemon's control socket).
+fn data_path_owns_its_driver(lab: &Lab) -> Res {
+    let pid = lab.daemon_pid().ok_or("devnetd is not running")?;
+    let proc = Path::new("/proc").join(pid.to_string());
+    let threads: Vec<String> = std::fs::read_dir(proc.join("task"))
+        .map_err(|e| format!("threads of devnetd ({pid}): {e}"))?
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .collect();
+    if threads.iter().filter(|c| *c == "devnet-datapath").count() != 1 {
+        return Err(format!("devnetd's threads are {threads:?}: expected one devnet-datapath"));
+    }
+    // Each descriptor by what it is: the TUN device, sockets by inode.
+    let mut tun = Vec::new();
+    let mut sockets = std::collections::HashMap::new();
+    let mut epolls = Vec::new();
+    for entry in std::fs::read_dir(proc.join("fd")).map_err(|e| e.to_string())? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let fd: u32 = entry.file_name().to_string_lossy().parse().map_err(|e| format!("{e}"))?;
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let target = target.to_string_lossy().into_owned();
+        if target == "/dev/net/tun" {
+            tun.push(fd);
+        } else if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
+            sockets.insert(inode.to_owned(), fd);
+        } else if target == "anon_inode:[eventpoll]" {
+            epolls.push(fd);
+        }
+    }
+    // The relay link: devnetd's one established TCP connection (its own
+    // netns's tables, as /proc/<pid>/net shows them).
+    let mut established = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(proc.join("net").join(table)).map_err(|e| e.to_string())?;
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.get(3) == Some(&"01")
+                && let Some(fd) = cols.get(9).and_then(|inode| sockets.get(*inode))
+            {
+                established.push(*fd);
+            }
+        }
+    }
+    let control = lab.socket();
+    let control_fds: Vec<u32> = {
+        let unix = std::fs::read_to_string(proc.join("net/unix")).map_err(|e| e.to_string())?;
+        unix.lines()
+            .filter(|l| l.ends_with(&control))
+            .filter_map(|l| l.split_whitespace().nth(6).and_then(|inode| sockets.get(inode)).copied())
+            .collect()
+    };
+    let ([tun], [relay], [control_fd, ..]) = (tun.as_slice(), established.as_slice(), control_fds.as_slice()) else {
+        return Err(format!(
+            "expected one TUN device, one relay connection and the control socket {control}; found {tun:?}, {established:?}, {control_fds:?}"
+        ));
+    };
+    let watched = |epoll: u32| -> Vec<u32> {
+        std::fs::read_to_string(proc.join("fdinfo").join(epoll.to_string()))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("tfd:")?.split_whitespace().next()?.parse().ok())
+            .collect()
+    };
+    let data_path: Vec<u32> = epolls.iter().copied().filter(|e| watched(*e).contains(tun)).collect();
+    let [data_path] = data_path.as_slice() else {
+        return Err(format!("epoll instances watching the TUN device (fd {tun}): {data_path:?}"));
+    };
+    let fds = watched(*data_path);
+    if !fds.contains(relay) || fds.contains(control_fd) {
+        return Err(format!(
+            "the data path's epoll (fd {data_path}) watches {fds:?}: expected the relay link (fd {relay}) and not the control socket (fd {control_fd})"
+        ));
     }
     Ok(())
 }
