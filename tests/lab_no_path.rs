@@ -468,6 +468,7 @@ fn status_reports(lab: &Lab) -> Res {
 /// path's, and one epoll instance watches both of its descriptors and
 /// none of the control plane's (the daemon's control socket).
 fn data_path_owns_its_driver(lab: &Lab) -> Res {
+    use std::os::unix::fs::MetadataExt;
     let pid = lab.daemon_pid().ok_or("devnetd is not running")?;
     let proc = Path::new("/proc").join(pid.to_string());
     let threads: Vec<String> = std::fs::read_dir(proc.join("task"))
@@ -478,65 +479,84 @@ fn data_path_owns_its_driver(lab: &Lab) -> Res {
     if threads.iter().filter(|c| *c == "devnet-datapath").count() != 1 {
         return Err(format!("devnetd's threads are {threads:?}: expected one devnet-datapath"));
     }
-    // Each descriptor by what it is: the TUN device, sockets by inode.
+    // Each open file as (fd, inode): epoll's fdinfo names what it watches
+    // by both, and only the pair is unambiguous (an entry outlives its fd
+    // number while a duplicate of the file is open elsewhere).
     let mut tun = Vec::new();
     let mut sockets = std::collections::HashMap::new();
     let mut epolls = Vec::new();
     for entry in std::fs::read_dir(proc.join("fd")).map_err(|e| e.to_string())? {
         let entry = entry.map_err(|e| e.to_string())?;
         let fd: u32 = entry.file_name().to_string_lossy().parse().map_err(|e| format!("{e}"))?;
-        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
-        let target = target.to_string_lossy().into_owned();
-        if target == "/dev/net/tun" {
-            tun.push(fd);
-        } else if let Some(inode) = target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {
-            sockets.insert(inode.to_owned(), fd);
-        } else if target == "anon_inode:[eventpoll]" {
-            epolls.push(fd);
-        }
-    }
-    // The relay link: devnetd's one established TCP connection (its own
-    // netns's tables, as /proc/<pid>/net shows them).
-    let mut established = Vec::new();
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(proc.join("net").join(table)).map_err(|e| e.to_string())?;
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.get(3) == Some(&"01")
-                && let Some(fd) = cols.get(9).and_then(|inode| sockets.get(*inode))
-            {
-                established.push(*fd);
+        let (Ok(target), Ok(meta)) = (std::fs::read_link(entry.path()), std::fs::metadata(entry.path())) else {
+            continue;
+        };
+        let file = (fd, meta.ino());
+        match target.to_string_lossy().as_ref() {
+            "/dev/net/tun" => tun.push(file),
+            "anon_inode:[eventpoll]" => epolls.push(fd),
+            t if t.starts_with("socket:[") => {
+                sockets.insert(meta.ino(), fd);
             }
+            _ => {}
         }
     }
-    let control = lab.socket();
-    let control_fds: Vec<u32> = {
-        let unix = std::fs::read_to_string(proc.join("net/unix")).map_err(|e| e.to_string())?;
-        unix.lines()
-            .filter(|l| l.ends_with(&control))
-            .filter_map(|l| l.split_whitespace().nth(6).and_then(|inode| sockets.get(inode)).copied())
-            .collect()
+    // The relay link: devnetd's one established TCP connection (in its own
+    // netns's table, which /proc/<pid>/net shows).
+    let inodes = |table: &str, keep: &dyn Fn(&[&str]) -> bool, column: usize| -> Res<Vec<(u32, u64)>> {
+        let text = std::fs::read_to_string(proc.join("net").join(table)).map_err(|e| e.to_string())?;
+        Ok(text
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                let inode: u64 = cols.get(column)?.parse().ok()?;
+                (keep(&cols)).then_some(())?;
+                Some((*sockets.get(&inode)?, inode))
+            })
+            .collect())
     };
-    let ([tun], [relay], [control_fd, ..]) = (tun.as_slice(), established.as_slice(), control_fds.as_slice()) else {
+    let established = |cols: &[&str]| cols.get(3) == Some(&"01");
+    let mut relay = inodes("tcp", &established, 9)?;
+    relay.extend(inodes("tcp6", &established, 9)?);
+    let control = lab.socket();
+    let control_socket = inodes("unix", &|cols: &[&str]| cols.last() == Some(&control.as_str()), 6)?;
+    let ([tun], [relay], [control_socket, ..]) = (tun.as_slice(), relay.as_slice(), control_socket.as_slice()) else {
         return Err(format!(
-            "expected one TUN device, one relay connection and the control socket {control}; found {tun:?}, {established:?}, {control_fds:?}"
+            "expected one TUN device, one relay connection and the control socket {control}; found {tun:?}, {relay:?}, {control_socket:?}"
         ));
     };
-    let watched = |epoll: u32| -> Vec<u32> {
+    let watched = |epoll: u32| -> Vec<(u32, u64)> {
         std::fs::read_to_string(proc.join("fdinfo").join(epoll.to_string()))
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| l.strip_prefix("tfd:")?.split_whitespace().next()?.parse().ok())
+            .filter_map(|l| {
+                let fd = l.strip_prefix("tfd:")?.split_whitespace().next()?.parse().ok()?;
+                let ino = u64::from_str_radix(l.split("ino:").nth(1)?.split_whitespace().next()?, 16).ok()?;
+                Some((fd, ino))
+            })
             .collect()
     };
-    let data_path: Vec<u32> = epolls.iter().copied().filter(|e| watched(*e).contains(tun)).collect();
-    let [data_path] = data_path.as_slice() else {
-        return Err(format!("epoll instances watching the TUN device (fd {tun}): {data_path:?}"));
+    // Tokio keeps two descriptors of each runtime's epoll instance (mio's
+    // `Poll` and a clone of its registry), which list the same entries:
+    // instances are told apart by what they watch.
+    let mut data_path: Vec<Vec<(u32, u64)>> = epolls
+        .iter()
+        .map(|e| {
+            let mut files = watched(*e);
+            files.sort_unstable();
+            files
+        })
+        .filter(|files| files.contains(tun))
+        .collect();
+    data_path.sort_unstable();
+    data_path.dedup();
+    let [files] = data_path.as_slice() else {
+        return Err(format!("epoll instances watching the TUN device {tun:?} (fd, inode): {data_path:?}"));
     };
-    let fds = watched(*data_path);
-    if !fds.contains(relay) || fds.contains(control_fd) {
+    if !files.contains(relay) || files.contains(control_socket) {
         return Err(format!(
-            "the data path's epoll (fd {data_path}) watches {fds:?}: expected the relay link (fd {relay}) and not the control socket (fd {control_fd})"
+            "the data path's epoll watches {files:?} (fd, inode): expected the relay link {relay:?} and not the control socket {control_socket:?}"
         ));
     }
     Ok(())
