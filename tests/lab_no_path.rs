@@ -510,8 +510,10 @@ fn data_path_owns_its_driver(lab: &Lab) -> Res {
             .skip(1)
             .filter_map(|line| {
                 let cols: Vec<&str> = line.split_whitespace().collect();
+                if !keep(&cols) {
+                    return None;
+                }
                 let inode: u64 = cols.get(column)?.parse().ok()?;
-                (keep(&cols)).then_some(())?;
                 Some((*sockets.get(&inode)?, inode))
             })
             .collect())
