@@ -253,7 +253,7 @@ pub async fn start_with(
         let result = loop {
             let finished = async {
                 match dataplane.as_mut() {
-                    Some(d) => (&mut d.task).await,
+                    Some(d) => d.ended().await,
                     None => std::future::pending().await,
                 }
             };
@@ -268,15 +268,13 @@ pub async fn start_with(
                         continue;
                     }
                     // Disconnect, or every sender gone.
-                    if let Some(d) = dataplane.take() {
+                    if let Some(mut d) = dataplane.take() {
                         let _ = d.control.send(Control::Disconnect).await;
-                        break d.task.await.unwrap_or_else(|_| Err(anyhow::anyhow!("the data path's thread panicked")));
+                        break d.ended().await;
                     }
                     break Ok(());
                 }
-                done = finished => {
-                    break done.unwrap_or_else(|_| Err(anyhow::anyhow!("the data path's thread panicked")));
-                }
+                done = finished => break done,
                 () = tokio::time::sleep(if tracker.has_pending() { CONFIRM_INTERVAL } else { RECHECK_INTERVAL }) => {
                     match recheck(&profile, runner.as_ref(), &mut prover, &mut tracker, &mut net, &mut dataplane, &dialer, &tls_rx, &status_tx).await {
                         Ok(true) => drain_echoes(&mut changes).await,
@@ -377,6 +375,12 @@ impl Dataplane {
             }
         };
         Self { control, task }
+    }
+
+    /// Waits for the data path to end: its result, or an error if its
+    /// thread panicked.
+    async fn ended(&mut self) -> Result<()> {
+        (&mut self.task).await.unwrap_or_else(|_| Err(anyhow::anyhow!("the data path's thread panicked")))
     }
 }
 
