@@ -63,6 +63,7 @@ impl Dial for DirectDial {
                 match done {
                     Ok(Ok((tcp, addr))) => {
                         tcp.set_nodelay(true)?;
+                        let tcp = devnet_tls::congestion::RestartAfterQuiet::new(tcp);
                         return Ok((Box::new(tcp) as RelayStream, format!("direct {addr}")));
                     }
                     Ok(Err(e)) => {

@@ -192,6 +192,9 @@ async fn handle_client(
         answer_whoami(tcp, peer).await;
         return;
     }
+    // Downloads leave through this socket: restart its BBR after a quiet
+    // spell as the engine does for uploads (`devnet_tls::congestion`).
+    let tcp = devnet_tls::congestion::RestartAfterQuiet::new(tcp);
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -281,8 +284,8 @@ pub fn certificate_refusal(error: &std::io::Error) -> Option<CertificateRefusal>
 /// How a TLS session's client is admitted: by the certificate it
 /// presented (already verified against the client CA), or, without one,
 /// by the token in its `Hello` (only a relay with a token file has one).
-fn authenticate(
-    tls: &tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+fn authenticate<S>(
+    tls: &tokio_rustls::server::TlsStream<S>,
     shared: &Shared,
 ) -> (TransportAuth, Option<identity::Issued>) {
     let presented = tls.get_ref().1.peer_certificates().and_then(|c| c.first());

@@ -6,12 +6,14 @@
 //!
 //! **What it does not do:** open sockets or keep secrets anywhere: it turns
 //! PEM into rustls configurations and generates a CA and leaf, and
-//! ([`link`]) moves a protocol connection's bytes over a stream it is given.
+//! ([`link`]) moves a protocol connection's bytes over a stream it is given;
+//! [`congestion`] restarts the link socket's BBR after a quiet spell.
 //!
 //! The relay presents a leaf certificate for the name [`RELAY_SERVER_NAME`]
 //! signed by a per-cluster CA; clients trust only that CA. The name is fixed
 //! because the relay is reached by pod IP, node port or port-forward alike.
 
+pub mod congestion;
 pub mod identity;
 pub mod link;
 
