@@ -32,6 +32,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -93,23 +94,24 @@ impl QuietSpell {
 }
 
 /// A TCP stream whose writes go through [`QuietSpell`]: the relay link's
-/// socket, under TLS.
+/// socket, under TLS. Concrete, not generic: only a TCP socket has an
+/// algorithm to restart, and the type compiles on every OS.
 #[derive(Debug)]
-pub struct RestartAfterQuiet<S> {
-    inner: S,
+pub struct RestartAfterQuiet {
+    inner: TcpStream,
     spell: QuietSpell,
     /// Whether the socket runs BBR, read once: the only algorithm restarted.
     bbr: bool,
     restarts: u64,
 }
 
-impl<S: std::os::fd::AsFd> RestartAfterQuiet<S> {
-    pub fn new(inner: S) -> Self {
+impl RestartAfterQuiet {
+    pub fn new(inner: TcpStream) -> Self {
         Self::with_spell(inner, QuietSpell::default())
     }
 
-    pub fn with_spell(inner: S, spell: QuietSpell) -> Self {
-        let bbr = platform::runs_bbr(inner.as_fd());
+    pub fn with_spell(inner: TcpStream, spell: QuietSpell) -> Self {
+        let bbr = platform::runs_bbr(&inner);
         Self { inner, spell, bbr, restarts: 0 }
     }
 
@@ -118,7 +120,7 @@ impl<S: std::os::fd::AsFd> RestartAfterQuiet<S> {
         self.restarts
     }
 
-    pub fn get_ref(&self) -> &S {
+    pub fn get_ref(&self) -> &TcpStream {
         &self.inner
     }
 
@@ -126,11 +128,11 @@ impl<S: std::os::fd::AsFd> RestartAfterQuiet<S> {
         if !self.bbr {
             return;
         }
-        let fd = self.inner.as_fd();
-        if !self.spell.on_write(Instant::now(), len, || platform::smoothed_rtt(fd)) {
+        let tcp = &self.inner;
+        if !self.spell.on_write(Instant::now(), len, || platform::smoothed_rtt(tcp)) {
             return;
         }
-        match platform::restart_bbr(fd) {
+        match platform::restart_bbr(&self.inner) {
             Ok(()) => {
                 self.restarts += 1;
                 tracing::debug!(
@@ -147,13 +149,13 @@ impl<S: std::os::fd::AsFd> RestartAfterQuiet<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for RestartAfterQuiet<S> {
+impl AsyncRead for RestartAfterQuiet {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
-impl<S: AsyncWrite + std::os::fd::AsFd + Unpin> AsyncWrite for RestartAfterQuiet<S> {
+impl AsyncWrite for RestartAfterQuiet {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.before_write(buf.len());
         Pin::new(&mut self.inner).poll_write(cx, buf)
@@ -248,11 +250,11 @@ mod socket_tests {
     use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::net::TcpListener;
 
     use super::*;
 
-    async fn pair(algorithm: &[u8]) -> (RestartAfterQuiet<TcpStream>, tokio::task::JoinHandle<()>) {
+    async fn pair(algorithm: &[u8]) -> (RestartAfterQuiet, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let sink = tokio::spawn(async move {
@@ -276,7 +278,7 @@ mod socket_tests {
         assert_eq!(link.restarts(), 0);
         link.write_all(&bulk).await.expect("write");
         assert_eq!(link.restarts(), 1);
-        assert!(linux::runs_bbr(std::os::fd::AsFd::as_fd(link.get_ref())));
+        assert!(linux::runs_bbr(link.get_ref()));
         link.write_all(&bulk).await.expect("write");
         assert_eq!(link.restarts(), 1, "the same transfer goes on");
         drop(link);

@@ -3,17 +3,18 @@
 //! writes through.
 
 use std::io;
-use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-pub(super) fn runs_bbr(_fd: BorrowedFd<'_>) -> bool {
+use tokio::net::TcpStream;
+
+pub(super) fn runs_bbr(_tcp: &TcpStream) -> bool {
     false
 }
 
-pub(super) fn restart_bbr(_fd: BorrowedFd<'_>) -> io::Result<()> {
+pub(super) fn restart_bbr(_tcp: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
-pub(super) fn smoothed_rtt(_fd: BorrowedFd<'_>) -> Option<Duration> {
+pub(super) fn smoothed_rtt(_tcp: &TcpStream) -> Option<Duration> {
     None
 }
