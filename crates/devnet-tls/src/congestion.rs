@@ -254,7 +254,9 @@ mod socket_tests {
 
     use super::*;
 
-    async fn pair(algorithm: &[u8]) -> (RestartAfterQuiet, tokio::task::JoinHandle<()>) {
+    /// A loopback connection on `algorithm` (root, unless it is the
+    /// default) to a task that reads and drops everything.
+    pub(super) async fn connected_to_a_sink(algorithm: &[u8]) -> (TcpStream, tokio::task::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let sink = tokio::spawn(async move {
@@ -263,7 +265,14 @@ mod socket_tests {
             while peer.read(&mut buf).await.is_ok_and(|n| n > 0) {}
         });
         let tcp = TcpStream::connect(addr).await.expect("connect");
-        socket2::SockRef::from(&tcp).set_tcp_congestion(algorithm).expect("set the algorithm (are we root?)");
+        socket2::SockRef::from(&tcp)
+            .set_tcp_congestion(algorithm)
+            .expect("set the algorithm (is it in the kernel? are we root?)");
+        (tcp, sink)
+    }
+
+    async fn pair(algorithm: &[u8]) -> (RestartAfterQuiet, tokio::task::JoinHandle<()>) {
+        let (tcp, sink) = connected_to_a_sink(algorithm).await;
         (RestartAfterQuiet::with_spell(tcp, QuietSpell::new(Duration::from_millis(20))), sink)
     }
 

@@ -66,8 +66,7 @@ pub(super) fn bbr_pacing_gain(tcp: &TcpStream) -> Option<u32> {
 mod tests {
     use std::time::Instant;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::io::AsyncWriteExt;
 
     use super::*;
 
@@ -80,15 +79,7 @@ mod tests {
     /// the default, root (to pick it for this socket).
     #[tokio::test]
     async fn a_restart_puts_bbr_back_in_its_start_up_phase() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let sink = tokio::spawn(async move {
-            let (mut peer, _) = listener.accept().await.expect("accept");
-            let mut buf = vec![0u8; 1 << 20];
-            while peer.read(&mut buf).await.is_ok_and(|n| n > 0) {}
-        });
-        let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        SockRef::from(&tcp).set_tcp_congestion(BBR).expect("BBR for this socket (is tcp_bbr there? are we root?)");
+        let (mut tcp, sink) = super::super::socket_tests::connected_to_a_sink(BBR).await;
         assert!(runs_bbr(&tcp));
         let chunk = vec![7u8; 1 << 20];
         let deadline = Instant::now() + Duration::from_secs(20);
