@@ -91,6 +91,15 @@ impl QuietSpell {
         // say) nothing says the filter expired.
         srtt().is_some_and(|rtt| quiet >= self.floor.max(rtt * FILTER_ROUND_TRIPS))
     }
+
+    /// The link was busy until `now`: a write waited for room in the
+    /// socket. A stall (a retransmission timeout, a full window) is not a
+    /// quiet spell, and the transfer behind it must not restart.
+    pub fn busy(&mut self, now: Instant) {
+        if self.last_bulk.is_some() {
+            self.last_bulk = Some(now);
+        }
+    }
 }
 
 /// A TCP stream whose writes go through [`QuietSpell`]: the relay link's
@@ -102,6 +111,8 @@ pub struct RestartAfterQuiet {
     spell: QuietSpell,
     /// Whether the socket runs BBR, read once: the only algorithm restarted.
     bbr: bool,
+    /// The last write found the socket full: the next one continues it.
+    blocked: bool,
     restarts: u64,
 }
 
@@ -112,7 +123,7 @@ impl RestartAfterQuiet {
 
     pub fn with_spell(inner: TcpStream, spell: QuietSpell) -> Self {
         let bbr = platform::runs_bbr(&inner);
-        Self { inner, spell, bbr, restarts: 0 }
+        Self { inner, spell, bbr, blocked: false, restarts: 0 }
     }
 
     /// How many times the algorithm was restarted (for logs and tests).
@@ -128,8 +139,12 @@ impl RestartAfterQuiet {
         if !self.bbr {
             return;
         }
+        let now = Instant::now();
+        if self.blocked {
+            self.spell.busy(now);
+        }
         let tcp = &self.inner;
-        if !self.spell.on_write(Instant::now(), len, || platform::smoothed_rtt(tcp)) {
+        if !self.spell.on_write(now, len, || platform::smoothed_rtt(tcp)) {
             return;
         }
         match platform::restart_bbr(&self.inner) {
@@ -158,7 +173,9 @@ impl AsyncRead for RestartAfterQuiet {
 impl AsyncWrite for RestartAfterQuiet {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.before_write(buf.len());
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.blocked = written.is_pending();
+        written
     }
 
     fn poll_write_vectored(
@@ -167,7 +184,9 @@ impl AsyncWrite for RestartAfterQuiet {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.before_write(bufs.iter().map(|b| b.len()).sum());
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.blocked = written.is_pending();
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -221,6 +240,24 @@ mod tests {
         assert!(spell.on_write(t0 + 60_160 * MS, BULK_WRITE, lan));
         // Without a round trip, no restart.
         assert!(!spell.on_write(t0 + 70_000 * MS, BULK_WRITE, || None));
+    }
+
+    /// A write that waited a second for room in the socket (a stalled
+    /// link) continues its transfer: no restart.
+    #[test]
+    fn a_stall_is_not_a_quiet_spell() {
+        let t0 = Instant::now();
+        let mut spell = QuietSpell::new(100 * MS);
+        assert!(!spell.on_write(t0, BULK_WRITE, || Some(MS)));
+        assert!(!spell.on_write(t0 + MS, BULK_WRITE, || Some(MS)));
+        // Pending until t0 + 1 s, then written.
+        spell.busy(t0 + 1001 * MS);
+        assert!(!spell.on_write(t0 + 1001 * MS, BULK_WRITE, || Some(MS)));
+        // Busy before any bulk data starts nothing: the first bulk write is
+        // still the start-up.
+        let mut fresh = QuietSpell::new(100 * MS);
+        fresh.busy(t0);
+        assert!(!fresh.on_write(t0 + 1000 * MS, BULK_WRITE, || Some(MS)));
     }
 
     /// The round trip is read only when a restart depends on it: a bulk

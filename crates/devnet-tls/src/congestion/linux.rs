@@ -19,8 +19,8 @@ pub(super) fn runs_bbr(tcp: &TcpStream) -> bool {
 /// Re-initialises BBR on the socket: to Reno and back, because setting the
 /// algorithm in use again changes nothing. Switching back is allowed to an
 /// unprivileged process when BBR is the system's default (the only way it
-/// came to run on our sockets); if it fails, the socket is put back on BBR
-/// or, failing that, left on Reno, and the error says so.
+/// came to run on our sockets); if it fails, the socket stays on Reno and
+/// the error says so.
 pub(super) fn restart_bbr(tcp: &TcpStream) -> io::Result<()> {
     let socket = SockRef::from(tcp);
     socket.set_tcp_congestion(RENO)?;
