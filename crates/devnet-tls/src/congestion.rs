@@ -89,7 +89,7 @@ impl QuietSpell {
         let Some(quiet) = quiet.filter(|q| *q >= self.floor) else { return false };
         // Without a round trip (not a TCP socket, or the kernel would not
         // say) nothing says the filter expired.
-        srtt().is_some_and(|rtt| quiet >= self.floor.max(rtt * FILTER_ROUND_TRIPS))
+        srtt().is_some_and(|rtt| quiet >= rtt * FILTER_ROUND_TRIPS)
     }
 
     /// The link was busy until `now`: a write waited for room in the
@@ -135,6 +135,19 @@ impl RestartAfterQuiet {
         &self.inner
     }
 
+    /// One write of `len` bytes: restarts first if the spell says so, then
+    /// notes whether the socket was full.
+    fn write_with(
+        &mut self,
+        len: usize,
+        write: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        self.before_write(len);
+        let written = write(Pin::new(&mut self.inner));
+        self.blocked = written.is_pending();
+        written
+    }
+
     fn before_write(&mut self, len: usize) {
         if !self.bbr {
             return;
@@ -172,10 +185,7 @@ impl AsyncRead for RestartAfterQuiet {
 
 impl AsyncWrite for RestartAfterQuiet {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.before_write(buf.len());
-        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.blocked = written.is_pending();
-        written
+        self.write_with(buf.len(), |tcp| tcp.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -183,10 +193,7 @@ impl AsyncWrite for RestartAfterQuiet {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.before_write(bufs.iter().map(|b| b.len()).sum());
-        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.blocked = written.is_pending();
-        written
+        self.write_with(bufs.iter().map(|b| b.len()).sum(), |tcp| tcp.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
