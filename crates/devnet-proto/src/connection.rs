@@ -5,7 +5,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::frame::{DATA_OVERHEAD, DecodeError, Frame, MAX_DATA_PAYLOAD, OpenStatus, RejectCode};
+use crate::frame::{
+    DATA_OVERHEAD, DecodeError, Frame, MAX_DATA_PAYLOAD, OpenStatus, RejectCode, missing as missing_from_frame,
+};
 use crate::{MAGIC, PREFACE_LEN, PROTOCOL_VERSION, preface};
 
 /// Written transmit bytes left in place before they are compacted away.
@@ -371,7 +373,8 @@ impl Connection {
             self.inbuf.shrink_to(KEEP_CAPACITY);
         }
         for stream in self.streams.values_mut() {
-            if stream.recv.is_empty() && stream.recv.capacity() > KEEP_CAPACITY {
+            // Empty, or holding a small part of what a larger burst grew it to.
+            if stream.recv.capacity() > 4 * stream.recv.len() + KEEP_CAPACITY {
                 stream.recv.shrink_to(KEEP_CAPACITY);
             }
         }
@@ -418,8 +421,7 @@ impl Connection {
         }
         self.last_recv = now;
         self.stats.bytes_in += bytes.len() as u64;
-        self.inbuf.extend_from_slice(bytes);
-        match self.process_input(now) {
+        match self.take_input(bytes, now) {
             Ok(()) => Ok(()),
             Err(e) => {
                 let reject = match &e {
@@ -438,10 +440,48 @@ impl Connection {
         }
     }
 
+    /// Decodes frames straight from `bytes`: only a frame cut by the end of
+    /// one read is copied, into `inbuf`, and completed from the next read
+    /// with just the bytes it lacks. Copying every read into `inbuf` first
+    /// was one pass over every byte received (a bulk stream's reads end
+    /// mid-frame almost every time, so "only when `inbuf` is empty" would not
+    /// have saved it).
+    fn take_input(&mut self, mut bytes: &[u8], now: Instant) -> Result<(), ConnectionError> {
+        if self.state == State::AwaitPreface {
+            // The preface is not a frame: it goes through the buffer, once.
+            self.inbuf.extend_from_slice(bytes);
+            return self.process_input(now);
+        }
+        while !self.inbuf.is_empty() {
+            if bytes.is_empty() || self.state == State::Closed {
+                return Ok(());
+            }
+            let (head, rest) = bytes.split_at(missing_from_frame(&self.inbuf).min(bytes.len()));
+            self.inbuf.extend_from_slice(head);
+            bytes = rest;
+            self.process_input(now)?;
+        }
+        let (consumed, result) = self.decode_frames(bytes, now);
+        if self.state != State::Closed {
+            self.inbuf.extend_from_slice(&bytes[consumed..]);
+        }
+        result
+    }
+
+    /// Handles the frames in `inbuf` and keeps what is left of it.
     fn process_input(&mut self, now: Instant) -> Result<(), ConnectionError> {
         // Frames borrow from the input buffer while handlers need `&mut self`:
         // take the buffer out for the duration and put the unread tail back.
         let mut inbuf = std::mem::take(&mut self.inbuf);
+        let (consumed, result) = self.decode_frames(&inbuf, now);
+        inbuf.drain(..consumed);
+        self.inbuf = inbuf;
+        result
+    }
+
+    /// Handles every whole frame (and the preface) at the start of `inbuf`;
+    /// returns how many bytes they took.
+    fn decode_frames(&mut self, inbuf: &[u8], now: Instant) -> (usize, Result<(), ConnectionError>) {
         let mut consumed = 0;
         let result = loop {
             if self.state == State::Closed {
@@ -477,9 +517,7 @@ impl Connection {
                 Err(e) => break Err(e.into()),
             }
         };
-        inbuf.drain(..consumed);
-        self.inbuf = inbuf;
-        result
+        (consumed, result)
     }
 
     fn handle_frame(&mut self, frame: Frame<'_>, now: Instant) -> Result<(), ConnectionError> {
@@ -698,11 +736,11 @@ impl Connection {
         };
         let n = n.min(stream.recv.len());
         stream.recv.drain(..n);
-        // A ring once filled to a large window keeps its allocation; give
-        // it back when little of it is used, so memory follows the bytes held.
-        if stream.recv.capacity() > 4 * stream.recv.len() + 64 * 1024 {
-            stream.recv.shrink_to(stream.recv.len());
-        }
+        // The allocation stays for the stream's next frames: a bulk stream
+        // drains to empty on most writes, and freeing it each time made every
+        // turn allocate and regrow it, copying the bytes at each doubling.
+        // The heartbeat gives back what a stream no longer uses
+        // (`release_idle_capacity`).
         self.reap(id);
     }
 

@@ -312,6 +312,21 @@ impl Frame<'_> {
     }
 }
 
+/// How many more bytes the frame that `partial` begins needs before
+/// [`Frame::decode`] can decide on it: the rest of its length prefix, then
+/// the rest of its body. A prefix that `decode` refuses (zero, too large)
+/// needs nothing more.
+pub(crate) fn missing(partial: &[u8]) -> usize {
+    let Some(prefix) = partial.get(..4) else {
+        return 4 - partial.len();
+    };
+    let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    if len == 0 || len > MAX_FRAME_LEN {
+        return 0;
+    }
+    (4 + len).saturating_sub(partial.len())
+}
+
 /// Bytes of framing around a `Data` payload.
 pub const DATA_OVERHEAD: usize = HEADER_LEN + 4;
 

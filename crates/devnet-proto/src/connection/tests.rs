@@ -305,6 +305,120 @@ proptest::proptest! {
     }
 }
 
+/// A client's bytes after the handshake: a stream opened and accepted, then
+/// data in frames of several sizes (one cut at the 64 KiB payload limit), a
+/// datagram, a ping and the stream's FIN, written while nothing is sent.
+/// Returns the pair (the server has not seen the bytes) and the bytes.
+fn a_busy_clients_bytes() -> (Pair, StreamId, Vec<u8>) {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:5432");
+    let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(pair.client.write(id, &data[..40_000]).expect("write"), 40_000);
+    pair.client.send_datagram(7, "10.96.0.10:53".parse().expect("addr"), b"a query").expect("datagram");
+    assert_eq!(pair.client.write(id, &data[40_000..40_001]).expect("write"), 1);
+    pair.now += Duration::from_millis(1100);
+    pair.client.handle_timeout(pair.now);
+    assert_eq!(pair.client.write(id, &data[40_001..]).expect("write"), data.len() - 40_001);
+    pair.client.finish(id);
+    let bytes = pair.client.transmit().to_vec();
+    pair.client.advance_transmit(bytes.len());
+    (pair, id, bytes)
+}
+
+/// What the server made of its input: its events, then the stream's bytes.
+fn what_the_server_saw(pair: &mut Pair, id: StreamId) -> (Vec<Event>, Vec<u8>) {
+    let events = Pair::events(&mut pair.server);
+    let mut data = vec![0; pair.server.readable(id)];
+    let n = pair.server.read(id, &mut data);
+    data.truncate(n);
+    (events, data)
+}
+
+#[test]
+fn frames_cut_anywhere_by_reads_arrive_as_if_read_at_once() {
+    let (mut whole, id, bytes) = a_busy_clients_bytes();
+    whole.server.handle_input(&bytes, whole.now).expect("input");
+    let expected = what_the_server_saw(&mut whole, id);
+    assert!(expected.1.len() == 64 * 1024 && expected.0.len() >= 4, "{:?}", expected.0);
+    // Every cut point at once: one byte per read.
+    let (mut bytewise, id, bytes) = a_busy_clients_bytes();
+    for b in &bytes {
+        bytewise.server.handle_input(std::slice::from_ref(b), bytewise.now).expect("input");
+    }
+    assert_eq!(what_the_server_saw(&mut bytewise, id), expected);
+}
+
+#[test]
+fn a_handshake_read_a_byte_at_a_time_connects() {
+    let mut pair = Pair::new(TOKEN);
+    let hello = pair.client.transmit().to_vec();
+    pair.client.advance_transmit(hello.len());
+    for b in &hello {
+        pair.server.handle_input(std::slice::from_ref(b), pair.now).expect("input");
+    }
+    pair.pump();
+    assert!(pair.client.is_established() && pair.server.is_established());
+}
+
+#[test]
+fn a_bad_frame_after_a_cut_one_closes_the_connection() {
+    let mut pair = Pair::established();
+    let mut bytes = Vec::new();
+    Frame::Ping { nonce: 9 }.encode(&mut bytes);
+    let (first, rest) = bytes.split_at(3);
+    pair.server.handle_input(first, pair.now).expect("a cut length prefix waits");
+    // The rest of the ping, then a frame claiming more than the limit.
+    let mut more = rest.to_vec();
+    more.extend_from_slice(&u32::try_from(crate::frame::MAX_FRAME_LEN + 1).expect("fits").to_be_bytes());
+    assert!(matches!(pair.server.handle_input(&more, pair.now), Err(ConnectionError::Decode(_))));
+    assert!(matches!(Pair::events(&mut pair.server).last(), Some(Event::Closed { .. })));
+}
+
+proptest::proptest! {
+    /// However reads cut the bytes, the server sees the same events and data.
+    #[test]
+    fn any_reads_give_the_same_events(cuts in proptest::collection::vec(1usize..70_000, 1..40)) {
+        let (mut whole, id, bytes) = a_busy_clients_bytes();
+        whole.server.handle_input(&bytes, whole.now).expect("input");
+        let expected = what_the_server_saw(&mut whole, id);
+        let (mut cut, id, bytes) = a_busy_clients_bytes();
+        let mut rest = &bytes[..];
+        for n in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (read, after) = rest.split_at((*n).min(rest.len()));
+            cut.server.handle_input(read, cut.now).expect("input");
+            rest = after;
+        }
+        proptest::prop_assert_eq!(what_the_server_saw(&mut cut, id), expected);
+    }
+}
+
+#[test]
+fn a_stream_drained_by_release_keeps_its_buffer_until_the_heartbeat() {
+    let mut pair = Pair::established();
+    let id = pair.client.open("10.244.1.10:8080".parse().expect("addr")).expect("open");
+    pair.pump();
+    let _ = Pair::events(&mut pair.server);
+    pair.server.accept_with_window(id, 256 * 1024).expect("accept");
+    pair.pump();
+    // Several frames, as a relay's read of its link brings them.
+    assert_eq!(pair.client.write(id, &[3u8; 200_000]).expect("write"), 200_000);
+    pair.pump();
+    let held = pair.server.buffered_capacity();
+    assert!(held >= 200_000, "{held}");
+    // A relay wrote it all to the destination: the next frames reuse the
+    // allocation rather than growing a new one.
+    pair.server.release(id, 200_000);
+    assert_eq!(pair.server.readable(id), 0);
+    assert_eq!(pair.server.buffered_capacity(), held);
+    // Quiet until the heartbeat: then it is given back.
+    pair.now += Duration::from_millis(1100);
+    pair.server.handle_timeout(pair.now);
+    assert!(pair.server.buffered_capacity() <= 3 * KEEP_CAPACITY, "{}", pair.server.buffered_capacity());
+}
+
 #[test]
 fn debug_never_shows_the_token() {
     let config = Config { token: "hunter2-token".into(), ..Config::default() };
