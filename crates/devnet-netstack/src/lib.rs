@@ -58,10 +58,13 @@ pub struct TunnelConfig {
     /// is the window advertised to the local client. The TUN hop's
     /// bandwidth-delay product is small (10 Gbit/s × 100 µs is 125 KB), but
     /// the client must keep sending while the engine spends a turn sealing
-    /// up to [`relay_high_water`](Self::relay_high_water) for the relay:
-    /// 256 KiB was tried and a single stream 20 ms away fell to about half
-    /// of what 1 MiB carries. Recycled sockets keep theirs; pages are only
-    /// resident as far as a flow used them.
+    /// up to [`relay_high_water`](Self::relay_high_water) for the relay.
+    /// Smaller receive sides (128 and 256 KiB, tried twice) cost nothing far
+    /// away once the relay link's BBR restarts after quiet spells, and they
+    /// cut the engine's copying with 8 streams, but neither raised 8
+    /// streams' throughput measurably while one stream's was lower in
+    /// alternated runs (bench/README.md). Recycled sockets keep theirs;
+    /// pages are only resident as far as a flow used them.
     pub tcp_buffer: usize,
     /// Packets queued toward the TUN device before the stack reports itself
     /// exhausted and holds further segments.
