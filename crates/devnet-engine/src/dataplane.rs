@@ -82,7 +82,10 @@ pub(crate) async fn run(
     };
     let mut relay = Relay::Dialling(dial(dialer.clone(), connector(&tls), status.clone()));
     let mut backoff = BACKOFF_MIN;
-    let mut scratch = vec![0u8; TUN_HEADER_LEN + usize::from(profile.mtu) + 4];
+    // Each packet is read straight into a buffer the stack then owns; the
+    // virtio-net header is read apart, into `tun_header`.
+    let mut tun_header = [0u8; TUN_HEADER_LEN];
+    let mut next_read = tunnel.read_buffer();
     let mut rbuf = vec![0u8; RELAY_READ_PER_TURN];
     let mut ever_connected = false;
     // The last turn took one packet from the TUN device: this one reads
@@ -140,9 +143,10 @@ pub(crate) async fn run(
         let woke = if std::mem::take(&mut tun_batch_next) {
             Wake::TunBatch
         } else {
+            let mut read_into = [io::IoSliceMut::new(&mut tun_header), io::IoSliceMut::new(&mut next_read)];
             tokio::select! {
             cmd = commands.recv() => Wake::Command(cmd),
-            r = tun.recv(&mut scratch) => Wake::Tun(r),
+            r = tun.recv_vectored(&mut read_into) => Wake::Tun(r),
             r = read_opt(rd, &mut rbuf) => Wake::RelayRead(r),
             r = write_opt(wr, transmit), if can_write => Wake::RelayWrite(r),
             r = recv_opt(dialling) => Wake::Dialled(r),
@@ -180,7 +184,7 @@ pub(crate) async fn run(
                 return Ok(());
             }
             Wake::Tun(Ok(n)) => {
-                take_packet(&mut tunnel, &scratch[..n]);
+                take_read(&mut tunnel, &mut next_read, n);
                 // What else is queued is read next turn, as a batch, so the
                 // stack runs once for it. Not now: for a request the read
                 // would find nothing and only hold the request back from
@@ -190,8 +194,9 @@ pub(crate) async fn run(
             Wake::TunBatch => {
                 let mut taken = 0;
                 while taken < TUN_BATCH {
-                    match tun.try_recv(&mut scratch) {
-                        Ok(n) => take_packet(&mut tunnel, &scratch[..n]),
+                    let mut read_into = [io::IoSliceMut::new(&mut tun_header), io::IoSliceMut::new(&mut next_read)];
+                    match tun.try_recv_vectored(&mut read_into) {
+                        Ok(n) => take_read(&mut tunnel, &mut next_read, n),
                         Err(_) => break,
                     }
                     taken += 1;
@@ -434,14 +439,15 @@ fn is_permanent(error: &ConnectionError) -> bool {
     )
 }
 
-/// Hands one read from the TUN device (a virtio-net header, then the
-/// packet) to the stack. The header says at most that the packet's
-/// checksum is partial, which the stack does not check anyway.
-fn take_packet(tunnel: &mut Tunnel, read: &[u8]) {
-    let Some(packet) = read.get(TUN_HEADER_LEN..).filter(|p| !p.is_empty()) else { return };
-    let mut buf = tunnel.buffer();
-    buf.extend_from_slice(packet);
-    tunnel.handle_packet(buf);
+/// Hands the packet one read put in `buf` (`read` bytes with the
+/// virtio-net header before it) to the stack, and puts a fresh read buffer
+/// in its place: the packet itself is not copied. The header says at most
+/// that the packet's checksum is partial, which the stack does not check
+/// anyway.
+fn take_read(tunnel: &mut Tunnel, buf: &mut Vec<u8>, read: usize) {
+    let Some(len) = read.checked_sub(TUN_HEADER_LEN).filter(|&len| len > 0) else { return };
+    let packet = std::mem::replace(buf, tunnel.read_buffer());
+    tunnel.handle_read(packet, len);
 }
 
 async fn flush_tun(tunnel: &mut Tunnel, tun: &tun_rs::AsyncDevice) {

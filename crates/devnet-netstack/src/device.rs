@@ -12,8 +12,19 @@ use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 /// Recycled packet buffers, shared by the device and its receive tokens.
+///
+/// Two kinds: buffers that packets are built in (handed out empty), and
+/// read buffers (see [`take_read`](Self::take_read)), which stay whole
+/// while they circulate so that a read into one needs neither a copy nor a
+/// zero-fill.
 #[derive(Debug, Clone, Default)]
-pub struct BufferPool(Arc<Mutex<Vec<Vec<u8>>>>);
+pub struct BufferPool(Arc<Mutex<Pools>>);
+
+#[derive(Debug, Default)]
+struct Pools {
+    built: Vec<Vec<u8>>,
+    reads: Vec<Vec<u8>>,
+}
 
 impl BufferPool {
     // Enough for a burst of full-size packets in flight (a TUN read batch
@@ -23,7 +34,7 @@ impl BufferPool {
 
     /// A cleared buffer with at least `capacity` bytes reserved.
     pub fn take(&self, capacity: usize) -> Vec<u8> {
-        let mut b = self.0.lock().map(|mut p| p.pop()).ok().flatten().unwrap_or_default();
+        let mut b = self.0.lock().map(|mut p| p.built.pop()).ok().flatten().unwrap_or_default();
         b.clear();
         b.reserve(capacity);
         b
@@ -32,16 +43,68 @@ impl BufferPool {
     /// Returns a buffer for reuse.
     pub fn give(&self, buf: Vec<u8>) {
         if let Ok(mut p) = self.0.lock()
-            && p.len() < Self::MAX_POOLED
+            && p.built.len() < Self::MAX_POOLED
         {
-            p.push(buf);
+            p.built.push(buf);
         }
+    }
+
+    /// A buffer of at least `len` initialised bytes to read a packet into.
+    /// Read buffers come back whole (the packet's length travels beside
+    /// them), so only a new one is zero-filled.
+    pub(crate) fn take_read(&self, len: usize) -> Vec<u8> {
+        let mut b = self.0.lock().map(|mut p| p.reads.pop()).ok().flatten().unwrap_or_default();
+        if b.len() < len {
+            b.resize(len, 0);
+        }
+        b
+    }
+
+    /// Returns what a received packet was held in, to the kind it came from.
+    pub(crate) fn recycle(&self, packet: RxPacket) {
+        if !packet.read {
+            return self.give(packet.buf);
+        }
+        if let Ok(mut p) = self.0.lock()
+            && p.reads.len() < Self::MAX_POOLED
+        {
+            p.reads.push(packet.buf);
+        }
+    }
+}
+
+/// A packet for the stack: the first `len` bytes of `buf`.
+#[derive(Debug)]
+pub(crate) struct RxPacket {
+    buf: Vec<u8>,
+    len: usize,
+    /// `buf` is a whole read buffer, to go back to the read buffers.
+    read: bool,
+}
+
+impl RxPacket {
+    /// A packet that is all of `buf`.
+    pub(crate) fn whole(buf: Vec<u8>) -> Self {
+        Self { len: buf.len(), buf, read: false }
+    }
+
+    /// A packet read into the start of a read buffer.
+    pub(crate) fn read(buf: Vec<u8>, len: usize) -> Self {
+        Self { len: len.min(buf.len()), buf, read: true }
+    }
+}
+
+impl std::ops::Deref for RxPacket {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
 #[derive(Debug)]
 pub(crate) struct QueueDevice {
-    pub(crate) rx: VecDeque<Vec<u8>>,
+    pub(crate) rx: VecDeque<RxPacket>,
     pub(crate) tx: VecDeque<Vec<u8>>,
     pub(crate) pool: BufferPool,
     pub(crate) mtu: usize,
@@ -55,14 +118,14 @@ impl QueueDevice {
 }
 
 pub(crate) struct RxToken {
-    packet: Vec<u8>,
+    packet: RxPacket,
     pool: BufferPool,
 }
 
 impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         let r = f(&self.packet);
-        self.pool.give(self.packet);
+        self.pool.recycle(self.packet);
         r
     }
 }

@@ -43,7 +43,7 @@ use tracing::{debug, trace};
 
 pub use device::BufferPool;
 
-use crate::device::QueueDevice;
+use crate::device::{QueueDevice, RxPacket};
 use crate::packet::{Inbound, Unreachable};
 
 /// Settings for a [`Tunnel`].
@@ -294,9 +294,11 @@ impl Tunnel {
         }
     }
 
-    /// A buffer for a packet read from the TUN device, from the pool.
-    pub fn buffer(&self) -> Vec<u8> {
-        self.device.pool.take(self.config.mtu)
+    /// A buffer to read one packet from the TUN device into, for
+    /// [`handle_read`](Self::handle_read): the MTU's worth of initialised
+    /// bytes, from the pool.
+    pub fn read_buffer(&self) -> Vec<u8> {
+        self.device.pool.take_read(self.config.mtu)
     }
 
     /// Returns a buffer taken with [`pop_packet`](Self::pop_packet).
@@ -318,16 +320,28 @@ impl Tunnel {
         !self.device.tx.is_empty()
     }
 
-    /// Handles one packet read from the TUN device. Call [`poll`](Self::poll)
+    /// Handles one packet (all of `packet`). Call [`poll`](Self::poll)
     /// after a batch of them.
     pub fn handle_packet(&mut self, packet: Vec<u8>) {
+        self.take_packet(RxPacket::whole(packet));
+    }
+
+    /// Handles a packet read from the TUN device into `buf`, a buffer from
+    /// [`read_buffer`](Self::read_buffer): the packet is its first `len`
+    /// bytes. The buffer goes back to the pool whole, so the packet is
+    /// never copied out of it first, nor the next read buffer zero-filled.
+    pub fn handle_read(&mut self, buf: Vec<u8>, len: usize) {
+        self.take_packet(RxPacket::read(buf, len));
+    }
+
+    fn take_packet(&mut self, packet: RxPacket) {
         self.stats.packets_in += 1;
         let inbound = match packet::classify(&packet) {
             Ok(i) => i,
             Err(e) => {
                 trace!(?e, "dropping malformed packet");
                 self.stats.dropped_malformed += 1;
-                self.recycle(packet);
+                self.device.pool.recycle(packet);
                 return;
             }
         };
@@ -335,13 +349,13 @@ impl Tunnel {
             Inbound::Tcp { src, dst, syn, ack, .. } => {
                 if !self.routed(dst.ip()) {
                     self.stats.dropped_not_routed += 1;
-                    self.recycle(packet);
+                    self.device.pool.recycle(packet);
                     return;
                 }
                 let key = (src, dst);
                 match self.flows.get(&key) {
                     Some(Flow::Established { .. }) => self.device.rx.push_back(packet),
-                    Some(Flow::Opening { .. }) => self.recycle(packet), // a SYN retransmit
+                    Some(Flow::Opening { .. }) => self.device.pool.recycle(packet), // a SYN retransmit
                     None if syn && !ack => self.start_open(key, packet),
                     // Segments of unknown connections: smoltcp answers with a RST.
                     None => self.device.rx.push_back(packet),
@@ -353,9 +367,9 @@ impl Tunnel {
                 } else {
                     self.stats.dropped_not_routed += 1;
                 }
-                self.recycle(packet);
+                self.device.pool.recycle(packet);
             }
-            Inbound::Other => self.recycle(packet),
+            Inbound::Other => self.device.pool.recycle(packet),
         }
     }
 
@@ -363,13 +377,13 @@ impl Tunnel {
         self.config.cidrs.iter().any(|net| net.contains(&ip))
     }
 
-    fn start_open(&mut self, key: FlowKey, syn: Vec<u8>) {
+    fn start_open(&mut self, key: FlowKey, syn: RxPacket) {
         let opened = match self.conn.as_mut() {
             Some(conn) if conn.is_established() => conn.open(key.1),
             _ => {
                 debug!(dst = %key.1, "no relay connection: refusing");
                 self.answer_unreachable(&syn, Unreachable::Host);
-                self.recycle(syn);
+                self.device.pool.recycle(syn);
                 return;
             }
         };
@@ -380,12 +394,12 @@ impl Tunnel {
                 // Held in a Vec of its own size: a pool buffer is MTU-sized
                 // (64 KiB) and the relay's answer may take a while.
                 self.flows.insert(key, Flow::Opening { stream, syn: syn.to_vec() });
-                self.recycle(syn);
+                self.device.pool.recycle(syn);
             }
             Err(e) => {
                 debug!(dst = %key.1, error = %e, "cannot open stream");
                 self.answer_unreachable(&syn, Unreachable::Host);
-                self.recycle(syn);
+                self.device.pool.recycle(syn);
             }
         }
     }
@@ -599,7 +613,7 @@ impl Tunnel {
             },
         );
         // Replay the held SYN: smoltcp answers it with the SYN-ACK now.
-        self.device.rx.push_back(syn);
+        self.device.rx.push_back(RxPacket::whole(syn));
     }
 
     fn fail_flow(&mut self, key: FlowKey, status: OpenStatus) {

@@ -526,3 +526,57 @@ fn a_bulk_flow_s_socket_is_not_kept_as_a_spare() {
     established_flows(&mut h, 1);
     assert_eq!(h.tunnel.stats().sockets_reused, 1, "a bulk flow's socket was kept as a spare");
 }
+
+/// Puts `packet` at the start of a read buffer, as a TUN read would, with
+/// bytes of an earlier, longer packet still behind it.
+fn read_into_buffer(h: &Harness, packet: &[u8]) -> (Vec<u8>, usize) {
+    let mut buf = h.tunnel.read_buffer();
+    assert!(buf.len() >= h.tunnel.config.mtu, "a read buffer holds a packet of the MTU");
+    buf[..packet.len()].copy_from_slice(packet);
+    buf[packet.len()..].fill(0xAA);
+    (buf, packet.len())
+}
+
+#[test]
+fn packets_read_into_read_buffers_are_what_the_read_returned_and_nothing_after() {
+    let mut h = Harness::new();
+    let (client, dst) = (addr("192.168.10.2:42000"), addr("10.96.0.20:80"));
+    let mut syn = Vec::new();
+    packet::tcp_segment(&mut syn, client, dst, 1000, 0, flags::SYN);
+    let (buf, len) = read_into_buffer(&h, &syn);
+    h.tunnel.handle_read(buf, len);
+    h.exchange();
+    let id = h.open_request();
+    h.relay.accept(id).expect("accept");
+    h.exchange();
+    let ack = syn_ack_seq(&h.packets()).wrapping_add(1);
+    // Data, with stale bytes after it in the buffer: only the packet's own
+    // payload reaches the relay.
+    let segment = client_segment(client, dst, 1001, ack, b"SELECT 1;");
+    let (buf, len) = read_into_buffer(&h, &segment);
+    h.tunnel.handle_read(buf, len);
+    h.exchange();
+    let mut got = vec![0; 64];
+    let n = h.relay.read(id, &mut got);
+    assert_eq!(&got[..n], b"SELECT 1;");
+}
+
+#[test]
+fn a_read_buffer_comes_back_whole_so_the_next_read_needs_no_zero_fill() {
+    let mut h = Harness::new();
+    let (client, dst) = (addr("192.168.10.2:42001"), addr("10.96.0.20:80"));
+    let mut syn = Vec::new();
+    packet::tcp_segment(&mut syn, client, dst, 1000, 0, flags::SYN);
+    let (buf, len) = read_into_buffer(&h, &syn);
+    let at = buf.as_ptr();
+    h.tunnel.handle_read(buf, len);
+    h.exchange();
+    // The stack kept a copy of the held SYN and gave the buffer back: the
+    // same allocation, every byte still there (not cut to the packet and
+    // zero-filled again).
+    let again = h.tunnel.read_buffer();
+    assert_eq!(again.as_ptr(), at);
+    assert!(again.len() >= h.tunnel.config.mtu);
+    assert!(again[syn.len()..].iter().all(|&b| b == 0xAA));
+    assert_eq!(&again[..syn.len()], &syn[..]);
+}
