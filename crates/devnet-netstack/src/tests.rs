@@ -527,6 +527,13 @@ fn a_bulk_flow_s_socket_is_not_kept_as_a_spare() {
     assert_eq!(h.tunnel.stats().sockets_reused, 1, "a bulk flow's socket was kept as a spare");
 }
 
+/// A client's SYN, as the laptop's kernel would send it.
+fn syn_from(client: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let mut syn = Vec::new();
+    packet::tcp_segment(&mut syn, client, dst, 1000, 0, flags::SYN);
+    syn
+}
+
 /// Puts `packet` at the start of a read buffer, as a TUN read would, with
 /// bytes of an earlier, longer packet still behind it.
 fn read_into_buffer(h: &Harness, packet: &[u8]) -> (Vec<u8>, usize) {
@@ -541,8 +548,7 @@ fn read_into_buffer(h: &Harness, packet: &[u8]) -> (Vec<u8>, usize) {
 fn packets_read_into_read_buffers_are_what_the_read_returned_and_nothing_after() {
     let mut h = Harness::new();
     let (client, dst) = (addr("192.168.10.2:42000"), addr("10.96.0.20:80"));
-    let mut syn = Vec::new();
-    packet::tcp_segment(&mut syn, client, dst, 1000, 0, flags::SYN);
+    let syn = syn_from(client, dst);
     let (buf, len) = read_into_buffer(&h, &syn);
     h.tunnel.handle_read(buf, len);
     h.exchange();
@@ -565,8 +571,7 @@ fn packets_read_into_read_buffers_are_what_the_read_returned_and_nothing_after()
 fn a_read_buffer_comes_back_whole_so_the_next_read_needs_no_zero_fill() {
     let mut h = Harness::new();
     let (client, dst) = (addr("192.168.10.2:42001"), addr("10.96.0.20:80"));
-    let mut syn = Vec::new();
-    packet::tcp_segment(&mut syn, client, dst, 1000, 0, flags::SYN);
+    let syn = syn_from(client, dst);
     let (buf, len) = read_into_buffer(&h, &syn);
     let at = buf.as_ptr();
     h.tunnel.handle_read(buf, len);
