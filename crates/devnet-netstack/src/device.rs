@@ -42,10 +42,17 @@ impl BufferPool {
 
     /// Returns a buffer for reuse.
     pub fn give(&self, buf: Vec<u8>) {
-        if let Ok(mut p) = self.0.lock()
-            && p.built.len() < Self::MAX_POOLED
-        {
-            p.built.push(buf);
+        self.keep(buf, false);
+    }
+
+    /// Keeps `buf` among the read buffers or the others, up to
+    /// [`MAX_POOLED`](Self::MAX_POOLED) of each.
+    fn keep(&self, buf: Vec<u8>, read: bool) {
+        if let Ok(mut p) = self.0.lock() {
+            let stack = if read { &mut p.reads } else { &mut p.built };
+            if stack.len() < Self::MAX_POOLED {
+                stack.push(buf);
+            }
         }
     }
 
@@ -62,14 +69,7 @@ impl BufferPool {
 
     /// Returns what a received packet was held in, to the kind it came from.
     pub(crate) fn recycle(&self, packet: RxPacket) {
-        if !packet.read {
-            return self.give(packet.buf);
-        }
-        if let Ok(mut p) = self.0.lock()
-            && p.reads.len() < Self::MAX_POOLED
-        {
-            p.reads.push(packet.buf);
-        }
+        self.keep(packet.buf, packet.read);
     }
 }
 

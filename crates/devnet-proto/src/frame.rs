@@ -261,10 +261,9 @@ impl Frame<'_> {
     /// Returns `Ok(None)` when more bytes are needed, or the frame and the
     /// number of bytes it used.
     pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, DecodeError> {
-        let Some(len_bytes) = buf.get(..4) else {
+        let Some(len) = length_prefix(buf) else {
             return Ok(None);
         };
-        let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]) as usize;
         if len == 0 {
             return Err(DecodeError::Empty);
         }
@@ -317,14 +316,19 @@ impl Frame<'_> {
 /// the rest of its body. A prefix that `decode` refuses (zero, too large)
 /// needs nothing more.
 pub(crate) fn missing(partial: &[u8]) -> usize {
-    let Some(prefix) = partial.get(..4) else {
+    let Some(len) = length_prefix(partial) else {
         return 4 - partial.len();
     };
-    let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
     if len == 0 || len > MAX_FRAME_LEN {
         return 0;
     }
     (4 + len).saturating_sub(partial.len())
+}
+
+/// The body length a frame's first four bytes give, once they are there.
+fn length_prefix(buf: &[u8]) -> Option<usize> {
+    let prefix: [u8; 4] = buf.get(..4)?.try_into().ok()?;
+    Some(u32::from_be_bytes(prefix) as usize)
 }
 
 /// Bytes of framing around a `Data` payload.
