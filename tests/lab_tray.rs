@@ -276,12 +276,24 @@ fn disconnect(lab: &Lab) -> Res {
     let result = with_window(|w| {
         let button = w.xpath("//button[normalize-space()='Disconnect lab']")?;
         w.click(&button)?;
-        badge(w, "off", Duration::from_secs(30))?;
+        if let Err(e) = badge(w, "off", Duration::from_secs(30)) {
+            let _ = w.screenshot(&artifacts().join("04-failed.png"));
+            return Err(format!("{e}\n{}", daemon_log_tail(lab)));
+        }
         w.screenshot(&artifacts().join("04-off-again.png"))
     });
     lab.sh_ok("bgp", &["off"])?;
     result?;
     lab.laptop_unchanged("after disconnecting from the tray app's window")
+        .map_err(|e| format!("{e}\n{}", daemon_log_tail(lab)))
+}
+
+/// The end of devnetd's log, for a failure's message (the whole log of a
+/// session would bury it).
+fn daemon_log_tail(lab: &Lab) -> String {
+    let log = lab.daemon_log();
+    let lines: Vec<&str> = log.lines().collect();
+    format!("devnetd's log, last lines:\n{}", lines[lines.len().saturating_sub(30)..].join("\n"))
 }
 
 /// A cluster whose API server does not answer (context lab-down): the

@@ -110,5 +110,11 @@ set +e
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+# Each failure's message again at the end, where a log cut to its tail (as
+# CI reports show it) still has it: libtest's "---- name ----" blocks, up to
+# 60 lines each.
+awk '/^---- .* ----$/ { keep = 1; n = 0; print "failed: " $0; next }
+     /^failures:$/ { keep = 0 }
+     keep && n++ < 60 { print }' "$log"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

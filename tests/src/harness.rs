@@ -483,7 +483,7 @@ impl Lab {
     pub fn laptop_unchanged(&self, when: &str) -> Res {
         let after = self.laptop_snapshot()?;
         if after != self.laptop_before {
-            return Err(format!("laptop differs {when}:\nbefore:\n{}\nafter:\n{after}", self.laptop_before));
+            return Err(format!("laptop differs {when}:\n{}", snapshot_diff(&self.laptop_before, &after)));
         }
         Ok(())
     }
@@ -639,6 +639,20 @@ impl ServiceUnit {
 }
 
 /// What the host's own namespace looks like; it must not change.
+/// The lines one snapshot has and the other lacks (`-` before only, `+`
+/// after only), in each one's order: what changed, without the whole of
+/// both, so a failure's message stays short enough for CI's log tail.
+pub fn snapshot_diff(before: &str, after: &str) -> String {
+    let missing = before.lines().filter(|l| !after.lines().any(|a| a == *l)).map(|l| format!("- {l}"));
+    let added = after.lines().filter(|l| !before.lines().any(|b| b == *l)).map(|l| format!("+ {l}"));
+    let lines: Vec<String> = missing.chain(added).collect();
+    if lines.is_empty() {
+        // Same lines, other order or count.
+        return format!("the same lines, reordered or repeated:\nbefore:\n{before}\nafter:\n{after}");
+    }
+    lines.join("\n")
+}
+
 pub fn host_snapshot() -> String {
     let mut s = String::new();
     for cmd in [
@@ -742,9 +756,26 @@ pub fn run(prefix: &str, setup: fn() -> Res<Lab>, trials: &[TrialFn], on_failure
         }
         let after = host_snapshot();
         if after != host_before {
-            return Err(Failed::from(format!("host namespace changed:\nbefore:\n{host_before}\nafter:\n{after}")));
+            return Err(Failed::from(format!("host namespace changed:\n{}", snapshot_diff(&host_before, &after))));
         }
         Ok(())
     }));
     libtest_mimic::run(&args, list).exit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_diff;
+
+    #[test]
+    fn a_snapshot_diff_names_only_the_changed_lines() {
+        let before = "1: lo: <LOOPBACK,UP>\n2: eth0: <UP>\ndefault via 10.0.0.1 dev eth0\n";
+        let after = "1: lo: <LOOPBACK,UP>\n2: eth0: <UP>\n9: devnet0: <UP>\n10.96.0.0/16 dev devnet0\n";
+        assert_eq!(
+            snapshot_diff(before, after),
+            "- default via 10.0.0.1 dev eth0\n+ 9: devnet0: <UP>\n+ 10.96.0.0/16 dev devnet0"
+        );
+        let reordered = snapshot_diff("a\nb\n", "b\na\n");
+        assert!(reordered.starts_with("the same lines, reordered"), "{reordered}");
+    }
 }
