@@ -23,7 +23,7 @@ use tokio_rustls::client::TlsStream;
 use tracing::{info, warn};
 
 use crate::config::Profile;
-use crate::os::platform::{TUN_HEADER_LEN, TUN_WRITE_HEADER};
+use crate::os::platform::{TUN_HEADER_LEN, tun_write_header};
 use crate::transport::{Dial, RelayStream};
 use devnet_model::profile::BUSY_POLL_NEAR_RELAY;
 
@@ -67,8 +67,13 @@ pub(crate) async fn run(
     status: watch::Sender<Status>,
     mut commands: mpsc::Receiver<Control>,
 ) -> Result<()> {
-    let config =
-        TunnelConfig { mtu: usize::from(profile.mtu), cidrs: profile.cidrs.clone(), ..TunnelConfig::default() };
+    let config = TunnelConfig {
+        mtu: usize::from(profile.mtu),
+        cidrs: profile.cidrs.clone(),
+        // The TUN device takes a virtio-net header: see `tun_write_header`.
+        partial_checksums: true,
+        ..TunnelConfig::default()
+    };
     keep_large_buffers_off_the_heap();
     let mut tunnel = Tunnel::new(config, BufferPool::default(), Instant::now().into_std());
     // Each dial takes the configuration current then: a renewed client
@@ -452,7 +457,8 @@ fn take_read(tunnel: &mut Tunnel, buf: &mut Vec<u8>, read: usize) {
 
 async fn flush_tun(tunnel: &mut Tunnel, tun: &tun_rs::AsyncDevice) {
     while let Some(packet) = tunnel.pop_packet() {
-        let frame = [io::IoSlice::new(&TUN_WRITE_HEADER), io::IoSlice::new(&packet)];
+        let header = tun_write_header(packet.partial_checksum());
+        let frame = [io::IoSlice::new(&header), io::IoSlice::new(&packet)];
         if let Err(e) = tun.send_vectored(&frame).await {
             warn!(error = %e, "writing to the TUN device failed; packet dropped");
         }

@@ -16,12 +16,18 @@ pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
     acc
 }
 
-/// Folds a sum into the 16-bit checksum field's value.
-pub fn finish(mut acc: u32) -> u16 {
+/// Folds a sum into 16 bits, not complemented: what a checksum field holds
+/// when it is left for the device to finish (the pseudo-header's sum).
+pub fn fold(mut acc: u32) -> u16 {
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }
-    !(acc as u16)
+    acc as u16
+}
+
+/// Folds a sum into the 16-bit checksum field's value.
+pub fn finish(acc: u32) -> u16 {
+    !fold(acc)
 }
 
 /// The sum of the pseudo-header of a `len`-byte `proto` payload from

@@ -11,19 +11,23 @@ use std::sync::{Arc, Mutex};
 use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
+use crate::packet::{PartialChecksum, leave_tcp_checksum_partial};
+
 /// Recycled packet buffers, shared by the device and its receive tokens.
 ///
-/// Two kinds: buffers that packets are built in (handed out empty), and
-/// read buffers (see [`take_read`](Self::take_read)), which stay whole
-/// while they circulate so that a read into one needs neither a copy nor a
-/// zero-fill.
+/// Two kinds: buffers that packets are built in (handed out empty, grown
+/// as they are written), and filled buffers (see
+/// [`take_filled`](Self::take_filled)), which stay whole while they
+/// circulate: a packet's length travels beside its buffer in a [`Packet`],
+/// so a TUN read into one, or smoltcp writing a segment into one, needs
+/// neither a copy nor a zero-fill first.
 #[derive(Debug, Clone, Default)]
 pub struct BufferPool(Arc<Mutex<Pools>>);
 
 #[derive(Debug, Default)]
 struct Pools {
     built: Vec<Vec<u8>>,
-    reads: Vec<Vec<u8>>,
+    filled: Vec<Vec<u8>>,
 }
 
 impl BufferPool {
@@ -40,61 +44,65 @@ impl BufferPool {
         b
     }
 
-    /// Returns a buffer for reuse.
-    pub fn give(&self, buf: Vec<u8>) {
-        self.keep(buf, false);
-    }
-
-    /// Keeps `buf` among the read buffers or the others, up to
-    /// [`MAX_POOLED`](Self::MAX_POOLED) of each.
-    fn keep(&self, buf: Vec<u8>, read: bool) {
-        if let Ok(mut p) = self.0.lock() {
-            let stack = if read { &mut p.reads } else { &mut p.built };
-            if stack.len() < Self::MAX_POOLED {
-                stack.push(buf);
-            }
-        }
-    }
-
-    /// A buffer of at least `len` initialised bytes to read a packet into.
-    /// Read buffers come back whole (the packet's length travels beside
-    /// them), so only a new one is zero-filled.
-    pub(crate) fn take_read(&self, len: usize) -> Vec<u8> {
-        let mut b = self.0.lock().map(|mut p| p.reads.pop()).ok().flatten().unwrap_or_default();
+    /// A buffer of at least `len` initialised bytes, to read or write a
+    /// packet into. Only the part a buffer never had is zero-filled: a
+    /// recycled one comes back whole, stale bytes and all.
+    pub(crate) fn take_filled(&self, len: usize) -> Vec<u8> {
+        let mut b = self.0.lock().map(|mut p| p.filled.pop()).ok().flatten().unwrap_or_default();
         if b.len() < len {
             b.resize(len, 0);
         }
         b
     }
 
-    /// Returns what a received packet was held in, to the kind it came from.
-    pub(crate) fn recycle(&self, packet: RxPacket) {
-        self.keep(packet.buf, packet.read);
+    /// Returns what a packet was held in, to the kind it came from, up to
+    /// [`MAX_POOLED`](Self::MAX_POOLED) of each.
+    pub(crate) fn recycle(&self, packet: Packet) {
+        if let Ok(mut p) = self.0.lock() {
+            let stack = if packet.filled { &mut p.filled } else { &mut p.built };
+            if stack.len() < Self::MAX_POOLED {
+                stack.push(packet.buf);
+            }
+        }
     }
 }
 
-/// A packet for the stack: the first `len` bytes of `buf`.
+/// One IP packet: the first `len` bytes of a pooled buffer. Hand it back
+/// with [`Tunnel::recycle`](crate::Tunnel::recycle) once written.
 #[derive(Debug)]
-pub(crate) struct RxPacket {
+pub struct Packet {
     buf: Vec<u8>,
     len: usize,
-    /// `buf` is a whole read buffer, to go back to the read buffers.
-    read: bool,
+    /// `buf` is a whole filled buffer, to go back to the filled ones.
+    filled: bool,
+    partial: Option<PartialChecksum>,
 }
 
-impl RxPacket {
-    /// A packet that is all of `buf`.
+impl Packet {
+    /// A packet that is all of `buf` (built by extending it).
     pub(crate) fn whole(buf: Vec<u8>) -> Self {
-        Self { len: buf.len(), buf, read: false }
+        Self { len: buf.len(), buf, filled: false, partial: None }
     }
 
-    /// A packet read into the start of a read buffer.
-    pub(crate) fn read(buf: Vec<u8>, len: usize) -> Self {
-        Self { len: len.min(buf.len()), buf, read: true }
+    /// A packet in the first `len` bytes of a filled buffer.
+    pub(crate) fn prefix(buf: Vec<u8>, len: usize) -> Self {
+        Self { len: len.min(buf.len()), buf, filled: true, partial: None }
+    }
+
+    /// Where the TUN device must finish this packet's checksum; `None` when
+    /// it is complete. Only with [`TunnelConfig::partial_checksums`](crate::TunnelConfig::partial_checksums).
+    pub fn partial_checksum(&self) -> Option<PartialChecksum> {
+        self.partial
+    }
+
+    /// The whole buffer, past the packet too.
+    #[cfg(test)]
+    pub(crate) fn buffer(&self) -> &Vec<u8> {
+        &self.buf
     }
 }
 
-impl std::ops::Deref for RxPacket {
+impl std::ops::Deref for Packet {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
@@ -104,21 +112,23 @@ impl std::ops::Deref for RxPacket {
 
 #[derive(Debug)]
 pub(crate) struct QueueDevice {
-    pub(crate) rx: VecDeque<RxPacket>,
-    pub(crate) tx: VecDeque<Vec<u8>>,
+    pub(crate) rx: VecDeque<Packet>,
+    pub(crate) tx: VecDeque<Packet>,
     pub(crate) pool: BufferPool,
     pub(crate) mtu: usize,
     pub(crate) tx_limit: usize,
+    /// smoltcp leaves TCP checksums to the TUN device.
+    pub(crate) partial_checksums: bool,
 }
 
 impl QueueDevice {
-    pub(crate) fn new(mtu: usize, tx_limit: usize, pool: BufferPool) -> Self {
-        Self { rx: VecDeque::new(), tx: VecDeque::new(), pool, mtu, tx_limit }
+    pub(crate) fn new(mtu: usize, tx_limit: usize, partial_checksums: bool, pool: BufferPool) -> Self {
+        Self { rx: VecDeque::new(), tx: VecDeque::new(), pool, mtu, tx_limit, partial_checksums }
     }
 }
 
 pub(crate) struct RxToken {
-    packet: RxPacket,
+    packet: Packet,
     pool: BufferPool,
 }
 
@@ -136,10 +146,16 @@ pub(crate) struct TxToken<'a> {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = self.dev.pool.take(len);
-        buf.resize(len, 0);
-        let r = f(&mut buf);
-        self.dev.tx.push_back(buf);
+        // smoltcp writes every byte of the `len` it asks for (headers,
+        // then payload from its send ring): a whole recycled buffer, not
+        // one zero-filled for each segment first.
+        let mut buf = self.dev.pool.take_filled(len);
+        let r = f(&mut buf[..len]);
+        let mut packet = Packet::prefix(buf, len);
+        if self.dev.partial_checksums {
+            packet.partial = leave_tcp_checksum_partial(&mut packet.buf[..len]);
+        }
+        self.dev.tx.push_back(packet);
         r
     }
 }
@@ -173,7 +189,7 @@ impl phy::Device for QueueDevice {
         // check for its own loopback traffic likewise). Only TCP reaches
         // smoltcp; `packet::classify` still checks what it parses itself.
         caps.checksum.ipv4 = Checksum::Tx;
-        caps.checksum.tcp = Checksum::Tx;
+        caps.checksum.tcp = if self.partial_checksums { Checksum::None } else { Checksum::Tx };
         caps
     }
 }

@@ -41,9 +41,10 @@ use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address, Ipv6Address};
 use tracing::{debug, trace};
 
-pub use device::BufferPool;
+pub use device::{BufferPool, Packet};
+pub use packet::PartialChecksum;
 
-use crate::device::{QueueDevice, RxPacket};
+use crate::device::QueueDevice;
 use crate::packet::{Inbound, Unreachable};
 
 /// Settings for a [`Tunnel`].
@@ -84,6 +85,12 @@ pub struct TunnelConfig {
     /// Bytes one flow may move toward the relay per round-robin turn, so a
     /// bulk upload cannot take the whole queue from the flows beside it.
     pub relay_turn: usize,
+    /// The TUN device takes TCP segments with their checksum left partial
+    /// ([`Packet::partial_checksum`]; Linux with a virtio-net header): the
+    /// stack then never sums the bytes it sends to local clients, and the
+    /// kernel sums them only if a packet leaves the machine. Otherwise
+    /// every checksum is complete.
+    pub partial_checksums: bool,
 }
 
 impl Default for TunnelConfig {
@@ -98,6 +105,7 @@ impl Default for TunnelConfig {
             max_udp_associations: 1024,
             relay_high_water: 512 * 1024,
             relay_turn: 64 * 1024,
+            partial_checksums: false,
         }
     }
 }
@@ -211,7 +219,7 @@ impl std::fmt::Debug for Tunnel {
 impl Tunnel {
     /// A tunnel with no relay connection yet.
     pub fn new(config: TunnelConfig, pool: BufferPool, now: Instant) -> Self {
-        let mut device = QueueDevice::new(config.mtu, config.tx_queue, pool);
+        let mut device = QueueDevice::new(config.mtu, config.tx_queue, config.partial_checksums, pool);
         let epoch = now;
         let mut iface = Interface::new(IfaceConfig::new(HardwareAddress::Ip), &mut device, smol_now(epoch, now));
         iface.set_any_ip(true);
@@ -298,16 +306,17 @@ impl Tunnel {
     /// [`handle_read`](Self::handle_read): the MTU's worth of initialised
     /// bytes, from the pool.
     pub fn read_buffer(&self) -> Vec<u8> {
-        self.device.pool.take_read(self.config.mtu)
+        self.device.pool.take_filled(self.config.mtu)
     }
 
-    /// Returns a buffer taken with [`pop_packet`](Self::pop_packet).
-    pub fn recycle(&self, buf: Vec<u8>) {
-        self.device.pool.give(buf);
+    /// Returns a packet taken with [`pop_packet`](Self::pop_packet) to the
+    /// pool, once written.
+    pub fn recycle(&self, packet: Packet) {
+        self.device.pool.recycle(packet);
     }
 
     /// The next packet to write to the TUN device.
-    pub fn pop_packet(&mut self) -> Option<Vec<u8>> {
+    pub fn pop_packet(&mut self) -> Option<Packet> {
         let p = self.device.tx.pop_front();
         if p.is_some() {
             self.stats.packets_out += 1;
@@ -323,7 +332,7 @@ impl Tunnel {
     /// Handles one packet (all of `packet`). Call [`poll`](Self::poll)
     /// after a batch of them.
     pub fn handle_packet(&mut self, packet: Vec<u8>) {
-        self.take_packet(RxPacket::whole(packet));
+        self.take_packet(Packet::whole(packet));
     }
 
     /// Handles a packet read from the TUN device into `buf`, a buffer from
@@ -331,10 +340,10 @@ impl Tunnel {
     /// bytes. The buffer goes back to the pool whole, so the packet is
     /// never copied out of it first, nor the next read buffer zero-filled.
     pub fn handle_read(&mut self, buf: Vec<u8>, len: usize) {
-        self.take_packet(RxPacket::read(buf, len));
+        self.take_packet(Packet::prefix(buf, len));
     }
 
-    fn take_packet(&mut self, packet: RxPacket) {
+    fn take_packet(&mut self, packet: Packet) {
         self.stats.packets_in += 1;
         let inbound = match packet::classify(&packet) {
             Ok(i) => i,
@@ -377,7 +386,7 @@ impl Tunnel {
         self.config.cidrs.iter().any(|net| net.contains(&ip))
     }
 
-    fn start_open(&mut self, key: FlowKey, syn: RxPacket) {
+    fn start_open(&mut self, key: FlowKey, syn: Packet) {
         let opened = match self.conn.as_mut() {
             Some(conn) if conn.is_established() => conn.open(key.1),
             _ => {
@@ -408,7 +417,7 @@ impl Tunnel {
         let mut out = self.device.pool.take(128);
         packet::icmp_unreachable(&mut out, original, why);
         self.stats.unreachable += 1;
-        self.device.tx.push_back(out);
+        self.device.tx.push_back(Packet::whole(out));
     }
 
     fn send_udp(&mut self, key: FlowKey, payload: &[u8]) {
@@ -556,7 +565,7 @@ impl Tunnel {
                     }
                     let mut out = self.device.pool.take(payload.len() + 48);
                     packet::udp(&mut out, dst, client, &payload);
-                    self.device.tx.push_back(out);
+                    self.device.tx.push_back(Packet::whole(out));
                 }
             }
             Event::Closed { error } => return Some(error),
@@ -598,7 +607,7 @@ impl Tunnel {
         };
         let endpoint = IpListenEndpoint { addr: Some(key.1.ip().into()), port: key.1.port() };
         if socket.listen(endpoint).is_err() {
-            self.recycle(syn);
+            self.recycle(Packet::whole(syn));
             return;
         }
         let handle = self.sockets.add(socket);
@@ -613,7 +622,7 @@ impl Tunnel {
             },
         );
         // Replay the held SYN: smoltcp answers it with the SYN-ACK now.
-        self.device.rx.push_back(RxPacket::whole(syn));
+        self.device.rx.push_back(Packet::whole(syn));
     }
 
     fn fail_flow(&mut self, key: FlowKey, status: OpenStatus) {
@@ -629,12 +638,12 @@ impl Tunnel {
                         };
                         packet::tcp_reset(&mut out, key.1, key.0, seq);
                         self.stats.refused += 1;
-                        self.device.tx.push_back(out);
+                        self.device.tx.push_back(Packet::whole(out));
                     }
                     OpenStatus::Denied => self.answer_unreachable(&syn, Unreachable::Prohibited),
                     _ => self.answer_unreachable(&syn, Unreachable::Host),
                 }
-                self.recycle(syn);
+                self.recycle(Packet::whole(syn));
             }
             Some(flow @ Flow::Established { .. }) => {
                 self.flows.insert(key, flow);

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use smoltcp::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket, UdpPacket};
 
-use crate::checksum::{finish, pseudo_sum, sum};
+use crate::checksum::{finish, fold, pseudo_sum, sum};
 
 /// What the stack needs to know about an inbound packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +30,45 @@ pub(crate) enum Inbound {
         payload: (usize, usize),
     },
     Other,
+}
+
+/// A TCP checksum left for the kernel to finish, as a NIC's checksum
+/// offload would: the sum over the bytes from `start` on (the TCP header
+/// and payload, whose checksum field already holds the pseudo-header's
+/// sum), complemented, goes at `start + offset`. Linux's TUN takes this in
+/// the virtio-net header (`VIRTIO_NET_HDR_F_NEEDS_CSUM`) and finishes it
+/// only where a checksum is needed: not for delivery to a local socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartialChecksum {
+    pub start: u16,
+    pub offset: u16,
+}
+
+/// Puts the pseudo-header's sum in the checksum field of the TCP segment
+/// in `packet` (smoltcp, told not to checksum TCP, left it 0), and says
+/// where the rest of the checksum goes. `None`, with `packet` untouched,
+/// for anything but TCP straight after an IPv4 or IPv6 header.
+pub(crate) fn leave_tcp_checksum_partial(packet: &mut [u8]) -> Option<PartialChecksum> {
+    let (start, pseudo) = match packet.first()? >> 4 {
+        4 => {
+            let ip = Ipv4Packet::new_checked(&packet[..]).ok()?;
+            let start = usize::from(ip.header_len());
+            let len = packet.len().checked_sub(start)?;
+            (ip.next_header() == IpProtocol::Tcp)
+                .then(|| (start, pseudo_sum(ip.src_addr().into(), ip.dst_addr().into(), 6, len)))?
+        }
+        6 => {
+            let ip = Ipv6Packet::new_checked(&packet[..]).ok()?;
+            let len = packet.len().checked_sub(40)?;
+            (ip.next_header() == IpProtocol::Tcp)
+                .then(|| (40, pseudo_sum(ip.src_addr().into(), ip.dst_addr().into(), 6, len)))?
+        }
+        _ => return None,
+    };
+    const FIELD: usize = 16;
+    TcpPacket::new_checked(&packet[start..]).ok()?;
+    packet[start + FIELD..start + FIELD + 2].copy_from_slice(&fold(pseudo).to_be_bytes());
+    Some(PartialChecksum { start: u16::try_from(start).ok()?, offset: FIELD as u16 })
 }
 
 /// Why a packet could not be classified.
@@ -307,6 +346,64 @@ mod tests {
         assert_eq!(classify(&udp_packet), Err(PacketError::BadChecksum));
         for cut in 0..udp_packet.len() {
             let _ = classify(&udp_packet[..cut]);
+        }
+    }
+
+    /// What the kernel does with a partial checksum (`skb_checksum_help`):
+    /// sums from `start` to the end and writes the complement at `offset`.
+    fn finish_as_the_kernel_does(packet: &mut [u8], partial: PartialChecksum) {
+        let (start, at) = (usize::from(partial.start), usize::from(partial.start + partial.offset));
+        let c = finish(sum(0, &packet[start..]));
+        packet[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+
+    #[test]
+    fn a_partial_tcp_checksum_finishes_to_the_full_one() {
+        for (from, to, start) in
+            [("10.96.0.20:80", "192.168.10.2:40000", 20), ("[fd00:96::20]:80", "[fd00:10::2]:40000", 40)]
+        {
+            let (from, to) = (addr(from), addr(to));
+            let mut full = Vec::new();
+            tcp_segment(&mut full, from, to, 7, 9, flags::ACK);
+            // With a payload of odd length, as smoltcp would send it.
+            full.extend_from_slice(b"odd payload");
+            let body = full.len() - start;
+            if from.is_ipv4() {
+                let total = u16::try_from(full.len()).expect("len");
+                full[2..4].copy_from_slice(&total.to_be_bytes());
+                full[10..12].fill(0);
+                let c = finish(sum(0, &full[..20]));
+                full[10..12].copy_from_slice(&c.to_be_bytes());
+            } else {
+                full[4..6].copy_from_slice(&u16::try_from(body).expect("len").to_be_bytes());
+            }
+            full[start + 16..start + 18].fill(0);
+            let c = finish(sum(pseudo_sum(from.ip(), to.ip(), 6, body), &full[start..]));
+            full[start + 16..start + 18].copy_from_slice(&c.to_be_bytes());
+
+            // smoltcp leaves the field 0; the kernel finishes what we leave.
+            let mut partial = full.clone();
+            partial[start + 16..start + 18].fill(0);
+            let left = leave_tcp_checksum_partial(&mut partial).expect("TCP");
+            assert_eq!(left, PartialChecksum { start: start as u16, offset: 16 });
+            finish_as_the_kernel_does(&mut partial, left);
+            assert_eq!(partial, full);
+            let tcp = TcpPacket::new_checked(&partial[start..]).expect("TCP");
+            assert!(tcp.verify_checksum(&ip(from.ip()), &ip(to.ip())));
+        }
+    }
+
+    #[test]
+    fn only_tcp_checksums_are_left_partial() {
+        let mut datagram = Vec::new();
+        udp(&mut datagram, addr("10.96.0.10:53"), addr("192.168.10.2:5353"), b"answer");
+        let before = datagram.clone();
+        assert_eq!(leave_tcp_checksum_partial(&mut datagram), None);
+        assert_eq!(datagram, before);
+        for mut junk in [Vec::new(), vec![0x45], vec![0x60; 30], vec![0x45; 24]] {
+            let before = junk.clone();
+            assert_eq!(leave_tcp_checksum_partial(&mut junk), None);
+            assert_eq!(junk, before);
         }
     }
 }

@@ -68,8 +68,15 @@ impl Harness {
         self.tunnel.poll(self.now);
     }
 
+    /// The packets for the TUN device, copied out; their buffers go back
+    /// to the pool as the data path's would.
     fn packets(&mut self) -> Vec<Vec<u8>> {
-        std::iter::from_fn(|| self.tunnel.pop_packet()).collect()
+        let mut out = Vec::new();
+        while let Some(p) = self.tunnel.pop_packet() {
+            out.push(p.to_vec());
+            self.tunnel.recycle(p);
+        }
+        out
     }
 
     fn syn(&mut self, from: &str, to: &str) {
@@ -584,4 +591,64 @@ fn a_read_buffer_comes_back_whole_so_the_next_read_needs_no_zero_fill() {
     assert!(again.len() >= h.tunnel.config.mtu);
     assert!(again[syn.len()..].iter().all(|&b| b == 0xAA));
     assert_eq!(&again[..syn.len()], &syn[..]);
+}
+
+#[test]
+fn segments_to_the_client_are_written_into_whole_recycled_buffers() {
+    use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
+    let mut h = Harness::new();
+    let (_, id, _, _) = established_flows(&mut h, 1)[0];
+    let _ = h.packets();
+    // A full-size buffer of stale bytes goes back to the pool.
+    let mut stale = h.tunnel.read_buffer();
+    stale.fill(0xAA);
+    let (at, size) = (stale.as_ptr(), stale.len());
+    h.tunnel.recycle(Packet::prefix(stale, 0));
+    h.relay.write(id, b"to the client").expect("write");
+    h.exchange();
+    let segment = h.tunnel.pop_packet().expect("a segment to the client");
+    // smoltcp wrote the segment into that buffer, which was neither cut nor
+    // zero-filled first: its bytes after the segment are the stale ones.
+    assert_eq!((segment.buffer().as_ptr(), segment.buffer().len()), (at, size));
+    assert!(segment.buffer()[segment.len()..].iter().all(|&b| b == 0xAA));
+    // And the segment is whole: every header byte written, checksums right.
+    let ip = Ipv4Packet::new_checked(&segment[..]).expect("IPv4");
+    assert_eq!(usize::from(ip.total_len()), segment.len());
+    assert!(ip.verify_checksum());
+    let tcp = TcpPacket::new_checked(ip.payload()).expect("TCP");
+    assert!(tcp.verify_checksum(&IpAddress::from(ip.src_addr()), &IpAddress::from(ip.dst_addr())));
+    assert_eq!(tcp.payload(), b"to the client");
+    h.tunnel.recycle(segment);
+}
+
+#[test]
+fn with_partial_checksums_segments_leave_the_tcp_sum_to_the_device() {
+    use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
+    for partial_checksums in [false, true] {
+        let mut h = Harness::with_config(TunnelConfig { partial_checksums, ..TunnelConfig::default() });
+        let (_, id, _, _) = established_flows(&mut h, 1)[0];
+        let _ = h.packets();
+        h.relay.write(id, b"sum me, kernel").expect("write");
+        h.exchange();
+        let segment = h.tunnel.pop_packet().expect("a segment to the client");
+        let mut bytes = segment.to_vec();
+        let left = segment.partial_checksum();
+        h.tunnel.recycle(segment);
+        if partial_checksums {
+            // The kernel's part (skb_checksum_help): sum from `start` on,
+            // the complement at `start + offset`.
+            let left = left.expect("a TCP checksum left partial");
+            assert_eq!((left.start, left.offset), (20, 16));
+            let (start, at) = (usize::from(left.start), usize::from(left.start + left.offset));
+            let c = checksum::finish(checksum::sum(0, &bytes[start..]));
+            bytes[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        } else {
+            assert_eq!(left, None, "complete checksums unless the device finishes them");
+        }
+        let ip = Ipv4Packet::new_checked(&bytes[..]).expect("IPv4");
+        assert!(ip.verify_checksum());
+        let tcp = TcpPacket::new_checked(ip.payload()).expect("TCP");
+        assert!(tcp.verify_checksum(&IpAddress::from(ip.src_addr()), &IpAddress::from(ip.dst_addr())));
+        assert_eq!(tcp.payload(), b"sum me, kernel");
+    }
 }

@@ -366,10 +366,32 @@ pub fn adopt_link(runner: &dyn Runner, dev: &str, ipv6: bool) -> Result<(), RunE
 /// written to our TUN device (it is opened with `IFF_VNET_HDR`).
 pub const TUN_HEADER_LEN: usize = 10;
 
-/// The header of every packet devnet writes: `VIRTIO_NET_HDR_F_DATA_VALID`,
-/// no segmentation. smoltcp and devnet's packet builder checksum what they
-/// send, so the receiving application's kernel need not check again.
-pub const TUN_WRITE_HEADER: [u8; TUN_HEADER_LEN] = [2, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// The virtio-net header for a packet devnet writes, never segmented:
+/// - a TCP segment from smoltcp carries `VIRTIO_NET_HDR_F_NEEDS_CSUM` and
+///   where its checksum goes (`partial`): the kernel finishes it only if
+///   the packet leaves the machine (a container bridge, a VM), and a local
+///   socket takes it unchecked, as from a NIC with checksum offload. This
+///   spares the engine a pass over every byte it sends to local clients.
+/// - anything else (resets, ICMP errors, datagrams devnet built with full
+///   checksums): `VIRTIO_NET_HDR_F_DATA_VALID`, so the receiving kernel
+///   need not check again.
+///
+/// Fields are in host byte order, as the TUN device reads a legacy header
+/// unless told otherwise (`TUNSETVNETLE`).
+pub fn tun_write_header(partial: Option<devnet_netstack::PartialChecksum>) -> [u8; TUN_HEADER_LEN] {
+    const NEEDS_CSUM: u8 = 1;
+    const DATA_VALID: u8 = 2;
+    let mut header = [0; TUN_HEADER_LEN];
+    match partial {
+        Some(p) => {
+            header[0] = NEEDS_CSUM;
+            header[6..8].copy_from_slice(&p.start.to_ne_bytes());
+            header[8..10].copy_from_slice(&p.offset.to_ne_bytes());
+        }
+        None => header[0] = DATA_VALID,
+    }
+    header
+}
 
 /// Lets the kernel hand packets to our TUN device with their TCP and UDP
 /// checksums left for the device (`TUN_F_CSUM`), as it does for a NIC: the
@@ -568,6 +590,17 @@ mod tests {
 
     fn nets(s: &[&str]) -> Vec<IpNet> {
         s.iter().map(|n| n.parse().expect("net")).collect()
+    }
+
+    /// `struct virtio_net_hdr` byte for byte (flags, gso_type, hdr_len,
+    /// gso_size, csum_start, csum_offset) on this little-endian machine.
+    #[test]
+    fn tun_write_headers_say_who_finishes_the_checksum() {
+        let partial = devnet_netstack::PartialChecksum { start: 20, offset: 16 };
+        assert_eq!(tun_write_header(Some(partial)), [1, 0, 0, 0, 0, 0, 20, 0, 16, 0]);
+        let v6 = devnet_netstack::PartialChecksum { start: 40, offset: 16 };
+        assert_eq!(tun_write_header(Some(v6)), [1, 0, 0, 0, 0, 0, 40, 0, 16, 0]);
+        assert_eq!(tun_write_header(None), [2, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     fn parse(json: &str) -> Vec<KernelRoute> {
