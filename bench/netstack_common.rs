@@ -58,7 +58,7 @@ pub fn exchange(tunnel: &mut Tunnel, relay: &mut Connection, now: Instant) -> Ve
     relay.handle_input(&up, now).expect("relay input");
     let down = relay.transmit().to_vec();
     relay.advance_transmit(down.len());
-    tunnel.connection_mut().expect("attached").handle_input(&down, now).expect("client input");
+    tunnel.handle_relay_input(&down, now).expect("client input");
     tunnel.poll(now);
     std::iter::from_fn(|| relay.poll_event()).collect()
 }

@@ -217,13 +217,18 @@ pub(crate) async fn run(
             Wake::RelayRead(Ok(0)) => lost = Some("the relay closed the connection".into()),
             Wake::RelayRead(Ok(n)) => {
                 bytes.1 += n as u64;
-                if let (Relay::Up(link), Some(conn)) = (&mut relay, tunnel.connection_mut()) {
-                    let _ = conn.handle_input(&rbuf[..n], now.into_std());
+                if let Relay::Up(link) = &mut relay
+                    && tunnel.connection().is_some()
+                {
+                    // Stream data goes straight into the clients' sockets
+                    // where it can; a protocol error shows at the next poll.
+                    let mut feed = |bytes: &[u8]| drop(tunnel.handle_relay_input(bytes, now.into_std()));
+                    feed(&rbuf[..n]);
                     // And every record already readable, so the stack runs
                     // once for them all.
                     let more = std::future::poll_fn(|cx| {
                         let budget = RELAY_READ_PER_TURN.saturating_sub(n);
-                        std::task::Poll::Ready(receive_ready(&mut link.rd, conn, &mut rbuf, budget, now.into_std(), cx))
+                        std::task::Poll::Ready(receive_ready(&mut link.rd, &mut feed, &mut rbuf, budget, cx))
                     });
                     match more.await {
                         Ok(Received::Bytes(n)) => bytes.1 += n as u64,

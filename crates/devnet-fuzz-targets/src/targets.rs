@@ -424,10 +424,8 @@ impl Net {
                 }
                 let down = self.relay.transmit().to_vec();
                 self.relay.advance_transmit(down.len());
-                if !down.is_empty()
-                    && let Some(conn) = self.tunnel.connection_mut()
-                {
-                    let r = conn.handle_input(&down, self.now);
+                if !down.is_empty() && self.tunnel.connection().is_some() {
+                    let r = self.tunnel.handle_relay_input(&down, self.now);
                     assert_eq!(r, Ok(()), "the tunnel's connection refused a real relay's bytes");
                 }
             }

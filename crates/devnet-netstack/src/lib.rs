@@ -192,6 +192,43 @@ pub struct Tunnel {
     /// [`SPARE_SOCKETS`]): a new connection then allocates and zeroes no
     /// buffers on its way to the SYN-ACK.
     spare_sockets: Vec<tcp::Socket<'static>>,
+    /// What [`handle_relay_input`](Tunnel::handle_relay_input) put straight
+    /// into sockets, per stream, to credit once the input is handled.
+    delivered: Vec<(StreamId, usize)>,
+}
+
+/// Relay → client bytes straight from the relay's input into the client's
+/// smoltcp socket, when nothing of that stream waits in the connection's
+/// buffer: one copy fewer per byte downloaded (see `pump` for the rest).
+struct IntoSockets<'a> {
+    sockets: &'a mut SocketSet<'static>,
+    flows: &'a mut HashMap<FlowKey, Flow>,
+    by_stream: &'a HashMap<StreamId, FlowKey>,
+    delivered: &'a mut Vec<(StreamId, usize)>,
+}
+
+impl devnet_proto::Deliver for IntoSockets<'_> {
+    fn deliver(&mut self, id: StreamId, data: &[u8]) -> usize {
+        let Some(key) = self.by_stream.get(&id) else { return 0 };
+        let Some(Flow::Established { stream: Some(_), socket, fin_to_client: false, moved, .. }) =
+            self.flows.get_mut(key)
+        else {
+            return 0;
+        };
+        let sock = self.sockets.get_mut::<tcp::Socket>(*socket);
+        if matches!(sock.state(), tcp::State::Listen | tcp::State::SynReceived) || !sock.can_send() {
+            return 0;
+        }
+        let n = sock.send_slice(data).unwrap_or(0);
+        if n > 0 {
+            *moved += n as u64;
+            match self.delivered.last_mut() {
+                Some((last, sum)) if *last == id => *sum += n,
+                _ => self.delivered.push((id, n)),
+            }
+        }
+        n
+    }
 }
 
 /// Closed sockets kept for reuse: enough for bursts of short connections,
@@ -247,6 +284,7 @@ impl Tunnel {
             relay_name: None,
             uplink: Vec::new(),
             uplink_cursor: 0,
+            delivered: Vec::new(),
             spare_sockets: Vec::new(),
         }
     }
@@ -273,6 +311,21 @@ impl Tunnel {
     /// transmit bytes. Call [`poll`](Self::poll) after feeding it.
     pub fn connection_mut(&mut self) -> Option<&mut Connection> {
         self.conn.as_mut()
+    }
+
+    /// Feeds the relay connection bytes read from the relay, putting
+    /// stream data straight into the clients' sockets where it can (see
+    /// [`devnet_proto::Deliver`]). Call [`poll`](Self::poll) after a batch
+    /// of reads; a protocol error shows there too.
+    pub fn handle_relay_input(&mut self, bytes: &[u8], now: Instant) -> Result<(), devnet_proto::ConnectionError> {
+        let Self { conn, sockets, flows, by_stream, delivered, .. } = self;
+        let Some(conn) = conn.as_mut() else { return Ok(()) };
+        let mut into = IntoSockets { sockets, flows, by_stream, delivered };
+        let result = conn.handle_input_with(bytes, now, &mut into);
+        for (id, n) in delivered.drain(..) {
+            conn.credit_consumed(id, n);
+        }
+        result
     }
 
     /// The relay connection.

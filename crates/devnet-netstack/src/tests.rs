@@ -61,8 +61,7 @@ impl Harness {
             let down = self.relay.transmit().to_vec();
             self.relay.advance_transmit(down.len());
             if !down.is_empty() {
-                let conn = self.tunnel.connection_mut().expect("attached");
-                conn.handle_input(&down, self.now).expect("client input");
+                self.tunnel.handle_relay_input(&down, self.now).expect("client input");
             }
         }
         self.tunnel.poll(self.now);
@@ -438,7 +437,7 @@ fn the_relay_queue_stays_bounded_and_flows_take_turns() {
         let down = h.relay.transmit().to_vec();
         h.relay.advance_transmit(down.len());
         if !down.is_empty() {
-            h.tunnel.connection_mut().expect("attached").handle_input(&down, h.now).expect("client input");
+            h.tunnel.handle_relay_input(&down, h.now).expect("client input");
         }
         let _ = h.packets();
         if received.values().map(Vec::len).sum::<usize>() == flows.len() * per_flow {
@@ -651,4 +650,52 @@ fn with_partial_checksums_segments_leave_the_tcp_sum_to_the_device() {
         assert!(tcp.verify_checksum(&IpAddress::from(ip.src_addr()), &IpAddress::from(ip.dst_addr())));
         assert_eq!(tcp.payload(), b"sum me, kernel");
     }
+}
+
+#[test]
+fn relay_data_goes_straight_into_the_socket_and_waits_in_the_stream_when_it_is_full() {
+    let mut h = Harness::with_config(TunnelConfig { tcp_buffer: 16 * 1024, ..TunnelConfig::default() });
+    let dst = addr("10.96.0.20:80");
+    // `base`: the sequence number of the first byte to the client.
+    let (client, id, seq, base) = established_flows(&mut h, 1)[0];
+    let _ = h.packets();
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 241) as u8).collect();
+    // What the socket has room for goes straight in: the stream's buffer
+    // never holds it (the pump would empty it into the socket just the
+    // same, so what tells is that the buffer did not grow).
+    let held = |h: &Harness| h.tunnel.connection().expect("attached").buffered_capacity();
+    let before = held(&h);
+    h.relay.write(id, &data[..8 * 1024]).expect("write");
+    h.exchange();
+    assert_eq!(h.tunnel.connection().expect("attached").readable(id), 0);
+    assert!(held(&h) < before + 1024, "taken straight into the socket: {} → {} bytes held", before, held(&h));
+    // More than the socket holds while the client acknowledges nothing: the
+    // rest waits in the stream's buffer.
+    let mut written = 8 * 1024;
+    written += h.relay.write(id, &data[written..]).expect("write");
+    h.exchange();
+    assert!(h.tunnel.connection().expect("attached").readable(id) > 0, "the socket is full: the rest waits");
+    // The client acknowledges what arrives: every byte, in order.
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        let mut next = None;
+        for p in h.packets() {
+            let (s, payload) = segment_payload(&p);
+            if !payload.is_empty() && got.len() == s.wrapping_sub(base) as usize {
+                got.extend_from_slice(&payload);
+                next = Some(s.wrapping_add(payload.len() as u32));
+            }
+        }
+        if let Some(ack) = next {
+            h.tunnel.handle_packet(client_segment(client, dst, seq, ack, &[]));
+        }
+        if written < data.len() {
+            written += h.relay.write(id, &data[written..]).expect("write");
+        }
+        h.exchange();
+        if got.len() == data.len() {
+            break;
+        }
+    }
+    assert!(got == data, "{} of {} bytes arrived, or out of order", got.len(), data.len());
 }

@@ -22,6 +22,29 @@ const KEEP_CAPACITY: usize = 64 * 1024;
 /// recognised and dropped.
 pub type StreamId = u32;
 
+/// Where stream data may go straight from the bytes read, instead of
+/// through the stream's receive buffer: the application's own socket or
+/// buffer. Each byte is copied once fewer. Only when a stream's buffer is
+/// empty is anything offered, so order is kept; what is not taken is
+/// buffered and reported with [`Event::Readable`] as usual. Bytes taken
+/// count as read: the application grants their credit as it would for
+/// bytes it read ([`Connection::credit_consumed`], or its own grants).
+pub trait Deliver {
+    /// Takes what it can of `data`, the next bytes of stream `id`; returns
+    /// how many it took.
+    fn deliver(&mut self, id: StreamId, data: &[u8]) -> usize;
+}
+
+/// Delivers nothing: every byte goes through the receive buffers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Buffered;
+
+impl Deliver for Buffered {
+    fn deliver(&mut self, _id: StreamId, _data: &[u8]) -> usize {
+        0
+    }
+}
+
 /// Which end of the connection this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -416,12 +439,23 @@ impl Connection {
     /// On error the connection is closed, a [`Event::Closed`] is queued and a
     /// `Reject` for the peer may be waiting in [`transmit`](Self::transmit).
     pub fn handle_input(&mut self, bytes: &[u8], now: Instant) -> Result<(), ConnectionError> {
+        self.handle_input_with(bytes, now, &mut Buffered)
+    }
+
+    /// [`handle_input`](Self::handle_input), offering stream data to
+    /// `deliver` first (see [`Deliver`]).
+    pub fn handle_input_with(
+        &mut self,
+        bytes: &[u8],
+        now: Instant,
+        deliver: &mut dyn Deliver,
+    ) -> Result<(), ConnectionError> {
         if self.state == State::Closed {
             return Ok(());
         }
         self.last_recv = now;
         self.stats.bytes_in += bytes.len() as u64;
-        match self.take_input(bytes, now) {
+        match self.take_input(bytes, now, deliver) {
             Ok(()) => Ok(()),
             Err(e) => {
                 let reject = match &e {
@@ -446,11 +480,11 @@ impl Connection {
     /// was one pass over every byte received (a bulk stream's reads end
     /// mid-frame almost every time, so "only when `inbuf` is empty" would not
     /// have saved it).
-    fn take_input(&mut self, mut bytes: &[u8], now: Instant) -> Result<(), ConnectionError> {
+    fn take_input(&mut self, mut bytes: &[u8], now: Instant, deliver: &mut dyn Deliver) -> Result<(), ConnectionError> {
         if self.state == State::AwaitPreface {
             // The preface is not a frame: it goes through the buffer, once.
             self.inbuf.extend_from_slice(bytes);
-            return self.process_input(now);
+            return self.process_input(now, deliver);
         }
         while !self.inbuf.is_empty() {
             if bytes.is_empty() || self.state == State::Closed {
@@ -459,9 +493,9 @@ impl Connection {
             let (head, rest) = bytes.split_at(missing_from_frame(&self.inbuf).min(bytes.len()));
             self.inbuf.extend_from_slice(head);
             bytes = rest;
-            self.process_input(now)?;
+            self.process_input(now, deliver)?;
         }
-        let (consumed, result) = self.decode_frames(bytes, now);
+        let (consumed, result) = self.decode_frames(bytes, now, deliver);
         if self.state != State::Closed {
             self.inbuf.extend_from_slice(&bytes[consumed..]);
         }
@@ -469,11 +503,11 @@ impl Connection {
     }
 
     /// Handles the frames in `inbuf` and keeps what is left of it.
-    fn process_input(&mut self, now: Instant) -> Result<(), ConnectionError> {
+    fn process_input(&mut self, now: Instant, deliver: &mut dyn Deliver) -> Result<(), ConnectionError> {
         // Frames borrow from the input buffer while handlers need `&mut self`:
         // take the buffer out for the duration and put the unread tail back.
         let mut inbuf = std::mem::take(&mut self.inbuf);
-        let (consumed, result) = self.decode_frames(&inbuf, now);
+        let (consumed, result) = self.decode_frames(&inbuf, now, deliver);
         inbuf.drain(..consumed);
         self.inbuf = inbuf;
         result
@@ -481,7 +515,12 @@ impl Connection {
 
     /// Handles every whole frame (and the preface) at the start of `inbuf`;
     /// returns how many bytes they took.
-    fn decode_frames(&mut self, inbuf: &[u8], now: Instant) -> (usize, Result<(), ConnectionError>) {
+    fn decode_frames(
+        &mut self,
+        inbuf: &[u8],
+        now: Instant,
+        deliver: &mut dyn Deliver,
+    ) -> (usize, Result<(), ConnectionError>) {
         let mut consumed = 0;
         let result = loop {
             if self.state == State::Closed {
@@ -509,7 +548,7 @@ impl Connection {
             match Frame::decode(&inbuf[consumed..]) {
                 Ok(Some((frame, used))) => {
                     consumed += used;
-                    if let Err(e) = self.handle_frame(frame, now) {
+                    if let Err(e) = self.handle_frame(frame, now, deliver) {
                         break Err(e);
                     }
                 }
@@ -520,7 +559,12 @@ impl Connection {
         (consumed, result)
     }
 
-    fn handle_frame(&mut self, frame: Frame<'_>, now: Instant) -> Result<(), ConnectionError> {
+    fn handle_frame(
+        &mut self,
+        frame: Frame<'_>,
+        now: Instant,
+        deliver: &mut dyn Deliver,
+    ) -> Result<(), ConnectionError> {
         if self.state == State::AwaitHandshake {
             return self.handle_handshake(frame);
         }
@@ -591,8 +635,11 @@ impl Connection {
                     )));
                 }
                 stream.recv_allowance -= len;
-                stream.recv.extend(payload);
-                if !payload.is_empty() {
+                // Straight to the application while nothing waits before it.
+                let taken = if stream.recv.is_empty() { deliver.deliver(id, payload).min(payload.len()) } else { 0 };
+                let rest = &payload[taken..];
+                stream.recv.extend(rest);
+                if !rest.is_empty() {
                     self.events.push_back(Event::Readable { id });
                 }
             }
@@ -796,13 +843,23 @@ impl Connection {
     /// Marks `n` buffered bytes of `id` as consumed and grants the peer
     /// credit in batches of a quarter window, so credit frames stay rare.
     pub fn consume(&mut self, id: StreamId, n: usize) {
-        let threshold = self.config.stream_window / 4;
         let Some(stream) = self.streams.get_mut(&id) else {
             return;
         };
         let n = n.min(stream.recv.len());
         stream.recv.drain(..n);
-        stream.recv_ungranted += n as u32;
+        self.credit_consumed(id, n);
+    }
+
+    /// Counts `n` bytes of `id` the application took (read, or taken by a
+    /// [`Deliver`]) toward the peer's credit, granted in batches of a
+    /// quarter window as with [`consume`](Self::consume).
+    pub fn credit_consumed(&mut self, id: StreamId, n: usize) {
+        let threshold = self.config.stream_window / 4;
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        stream.recv_ungranted = stream.recv_ungranted.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         if stream.recv_ungranted >= threshold && !stream.remote_fin {
             let increment = std::mem::take(&mut stream.recv_ungranted);
             stream.recv_allowance += u64::from(increment);

@@ -32,7 +32,9 @@ mod connection;
 pub mod frame;
 pub mod whoami;
 
-pub use connection::{Config, Connection, ConnectionError, Event, Role, Stats, StreamError, StreamId, TransportAuth};
+pub use connection::{
+    Buffered, Config, Connection, ConnectionError, Deliver, Event, Role, Stats, StreamError, StreamId, TransportAuth,
+};
 pub use frame::{DecodeError, Frame, OpenStatus, RejectCode};
 
 /// The protocol version this build speaks. Bumped on any incompatible change

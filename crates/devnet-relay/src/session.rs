@@ -221,6 +221,7 @@ where
         streams: HashMap::new(),
         ready: Arc::default(),
         read_buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
+        delivered: Vec::new(),
         waiting_for_output: VecDeque::new(),
         udp: HashMap::new(),
         udp_tx,
@@ -257,10 +258,11 @@ where
                 Ok(n) => {
                     received += n;
                     let now = Instant::now().into_std();
-                    let _ = session.conn.handle_input(&buf[..n], now);
+                    let mut feed = |bytes: &[u8]| session.handle_link_input(bytes, now);
+                    feed(&buf[..n]);
                     // And every record already readable, in this turn.
                     let more = std::future::poll_fn(|cx| {
-                        Poll::Ready(receive_ready(&mut rd, &mut session.conn, &mut buf, LINK_READ_PER_TURN.saturating_sub(n), now, cx))
+                        Poll::Ready(receive_ready(&mut rd, &mut feed, &mut buf, LINK_READ_PER_TURN.saturating_sub(n), cx))
                     });
                     match more.await {
                         Ok(Received::Bytes(n)) => received += n,
@@ -370,6 +372,10 @@ struct Session {
     ready: Arc<ReadyStreams>,
     /// Where destination bytes land on their way into the connection.
     read_buf: Box<[u8]>,
+    /// What [`Session::handle_link_input`] wrote straight to destinations,
+    /// per stream, to credit once the input is handled (kept for its
+    /// allocation).
+    delivered: Vec<(StreamId, usize)>,
     /// Streams that stopped reading because the output was above
     /// [`OUTBUF_CAP`], oldest first.
     waiting_for_output: VecDeque<StreamId>,
@@ -392,7 +398,47 @@ struct Session {
     output_peak: usize,
 }
 
+/// Client → destination bytes straight from the link's input into the
+/// destination socket, when nothing of that stream waits in the
+/// connection's buffer: one copy fewer per byte uploaded. A socket that
+/// would block takes nothing; the bytes are buffered, and `forward_down`
+/// writes them once it is writable (or meets the socket's error).
+struct IntoDestinations<'a> {
+    streams: &'a HashMap<StreamId, StreamIo>,
+    delivered: Vec<(StreamId, usize)>,
+}
+
+impl devnet_proto::Deliver for IntoDestinations<'_> {
+    fn deliver(&mut self, id: StreamId, data: &[u8]) -> usize {
+        let Some(s) = self.streams.get(&id) else { return 0 };
+        let n = s.socket.try_write(data).unwrap_or(0);
+        if n > 0 {
+            match self.delivered.last_mut() {
+                Some((last, sum)) if *last == id => *sum += n,
+                _ => self.delivered.push((id, n)),
+            }
+        }
+        n
+    }
+}
+
 impl Session {
+    /// Feeds the connection bytes read from the client's link, with
+    /// stream data written straight to destinations where they take it.
+    /// A protocol error is the connection's to report as an event.
+    fn handle_link_input(&mut self, bytes: &[u8], now: std::time::Instant) {
+        let mut into = IntoDestinations { streams: &self.streams, delivered: std::mem::take(&mut self.delivered) };
+        let _ = self.conn.handle_input_with(bytes, now, &mut into);
+        let mut delivered = into.delivered;
+        for (id, n) in delivered.drain(..) {
+            Metrics::add(&self.shared.metrics.bytes_to_destinations, n as u64);
+            for (id, increment) in self.credit.drained(id, n) {
+                self.conn.grant(id, increment);
+            }
+        }
+        self.delivered = delivered;
+    }
+
     fn note_output_peak(&mut self) {
         let unsent = self.conn.transmit().len();
         if unsent > self.output_peak {

@@ -9,7 +9,6 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use devnet_proto::Connection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -64,16 +63,17 @@ pub enum Received {
     Closed(usize),
 }
 
-/// Feeds `conn` what the link has readable now, up to about `budget` bytes,
-/// through `buf`. A TLS reader hands over one record (16 KiB at most) per
-/// read, so a busy link would otherwise cost a loop turn per record, and a
-/// destination write, a TUN write and a stack pass each.
+/// Hands `feed` what the link has readable now, up to about `budget` bytes,
+/// through `buf`: each read, for the connection's input (with or without a
+/// [`Deliver`](devnet_proto::Deliver)). A TLS reader hands over one record
+/// (16 KiB at most) per read, so a busy link would otherwise cost a loop
+/// turn per record, and a destination write, a TUN write and a stack pass
+/// each. A protocol error is the connection's to report as an event.
 pub fn receive_ready<R: AsyncRead + Unpin>(
     rd: &mut R,
-    conn: &mut Connection,
+    feed: &mut dyn FnMut(&[u8]),
     buf: &mut [u8],
     budget: usize,
-    now: Instant,
     cx: &mut Context<'_>,
 ) -> io::Result<Received> {
     let mut received = 0;
@@ -83,8 +83,7 @@ pub fn receive_ready<R: AsyncRead + Unpin>(
             Poll::Ready(Ok(())) if read.filled().is_empty() => return Ok(Received::Closed(received)),
             Poll::Ready(Ok(())) => {
                 received += read.filled().len();
-                // A protocol error is an event the caller sees next.
-                let _ = conn.handle_input(read.filled(), now);
+                feed(read.filled());
             }
             // Bytes already fed stay fed: the link is lost either way.
             Poll::Ready(Err(e)) => return Err(e),
@@ -98,6 +97,7 @@ pub fn receive_ready<R: AsyncRead + Unpin>(
 mod tests {
     use std::collections::VecDeque;
     use std::task::Waker;
+    use std::time::Instant;
 
     use devnet_proto::Config;
 
@@ -160,16 +160,18 @@ mod tests {
         let mut cx = Context::from_waker(Waker::noop());
         let mut buf = vec![0u8; 64 * 1024];
         let mut rd = Records { chunks: (0..6).map(|_| vec![0u8; 16 * 1024]).collect(), eof: false };
-        let mut conn = conn();
+        let mut fed = 0;
+        let mut feed = |bytes: &[u8]| fed += bytes.len();
         // Four records fit the budget; the rest waits for the next turn.
-        let got = receive_ready(&mut rd, &mut conn, &mut buf, 64 * 1024, Instant::now(), &mut cx).expect("read");
+        let got = receive_ready(&mut rd, &mut feed, &mut buf, 64 * 1024, &mut cx).expect("read");
         assert_eq!(got, Received::Bytes(64 * 1024));
         assert_eq!(rd.chunks.len(), 2);
-        let got = receive_ready(&mut rd, &mut conn, &mut buf, 64 * 1024, Instant::now(), &mut cx).expect("read");
+        let got = receive_ready(&mut rd, &mut feed, &mut buf, 64 * 1024, &mut cx).expect("read");
         assert_eq!(got, Received::Bytes(32 * 1024), "then it stops where reading would wait");
         rd.eof = true;
-        let got = receive_ready(&mut rd, &mut conn, &mut buf, 64 * 1024, Instant::now(), &mut cx).expect("read");
+        let got = receive_ready(&mut rd, &mut feed, &mut buf, 64 * 1024, &mut cx).expect("read");
         assert_eq!(got, Received::Closed(0));
+        assert_eq!(fed, 96 * 1024, "every byte read was fed");
     }
 
     #[test]

@@ -538,3 +538,120 @@ fn a_burst_s_buffers_are_given_back_once_drained() {
     assert_eq!(pair.server.read(id, &mut buf), 5);
     assert_eq!(&buf[..5], b"again");
 }
+
+/// A [`Deliver`] that takes up to a set number of bytes per offer, cycling
+/// through `takes`, and keeps what it took in order.
+struct Taker {
+    takes: Vec<usize>,
+    next: usize,
+    got: Vec<u8>,
+    offers: usize,
+}
+
+impl Taker {
+    fn new(takes: &[usize]) -> Self {
+        Self { takes: takes.to_vec(), next: 0, got: Vec::new(), offers: 0 }
+    }
+}
+
+impl Deliver for Taker {
+    fn deliver(&mut self, _id: StreamId, data: &[u8]) -> usize {
+        self.offers += 1;
+        let n = self.takes[self.next % self.takes.len()].min(data.len());
+        self.next += 1;
+        self.got.extend_from_slice(&data[..n]);
+        n
+    }
+}
+
+#[test]
+fn delivered_data_skips_the_buffer_and_what_is_left_is_buffered_after_it() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:5432");
+    let data: Vec<u8> = (0..30_000u32).map(|i| (i % 253) as u8).collect();
+    pair.client.write(id, &data[..10_000]).expect("write");
+    let first = pair.client.transmit().to_vec();
+    pair.client.advance_transmit(first.len());
+    // All of the first frame is taken: nothing buffered, nothing to read.
+    let mut taker = Taker::new(&[usize::MAX]);
+    pair.server.handle_input_with(&first, pair.now, &mut taker).expect("input");
+    assert_eq!(taker.got, data[..10_000]);
+    assert_eq!(pair.server.readable(id), 0);
+    assert!(!Pair::events(&mut pair.server).contains(&Event::Readable { id }));
+    // Part of the next: the rest is buffered and readable, in order.
+    pair.client.write(id, &data[10_000..20_000]).expect("write");
+    let second = pair.client.transmit().to_vec();
+    pair.client.advance_transmit(second.len());
+    let mut taker = Taker::new(&[4_000]);
+    pair.server.handle_input_with(&second, pair.now, &mut taker).expect("input");
+    assert_eq!(taker.got, data[10_000..14_000]);
+    assert_eq!(Pair::events(&mut pair.server), vec![Event::Readable { id }]);
+    // While bytes wait in the buffer, later frames are not offered: they
+    // would overtake them.
+    pair.client.write(id, &data[20_000..]).expect("write");
+    let third = pair.client.transmit().to_vec();
+    pair.client.advance_transmit(third.len());
+    let mut taker = Taker::new(&[usize::MAX]);
+    pair.server.handle_input_with(&third, pair.now, &mut taker).expect("input");
+    assert_eq!(taker.offers, 0);
+    let mut rest = vec![0; pair.server.readable(id)];
+    pair.server.read(id, &mut rest);
+    assert_eq!(rest, data[14_000..]);
+}
+
+#[test]
+fn delivered_bytes_are_credited_like_read_ones() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:8080");
+    let window = 64 * 1024;
+    let data = vec![9u8; window];
+    assert_eq!(pair.client.write(id, &data).expect("write"), window);
+    assert_eq!(pair.client.send_capacity(id), 0);
+    let bytes = pair.client.transmit().to_vec();
+    pair.client.advance_transmit(bytes.len());
+    let mut taker = Taker::new(&[usize::MAX]);
+    pair.server.handle_input_with(&bytes, pair.now, &mut taker).expect("input");
+    assert_eq!(taker.got.len(), window);
+    // Taken is not yet credited: the application says when it is.
+    pair.pump();
+    assert_eq!(pair.client.send_capacity(id), 0);
+    pair.server.credit_consumed(id, window / 8);
+    pair.pump();
+    assert_eq!(pair.client.send_capacity(id), 0, "less than a quarter window grants nothing yet");
+    pair.server.credit_consumed(id, window / 8);
+    pair.pump();
+    assert_eq!(pair.client.send_capacity(id), window / 4);
+    assert_eq!(pair.client.poll_event(), Some(Event::Writable { id }));
+}
+
+proptest::proptest! {
+    /// However reads cut the bytes and however much each offer takes, the
+    /// bytes taken and then the ones read are the stream, in order, and
+    /// the server sees the same events apart from Readable.
+    #[test]
+    fn any_reads_and_takes_keep_the_stream_whole(
+        cuts in proptest::collection::vec(1usize..70_000, 1..20),
+        takes in proptest::collection::vec(0usize..20_000, 1..20),
+    ) {
+        let (mut whole, id, bytes) = a_busy_clients_bytes();
+        whole.server.handle_input(&bytes, whole.now).expect("input");
+        let (events, data) = what_the_server_saw(&mut whole, id);
+        let (mut cut, id, bytes) = a_busy_clients_bytes();
+        let mut taker = Taker::new(&takes);
+        let mut rest = &bytes[..];
+        for n in cuts.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (read, after) = rest.split_at((*n).min(rest.len()));
+            cut.server.handle_input_with(read, cut.now, &mut taker).expect("input");
+            rest = after;
+        }
+        let (cut_events, read) = what_the_server_saw(&mut cut, id);
+        let mut got = taker.got.clone();
+        got.extend_from_slice(&read);
+        proptest::prop_assert_eq!(got, data);
+        let not_readable = |e: &Vec<Event>| e.iter().filter(|e| !matches!(e, Event::Readable { .. })).cloned().collect::<Vec<_>>();
+        proptest::prop_assert_eq!(not_readable(&cut_events), not_readable(&events));
+    }
+}
