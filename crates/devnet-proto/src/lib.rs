@@ -20,6 +20,9 @@
 //! - open results that tell refused, unreachable, timed out and denied apart;
 //! - heartbeats, so a dead or black-holed connection is noticed within
 //!   [`Config::dead_after`];
+//! - stream data handed straight to the application as it is decoded
+//!   ([`Deliver`], [`Connection::handle_input_with`]), so a byte the
+//!   application can take at once is not copied through a receive buffer;
 //! - [`whoami`]: a one-line question before TLS, answered with the address
 //!   the relay sees the asker as (doctor's SNAT check).
 //!
