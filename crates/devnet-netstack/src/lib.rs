@@ -307,8 +307,10 @@ impl Tunnel {
         self.conn.take()
     }
 
-    /// The relay connection, to feed it bytes and timeouts and to take its
-    /// transmit bytes. Call [`poll`](Self::poll) after feeding it.
+    /// The relay connection, to feed it timeouts and to take its transmit
+    /// bytes (bytes read from the relay go in through
+    /// [`handle_relay_input`](Self::handle_relay_input)). Call
+    /// [`poll`](Self::poll) after feeding it.
     pub fn connection_mut(&mut self) -> Option<&mut Connection> {
         self.conn.as_mut()
     }
