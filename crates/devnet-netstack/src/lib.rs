@@ -194,7 +194,7 @@ pub struct Tunnel {
     spare_sockets: Vec<tcp::Socket<'static>>,
     /// What [`handle_relay_input`](Tunnel::handle_relay_input) put straight
     /// into sockets, per stream, to credit once the input is handled.
-    delivered: Vec<(StreamId, usize)>,
+    delivered: devnet_proto::Taken,
 }
 
 /// Relay → client bytes straight from the relay's input into the client's
@@ -204,7 +204,7 @@ struct IntoSockets<'a> {
     sockets: &'a mut SocketSet<'static>,
     flows: &'a mut HashMap<FlowKey, Flow>,
     by_stream: &'a HashMap<StreamId, FlowKey>,
-    delivered: &'a mut Vec<(StreamId, usize)>,
+    delivered: &'a mut devnet_proto::Taken,
 }
 
 impl devnet_proto::Deliver for IntoSockets<'_> {
@@ -220,13 +220,8 @@ impl devnet_proto::Deliver for IntoSockets<'_> {
             return 0;
         }
         let n = sock.send_slice(data).unwrap_or(0);
-        if n > 0 {
-            *moved += n as u64;
-            match self.delivered.last_mut() {
-                Some((last, sum)) if *last == id => *sum += n,
-                _ => self.delivered.push((id, n)),
-            }
-        }
+        *moved += n as u64;
+        self.delivered.add(id, n);
         n
     }
 }
@@ -284,7 +279,7 @@ impl Tunnel {
             relay_name: None,
             uplink: Vec::new(),
             uplink_cursor: 0,
-            delivered: Vec::new(),
+            delivered: devnet_proto::Taken::default(),
             spare_sockets: Vec::new(),
         }
     }
@@ -324,7 +319,7 @@ impl Tunnel {
         let Some(conn) = conn.as_mut() else { return Ok(()) };
         let mut into = IntoSockets { sockets, flows, by_stream, delivered };
         let result = conn.handle_input_with(bytes, now, &mut into);
-        for (id, n) in delivered.drain(..) {
+        for (id, n) in delivered.drain() {
             conn.credit_consumed(id, n);
         }
         result

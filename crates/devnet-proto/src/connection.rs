@@ -35,6 +35,27 @@ pub trait Deliver {
     fn deliver(&mut self, id: StreamId, data: &[u8]) -> usize;
 }
 
+/// What a [`Deliver`] took, per stream, in the order taken (consecutive
+/// takes for one stream summed): to credit once the input is handled.
+#[derive(Debug, Default)]
+pub struct Taken(Vec<(StreamId, usize)>);
+
+impl Taken {
+    /// Counts `n` bytes taken of stream `id`.
+    pub fn add(&mut self, id: StreamId, n: usize) {
+        match self.0.last_mut() {
+            Some((last, sum)) if *last == id => *sum += n,
+            _ if n > 0 => self.0.push((id, n)),
+            _ => {}
+        }
+    }
+
+    /// Every stream's count, leaving none (the allocation stays).
+    pub fn drain(&mut self) -> impl Iterator<Item = (StreamId, usize)> + '_ {
+        self.0.drain(..)
+    }
+}
+
 /// Delivers nothing: every byte goes through the receive buffers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Buffered;

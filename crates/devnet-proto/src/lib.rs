@@ -36,7 +36,8 @@ pub mod frame;
 pub mod whoami;
 
 pub use connection::{
-    Buffered, Config, Connection, ConnectionError, Deliver, Event, Role, Stats, StreamError, StreamId, TransportAuth,
+    Buffered, Config, Connection, ConnectionError, Deliver, Event, Role, Stats, StreamError, StreamId, Taken,
+    TransportAuth,
 };
 pub use frame::{DecodeError, Frame, OpenStatus, RejectCode};
 

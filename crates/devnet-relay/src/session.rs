@@ -221,7 +221,7 @@ where
         streams: HashMap::new(),
         ready: Arc::default(),
         read_buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
-        delivered: Vec::new(),
+        delivered: devnet_proto::Taken::default(),
         waiting_for_output: VecDeque::new(),
         udp: HashMap::new(),
         udp_tx,
@@ -375,7 +375,7 @@ struct Session {
     /// What [`Session::handle_link_input`] wrote straight to destinations,
     /// per stream, to credit once the input is handled (kept for its
     /// allocation).
-    delivered: Vec<(StreamId, usize)>,
+    delivered: devnet_proto::Taken,
     /// Streams that stopped reading because the output was above
     /// [`OUTBUF_CAP`], oldest first.
     waiting_for_output: VecDeque<StreamId>,
@@ -405,19 +405,14 @@ struct Session {
 /// writes them once it is writable (or meets the socket's error).
 struct IntoDestinations<'a> {
     streams: &'a HashMap<StreamId, StreamIo>,
-    delivered: Vec<(StreamId, usize)>,
+    delivered: devnet_proto::Taken,
 }
 
 impl devnet_proto::Deliver for IntoDestinations<'_> {
     fn deliver(&mut self, id: StreamId, data: &[u8]) -> usize {
         let Some(s) = self.streams.get(&id) else { return 0 };
         let n = s.socket.try_write(data).unwrap_or(0);
-        if n > 0 {
-            match self.delivered.last_mut() {
-                Some((last, sum)) if *last == id => *sum += n,
-                _ => self.delivered.push((id, n)),
-            }
-        }
+        self.delivered.add(id, n);
         n
     }
 }
@@ -430,7 +425,7 @@ impl Session {
         let mut into = IntoDestinations { streams: &self.streams, delivered: std::mem::take(&mut self.delivered) };
         let _ = self.conn.handle_input_with(bytes, now, &mut into);
         let mut delivered = into.delivered;
-        for (id, n) in delivered.drain(..) {
+        for (id, n) in delivered.drain() {
             Metrics::add(&self.shared.metrics.bytes_to_destinations, n as u64);
             for (id, increment) in self.credit.drained(id, n) {
                 self.conn.grant(id, increment);

@@ -655,3 +655,13 @@ proptest::proptest! {
         proptest::prop_assert_eq!(not_readable(&cut_events), not_readable(&events));
     }
 }
+
+#[test]
+fn takes_are_summed_per_run_of_one_stream() {
+    let mut taken = Taken::default();
+    for (id, n) in [(1, 10), (1, 5), (3, 0), (3, 7), (1, 2)] {
+        taken.add(id, n);
+    }
+    assert_eq!(taken.drain().collect::<Vec<_>>(), vec![(1, 15), (3, 7), (1, 2)]);
+    assert_eq!(taken.drain().count(), 0);
+}
