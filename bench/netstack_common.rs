@@ -48,6 +48,10 @@ pub fn segment(
     out
 }
 
+/// Bytes per read of the relay link: one TLS record's plaintext, which is
+/// what the shells' reads hand over, so 64 KiB frames arrive cut.
+const RECORD: usize = 16 * 1024;
+
 /// Moves every queued byte both ways between the tunnel's connection and
 /// the relay's, then polls the tunnel; returns the relay's events.
 pub fn exchange(tunnel: &mut Tunnel, relay: &mut Connection, now: Instant) -> Vec<Event> {
@@ -55,10 +59,14 @@ pub fn exchange(tunnel: &mut Tunnel, relay: &mut Connection, now: Instant) -> Ve
     let conn = tunnel.connection_mut().expect("attached");
     let up = conn.transmit().to_vec();
     conn.advance_transmit(up.len());
-    relay.handle_input(&up, now).expect("relay input");
+    for record in up.chunks(RECORD) {
+        relay.handle_input(record, now).expect("relay input");
+    }
     let down = relay.transmit().to_vec();
     relay.advance_transmit(down.len());
-    tunnel.handle_relay_input(&down, now).expect("client input");
+    for record in down.chunks(RECORD) {
+        tunnel.handle_relay_input(record, now).expect("client input");
+    }
     tunnel.poll(now);
     std::iter::from_fn(|| relay.poll_event()).collect()
 }

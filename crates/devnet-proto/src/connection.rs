@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::frame::{
-    DATA_OVERHEAD, DecodeError, Frame, MAX_DATA_PAYLOAD, OpenStatus, RejectCode, missing as missing_from_frame,
+    DATA_OVERHEAD, DataHead, DecodeError, Frame, MAX_DATA_PAYLOAD, OpenStatus, RejectCode, data_head,
+    missing as missing_from_frame,
 };
 use crate::{MAGIC, PREFACE_LEN, PROTOCOL_VERSION, preface};
 
@@ -154,8 +155,11 @@ pub enum Event {
     Opened { id: StreamId },
     /// Client: the relay could not connect stream `id`; it is gone.
     OpenFailed { id: StreamId, status: OpenStatus, message: String },
-    /// Bytes arrived on a stream. Emitted per received chunk; the
-    /// application reads what [`Connection::peek`] shows.
+    /// Bytes arrived on a stream whose receive buffer was empty. The
+    /// application reads what [`Connection::peek`] shows; more bytes
+    /// arriving before it has read them all are not announced again, so
+    /// an application that stops short (its destination is full) resumes
+    /// on its own signal, not on this one.
     Readable { id: StreamId },
     /// The stream's send window opened after being exhausted.
     Writable { id: StreamId },
@@ -271,6 +275,9 @@ pub struct Connection {
     config: Config,
     state: State,
     inbuf: Vec<u8>,
+    /// The `Data` frame whose head was handled and whose payload is still
+    /// arriving: its stream and how many payload bytes are to come.
+    body: Option<DataHead>,
     outbuf: Vec<u8>,
     out_start: usize,
     events: VecDeque<Event>,
@@ -316,6 +323,7 @@ impl Connection {
             role,
             state: State::AwaitPreface,
             inbuf: Vec::new(),
+            body: None,
             outbuf: Vec::new(),
             out_start: 0,
             events: VecDeque::new(),
@@ -500,27 +508,36 @@ impl Connection {
     /// with just the bytes it lacks. Copying every read into `inbuf` first
     /// was one pass over every byte received (a bulk stream's reads end
     /// mid-frame almost every time, so "only when `inbuf` is empty" would not
-    /// have saved it).
+    /// have saved it). A cut `Data` frame is not copied at all once its head
+    /// is in: its payload goes to its stream as it arrives (`body`).
     fn take_input(&mut self, mut bytes: &[u8], now: Instant, deliver: &mut dyn Deliver) -> Result<(), ConnectionError> {
         if self.state == State::AwaitPreface {
             // The preface is not a frame: it goes through the buffer, once.
             self.inbuf.extend_from_slice(bytes);
             return self.process_input(now, deliver);
         }
-        while !self.inbuf.is_empty() {
+        loop {
             if bytes.is_empty() || self.state == State::Closed {
                 return Ok(());
             }
-            let (head, rest) = bytes.split_at(missing_from_frame(&self.inbuf).min(bytes.len()));
-            self.inbuf.extend_from_slice(head);
-            bytes = rest;
-            self.process_input(now, deliver)?;
+            if let Some(body) = self.body {
+                let (chunk, rest) = bytes.split_at(body.len.min(bytes.len()));
+                bytes = rest;
+                self.body = (chunk.len() < body.len).then_some(DataHead { len: body.len - chunk.len(), ..body });
+                self.stream_data(body.id, chunk, deliver);
+            } else if !self.inbuf.is_empty() {
+                let (head, rest) = bytes.split_at(missing_from_frame(&self.inbuf).min(bytes.len()));
+                self.inbuf.extend_from_slice(head);
+                bytes = rest;
+                self.process_input(now, deliver)?;
+            } else {
+                let (consumed, result) = self.decode_frames(bytes, now, deliver);
+                if self.state != State::Closed {
+                    self.inbuf.extend_from_slice(&bytes[consumed..]);
+                }
+                return result;
+            }
         }
-        let (consumed, result) = self.decode_frames(bytes, now, deliver);
-        if self.state != State::Closed {
-            self.inbuf.extend_from_slice(&bytes[consumed..]);
-        }
-        result
     }
 
     /// Handles the frames in `inbuf` and keeps what is left of it.
@@ -573,7 +590,22 @@ impl Connection {
                         break Err(e);
                     }
                 }
-                Ok(None) => break Ok(()),
+                Ok(None) => match data_head(&inbuf[consumed..]) {
+                    // The rest of the input is a cut `Data` frame: its
+                    // payload so far goes to the stream now, not to `inbuf`.
+                    Ok(Some(head)) if self.state == State::Established => {
+                        let payload = &inbuf[consumed + DATA_OVERHEAD..];
+                        consumed = inbuf.len();
+                        if let Err(e) = self.accept_data(head.id, head.len) {
+                            break Err(e);
+                        }
+                        self.body = Some(DataHead { len: head.len - payload.len(), ..head });
+                        self.stream_data(head.id, payload, deliver);
+                        break Ok(());
+                    }
+                    Ok(_) => break Ok(()),
+                    Err(e) => break Err(e.into()),
+                },
                 Err(e) => break Err(e.into()),
             }
         };
@@ -642,27 +674,8 @@ impl Connection {
                 }
             }
             Frame::Data { id, payload } => {
-                let Some(stream) = self.streams.get_mut(&id) else {
-                    return Ok(());
-                };
-                if stream.remote_fin {
-                    return Err(ConnectionError::Violation(format!("data after FIN on stream {id}")));
-                }
-                let len = payload.len() as u64;
-                if len > stream.recv_allowance {
-                    return Err(ConnectionError::Violation(format!(
-                        "stream {id} sent {len} bytes with only {} of window left",
-                        stream.recv_allowance
-                    )));
-                }
-                stream.recv_allowance -= len;
-                // Straight to the application while nothing waits before it.
-                let taken = if stream.recv.is_empty() { deliver.deliver(id, payload).min(payload.len()) } else { 0 };
-                let rest = &payload[taken..];
-                stream.recv.extend(rest);
-                if !rest.is_empty() {
-                    self.events.push_back(Event::Readable { id });
-                }
+                self.accept_data(id, payload.len())?;
+                self.stream_data(id, payload, deliver);
             }
             Frame::Window { id, increment } => {
                 let Some(stream) = self.streams.get_mut(&id) else {
@@ -706,6 +719,46 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// Checks a `Data` frame's head against its stream before any of its
+    /// payload is taken: no data after FIN, none beyond the window. The
+    /// whole payload counts against the window at once.
+    fn accept_data(&mut self, id: StreamId, len: usize) -> Result<(), ConnectionError> {
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
+        if stream.remote_fin {
+            return Err(ConnectionError::Violation(format!("data after FIN on stream {id}")));
+        }
+        let len = len as u64;
+        if len > stream.recv_allowance {
+            return Err(ConnectionError::Violation(format!(
+                "stream {id} sent {len} bytes with only {} of window left",
+                stream.recv_allowance
+            )));
+        }
+        stream.recv_allowance -= len;
+        Ok(())
+    }
+
+    /// The next payload bytes of stream `id` (all or part of a `Data`
+    /// frame that [`accept_data`](Self::accept_data) let in): straight to
+    /// the application while nothing waits before them, else buffered. A
+    /// stream that is gone (reset, or never known) drops them.
+    fn stream_data(&mut self, id: StreamId, payload: &[u8], deliver: &mut dyn Deliver) {
+        let Some(stream) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let was_empty = stream.recv.is_empty();
+        let taken = if was_empty { deliver.deliver(id, payload).min(payload.len()) } else { 0 };
+        let rest = &payload[taken..];
+        stream.recv.extend(rest);
+        // Once per filling of the buffer: a frame that comes in four reads
+        // would otherwise announce itself four times.
+        if was_empty && !rest.is_empty() {
+            self.events.push_back(Event::Readable { id });
+        }
     }
 
     fn handle_handshake(&mut self, frame: Frame<'_>) -> Result<(), ConnectionError> {

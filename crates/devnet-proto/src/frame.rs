@@ -311,10 +311,11 @@ impl Frame<'_> {
     }
 }
 
-/// How many more bytes the frame that `partial` begins needs before
-/// [`Frame::decode`] can decide on it: the rest of its length prefix, then
-/// the rest of its body. A prefix that `decode` refuses (zero, too large)
-/// needs nothing more.
+/// How many more bytes the frame that `partial` begins needs before the
+/// receiver can act on it: the rest of its length prefix and type, then
+/// the rest of its body, except that a `Data` frame needs only its head
+/// (see [`data_head`]). A prefix that [`Frame::decode`] refuses (zero, too
+/// large) needs nothing more.
 pub(crate) fn missing(partial: &[u8]) -> usize {
     let Some(len) = length_prefix(partial) else {
         return 4 - partial.len();
@@ -322,7 +323,48 @@ pub(crate) fn missing(partial: &[u8]) -> usize {
     if len == 0 || len > MAX_FRAME_LEN {
         return 0;
     }
-    (4 + len).saturating_sub(partial.len())
+    let whole = (4 + len).saturating_sub(partial.len());
+    match partial.get(4) {
+        None => 1,
+        Some(&ty::DATA) => whole.min(DATA_OVERHEAD.saturating_sub(partial.len())),
+        Some(_) => whole,
+    }
+}
+
+/// The head of a `Data` frame whose payload has not all arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DataHead {
+    pub id: u32,
+    /// The whole payload's length, of which `partial` may hold a part.
+    pub len: usize,
+}
+
+/// Reads the head (length, type, stream id) of the `Data` frame that
+/// `partial` begins, so its payload can be handled as it arrives instead of
+/// held until the frame is whole: a 64 KiB frame usually comes in four TLS
+/// records. `None` if `partial` begins another frame or less than a head.
+/// Refuses what [`Frame::decode`] would refuse of the whole frame.
+pub(crate) fn data_head(partial: &[u8]) -> Result<Option<DataHead>, DecodeError> {
+    let Some(len) = length_prefix(partial) else {
+        return Ok(None);
+    };
+    if partial.len() < DATA_OVERHEAD || partial[4] != ty::DATA {
+        return Ok(None);
+    }
+    if len > MAX_FRAME_LEN {
+        return Err(DecodeError::TooLarge(len));
+    }
+    // A length below the type and id ends before the payload: `partial`,
+    // at least a head long, holds that whole frame, which is `decode`'s to
+    // refuse.
+    let Some(payload) = len.checked_sub(DATA_OVERHEAD - 4) else {
+        return Ok(None);
+    };
+    if payload > MAX_DATA_PAYLOAD {
+        return Err(DecodeError::PayloadTooLarge { what: "data", len: payload });
+    }
+    let id = u32::from_be_bytes(partial[HEADER_LEN..DATA_OVERHEAD].try_into().expect("four bytes"));
+    Ok(Some(DataHead { id, len: payload }))
 }
 
 /// The body length a frame's first four bytes give, once they are there.
@@ -499,6 +541,34 @@ mod tests {
             Frame::Data { id: 1, payload: &max }.encode(&mut ok);
             assert!(matches!(Frame::decode(&ok), Ok(Some((Frame::Data { .. }, _)))));
         }
+    }
+
+    #[test]
+    fn a_receiver_waits_for_a_whole_frame_or_a_data_frame_s_head() {
+        let mut data = Vec::new();
+        Frame::Data { id: 0x0102_0304, payload: &[7; 1000] }.encode(&mut data);
+        let mut ping = Vec::new();
+        Frame::Ping { nonce: 1 }.encode(&mut ping);
+        // (bytes so far, what `missing` asks for, what `data_head` reads)
+        let cases: [(&[u8], usize, Option<DataHead>); 8] = [
+            (&data[..0], 4, None),
+            (&data[..3], 1, None),
+            (&data[..4], 1, None),
+            (&data[..5], 4, None),
+            (&data[..8], 1, None),
+            (&data[..9], 0, Some(DataHead { id: 0x0102_0304, len: 1000 })),
+            (&data[..500], 0, Some(DataHead { id: 0x0102_0304, len: 1000 })),
+            (&ping[..5], ping.len() - 5, None),
+        ];
+        for (partial, wanted, head) in cases {
+            assert_eq!(missing(partial), wanted, "{} bytes", partial.len());
+            assert_eq!(data_head(partial).expect("a good head"), head, "{} bytes", partial.len());
+        }
+        // A head claiming more than a Data payload may hold is refused as
+        // the whole frame would be.
+        let mut big = u32::try_from(DATA_OVERHEAD - 4 + MAX_DATA_PAYLOAD + 1).expect("fits").to_be_bytes().to_vec();
+        big.extend_from_slice(&[ty::DATA, 0, 0, 0, 1]);
+        assert!(matches!(data_head(&big), Err(DecodeError::PayloadTooLarge { what: "data", .. })));
     }
 
     #[test]

@@ -22,7 +22,9 @@
 //!   [`Config::dead_after`];
 //! - stream data handed straight to the application as it is decoded
 //!   ([`Deliver`], [`Connection::handle_input_with`]), so a byte the
-//!   application can take at once is not copied through a receive buffer;
+//!   application can take at once is not copied through a receive buffer,
+//!   and a `Data` frame's payload as each read brings it, not once the
+//!   frame is whole;
 //! - [`whoami`]: a one-line question before TLS, answered with the address
 //!   the relay sees the asker as (doctor's SNAT check).
 //!

@@ -339,7 +339,16 @@ fn frames_cut_anywhere_by_reads_arrive_as_if_read_at_once() {
     let (mut whole, id, bytes) = a_busy_clients_bytes();
     whole.server.handle_input(&bytes, whole.now).expect("input");
     let expected = what_the_server_saw(&mut whole, id);
-    assert!(expected.1.len() == 64 * 1024 && expected.0.len() >= 4, "{:?}", expected.0);
+    assert_eq!(expected.1.len(), 64 * 1024);
+    // Readable once, though four frames filled the buffer: it was never read empty.
+    assert!(
+        matches!(
+            &expected.0[..],
+            [Event::Readable { id: r }, Event::Datagram { assoc: 7, .. }, Event::Finished { id: f }] if *r == id && *f == id
+        ),
+        "{:?}",
+        expected.0
+    );
     // Every cut point at once: one byte per read.
     let (mut bytewise, id, bytes) = a_busy_clients_bytes();
     for b in &bytes {
@@ -664,4 +673,116 @@ fn takes_are_summed_per_run_of_one_stream() {
     }
     assert_eq!(taken.drain().collect::<Vec<_>>(), vec![(1, 15), (3, 7), (1, 2)]);
     assert_eq!(taken.drain().count(), 0);
+}
+
+/// A 64 KiB frame's encoding, cut as TLS records cut it: 16 KiB per read.
+fn a_full_frame_in_records(id: StreamId, data: &[u8]) -> Vec<Vec<u8>> {
+    let mut bytes = Vec::new();
+    Frame::Data { id, payload: data }.encode(&mut bytes);
+    bytes.chunks(16 * 1024).map(<[u8]>::to_vec).collect()
+}
+
+#[test]
+fn a_cut_frame_s_payload_is_delivered_as_it_arrives_and_never_held_whole() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:5432");
+    let data: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 241) as u8).collect();
+    let records = a_full_frame_in_records(id, &data);
+    assert_eq!(records.len(), 5, "the frame's head pushes its last byte into a fifth record");
+    let mut taker = Taker::new(&[usize::MAX]);
+    let mut delivered = Vec::new();
+    let before = pair.server.buffered_capacity();
+    for record in &records {
+        pair.server.handle_input_with(record, pair.now, &mut taker).expect("input");
+        delivered.push(taker.got.len());
+        // Nothing of the payload waits for the rest of its frame.
+        let held = pair.server.buffered_capacity();
+        assert!(held < before + 64, "{held} bytes held, {before} before the frame");
+    }
+    let record = 16 * 1024;
+    let head = DATA_OVERHEAD;
+    assert_eq!(delivered, vec![record - head, 2 * record - head, 3 * record - head, 4 * record - head, data.len()]);
+    assert_eq!(taker.got, data);
+    assert!(Pair::events(&mut pair.server).is_empty(), "all taken: nothing to announce");
+}
+
+#[test]
+fn a_head_cut_before_its_stream_id_waits_for_it() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:5432");
+    let mut bytes = Vec::new();
+    Frame::Data { id, payload: b"hello, database" }.encode(&mut bytes);
+    Frame::Ping { nonce: 4 }.encode(&mut bytes);
+    // Cut inside the head (after the type, before the id's last byte), then
+    // inside the payload, then in the next frame.
+    for piece in [&bytes[..7], &bytes[7..12], &bytes[12..26], &bytes[26..]] {
+        pair.server.handle_input(piece, pair.now).expect("input");
+    }
+    let mut buf = [0u8; 64];
+    let n = pair.server.read(id, &mut buf);
+    assert_eq!(&buf[..n], b"hello, database");
+    assert_eq!(Pair::events(&mut pair.server), vec![Event::Readable { id }]);
+    let pong = pair.server.transmit();
+    assert!(matches!(Frame::decode(pong), Ok(Some((Frame::Pong { nonce: 4 }, _)))), "{pong:?}");
+}
+
+#[test]
+fn a_head_that_overruns_the_window_is_refused_before_its_payload_arrives() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:8080");
+    // The window is 64 KiB: the first frame takes 40 KiB of it whole, the
+    // second's head claims 40 KiB more.
+    let mut bytes = Vec::new();
+    Frame::Data { id, payload: &[0u8; 40 * 1024] }.encode(&mut bytes);
+    let first = bytes.len();
+    Frame::Data { id, payload: &[0u8; 40 * 1024] }.encode(&mut bytes);
+    pair.server.handle_input(&bytes[..first], pair.now).expect("within the window");
+    let err = pair.server.handle_input(&bytes[first..first + DATA_OVERHEAD], pair.now).expect_err("overrun");
+    assert!(err.to_string().contains("window"), "{err}");
+    assert!(pair.server.is_closed());
+}
+
+#[test]
+fn a_head_claiming_too_large_a_payload_is_refused_at_once() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:8080");
+    let body = u32::try_from(5 + MAX_DATA_PAYLOAD + 1).expect("fits");
+    let mut head = body.to_be_bytes().to_vec();
+    head.push(0x12); // Data
+    head.extend_from_slice(&id.to_be_bytes());
+    let err = pair.server.handle_input(&head, pair.now).expect_err("too large");
+    assert!(matches!(err, ConnectionError::Decode(DecodeError::PayloadTooLarge { .. })), "{err}");
+}
+
+#[test]
+fn the_rest_of_a_frame_for_a_stream_reset_meanwhile_is_dropped_and_the_next_frame_read() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:5432");
+    let records = a_full_frame_in_records(id, &[1u8; 64 * 1024]);
+    pair.server.handle_input(&records[0], pair.now).expect("input");
+    pair.server.reset(id, "the destination went away");
+    let _ = pair.server.transmit().len();
+    let mut rest: Vec<u8> = records[1..].concat();
+    Frame::Ping { nonce: 11 }.encode(&mut rest);
+    let before = pair.server.transmit().len();
+    pair.server.handle_input(&rest, pair.now).expect("the rest is dropped, not a violation");
+    assert!(pair.server.is_established());
+    let pong = &pair.server.transmit()[before..];
+    assert!(matches!(Frame::decode(pong), Ok(Some((Frame::Pong { nonce: 11 }, _)))), "{pong:?}");
+    assert_eq!(pair.server.readable(id), 0);
+}
+
+#[test]
+fn readable_is_announced_again_once_the_buffer_was_read_empty() {
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:5432");
+    let mut buf = [0u8; 16];
+    for round in 0..2 {
+        pair.client.write(id, b"first").expect("write");
+        pair.pump();
+        pair.client.write(id, b"second").expect("write");
+        pair.pump();
+        assert_eq!(Pair::events(&mut pair.server), vec![Event::Readable { id }], "round {round}");
+        assert_eq!(pair.server.read(id, &mut buf), 11);
+    }
 }
