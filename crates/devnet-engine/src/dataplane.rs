@@ -14,8 +14,8 @@ use std::time::Duration;
 use anyhow::Result;
 use devnet_netstack::{BufferPool, Tunnel, TunnelConfig};
 use devnet_proto::{Connection, ConnectionError, RejectCode};
-use devnet_tls::link::{Received, receive_ready, send_now};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use devnet_tls::link::{LinkReader, LinkWriter, Received, send_now};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
@@ -42,14 +42,15 @@ const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Packets read from the TUN device per wake-up before the stack runs.
 const TUN_BATCH: usize = 64;
-/// The most taken from the relay link in one turn (the read buffer's size).
+/// About the most taken from the relay link in one turn (a TLS record more
+/// at most).
 const RELAY_READ_PER_TURN: usize = 256 * 1024;
 
 type Tls = TlsStream<RelayStream>;
 
 struct Link {
-    rd: ReadHalf<Tls>,
-    wr: WriteHalf<Tls>,
+    rd: LinkReader<Tls>,
+    wr: LinkWriter<Tls>,
     needs_flush: bool,
 }
 
@@ -91,7 +92,6 @@ pub(crate) async fn run(
     // virtio-net header is read apart, into `tun_header`.
     let mut tun_header = [0u8; TUN_HEADER_LEN];
     let mut next_read = tunnel.read_buffer();
-    let mut rbuf = vec![0u8; RELAY_READ_PER_TURN];
     let mut ever_connected = false;
     // The last turn took one packet from the TUN device: this one reads
     // the rest that are queued.
@@ -152,7 +152,7 @@ pub(crate) async fn run(
             tokio::select! {
             cmd = commands.recv() => Wake::Command(cmd),
             r = tun.recv_vectored(&mut read_into) => Wake::Tun(r),
-            r = read_opt(rd, &mut rbuf) => Wake::RelayRead(r),
+            r = readable_opt(rd) => Wake::RelayRead(r),
             r = write_opt(wr, transmit), if can_write => Wake::RelayWrite(r),
             r = recv_opt(dialling) => Wake::Dialled(r),
             () = credential_changed(&mut tls) => Wake::Credential,
@@ -215,22 +215,19 @@ pub(crate) async fn run(
                 return Err(anyhow::anyhow!("reading the TUN device failed: {e}"));
             }
             Wake::RelayRead(Ok(0)) => lost = Some("the relay closed the connection".into()),
-            Wake::RelayRead(Ok(n)) => {
-                bytes.1 += n as u64;
+            Wake::RelayRead(Ok(_)) => {
                 if let Relay::Up(link) = &mut relay
                     && tunnel.connection().is_some()
                 {
-                    // Stream data goes straight into the clients' sockets
-                    // where it can; a protocol error shows at the next poll.
+                    // Stream data goes straight from TLS's buffer into the
+                    // clients' sockets where it can; a protocol error shows
+                    // at the next poll. Every record already readable is
+                    // taken, so the stack runs once for them all.
                     let mut feed = |bytes: &[u8]| drop(tunnel.handle_relay_input(bytes, now.into_std()));
-                    feed(&rbuf[..n]);
-                    // And every record already readable, so the stack runs
-                    // once for them all.
-                    let more = std::future::poll_fn(|cx| {
-                        let budget = RELAY_READ_PER_TURN.saturating_sub(n);
-                        std::task::Poll::Ready(receive_ready(&mut link.rd, &mut feed, &mut rbuf, budget, cx))
+                    let all = std::future::poll_fn(|cx| {
+                        std::task::Poll::Ready(link.rd.receive_ready(&mut feed, RELAY_READ_PER_TURN, cx))
                     });
-                    match more.await {
+                    match all.await {
                         Ok(Received::Bytes(n)) => bytes.1 += n as u64,
                         Ok(Received::Closed(_)) => lost = Some("the relay closed the connection".into()),
                         Err(e) => lost = Some(read_error(&e)),
@@ -251,7 +248,7 @@ pub(crate) async fn run(
             }
             Wake::RelayWrite(Err(e)) => lost = Some(format!("writing to the relay failed: {e}")),
             Wake::Dialled(Ok(tls)) => {
-                let (rd, wr) = tokio::io::split(tls);
+                let (rd, wr) = devnet_tls::link::split(tls);
                 tunnel.attach(Connection::client(proto.clone(), now.into_std()));
                 relay = Relay::Up(Link { rd, wr, needs_flush: false });
             }
@@ -500,9 +497,10 @@ async fn credential_changed(tls: &mut watch::Receiver<Arc<rustls::ClientConfig>>
     }
 }
 
-async fn read_opt(rd: Option<&mut ReadHalf<Tls>>, buf: &mut [u8]) -> io::Result<usize> {
+/// [`LinkReader::readable`] when the link is up.
+async fn readable_opt(rd: Option<&mut LinkReader<Tls>>) -> io::Result<usize> {
     match rd {
-        Some(rd) => rd.read(buf).await,
+        Some(rd) => rd.readable().await,
         None => std::future::pending().await,
     }
 }

@@ -35,10 +35,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use devnet_proto::{Connection, ConnectionError, Event, OpenStatus, StreamId};
-use devnet_tls::link::{Received, receive_ready, send_now, write_or_flush};
+use devnet_tls::link::{Received, send_now, write_or_flush};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -206,7 +206,7 @@ pub async fn run<S>(
     login: Login,
 ) -> SessionEnd
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncBufRead + AsyncWrite + Unpin,
 {
     let mut proto = shared.proto.clone();
     proto.transport_auth = login.auth.clone();
@@ -214,7 +214,7 @@ where
     let identity = login.identity.clone();
     let mut revoked = shared.identities.as_ref().filter(|_| identity.is_some()).map(|ids| ids.revoked());
     let mut login = Some(login);
-    let (mut rd, mut wr) = tokio::io::split(io);
+    let (mut rd, mut wr) = devnet_tls::link::split(io);
     let (udp_tx, mut udp_rx) = mpsc::unbounded_channel();
     let mut session = Session {
         conn: Connection::server(proto, Instant::now().into_std()),
@@ -234,7 +234,6 @@ where
         output_peak: 0,
     };
     let mut ready_ids = Vec::new();
-    let mut buf = vec![0u8; 256 * 1024];
     let mut needs_flush = false;
     let mut drain_deadline: Option<Instant> = None;
     let mut shutting_down = *shutdown.borrow();
@@ -252,19 +251,16 @@ where
             timer.as_mut().reset(at);
         }
         tokio::select! {
-            read = rd.read(&mut buf) => match read {
+            read = rd.readable() => match read {
                 Ok(0) if received == 0 => break SessionEnd::PathProof,
                 Ok(0) => break SessionEnd::Ended("client closed the connection".into()),
-                Ok(n) => {
-                    received += n;
+                Ok(_) => {
+                    // Every record already readable, in this turn, fed
+                    // from TLS's own buffer.
                     let now = Instant::now().into_std();
                     let mut feed = |bytes: &[u8]| session.handle_link_input(bytes, now);
-                    feed(&buf[..n]);
-                    // And every record already readable, in this turn.
-                    let more = std::future::poll_fn(|cx| {
-                        Poll::Ready(receive_ready(&mut rd, &mut feed, &mut buf, LINK_READ_PER_TURN.saturating_sub(n), cx))
-                    });
-                    match more.await {
+                    let all = std::future::poll_fn(|cx| Poll::Ready(rd.receive_ready(&mut feed, LINK_READ_PER_TURN, cx)));
+                    match all.await {
                         Ok(Received::Bytes(n)) => received += n,
                         Ok(Received::Closed(_)) => break SessionEnd::Ended("client closed the connection".into()),
                         Err(e) => break SessionEnd::Ended(format!("read error: {e}")),

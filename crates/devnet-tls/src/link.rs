@@ -8,10 +8,75 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use devnet_proto::Connection;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncWrite};
+
+/// Splits the link into the halves one task drives from one `select!`.
+/// Unlike `tokio::io::split`, the read half reads through the stream's own
+/// buffer ([`AsyncBufRead`]): a TLS stream hands over the plaintext it
+/// decrypted in place, not a copy of it in a buffer of ours.
+pub fn split<T>(io: T) -> (LinkReader<T>, LinkWriter<T>) {
+    let shared = Arc::new(Mutex::new(io));
+    (LinkReader(shared.clone()), LinkWriter(shared))
+}
+
+/// The read half of [`split`].
+#[derive(Debug)]
+pub struct LinkReader<T>(Arc<Mutex<T>>);
+
+/// The write half of [`split`].
+#[derive(Debug)]
+pub struct LinkWriter<T>(Arc<Mutex<T>>);
+
+/// The halves are polled by one task, one at a time: the lock is never
+/// contended. A panic while it was held already ends that task.
+fn lock<T>(shared: &Mutex<T>) -> MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<T: AsyncBufRead + Unpin> LinkReader<T> {
+    /// Resolves once the link has bytes to hand over, with how many are in
+    /// its first chunk, or with 0 once it ended. Takes nothing, so it may
+    /// lose a `select!` without losing bytes.
+    pub async fn readable(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| Pin::new(&mut *lock(&self.0)).poll_fill_buf(cx).map_ok(<[u8]>::len)).await
+    }
+
+    /// [`receive_ready`] on this half.
+    pub fn receive_ready(
+        &mut self,
+        feed: &mut dyn FnMut(&[u8]),
+        budget: usize,
+        cx: &mut Context<'_>,
+    ) -> io::Result<Received> {
+        receive_ready(&mut *lock(&self.0), feed, budget, cx)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for LinkWriter<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *lock(&self.0)).poll_write(cx, data)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *lock(&self.0)).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        lock(&self.0).is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *lock(&self.0)).poll_shutdown(cx)
+    }
+}
 
 /// Writes what `conn` has queued, then flushes, as far as the writer takes
 /// it now; what it does not take stays queued for the `select!`'s write
@@ -63,27 +128,29 @@ pub enum Received {
     Closed(usize),
 }
 
-/// Hands `feed` what the link has readable now, up to about `budget` bytes,
-/// through `buf`: each read, for the connection's input (with or without a
-/// [`Deliver`](devnet_proto::Deliver)). A TLS reader hands over one record
-/// (16 KiB at most) per read, so a busy link would otherwise cost a loop
-/// turn per record, and a destination write, a TUN write and a stack pass
-/// each. A protocol error is the connection's to report as an event.
-pub fn receive_ready<R: AsyncRead + Unpin>(
+/// Hands `feed` what the link has readable now, up to about `budget` bytes
+/// (at most one chunk more): each chunk of the reader's own buffer, for
+/// the connection's input (with or without a
+/// [`Deliver`](devnet_proto::Deliver)), with no copy on the way. A TLS
+/// reader's chunk is one record (16 KiB at most), so a busy link would
+/// otherwise cost a loop turn per record, and a destination write, a TUN
+/// write and a stack pass each. A protocol error is the connection's to
+/// report as an event.
+pub fn receive_ready<R: AsyncBufRead + Unpin>(
     rd: &mut R,
     feed: &mut dyn FnMut(&[u8]),
-    buf: &mut [u8],
     budget: usize,
     cx: &mut Context<'_>,
 ) -> io::Result<Received> {
     let mut received = 0;
     while received < budget {
-        let mut read = ReadBuf::new(buf);
-        match Pin::new(&mut *rd).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) if read.filled().is_empty() => return Ok(Received::Closed(received)),
-            Poll::Ready(Ok(())) => {
-                received += read.filled().len();
-                feed(read.filled());
+        match Pin::new(&mut *rd).poll_fill_buf(cx) {
+            Poll::Ready(Ok([])) => return Ok(Received::Closed(received)),
+            Poll::Ready(Ok(chunk)) => {
+                let n = chunk.len();
+                feed(chunk);
+                Pin::new(&mut *rd).consume(n);
+                received += n;
             }
             // Bytes already fed stay fed: the link is lost either way.
             Poll::Ready(Err(e)) => return Err(e),
@@ -97,28 +164,45 @@ pub fn receive_ready<R: AsyncRead + Unpin>(
 mod tests {
     use std::collections::VecDeque;
     use std::task::Waker;
+
     use std::time::Instant;
+    use tokio::io::AsyncRead;
 
     use devnet_proto::Config;
 
     use super::*;
 
-    /// A reader that hands over one queued chunk per read, as a TLS reader
-    /// hands over one record, then waits (or ends, once `eof` is set).
+    /// A reader whose buffer holds one queued chunk at a time, as a TLS
+    /// reader holds one record, then waits (or ends, once `eof` is set).
     struct Records {
         chunks: VecDeque<Vec<u8>>,
         eof: bool,
     }
 
     impl AsyncRead for Records {
-        fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-            match self.chunks.pop_front() {
-                Some(chunk) => {
-                    buf.put_slice(&chunk);
-                    Poll::Ready(Ok(()))
-                }
-                None if self.eof => Poll::Ready(Ok(())),
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            unreachable!("the link reads through the buffer")
+        }
+    }
+
+    impl AsyncBufRead for Records {
+        fn poll_fill_buf(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+            let this = self.get_mut();
+            match this.chunks.front() {
+                Some(chunk) => Poll::Ready(Ok(chunk)),
+                None if this.eof => Poll::Ready(Ok(&[])),
                 None => Poll::Pending,
+            }
+        }
+        fn consume(mut self: Pin<&mut Self>, n: usize) {
+            let chunk = self.chunks.front_mut().expect("a chunk to consume");
+            chunk.drain(..n);
+            if chunk.is_empty() {
+                self.chunks.pop_front();
             }
         }
     }
@@ -158,20 +242,19 @@ mod tests {
     #[test]
     fn every_record_already_readable_is_taken_in_one_call_within_the_budget() {
         let mut cx = Context::from_waker(Waker::noop());
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut rd = Records { chunks: (0..6).map(|_| vec![0u8; 16 * 1024]).collect(), eof: false };
-        let mut fed = 0;
-        let mut feed = |bytes: &[u8]| fed += bytes.len();
+        let mut rd = Records { chunks: (0..6u8).map(|i| vec![i; 16 * 1024]).collect(), eof: false };
+        let mut fed = Vec::new();
+        let mut feed = |bytes: &[u8]| fed.push((bytes[0], bytes.len()));
         // Four records fit the budget; the rest waits for the next turn.
-        let got = receive_ready(&mut rd, &mut feed, &mut buf, 64 * 1024, &mut cx).expect("read");
+        let got = receive_ready(&mut rd, &mut feed, 64 * 1024, &mut cx).expect("read");
         assert_eq!(got, Received::Bytes(64 * 1024));
         assert_eq!(rd.chunks.len(), 2);
-        let got = receive_ready(&mut rd, &mut feed, &mut buf, 64 * 1024, &mut cx).expect("read");
+        let got = receive_ready(&mut rd, &mut feed, 64 * 1024, &mut cx).expect("read");
         assert_eq!(got, Received::Bytes(32 * 1024), "then it stops where reading would wait");
         rd.eof = true;
-        let got = receive_ready(&mut rd, &mut feed, &mut buf, 64 * 1024, &mut cx).expect("read");
+        let got = receive_ready(&mut rd, &mut feed, 64 * 1024, &mut cx).expect("read");
         assert_eq!(got, Received::Closed(0));
-        assert_eq!(fed, 96 * 1024, "every byte read was fed");
+        assert_eq!(fed, (0..6u8).map(|i| (i, 16 * 1024)).collect::<Vec<_>>(), "each record fed whole, once, in order");
     }
 
     #[test]
@@ -191,5 +274,28 @@ mod tests {
         assert!(conn.transmit().is_empty());
         assert_eq!(wr.taken, queued);
         assert!(!needs_flush && wr.flushes == 1, "flushed in the same call");
+    }
+
+    #[tokio::test]
+    async fn the_halves_read_through_the_stream_s_buffer_and_write_to_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+        let (near, mut far) = tokio::io::duplex(64 * 1024);
+        let (mut rd, mut wr) = split(BufReader::new(near));
+        far.write_all(b"hello relay").await.expect("write");
+        assert_eq!(rd.readable().await.expect("readable"), 11, "readable says how much, taking nothing");
+        let mut got = Vec::new();
+        let received = std::future::poll_fn(|cx| {
+            Poll::Ready(rd.receive_ready(&mut |bytes| got.extend_from_slice(bytes), usize::MAX, cx))
+        })
+        .await
+        .expect("receive");
+        assert_eq!((received, &got[..]), (Received::Bytes(11), &b"hello relay"[..]));
+        wr.write_all(b"hello engine").await.expect("write");
+        wr.flush().await.expect("flush");
+        let mut back = [0u8; 12];
+        far.read_exact(&mut back).await.expect("read");
+        assert_eq!(&back, b"hello engine");
+        drop(far);
+        assert_eq!(rd.readable().await.expect("readable"), 0, "an ended link reads as 0");
     }
 }

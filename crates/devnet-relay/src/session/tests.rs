@@ -59,7 +59,7 @@ async fn start_relay(shared: Arc<Shared>) -> (SocketAddr, watch::Sender<bool>) {
             };
             let (shared, shutdown_rx) = (shared.clone(), shutdown_rx.clone());
             tokio::spawn(async move {
-                let end = super::run(tcp, peer, shared, shutdown_rx, login).await;
+                let end = super::run(tokio::io::BufReader::new(tcp), peer, shared, shutdown_rx, login).await;
                 eprintln!("session from {peer} ended: {end:?}");
             });
         }
@@ -275,7 +275,7 @@ async fn a_path_proof_is_not_a_failed_login() {
             identity: None,
         };
         let (_tx, shutdown) = watch::channel(false);
-        let end = super::run(tcp, peer, shared, shutdown, login).await;
+        let end = super::run(tokio::io::BufReader::new(tcp), peer, shared, shutdown, login).await;
         drop(client.await);
         end
     }
