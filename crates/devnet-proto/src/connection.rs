@@ -5,8 +5,11 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::BufMut;
+use bytes::buf::Limit;
+
 use crate::frame::{
-    DATA_OVERHEAD, DataHead, DecodeError, Frame, MAX_DATA_PAYLOAD, OpenStatus, RejectCode, data_head,
+    DATA_OVERHEAD, DataHead, DecodeError, Frame, MAX_DATA_PAYLOAD, OpenStatus, RejectCode, data_head, data_head_bytes,
     missing as missing_from_frame,
 };
 use crate::{MAGIC, PREFACE_LEN, PROTOCOL_VERSION, preface};
@@ -897,6 +900,49 @@ impl Connection {
         }
         self.stats.bytes_out += n as u64;
         Ok(n)
+    }
+
+    /// [`write`](Self::write), with the payload written in place: `fill`
+    /// appends the bytes to the transmit queue itself, at most `max` of
+    /// them (fewer where the send window or a frame's limit is smaller:
+    /// the [`Limit`] says), and the frame's head is written around them.
+    /// A relay reads a destination socket straight into the frame this
+    /// way, where reading into a buffer of its own and calling `write`
+    /// copied every byte once more. Returns how many bytes `fill` appended
+    /// (none: no frame is sent) and what `fill` returned (an I/O result).
+    /// `fill` is called even when nothing fits (its limit is then 0): check
+    /// [`send_capacity`](Self::send_capacity) first.
+    pub fn write_with<R>(
+        &mut self,
+        id: StreamId,
+        max: usize,
+        fill: impl FnOnce(&mut Limit<&mut Vec<u8>>) -> R,
+    ) -> Result<(usize, R), StreamError> {
+        let stream = self.streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;
+        if !stream.open {
+            return Err(StreamError::NotOpen(id));
+        }
+        if stream.local_fin {
+            return Err(StreamError::Finished(id));
+        }
+        let room = max.min(MAX_DATA_PAYLOAD).min(usize::try_from(stream.send_credit).unwrap_or(usize::MAX));
+        let head_at = self.outbuf.len();
+        // Room for all of it up front: a reader fills spare capacity, and
+        // would stop at its end.
+        self.outbuf.reserve(DATA_OVERHEAD + room);
+        self.outbuf.extend_from_slice(&[0; DATA_OVERHEAD]);
+        let result = fill(&mut (&mut self.outbuf).limit(room));
+        let n = (self.outbuf.len().checked_sub(head_at + DATA_OVERHEAD))
+            .filter(|&n| n <= room)
+            .expect("`fill` only appends, within its limit");
+        if n == 0 {
+            self.outbuf.truncate(head_at);
+            return Ok((0, result));
+        }
+        self.outbuf[head_at..head_at + DATA_OVERHEAD].copy_from_slice(&data_head_bytes(id, n));
+        stream.send_credit -= n as u64;
+        self.stats.bytes_out += n as u64;
+        Ok((n, result))
     }
 
     /// Bytes buffered for the application on `id`, as two slices (a ring).

@@ -373,6 +373,18 @@ fn length_prefix(buf: &[u8]) -> Option<usize> {
     Some(u32::from_be_bytes(prefix) as usize)
 }
 
+/// The head of a `Data` frame carrying `payload_len` bytes of stream `id`:
+/// what [`Frame::encode`] writes before the payload.
+pub(crate) fn data_head_bytes(id: u32, payload_len: usize) -> [u8; DATA_OVERHEAD] {
+    assert!(payload_len <= MAX_DATA_PAYLOAD, "data payload too large");
+    let len = u32::try_from(DATA_OVERHEAD - 4 + payload_len).expect("a data frame's length fits u32");
+    let mut head = [0; DATA_OVERHEAD];
+    head[..4].copy_from_slice(&len.to_be_bytes());
+    head[4] = ty::DATA;
+    head[HEADER_LEN..].copy_from_slice(&id.to_be_bytes());
+    head
+}
+
 /// Bytes of framing around a `Data` payload.
 pub const DATA_OVERHEAD: usize = HEADER_LEN + 4;
 
@@ -564,6 +576,8 @@ mod tests {
             assert_eq!(missing(partial), wanted, "{} bytes", partial.len());
             assert_eq!(data_head(partial).expect("a good head"), head, "{} bytes", partial.len());
         }
+        // The head a writer puts before a payload it wrote in place.
+        assert_eq!(data_head_bytes(0x0102_0304, 1000), data[..DATA_OVERHEAD]);
         // A head claiming more than a Data payload may hold is refused as
         // the whole frame would be.
         let mut big = u32::try_from(DATA_OVERHEAD - 4 + MAX_DATA_PAYLOAD + 1).expect("fits").to_be_bytes().to_vec();

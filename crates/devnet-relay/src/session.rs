@@ -38,7 +38,7 @@ use devnet_proto::{Connection, ConnectionError, Event, OpenStatus, StreamId};
 use devnet_tls::link::{Received, send_now, write_or_flush};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -49,7 +49,8 @@ use crate::Shared;
 use crate::budget::Credit;
 use crate::metrics::Metrics;
 
-/// The most read from a destination at once: one session buffer of this size.
+/// The most read from a destination at once: one `Data` frame's payload,
+/// read straight into the frame.
 const READ_CHUNK: usize = 64 * 1024;
 /// The most read from one destination in one turn before the others (and
 /// the client's connection) get theirs.
@@ -220,7 +221,6 @@ where
         conn: Connection::server(proto, Instant::now().into_std()),
         streams: HashMap::new(),
         ready: Arc::default(),
-        read_buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
         delivered: devnet_proto::Taken::default(),
         waiting_for_output: VecDeque::new(),
         udp: HashMap::new(),
@@ -366,8 +366,6 @@ struct Session {
     streams: HashMap<StreamId, StreamIo>,
     /// Streams whose sockets woke the session.
     ready: Arc<ReadyStreams>,
-    /// Where destination bytes land on their way into the connection.
-    read_buf: Box<[u8]>,
     /// What [`Session::handle_link_input`] wrote straight to destinations,
     /// per stream, to credit once the input is handled (kept for its
     /// allocation).
@@ -619,28 +617,31 @@ impl Session {
                 s.waker.wake_by_ref();
                 return;
             }
-            // `poll_read`, not `try_read`: after a short read it marks the
-            // socket as drained (a new arrival is a new edge), so a reply
-            // goes to the client without first reading again for an EAGAIN.
-            let mut buf = ReadBuf::new(&mut self.read_buf[..room]);
-            let error = match Pin::new(&mut s.socket).poll_read(&mut Context::from_waker(&s.waker), &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+            // Straight into the frame the connection sends (`write_with`),
+            // not through a buffer of ours. `poll_read`, not `try_read`:
+            // after a short read it marks the socket as drained (a new
+            // arrival is a new edge), so a reply goes to the client without
+            // first reading again for an EAGAIN.
+            let mut cx = Context::from_waker(&s.waker);
+            let socket = Pin::new(&mut s.socket);
+            let read = self.conn.write_with(id, room, |frame| tokio_util::io::poll_read_buf(socket, &mut cx, frame));
+            let error = match read {
+                Ok((_, Poll::Ready(Ok(0)))) => {
                     s.read_done = true;
                     self.conn.finish(id);
                     continue;
                 }
-                Poll::Ready(Ok(())) => {
-                    let n = buf.filled().len();
+                Ok((n, Poll::Ready(Ok(_)))) => {
                     Metrics::add(&self.shared.metrics.bytes_from_destinations, n as u64);
-                    // Within the send window, so the connection takes it all.
-                    let _ = self.conn.write(id, buf.filled());
                     turn_left = turn_left.saturating_sub(n);
                     continue;
                 }
-                Poll::Pending => return,
-                Poll::Ready(Err(e)) => e,
+                Ok((_, Poll::Pending)) => return,
+                Ok((_, Poll::Ready(Err(e)))) => format!("destination read error: {e}"),
+                // Not open or finished: nothing the checks above let through.
+                Err(e) => e.to_string(),
             };
-            return self.fail(id, format!("destination read error: {error}"));
+            return self.fail(id, error);
         }
         self.reap(id);
     }

@@ -786,3 +786,55 @@ fn readable_is_announced_again_once_the_buffer_was_read_empty() {
         assert_eq!(pair.server.read(id, &mut buf), 11);
     }
 }
+
+#[test]
+fn a_payload_written_in_place_is_sent_as_write_would_send_it() {
+    use bytes::BufMut;
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i % 239) as u8).collect();
+    let mut by_write = Pair::established();
+    let id = by_write.open("10.244.1.10:5432");
+    assert_eq!(by_write.server.write(id, &data).expect("write"), data.len());
+    let mut in_place = Pair::established();
+    let id = in_place.open("10.244.1.10:5432");
+    let before = in_place.server.transmit().len();
+    let (n, limit) = in_place
+        .server
+        .write_with(id, usize::MAX, |space| {
+            let limit = space.remaining_mut();
+            space.put_slice(&data);
+            limit
+        })
+        .expect("write_with");
+    assert_eq!(n, data.len());
+    assert_eq!(limit, 64 * 1024, "the limit is the send window here (64 KiB), below a frame's");
+    assert_eq!(&in_place.server.transmit()[before..], by_write.server.transmit());
+    assert_eq!(in_place.server.send_capacity(id), 64 * 1024 - data.len());
+    assert_eq!(in_place.server.stats().bytes_out, by_write.server.stats().bytes_out);
+    in_place.pump();
+    let mut got = vec![0; 64 * 1024];
+    let read = in_place.client.read(id, &mut got);
+    assert_eq!(got[..read], data[..]);
+}
+
+#[test]
+fn writing_in_place_stops_at_the_window_and_sends_nothing_for_nothing() {
+    use bytes::BufMut;
+    let mut pair = Pair::established();
+    let id = pair.open("10.244.1.10:5432");
+    let before = pair.server.transmit().to_vec();
+    // A read that found nothing: no frame, no credit spent.
+    let (n, ()) = pair.server.write_with(id, 1000, |_| ()).expect("write_with");
+    assert_eq!(n, 0);
+    assert_eq!(pair.server.transmit(), &before[..]);
+    assert_eq!(pair.server.send_capacity(id), 64 * 1024);
+    // `max` is below the window: that is the limit.
+    let (n, limit) = pair.server.write_with(id, 1000, |space| space.remaining_mut()).expect("write_with");
+    assert_eq!((n, limit), (0, 1000));
+    // The window spent: the limit is 0.
+    pair.server.write(id, &vec![1; 64 * 1024]).expect("write");
+    let (_, limit) = pair.server.write_with(id, 1000, |space| space.remaining_mut()).expect("write_with");
+    assert_eq!(limit, 0);
+    pair.server.finish(id);
+    assert_eq!(pair.server.write_with(id, 10, |_| ()), Err(StreamError::Finished(id)));
+    assert_eq!(pair.server.write_with(99, 10, |_| ()), Err(StreamError::Unknown(99)));
+}
