@@ -594,9 +594,14 @@ impl Connection {
                     }
                 }
                 Ok(None) => match data_head(&inbuf[consumed..]) {
+                    // Refused at its head, as it would be whole: waiting for
+                    // the rest would ask for no more bytes (see `missing`).
+                    Ok(Some(_)) if self.state != State::Established => {
+                        break Err(ConnectionError::Violation("expected a handshake frame, got Data".into()));
+                    }
                     // The rest of the input is a cut `Data` frame: its
                     // payload so far goes to the stream now, not to `inbuf`.
-                    Ok(Some(head)) if self.state == State::Established => {
+                    Ok(Some(head)) => {
                         let payload = &inbuf[consumed + DATA_OVERHEAD..];
                         consumed = inbuf.len();
                         if let Err(e) = self.accept_data(head.id, head.len) {

@@ -133,6 +133,27 @@ fn frames_before_the_handshake_are_violations() {
 }
 
 #[test]
+fn a_cut_data_frame_before_the_handshake_is_refused_at_its_head() {
+    // Whole or cut, in one read with the preface or after it: refused, and
+    // at once (a head the connection would not act on once looped forever).
+    let now = Instant::now();
+    let mut frame = Vec::new();
+    Frame::Data { id: 1, payload: &[7; 1000] }.encode(&mut frame);
+    for (with_preface, cut) in [(true, 100), (false, 100), (false, DATA_OVERHEAD), (true, frame.len())] {
+        let mut server = Connection::server(config(TOKEN), now);
+        let mut bytes = preface().to_vec();
+        if !with_preface {
+            server.handle_input(&bytes, now).expect("the preface");
+            bytes.clear();
+        }
+        bytes.extend_from_slice(&frame[..cut]);
+        let err = server.handle_input(&bytes, now).expect_err("refused");
+        assert!(err.to_string().contains("expected a handshake frame, got Data"), "{err}");
+        assert!(server.is_closed());
+    }
+}
+
+#[test]
 fn bytes_split_at_every_boundary_give_the_same_events() {
     let now = Instant::now();
     let mut whole = Connection::client(config(TOKEN), now);
