@@ -133,7 +133,8 @@ impl Shadow {
 }
 
 /// One end of a relay connection (client or relay, the first byte says)
-/// after a valid handshake, fed frames and raw bytes by the fuzzer as its
+/// after a valid handshake, or a relay still waiting for the client's
+/// `Hello`, fed frames and raw bytes by the fuzzer as its
 /// peer and driven by its application through the public API. Checked
 /// after every step: what it sends always decodes as frames; it never sends
 /// more stream bytes than the peer granted; it buffers at most its window
@@ -141,10 +142,19 @@ impl Shadow {
 /// with nothing tracked.
 pub fn proto_connection(data: &[u8]) {
     let mut input = Input::new(data);
-    let server_side = input.u8() & 1 == 0;
+    let mode = input.u8();
+    let server_side = mode & 1 == 0;
     let mut now = Instant::now();
     let (client, server) = connected_pair(now);
     let mut conn = if server_side { server } else { client };
+    if mode & 2 != 0 {
+        // A relay that has read a client's preface and waits for its Hello:
+        // what an unauthenticated peer reaches.
+        conn = Connection::server(proto_config(), now);
+        conn.handle_input(&devnet_proto::preface(), now).expect("the preface is accepted");
+    }
+    // Such a relay's first bytes, with its Welcome or Reject, are its own preface.
+    let mut preface_owed = mode & 2 != 0;
     let config = proto_config();
     let window = u64::from(config.stream_window);
 
@@ -274,8 +284,13 @@ pub fn proto_connection(data: &[u8]) {
         }
 
         // What it sends decodes, and stays within the peer's grants.
-        let out = conn.transmit().to_vec();
+        let mut out = conn.transmit().to_vec();
         conn.advance_transmit(out.len());
+        if preface_owed && !out.is_empty() {
+            assert!(out.starts_with(&devnet_proto::preface()), "a relay's first bytes are not its preface");
+            out.drain(..devnet_proto::PREFACE_LEN);
+            preface_owed = false;
+        }
         let sent = &mut credit.sent;
         let granted = &credit.granted;
         let decodes = outbound.feed(&out, |frame| {
