@@ -216,13 +216,13 @@ pub(crate) async fn run(
             }
             Wake::RelayRead(Ok(0)) => lost = Some("the relay closed the connection".into()),
             Wake::RelayRead(Ok(_)) => {
-                if let Relay::Up(link) = &mut relay
-                    && tunnel.connection().is_some()
-                {
+                if let Relay::Up(link) = &mut relay {
                     // Stream data goes straight from TLS's buffer into the
                     // clients' sockets where it can; a protocol error shows
                     // at the next poll. Every record already readable is
-                    // taken, so the stack runs once for them all.
+                    // taken, so the stack runs once for them all. (With no
+                    // connection attached the bytes are dropped: taken all
+                    // the same, or `readable` would wake at once again.)
                     let mut feed = |bytes: &[u8]| drop(tunnel.handle_relay_input(bytes, now.into_std()));
                     let all = std::future::poll_fn(|cx| {
                         std::task::Poll::Ready(link.rd.receive_ready(&mut feed, RELAY_READ_PER_TURN, cx))
