@@ -221,7 +221,6 @@ where
         conn: Connection::server(proto, Instant::now().into_std()),
         streams: HashMap::new(),
         ready: Arc::default(),
-        delivered: devnet_proto::Taken::default(),
         waiting_for_output: VecDeque::new(),
         udp: HashMap::new(),
         udp_tx,
@@ -366,10 +365,6 @@ struct Session {
     streams: HashMap<StreamId, StreamIo>,
     /// Streams whose sockets woke the session.
     ready: Arc<ReadyStreams>,
-    /// What [`Session::handle_link_input`] wrote straight to destinations,
-    /// per stream, to credit once the input is handled (kept for its
-    /// allocation).
-    delivered: devnet_proto::Taken,
     /// Streams that stopped reading because the output was above
     /// [`OUTBUF_CAP`], oldest first.
     waiting_for_output: VecDeque<StreamId>,
@@ -392,40 +387,16 @@ struct Session {
     output_peak: usize,
 }
 
-/// Client → destination bytes straight from the link's input into the
-/// destination socket, when nothing of that stream waits in the
-/// connection's buffer: one copy fewer per byte uploaded. A socket that
-/// would block takes nothing; the bytes are buffered, and `forward_down`
-/// writes them once it is writable (or meets the socket's error).
-struct IntoDestinations<'a> {
-    streams: &'a HashMap<StreamId, StreamIo>,
-    delivered: devnet_proto::Taken,
-}
-
-impl devnet_proto::Deliver for IntoDestinations<'_> {
-    fn deliver(&mut self, id: StreamId, data: &[u8]) -> usize {
-        let Some(s) = self.streams.get(&id) else { return 0 };
-        let n = s.socket.try_write(data).unwrap_or(0);
-        self.delivered.add(id, n);
-        n
-    }
-}
-
 impl Session {
-    /// Feeds the connection bytes read from the client's link, with
-    /// stream data written straight to destinations where they take it.
-    /// A protocol error is the connection's to report as an event.
+    /// Feeds the connection bytes read from the client's link. Stream data
+    /// is buffered, and `forward_down` writes each stream's bytes once the
+    /// turn's input is in, with one write. Written straight from each read
+    /// instead (one copy fewer), a destination took one write per TLS
+    /// record: 16 KiB writes cost the relay 1.7× the CPU per byte uploaded
+    /// and a third of the throughput (`counts.sh`, bench/README). A
+    /// protocol error is the connection's to report as an event.
     fn handle_link_input(&mut self, bytes: &[u8], now: std::time::Instant) {
-        let mut into = IntoDestinations { streams: &self.streams, delivered: std::mem::take(&mut self.delivered) };
-        let _ = self.conn.handle_input_with(bytes, now, &mut into);
-        let mut delivered = into.delivered;
-        for (id, n) in delivered.drain() {
-            Metrics::add(&self.shared.metrics.bytes_to_destinations, n as u64);
-            for (id, increment) in self.credit.drained(id, n) {
-                self.conn.grant(id, increment);
-            }
-        }
-        self.delivered = delivered;
+        let _ = self.conn.handle_input(bytes, now);
     }
 
     fn note_output_peak(&mut self) {
