@@ -6,8 +6,8 @@
 //! wakes the session with its stream id ([`ReadyStreams`]) when it becomes
 //! readable or writable, and the session moves bytes in that turn: client
 //! bytes are written to the socket straight from the connection's receive
-//! buffer, and destination bytes are read into one session buffer and
-//! handed to the connection at once. Dials are futures inside the session
+//! buffer (once per turn, with one write), and destination bytes are read
+//! straight into the `Data` frame the connection sends. Dials are futures inside the session
 //! too. Only UDP associations keep a reader task each (a datagram at a
 //! time, for DNS).
 //!
