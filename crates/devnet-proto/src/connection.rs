@@ -890,13 +890,7 @@ impl Connection {
 
     /// Queues up to the stream's send window of `data`; returns how much was taken.
     pub fn write(&mut self, id: StreamId, data: &[u8]) -> Result<usize, StreamError> {
-        let stream = self.streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;
-        if !stream.open {
-            return Err(StreamError::NotOpen(id));
-        }
-        if stream.local_fin {
-            return Err(StreamError::Finished(id));
-        }
+        let stream = sending(&mut self.streams, id)?;
         let n = data.len().min(usize::try_from(stream.send_credit).unwrap_or(usize::MAX));
         stream.send_credit -= n as u64;
         self.outbuf.reserve(n + n.div_ceil(MAX_DATA_PAYLOAD) * DATA_OVERHEAD);
@@ -923,13 +917,7 @@ impl Connection {
         max: usize,
         fill: impl FnOnce(&mut Limit<&mut Vec<u8>>) -> R,
     ) -> Result<(usize, R), StreamError> {
-        let stream = self.streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;
-        if !stream.open {
-            return Err(StreamError::NotOpen(id));
-        }
-        if stream.local_fin {
-            return Err(StreamError::Finished(id));
-        }
+        let stream = sending(&mut self.streams, id)?;
         let room = max.min(MAX_DATA_PAYLOAD).min(usize::try_from(stream.send_credit).unwrap_or(usize::MAX));
         let head_at = self.outbuf.len();
         // Room for all of it up front: a reader fills spare capacity, and
@@ -1083,6 +1071,20 @@ impl Connection {
         self.streams.clear();
         self.events.push_back(Event::Closed { error });
     }
+}
+
+/// Stream `id`, if the application may send on it: open, not finished.
+/// Takes the map, not the connection, so the transmit queue can be
+/// written while the stream is held.
+fn sending(streams: &mut HashMap<StreamId, Stream>, id: StreamId) -> Result<&mut Stream, StreamError> {
+    let stream = streams.get_mut(&id).ok_or(StreamError::Unknown(id))?;
+    if !stream.open {
+        return Err(StreamError::NotOpen(id));
+    }
+    if stream.local_fin {
+        return Err(StreamError::Finished(id));
+    }
+    Ok(stream)
 }
 
 fn frame_name(frame: &Frame<'_>) -> &'static str {
