@@ -22,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod policy;
 pub mod session;
+pub mod threads;
 pub use devnet_tls as tls;
 
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ use tracing::{debug, info, warn};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::session::SessionEnd;
+use crate::threads::SessionThreads;
 
 /// Settings shared by every session.
 #[derive(Debug)]
@@ -132,16 +134,18 @@ pub const MAX_STREAMS_PER_SESSION: usize = 1024;
 pub const MAX_DIALING_PER_SESSION: usize = 64;
 
 /// Accepts sessions on `listener` until `shutdown` turns true, then waits
-/// for sessions to drain (bounded by the grace period).
+/// for sessions to drain (bounded by the grace period). Each session runs
+/// on one of `threads`.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     shared: Arc<Shared>,
+    threads: SessionThreads,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let acceptor = TlsAcceptor::from(tls);
     let mut sessions = JoinSet::new();
-    info!(listen = %listener.local_addr()?, allowed = ?shared.policy.allowed(), "relay serving");
+    info!(listen = %listener.local_addr()?, allowed = ?shared.policy.allowed(), session_threads = threads.len(), "relay serving");
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -158,8 +162,21 @@ pub async fn serve(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
+                // Off this runtime's I/O driver, onto the session thread's.
+                let tcp = match tcp.into_std() {
+                    Ok(tcp) => tcp,
+                    Err(e) => {
+                        warn!(%peer, error = %e, "could not hand the connection to a session thread");
+                        continue;
+                    }
+                };
                 let (acceptor, shared, shutdown) = (acceptor.clone(), shared.clone(), shutdown.clone());
-                sessions.spawn(async move { handle_client(tcp, peer, acceptor, shared, shutdown, login).await });
+                threads.spawn(&mut sessions, move || async move {
+                    match tokio::net::TcpStream::from_std(tcp) {
+                        Ok(tcp) => handle_client(tcp, peer, acceptor, shared, shutdown, login).await,
+                        Err(e) => warn!(%peer, error = %e, "could not register the connection on its session thread"),
+                    }
+                });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
             _ = shutdown.changed() => break,

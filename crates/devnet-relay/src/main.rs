@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use devnet_relay::identity::Identities;
 use devnet_relay::metrics::Metrics;
 use devnet_relay::policy::Policy;
+use devnet_relay::threads::SessionThreads;
 use devnet_relay::{Shared, tls};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
@@ -106,15 +107,23 @@ fn main() -> Result<()> {
         Command::GenCert { out } => {
             tls::write_generated(&out).with_context(|| format!("writing certificates to {}", out.display()))
         }
-        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")?
-            .block_on(serve(args)),
+        // Sessions run on threads of their own (`devnet_relay::threads`):
+        // this runtime only accepts, serves health and enrolment, and waits
+        // for signals.
+        Command::Serve(args) => {
+            // Started outside any runtime: a runtime may not be dropped in
+            // one, as a pool that failed half-way would be.
+            let threads = SessionThreads::per_core().context("starting the session threads")?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?
+                .block_on(serve(args, threads))
+        }
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
+async fn serve(args: ServeArgs, threads: SessionThreads) -> Result<()> {
     match devnet_relay::limits::raise_open_files() {
         Ok(limit) => info!(open_files = limit, "open-files limit"),
         Err(e) => warn!(error = %e, "could not raise the open-files limit"),
@@ -204,7 +213,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         info!("signal received; shutting down gracefully");
         let _ = shutdown_tx.send(true);
     });
-    devnet_relay::serve(listener, tls, shared, shutdown_rx).await?;
+    devnet_relay::serve(listener, tls, shared, threads, shutdown_rx).await?;
     info!("relay stopped");
     Ok(())
 }

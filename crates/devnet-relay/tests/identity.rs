@@ -15,6 +15,7 @@ use devnet_relay::budget::{Global, Limits};
 use devnet_relay::identity::{Identities, Revoked};
 use devnet_relay::metrics::Metrics;
 use devnet_relay::policy::Policy;
+use devnet_relay::threads::SessionThreads;
 use devnet_relay::{LoggingIn, Shared};
 use devnet_tls::identity::{ClientKey, EnrolReply};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -60,7 +61,10 @@ async fn start_relay(name: &str) -> Relay {
     let enrol_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind enrol");
     let enrol = enrol_listener.local_addr().expect("addr");
     let (shutdown, shutdown_rx) = watch::channel(false);
-    tokio::spawn(devnet_relay::serve(listener, tls, shared, shutdown_rx));
+    // Two session threads: each session moves off the test's runtime, as
+    // in the relay binary.
+    let threads = SessionThreads::start(std::num::NonZeroUsize::new(2).expect("2")).expect("session threads");
+    tokio::spawn(devnet_relay::serve(listener, tls, shared, threads, shutdown_rx));
     tokio::spawn(devnet_relay::identity::serve_enrol(enrol_listener, identities.clone(), metrics.clone()));
     let revoked_dir = dir.join("revoked");
     std::fs::create_dir_all(&revoked_dir).expect("revoked dir");
