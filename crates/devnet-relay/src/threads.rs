@@ -5,9 +5,10 @@
 //! TLS link and its destination sockets. There, every time the I/O driver
 //! woke that task, tokio also woke an idle worker to look for work to
 //! steal, which found none and slept again. In the lab (`bench/counts.sh`,
-//! 2 GiB through one stream, on two cores) the relay switched context
-//! 23,000–27,000 times uploading and 21,000–23,000 times downloading; with
-//! one worker, 4,400–5,500 and 3,000, in fewer syscalls.
+//! 2 GiB through one stream, on two cores, two runs of each build) the
+//! relay switched context 25,000–38,000 times uploading and 21,000–25,000
+//! times downloading; on session threads, 3,900–6,800 and 2,600, in 10–17 %
+//! fewer syscalls.
 //!
 //! Sessions still use every core the relay may: a new session goes to the
 //! thread with the fewest live sessions, and there is one thread per core
