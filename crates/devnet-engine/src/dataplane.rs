@@ -15,6 +15,7 @@ use anyhow::Result;
 use devnet_netstack::{BufferPool, Tunnel, TunnelConfig};
 use devnet_proto::{Connection, ConnectionError, RejectCode};
 use devnet_tls::link::{LinkReader, LinkWriter, Received, send_now};
+use devnet_tls::readahead::ReadAhead;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -46,7 +47,7 @@ const TUN_BATCH: usize = 64;
 /// at most).
 const RELAY_READ_PER_TURN: usize = 256 * 1024;
 
-type Tls = TlsStream<RelayStream>;
+type Tls = TlsStream<ReadAhead<RelayStream>>;
 
 struct Link {
     rd: LinkReader<Tls>,
@@ -479,9 +480,12 @@ fn dial(
             let (stream, transport) = dialer.dial().await?;
             info!(%transport, "relay transport open");
             status.send_modify(|s| s.transport = Some(transport));
-            tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(devnet_tls::relay_server_name(), stream))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+            tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                connector.connect(devnet_tls::relay_server_name(), ReadAhead::new(stream)),
+            )
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
         }
         .await;
         let _ = tx.send(result);

@@ -211,7 +211,7 @@ async fn handle_client(
     }
     // Downloads leave through this socket: restart its BBR after a quiet
     // spell as the engine does for uploads (`devnet_tls::congestion`).
-    let tcp = devnet_tls::congestion::RestartAfterQuiet::new(tcp);
+    let tcp = devnet_tls::readahead::ReadAhead::new(devnet_tls::congestion::RestartAfterQuiet::new(tcp));
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {

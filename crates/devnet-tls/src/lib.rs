@@ -7,7 +7,8 @@
 //! **What it does not do:** open sockets or keep secrets anywhere: it turns
 //! PEM into rustls configurations and generates a CA and leaf, and
 //! ([`link`]) moves a protocol connection's bytes over a stream it is given;
-//! [`congestion`] restarts the link socket's BBR after a quiet spell.
+//! [`congestion`] restarts the link socket's BBR after a quiet spell, and
+//! [`readahead`] reads the link's socket in large reads under TLS.
 //!
 //! The relay presents a leaf certificate for the name [`RELAY_SERVER_NAME`]
 //! signed by a per-cluster CA; clients trust only that CA. The name is fixed
@@ -16,6 +17,7 @@
 pub mod congestion;
 pub mod identity;
 pub mod link;
+pub mod readahead;
 
 use std::path::Path;
 use std::sync::Arc;
