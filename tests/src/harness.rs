@@ -750,6 +750,7 @@ pub fn run(prefix: &str, setup: fn() -> Res<Lab>, trials: &[TrialFn], on_failure
             })
         })
         .collect();
+    let lab_after = lab.clone();
     list.push(Trial::test(format!("{prefix}_99_host_namespace_unchanged"), move || {
         if let Ok(lab) = &lab {
             lab.down();
@@ -760,7 +761,12 @@ pub fn run(prefix: &str, setup: fn() -> Res<Lab>, trials: &[TrialFn], on_failure
         }
         Ok(())
     }));
-    libtest_mimic::run(&args, list).exit()
+    let conclusion = libtest_mimic::run(&args, list);
+    // A filter that leaves out the last trial must not leave the lab up.
+    if let Ok(lab) = &lab_after {
+        lab.down();
+    }
+    conclusion.exit()
 }
 
 #[cfg(test)]

@@ -34,6 +34,8 @@ counters! {
     path_proofs: "TLS handshakes closed cleanly before a login: laptops proving a direct path reaches this relay",
     dials_queued: "TCP opens that waited for a dial slot (the client already had the most dials in progress)",
     datagrams_relayed: "UDP datagrams relayed to destinations",
+    udp_associations_opened: "UDP associations opened (a socket each; a stub resolver opens one per lookup)",
+    udp_associations_evicted: "UDP associations dropped to make room in a full table (the least recently used of a session)",
     bytes_to_destinations: "stream bytes written to destinations",
     bytes_from_destinations: "stream bytes read from destinations",
     enrolments: "client certificates issued (enrolment over the API server's port-forward)",

@@ -58,17 +58,33 @@ const READ_PER_TURN: usize = 4 * READ_CHUNK;
 /// The most taken from the client's link in one turn before the
 /// destinations get theirs.
 const LINK_READ_PER_TURN: usize = 256 * 1024;
+/// How long a UDP association lives without a datagram either way.
 const UDP_IDLE: Duration = Duration::from_secs(60);
-/// UDP associations per client: the client keeps at most as many (and
-/// forgets idle ones sooner), so an honest one never meets this.
+/// The same for DNS (destination port 53): a stub resolver asks each query
+/// from a new source port, so each lookup is an association of its own,
+/// done once answered. The client forgets them as soon (`dns_idle`).
+const DNS_IDLE: Duration = Duration::from_secs(10);
+/// UDP associations kept per client. A full table makes room by dropping
+/// the least recently used, as the client does: the client forgets an
+/// association without telling the relay, so a burst of lookups (over a
+/// thousand new associations within `DNS_IDLE`) must not find the table
+/// full of ones nobody will use again.
 const MAX_UDP_ASSOCS: usize = 1024;
 /// Unsent output above which the session reads no more from destinations.
 pub const OUTBUF_CAP: usize = 1024 * 1024;
 
 /// Messages from UDP reader tasks to the session.
 enum UdpUp {
-    Datagram { assoc: u32, from: SocketAddr, payload: Vec<u8> },
-    Idle { assoc: u32 },
+    Datagram {
+        assoc: u32,
+        from: SocketAddr,
+        payload: Vec<u8>,
+    },
+    /// Nothing arrived for the association's idle time; the session drops
+    /// it unless the client sent on it within that time.
+    Quiet {
+        assoc: u32,
+    },
 }
 
 type DialResult = Result<TcpStream, (OpenStatus, String)>;
@@ -151,15 +167,34 @@ impl ReadyStreams {
 }
 
 struct UdpAssoc {
-    /// The sending side, used directly: a non-blocking UDP send completes or
-    /// fails at once, whereas tokio's `try_send_to` reports WouldBlock until
-    /// the reactor has seen the new socket, dropping the first datagram.
-    sender: std::net::UdpSocket,
+    /// One socket, read by the association's reader task and written here.
+    /// It is connected to `target`, so the kernel drops datagrams from
+    /// anyone else: nobody can inject answers.
+    socket: Arc<UdpSocket>,
     /// The one destination of this association (the client keys them by
-    /// source and destination). The socket is connected to it, so the
-    /// kernel drops datagrams from anyone else: nobody can inject answers.
+    /// source and destination).
     target: SocketAddr,
+    /// The last datagram either way.
+    last_used: Instant,
     reader: AbortHandle,
+}
+
+impl UdpAssoc {
+    fn idle_after(&self) -> Duration {
+        idle_after(self.target)
+    }
+
+    /// Sends without waiting. Through the descriptor itself: a non-blocking
+    /// UDP send completes or fails at once, whereas tokio's `try_send`
+    /// reports WouldBlock until the reactor has seen the new socket, which
+    /// would drop every association's first datagram.
+    fn send(&self, payload: &[u8]) -> io::Result<usize> {
+        socket2::SockRef::from(&*self.socket).send(payload)
+    }
+}
+
+fn idle_after(target: SocketAddr) -> Duration {
+    if target.port() == 53 { DNS_IDLE } else { UDP_IDLE }
 }
 
 impl Drop for UdpAssoc {
@@ -655,10 +690,15 @@ impl Session {
     fn handle_udp(&mut self, msg: UdpUp) {
         match msg {
             UdpUp::Datagram { assoc, from, payload } => {
+                if let Some(a) = self.udp.get_mut(&assoc) {
+                    a.last_used = Instant::now();
+                }
                 let _ = self.conn.send_datagram(assoc, from, &payload);
             }
-            UdpUp::Idle { assoc } => {
-                self.udp.remove(&assoc);
+            UdpUp::Quiet { assoc } => {
+                if self.udp.get(&assoc).is_some_and(|a| a.last_used.elapsed() >= a.idle_after()) {
+                    self.udp.remove(&assoc);
+                }
             }
         }
     }
@@ -674,34 +714,40 @@ impl Session {
         };
         if !self.udp.contains_key(&assoc) {
             if self.udp.len() >= MAX_UDP_ASSOCS {
-                warn!(assoc, "UDP association limit reached; datagram dropped");
-                return;
+                let oldest = self.udp.iter().min_by_key(|(_, a)| a.last_used).map(|(id, _)| *id);
+                if let Some(oldest) = oldest {
+                    debug!(assoc, evicted = oldest, "UDP association table full; the least recently used makes room");
+                    self.udp.remove(&oldest);
+                    Metrics::add(&self.shared.metrics.udp_associations_evicted, 1);
+                }
             }
             let bind: SocketAddr = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
-            let sockets = std::net::UdpSocket::bind(bind).and_then(|s| {
+            let socket = std::net::UdpSocket::bind(bind).and_then(|s| {
                 s.connect(target)?;
                 s.set_nonblocking(true)?;
-                let sender = s.try_clone()?;
-                Ok((sender, UdpSocket::from_std(s)?))
+                UdpSocket::from_std(s)
             });
-            let (sender, receiver) = match sockets {
-                Ok(pair) => pair,
+            let socket = match socket {
+                Ok(socket) => Arc::new(socket),
                 Err(e) => {
                     warn!(assoc, error = %e, "cannot open UDP socket");
                     return;
                 }
             };
-            let reader = tokio::spawn(udp_reader(assoc, Arc::new(receiver), self.udp_tx.clone())).abort_handle();
-            self.udp.insert(assoc, UdpAssoc { sender, target, reader });
+            let reader = tokio::spawn(udp_reader(assoc, socket.clone(), idle_after(target), self.udp_tx.clone()));
+            let reader = reader.abort_handle();
+            self.udp.insert(assoc, UdpAssoc { socket, target, last_used: Instant::now(), reader });
+            Metrics::add(&self.shared.metrics.udp_associations_opened, 1);
         }
-        if let Some(a) = self.udp.get(&assoc) {
+        if let Some(a) = self.udp.get_mut(&assoc) {
             if a.target != target {
                 warn!(assoc, dst = %target, first = %a.target, "a datagram for another destination on the same association; dropped");
                 return;
             }
+            a.last_used = Instant::now();
             Metrics::add(&self.shared.metrics.datagrams_relayed, 1);
             // UDP semantics: a full socket buffer drops the datagram.
-            if let Err(e) = a.sender.send(payload) {
+            if let Err(e) = a.send(payload) {
                 debug!(assoc, dst = %target, error = %e, "UDP send failed; datagram dropped");
             }
         }
@@ -721,10 +767,12 @@ fn classify_dial_error(target: SocketAddr, e: &io::Error) -> (OpenStatus, String
     }
 }
 
-async fn udp_reader(assoc: u32, socket: Arc<UdpSocket>, up_tx: mpsc::UnboundedSender<UdpUp>) {
+/// Reads answers until the session drops the association (and aborts this
+/// task), saying so each time nothing arrived for `idle`.
+async fn udp_reader(assoc: u32, socket: Arc<UdpSocket>, idle: Duration, up_tx: mpsc::UnboundedSender<UdpUp>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match tokio::time::timeout(UDP_IDLE, socket.recv_from(&mut buf)).await {
+        match tokio::time::timeout(idle, socket.recv_from(&mut buf)).await {
             Ok(Ok((n, from))) => {
                 if up_tx.send(UdpUp::Datagram { assoc, from, payload: buf[..n].to_vec() }).is_err() {
                     return;
@@ -732,8 +780,9 @@ async fn udp_reader(assoc: u32, socket: Arc<UdpSocket>, up_tx: mpsc::UnboundedSe
             }
             Ok(Err(e)) => debug!(assoc, error = %e, "UDP receive error"),
             Err(_) => {
-                let _ = up_tx.send(UdpUp::Idle { assoc });
-                return;
+                if up_tx.send(UdpUp::Quiet { assoc }).is_err() {
+                    return;
+                }
             }
         }
     }

@@ -356,3 +356,56 @@ async fn a_client_that_stops_reading_holds_the_relay_to_its_output_cap() {
         .await;
     assert!(resumed, "some streams stalled after the client read again: {got:?}");
 }
+
+/// A UDP server on loopback that answers each datagram with itself.
+fn udp_echo() -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP echo");
+    let addr = socket.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&buf[..n], from);
+        }
+    });
+    addr
+}
+
+/// Sends one datagram on `assoc` and waits for its echo.
+async fn udp_round_trip(client: &mut Client, assoc: u32, to: SocketAddr) -> bool {
+    let payload = assoc.to_be_bytes().to_vec();
+    client.conn.send_datagram(assoc, to, &payload).expect("send a datagram");
+    client
+        .drive_until(Duration::from_secs(2), |c| {
+            c.events
+                .iter()
+                .any(|e| matches!(e, Event::Datagram { assoc: a, payload: p, .. } if *a == assoc && *p == payload))
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_udp_associations_than_the_table_holds_all_get_answers() {
+    // A stub resolver asks each query from a new source port, so a burst of
+    // lookups is a burst of new associations: more than the relay keeps at
+    // once must still all be answered, the least recently used making room.
+    crate::limits::raise_open_files().expect("open-files limit");
+    let shared = shared(crate::MAX_DIALING_PER_SESSION);
+    let (relay, _shutdown) = start_relay(shared.clone()).await;
+    let echo = udp_echo();
+    let mut client = Client::connect(relay).await;
+    let total = super::MAX_UDP_ASSOCS as u32 + 64;
+    for assoc in 1..=total {
+        assert!(udp_round_trip(&mut client, assoc, echo).await, "association {assoc} of {total} was answered");
+        client.events.clear();
+    }
+    // The first association was the least recently used: gone, but a new
+    // datagram on it simply opens it again.
+    assert!(udp_round_trip(&mut client, 1, echo).await, "a forgotten association opens again");
+    let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(count(&shared.metrics.udp_associations_opened), u64::from(total) + 1);
+    assert_eq!(
+        count(&shared.metrics.udp_associations_evicted),
+        64 + 1,
+        "one eviction per association beyond the table"
+    );
+}
