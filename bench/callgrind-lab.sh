@@ -35,16 +35,12 @@ WRAP
 chmod +x "$wrap/devnet" "$wrap/devnet-relay"
 L() { ip netns exec "$lab-$1" "${@:2}"; }
 export DEVNET_BIN=$wrap
+source bench/lab-engine.sh
 bash tests/lab/lab.sh down $lab >/dev/null 2>&1
 bash tests/lab/lab.sh up $lab no-path >"$out/up.log" 2>&1 || { echo "lab up failed:"; tail "$out/up.log"; exit 1; }
 echo "busy-poll-us = 0" >>"$dir/profile.toml"
 L echo iperf3 -s -D -p 5201 >/dev/null
-L laptop "$wrap/devnet" --state-dir "$dir/laptop-state" connect --foreground \
-  --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" --profile "$dir/profile.toml" >"$dir/engine.log" 2>&1 &
-for _ in $(seq 300); do
-  L laptop "$REAL/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
-  sleep 0.2
-done
+engine_connect 300
 sleep 2
 engine=$(pgrep -f "valgrind.*$REAL/devnet --state-dir" | head -1)
 relay=$(pgrep -f "valgrind.*$REAL/devnet-relay serve" | head -1)

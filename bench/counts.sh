@@ -21,12 +21,11 @@ cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 L() { ip netns exec "$lab-$1" "${@:2}"; }
 export DEVNET_BIN=$BIN
+source bench/lab-engine.sh
 bash tests/lab/lab.sh down $lab >/dev/null 2>&1
 bash tests/lab/lab.sh up $lab no-path >$out/up.log 2>&1 || { echo up failed; tail $out/up.log; exit 1; }
 L echo iperf3 -s -D -p 5201 >/dev/null
-L laptop "$BIN/devnet" --state-dir "$dir/laptop-state" connect --foreground \
-  --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" --profile "$dir/profile.toml" >"$dir/engine.log" 2>&1 &
-for _ in $(seq 100); do L laptop "$BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break; sleep 0.2; done
+engine_connect
 sleep 2
 pid=$(pgrep -f "^$BIN/devnet --state-dir $dir" | head -1); rpid=$(pgrep -f "^$BIN/devnet-relay serve.*devnet-lab-$lab" | head -1); echo "pids $pid $rpid"
 mem() { grep -E 'VmHWM|VmRSS' /proc/$1/status | tr -s ' ' | tr '\n' ' '; }

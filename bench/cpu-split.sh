@@ -24,6 +24,7 @@ cd "$(dirname "$0")/.."
 out=$(mktemp -d)
 L() { ip netns exec "$lab-$1" "${@:2}"; }
 export DEVNET_BIN=$REAL
+source bench/lab-engine.sh
 cores=$(nproc)
 bash tests/lab/lab.sh down $lab >/dev/null 2>&1
 bash tests/lab/lab.sh up $lab no-path >"$out/up.log" 2>&1 || { echo "lab up failed:"; tail "$out/up.log"; exit 1; }
@@ -51,12 +52,7 @@ L office ip route add 10.244.3.0/24 via 10.60.20.13
 routed=$(sample routed)
 L office ip route del 10.244.3.0/24 via 10.60.20.13
 
-L laptop "$REAL/devnet" --state-dir "$dir/laptop-state" connect --foreground \
-  --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" --profile "$dir/profile.toml" >"$dir/engine.log" 2>&1 &
-for _ in $(seq 100); do
-  L laptop "$REAL/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && break
-  sleep 0.2
-done
+engine_connect
 sleep 2
 devnet=$(sample devnet)
 L laptop "$REAL/devnet" --state-dir "$dir/laptop-state" disconnect >/dev/null 2>&1

@@ -49,6 +49,7 @@ fi
 lab=bench
 dir=/tmp/devnet-lab-$lab
 L() { ip netns exec "$lab-$1" "${@:2}"; }
+source bench/lab-engine.sh
 cleanup() {
   # The userspace WAN link first: its TAPs go with it.
   wan_link_stop
@@ -104,23 +105,12 @@ measure() { # measure <label> <echo-port>: prints one JSON object
       connections_per_second_16: $cps16.connections_per_second}'
 }
 
-wait_connected() { # until the session on the laptop says connected (20 s at most)
-  for _ in $(seq 100); do
-    L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" status --json 2>/dev/null | grep -q '"connected"' && return 0
-    sleep 0.2
-  done
-}
-
 rss_kb() { # rss_kb <command name>: the largest resident set of processes of that name, in KiB
   ps -o rss= -C "$1" | sort -n | tail -1
 }
 
 devnet_with_memory() { # devnet's measurements, with the RSS of the engine and relay around them
-  # The engine in the client's process (--foreground): devnetd would add only
-  # its IPC at connect, nothing on the data path.
-  L laptop "$DEVNET_BIN/devnet" --state-dir "$dir/laptop-state" connect --foreground \
-    --resolv-conf "/etc/netns/$lab-laptop/resolv.conf" --profile "$dir/profile.toml" >"$dir/engine.log" 2>&1 &
-  wait_connected
+  engine_connect
   # Memory connected and idle (no traffic yet), right after the 8-stream run,
   # and 30 s later; the relay's too.
   sleep 2
