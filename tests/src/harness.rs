@@ -25,6 +25,8 @@ pub struct Lab {
     daemon: Mutex<Option<Child>>,
     /// The laptop's network before devnet touched it.
     pub laptop_before: String,
+    /// Set by the first [`down`](Self::down).
+    torn_down: std::sync::atomic::AtomicBool,
 }
 
 /// Both output streams of a command.
@@ -99,6 +101,7 @@ impl Lab {
             engine: Mutex::new(None),
             daemon: Mutex::new(None),
             laptop_before: String::new(),
+            torn_down: Default::default(),
         };
         let out = lab.sh(&["up", name])?;
         if !out.status.success() {
@@ -108,8 +111,11 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Tears the lab down.
+    /// Tears the lab down, once.
     pub fn down(&self) {
+        if self.torn_down.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         if let Some(mut child) = self.engine.lock().expect("lock").take() {
             let _ = child.kill();
             let _ = child.wait();

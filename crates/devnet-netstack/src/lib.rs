@@ -75,7 +75,7 @@ pub struct TunnelConfig {
     /// The same for associations to port 53: a resolver asks once per
     /// source port and is answered within its own timeout (5 s by default).
     pub dns_idle: Duration,
-    /// UDP associations kept at most (below the relay's per-session cap).
+    /// UDP associations kept at most (the relay keeps as many per session).
     pub max_udp_associations: usize,
     /// Bytes queued for the relay (the connection's transmit queue) above
     /// which no more is taken from the local sockets: the clients' TCP
@@ -100,9 +100,9 @@ impl Default for TunnelConfig {
             cidrs: Vec::new(),
             tcp_buffer: 1024 * 1024,
             tx_queue: 1024,
-            udp_idle: Duration::from_secs(60),
-            dns_idle: Duration::from_secs(10),
-            max_udp_associations: 1024,
+            udp_idle: devnet_proto::udp::IDLE,
+            dns_idle: devnet_proto::udp::DNS_IDLE,
+            max_udp_associations: devnet_proto::udp::MAX_ASSOCIATIONS,
             relay_high_water: 512 * 1024,
             relay_turn: 64 * 1024,
             partial_checksums: false,
@@ -525,8 +525,7 @@ impl Tunnel {
             .udp
             .iter()
             .filter(|((_, dst), a)| {
-                let limit = if dst.port() == 53 { dns_idle } else { idle };
-                now.saturating_duration_since(a.last_used) >= limit
+                now.saturating_duration_since(a.last_used) >= devnet_proto::udp::idle_limit(dst.port(), idle, dns_idle)
             })
             .map(|(k, _)| *k)
             .collect();

@@ -35,6 +35,7 @@
 
 mod connection;
 pub mod frame;
+pub mod udp;
 pub mod whoami;
 
 pub use connection::{

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use devnet_proto::{Connection, ConnectionError, Event, OpenStatus, StreamId};
+use devnet_proto::{Connection, ConnectionError, Event, OpenStatus, StreamId, udp};
 use devnet_tls::link::{Received, send_now, write_or_flush};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
@@ -58,18 +58,12 @@ const READ_PER_TURN: usize = 4 * READ_CHUNK;
 /// The most taken from the client's link in one turn before the
 /// destinations get theirs.
 const LINK_READ_PER_TURN: usize = 256 * 1024;
-/// How long a UDP association lives without a datagram either way.
-const UDP_IDLE: Duration = Duration::from_secs(60);
-/// The same for DNS (destination port 53): a stub resolver asks each query
-/// from a new source port, so each lookup is an association of its own,
-/// done once answered. The client forgets them as soon (`dns_idle`).
-const DNS_IDLE: Duration = Duration::from_secs(10);
-/// UDP associations kept per client. A full table makes room by dropping
-/// the least recently used, as the client does: the client forgets an
-/// association without telling the relay, so a burst of lookups (over a
-/// thousand new associations within `DNS_IDLE`) must not find the table
-/// full of ones nobody will use again.
-const MAX_UDP_ASSOCS: usize = 1024;
+/// UDP associations kept per client (`devnet_proto::udp`, as the client
+/// does). A full table makes room by dropping the least recently used: the
+/// client forgets an association without telling the relay, so a burst of
+/// lookups (over a thousand new associations within `udp::DNS_IDLE`) must
+/// not find the table full of ones nobody will use again.
+const MAX_UDP_ASSOCS: usize = udp::MAX_ASSOCIATIONS;
 /// The largest UDP payload a datagram can carry.
 const MAX_DATAGRAM: usize = 65_535;
 /// Unsent output above which the session reads no more from destinations.
@@ -196,7 +190,7 @@ impl UdpAssoc {
 }
 
 fn idle_after(target: SocketAddr) -> Duration {
-    if target.port() == 53 { DNS_IDLE } else { UDP_IDLE }
+    udp::idle_limit(target.port(), udp::IDLE, udp::DNS_IDLE)
 }
 
 impl Drop for UdpAssoc {
