@@ -235,6 +235,11 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if matches!(&cli.command, Command::Connect(args) if args.foreground) {
+        // The foreground engine carries the data path in this process.
+        let plan = devnet_startup::reexec_with_fast_copies();
+        tracing::debug!(?plan, "start-up");
+    }
     let runtime = match devnet_engine::runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -103,7 +103,13 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_)) {
+        // Before the session threads start: this may exec the relay again.
+        let plan = devnet_startup::reexec_with_fast_copies();
+        tracing::debug!(?plan, "start-up");
+    }
+    match cli.command {
         Command::GenCert { out } => {
             tls::write_generated(&out).with_context(|| format!("writing certificates to {}", out.display()))
         }

@@ -63,6 +63,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    // The engine carries the data path in this process.
+    let plan = devnet_startup::reexec_with_fast_copies();
+    tracing::debug!(?plan, "start-up");
     let runtime = match devnet_engine::runtime() {
         Ok(rt) => rt,
         Err(e) => {
