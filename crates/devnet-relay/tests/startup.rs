@@ -74,8 +74,10 @@ fn serve_runs_with_rep_movsb_off_where_it_is_slow_same_pid_same_arguments() {
     let pid = child.id();
     let env = environ(pid);
     let args = cmdline(pid);
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
     stop(child, dir);
     assert_eq!(args[0], RELAY, "argv[0] kept");
+    assert_eq!(comm.trim_end(), "devnet-relay", "the name ps and pgrep show kept");
     assert_eq!(args[1], "serve");
     match plan(&facts) {
         Plan::Reexec { tunables } => {

@@ -23,7 +23,14 @@ pub(crate) fn facts() -> Facts {
     }
 }
 
-/// Returns only if the exec failed.
+/// Returns only if the exec failed. Execs the binary's own path, so the
+/// process keeps its name (`comm`: what ps, pgrep and the journal show; an
+/// exec of `/proc/self/exe` would rename it "exe"), and `/proc/self/exe`
+/// only if that path is gone (the package was upgraded under it).
 pub(crate) fn exec_self(tunables: &str) -> std::io::Error {
-    crate::self_command(std::env::args_os(), tunables).exec()
+    if let Ok(path) = std::env::current_exe() {
+        // Only a failure returns; the fallback follows.
+        let _ = crate::self_command(&path, std::env::args_os(), tunables).exec();
+    }
+    crate::self_command(std::path::Path::new("/proc/self/exe"), std::env::args_os(), tunables).exec()
 }

@@ -110,14 +110,17 @@ pub fn reexec_with_fast_copies() -> Plan {
     }
 }
 
-/// The command [`reexec_with_fast_copies`] execs: this binary through
-/// `/proc/self/exe` (the path it was started by may be relative, or gone),
-/// its own `argv[0]` and arguments, and the two variables.
+/// The command [`reexec_with_fast_copies`] execs: `exe` (this binary),
+/// with its own `argv[0]` and arguments, and the two variables.
 #[cfg(unix)]
-pub fn self_command(args: impl IntoIterator<Item = std::ffi::OsString>, tunables: &str) -> std::process::Command {
+pub fn self_command(
+    exe: &std::path::Path,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    tunables: &str,
+) -> std::process::Command {
     use std::os::unix::process::CommandExt;
     let mut args = args.into_iter();
-    let mut cmd = std::process::Command::new("/proc/self/exe");
+    let mut cmd = std::process::Command::new(exe);
     if let Some(arg0) = args.next() {
         cmd.arg0(arg0);
     }
@@ -168,8 +171,8 @@ mod tests {
     #[test]
     fn the_command_is_this_binary_with_its_own_argv_and_the_two_variables() {
         let args = ["devnet", "connect", "--foreground"].map(std::ffi::OsString::from);
-        let cmd = self_command(args, "t=1");
-        assert_eq!(cmd.get_program(), "/proc/self/exe");
+        let cmd = self_command(std::path::Path::new("/usr/bin/devnet"), args, "t=1");
+        assert_eq!(cmd.get_program(), "/usr/bin/devnet");
         assert_eq!(cmd.get_args().collect::<Vec<_>>(), ["connect", "--foreground"]);
         let envs: Vec<_> = cmd.get_envs().map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned))).collect();
         assert_eq!(
