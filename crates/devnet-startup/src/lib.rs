@@ -4,16 +4,17 @@
 //!
 //! **Why:** on AMD CPUs with ERMS/FSRM, glibc (Debian 12's 2.36, in the
 //! relay's static binary too) copies anything over 2 KiB with `rep movsb`,
-//! and there `rep movsb` runs at 2.4–3.5 GB/s instead of 50–100 GB/s when
-//! the destination sits 1–15 bytes past the source modulo 64 (measured on
-//! the lab's AMD EPYC, `bench/copy-alignment.sh`; glibc's vector loop copies
-//! every alignment at full speed). The data path copies 16 KiB TLS records
-//! whose payload starts 5 bytes in: rustls copies each received record out
-//! of its buffer (`Payload::into_vec`), and a quarter of those copies land
-//! on a slow alignment. In a lab profile that one copy was 28 % of the
-//! relay's CPU during an upload, against 10 % for decrypting the same
-//! bytes. glibc reads its tunables only from the environment at start-up,
-//! so the process execs itself once with
+//! and there `rep movsb` moves 16 KiB at 2.2–3.4 GB/s instead of 50–110
+//! GB/s when the destination lies 1–15 bytes past the source modulo 4096
+//! (measured on the lab's AMD EPYC, `bench/copy-alignment.sh`; glibc's
+//! vector loop copies at full speed whatever the distance). rustls copies
+//! each received TLS record's payload into a new buffer
+//! (`Payload::into_vec`): in a lab profile of an upload that one copy was
+//! 28 % of the relay's CPU against 10 % for decrypting the same bytes,
+//! which only the slow case explains (the buffers' places repeat from
+//! record to record, so a connection can stay on a bad distance). glibc
+//! reads its tunables only from the environment at start-up, so the
+//! process execs itself once with
 //! `GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=` [`NEVER`]: no copy
 //! uses `rep movsb`, and copies past the non-temporal threshold still use
 //! non-temporal stores. Newer glibc stops preferring `rep movsb` on these
