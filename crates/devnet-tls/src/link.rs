@@ -16,8 +16,8 @@ use tokio::io::{AsyncBufRead, AsyncWrite};
 
 /// Splits the link into the halves one task drives from one `select!`.
 /// Unlike `tokio::io::split`, the read half reads through the stream's own
-/// buffer ([`AsyncBufRead`]): a TLS stream hands over the plaintext it
-/// decrypted in place, not a copy of it in a buffer of ours.
+/// buffer ([`AsyncBufRead`]): a TLS stream hands over its own plaintext
+/// buffer, not a copy of it in a buffer of ours.
 pub fn split<T>(io: T) -> (LinkReader<T>, LinkWriter<T>) {
     let shared = Arc::new(Mutex::new(io));
     (LinkReader(shared.clone()), LinkWriter(shared))
