@@ -771,14 +771,17 @@ fn classify_dial_error(target: SocketAddr, e: &io::Error) -> (OpenStatus, String
 /// allocator and zeroed again, kept the lab's relay at 68 MiB resident after
 /// 2000 lookups (7 MiB now). A datagram is read into a buffer taken when the socket is
 /// readable, uninitialised (only what the datagram fills is touched), and
-/// leaves as a copy of its own size.
+/// leaves in it, shrunk to its size (the allocator shrinks in place).
 async fn udp_reader(assoc: u32, socket: Arc<UdpSocket>, idle: Duration, up_tx: mpsc::UnboundedSender<UdpUp>) {
     loop {
         let msg = match tokio::time::timeout(idle, socket.readable()).await {
             Ok(Ok(())) => {
                 let mut buf = Vec::with_capacity(MAX_DATAGRAM);
                 match socket.try_recv_buf_from(&mut buf) {
-                    Ok((n, from)) => UdpUp::Datagram { assoc, from, payload: buf[..n].to_vec() },
+                    Ok((_, from)) => {
+                        buf.shrink_to_fit();
+                        UdpUp::Datagram { assoc, from, payload: buf }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     Err(e) => {
                         debug!(assoc, error = %e, "UDP receive error");

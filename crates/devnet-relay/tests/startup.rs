@@ -50,13 +50,9 @@ fn serve(tunables: Option<&str>) -> (Child, std::path::PathBuf) {
     (child, dir)
 }
 
-fn environ(pid: u32) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
-    raw.split(|b| *b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
-}
-
-fn cmdline(pid: u32) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+/// A NUL-separated file of `/proc/<pid>`, its entries as strings.
+fn proc_entries(pid: u32, file: &str) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/{file}")).expect(file);
     raw.split(|b| *b == 0).filter(|v| !v.is_empty()).map(|v| String::from_utf8_lossy(v).into_owned()).collect()
 }
 
@@ -72,8 +68,8 @@ fn serve_runs_with_rep_movsb_off_where_it_is_slow_same_pid_same_arguments() {
     let facts = Facts { tunables: None, reexeced: false, ..devnet_startup::this_process() };
     let (child, dir) = serve(None);
     let pid = child.id();
-    let env = environ(pid);
-    let args = cmdline(pid);
+    let env = proc_entries(pid, "environ");
+    let args = proc_entries(pid, "cmdline");
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
     stop(child, dir);
     assert_eq!(args[0], RELAY, "argv[0] kept");
@@ -94,7 +90,7 @@ fn serve_runs_with_rep_movsb_off_where_it_is_slow_same_pid_same_arguments() {
 #[test]
 fn a_threshold_the_operator_set_is_kept_and_nothing_is_execed() {
     let (child, dir) = serve(Some("glibc.cpu.x86_rep_movsb_threshold=0x840"));
-    let env = environ(child.id());
+    let env = proc_entries(child.id(), "environ");
     stop(child, dir);
     assert!(env.contains(&"GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=0x840".to_owned()), "{env:?}");
     assert!(!env.iter().any(|v| v.starts_with(REEXECED)), "{env:?}");
