@@ -248,7 +248,10 @@ pub(crate) async fn run(
                 }
             }
             Wake::RelayWrite(Err(e)) => lost = Some(format!("writing to the relay failed: {e}")),
-            Wake::Dialled(Ok(tls)) => {
+            Wake::Dialled(Ok(mut tls)) => {
+                // Each write to the link one offload packet, not a full one
+                // and a tiny one (see `WRITE_AHEAD`).
+                devnet_tls::link::bound_write_ahead(tls.get_mut().1);
                 let (rd, wr) = devnet_tls::link::split(tls);
                 tunnel.attach(Connection::client(proto.clone(), now.into_std()));
                 relay = Relay::Up(Link { rd, wr, needs_flush: false });

@@ -272,21 +272,71 @@ mod tests {
         ];
         let _ = std::fs::remove_dir_all(&dir);
         for (server, client) in pairs {
-            let mut c = rustls::ClientConnection::new(client, super::relay_server_name()).expect("client");
-            let mut s = rustls::ServerConnection::new(server).expect("server");
-            for _ in 0..10 {
-                let mut buf = Vec::new();
-                c.write_tls(&mut buf).expect("client write");
-                s.read_tls(&mut &buf[..]).expect("server read");
-                s.process_new_packets().expect("server process");
-                let mut buf = Vec::new();
-                s.write_tls(&mut buf).expect("server write");
-                c.read_tls(&mut &buf[..]).expect("client read");
-                c.process_new_packets().expect("client process");
-            }
-            assert!(!c.is_handshaking() && !s.is_handshaking());
+            let (c, _) = handshake(server, client);
             let suite = c.negotiated_cipher_suite().map(|s| s.suite());
             assert_eq!(suite, Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256));
+        }
+    }
+
+    /// A client and a server connection past their handshake, in memory.
+    fn handshake(
+        server: std::sync::Arc<rustls::ServerConfig>,
+        client: std::sync::Arc<rustls::ClientConfig>,
+    ) -> (rustls::ClientConnection, rustls::ServerConnection) {
+        let mut c = rustls::ClientConnection::new(client, super::relay_server_name()).expect("client");
+        let mut s = rustls::ServerConnection::new(server).expect("server");
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).expect("client write");
+            s.read_tls(&mut &buf[..]).expect("server read");
+            s.process_new_packets().expect("server process");
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).expect("server write");
+            c.read_tls(&mut &buf[..]).expect("client read");
+            c.process_new_packets().expect("client process");
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        (c, s)
+    }
+
+    #[test]
+    fn a_bounded_link_writes_three_records_that_fit_one_offload_packet() {
+        use std::io::Write;
+        let certs = super::generate().expect("certificates");
+        let dir = std::env::temp_dir().join(format!("devnet-tls-ahead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("cert.pem"), &certs.cert_pem).expect("cert");
+        std::fs::write(dir.join("key.pem"), &certs.key_pem).expect("key");
+        let server = super::server_config(&dir.join("cert.pem"), &dir.join("key.pem")).expect("server config");
+        let _ = std::fs::remove_dir_all(&dir);
+        let client = super::client_config_from_pem(&certs.ca_pem).expect("client config");
+        // The largest TCP payload one segmentation-offload packet carries
+        // (64 KiB less the headers, in whole 1448-byte segments).
+        const ONE_PACKET: usize = 45 * 1448;
+        // What one write of a long burst takes, and the bytes it puts on the wire.
+        fn burst<D>(conn: &mut rustls::ConnectionCommon<D>) -> (usize, usize) {
+            let taken = conn.writer().write(&[7u8; 256 * 1024]).expect("write");
+            let mut wire = Vec::new();
+            conn.write_tls(&mut wire).expect("write_tls");
+            (taken, wire.len())
+        }
+        let mut written = Vec::new();
+        for bounded in [false, true] {
+            let (mut c, mut s) = handshake(server.clone(), client.clone());
+            if bounded {
+                super::link::bound_write_ahead(&mut c);
+                super::link::bound_write_ahead(&mut s);
+            }
+            written.push(burst(&mut c));
+            written.push(burst(&mut s));
+        }
+        // rustls' default: four records, 88 bytes past one packet.
+        assert_eq!(written[0], (64 * 1024, 4 * (16 * 1024 + 22)));
+        assert!(written[0].1 > ONE_PACKET);
+        // Bounded, on both ends: three records, one packet.
+        for &(taken, wire) in &written[2..] {
+            assert_eq!((taken, wire), (super::link::WRITE_AHEAD, 3 * (16 * 1024 + 22)));
+            assert!(wire <= ONE_PACKET, "{wire} bytes");
         }
     }
 
