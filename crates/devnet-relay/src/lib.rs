@@ -213,7 +213,11 @@ async fn handle_client(
     // spell as the engine does for uploads (`devnet_tls::congestion`).
     let tcp = devnet_tls::readahead::ReadAhead::new(devnet_tls::congestion::RestartAfterQuiet::new(tcp));
     let tls = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
+        Ok(Ok(mut tls)) => {
+            // Each write to the link one offload packet (see `WRITE_AHEAD`).
+            devnet_tls::link::bound_write_ahead(tls.get_mut().1);
+            tls
+        }
         Ok(Err(e)) => {
             Metrics::add(&metrics.handshake_failures, 1);
             match certificate_refusal(&e) {

@@ -21,9 +21,9 @@ use tokio::io::{AsyncBufRead, AsyncWrite};
 /// makes each write four records and 88 bytes too many for one such packet:
 /// every write then left as a full packet and a tiny one, and the tiny ones
 /// cost forwarding, an ACK and a wake-up of the far end each. Measured in
-/// the lab (issue 14, one upload, rounds alternated): the engine's CPU per
-/// 3 GiB 3.1–3.3 s → 2.6–2.7 s, the relay's context switches about 30 %
-/// fewer.
+/// the lab (issue 14, 3 GiB, rounds alternated): uploads, the engine's CPU
+/// 3.2 s → 2.6–2.7 s; downloads, the relay's 3.6–3.8 s → 2.8–3.1 s and
+/// 5.9–6.4 → 7.1–7.9 Gbit/s.
 pub const WRITE_AHEAD: usize = 3 * 16 * 1024;
 
 /// Bounds what `conn` encrypts ahead of its socket to [`WRITE_AHEAD`].
