@@ -248,15 +248,21 @@ pub fn relay_server_name() -> ServerName<'static> {
 
 #[cfg(test)]
 mod tests {
+    /// Fresh certificates, the relay's written to files in `dir` as
+    /// `server_config` reads them.
+    fn certificates_in(dir: &std::path::Path) -> (super::GeneratedCerts, std::path::PathBuf, std::path::PathBuf) {
+        let certs = super::generate().expect("certificates");
+        std::fs::create_dir_all(dir).expect("dir");
+        std::fs::write(dir.join("cert.pem"), &certs.cert_pem).expect("cert");
+        std::fs::write(dir.join("key.pem"), &certs.key_pem).expect("key");
+        (certs, dir.join("cert.pem"), dir.join("key.pem"))
+    }
+
     #[test]
     fn both_ends_agree_on_aes_128_gcm() {
         use rustls_pki_types::pem::PemObject;
-        let certs = super::generate().expect("certificates");
         let dir = std::env::temp_dir().join(format!("devnet-tls-suite-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(dir.join("cert.pem"), &certs.cert_pem).expect("cert");
-        std::fs::write(dir.join("key.pem"), &certs.key_pem).expect("key");
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let (certs, cert, key) = certificates_in(&dir);
         let client_ca = rustls_pki_types::CertificateDer::from_pem_slice(certs.ca_pem.as_bytes()).expect("a CA");
         // Token relays and certificate relays, with the configs each side
         // really builds.
@@ -302,12 +308,9 @@ mod tests {
     #[test]
     fn a_bounded_link_writes_three_records_that_fit_one_offload_packet() {
         use std::io::Write;
-        let certs = super::generate().expect("certificates");
         let dir = std::env::temp_dir().join(format!("devnet-tls-ahead-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(dir.join("cert.pem"), &certs.cert_pem).expect("cert");
-        std::fs::write(dir.join("key.pem"), &certs.key_pem).expect("key");
-        let server = super::server_config(&dir.join("cert.pem"), &dir.join("key.pem")).expect("server config");
+        let (certs, cert, key) = certificates_in(&dir);
+        let server = super::server_config(&cert, &key).expect("server config");
         let _ = std::fs::remove_dir_all(&dir);
         let client = super::client_config_from_pem(&certs.ca_pem).expect("client config");
         // The largest TCP payload one segmentation-offload packet carries
