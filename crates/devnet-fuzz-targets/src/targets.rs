@@ -552,7 +552,8 @@ pub fn netstack_tunnel(data: &[u8]) {
     let config = TunnelConfig {
         mtu: NET_MTU,
         cidrs: cidrs.clone(),
-        tcp_buffer: 4096,
+        tcp_receive_buffer: 4096,
+        tcp_send_buffer: 4096,
         tx_queue: 64,
         max_udp_associations: 4,
         partial_checksums,

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use devnet_proto::{Connection, Event, OpenStatus, StreamId};
 use ipnet::IpNet;
-use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config as IfaceConfig, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, Ipv4Address, Ipv6Address};
 use tracing::{debug, trace};
@@ -55,18 +55,28 @@ pub struct TunnelConfig {
     pub mtu: usize,
     /// Destinations the tunnel carries; packets to anything else are dropped.
     pub cidrs: Vec<IpNet>,
-    /// smoltcp socket buffer per direction per connection. The receive side
-    /// is the window advertised to the local client. The TUN hop's
-    /// bandwidth-delay product is small (10 Gbit/s × 100 µs is 125 KB), but
-    /// the client must keep sending while the engine spends a turn sealing
-    /// up to [`relay_high_water`](Self::relay_high_water) for the relay.
-    /// Smaller receive sides (128 and 256 KiB, tried twice) cost nothing far
-    /// away once the relay link's BBR restarts after quiet spells, and they
-    /// cut the engine's copying with 8 streams, but neither raised 8
-    /// streams' throughput measurably while one stream's was lower in
-    /// alternated runs (bench/README.md). Recycled sockets keep theirs;
-    /// pages are only resident as far as a flow used them.
-    pub tcp_buffer: usize,
+    /// smoltcp's receive buffer per connection: the window advertised to
+    /// the local client, and where its bytes wait for their turn toward the
+    /// relay. The TUN hop's bandwidth-delay product is small (10 Gbit/s ×
+    /// 100 µs is 125 KB), so the size is set by where the waiting bytes
+    /// sit: when the relay link is the bottleneck every flow's buffer is
+    /// full, and with 8 bulk flows at 1 MiB each the engine copied each
+    /// byte out of 8 MiB it had written long before, and the relay and
+    /// iperf3 beside it slowed too. 256 KiB holds 8 flows in 2 MiB: in
+    /// alternated lab runs 8 streams rose from 6.3–7.5 to 7.6–9.1 Gbit/s
+    /// (512 KiB: 7.3–8.4). One stream then made more round trips through
+    /// the client's TCP; [`Tunnel::poll`] answering once per turn (the
+    /// ACK carries the freed window) won that back (bench/README.md,
+    /// "Waiting bytes in 2 MiB"). Far away this window does not matter:
+    /// it spans only the laptop's own hop (the relay link's streams have
+    /// their own credit).
+    pub tcp_receive_buffer: usize,
+    /// smoltcp's send buffer per connection: bytes from the relay waiting
+    /// for the local client. It stays at 1 MiB: with 128 KiB, downloads
+    /// 20 ms away were slower, as it adds to the window the relay sees.
+    /// Recycled sockets keep both buffers; pages are only resident as far
+    /// as a flow used them.
+    pub tcp_send_buffer: usize,
     /// Packets queued toward the TUN device before the stack reports itself
     /// exhausted and holds further segments.
     pub tx_queue: usize,
@@ -84,6 +94,11 @@ pub struct TunnelConfig {
     pub relay_high_water: usize,
     /// Bytes one flow may move toward the relay per round-robin turn, so a
     /// bulk upload cannot take the whole queue from the flows beside it.
+    /// Half a receive buffer: a turn opens the client's window by a good
+    /// step, and the relay gets each stream's bytes in runs long enough to
+    /// write them to the destination in large writes (64 KiB turns gave 8
+    /// streams 8.3–8.7 Gbit/s against 8.4–9.1, and one stream 7.4–7.6
+    /// against 7.6–7.8).
     pub relay_turn: usize,
     /// The TUN device takes TCP segments with their checksum left partial
     /// ([`Packet::partial_checksum`]; Linux with a virtio-net header): the
@@ -98,13 +113,14 @@ impl Default for TunnelConfig {
         Self {
             mtu: 65_000,
             cidrs: Vec::new(),
-            tcp_buffer: 1024 * 1024,
+            tcp_receive_buffer: 256 * 1024,
+            tcp_send_buffer: 1024 * 1024,
             tx_queue: 1024,
             udp_idle: devnet_proto::udp::IDLE,
             dns_idle: devnet_proto::udp::DNS_IDLE,
             max_udp_associations: devnet_proto::udp::MAX_ASSOCIATIONS,
             relay_high_water: 512 * 1024,
-            relay_turn: 64 * 1024,
+            relay_turn: 128 * 1024,
             partial_checksums: false,
         }
     }
@@ -228,7 +244,8 @@ impl devnet_proto::Deliver for IntoSockets<'_> {
 
 /// Closed sockets kept for reuse: enough for bursts of short connections,
 /// few enough that an idle tunnel holds little (each holds two
-/// [`TunnelConfig::tcp_buffer`]s, resident only as far as they were used).
+/// buffers, [`TunnelConfig::tcp_receive_buffer`] and
+/// [`TunnelConfig::tcp_send_buffer`], resident only as far as they were used).
 const SPARE_SOCKETS: usize = 8;
 
 /// Only a socket whose flow moved at most this much is kept as a spare: a
@@ -564,15 +581,24 @@ impl Tunnel {
                     closed = Some(err);
                 }
             }
-            self.iface.poll(smol_now(self.epoch, now), &mut self.device, &mut self.sockets);
-            if !self.pump() {
-                // Nothing moved since smoltcp ran: it has nothing new to send.
+            let stamp = smol_now(self.epoch, now);
+            self.iface.poll_maintenance(stamp);
+            while self.iface.poll_ingress_single(stamp, &mut self.device, &mut self.sockets)
+                != PollIngressSingleResult::None
+            {}
+            // What the clients sent moves toward the relay before smoltcp
+            // answers them, so the ACK of those bytes also carries the
+            // window they left free: one packet to the client where an ACK
+            // and then a window update were two, each a write to the TUN
+            // device and a pass through the client's TCP.
+            let moved = self.pump();
+            while self.iface.poll_egress(stamp, &mut self.device, &mut self.sockets) != PollResult::None {}
+            if !moved {
+                // Nothing moved: smoltcp has nothing new to send.
                 break;
             }
             if !self.device.rx.is_empty() && self.device.tx.len() >= self.config.tx_queue {
-                // What the pump moved (window updates, data) goes out now,
-                // as far as the transmit queue allows.
-                self.iface.poll(smol_now(self.epoch, now), &mut self.device, &mut self.sockets);
+                // The transmit queue is full: the packets still queued wait.
                 break;
             }
         }
@@ -646,8 +672,8 @@ impl Tunnel {
             }
             None => {
                 let mut socket = tcp::Socket::new(
-                    tcp::SocketBuffer::new(vec![0; self.config.tcp_buffer]),
-                    tcp::SocketBuffer::new(vec![0; self.config.tcp_buffer]),
+                    tcp::SocketBuffer::new(vec![0; self.config.tcp_receive_buffer]),
+                    tcp::SocketBuffer::new(vec![0; self.config.tcp_send_buffer]),
                 );
                 socket.set_nagle_enabled(false);
                 socket.set_ack_delay(None);

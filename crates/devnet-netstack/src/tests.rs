@@ -654,7 +654,7 @@ fn with_partial_checksums_segments_leave_the_tcp_sum_to_the_device() {
 
 #[test]
 fn relay_data_goes_straight_into_the_socket_and_waits_in_the_stream_when_it_is_full() {
-    let mut h = Harness::with_config(TunnelConfig { tcp_buffer: 16 * 1024, ..TunnelConfig::default() });
+    let mut h = Harness::with_config(TunnelConfig { tcp_send_buffer: 16 * 1024, ..TunnelConfig::default() });
     let dst = addr("10.96.0.20:80");
     // `base`: the sequence number of the first byte to the client.
     let (client, id, seq, base) = established_flows(&mut h, 1)[0];
@@ -698,4 +698,36 @@ fn relay_data_goes_straight_into_the_socket_and_waits_in_the_stream_when_it_is_f
         }
     }
     assert!(got == data, "{} of {} bytes arrived, or out of order", got.len(), data.len());
+}
+
+#[test]
+fn the_ack_of_bytes_taken_toward_the_relay_carries_the_window_they_freed() {
+    use smoltcp::wire::{Ipv4Packet, TcpPacket};
+    // Small enough that smoltcp's window needs no scaling.
+    let buffer = 32 * 1024;
+    let mut h = Harness::with_config(TunnelConfig { tcp_receive_buffer: buffer, ..TunnelConfig::default() });
+    let (client, id, seq, ack) = established_flows(&mut h, 1)[0];
+    let _ = h.packets();
+    let payload: Vec<u8> = (0..24 * 1024u32).map(|i| (i % 251) as u8).collect();
+    h.tunnel.handle_packet(client_segment(client, addr("10.96.0.20:80"), seq, ack, &payload));
+    h.tunnel.poll(h.now);
+    // One packet to the client: it acknowledges every byte and offers the
+    // whole buffer again, because the bytes went toward the relay before
+    // smoltcp answered (an ACK offering 8 KiB and then a window update
+    // were two packets).
+    let packets = h.packets();
+    assert_eq!(packets.len(), 1, "one answer to the client, got {}", packets.len());
+    let ip = Ipv4Packet::new_checked(&packets[0][..]).expect("IPv4");
+    let tcp = TcpPacket::new_checked(ip.payload()).expect("TCP");
+    assert!(tcp.ack());
+    assert_eq!(tcp.ack_number().0 as u32, seq.wrapping_add(payload.len() as u32), "every byte acknowledged");
+    assert_eq!(usize::from(tcp.window_len()), buffer, "the whole buffer offered again");
+    // And the bytes are on their way, unchanged.
+    let conn = h.tunnel.connection_mut().expect("attached");
+    let up = conn.transmit().to_vec();
+    conn.advance_transmit(up.len());
+    h.relay.handle_input(&up, h.now).expect("relay input");
+    let mut got = vec![0; 64 * 1024];
+    let n = h.relay.read(id, &mut got);
+    assert_eq!(&got[..n], &payload[..]);
 }
