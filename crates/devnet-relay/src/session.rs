@@ -62,8 +62,9 @@ const READ_PER_TURN: usize = 4 * READ_CHUNK;
 /// 43 KiB per write, each a wake-up of the destination and a packet through
 /// the node; with 1 MiB turns (and the engine's 128 KiB turns per flow)
 /// the relay's syscalls per 3 GiB fell from 76,000–96,000 to
-/// 57,000–66,000 (bench/README.md, "Waiting bytes in 2 MiB"). Decrypting 1 MiB takes well under a millisecond, which is
-/// what another stream's bytes can wait behind.
+/// 57,000–66,000 (bench/README.md, "Waiting bytes in 2 MiB"). Decrypting
+/// 1 MiB takes well under a millisecond, which is what another stream's
+/// bytes can wait behind.
 const LINK_READ_PER_TURN: usize = 1024 * 1024;
 /// UDP associations kept per client (`devnet_proto::udp`, as the client
 /// does). A full table makes room by dropping the least recently used: the
